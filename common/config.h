@@ -1,0 +1,69 @@
+/* Every knob of every role lives in one table (common/config.c): name, type,
+ * default, bounds, help. Defaults train the Fashion-MNIST CNN with no file at
+ * all; `--config FILE` (JSON) overrides only the keys it names; `--set
+ * key=value` overrides that. An unknown key or a bad value is an error that
+ * names the key. */
+#ifndef PSTRAIN_CONFIG_H
+#define PSTRAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_STR 256
+
+typedef struct {
+    char model[CONFIG_STR];  /* builtin name ("cnn", "mlp") or a JSON model file */
+    char device[CONFIG_STR]; /* cpu | gpu | auto */
+    int64_t threads;         /* compute threads of a worker; 0 = one per CPU */
+    struct {
+        char dir[CONFIG_STR];
+        bool shuffle;
+        int64_t prefetch;
+    } data;
+    struct {
+        int64_t batch_size;
+        int64_t epochs;
+        int64_t max_steps; /* 0 = run `epochs` epochs */
+        char optimizer[CONFIG_STR];
+        double learning_rate;
+        double momentum;
+        bool nesterov;
+        double decay;
+        double beta1, beta2, epsilon, rho, initial_accumulator;
+        char mode[CONFIG_STR]; /* async | sync */
+        int64_t replicas_to_aggregate;
+        int64_t seed;
+    } train;
+    struct {
+        char model_dir[CONFIG_STR];
+    } checkpoint;
+    struct {
+        int64_t batch_size;
+        bool every_epoch;
+    } eval;
+    struct {
+        char level[CONFIG_STR];
+        double every_secs;
+    } log;
+} config_t;
+
+void config_defaults(config_t *c);
+/* Sets one key from its text form, checking type, bounds and choices. */
+int config_set(config_t *c, const char *key, const char *value, char *err, size_t errlen);
+/* Applies a JSON file: nested objects ({"train": {"batch_size": 32}}) or dotted
+ * keys ({"train.batch_size": 32}); JSON types must fit the key's type. */
+int config_load_file(config_t *c, const char *path, char *err, size_t errlen);
+/* Consumes --config FILE, --set key=value (and --set=..., --config=...) from
+ * argv in order (files first, then every --set, whatever their order), leaving
+ * other arguments in place and updating *argc. */
+int config_parse_args(config_t *c, int *argc, char **argv, char *err, size_t errlen);
+/* Lists every key with its type, default, bounds or choices, and help. */
+void config_print_help(FILE *out);
+/* The effective configuration as one JSON object with dotted keys (caller frees). */
+char *config_to_json(const config_t *c);
+/* The text of one key's current value; -1 for an unknown key. */
+int config_get(const config_t *c, const char *key, char *buf, size_t buflen);
+
+#endif

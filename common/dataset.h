@@ -1,0 +1,65 @@
+/* Training data: IDX files (MNIST, Fashion-MNIST; gzip or plain) read whole
+ * into memory as bytes, and a loader that shards, shuffles (seeded per epoch),
+ * batches and scales pixels to [0, 1] on a background thread, so that compute
+ * never waits for data. */
+#ifndef PSTRAIN_DATASET_H
+#define PSTRAIN_DATASET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    size_t n;            /* examples */
+    size_t h, w, c;      /* image shape; c = 1 for IDX */
+    size_t example_size; /* h * w * c bytes */
+    uint8_t *images;     /* [n, h, w, c] */
+    uint8_t *labels;     /* [n] */
+    size_t nclasses;     /* max label + 1 */
+} dataset_t;
+
+/* Reads an images file (magic 0x00000803, dims n, rows, cols) and a labels file
+ * (magic 0x00000801, dim n), gzip or plain (detected by content, not name).
+ * Checks magics, dimensions, that the counts agree and that the payload is
+ * complete: a truncated or corrupt file is one error naming the file. */
+int dataset_load_idx(dataset_t *d, const char *images_path, const char *labels_path, char *err,
+                     size_t errlen);
+/* Loads DIR/train-images-idx3-ubyte[.gz] + labels (train) or the t10k pair
+ * (test), preferring the .gz name when both exist. */
+int dataset_load_split(dataset_t *d, const char *dir, bool train, char *err, size_t errlen);
+void dataset_free(dataset_t *d);
+
+typedef struct {
+    size_t n;               /* examples in this batch; the last of an epoch may be short */
+    float *x;               /* [n, h, w, c] in [0, 1] */
+    int32_t *y;             /* [n] */
+    uint64_t epoch;         /* 0-based */
+    uint64_t step_in_epoch; /* 0-based */
+    uint64_t step;          /* 0-based count of batches since the loader's epoch 0 */
+} batch_t;
+
+typedef struct {
+    size_t batch_size;
+    uint64_t seed;
+    size_t shard, nshards; /* this loader takes examples shard, shard + nshards, ... */
+    bool shuffle;          /* reshuffle the shard every epoch with a seed from (seed, epoch) */
+    size_t prefetch;       /* batches prepared ahead (>= 1) */
+    uint64_t start_step;   /* skip this many batches first (resume) */
+    /* Optional allocator for the batch buffers (pinned memory for a GPU);
+     * NULL means aligned host memory. */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+} loader_opts_t;
+
+typedef struct loader loader_t;
+
+loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen);
+/* The next batch, waiting for the prefetch thread if it is behind. The batch
+ * stays valid until the next call. Epochs follow each other without end. */
+const batch_t *loader_next(loader_t *l);
+size_t loader_shard_size(const loader_t *l);
+size_t loader_steps_per_epoch(const loader_t *l);
+/* Stops the thread and frees everything. */
+void loader_free(loader_t *l);
+
+#endif

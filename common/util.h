@@ -1,0 +1,58 @@
+/* Small helpers every module uses: checked allocation, error messages into a
+ * caller's buffer, clocks. */
+#ifndef PSTRAIN_UTIL_H
+#define PSTRAIN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Size of the error buffers that library functions fill. */
+#define PS_ERRLEN 512
+
+#define PS_VERSION "0.1.0"
+
+/* Allocation failure aborts with the size and the caller's file:line; sizes that
+ * come from a peer or a file must be validated before they reach these. */
+void *ps_xmalloc(size_t n, const char *file, int line);
+void *ps_xcalloc(size_t count, size_t size, const char *file, int line);
+void *ps_xrealloc(void *p, size_t n, const char *file, int line);
+char *ps_xstrdup(const char *s, const char *file, int line);
+/* 64-byte aligned, for buffers the math kernels touch; free with free(). */
+void *ps_xalloc_aligned(size_t n, const char *file, int line);
+
+#define xmalloc(n) ps_xmalloc((n), __FILE__, __LINE__)
+#define xcalloc(c, s) ps_xcalloc((c), (s), __FILE__, __LINE__)
+#define xrealloc(p, n) ps_xrealloc((p), (n), __FILE__, __LINE__)
+#define xstrdup(s) ps_xstrdup((s), __FILE__, __LINE__)
+#define xalloc_aligned(n) ps_xalloc_aligned((n), __FILE__, __LINE__)
+
+/* Formats into err (when err is not NULL) and returns -1, so that library code
+ * can write `return ps_errf(err, errlen, "...", ...);`. */
+int ps_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Seconds on the monotonic clock. */
+double ps_now(void);
+/* Seconds since the epoch (wall clock). */
+double ps_wall_now(void);
+
+/* Parses a whole decimal integer or float; returns -1 on trailing junk, overflow
+ * or an empty string. */
+int ps_parse_i64(const char *s, int64_t *out);
+int ps_parse_f64(const char *s, double *out);
+
+/* Reads a whole file into a NUL-terminated buffer the caller frees. */
+int ps_read_file(const char *path, char **out, size_t *len, char *err, size_t errlen);
+/* mkdir -p. */
+int ps_mkdirs(const char *path, char *err, size_t errlen);
+/* Writes data to path through a temp file, fsync and rename, so readers never
+ * see a partial file. */
+int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* Number of CPUs this process may run on. */
+int ps_cpu_count(void);
+
+#define PS_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PS_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define PS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

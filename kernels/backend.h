@@ -1,0 +1,130 @@
+/* The math every role runs, as one table of operations. A backend is the CPU
+ * (OpenBLAS + C, kernels/cpu/) or a GPU plugin (kernels/cuda/, loaded at run
+ * time). Every pointer an op takes is backend memory (from ->alloc) unless the
+ * comment says host. Tensors are row-major; images are NHWC; a conv kernel is
+ * [kh, kw, cin, cout] and a dense kernel [in, out], as in Keras.
+ *
+ * Ops are synchronous from the caller's view on the CPU; a GPU backend may
+ * queue them on its stream, and ->download waits for the work before it. Ops
+ * never allocate: whatever scratch they need comes from the caller as a
+ * workspace of the size the matching *_workspace query returned. */
+#ifndef PSTRAIN_BACKEND_H
+#define PSTRAIN_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Geometry of a 2-D convolution. Output size and padding follow Keras/TF:
+ * 'valid': oh = (h - kh) / sh + 1, no padding;
+ * 'same':  oh = ceil(h / sh), pad_total = max((oh - 1) * sh + kh - h, 0),
+ *          pad_top = pad_total / 2 (the extra row, if any, goes at the bottom).
+ * conv2d_shape_init fills oh, ow, pad_top and pad_left from the rest. */
+typedef struct {
+    size_t n, h, w, c;   /* input [n, h, w, c] */
+    size_t kh, kw, f;    /* kernel [kh, kw, c, f] */
+    size_t sh, sw;       /* strides */
+    size_t pad_top, pad_left;
+    size_t oh, ow;       /* output [n, oh, ow, f] */
+} conv2d_shape_t;
+
+/* Geometry of a 2-D max pooling with the same rules ('valid' is Keras's
+ * default for pooling). Padded cells never win the max. */
+typedef struct {
+    size_t n, h, w, c;
+    size_t ph, pw;       /* pool window */
+    size_t sh, sw;       /* strides (Keras default: the pool size) */
+    size_t pad_top, pad_left;
+    size_t oh, ow;
+} pool2d_shape_t;
+
+void conv2d_shape_init(conv2d_shape_t *s, bool same);
+void pool2d_shape_init(pool2d_shape_t *s, bool same);
+
+/* Dropout and initialisation draw from one counter-based generator: the value
+ * for (key, counter) is a pure function, so a mask is recomputed in backward
+ * instead of stored, and any split of a batch over threads or devices draws the
+ * same numbers. The GPU plugin implements the same function. */
+uint64_t rng_mix(uint64_t key, uint64_t counter);
+/* Uniform in [0, 1) with 24 bits. */
+float rng_uniform(uint64_t key, uint64_t counter);
+/* Derives a key from a seed and a name (FNV-1a of the name mixed with the seed). */
+uint64_t rng_key(uint64_t seed, const char *name, uint64_t extra);
+
+typedef struct backend backend_t;
+
+struct backend {
+    const char *name;
+
+    /* Memory. alloc returns 64-byte aligned memory or NULL. */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*zero)(void *p, size_t bytes);
+
+    /* c[m, n] = alpha * op(a) op(b) + beta * c; op(a) is [m, k], op(b) is [k, n];
+     * ta/tb mean a is stored [k, m] / b is stored [n, k]. */
+    void (*gemm)(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                 const float *b, float beta, float *c);
+
+    /* Convolution (no bias). Workspace bytes for the three ops together. */
+    size_t (*conv2d_workspace)(const conv2d_shape_t *s);
+    /* y[n, oh, ow, f] = conv(x[n, h, w, c], w[kh, kw, c, f]) */
+    void (*conv2d_forward)(float *y, const float *x, const float *w, const conv2d_shape_t *s,
+                           void *ws);
+    /* dx[n, h, w, c] = gradient of the loss w.r.t. x, given dy[n, oh, ow, f] (overwrites dx) */
+    void (*conv2d_backward_data)(float *dx, const float *dy, const float *w,
+                                 const conv2d_shape_t *s, void *ws);
+    /* dw[kh, kw, c, f] = gradient w.r.t. the kernel (overwrites dw) */
+    void (*conv2d_backward_filter)(float *dw, const float *dy, const float *x,
+                                   const conv2d_shape_t *s, void *ws);
+
+    /* y[n, oh, ow, c] = max over each window of x[n, h, w, c] */
+    void (*maxpool2d_forward)(float *y, const float *x, const pool2d_shape_t *s);
+    /* dx (overwritten): each dy goes to the first position of its window that
+     * holds the max (y is the forward output). */
+    void (*maxpool2d_backward)(float *dx, const float *dy, const float *x, const float *y,
+                               const pool2d_shape_t *s);
+
+    /* y[r, c] += b[c] for rows x cols */
+    void (*bias_add)(float *y, const float *b, size_t rows, size_t cols);
+    /* db[c] = sum over rows of dy[r, c] (overwrites db) */
+    void (*bias_grad)(float *db, const float *dy, size_t rows, size_t cols);
+
+    /* y = max(x, 0); in place allowed */
+    void (*relu_forward)(float *y, const float *x, size_t n);
+    /* dx = dy where y > 0, else 0; in place (dx == dy) allowed */
+    void (*relu_backward)(float *dx, const float *dy, const float *y, size_t n);
+
+    /* probs[r, :] = softmax(logits[r, :]); loss[r] = -log(probs[r, labels[r]]),
+     * computed stably from the logits. labels are backend memory, int32. */
+    void (*softmax_xent_forward)(float *probs, float *loss, const float *logits,
+                                 const int32_t *labels, size_t rows, size_t classes);
+    /* dlogits[r, :] = scale * (probs[r, :] - onehot(labels[r])) */
+    void (*softmax_xent_backward)(float *dlogits, const float *probs, const int32_t *labels,
+                                  size_t rows, size_t classes, float scale);
+
+    /* Inverted dropout: element i keeps its value times 1/(1 - rate) when
+     * rng_uniform(key, offset + i) >= rate, else becomes 0. In place allowed.
+     * backward applies the same mask to dy. */
+    void (*dropout_forward)(float *y, const float *x, size_t n, float rate, uint64_t key,
+                            uint64_t offset);
+    void (*dropout_backward)(float *dx, const float *dy, size_t n, float rate, uint64_t key,
+                             uint64_t offset);
+
+    /* y = a * x + y; used to sum gradients. */
+    void (*axpy)(float *y, float a, const float *x, size_t n);
+    /* y[i] = x[i] * scale for bytes x (pixels to [0, 1]). */
+    void (*scale_u8)(float *y, const uint8_t *x, size_t n, float scale);
+};
+
+/* The CPU backend (always present). Its ops are single-threaded: callers run
+ * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one
+ * thread so that it never starts a pool of its own. */
+const backend_t *cpu_backend(void);
+void cpu_backend_init(void);
+/* The BLAS kernel in use, e.g. "SkylakeX" or "Haswell", for benchmark output. */
+const char *cpu_backend_blas_core(void);
+
+#endif

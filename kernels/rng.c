@@ -1,0 +1,24 @@
+#include "backend.h"
+
+/* splitmix64's finalizer over key + counter * golden ratio: a counter-based
+ * generator (the stream for a key is splitmix64 seeded with the key), cheap
+ * enough to draw a dropout mask per element and easy to mirror on a GPU. */
+uint64_t rng_mix(uint64_t key, uint64_t counter) {
+    uint64_t z = key + (counter + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+float rng_uniform(uint64_t key, uint64_t counter) {
+    return (float)(rng_mix(key, counter) >> 40) * (1.0f / 16777216.0f);
+}
+
+uint64_t rng_key(uint64_t seed, const char *name, uint64_t extra) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    return rng_mix(rng_mix(seed, h), extra);
+}
