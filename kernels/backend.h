@@ -55,6 +55,9 @@ typedef struct backend backend_t;
 
 struct backend {
     const char *name;
+    /* Backend memory is host memory (the CPU): callers may pass host
+     * pointers straight to ops instead of uploading. */
+    bool host_memory;
 
     /* Memory. alloc returns 64-byte aligned memory or NULL. */
     void *(*alloc)(size_t bytes);

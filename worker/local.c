@@ -1,1 +1,234 @@
-/* placeholder */
+#include "local.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/dataset.h"
+#include "common/exitcode.h"
+#include "common/log.h"
+#include "common/model.h"
+#include "common/results.h"
+#include "common/store.h"
+#include "common/trainer.h"
+#include "common/util.h"
+
+typedef struct {
+    model_t model;
+    dataset_t train, test;
+    store_t store;
+    trainer_t *trainer;
+    loader_t *loader;
+    float *grads;
+} local_t;
+
+/* Running means over the current epoch, as Keras's progress bar shows. */
+typedef struct {
+    double loss_sum, correct;
+    size_t n;
+    double start, last_log;
+    size_t images_since_log;
+} epoch_stats_t;
+
+static int optim_from_config(const config_t *c, optim_cfg_t *o, char *err, size_t errlen) {
+    optim_kind_t kind;
+    if (optim_kind_from_name(c->train.optimizer, &kind))
+        return ps_errf(err, errlen, "train.optimizer: unknown optimizer \"%s\"",
+                       c->train.optimizer);
+    optim_defaults(o, kind);
+    o->learning_rate = c->train.learning_rate;
+    o->decay = c->train.decay;
+    /* train.momentum is SGD's; RMSprop runs without momentum, as Keras's default. */
+    o->momentum = kind == OPTIM_SGD ? c->train.momentum : 0.0;
+    o->nesterov = c->train.nesterov;
+    o->beta1 = c->train.beta1;
+    o->beta2 = c->train.beta2;
+    o->epsilon = c->train.epsilon;
+    o->rho = c->train.rho;
+    o->initial_accumulator = c->train.initial_accumulator;
+    return 0;
+}
+
+/* Loads the model and both splits and checks that they fit each other. */
+static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
+    if (model_load(&L->model, c->model, err, errlen))
+        return EXIT_USAGE;
+    if (dataset_load_split(&L->train, c->data.dir, true, err, errlen) ||
+        dataset_load_split(&L->test, c->data.dir, false, err, errlen))
+        return EXIT_DATAERR;
+    const model_t *m = &L->model;
+    size_t in_size = m->input[0] * m->input[1] * m->input[2];
+    const dataset_t *sets[2] = {&L->train, &L->test};
+    for (size_t i = 0; i < 2; i++) {
+        if (sets[i]->example_size != in_size) {
+            ps_errf(err, errlen, "data.dir %s: examples have %zu values but the model's input "
+                                 "has %zu",
+                    c->data.dir, sets[i]->example_size, in_size);
+            return EXIT_DATAERR;
+        }
+        if (sets[i]->nclasses > m->nclasses) {
+            ps_errf(err, errlen, "data.dir %s: labels go up to %zu but the model has %zu classes",
+                    c->data.dir, sets[i]->nclasses - 1, m->nclasses);
+            return EXIT_DATAERR;
+        }
+    }
+    return 0;
+}
+
+static int setup(local_t *L, const config_t *c, char *err, size_t errlen) {
+    int rc = load_inputs(L, c, err, errlen);
+    if (rc)
+        return rc;
+    optim_cfg_t oc;
+    if (optim_from_config(c, &oc, err, errlen))
+        return EXIT_USAGE;
+    store_init_full(&L->store, &L->model, &oc, (uint64_t)c->train.seed);
+    size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+    size_t batch = (size_t)c->train.batch_size;
+    /* Evaluation reuses the training batch's buffers (eval batches are capped
+     * at train.batch_size), which keeps peak memory at one batch's worth. */
+    L->trainer = trainer_create(&L->model, cpu_backend(), threads, batch);
+    loader_opts_t lo = {.batch_size = batch, .seed = (uint64_t)c->train.seed, .shard = 0,
+                        .nshards = 1, .shuffle = c->data.shuffle,
+                        .prefetch = (size_t)c->data.prefetch};
+    L->loader = loader_create(&L->train, &lo, err, errlen);
+    if (!L->loader)
+        return EXIT_USAGE;
+    L->grads = xalloc_aligned(L->model.nparams * sizeof(float));
+    return 0;
+}
+
+static void teardown(local_t *L) {
+    free(L->grads);
+    if (L->loader)
+        loader_free(L->loader);
+    trainer_free(L->trainer);
+    if (L->store.w)
+        store_free(&L->store);
+    dataset_free(&L->train);
+    dataset_free(&L->test);
+    model_free(&L->model);
+}
+
+static void format_eta(char *buf, size_t len, double secs) {
+    long s = (long)(secs + 0.5);
+    if (s >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else if (s >= 60)
+        snprintf(buf, len, "%ld:%02ld", s / 60, s % 60);
+    else
+        snprintf(buf, len, "%lds", s);
+}
+
+/* "epoch 1/3  300/938 [=========>....................] - ETA: 25s - loss: 0.5123 -
+ *  accuracy: 0.8123 - 1520 images/s" */
+static void log_progress(const epoch_stats_t *es, uint64_t epoch, uint64_t epochs, size_t step,
+                         size_t steps, double images_per_sec) {
+    char bar[32];
+    size_t done = steps ? step * 30 / steps : 30;
+    for (size_t i = 0; i < 30; i++)
+        bar[i] = i < done ? '=' : i == done ? '>' : '.';
+    bar[30] = '\0';
+    char eta[32];
+    double per_step = step ? (ps_now() - es->start) / (double)step : 0.0;
+    format_eta(eta, sizeof eta, per_step * (double)(steps - step));
+    log_info("epoch %llu/%llu %5zu/%zu [%s] - ETA: %s - loss: %.4f - accuracy: %.4f - %.0f "
+             "images/s",
+             (unsigned long long)epoch + 1, (unsigned long long)epochs, step, steps, bar, eta,
+             es->loss_sum / (double)es->n, es->correct / (double)es->n, images_per_sec);
+}
+
+static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, double elapsed,
+                    const epoch_stats_t *es) {
+    char err[PS_ERRLEN];
+    eval_metrics_t em;
+    double t0 = ps_now();
+    trainer_evaluate(L->trainer, L->store.w, &L->test, (size_t)c->eval.batch_size, &em);
+    log_info("eval at step %llu (epoch %.2f): loss: %.4f - accuracy: %.4f (%zu examples, %.1fs)",
+             (unsigned long long)step, epoch, em.loss, em.accuracy, em.n, ps_now() - t0);
+    results_context_t ctx = {.global_step = step, .epoch = epoch, .elapsed_secs = elapsed,
+                             .train_loss = es->n ? es->loss_sum / (double)es->n : 0.0,
+                             .train_accuracy = es->n ? es->correct / (double)es->n : 0.0};
+    int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
+    eval_metrics_free(&em);
+    if (rc) {
+        log_error("cannot write eval results: %s", err);
+        return EXIT_IOERR;
+    }
+    return 0;
+}
+
+static uint64_t total_steps(const config_t *c, size_t steps_per_epoch) {
+    if (c->train.max_steps > 0)
+        return (uint64_t)c->train.max_steps;
+    return (uint64_t)c->train.epochs * steps_per_epoch;
+}
+
+static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop) {
+    size_t spe = loader_steps_per_epoch(L->loader);
+    uint64_t total = total_steps(c, spe);
+    uint64_t epochs = (total + spe - 1) / spe;
+    epoch_stats_t es = {.start = ps_now()};
+    es.last_log = es.start;
+    double train_start = es.start;
+    bool evaluated_last = false;
+    uint64_t step = 0;
+    for (; step < total && !*stop; step++) {
+        const batch_t *b = loader_next(L->loader);
+        step_metrics_t sm;
+        uint64_t dropout_seed = rng_key((uint64_t)c->train.seed, "dropout", step);
+        trainer_gradient(L->trainer, L->store.w, b->x, b->y, b->n, dropout_seed, L->grads, &sm);
+        store_apply(&L->store, L->grads);
+        es.loss_sum += sm.loss * (double)sm.n;
+        es.correct += sm.accuracy * (double)sm.n;
+        es.n += sm.n;
+        es.images_since_log += sm.n;
+        double now = ps_now();
+        bool epoch_end = b->step_in_epoch + 1 == spe || step + 1 == total;
+        if (now - es.last_log >= c->log.every_secs || epoch_end) {
+            log_progress(&es, b->epoch, epochs, (size_t)b->step_in_epoch + 1, spe,
+                         (double)es.images_since_log / (now - es.last_log));
+            es.last_log = now;
+            es.images_since_log = 0;
+        }
+        evaluated_last = false;
+        if (epoch_end && (c->eval.every_epoch || step + 1 == total)) {
+            double epoch = (double)(step + 1) / (double)spe;
+            int rc = evaluate(L, c, step + 1, epoch, ps_now() - train_start, &es);
+            if (rc)
+                return rc;
+            evaluated_last = true;
+        }
+        if (b->step_in_epoch + 1 == spe) {
+            es = (epoch_stats_t){.start = ps_now()};
+            es.last_log = es.start;
+        }
+    }
+    if (*stop) {
+        log_info("stopping on signal %d after step %llu", (int)*stop, (unsigned long long)step);
+        return EXIT_OK;
+    }
+    if (!evaluated_last)
+        return evaluate(L, c, step, (double)step / (double)spe, ps_now() - train_start, &es);
+    return EXIT_OK;
+}
+
+int local_train(const config_t *cfg, volatile sig_atomic_t *stop) {
+    char err[PS_ERRLEN];
+    local_t L;
+    memset(&L, 0, sizeof L);
+    int rc = setup(&L, cfg, err, sizeof err);
+    if (rc) {
+        log_error("%s", err);
+        teardown(&L);
+        return rc;
+    }
+    log_info("model %s: %zu parameters; %zu training and %zu test examples; batch %lld on %zu "
+             "threads; %zu steps per epoch",
+             cfg->model, L.model.nparams, L.train.n, L.test.n, (long long)cfg->train.batch_size,
+             trainer_threads(L.trainer), loader_steps_per_epoch(L.loader));
+    rc = train_loop(&L, cfg, stop);
+    teardown(&L);
+    return rc;
+}

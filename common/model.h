@@ -1,0 +1,119 @@
+/* The model: a JSON spec with Keras's layer names and defaults, validated,
+ * with shapes inferred and variables named and laid out as Keras does; the
+ * deterministic initializer; the Keras-style summary; and forward/backward
+ * over a backend. Parameters live in one slab (model_t.vars gives each
+ * variable's offset), which is what the parameter store holds and what Pull
+ * and Push move. */
+#ifndef PSTRAIN_MODEL_H
+#define PSTRAIN_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kernels/backend.h"
+
+#define MODEL_NAME_LEN 64
+#define MODEL_MAX_DIMS 4
+
+typedef enum {
+    LAYER_CONV2D = 0,
+    LAYER_DENSE,
+    LAYER_MAX_POOL2D,
+    LAYER_DROPOUT,
+    LAYER_FLATTEN,
+} layer_kind_t;
+
+typedef enum { ACT_LINEAR = 0, ACT_RELU, ACT_SOFTMAX } activation_t;
+
+typedef struct {
+    layer_kind_t kind;
+    char name[MODEL_NAME_LEN]; /* Keras's automatic name ("conv2d_1") or the spec's */
+    activation_t activation;
+    bool use_bias;
+    size_t units;              /* dense */
+    size_t filters;            /* conv2d */
+    size_t kernel[2];          /* conv2d kernel_size */
+    size_t pool[2];            /* max_pool2d pool_size */
+    size_t strides[2];         /* conv2d (default 1) and max_pool2d (default pool_size) */
+    bool same;                 /* padding == "same" */
+    float rate;                /* dropout */
+    size_t in[3], out[3];      /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
+    bool flat_in, flat_out;    /* a vector, not an image (after flatten or dense) */
+    size_t in_size, out_size;  /* elements per example */
+    int kernel_var, bias_var;  /* indexes into model_t.vars, -1 if none */
+} layer_t;
+
+typedef struct {
+    char name[2 * MODEL_NAME_LEN]; /* "<layer>/kernel", "<layer>/bias" */
+    size_t ndim;
+    size_t shape[MODEL_MAX_DIMS];  /* Keras layout: conv [kh, kw, cin, cout], dense [in, out] */
+    size_t size;                   /* elements */
+    size_t offset;                 /* elements from the start of the parameter slab */
+    size_t fan_in, fan_out;        /* for Glorot; 0 for biases (zeros) */
+} var_t;
+
+typedef struct {
+    size_t input[3]; /* [h, w, c]; a flat input [n] is [1, 1, n] */
+    bool input_flat;
+    size_t nlayers;
+    layer_t *layers;
+    size_t nvars;
+    var_t *vars;
+    size_t nparams;  /* total elements of the slab */
+    size_t nclasses; /* units of the last (softmax) layer */
+    char *json;      /* the canonical spec, as model_to_json returns it */
+} model_t;
+
+/* Parses and validates a spec; errors name the layer (index and type) and
+ * the key. The last layer must be dense with softmax (the loss is sparse
+ * categorical cross-entropy). */
+int model_parse(model_t *m, const char *json_text, char *err, size_t errlen);
+/* A builtin name ("cnn": the Keras MNIST CNN, "mlp": 784-128-128-10) or a file. */
+int model_load(model_t *m, const char *name_or_path, char *err, size_t errlen);
+void model_free(model_t *m);
+/* The canonical spec with every default and name filled in (caller frees). */
+char *model_to_json(const model_t *m);
+/* Index of a variable by name, or -1. */
+int model_find_var(const model_t *m, const char *name);
+
+/* Initial value of elements [begin, end) of variable v (Glorot-uniform for
+ * kernels, zeros for biases), a pure function of (seed, name, index), so any
+ * partition of the model over any number of PS starts the same. */
+void model_init_var(const var_t *v, uint64_t seed, size_t begin, size_t end, float *out);
+void model_init_params(const model_t *m, uint64_t seed, float *params);
+
+/* Keras's model.summary() table. */
+void model_summary(const model_t *m, FILE *out);
+
+/* Buffers for running the model on up to max_batch examples on one backend;
+ * one per thread. */
+typedef struct model_exec model_exec_t;
+
+model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t max_batch);
+void model_exec_free(model_exec_t *e);
+/* Backend buffers for one batch of input and labels, filled by the caller. */
+float *model_exec_input(model_exec_t *e);
+int32_t *model_exec_labels(model_exec_t *e);
+
+/* Runs the layers on the n examples in model_exec_input, against the labels
+ * in model_exec_labels (fill them with any valid class when there are none:
+ * only the loss depends on them). When training,
+ * dropout draws its mask from dropout_seed and the example's position
+ * (example_offset + i) in the whole batch, so a batch split over threads drops
+ * the same units as the whole batch. Returns the softmax output [n, classes]
+ * (backend memory). */
+const float *model_forward(model_exec_t *e, const float *params, size_t n, bool training,
+                           uint64_t dropout_seed, uint64_t example_offset);
+/* After model_forward: the summed cross-entropy of the n examples against the
+ * labels in model_exec_labels, the count predicted right and, when pred is
+ * not NULL, each example's predicted class. */
+void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, int32_t *pred);
+/* After model_forward: the softmax output of the n examples, on the host. */
+const float *model_exec_probs(model_exec_t *e, size_t n);
+/* After model_forward: gradients of (loss_sum * scale) w.r.t. every parameter into
+ * grads (a slab like params, overwritten). */
+void model_backward(model_exec_t *e, const float *params, size_t n, float scale, float *grads);
+
+#endif

@@ -1,0 +1,48 @@
+/* Gradients and evaluation of a model over a thread pool: each thread runs
+ * its slice of the batch on its own exec (single-threaded BLAS), and the
+ * threads then sum their gradients stripe by stripe. One thread on a GPU. */
+#ifndef PSTRAIN_TRAINER_H
+#define PSTRAIN_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataset.h"
+#include "model.h"
+
+typedef struct trainer trainer_t;
+
+typedef struct {
+    double loss;     /* mean cross-entropy */
+    double accuracy; /* fraction predicted right */
+    size_t n;        /* examples */
+} step_metrics_t;
+
+/* threads >= 1; max_batch is the largest batch any call will pass. */
+trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
+                          size_t max_batch);
+void trainer_free(trainer_t *t);
+size_t trainer_threads(const trainer_t *t);
+
+/* Mean gradient over the batch x[n, ...] (host, in [0, 1]) with labels y
+ * (host) into grads (host slab of m->nparams, overwritten). Dropout masks
+ * come from dropout_seed and each example's position in the batch, so the
+ * result does not depend on the number of threads. */
+void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y,
+                      size_t n, uint64_t dropout_seed, float *grads, step_metrics_t *out);
+
+typedef struct {
+    double loss, accuracy;
+    size_t n;
+    size_t nclasses;
+    size_t *class_total;   /* [nclasses] examples per true class */
+    size_t *class_correct; /* [nclasses] */
+} eval_metrics_t;
+
+/* Loss and accuracy (also per class) of the model on a whole data set, in
+ * batches of batch_size (<= max_batch). Caller frees with eval_metrics_free. */
+void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, size_t batch_size,
+                      eval_metrics_t *out);
+void eval_metrics_free(eval_metrics_t *e);
+
+#endif

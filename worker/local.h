@@ -1,0 +1,14 @@
+/* Standalone training: the whole model in one process, the parameter store
+ * and optimizer linked in. */
+#ifndef PSTRAIN_WORKER_LOCAL_H
+#define PSTRAIN_WORKER_LOCAL_H
+
+#include <signal.h>
+
+#include "common/config.h"
+
+/* Trains as the config says; returns an exit code (common/exitcode.h). A
+ * non-zero *stop (a signal number) ends training after the current step. */
+int local_train(const config_t *cfg, volatile sig_atomic_t *stop);
+
+#endif
