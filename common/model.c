@@ -585,3 +585,35 @@ char *model_to_json(const model_t *m) {
     json_object_put(root);
     return s;
 }
+
+/* Multiply-adds of one example through a conv or dense layer's forward. */
+static double layer_macs(const layer_t *l) {
+    if (l->kind == LAYER_CONV2D)
+        return (double)(l->out[0] * l->out[1] * l->filters) *
+               (double)(l->kernel[0] * l->kernel[1] * l->in[2]);
+    if (l->kind == LAYER_DENSE)
+        return (double)l->in_size * (double)l->units;
+    return 0.0;
+}
+
+double model_forward_flops(const model_t *m) {
+    double f = 0.0;
+    for (size_t i = 0; i < m->nlayers; i++)
+        f += 2.0 * layer_macs(&m->layers[i]);
+    return f;
+}
+
+double model_train_flops(const model_t *m) {
+    /* forward + backward-filter everywhere, backward-data except for the first
+     * layer with weights (nothing below it needs a gradient). */
+    double f = 0.0;
+    bool first = true;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        double macs = layer_macs(&m->layers[i]);
+        if (macs == 0.0)
+            continue;
+        f += 2.0 * macs * (first ? 2.0 : 3.0);
+        first = false;
+    }
+    return f;
+}

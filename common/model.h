@@ -84,6 +84,11 @@ int model_find_var(const model_t *m, const char *name);
 void model_init_var(const var_t *v, uint64_t seed, size_t begin, size_t end, float *out);
 void model_init_params(const model_t *m, uint64_t seed, float *params);
 
+/* Floating-point operations per example of the conv and dense layers: a
+ * forward pass, and a training step (forward and backward). */
+double model_forward_flops(const model_t *m);
+double model_train_flops(const model_t *m);
+
 /* Keras's model.summary() table. */
 void model_summary(const model_t *m, FILE *out);
 

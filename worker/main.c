@@ -20,11 +20,13 @@ static void on_signal(int sig) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: pstrain-worker [--config FILE] [--set key=value]... [--help] "
-                 "[--version]\n\n"
+    fprintf(out, "usage: pstrain-worker [--config FILE] [--set key=value]... "
+                 "[--print-config KEY] [--help] [--version]\n\n"
                  "Computes gradients for pstrain. With no TF_CONFIG in the environment it\n"
                  "trains alone in this process and evaluates on the test set after each\n"
-                 "epoch, writing <checkpoint.model_dir>/eval_results.json.\n\n"
+                 "epoch, writing <checkpoint.model_dir>/eval_results.json.\n"
+                 "--print-config KEY prints the value KEY has after --config and --set.\n"
+                 "SIGINT or SIGTERM stops training after the current step.\n\n"
                  "Configuration keys (--set key=value, or a JSON --config file):\n");
     config_print_help(out);
 }
@@ -46,6 +48,15 @@ int main(int argc, char **argv) {
     if (config_parse_args(&cfg, &argc, argv, err, sizeof err)) {
         fprintf(stderr, "pstrain-worker: %s\n", err);
         return EXIT_USAGE;
+    }
+    if (argc == 3 && !strcmp(argv[1], "--print-config")) {
+        char value[CONFIG_STR];
+        if (config_get(&cfg, argv[2], value, sizeof value)) {
+            fprintf(stderr, "pstrain-worker: unknown config key \"%s\"\n", argv[2]);
+            return EXIT_USAGE;
+        }
+        printf("%s\n", value);
+        return EXIT_OK;
     }
     if (argc > 1) {
         fprintf(stderr, "pstrain-worker: unknown argument \"%s\" (see --help)\n", argv[1]);

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian package that pstrain's build, tests and default data
+# need. Idempotent: installs only what is missing and says what that is.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config       # the build
+  libopenblas-dev                        # CPU math
+  libjson-c-dev zlib1g-dev               # configs, model specs, results; gzip
+  dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
+  clang-format                           # the format check of scripts/test.sh
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "setup: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"
