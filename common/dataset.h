@@ -42,7 +42,8 @@ typedef struct {
     size_t batch_size;
     uint64_t seed;
     size_t shard, nshards; /* this loader takes examples shard, shard + nshards, ... */
-    bool shuffle;          /* reshuffle the shard every epoch with a seed from (seed, epoch) */
+    bool shuffle;          /* reshuffle the shard every epoch with a seed from (seed, epoch);
+                            * the shard index is mixed in so shards differ in order */
     size_t prefetch;       /* batches prepared ahead (>= 1) */
     uint64_t start_step;   /* skip this many batches first (resume) */
     /* Optional allocator for the batch buffers (pinned memory for a GPU);
@@ -53,9 +54,13 @@ typedef struct {
 
 typedef struct loader loader_t;
 
+/* d is read by the loader's thread and must outlive the loader. Fails (NULL,
+ * err names the option) on batch_size 0, nshards 0, shard >= nshards, a shard
+ * with no examples, prefetch outside [1, 4096], or alloc without free. */
 loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen);
 /* The next batch, waiting for the prefetch thread if it is behind. The batch
- * stays valid until the next call. Epochs follow each other without end. */
+ * stays valid until the next call. Epochs follow each other without end.
+ * One consumer: calls on one loader must not overlap. */
 const batch_t *loader_next(loader_t *l);
 size_t loader_shard_size(const loader_t *l);
 size_t loader_steps_per_epoch(const loader_t *l);
