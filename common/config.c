@@ -692,8 +692,9 @@ static const char *type_name(key_type_t t) {
     return names[t];
 }
 
-/* Prints defaults as config_get shows them, so that help, config_get and
- * config_to_json agree on the text of every value. */
+/* A table of every key, without an introduction (each program's usage has
+ * its own). Defaults are printed as config_get shows them, so that help,
+ * config_get and config_to_json agree on the text of every value. */
 void config_print_help(FILE *out) {
     config_t defaults;
     config_defaults(&defaults);
@@ -704,9 +705,6 @@ void config_print_help(FILE *out) {
         wname = PS_MAX(wname, (int)strlen(keys[i].name));
         wdef = PS_MAX(wdef, (int)strlen(def[i]));
     }
-    fprintf(out, "Configuration keys: set with --set KEY=VALUE, or in a JSON file given with\n"
-                 "--config FILE (nested {\"train\": {\"batch_size\": 32}} or dotted keys).\n"
-                 "Files apply first, then every --set in order.\n\n");
     fprintf(out, "  %-*s  %-6s  %-*s  %s\n", wname, "KEY", "TYPE", wdef, "DEFAULT", "RANGE");
     for (size_t i = 0; i < NKEYS; i++) {
         char range[128];
