@@ -53,17 +53,20 @@ void config_defaults(config_t *c);
 /* Sets one key from its text form, checking type, bounds and choices. */
 int config_set(config_t *c, const char *key, const char *value, char *err, size_t errlen);
 /* Applies a JSON file: nested objects ({"train": {"batch_size": 32}}) or dotted
- * keys ({"train.batch_size": 32}); JSON types must fit the key's type. */
+ * keys ({"train.batch_size": 32}); JSON types must fit the key's type (a float
+ * key also takes an integer). On an error c is unchanged. */
 int config_load_file(config_t *c, const char *path, char *err, size_t errlen);
 /* Consumes --config FILE, --set key=value (and --set=..., --config=...) from
  * argv in order (files first, then every --set, whatever their order), leaving
- * other arguments in place and updating *argc. */
+ * other arguments in place and updating *argc (argv[*argc] = NULL). Arguments
+ * after a bare "--" are not looked at. On an error neither c nor argv changes. */
 int config_parse_args(config_t *c, int *argc, char **argv, char *err, size_t errlen);
 /* Lists every key with its type, default, bounds or choices, and help. */
 void config_print_help(FILE *out);
 /* The effective configuration as one JSON object with dotted keys (caller frees). */
 char *config_to_json(const config_t *c);
-/* The text of one key's current value; -1 for an unknown key. */
+/* The text of one key's current value, in the form config_set takes; -1 for
+ * an unknown key or a buf too small for the value. */
 int config_get(const config_t *c, const char *key, char *buf, size_t buflen);
 
 #endif

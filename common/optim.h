@@ -43,7 +43,9 @@ double optim_lr(const optim_cfg_t *c, uint64_t iterations);
 
 /* One update of w[n] with gradient g[n]; `iterations` is the number of updates
  * applied before this one (Keras's optimizer.iterations), which drives decay
- * and Adam's bias correction. slots has optim_nslots entries of n floats. */
+ * and Adam's bias correction. slots has optim_nslots entries of n floats.
+ * w, g and the slots must not overlap (the loops are vectorized on that). The
+ * formulas are written out at the top of optim.c. */
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots,
                  const float *g, size_t n);
 
