@@ -68,7 +68,7 @@ void test_config_defaults(void) {
     CHECK_INT_EQ(c.train.replicas_to_aggregate, 0);
     CHECK_INT_EQ(c.train.seed, 42);
     CHECK(strcmp(c.checkpoint.model_dir, "runs/default") == 0);
-    CHECK_INT_EQ(c.eval.batch_size, 1000);
+    CHECK_INT_EQ(c.eval.batch_size, 64);
     CHECK(c.eval.every_epoch);
     CHECK(strcmp(c.log.level, "info") == 0);
     CHECK(c.log.every_secs == 5.0);

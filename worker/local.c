@@ -62,8 +62,9 @@ static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) 
     const dataset_t *sets[2] = {&L->train, &L->test};
     for (size_t i = 0; i < 2; i++) {
         if (sets[i]->example_size != in_size) {
-            ps_errf(err, errlen, "data.dir %s: examples have %zu values but the model's input "
-                                 "has %zu",
+            ps_errf(err, errlen,
+                    "data.dir %s: examples have %zu values but the model's input "
+                    "has %zu",
                     c->data.dir, sets[i]->example_size, in_size);
             return EXIT_DATAERR;
         }
@@ -89,8 +90,11 @@ static int setup(local_t *L, const config_t *c, char *err, size_t errlen) {
     /* Evaluation reuses the training batch's buffers (eval batches are capped
      * at train.batch_size), which keeps peak memory at one batch's worth. */
     L->trainer = trainer_create(&L->model, cpu_backend(), threads, batch);
-    loader_opts_t lo = {.batch_size = batch, .seed = (uint64_t)c->train.seed, .shard = 0,
-                        .nshards = 1, .shuffle = c->data.shuffle,
+    loader_opts_t lo = {.batch_size = batch,
+                        .seed = (uint64_t)c->train.seed,
+                        .shard = 0,
+                        .nshards = 1,
+                        .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch};
     L->loader = loader_create(&L->train, &lo, err, errlen);
     if (!L->loader)
@@ -147,7 +151,9 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
     trainer_evaluate(L->trainer, L->store.w, &L->test, (size_t)c->eval.batch_size, &em);
     log_info("eval at step %llu (epoch %.2f): loss: %.4f - accuracy: %.4f (%zu examples, %.1fs)",
              (unsigned long long)step, epoch, em.loss, em.accuracy, em.n, ps_now() - t0);
-    results_context_t ctx = {.global_step = step, .epoch = epoch, .elapsed_secs = elapsed,
+    results_context_t ctx = {.global_step = step,
+                             .epoch = epoch,
+                             .elapsed_secs = elapsed,
                              .train_loss = es->n ? es->loss_sum / (double)es->n : 0.0,
                              .train_accuracy = es->n ? es->correct / (double)es->n : 0.0};
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);

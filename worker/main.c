@@ -70,6 +70,13 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     log_init("worker", -1);
+    if (!strcmp(cfg.device, "gpu")) {
+        log_error("device=gpu: this build has no GPU backend (built without CUDA); use "
+                  "device=cpu or device=auto");
+        return EXIT_USAGE;
+    }
+    if (!strcmp(cfg.device, "auto"))
+        log_info("device=auto: this build has no GPU backend; using the CPU");
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     cpu_backend_init();
