@@ -1,1 +1,621 @@
-/* Filled in by its module's change. */
+/* The CPU backend: OpenBLAS for the matrix products, plain C loops for the
+ * rest. Every op is single-threaded and touches nothing but its arguments (no
+ * static mutable state), so the caller may run several at once on different
+ * threads; OpenBLAS is pinned to one thread so it never competes with them. */
+#include "kernels/backend.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Hot loops get one clone per vector ISA, picked when the program loads (the
+ * build has no -march), and GCC's full vectoriser cost model: -O2's "very
+ * cheap" model leaves every loop whose trip count is not a known multiple of
+ * the vector width scalar. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CPU_HOT                                                                                    \
+    __attribute__((optimize("vect-cost-model=dynamic", "no-tree-loop-distribute-patterns"),        \
+                   target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define CPU_HOT
+#endif
+
+/* Rows of the im2col matrix handled per gemm call. bench_kernels measured
+ * 0.5-2 MiB chunks as equally fast for the Keras MNIST CNN (about one 28x28
+ * image per MiB for the 32->64 conv), and larger ones slower once the chunk
+ * no longer fits in L2; the workspace stays this small whatever the batch. */
+#ifndef CPU_CONV_CHUNK_BYTES
+#define CPU_CONV_CHUNK_BYTES ((size_t)1 << 20)
+#endif
+
+static size_t min_size(size_t a, size_t b) {
+    return a < b ? a : b;
+}
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(size_t bytes) {
+    /* aligned_alloc wants a multiple of the alignment; a zero-byte request
+     * still gets a block so that NULL always means failure. */
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes)
+        return NULL;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+static void cpu_free(void *p) {
+    free(p);
+}
+
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes)
+        memcpy(dst, src, bytes);
+}
+
+static void cpu_zero(void *p, size_t bytes) {
+    if (bytes)
+        memset(p, 0, bytes);
+}
+
+/* ---- gemm ---- */
+
+/* c[n] = beta * c[n] with BLAS's rule that beta == 0 overwrites (NaN too). */
+CPU_HOT static void scale_or_zero(float *c, float beta, size_t n) {
+    if (beta == 0.0f) {
+        memset(c, 0, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        c[i] *= beta;
+}
+
+/* c[m, n] = alpha * op(a)[m, k] op(b)[k, n] + beta * c; sizes must fit a
+ * BLAS int, which every tensor of a model that fits in memory does. */
+static void cpu_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                     const float *b, float beta, float *c) {
+    if (m == 0 || n == 0)
+        return;
+    if (k == 0 || alpha == 0.0f) {
+        scale_or_zero(c, beta, m * n);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)(ta ? m : k), b,
+                (blasint)(tb ? k : n), beta, c, (blasint)n);
+}
+
+/* ---- convolution: im2col into the workspace, then one gemm per chunk ---- */
+
+/* Which taps of a window along one axis fall inside the input: output
+ * position o reads input start + t for taps t in [lo, hi). */
+typedef struct {
+    ptrdiff_t start;
+    size_t lo, hi;
+} span_t;
+
+static span_t window_span(size_t o, size_t stride, size_t pad, size_t k, size_t in) {
+    ptrdiff_t start = (ptrdiff_t)(o * stride) - (ptrdiff_t)pad;
+    ptrdiff_t lo = start < 0 ? -start : 0, hi = (ptrdiff_t)in - start;
+    lo = lo < (ptrdiff_t)k ? lo : (ptrdiff_t)k;
+    hi = hi < (ptrdiff_t)k ? hi : (ptrdiff_t)k;
+    span_t sp = {start, (size_t)lo, (size_t)(hi > lo ? hi : lo)};
+    return sp;
+}
+
+/* The input index that tap t of the span reads (t in [lo, hi)). */
+static size_t span_tap(span_t sp, size_t t) {
+    return (size_t)(sp.start + (ptrdiff_t)t);
+}
+
+static size_t conv_k(const conv2d_shape_t *s) {
+    return s->kh * s->kw * s->c;
+}
+
+static size_t conv_rows(const conv2d_shape_t *s) {
+    return s->n * s->oh * s->ow;
+}
+
+/* A 1x1 kernel with stride 1 and no padding: x itself is the im2col matrix. */
+static bool conv_is_pointwise(const conv2d_shape_t *s) {
+    return s->kh == 1 && s->kw == 1 && s->sh == 1 && s->sw == 1 && s->pad_top == 0 &&
+           s->pad_left == 0 && s->oh == s->h && s->ow == s->w;
+}
+
+static size_t conv_chunk_rows(const conv2d_shape_t *s) {
+    size_t row_bytes = conv_k(s) * sizeof(float);
+    size_t chunk = row_bytes ? CPU_CONV_CHUNK_BYTES / row_bytes : 1;
+    return chunk ? chunk : 1;
+}
+
+static size_t cpu_conv2d_workspace(const conv2d_shape_t *s) {
+    if (conv_is_pointwise(s))
+        return 0;
+    return min_size(conv_chunk_rows(s), conv_rows(s)) * conv_k(s) * sizeof(float);
+}
+
+/* The outputs [lo, hi) of [a, b) along one axis whose tap t reads inside
+ * the input: 0 <= o * stride + t - pad < in. */
+typedef struct {
+    size_t lo, hi;
+} range_t;
+
+static range_t tap_outputs(size_t t, size_t stride, size_t pad, size_t in, size_t a, size_t b) {
+    range_t r = {a, a};
+    if (t + in <= pad)
+        return r;
+    size_t first = t >= pad ? 0 : (pad - t + stride - 1) / stride;
+    size_t end = (in - 1 + pad - t) / stride + 1;
+    r.lo = first > a ? min_size(first, b) : a;
+    r.hi = end < b ? end : b;
+    if (r.hi < r.lo)
+        r.hi = r.lo;
+    return r;
+}
+
+/* The strided row loops below are special-cased for c = 1 (the input
+ * layer) and for c a multiple of 16, where a fixed 16-float inner block
+ * compiles to whole vector registers with no loop tail. */
+#define ROW_BLOCK 16
+
+/* dst[t * ds + j] = src[t * ss + j] for t < count, j < c */
+static inline void copy_rows(float *restrict dst, size_t ds, const float *restrict src, size_t ss,
+                             size_t count, size_t c) {
+    if (c == 1) {
+        for (size_t t = 0; t < count; t++)
+            dst[t * ds] = src[t * ss];
+    } else if (c % ROW_BLOCK == 0) {
+        for (size_t t = 0; t < count; t++)
+            for (size_t j = 0; j < c; j += ROW_BLOCK)
+                for (size_t b = 0; b < ROW_BLOCK; b++)
+                    dst[t * ds + j + b] = src[t * ss + j + b];
+    } else {
+        for (size_t t = 0; t < count; t++)
+            for (size_t j = 0; j < c; j++)
+                dst[t * ds + j] = src[t * ss + j];
+    }
+}
+
+/* dst[t * ds + j] += src[t * ss + j] for t < count, j < c */
+static inline void add_rows(float *restrict dst, size_t ds, const float *restrict src, size_t ss,
+                            size_t count, size_t c) {
+    if (c == 1) {
+        for (size_t t = 0; t < count; t++)
+            dst[t * ds] += src[t * ss];
+    } else if (c % ROW_BLOCK == 0) {
+        for (size_t t = 0; t < count; t++)
+            for (size_t j = 0; j < c; j += ROW_BLOCK)
+                for (size_t b = 0; b < ROW_BLOCK; b++)
+                    dst[t * ds + j + b] += src[t * ss + j + b];
+    } else {
+        for (size_t t = 0; t < count; t++)
+            for (size_t j = 0; j < c; j++)
+                dst[t * ds + j] += src[t * ss + j];
+    }
+}
+
+/* dst[t * ds + j] = 0 for t < count, j < c */
+static inline void zero_rows(float *dst, size_t ds, size_t count, size_t c) {
+    if (c == 1) {
+        for (size_t t = 0; t < count; t++)
+            dst[t * ds] = 0.0f;
+    } else {
+        for (size_t t = 0; t < count; t++)
+            memset(dst + t * ds, 0, c * sizeof(float));
+    }
+}
+
+/* Rows [r0, r1) of the im2col matrix are runs of output pixels, each run
+ * inside one output row (n, oy) and covering its columns [ox, end). */
+typedef struct {
+    size_t n, oy, ox, end;
+} run_t;
+
+static run_t first_run(const conv2d_shape_t *s, size_t r0, size_t r1) {
+    size_t per_image = s->oh * s->ow;
+    run_t run = {r0 / per_image, r0 % per_image / s->ow, r0 % s->ow, 0};
+    run.end = min_size(s->ow, run.ox + (r1 - r0));
+    return run;
+}
+
+/* Advances past a run that ended at row r; false after the last one. */
+static bool next_run(run_t *run, const conv2d_shape_t *s, size_t r, size_t r1) {
+    if (r >= r1)
+        return false;
+    run->ox = 0;
+    run->end = min_size(s->ow, r1 - r);
+    if (++run->oy == s->oh) {
+        run->oy = 0;
+        run->n++;
+    }
+    return true;
+}
+
+/* col[end - ox, K] = the windows of output pixels (oy, [ox, end)) of one
+ * image img[h, w, c], columns in (kh, kw, c) order; padding reads as 0.
+ * Walking tap by tap makes each inner loop a strided copy of c floats per
+ * pixel, which stays cheap even for c = 1. */
+CPU_HOT static void im2col_run(float *col, const float *img, const conv2d_shape_t *s,
+                               const run_t *run) {
+    size_t k = conv_k(s), c = s->c;
+    for (size_t i = 0; i < s->kh; i++) {
+        size_t iy = run->oy * s->sh + i;
+        bool row_in = iy >= s->pad_top && iy - s->pad_top < s->h;
+        for (size_t j = 0; j < s->kw; j++) {
+            float *dst = col + (i * s->kw + j) * c;
+            range_t v = tap_outputs(j, s->sw, s->pad_left, s->w, run->ox, run->end);
+            if (!row_in)
+                v.lo = v.hi = run->end;
+            zero_rows(dst, k, v.lo - run->ox, c);
+            if (v.hi > v.lo) {
+                const float *src =
+                    img + ((iy - s->pad_top) * s->w + v.lo * s->sw + j - s->pad_left) * c;
+                copy_rows(dst + (v.lo - run->ox) * k, k, src, s->sw * c, v.hi - v.lo, c);
+            }
+            zero_rows(dst + (v.hi - run->ox) * k, k, run->end - v.hi, c);
+        }
+    }
+}
+
+/* The adjoint of im2col_run: img[h, w, c] += each window of col back at the
+ * pixels it was read from; padding taps are dropped. */
+CPU_HOT static void col2im_run(float *img, const float *col, const conv2d_shape_t *s,
+                               const run_t *run) {
+    size_t k = conv_k(s), c = s->c;
+    for (size_t i = 0; i < s->kh; i++) {
+        size_t iy = run->oy * s->sh + i;
+        if (iy < s->pad_top || iy - s->pad_top >= s->h)
+            continue;
+        for (size_t j = 0; j < s->kw; j++) {
+            range_t v = tap_outputs(j, s->sw, s->pad_left, s->w, run->ox, run->end);
+            if (v.hi == v.lo)
+                continue;
+            float *dst = img + ((iy - s->pad_top) * s->w + v.lo * s->sw + j - s->pad_left) * c;
+            const float *src = col + (v.lo - run->ox) * k + (i * s->kw + j) * c;
+            add_rows(dst, s->sw * c, src, k, v.hi - v.lo, c);
+        }
+    }
+}
+
+/* col[r1 - r0, K] = rows [r0, r1) of the im2col matrix of x[n, h, w, c]:
+ * row r is output pixel r in NHWC order, its columns the window in
+ * (kh, kw, c) order so that the kernel [kh, kw, c, f] is a [K, f] matrix. */
+static void im2col(float *col, const float *x, const conv2d_shape_t *s, size_t r0, size_t r1) {
+    size_t img_size = s->h * s->w * s->c, r = r0;
+    run_t run = first_run(s, r0, r1);
+    do {
+        im2col_run(col + (r - r0) * conv_k(s), x + run.n * img_size, s, &run);
+        r += run.end - run.ox;
+    } while (next_run(&run, s, r, r1));
+}
+
+/* dx[n, h, w, c] += col2im(col[r1 - r0, K]) for rows [r0, r1) */
+static void col2im_add(float *dx, const float *col, const conv2d_shape_t *s, size_t r0, size_t r1) {
+    size_t img_size = s->h * s->w * s->c, r = r0;
+    run_t run = first_run(s, r0, r1);
+    do {
+        col2im_run(dx + run.n * img_size, col + (r - r0) * conv_k(s), s, &run);
+        r += run.end - run.ox;
+    } while (next_run(&run, s, r, r1));
+}
+
+/* y[n, oh, ow, f] = col(x)[rows, K] x w[K, f], chunk by chunk */
+static void cpu_conv2d_forward(float *y, const float *x, const float *w, const conv2d_shape_t *s,
+                               void *ws) {
+    size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
+    bool pointwise = conv_is_pointwise(s);
+    for (size_t r0 = 0; r0 < rows; r0 += step) {
+        size_t r1 = min_size(rows, r0 + step);
+        const float *a = x + r0 * s->c;
+        if (!pointwise) {
+            im2col(ws, x, s, r0, r1);
+            a = ws;
+        }
+        cpu_gemm(false, false, r1 - r0, s->f, k, 1.0f, a, w, 0.0f, y + r0 * s->f);
+    }
+}
+
+/* dx[n, h, w, c] = col2im(dy[rows, f] x w[K, f]^T), chunk by chunk */
+static void cpu_conv2d_backward_data(float *dx, const float *dy, const float *w,
+                                     const conv2d_shape_t *s, void *ws) {
+    size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
+    if (conv_is_pointwise(s)) {
+        cpu_gemm(false, true, rows, s->c, s->f, 1.0f, dy, w, 0.0f, dx);
+        return;
+    }
+    cpu_zero(dx, s->n * s->h * s->w * s->c * sizeof(float));
+    for (size_t r0 = 0; r0 < rows; r0 += step) {
+        size_t r1 = min_size(rows, r0 + step);
+        cpu_gemm(false, true, r1 - r0, k, s->f, 1.0f, dy + r0 * s->f, w, 0.0f, ws);
+        col2im_add(dx, ws, s, r0, r1);
+    }
+}
+
+/* dw[K, f] = sum over chunks of col(x)[rows, K]^T x dy[rows, f] */
+static void cpu_conv2d_backward_filter(float *dw, const float *dy, const float *x,
+                                       const conv2d_shape_t *s, void *ws) {
+    size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
+    bool pointwise = conv_is_pointwise(s);
+    if (rows == 0)
+        cpu_zero(dw, k * s->f * sizeof(float));
+    for (size_t r0 = 0; r0 < rows; r0 += step) {
+        size_t r1 = min_size(rows, r0 + step);
+        const float *a = x + r0 * s->c;
+        if (!pointwise) {
+            im2col(ws, x, s, r0, r1);
+            a = ws;
+        }
+        cpu_gemm(true, false, k, s->f, r1 - r0, 1.0f, a, dy + r0 * s->f, r0 ? 1.0f : 0.0f, dw);
+    }
+}
+
+/* ---- max pooling ---- */
+
+static inline void fill(float *out, float v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = v;
+}
+
+/* out[nc] = elementwise max of in and out */
+static inline void max_into(float *restrict out, const float *restrict in, size_t nc) {
+    for (size_t j = 0; j < nc; j++)
+        out[j] = in[j] > out[j] ? in[j] : out[j];
+}
+
+/* y[n, oh, ow, c] = max over the in-image cells of each window of
+ * x[n, h, w, c]; 'same' padding never leaves a window without one. */
+CPU_HOT static void cpu_maxpool2d_forward(float *restrict y, const float *restrict x,
+                                          const pool2d_shape_t *s) {
+    size_t c = s->c, img_size = s->h * s->w * c;
+    for (size_t n = 0; n < s->n; n++) {
+        for (size_t oy = 0; oy < s->oh; oy++) {
+            span_t sy = window_span(oy, s->sh, s->pad_top, s->ph, s->h);
+            for (size_t ox = 0; ox < s->ow; ox++, y += c) {
+                span_t sx = window_span(ox, s->sw, s->pad_left, s->pw, s->w);
+                if (sy.lo == sy.hi || sx.lo == sx.hi) {
+                    fill(y, -INFINITY, c); /* only hand-made shapes get here */
+                    continue;
+                }
+                const float *x0 = x + n * img_size;
+                memcpy(y, x0 + (span_tap(sy, sy.lo) * s->w + span_tap(sx, sx.lo)) * c,
+                       c * sizeof(float));
+                for (size_t i = sy.lo; i < sy.hi; i++)
+                    for (size_t j = sx.lo; j < sx.hi; j++)
+                        max_into(y, x0 + (span_tap(sy, i) * s->w + span_tap(sx, j)) * c, c);
+            }
+        }
+    }
+}
+
+/* The pooling backward walks channels in blocks: g holds what of dy is still
+ * to be routed, so the first cell equal to the max takes it and later ties
+ * get nothing. */
+#define POOL_BLOCK 64
+
+/* Routes g[nc] into dxc for the channels where xc equals the max yc:
+ * dxc = (or +=) g there, and g becomes 0 there. */
+static inline void route_cell(float *restrict dxc, float *restrict g, const float *restrict xc,
+                              const float *restrict yc, size_t nc, bool overwrite) {
+    for (size_t j = 0; j < nc; j++) {
+        bool hit = xc[j] == yc[j];
+        float take = hit ? g[j] : 0.0f;
+        dxc[j] = overwrite ? take : dxc[j] + take;
+        g[j] = hit ? 0.0f : g[j];
+    }
+}
+
+/* Every cell in exactly one window: dx can be written without zeroing it. */
+static bool pool_tiles_exactly(const pool2d_shape_t *s) {
+    return s->ph == s->sh && s->pw == s->sw && s->pad_top == 0 && s->pad_left == 0 &&
+           s->oh * s->sh == s->h && s->ow * s->sw == s->w;
+}
+
+/* Routes dy of output pixel (n, oy, ox), channels [c0, c0 + nc), into dx. */
+static inline void route_window(float *dx, const float *dy, const float *x, const float *y,
+                                const pool2d_shape_t *s, size_t oy, size_t ox, size_t c0, size_t nc,
+                                bool overwrite) {
+    float g[POOL_BLOCK];
+    size_t c = s->c;
+    span_t sy = window_span(oy, s->sh, s->pad_top, s->ph, s->h);
+    span_t sx = window_span(ox, s->sw, s->pad_left, s->pw, s->w);
+    size_t out = (oy * s->ow + ox) * c + c0;
+    memcpy(g, dy + out, nc * sizeof(float));
+    for (size_t i = sy.lo; i < sy.hi; i++) {
+        for (size_t j = sx.lo; j < sx.hi; j++) {
+            size_t cell = (span_tap(sy, i) * s->w + span_tap(sx, j)) * c + c0;
+            route_cell(dx + cell, g, x + cell, y + out, nc, overwrite);
+        }
+    }
+}
+
+/* dx[n, h, w, c] (overwritten) from dy[n, oh, ow, c], x and the forward's y */
+CPU_HOT static void cpu_maxpool2d_backward(float *dx, const float *dy, const float *x,
+                                           const float *y, const pool2d_shape_t *s) {
+    size_t in_size = s->h * s->w * s->c, out_size = s->oh * s->ow * s->c;
+    bool overwrite = pool_tiles_exactly(s);
+    if (!overwrite)
+        memset(dx, 0, s->n * in_size * sizeof(float));
+    for (size_t n = 0; n < s->n; n++) {
+        float *dxn = dx + n * in_size;
+        const float *xn = x + n * in_size, *dyn = dy + n * out_size, *yn = y + n * out_size;
+        for (size_t oy = 0; oy < s->oh; oy++) {
+            for (size_t ox = 0; ox < s->ow; ox++) {
+                for (size_t c0 = 0; c0 < s->c; c0 += POOL_BLOCK) {
+                    size_t nc = min_size(POOL_BLOCK, s->c - c0);
+                    if (overwrite)
+                        route_window(dxn, dyn, xn, yn, s, oy, ox, c0, nc, true);
+                    else
+                        route_window(dxn, dyn, xn, yn, s, oy, ox, c0, nc, false);
+                }
+            }
+        }
+    }
+}
+
+/* ---- bias, relu ---- */
+
+/* y[rows, cols] += b[cols] on every row */
+CPU_HOT static void cpu_bias_add(float *y, const float *b, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++, y += cols)
+        for (size_t j = 0; j < cols; j++)
+            y[j] += b[j];
+}
+
+/* Columns and rows summed per block: the partial sums of a block stay in
+ * registers or L1, and summing in two levels keeps the float error small
+ * for the 25,000 rows of a conv layer's bias. */
+#define BIAS_COLS 256
+#define BIAS_ROWS 64
+
+/* db[cols] = column sums of dy[rows, cols] */
+CPU_HOT static void cpu_bias_grad(float *db, const float *dy, size_t rows, size_t cols) {
+    for (size_t c0 = 0; c0 < cols; c0 += BIAS_COLS) {
+        size_t nc = min_size(BIAS_COLS, cols - c0);
+        float total[BIAS_COLS] = {0}, part[BIAS_COLS];
+        for (size_t r0 = 0; r0 < rows; r0 += BIAS_ROWS) {
+            memset(part, 0, sizeof part);
+            for (size_t r = r0; r < min_size(rows, r0 + BIAS_ROWS); r++)
+                for (size_t j = 0; j < nc; j++)
+                    part[j] += dy[r * cols + c0 + j];
+            for (size_t j = 0; j < nc; j++)
+                total[j] += part[j];
+        }
+        memcpy(db + c0, total, nc * sizeof(float));
+    }
+}
+
+/* y[n] = max(x, 0), in place allowed */
+CPU_HOT static void cpu_relu_forward(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* dx[n] = dy where y > 0, else 0; in place allowed */
+CPU_HOT static void cpu_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* ---- softmax cross-entropy ---- */
+
+/* probs[rows, classes], loss[rows] from logits[rows, classes]; a label out of
+ * [0, classes) gives a NaN loss rather than a read out of bounds. */
+static void cpu_softmax_xent_forward(float *probs, float *loss, const float *logits,
+                                     const int32_t *labels, size_t rows, size_t classes) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *l = logits + r * classes;
+        float *p = probs + r * classes;
+        float max = -INFINITY, sum = 0.0f;
+        for (size_t j = 0; j < classes; j++)
+            max = l[j] > max ? l[j] : max;
+        for (size_t j = 0; j < classes; j++) {
+            p[j] = expf(l[j] - max);
+            sum += p[j];
+        }
+        for (size_t j = 0; j < classes; j++)
+            p[j] /= sum;
+        int32_t label = labels[r];
+        bool valid = label >= 0 && (size_t)label < classes;
+        /* -log(p[label]) = log(sum) - (l[label] - max), exact for large logits */
+        loss[r] = valid ? logf(sum) - (l[label] - max) : NAN;
+    }
+}
+
+/* dlogits[rows, classes] = scale * (probs - onehot(labels)) */
+static void cpu_softmax_xent_backward(float *dlogits, const float *probs, const int32_t *labels,
+                                      size_t rows, size_t classes, float scale) {
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t j = 0; j < classes; j++)
+            dlogits[r * classes + j] = scale * probs[r * classes + j];
+        int32_t label = labels[r];
+        if (label >= 0 && (size_t)label < classes)
+            dlogits[r * classes + (size_t)label] -= scale;
+    }
+}
+
+/* ---- dropout ---- */
+
+/* rng_mix of kernels/rng.c, repeated here so that the mask loop inlines and
+ * vectorises; kernels_dropout_matches_rng checks the two agree bit for bit. */
+static inline uint64_t dropout_mix(uint64_t key, uint64_t counter) {
+    uint64_t z = key + (counter + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* rng_uniform(u) >= rate compared in integers: rng_uniform is u * 2^-24 for a
+ * 24-bit u, exact in float, so it is >= rate exactly when u >= ceil(rate * 2^24). */
+static uint64_t dropout_threshold(float rate) {
+    if (!(rate > 0.0f))
+        return 0;
+    if (rate >= 1.0f)
+        return (uint64_t)1 << 24;
+    return (uint64_t)ceil((double)rate * 16777216.0);
+}
+
+/* y[i] = x[i] / (1 - rate) where rng_uniform(key, offset + i) >= rate, else
+ * 0; forward and backward are the same masking. In place allowed. */
+CPU_HOT static void cpu_dropout(float *y, const float *x, size_t n, float rate, uint64_t key,
+                                uint64_t offset) {
+    uint64_t threshold = dropout_threshold(rate);
+    float scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        bool keep = dropout_mix(key, offset + i) >> 40 >= threshold;
+        y[i] = keep ? x[i] * scale : 0.0f;
+    }
+}
+
+/* ---- vectors ---- */
+
+/* y[n] += a * x[n] */
+CPU_HOT static void cpu_axpy(float *y, float a, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+/* y[n] = x[n] * scale for bytes x */
+CPU_HOT static void cpu_scale_u8(float *y, const uint8_t *x, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++)
+        y[i] = (float)x[i] * scale;
+}
+
+static const backend_t cpu_table = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .zero = cpu_zero,
+    .gemm = cpu_gemm,
+    .conv2d_workspace = cpu_conv2d_workspace,
+    .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_backward_data = cpu_conv2d_backward_data,
+    .conv2d_backward_filter = cpu_conv2d_backward_filter,
+    .maxpool2d_forward = cpu_maxpool2d_forward,
+    .maxpool2d_backward = cpu_maxpool2d_backward,
+    .bias_add = cpu_bias_add,
+    .bias_grad = cpu_bias_grad,
+    .relu_forward = cpu_relu_forward,
+    .relu_backward = cpu_relu_backward,
+    .softmax_xent_forward = cpu_softmax_xent_forward,
+    .softmax_xent_backward = cpu_softmax_xent_backward,
+    .dropout_forward = cpu_dropout,
+    .dropout_backward = cpu_dropout,
+    .axpy = cpu_axpy,
+    .scale_u8 = cpu_scale_u8,
+};
+
+const backend_t *cpu_backend(void) {
+    return &cpu_table;
+}
+
+void cpu_backend_init(void) {
+    openblas_set_num_threads(1);
+}
+
+const char *cpu_backend_blas_core(void) {
+    return openblas_get_corename();
+}
