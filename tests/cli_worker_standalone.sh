@@ -80,7 +80,7 @@ print("standalone mlp: accuracy %.4f after %d steps" % (r["accuracy"], r["global
 PY
 
 # SIGTERM stops after the current step with status 0.
-"$worker" --set model=mlp --set checkpoint.model_dir="$tmp/run2" 2> "$tmp/log2" &
+"$worker" --set model=mlp --set train.epochs=1000 --set checkpoint.model_dir="$tmp/run2" 2> "$tmp/log2" &
 pid=$!
 sleep 3
 kill -TERM "$pid"

@@ -192,7 +192,7 @@ static void check_gradients(const char *spec, size_t n) {
         for (size_t j = 0; j < var->size; j += stride) {
             size_t idx = var->offset + j;
             float saved = params[idx];
-            float h = 1e-2f;
+            float h = 1e-3f;
             params[idx] = saved + h;
             double up = batch_loss(e, params, n);
             params[idx] = saved - h;

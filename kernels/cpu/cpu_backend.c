@@ -584,6 +584,7 @@ CPU_HOT static void cpu_scale_u8(float *y, const uint8_t *x, size_t n, float sca
 
 static const backend_t cpu_table = {
     .name = "cpu",
+    .host_memory = true,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,
