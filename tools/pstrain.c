@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/config.h"
 #include "common/exitcode.h"
 #include "common/model.h"
 #include "common/util.h"
@@ -12,6 +13,8 @@ static void usage(FILE *out) {
                  "commands:\n"
                  "  summary [--model NAME|FILE]  print the model's layer table, as Keras's\n"
                  "                               model.summary() does (default model: cnn)\n"
+                 "  config                       list every configuration key: type, default,\n"
+                 "                               range and meaning (docs/configuration.md)\n"
                  "  version                      print the version\n"
                  "  help                         this text\n");
 }
@@ -49,6 +52,10 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "summary"))
         return cmd_summary(argc - 2, argv + 2);
+    if (!strcmp(cmd, "config")) {
+        config_print_help(stdout);
+        return EXIT_OK;
+    }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("pstrain %s\n", PS_VERSION);
         return EXIT_OK;
