@@ -1,6 +1,7 @@
 #include "local.h"
 
 #include <math.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,5 +237,8 @@ int local_train(const config_t *cfg, volatile sig_atomic_t *stop) {
              trainer_threads(L.trainer), loader_steps_per_epoch(L.loader));
     rc = train_loop(&L, cfg, stop);
     teardown(&L);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        log_info("peak RSS %.1f MiB", (double)ru.ru_maxrss / 1024.0);
     return rc;
 }
