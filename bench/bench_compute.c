@@ -19,7 +19,11 @@ typedef struct {
 } bench_opts_t;
 
 static int parse_opts(bench_opts_t *o, int argc, char **argv) {
-    *o = (bench_opts_t){.model = "cnn", .batch = 64, .steps = 40, .reps = 5, .threads = "1,2",
+    *o = (bench_opts_t){.model = "cnn",
+                        .batch = 64,
+                        .steps = 40,
+                        .reps = 5,
+                        .threads = "1,2",
                         .data_dir = "/usr/share/datasets/fashion-mnist"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

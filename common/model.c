@@ -65,7 +65,7 @@ static const layer_info_t *info_of_type(const char *type) {
 
 /* Error prefix naming the layer: `layer 3 (max_pool2d)`. */
 #define LAYER_ERR(err, errlen, i, l, fmt, ...)                                                     \
-    ps_errf(err, errlen, "model: layer %zu (%s): " fmt, (i), info_of_kind((l)->kind)->type,       \
+    ps_errf(err, errlen, "model: layer %zu (%s): " fmt, (i), info_of_kind((l)->kind)->type,        \
             __VA_ARGS__)
 
 /* Reads a positive int or a pair of them ([a, b]) into out[2]. */
@@ -162,8 +162,9 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         const char *name = json_object_get_string(v);
         if (!json_object_is_type(v, json_type_string) || !name[0] ||
             strlen(name) >= MODEL_NAME_LEN || strchr(name, '/'))
-            return LAYER_ERR(err, errlen, i, l, "\"name\" must be a non-empty string under %d "
-                                                "characters without '/'",
+            return LAYER_ERR(err, errlen, i, l,
+                             "\"name\" must be a non-empty string under %d "
+                             "characters without '/'",
                              MODEL_NAME_LEN);
         snprintf(l->name, sizeof l->name, "%s", name);
     }
@@ -190,8 +191,8 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
                              "\"pool_size\" must be a positive integer or a pair of them");
         l->strides[0] = l->pool[0];
         l->strides[1] = l->pool[1];
-        if (json_object_object_get_ex(o, "strides", &v) && !json_object_is_type(v, json_type_null) &&
-            get_pair(v, l->strides))
+        if (json_object_object_get_ex(o, "strides", &v) &&
+            !json_object_is_type(v, json_type_null) && get_pair(v, l->strides))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"strides\" must be a positive integer or a pair of them");
         break;
@@ -246,8 +247,9 @@ static int name_layers(model_t *m, char *err, size_t errlen) {
     for (size_t i = 0; i < m->nlayers; i++)
         for (size_t j = 0; j < i; j++)
             if (strcmp(m->layers[i].name, m->layers[j].name) == 0)
-                return ps_errf(err, errlen, "model: layer %zu: name \"%s\" is already used by "
-                                            "layer %zu",
+                return ps_errf(err, errlen,
+                               "model: layer %zu: name \"%s\" is already used by "
+                               "layer %zu",
                                i, m->layers[i].name, j);
     return 0;
 }
@@ -278,11 +280,18 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     case LAYER_CONV2D:
     case LAYER_MAX_POOL2D: {
         if (l->flat_in)
-            return LAYER_ERR(err, errlen, i, l, "%s", "needs an image input [h, w, c], not a flat one");
+            return LAYER_ERR(err, errlen, i, l, "%s",
+                             "needs an image input [h, w, c], not a flat one");
         size_t kh = l->kind == LAYER_CONV2D ? l->kernel[0] : l->pool[0];
         size_t kw = l->kind == LAYER_CONV2D ? l->kernel[1] : l->pool[1];
-        conv2d_shape_t s = {.n = 1, .h = h, .w = w, .c = c, .kh = kh, .kw = kw,
-                            .sh = l->strides[0], .sw = l->strides[1]};
+        conv2d_shape_t s = {.n = 1,
+                            .h = h,
+                            .w = w,
+                            .c = c,
+                            .kh = kh,
+                            .kw = kw,
+                            .sh = l->strides[0],
+                            .sw = l->strides[1]};
         conv2d_shape_init(&s, l->same);
         if (s.oh == 0 || s.ow == 0)
             return LAYER_ERR(err, errlen, i, l,
@@ -301,8 +310,8 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     case LAYER_DENSE: {
         if (!l->flat_in)
             return LAYER_ERR(err, errlen, i, l,
-                             "input has shape (%zu, %zu, %zu); add a flatten layer before it", h,
-                             w, c);
+                             "input has shape (%zu, %zu, %zu); add a flatten layer before it", h, w,
+                             c);
         size_t shape[2] = {c, l->units};
         add_var(m, l, "kernel", 2, shape, c, l->units);
         l->kernel_var = (int)m->nvars - 1;
@@ -423,8 +432,9 @@ int model_load(model_t *m, const char *name_or_path, char *err, size_t errlen) {
         return model_parse(m, builtin_mlp, err, errlen);
     char *text = NULL;
     if (ps_read_file(name_or_path, &text, NULL, err, errlen))
-        return ps_errf(err, errlen, "model: %s is neither a builtin (cnn, mlp) nor a readable "
-                                    "file",
+        return ps_errf(err, errlen,
+                       "model: %s is neither a builtin (cnn, mlp) nor a readable "
+                       "file",
                        name_or_path);
     char inner[PS_ERRLEN];
     int rc = model_parse(m, text, inner, sizeof inner);

@@ -32,26 +32,26 @@ typedef struct {
     char name[MODEL_NAME_LEN]; /* Keras's automatic name ("conv2d_1") or the spec's */
     activation_t activation;
     bool use_bias;
-    size_t units;              /* dense */
-    size_t filters;            /* conv2d */
-    size_t kernel[2];          /* conv2d kernel_size */
-    size_t pool[2];            /* max_pool2d pool_size */
-    size_t strides[2];         /* conv2d (default 1) and max_pool2d (default pool_size) */
-    bool same;                 /* padding == "same" */
-    float rate;                /* dropout */
-    size_t in[3], out[3];      /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
-    bool flat_in, flat_out;    /* a vector, not an image (after flatten or dense) */
-    size_t in_size, out_size;  /* elements per example */
-    int kernel_var, bias_var;  /* indexes into model_t.vars, -1 if none */
+    size_t units;             /* dense */
+    size_t filters;           /* conv2d */
+    size_t kernel[2];         /* conv2d kernel_size */
+    size_t pool[2];           /* max_pool2d pool_size */
+    size_t strides[2];        /* conv2d (default 1) and max_pool2d (default pool_size) */
+    bool same;                /* padding == "same" */
+    float rate;               /* dropout */
+    size_t in[3], out[3];     /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
+    bool flat_in, flat_out;   /* a vector, not an image (after flatten or dense) */
+    size_t in_size, out_size; /* elements per example */
+    int kernel_var, bias_var; /* indexes into model_t.vars, -1 if none */
 } layer_t;
 
 typedef struct {
     char name[2 * MODEL_NAME_LEN]; /* "<layer>/kernel", "<layer>/bias" */
     size_t ndim;
-    size_t shape[MODEL_MAX_DIMS];  /* Keras layout: conv [kh, kw, cin, cout], dense [in, out] */
-    size_t size;                   /* elements */
-    size_t offset;                 /* elements from the start of the parameter slab */
-    size_t fan_in, fan_out;        /* for Glorot; 0 for biases (zeros) */
+    size_t shape[MODEL_MAX_DIMS]; /* Keras layout: conv [kh, kw, cin, cout], dense [in, out] */
+    size_t size;                  /* elements */
+    size_t offset;                /* elements from the start of the parameter slab */
+    size_t fan_in, fan_out;       /* for Glorot; 0 for biases (zeros) */
 } var_t;
 
 typedef struct {

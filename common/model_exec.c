@@ -11,31 +11,43 @@ struct model_exec {
     const model_t *m;
     const backend_t *be;
     size_t max_batch;
-    float *input;   /* [max_batch, input size] */
+    float *input; /* [max_batch, input size] */
     int32_t *labels;
-    float **act;    /* act[i]: buffer for the output of layer i (none for flatten) */
+    float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
     const float **out; /* out[i]: where the last forward left layer i's output (a view for
                         * flatten, and for dropout outside training) */
-    float *logits;  /* last layer before softmax */
+    float *logits;     /* last layer before softmax */
     float *row_loss;
-    float *grad[2]; /* ping-pong gradients of layer outputs */
-    void *ws;       /* conv workspace */
+    float *grad[2];                /* ping-pong gradients of layer outputs */
+    void *ws;                      /* conv workspace */
     float *host_probs, *host_loss; /* downloads for model_loss */
     int32_t *host_labels;
     uint64_t dropout_seed, example_offset; /* of the last forward, for backward */
 };
 
 static conv2d_shape_t conv_shape(const layer_t *l, size_t n) {
-    conv2d_shape_t s = {.n = n, .h = l->in[0], .w = l->in[1], .c = l->in[2], .kh = l->kernel[0],
-                        .kw = l->kernel[1], .f = l->filters, .sh = l->strides[0],
+    conv2d_shape_t s = {.n = n,
+                        .h = l->in[0],
+                        .w = l->in[1],
+                        .c = l->in[2],
+                        .kh = l->kernel[0],
+                        .kw = l->kernel[1],
+                        .f = l->filters,
+                        .sh = l->strides[0],
                         .sw = l->strides[1]};
     conv2d_shape_init(&s, l->same);
     return s;
 }
 
 static pool2d_shape_t pool_shape(const layer_t *l, size_t n) {
-    pool2d_shape_t s = {.n = n, .h = l->in[0], .w = l->in[1], .c = l->in[2], .ph = l->pool[0],
-                        .pw = l->pool[1], .sh = l->strides[0], .sw = l->strides[1]};
+    pool2d_shape_t s = {.n = n,
+                        .h = l->in[0],
+                        .w = l->in[1],
+                        .c = l->in[2],
+                        .ph = l->pool[0],
+                        .pw = l->pool[1],
+                        .sh = l->strides[0],
+                        .sw = l->strides[1]};
     pool2d_shape_init(&s, l->same);
     return s;
 }
@@ -209,8 +221,7 @@ void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, in
 }
 
 const float *model_exec_probs(model_exec_t *e, size_t n) {
-    e->be->download(e->host_probs, e->out[e->m->nlayers - 1],
-                    n * e->m->nclasses * sizeof(float));
+    e->be->download(e->host_probs, e->out[e->m->nlayers - 1], n * e->m->nclasses * sizeof(float));
     return e->host_probs;
 }
 
@@ -267,8 +278,8 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     }
     case LAYER_DROPOUT:
         if (need_dx && l->rate > 0.0f)
-            be->dropout_backward(dy, dy, n * l->out_size, l->rate,
-                                 dropout_key(l, e->dropout_seed), e->example_offset * l->out_size);
+            be->dropout_backward(dy, dy, n * l->out_size, l->rate, dropout_key(l, e->dropout_seed),
+                                 e->example_offset * l->out_size);
         return dy;
     case LAYER_FLATTEN:
         return dy;

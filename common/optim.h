@@ -15,13 +15,13 @@ typedef enum { OPTIM_SGD = 0, OPTIM_ADAM, OPTIM_RMSPROP, OPTIM_ADAGRAD } optim_k
 typedef struct {
     optim_kind_t kind;
     double learning_rate;
-    double decay;                     /* lr_t = lr / (1 + decay * iterations) (Keras SGD decay) */
-    double momentum;                  /* SGD: velocity; RMSprop: momentum (0 = none) */
-    bool nesterov;                    /* SGD only */
-    double beta1, beta2;              /* Adam */
-    double epsilon;                   /* Adam, RMSprop, Adagrad */
-    double rho;                       /* RMSprop */
-    double initial_accumulator;       /* Adagrad */
+    double decay;               /* lr_t = lr / (1 + decay * iterations) (Keras SGD decay) */
+    double momentum;            /* SGD: velocity; RMSprop: momentum (0 = none) */
+    bool nesterov;              /* SGD only */
+    double beta1, beta2;        /* Adam */
+    double epsilon;             /* Adam, RMSprop, Adagrad */
+    double rho;                 /* RMSprop */
+    double initial_accumulator; /* Adagrad */
 } optim_cfg_t;
 
 /* Keras defaults for each optimizer (lr 0.01 for SGD, 0.001 otherwise). */
@@ -46,7 +46,7 @@ double optim_lr(const optim_cfg_t *c, uint64_t iterations);
  * and Adam's bias correction. slots has optim_nslots entries of n floats.
  * w, g and the slots must not overlap (the loops are vectorized on that). The
  * formulas are written out at the top of optim.c. */
-void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots,
-                 const float *g, size_t n);
+void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
+                 size_t n);
 
 #endif

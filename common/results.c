@@ -25,8 +25,8 @@ int results_write(const char *model_dir, const eval_metrics_t *e, const results_
     json_object_object_add(o, "examples", json_object_new_int64((int64_t)e->n));
     json_object *pc = json_object_new_array();
     for (size_t c = 0; c < e->nclasses; c++) {
-        double acc = e->class_total[c] ? (double)e->class_correct[c] / (double)e->class_total[c]
-                                       : 0.0;
+        double acc =
+            e->class_total[c] ? (double)e->class_correct[c] / (double)e->class_total[c] : 0.0;
         json_object_array_add(pc, rounded(acc));
     }
     json_object_object_add(o, "per_class_accuracy", pc);

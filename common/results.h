@@ -9,8 +9,8 @@
 
 typedef struct {
     uint64_t global_step;
-    double epoch;        /* epochs done, fractional */
-    double elapsed_secs; /* training time so far */
+    double epoch;                      /* epochs done, fractional */
+    double elapsed_secs;               /* training time so far */
     double train_loss, train_accuracy; /* running means of the last epoch */
 } results_context_t;
 

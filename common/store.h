@@ -25,10 +25,10 @@ typedef struct {
     optim_cfg_t opt;
     size_t nparts;
     store_part_t *parts;
-    size_t size;                        /* elements in each slab */
-    float *w;                           /* weights */
-    float *slots[OPTIM_MAX_SLOTS];      /* optimizer slots, optim_nslots(&opt) of them */
-    uint64_t iterations;                /* updates applied */
+    size_t size;                   /* elements in each slab */
+    float *w;                      /* weights */
+    float *slots[OPTIM_MAX_SLOTS]; /* optimizer slots, optim_nslots(&opt) of them */
+    uint64_t iterations;           /* updates applied */
 } store_t;
 
 /* Elements in one row (axis 0) of a variable. */

@@ -13,8 +13,8 @@ struct trainer {
     const backend_t *be;
     size_t nthreads, max_batch;
     model_exec_t **exec;
-    float **grads;   /* per thread; grads[0] is unused on host memory (thread 0 writes out) */
-    float *dparams;  /* backend copy of the parameters when backend memory is not host memory */
+    float **grads;  /* per thread; grads[0] is unused on host memory (thread 0 writes out) */
+    float *dparams; /* backend copy of the parameters when backend memory is not host memory */
     pthread_t *tids;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
@@ -29,10 +29,10 @@ struct trainer {
     size_t n;
     uint64_t seed;
     float *out;
-    double *loss;      /* per thread */
-    size_t *correct;   /* per thread */
-    int32_t *pred;     /* [max_batch] predictions of an evaluation batch */
-    float *xbuf;       /* evaluation batch, scaled */
+    double *loss;    /* per thread */
+    size_t *correct; /* per thread */
+    int32_t *pred;   /* [max_batch] predictions of an evaluation batch */
+    float *xbuf;     /* evaluation batch, scaled */
     int32_t *ybuf;
 };
 
@@ -90,8 +90,7 @@ static void *pool_main(void *arg) {
     return NULL;
 }
 
-trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
-                          size_t max_batch) {
+trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads, size_t max_batch) {
     trainer_t *t = xcalloc(1, sizeof *t);
     t->m = m;
     t->be = be;
@@ -221,8 +220,8 @@ static void sum_metrics(const trainer_t *t, double *loss, size_t *correct) {
     }
 }
 
-void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y,
-                      size_t n, uint64_t dropout_seed, float *grads, step_metrics_t *out) {
+void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y, size_t n,
+                      uint64_t dropout_seed, float *grads, step_metrics_t *out) {
     set_params(t, params);
     t->x = x;
     t->y = y;

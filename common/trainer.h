@@ -19,8 +19,7 @@ typedef struct {
 } step_metrics_t;
 
 /* threads >= 1; max_batch is the largest batch any call will pass. */
-trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
-                          size_t max_batch);
+trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads, size_t max_batch);
 void trainer_free(trainer_t *t);
 size_t trainer_threads(const trainer_t *t);
 
@@ -28,8 +27,8 @@ size_t trainer_threads(const trainer_t *t);
  * (host) into grads (host slab of m->nparams, overwritten). Dropout masks
  * come from dropout_seed and each example's position in the batch, so the
  * result does not depend on the number of threads. */
-void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y,
-                      size_t n, uint64_t dropout_seed, float *grads, step_metrics_t *out);
+void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y, size_t n,
+                      uint64_t dropout_seed, float *grads, step_metrics_t *out);
 
 typedef struct {
     double loss, accuracy;

@@ -140,8 +140,7 @@ int ps_mkdirs(const char *path, char *err, size_t errlen) {
     return 0;
 }
 
-int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                         size_t errlen) {
+int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
         return ps_errf(err, errlen, "path too long: %s", path);

@@ -21,19 +21,19 @@
  *          pad_top = pad_total / 2 (the extra row, if any, goes at the bottom).
  * conv2d_shape_init fills oh, ow, pad_top and pad_left from the rest. */
 typedef struct {
-    size_t n, h, w, c;   /* input [n, h, w, c] */
-    size_t kh, kw, f;    /* kernel [kh, kw, c, f] */
-    size_t sh, sw;       /* strides */
+    size_t n, h, w, c; /* input [n, h, w, c] */
+    size_t kh, kw, f;  /* kernel [kh, kw, c, f] */
+    size_t sh, sw;     /* strides */
     size_t pad_top, pad_left;
-    size_t oh, ow;       /* output [n, oh, ow, f] */
+    size_t oh, ow; /* output [n, oh, ow, f] */
 } conv2d_shape_t;
 
 /* Geometry of a 2-D max pooling with the same rules ('valid' is Keras's
  * default for pooling). Padded cells never win the max. */
 typedef struct {
     size_t n, h, w, c;
-    size_t ph, pw;       /* pool window */
-    size_t sh, sw;       /* strides (Keras default: the pool size) */
+    size_t ph, pw; /* pool window */
+    size_t sh, sw; /* strides (Keras default: the pool size) */
     size_t pad_top, pad_left;
     size_t oh, ow;
 } pool2d_shape_t;

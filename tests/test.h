@@ -45,7 +45,7 @@ void test_fail(const char *file, int line, const char *fmt, ...)
     do {                                                                                           \
         const char *h_ = (hay), *n_ = (needle);                                                    \
         if (!h_ || !strstr(h_, n_)) {                                                              \
-            test_fail(__FILE__, __LINE__, "\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)",   \
+            test_fail(__FILE__, __LINE__, "\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)",    \
                       n_);                                                                         \
             return;                                                                                \
         }                                                                                          \

@@ -204,8 +204,8 @@ static void check_gradients(const char *spec, size_t n) {
             checked++;
             if (fabs(numeric - analytic) > 5e-2 * scale) {
                 if (bad < 5)
-                    fprintf(stderr, "  %s[%zu]: backward %.6g, finite difference %.6g\n",
-                            var->name, j, analytic, numeric);
+                    fprintf(stderr, "  %s[%zu]: backward %.6g, finite difference %.6g\n", var->name,
+                            j, analytic, numeric);
                 bad++;
             }
         }

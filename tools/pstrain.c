@@ -27,8 +27,9 @@ static int cmd_summary(int argc, char **argv) {
         else if (!strncmp(argv[i], "--model=", 8))
             model_name = argv[i] + 8;
         else {
-            fprintf(stderr, "pstrain summary: unknown argument \"%s\" (usage: pstrain summary "
-                            "[--model NAME|FILE])\n",
+            fprintf(stderr,
+                    "pstrain summary: unknown argument \"%s\" (usage: pstrain summary "
+                    "[--model NAME|FILE])\n",
                     argv[i]);
             return EXIT_USAGE;
         }
