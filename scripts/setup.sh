@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config       # the build
   libopenblas-dev                        # CPU math
   libjson-c-dev zlib1g-dev               # configs, model specs, results; gzip
+  protobuf-c-compiler libprotobuf-c-dev  # RPC messages (proto/pstrain.proto)
   dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
   clang-format                           # the format check of scripts/test.sh
 )
