@@ -1,0 +1,72 @@
+/* One parameter server's shard: the partitions placement gives it, their
+ * optimizer slots, and the rules of Pull and Push in async and sync mode.
+ * Transport-free (the daemon's RPC handlers call it), single-threaded: the
+ * caller serialises calls. */
+#ifndef PSTRAIN_PS_SHARD_H
+#define PSTRAIN_PS_SHARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model.h"
+#include "common/optim.h"
+#include "common/placement.h"
+#include "common/store.h"
+#include "pstrain.pb-c.h"
+
+typedef struct {
+    const model_t *model;
+    int index;
+    placement_t placement;
+    store_t store;
+    bool sync;
+    size_t replicas;          /* sync: pushes averaged per step */
+    size_t max_workers;       /* worker indexes accepted: [0, max_workers) */
+    float *accum;             /* sync: sum of this step's gradients */
+    size_t accum_count;       /* pushes summed into accum */
+    uint8_t *contributed;     /* [max_workers]: pushed for the current step */
+    float *scratch;           /* one partition: aligned copy of an unaligned payload */
+    uint64_t pushes;          /* accepted pushes (applied or summed) */
+    uint64_t stale_dropped;   /* sync: pushes for a step that is not the current one */
+    uint64_t duplicates;      /* sync: a second push of a worker for the same step */
+    Pstrain__Tensor *tensors; /* one per partition, pointing into the store (for Pull) */
+    Pstrain__Tensor **tensor_ptrs;
+} ps_shard_t;
+
+typedef struct {
+    int index, nps;
+    bool sync;
+    size_t replicas;    /* sync: 0 means max_workers */
+    size_t max_workers; /* the cluster's worker slots */
+    uint64_t seed;
+    optim_cfg_t optim;
+} ps_shard_opts_t;
+
+int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,
+                  size_t errlen);
+void ps_shard_free(ps_shard_t *s);
+
+/* The step of this shard: updates applied. */
+uint64_t ps_shard_step(const ps_shard_t *s);
+
+/* Applies (async) or sums (sync) a push. Everything is checked first: each
+ * tensor must name one partition this PS holds, exactly (name, row_begin,
+ * rows), once, with rows * row size float32 of finite values; in sync mode a
+ * push must carry every partition. A bad push returns -1 with a message and
+ * changes nothing. In sync mode a push for another step than the current one
+ * is dropped and counted (*stale = true), and a worker's second push for a
+ * step is ignored. */
+int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
+                  size_t errlen);
+
+/* Fills resp with the partitions named (all when names is empty), pointing
+ * into the store: valid until the next push. Unknown names are an error. */
+int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
+                  char *err, size_t errlen);
+
+/* Sync: changes the number of pushes averaged per step (the master's count of
+ * live workers); applies the step at once if enough have arrived. */
+void ps_shard_set_replicas(ps_shard_t *s, size_t replicas);
+
+#endif

@@ -1,0 +1,250 @@
+/* The parameter server's shard: placement into a store, Pull, Push in async
+ * and sync mode, and the refusal of bad pushes without changing anything. */
+#include "test.h"
+
+#include <stdlib.h>
+
+#include "common/util.h"
+#include "ps/shard.h"
+
+typedef struct {
+    model_t m;
+    ps_shard_t s;
+    Pstrain__Tensor *t;
+    Pstrain__Tensor **tp;
+    Pstrain__Caller caller;
+    Pstrain__PushRequest req;
+    float *g;
+} fixture_t;
+
+/* A shard of the MLP (ps `index` of nps) and a push that carries a
+ * gradient of `value` for each of its partitions. */
+static int setup(fixture_t *f, int index, int nps, bool sync, size_t replicas, float value) {
+    char err[PS_ERRLEN];
+    memset(f, 0, sizeof *f);
+    if (model_load(&f->m, "mlp", err, sizeof err))
+        return -1;
+    ps_shard_opts_t o = {.index = index,
+                         .nps = nps,
+                         .sync = sync,
+                         .replicas = replicas,
+                         .max_workers = 4,
+                         .seed = 42};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.5;
+    o.optim.momentum = 0.0;
+    if (ps_shard_init(&f->s, &f->m, &o, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    size_t n = f->s.store.nparts;
+    f->g = xmalloc(f->s.store.size * sizeof(float));
+    for (size_t i = 0; i < f->s.store.size; i++)
+        f->g[i] = value;
+    f->t = xcalloc(n, sizeof *f->t);
+    f->tp = xcalloc(n, sizeof *f->tp);
+    for (size_t i = 0; i < n; i++) {
+        const store_part_t *p = &f->s.store.parts[i];
+        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
+        f->t[i] = init;
+        f->t[i].name = (char *)f->m.vars[p->var].name;
+        f->t[i].row_begin = p->row_begin;
+        f->t[i].rows = p->rows;
+        f->t[i].data.data = (uint8_t *)(f->g + p->offset);
+        f->t[i].data.len = p->size * sizeof(float);
+        f->tp[i] = &f->t[i];
+    }
+    Pstrain__Caller c = PSTRAIN__CALLER__INIT;
+    f->caller = c;
+    f->caller.role = "worker";
+    Pstrain__PushRequest r = PSTRAIN__PUSH_REQUEST__INIT;
+    f->req = r;
+    f->req.caller = &f->caller;
+    f->req.n_grads = n;
+    f->req.grads = f->tp;
+    return 0;
+}
+
+static void teardown(fixture_t *f) {
+    ps_shard_free(&f->s);
+    model_free(&f->m);
+    free(f->t);
+    free(f->tp);
+    free(f->g);
+}
+
+void test_ps_shard_partitions_cover_model(void) {
+    model_t m;
+    char err[PS_ERRLEN];
+    CHECK(model_load(&m, "cnn", err, sizeof err) == 0);
+    float *want = xmalloc(m.nparams * sizeof(float));
+    float *got = xcalloc(m.nparams, sizeof(float));
+    model_init_params(&m, 42, want);
+    size_t total = 0;
+    for (int ps = 0; ps < 3; ps++) {
+        ps_shard_t s;
+        ps_shard_opts_t o = {.index = ps, .nps = 3, .max_workers = 2, .seed = 42};
+        optim_defaults(&o.optim, OPTIM_SGD);
+        CHECK(ps_shard_init(&s, &m, &o, err, sizeof err) == 0);
+        for (size_t i = 0; i < s.store.nparts; i++) {
+            const store_part_t *p = &s.store.parts[i];
+            const var_t *v = &m.vars[p->var];
+            memcpy(got + v->offset + p->row_begin * store_row_size(v), s.store.w + p->offset,
+                   p->size * sizeof(float));
+        }
+        total += s.store.size;
+        ps_shard_free(&s);
+    }
+    CHECK_INT_EQ(total, m.nparams);
+    /* Three PS start with exactly the model one process would start with. */
+    CHECK(memcmp(got, want, m.nparams * sizeof(float)) == 0);
+    free(want);
+    free(got);
+    model_free(&m);
+}
+
+void test_ps_shard_async_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 1, 2, false, 0, 0.25f) == 0);
+    float before = f.s.store.w[0];
+    bool stale;
+    char err[PS_ERRLEN];
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK(!stale);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    CHECK_NEAR(f.s.store.w[0], before - 0.5f * 0.25f, 1e-7);
+    /* A push of a subset of partitions applies to those only. */
+    f.req.n_grads = 1;
+    float last = f.s.store.w[f.s.store.size - 1];
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 2);
+    CHECK(f.s.store.w[f.s.store.size - 1] == last || f.s.store.nparts == 1);
+    teardown(&f);
+}
+
+/* Each bad push is refused with a message naming the problem, and nothing changes. */
+void test_ps_shard_rejects_bad_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 2, false, 0, 0.1f) == 0);
+    size_t bytes = f.s.store.size * sizeof(float);
+    float *w0 = xmalloc(bytes);
+    memcpy(w0, f.s.store.w, bytes);
+    bool stale;
+    char err[PS_ERRLEN];
+    char *name = f.t[0].name;
+    f.t[0].name = "dense_9/kernel";
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "dense_9/kernel");
+    f.t[0].name = name;
+    f.t[0].data.len -= 4;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "bytes");
+    f.t[0].data.len += 4;
+    f.t[0].rows += 1;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    f.t[0].rows -= 1;
+    /* NaN in the last tensor: the earlier ones must not have been applied. */
+    size_t last = f.req.n_grads - 1;
+    ((float *)f.t[last].data.data)[1] = NAN;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "NaN or Inf");
+    ((float *)f.t[last].data.data)[1] = INFINITY;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    ((float *)f.t[last].data.data)[1] = 0.1f;
+    f.tp[1] = f.tp[0];
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "twice");
+    f.tp[1] = &f.t[1];
+    f.caller.index = 4;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "worker index 4");
+    CHECK(memcmp(w0, f.s.store.w, bytes) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 0);
+    f.caller.index = 0;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK(memcmp(w0, f.s.store.w, bytes) != 0);
+    free(w0);
+    teardown(&f);
+}
+
+void test_ps_shard_sync_aggregation(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, true, 2, 0.0f) == 0);
+    float w = f.s.store.w[5];
+    bool stale;
+    char err[PS_ERRLEN];
+    for (size_t i = 0; i < f.s.store.size; i++)
+        f.g[i] = 0.2f;
+    f.caller.index = 0;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 0); /* waits for a second replica */
+    /* The same worker again (a retried push) is not counted twice. */
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 0);
+    CHECK_INT_EQ(f.s.duplicates, 1);
+    for (size_t i = 0; i < f.s.store.size; i++)
+        f.g[i] = 0.6f;
+    f.caller.index = 1;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    /* One update with the mean gradient (0.2 + 0.6) / 2 at lr 0.5. */
+    CHECK_NEAR(f.s.store.w[5], w - 0.5f * 0.4f, 1e-6);
+    /* A gradient computed at step 0 is now stale: dropped and counted. */
+    f.caller.index = 2;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK(stale);
+    CHECK_INT_EQ(f.s.stale_dropped, 1);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    /* A partial push is refused in sync mode. */
+    f.req.step = 1;
+    f.req.n_grads = 1;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "every partition");
+    f.req.n_grads = f.s.store.nparts;
+    /* With one live worker the step applies with what has arrived. */
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    ps_shard_set_replicas(&f.s, 1);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 2);
+    teardown(&f);
+}
+
+void test_ps_shard_pull(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, false, 0, 0.0f) == 0);
+    Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+    Pstrain__PullResponse resp = PSTRAIN__PULL_RESPONSE__INIT;
+    char err[PS_ERRLEN];
+    CHECK(ps_shard_pull(&f.s, &req, &resp, err, sizeof err) == 0);
+    CHECK_INT_EQ(resp.n_tensors, f.s.store.nparts);
+    size_t bytes = 0;
+    for (size_t i = 0; i < resp.n_tensors; i++)
+        bytes += resp.tensors[i]->data.len;
+    CHECK_INT_EQ(bytes, f.m.nparams * sizeof(float));
+    char *names[] = {"dense_1/bias", "dense/kernel"};
+    req.n_names = 2;
+    req.names = names;
+    CHECK(ps_shard_pull(&f.s, &req, &resp, err, sizeof err) == 0);
+    CHECK_INT_EQ(resp.n_tensors, 2);
+    CHECK(strcmp(resp.tensors[0]->name, "dense/kernel") == 0);
+    names[1] = "nope/kernel";
+    CHECK(ps_shard_pull(&f.s, &req, &resp, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "nope/kernel");
+    /* Packed and unpacked, a pull carries the weights bit for bit. */
+    req.n_names = 0;
+    CHECK(ps_shard_pull(&f.s, &req, &resp, err, sizeof err) == 0);
+    size_t len = pstrain__pull_response__get_packed_size(&resp);
+    uint8_t *buf = xmalloc(len);
+    pstrain__pull_response__pack(&resp, buf);
+    Pstrain__PullResponse *back = pstrain__pull_response__unpack(NULL, len, buf);
+    CHECK(back != NULL);
+    CHECK_INT_EQ(back->n_tensors, resp.n_tensors);
+    CHECK(memcmp(back->tensors[0]->data.data, f.s.store.w, back->tensors[0]->data.len) == 0);
+    pstrain__pull_response__free_unpacked(back, NULL);
+    /* Garbage does not unpack. */
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(0xff - i);
+    CHECK(pstrain__push_request__unpack(NULL, 64, buf) == NULL);
+    free(buf);
+    teardown(&f);
+}
