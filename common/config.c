@@ -55,6 +55,12 @@ typedef struct {
         .name = n, .type = KEY_STRING, .offset = offsetof(config_t, field), .def = d, .imin = 1,   \
         .imax = CONFIG_STR - 1, .help = h                                                          \
     }
+/* A string that may be empty (an optional path). */
+#define OPT_STRING_KEY(n, field, h)                                                                \
+    {                                                                                              \
+        .name = n, .type = KEY_STRING, .offset = offsetof(config_t, field), .def = "", .imin = 0,  \
+        .imax = CONFIG_STR - 1, .help = h                                                          \
+    }
 #define ENUM_KEY(n, field, d, ch, h)                                                               \
     {                                                                                              \
         .name = n, .type = KEY_ENUM, .offset = offsetof(config_t, field), .def = d, .choices = ch, \
@@ -108,6 +114,19 @@ static const config_key_t keys[] = {
             "examples in an evaluation batch; at most train.batch_size, whose buffers it reuses"),
     BOOL_KEY("eval.every_epoch", eval.every_epoch, "true",
              "evaluate on the test set after each epoch"),
+    FLOAT_KEY("rpc.deadline_secs", rpc.deadline_secs, "30", 0, 86400, MIN_EXCL,
+              "deadline of one RPC (a sync pull waits for its step at most this long)"),
+    FLOAT_KEY("rpc.retry_max_secs", rpc.retry_max_secs, "2", 0, 3600, MIN_EXCL,
+              "longest wait between retries of an unreachable peer (backoff doubles up to it)"),
+    INT_KEY("rpc.max_message_mb", rpc.max_message_mb, "256", 1, 2047,
+            "largest RPC message sent or received, MiB"),
+    OPT_STRING_KEY(
+        "tls.ca", tls.ca,
+        "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),
+    OPT_STRING_KEY("tls.cert", tls.cert, "PEM certificate of this process, signed by tls.ca"),
+    OPT_STRING_KEY("tls.key", tls.key, "PEM private key of tls.cert"),
+    FLOAT_KEY("cluster.heartbeat_secs", cluster.heartbeat_secs, "1", 0, 3600, MIN_EXCL,
+              "seconds between a worker's or PS's heartbeats to the master"),
     ENUM_KEY("log.level", log.level, "info", "debug|info|warn|error", "least severe level logged"),
     FLOAT_KEY("log.every_secs", log.every_secs, "5", 0, HUGE_VAL, MIN_EXCL,
               "seconds between progress lines"),

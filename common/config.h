@@ -44,6 +44,17 @@ typedef struct {
         bool every_epoch;
     } eval;
     struct {
+        double deadline_secs;
+        double retry_max_secs;
+        int64_t max_message_mb;
+    } rpc;
+    struct {
+        char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];
+    } tls;
+    struct {
+        double heartbeat_secs;
+    } cluster;
+    struct {
         char level[CONFIG_STR];
         double every_secs;
     } log;
