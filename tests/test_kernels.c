@@ -464,7 +464,7 @@ static const pool_case_t pool_cases[] = {
     {2, 8, 6, 3, 2, 2, false}, {2, 7, 5, 3, 2, 2, false},  {2, 7, 5, 3, 2, 2, true},
     {2, 7, 5, 3, 3, 1, true},  {2, 7, 5, 3, 3, 2, true},   {2, 7, 5, 3, 3, 2, false},
     {2, 6, 5, 3, 2, 1, false}, {1, 4, 6, 70, 2, 2, false}, {1, 5, 5, 70, 3, 2, true},
-    {1, 3, 3, 2, 3, 3, true},
+    {1, 3, 3, 2, 3, 3, true},  {2, 5, 6, 3, 2, 1, true},
 };
 #define N_POOL_CASES (sizeof pool_cases / sizeof pool_cases[0])
 
@@ -789,6 +789,24 @@ void test_kernels_dropout_rates(void) {
             bool keep = rng_uniform(99, 12345 + i) >= rates[k];
             if ((y[i] != 0.0f) != keep) {
                 fprintf(stderr, "  rate %.9g element %zu\n", (double)rates[k], i);
+                CHECK(false);
+            }
+        }
+    }
+    release_buffers();
+}
+
+void test_kernels_dropout_threshold(void) {
+    /* rates exactly at, just below and just above an element's draw: kept,
+     * kept, dropped, as rng_uniform(key, i) >= rate says */
+    float *x = filled(1, 1.0f), *y = filled(1, NAN);
+    for (uint64_t i = 0; i < 50; i++) {
+        float u = rng_uniform(5, i);
+        float rates[] = {u, nextafterf(u, -1.0f), nextafterf(u, 2.0f)};
+        for (int k = 0; k < 3; k++) {
+            be()->dropout_forward(y, x, 1, rates[k], 5, i);
+            if ((y[0] != 0.0f) != (k < 2)) {
+                fprintf(stderr, "  draw %.9g rate %.9g\n", (double)u, (double)rates[k]);
                 CHECK(false);
             }
         }
