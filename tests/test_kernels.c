@@ -282,8 +282,9 @@ static const conv_case_t conv_cases[] = {
     {2, 5, 6, 17, 3, 2, 3, 1, 2, true},
     {1, 4, 4, 2, 5, 5, 3, 1, 1, true},
     {2, 3, 3, 2, 3, 3, 2, 3, 3, false},
-    /* K = 576 floats a row: the 1 MiB chunk holds 455 rows, so 576 rows
-     * end in a partial chunk and a chunk boundary falls inside an image row */
+    /* rows of 576 floats: a 0.5 or 1 MiB im2col chunk holds 227 or 455 of
+     * the 576 rows, so the last chunk is partial and chunk boundaries fall
+     * inside an image row */
     {4, 12, 12, 64, 3, 3, 3, 1, 1, true},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])

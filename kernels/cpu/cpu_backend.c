@@ -23,12 +23,13 @@
 #define CPU_HOT
 #endif
 
-/* Rows of the im2col matrix handled per gemm call. bench_kernels measured
- * 0.5-2 MiB chunks as equally fast for the Keras MNIST CNN (about one 28x28
- * image per MiB for the 32->64 conv), and larger ones slower once the chunk
- * no longer fits in L2; the workspace stays this small whatever the batch. */
+/* Rows of the im2col matrix handled per gemm call. pstrain-bench-kernels
+ * measured chunks of 256 KiB to 2 MiB as equally fast for the Keras MNIST
+ * CNN's convolutions and larger ones slower as the chunk leaves L2; 512 KiB
+ * leaves room in a 1 MiB L2 for OpenBLAS's packed panels. The workspace
+ * stays this small whatever the batch. */
 #ifndef CPU_CONV_CHUNK_BYTES
-#define CPU_CONV_CHUNK_BYTES ((size_t)1 << 20)
+#define CPU_CONV_CHUNK_BYTES ((size_t)512 << 10)
 #endif
 
 static size_t min_size(size_t a, size_t b) {
@@ -353,11 +354,6 @@ static void cpu_conv2d_backward_filter(float *dw, const float *dy, const float *
 
 /* ---- max pooling ---- */
 
-static inline void fill(float *out, float v, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        out[i] = v;
-}
-
 /* out[nc] = elementwise max of in and out */
 static inline void max_into(float *restrict out, const float *restrict in, size_t nc) {
     for (size_t j = 0; j < nc; j++)
@@ -370,20 +366,16 @@ CPU_HOT static void cpu_maxpool2d_forward(float *restrict y, const float *restri
                                           const pool2d_shape_t *s) {
     size_t c = s->c, img_size = s->h * s->w * c;
     for (size_t n = 0; n < s->n; n++) {
+        const float *img = x + n * img_size;
         for (size_t oy = 0; oy < s->oh; oy++) {
             span_t sy = window_span(oy, s->sh, s->pad_top, s->ph, s->h);
             for (size_t ox = 0; ox < s->ow; ox++, y += c) {
                 span_t sx = window_span(ox, s->sw, s->pad_left, s->pw, s->w);
-                if (sy.lo == sy.hi || sx.lo == sx.hi) {
-                    fill(y, -INFINITY, c); /* only hand-made shapes get here */
-                    continue;
-                }
-                const float *x0 = x + n * img_size;
-                memcpy(y, x0 + (span_tap(sy, sy.lo) * s->w + span_tap(sx, sx.lo)) * c,
-                       c * sizeof(float));
+                for (size_t j = 0; j < c; j++)
+                    y[j] = -INFINITY;
                 for (size_t i = sy.lo; i < sy.hi; i++)
                     for (size_t j = sx.lo; j < sx.hi; j++)
-                        max_into(y, x0 + (span_tap(sy, i) * s->w + span_tap(sx, j)) * c, c);
+                        max_into(y, img + (span_tap(sy, i) * s->w + span_tap(sx, j)) * c, c);
             }
         }
     }
