@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/backend.h"
 
@@ -154,10 +155,14 @@ static void check_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alp
     CHECK_ARRAY_NEAR(what, c, want, m * n, 1e-4);
 }
 
-void test_kernels_gemm(void) {
-    size_t dims[][3] = {{1, 1, 1}, {5, 7, 3}, {33, 17, 65}, {64, 128, 300}};
+/* Sizes around the AVX-512 kernel's tiles (6 rows by 16-float vectors, k in
+ * blocks of 128), and n that it leaves to OpenBLAS (not a multiple of 16). */
+static void check_gemm_sizes(void) {
+    size_t dims[][3] = {{1, 1, 1},     {5, 7, 3},     {33, 17, 65},  {64, 128, 300},
+                        {7, 16, 1},    {13, 48, 130}, {8, 80, 257},  {6, 32, 128},
+                        {11, 112, 12}, {32, 128, 9},  {2, 64, 1000}, {301, 16, 3}};
     float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}};
-    for (size_t d = 0; d < 4; d++)
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
         for (int t = 0; t < 4; t++)
             for (size_t s = 0; s < 3; s++) {
                 check_gemm(t & 1, t & 2, dims[d][0], dims[d][1], dims[d][2], ab[s][0], ab[s][1]);
@@ -171,7 +176,21 @@ void test_kernels_gemm(void) {
     CHECK_ARRAY_NEAR("gemm k=0", c, want, 6, 0.0);
     be()->gemm(false, false, 0, 3, 4, 1.0f, NULL, NULL, 0.0f, c);
     CHECK_ARRAY_NEAR("gemm m=0", c, want, 6, 0.0);
-    release_buffers();
+}
+
+void test_kernels_gemm(void) {
+    check_gemm_sizes();
+}
+
+/* The same with OpenBLAS taking every product, as on a CPU without AVX-512. */
+static void force_openblas(void) {
+    setenv("PSTRAIN_CPU_GEMM", "openblas", 1);
+}
+
+void test_kernels_gemm_openblas(void) {
+    force_openblas();
+    CHECK(strstr(cpu_backend_blas_core(), "avx512") == NULL);
+    check_gemm_sizes();
 }
 
 void test_kernels_axpy_scale_u8(void) {
@@ -364,6 +383,13 @@ void test_kernels_conv2d_backward_data(void) {
 
 void test_kernels_conv2d_backward_filter(void) {
     check_conv_cases(2);
+}
+
+void test_kernels_conv2d_openblas(void) {
+    force_openblas();
+    CHECK(strstr(cpu_backend_blas_core(), "avx512") == NULL);
+    for (int mode = 0; mode < 3 && !test_failures; mode++)
+        check_conv_cases(mode);
 }
 
 void test_kernels_conv2d_workspace(void) {
