@@ -301,6 +301,11 @@ static const conv_case_t conv_cases[] = {
     {2, 5, 6, 17, 3, 2, 3, 1, 2, true},
     {1, 4, 4, 2, 5, 5, 3, 1, 1, true},
     {2, 3, 3, 2, 3, 3, 2, 3, 3, false},
+    /* f or K a multiple of 16 (the AVX-512 kernel's products) with row
+     * counts that leave partial 6-row tiles and partial 64-column blocks */
+    {3, 7, 5, 3, 3, 3, 16, 1, 1, true},
+    {2, 9, 7, 16, 3, 3, 48, 2, 2, true},
+    {1, 5, 5, 16, 1, 1, 32, 1, 1, true},
     /* rows of 576 floats: a 0.5 or 1 MiB im2col chunk holds 227 or 455 of
      * the 576 rows, so the last chunk is partial and chunk boundaries fall
      * inside an image row */
