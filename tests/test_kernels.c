@@ -306,9 +306,9 @@ static const conv_case_t conv_cases[] = {
     {3, 7, 5, 3, 3, 3, 16, 1, 1, true},
     {2, 9, 7, 16, 3, 3, 48, 2, 2, true},
     {1, 5, 5, 16, 1, 1, 32, 1, 1, true},
-    /* rows of 576 floats: a 0.5 or 1 MiB im2col chunk holds 227 or 455 of
-     * the 576 rows, so the last chunk is partial and chunk boundaries fall
-     * inside an image row */
+    /* rows of 576 floats: an im2col chunk of 256 KiB to 1 MiB holds 113 to
+     * 455 of the 576 rows, so the last chunk is partial and chunk
+     * boundaries fall inside an image row */
     {4, 12, 12, 64, 3, 3, 3, 1, 1, true},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])

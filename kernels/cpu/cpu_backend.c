@@ -27,13 +27,13 @@
 #define CPU_HOT
 #endif
 
-/* Rows of the im2col matrix handled per gemm call. pstrain-bench-kernels
- * measured chunks of 256 KiB to 2 MiB as equally fast for the Keras MNIST
- * CNN's convolutions and larger ones slower as the chunk leaves L2; 512 KiB
- * leaves room in a 1 MiB L2 for OpenBLAS's packed panels. The workspace
- * stays this small whatever the batch. */
+/* Bytes of im2col matrix handled per product. With the AVX-512 kernel,
+ * pstrain-bench-kernels measured chunks of 128 KiB to 512 KiB as equally
+ * fast on the Keras MNIST CNN's convolutions (within 3%), 1-2 MiB slower as
+ * the chunk crowds a 1 MiB L2; with OpenBLAS 256 KiB to 2 MiB were equal.
+ * The workspace stays this small whatever the batch. */
 #ifndef CPU_CONV_CHUNK_BYTES
-#define CPU_CONV_CHUNK_BYTES ((size_t)512 << 10)
+#define CPU_CONV_CHUNK_BYTES ((size_t)256 << 10)
 #endif
 
 static size_t min_size(size_t a, size_t b) {
