@@ -306,6 +306,9 @@ static const conv_case_t conv_cases[] = {
     {3, 7, 5, 3, 3, 3, 16, 1, 1, true},
     {2, 9, 7, 16, 3, 3, 48, 2, 2, true},
     {1, 5, 5, 16, 1, 1, 32, 1, 1, true},
+    /* kernels larger than the input: some taps never land inside it */
+    {2, 2, 3, 3, 5, 5, 4, 1, 1, true},
+    {1, 2, 2, 2, 7, 7, 16, 4, 4, true},
     /* rows of 576 floats: an im2col chunk of 256 KiB to 1 MiB holds 113 to
      * 455 of the 576 rows, so the last chunk is partial and chunk
      * boundaries fall inside an image row */

@@ -7,11 +7,10 @@
 #include "kernels/backend.h"
 
 #include <cblas.h>
-#include <limits.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,27 +221,6 @@ static void cpu_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha
 
 /* ---- convolution: im2col into the workspace, then one gemm per chunk ---- */
 
-/* Which taps of a window along one axis fall inside the input: output
- * position o reads input start + t for taps t in [lo, hi). */
-typedef struct {
-    ptrdiff_t start;
-    size_t lo, hi;
-} span_t;
-
-static span_t window_span(size_t o, size_t stride, size_t pad, size_t k, size_t in) {
-    ptrdiff_t start = (ptrdiff_t)(o * stride) - (ptrdiff_t)pad;
-    ptrdiff_t lo = start < 0 ? -start : 0, hi = (ptrdiff_t)in - start;
-    lo = lo < (ptrdiff_t)k ? lo : (ptrdiff_t)k;
-    hi = hi < (ptrdiff_t)k ? hi : (ptrdiff_t)k;
-    span_t sp = {start, (size_t)lo, (size_t)(hi > lo ? hi : lo)};
-    return sp;
-}
-
-/* The input index that tap t of the span reads (t in [lo, hi)). */
-static size_t span_tap(span_t sp, size_t t) {
-    return (size_t)(sp.start + (ptrdiff_t)t);
-}
-
 static size_t conv_k(const conv2d_shape_t *s) {
     return s->kh * s->kw * s->c;
 }
@@ -280,19 +258,15 @@ static size_t cpu_conv2d_workspace(const conv2d_shape_t *s) {
 }
 
 /* The outputs [lo, hi) of [a, b) along one axis whose tap t reads inside
- * the input: 0 <= o * stride + t - pad < in. */
+ * the input: pad <= o * stride + t < in + pad. */
 typedef struct {
     size_t lo, hi;
 } range_t;
 
 static range_t tap_outputs(size_t t, size_t stride, size_t pad, size_t in, size_t a, size_t b) {
-    range_t r = {a, a};
-    if (t + in <= pad)
-        return r;
     size_t first = t >= pad ? 0 : (pad - t + stride - 1) / stride;
-    size_t end = (in - 1 + pad - t) / stride + 1;
-    r.lo = first > a ? min_size(first, b) : a;
-    r.hi = end < b ? end : b;
+    size_t end = t >= in + pad ? 0 : (in + pad - t + stride - 1) / stride;
+    range_t r = {first > a ? min_size(first, b) : a, end < b ? end : b};
     if (r.hi < r.lo)
         r.hi = r.lo;
     return r;
@@ -519,6 +493,27 @@ static void cpu_conv2d_backward_filter(float *dw, const float *dy, const float *
 }
 
 /* ---- max pooling ---- */
+
+/* Which taps of a window along one axis fall inside the input: output
+ * position o reads input start + t for taps t in [lo, hi). */
+typedef struct {
+    ptrdiff_t start;
+    size_t lo, hi;
+} span_t;
+
+static span_t window_span(size_t o, size_t stride, size_t pad, size_t k, size_t in) {
+    ptrdiff_t start = (ptrdiff_t)(o * stride) - (ptrdiff_t)pad;
+    ptrdiff_t lo = start < 0 ? -start : 0, hi = (ptrdiff_t)in - start;
+    lo = lo < (ptrdiff_t)k ? lo : (ptrdiff_t)k;
+    hi = hi < (ptrdiff_t)k ? hi : (ptrdiff_t)k;
+    span_t sp = {start, (size_t)lo, (size_t)(hi > lo ? hi : lo)};
+    return sp;
+}
+
+/* The input index that tap t of the span reads (t in [lo, hi)). */
+static size_t span_tap(span_t sp, size_t t) {
+    return (size_t)(sp.start + (ptrdiff_t)t);
+}
 
 /* out[nc] = elementwise max of in and out */
 static inline void max_into(float *restrict out, const float *restrict in, size_t nc) {
