@@ -400,6 +400,24 @@ void test_kernels_conv2d_openblas(void) {
         check_conv_cases(mode);
 }
 
+void test_kernels_conv2d_empty(void) {
+    /* 'valid' with a kernel taller than the input: no output rows, so the
+     * gradients are all zero */
+    conv_case_t t = {2, 2, 5, 3, 3, 3, 16, 1, 1, false};
+    conv2d_shape_t s = conv_shape(&t);
+    CHECK_INT_EQ(s.oh, 0);
+    size_t nx = conv_x_size(&s), nw = conv_w_size(&s);
+    float *dx = filled(nx, NAN), *dw = filled(nw, NAN), *w = random_floats(nw, 1, -1, 1);
+    float *x = random_floats(nx, 2, -1, 1), *zeros = filled(nx > nw ? nx : nw, 0.0f);
+    void *ws = conv_ws(&s);
+    be()->conv2d_forward(NULL, x, w, &s, ws);
+    be()->conv2d_backward_data(dx, NULL, w, &s, ws);
+    be()->conv2d_backward_filter(dw, NULL, x, &s, ws);
+    CHECK_ARRAY_NEAR("dx", dx, zeros, nx, 0.0);
+    CHECK_ARRAY_NEAR("dw", dw, zeros, nw, 0.0);
+    release_buffers();
+}
+
 void test_kernels_conv2d_workspace(void) {
     /* the Keras MNIST CNN's conv2 at 32 images: a small, batch-independent workspace */
     conv2d_shape_t s = {
@@ -499,7 +517,8 @@ static const pool_case_t pool_cases[] = {
     {2, 8, 6, 3, 2, 2, false}, {2, 7, 5, 3, 2, 2, false},  {2, 7, 5, 3, 2, 2, true},
     {2, 7, 5, 3, 3, 1, true},  {2, 7, 5, 3, 3, 2, true},   {2, 7, 5, 3, 3, 2, false},
     {2, 6, 5, 3, 2, 1, false}, {1, 4, 6, 70, 2, 2, false}, {1, 5, 5, 70, 3, 2, true},
-    {1, 3, 3, 2, 3, 3, true},  {2, 5, 6, 3, 2, 1, true},
+    {1, 3, 3, 2, 3, 3, true},  {2, 5, 6, 3, 2, 1, true},   {1, 2, 2, 3, 3, 1, true},
+    {1, 1, 1, 3, 2, 2, true},
 };
 #define N_POOL_CASES (sizeof pool_cases / sizeof pool_cases[0])
 
