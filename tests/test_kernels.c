@@ -158,9 +158,9 @@ static void check_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alp
 /* Sizes around the AVX-512 kernel's tiles (6 rows by 16-float vectors, k in
  * blocks of 128), and n that it leaves to OpenBLAS (not a multiple of 16). */
 static void check_gemm_sizes(void) {
-    size_t dims[][3] = {{1, 1, 1},     {5, 7, 3},     {33, 17, 65},  {64, 128, 300},
-                        {7, 16, 1},    {13, 48, 130}, {8, 80, 257},  {6, 32, 128},
-                        {11, 112, 12}, {32, 128, 9},  {2, 64, 1000}, {301, 16, 3}};
+    size_t dims[][3] = {{1, 1, 1},     {5, 7, 3},    {33, 17, 65}, {64, 128, 300}, {7, 16, 1},
+                        {13, 48, 130}, {8, 80, 257}, {6, 32, 128}, {11, 112, 12},  {32, 128, 9},
+                        {2, 64, 1000}, {301, 16, 3}, {1100, 32, 5}};
     float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}};
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
         for (int t = 0; t < 4; t++)
