@@ -1,8 +1,12 @@
 /* Times every CPU op on the shapes of the Keras MNIST CNN (one thread's half
  * of a batch of 64): median of several runs, GFLOP/s for the matrix ops.
+ * Then whole training steps (forward and backward, op by op) on one thread
+ * and on two threads at once, as the trainer runs half a batch of 64 each.
  * Usage: pstrain-bench-kernels [images (32)] [runs (21)] */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "kernels/backend.h"
@@ -195,6 +199,147 @@ static void bench_dense(const bench_t *b, size_t n) {
     be->free(a.c);
 }
 
+/* ---- one training step of the CNN, op by op, as a trainer thread runs it ---- */
+
+typedef struct {
+    size_t n;
+    float *x, *w1, *b1, *a1, *w2, *b2, *a2, *p, *d1, *w3, *b3, *a3, *d3, *w4, *b4, *logits, *probs,
+        *loss, *g4, *gd3, *g3, *gd1, *ga2, *ga1, *dw1, *db1, *dw2, *db2, *dw3, *db3, *dw4, *db4;
+    int32_t *labels;
+    conv2d_shape_t c1, c2;
+    pool2d_shape_t pool;
+    void *ws;
+} step_t;
+
+static void step_init(step_t *t, const backend_t *be, size_t n) {
+    memset(t, 0, sizeof *t);
+    t->n = n;
+    t->c1 = (conv2d_shape_t){
+        .n = n, .h = 28, .w = 28, .c = 1, .kh = 3, .kw = 3, .f = 32, .sh = 1, .sw = 1};
+    t->c2 = (conv2d_shape_t){
+        .n = n, .h = 28, .w = 28, .c = 32, .kh = 3, .kw = 3, .f = 64, .sh = 1, .sw = 1};
+    t->pool =
+        (pool2d_shape_t){.n = n, .h = 28, .w = 28, .c = 64, .ph = 2, .pw = 2, .sh = 2, .sw = 2};
+    conv2d_shape_init(&t->c1, true);
+    conv2d_shape_init(&t->c2, true);
+    pool2d_shape_init(&t->pool, false);
+    size_t big = n * 28 * 28 * 64, mid = n * 28 * 28 * 32, flat = n * 12544;
+    struct {
+        float **p;
+        size_t n;
+    } bufs[] = {
+        {&t->x, n * 784},       {&t->w1, 288},         {&t->b1, 32},     {&t->a1, mid},
+        {&t->w2, 18432},        {&t->b2, 64},          {&t->a2, big},    {&t->p, flat},
+        {&t->d1, flat},         {&t->w3, 12544 * 128}, {&t->b3, 128},    {&t->a3, n * 128},
+        {&t->d3, n * 128},      {&t->w4, 1280},        {&t->b4, 10},     {&t->logits, n * 10},
+        {&t->probs, n * 10},    {&t->loss, n},         {&t->g4, n * 10}, {&t->gd3, n * 128},
+        {&t->g3, n * 128},      {&t->gd1, flat},       {&t->ga2, big},   {&t->ga1, mid},
+        {&t->dw1, 288},         {&t->db1, 32},         {&t->dw2, 18432}, {&t->db2, 64},
+        {&t->dw3, 12544 * 128}, {&t->db3, 128},        {&t->dw4, 1280},  {&t->db4, 10}};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        *bufs[i].p = random_floats(be, bufs[i].n);
+    t->labels = be->alloc(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++)
+        t->labels[i] = (int32_t)(i % 10);
+    size_t ws1 = be->conv2d_workspace(&t->c1), ws2 = be->conv2d_workspace(&t->c2);
+    t->ws = be->alloc(ws1 > ws2 ? ws1 : ws2);
+}
+
+static void step_free(step_t *t, const backend_t *be) {
+    float **all = &t->x;
+    for (float **p = all; p <= &t->db4; p++)
+        be->free(*p);
+    be->free(t->labels);
+    be->free(t->ws);
+}
+
+static void step_forward(step_t *t, const backend_t *be) {
+    size_t n = t->n, flat = n * 12544;
+    be->conv2d_forward(t->a1, t->x, t->w1, &t->c1, t->ws);
+    be->bias_add(t->a1, t->b1, n * 784, 32);
+    be->relu_forward(t->a1, t->a1, n * 784 * 32);
+    be->conv2d_forward(t->a2, t->a1, t->w2, &t->c2, t->ws);
+    be->bias_add(t->a2, t->b2, n * 784, 64);
+    be->relu_forward(t->a2, t->a2, n * 784 * 64);
+    be->maxpool2d_forward(t->p, t->a2, &t->pool);
+    be->dropout_forward(t->d1, t->p, flat, 0.25f, 1, 0);
+    be->gemm(false, false, n, 128, 12544, 1.0f, t->d1, t->w3, 0.0f, t->a3);
+    be->bias_add(t->a3, t->b3, n, 128);
+    be->relu_forward(t->a3, t->a3, n * 128);
+    be->dropout_forward(t->d3, t->a3, n * 128, 0.5f, 2, 0);
+    be->gemm(false, false, n, 10, 128, 1.0f, t->d3, t->w4, 0.0f, t->logits);
+    be->bias_add(t->logits, t->b4, n, 10);
+    be->softmax_xent_forward(t->probs, t->loss, t->logits, t->labels, n, 10);
+}
+
+static void step_backward(step_t *t, const backend_t *be) {
+    size_t n = t->n, flat = n * 12544;
+    be->softmax_xent_backward(t->g4, t->probs, t->labels, n, 10, 1.0f / (float)n);
+    be->gemm(true, false, 128, 10, n, 1.0f, t->d3, t->g4, 0.0f, t->dw4);
+    be->bias_grad(t->db4, t->g4, n, 10);
+    be->gemm(false, true, n, 128, 10, 1.0f, t->g4, t->w4, 0.0f, t->gd3);
+    be->dropout_backward(t->g3, t->gd3, n * 128, 0.5f, 2, 0);
+    be->relu_backward(t->g3, t->g3, t->a3, n * 128);
+    be->gemm(true, false, 12544, 128, n, 1.0f, t->d1, t->g3, 0.0f, t->dw3);
+    be->bias_grad(t->db3, t->g3, n, 128);
+    be->gemm(false, true, n, 12544, 128, 1.0f, t->g3, t->w3, 0.0f, t->gd1);
+    be->dropout_backward(t->gd1, t->gd1, flat, 0.25f, 1, 0);
+    be->maxpool2d_backward(t->ga2, t->gd1, t->a2, t->p, &t->pool);
+    be->relu_backward(t->ga2, t->ga2, t->a2, n * 784 * 64);
+    be->bias_grad(t->db2, t->ga2, n * 784, 64);
+    be->conv2d_backward_filter(t->dw2, t->ga2, t->a1, &t->c2, t->ws);
+    be->conv2d_backward_data(t->ga1, t->ga2, t->w2, &t->c2, t->ws);
+    be->relu_backward(t->ga1, t->ga1, t->a1, n * 784 * 32);
+    be->bias_grad(t->db1, t->ga1, n * 784, 32);
+    be->conv2d_backward_filter(t->dw1, t->ga1, t->x, &t->c1, t->ws);
+}
+
+typedef struct {
+    const backend_t *be;
+    step_t step;
+    size_t steps;
+    pthread_barrier_t *start;
+} step_job_t;
+
+static void *step_thread(void *p) {
+    step_job_t *j = p;
+    pthread_barrier_wait(j->start);
+    for (size_t i = 0; i < j->steps; i++) {
+        step_forward(&j->step, j->be);
+        step_backward(&j->step, j->be);
+    }
+    return NULL;
+}
+
+/* Images per second of whole steps on 'threads' threads, each with n images. */
+static void bench_step(const bench_t *b, size_t n, size_t threads) {
+    enum { MAX_THREADS = 16 };
+    step_job_t jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    pthread_barrier_t start;
+    threads = threads < MAX_THREADS ? threads : MAX_THREADS;
+    pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+    size_t steps = b->runs;
+    for (size_t i = 0; i < threads; i++) {
+        jobs[i] = (step_job_t){b->be, {0}, steps, &start};
+        step_init(&jobs[i].step, b->be, n);
+        step_forward(&jobs[i].step, b->be); /* touch every page once */
+        step_backward(&jobs[i].step, b->be);
+        pthread_create(&tid[i], NULL, step_thread, &jobs[i]);
+    }
+    pthread_barrier_wait(&start);
+    double t0 = now_s();
+    for (size_t i = 0; i < threads; i++)
+        pthread_join(tid[i], NULL);
+    double secs = now_s() - t0, images = (double)(threads * n * steps);
+    printf("training step, %zu thread(s) x %zu images: %7.1f images/s, %6.1f GFLOP/s "
+           "(97.25 MFLOP/image)\n",
+           threads, n, images / secs, images * 97.25e6 / secs * 1e-9);
+    for (size_t i = 0; i < threads; i++)
+        step_free(&jobs[i].step, b->be);
+    pthread_barrier_destroy(&start);
+}
+
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 32;
     bench_t b = {cpu_backend(), argc > 2 ? strtoul(argv[2], NULL, 10) : 21};
@@ -203,8 +348,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     cpu_backend_init();
-    printf("cpu backend, BLAS core %s, %zu images, median of %zu runs\n", cpu_backend_blas_core(),
-           n, b.runs);
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("cpu backend, BLAS core %s (OPENBLAS_CORETYPE=%s), %zu images, median of %zu runs\n",
+           cpu_backend_blas_core(), coretype ? coretype : "unset", n, b.runs);
     bench_conv(&b, "conv1 3x3 1->32",
                (conv2d_shape_t){
                    .n = n, .h = 28, .w = 28, .c = 1, .kh = 3, .kw = 3, .f = 32, .sh = 1, .sw = 1});
@@ -222,5 +368,7 @@ int main(int argc, char **argv) {
     bench_elementwise(&b, "[n,14,14,64]", pooled, op_dropout_bwd, "dropout backward");
     bench_elementwise(&b, "1.6M (all weights)", 1625866, op_axpy, "axpy");
     bench_dense(&b, n);
+    bench_step(&b, n, 1);
+    bench_step(&b, n, 2);
     return 0;
 }

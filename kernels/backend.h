@@ -127,7 +127,9 @@ struct backend {
  * thread so that it never starts a pool of its own. */
 const backend_t *cpu_backend(void);
 void cpu_backend_init(void);
-/* The BLAS kernel in use, e.g. "SkylakeX" or "Haswell", for benchmark output. */
+/* The BLAS kernel in use, e.g. "SkylakeX" or "Haswell", for benchmark output;
+ * "+avx512" is appended when the backend's own AVX-512 kernel takes the
+ * products it suits (PSTRAIN_CPU_GEMM=openblas leaves them all to OpenBLAS). */
 const char *cpu_backend_blas_core(void);
 
 #endif

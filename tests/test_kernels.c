@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/backend.h"
 
@@ -154,10 +155,14 @@ static void check_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alp
     CHECK_ARRAY_NEAR(what, c, want, m * n, 1e-4);
 }
 
-void test_kernels_gemm(void) {
-    size_t dims[][3] = {{1, 1, 1}, {5, 7, 3}, {33, 17, 65}, {64, 128, 300}};
+/* Sizes around the AVX-512 kernel's tiles (6 rows by 16-float vectors, k in
+ * blocks of 128), and n that it leaves to OpenBLAS (not a multiple of 16). */
+static void check_gemm_sizes(void) {
+    size_t dims[][3] = {{1, 1, 1},     {5, 7, 3},    {33, 17, 65}, {64, 128, 300}, {7, 16, 1},
+                        {13, 48, 130}, {8, 80, 257}, {6, 32, 128}, {11, 112, 12},  {32, 128, 9},
+                        {2, 64, 1000}, {301, 16, 3}, {1100, 32, 5}};
     float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}};
-    for (size_t d = 0; d < 4; d++)
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
         for (int t = 0; t < 4; t++)
             for (size_t s = 0; s < 3; s++) {
                 check_gemm(t & 1, t & 2, dims[d][0], dims[d][1], dims[d][2], ab[s][0], ab[s][1]);
@@ -171,7 +176,21 @@ void test_kernels_gemm(void) {
     CHECK_ARRAY_NEAR("gemm k=0", c, want, 6, 0.0);
     be()->gemm(false, false, 0, 3, 4, 1.0f, NULL, NULL, 0.0f, c);
     CHECK_ARRAY_NEAR("gemm m=0", c, want, 6, 0.0);
-    release_buffers();
+}
+
+void test_kernels_gemm(void) {
+    check_gemm_sizes();
+}
+
+/* The same with OpenBLAS taking every product, as on a CPU without AVX-512. */
+static void force_openblas(void) {
+    setenv("PSTRAIN_CPU_GEMM", "openblas", 1);
+}
+
+void test_kernels_gemm_openblas(void) {
+    force_openblas();
+    CHECK(strstr(cpu_backend_blas_core(), "avx512") == NULL);
+    check_gemm_sizes();
 }
 
 void test_kernels_axpy_scale_u8(void) {
@@ -282,8 +301,17 @@ static const conv_case_t conv_cases[] = {
     {2, 5, 6, 17, 3, 2, 3, 1, 2, true},
     {1, 4, 4, 2, 5, 5, 3, 1, 1, true},
     {2, 3, 3, 2, 3, 3, 2, 3, 3, false},
-    /* K = 576 floats a row: the 1 MiB chunk holds 455 rows, so 576 rows
-     * end in a partial chunk and a chunk boundary falls inside an image row */
+    /* f or K a multiple of 16 (the AVX-512 kernel's products) with row
+     * counts that leave partial 6-row tiles and partial 64-column blocks */
+    {3, 7, 5, 3, 3, 3, 16, 1, 1, true},
+    {2, 9, 7, 16, 3, 3, 48, 2, 2, true},
+    {1, 5, 5, 16, 1, 1, 32, 1, 1, true},
+    /* kernels larger than the input: some taps never land inside it */
+    {2, 2, 3, 3, 5, 5, 4, 1, 1, true},
+    {1, 2, 2, 2, 7, 7, 16, 4, 4, true},
+    /* rows of 576 floats: an im2col chunk of 256 KiB to 1 MiB holds 113 to
+     * 455 of the 576 rows, so the last chunk is partial and chunk
+     * boundaries fall inside an image row */
     {4, 12, 12, 64, 3, 3, 3, 1, 1, true},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
@@ -363,6 +391,31 @@ void test_kernels_conv2d_backward_data(void) {
 
 void test_kernels_conv2d_backward_filter(void) {
     check_conv_cases(2);
+}
+
+void test_kernels_conv2d_openblas(void) {
+    force_openblas();
+    CHECK(strstr(cpu_backend_blas_core(), "avx512") == NULL);
+    for (int mode = 0; mode < 3 && !test_failures; mode++)
+        check_conv_cases(mode);
+}
+
+void test_kernels_conv2d_empty(void) {
+    /* 'valid' with a kernel taller than the input: no output rows, so the
+     * gradients are all zero */
+    conv_case_t t = {2, 2, 5, 3, 3, 3, 16, 1, 1, false};
+    conv2d_shape_t s = conv_shape(&t);
+    CHECK_INT_EQ(s.oh, 0);
+    size_t nx = conv_x_size(&s), nw = conv_w_size(&s);
+    float *dx = filled(nx, NAN), *dw = filled(nw, NAN), *w = random_floats(nw, 1, -1, 1);
+    float *x = random_floats(nx, 2, -1, 1), *zeros = filled(nx > nw ? nx : nw, 0.0f);
+    void *ws = conv_ws(&s);
+    be()->conv2d_forward(NULL, x, w, &s, ws);
+    be()->conv2d_backward_data(dx, NULL, w, &s, ws);
+    be()->conv2d_backward_filter(dw, NULL, x, &s, ws);
+    CHECK_ARRAY_NEAR("dx", dx, zeros, nx, 0.0);
+    CHECK_ARRAY_NEAR("dw", dw, zeros, nw, 0.0);
+    release_buffers();
 }
 
 void test_kernels_conv2d_workspace(void) {
@@ -464,7 +517,8 @@ static const pool_case_t pool_cases[] = {
     {2, 8, 6, 3, 2, 2, false}, {2, 7, 5, 3, 2, 2, false},  {2, 7, 5, 3, 2, 2, true},
     {2, 7, 5, 3, 3, 1, true},  {2, 7, 5, 3, 3, 2, true},   {2, 7, 5, 3, 3, 2, false},
     {2, 6, 5, 3, 2, 1, false}, {1, 4, 6, 70, 2, 2, false}, {1, 5, 5, 70, 3, 2, true},
-    {1, 3, 3, 2, 3, 3, true},
+    {1, 3, 3, 2, 3, 3, true},  {2, 5, 6, 3, 2, 1, true},   {1, 2, 2, 3, 3, 1, true},
+    {1, 1, 1, 3, 2, 2, true},
 };
 #define N_POOL_CASES (sizeof pool_cases / sizeof pool_cases[0])
 
@@ -789,6 +843,24 @@ void test_kernels_dropout_rates(void) {
             bool keep = rng_uniform(99, 12345 + i) >= rates[k];
             if ((y[i] != 0.0f) != keep) {
                 fprintf(stderr, "  rate %.9g element %zu\n", (double)rates[k], i);
+                CHECK(false);
+            }
+        }
+    }
+    release_buffers();
+}
+
+void test_kernels_dropout_threshold(void) {
+    /* rates exactly at, just below and just above an element's draw: kept,
+     * kept, dropped, as rng_uniform(key, i) >= rate says */
+    float *x = filled(1, 1.0f), *y = filled(1, NAN);
+    for (uint64_t i = 0; i < 50; i++) {
+        float u = rng_uniform(5, i);
+        float rates[] = {u, nextafterf(u, -1.0f), nextafterf(u, 2.0f)};
+        for (int k = 0; k < 3; k++) {
+            be()->dropout_forward(y, x, 1, rates[k], 5, i);
+            if ((y[0] != 0.0f) != (k < 2)) {
+                fprintf(stderr, "  draw %.9g rate %.9g\n", (double)u, (double)rates[k]);
                 CHECK(false);
             }
         }
