@@ -1,0 +1,67 @@
+"""The anchor: the same Keras MNIST CNN trained by PyTorch (Debian's
+python3-torch) on data already in memory, batch 64, SGD lr 0.01 momentum 0.9.
+Prints one line per thread count, in pstrain-bench-compute's format:
+    pytorch threads=N images_per_sec=X gflops=Y
+Run it with GLIBC_TUNABLES raising the mmap and trim thresholds and
+OPENBLAS_NUM_THREADS=1 (scripts/bench_compute.sh does), PyTorch's best here."""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+TRAIN_MFLOP_PER_IMAGE = 97.25
+
+
+def cnn():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(12544, 128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 10))
+
+
+def run(threads, batch, steps, reps):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.rand(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * batch / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--reps", type=int, default=5)
+    a = p.parse_args()
+    print("# pytorch %s batch=%d (median of %d x %d steps)" % (torch.__version__, a.batch, a.reps,
+                                                              a.steps), flush=True)
+    for t in a.threads.split(","):
+        ips = run(int(t), a.batch, a.steps, a.reps)
+        print("pytorch threads=%s images_per_sec=%.0f gflops=%.1f" %
+              (t, ips, ips * TRAIN_MFLOP_PER_IMAGE / 1e3), flush=True)
+
+
+if __name__ == "__main__":
+    main()
