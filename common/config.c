@@ -102,6 +102,9 @@ static const config_key_t keys[] = {
               "RMSprop: decay of the mean square gradient"),
     FLOAT_KEY("train.initial_accumulator", train.initial_accumulator, "0.1", 0, HUGE_VAL, 0,
               "Adagrad: starting value of the accumulator"),
+    BOOL_KEY("train.pipeline", train.pipeline, "false",
+             "async: push and pull one step while the next computes (its gradient is one step "
+             "staler)"),
     ENUM_KEY("train.mode", train.mode, "async", "async|sync",
              "async: each push applies at once; sync: pushes of a step are averaged"),
     INT_KEY("train.replicas_to_aggregate", train.replicas_to_aggregate, "0", 0, NO_LIMIT,

@@ -266,3 +266,23 @@ void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **sl
         break;
     }
 }
+
+int optim_from_config(optim_cfg_t *o, const config_t *c, char *err, size_t errlen) {
+    optim_kind_t kind;
+    if (optim_kind_from_name(c->train.optimizer, &kind))
+        return ps_errf(err, errlen, "train.optimizer: unknown optimizer \"%s\"",
+                       c->train.optimizer);
+    optim_defaults(o, kind);
+    o->learning_rate = c->train.learning_rate;
+    o->decay = c->train.decay;
+    /* train.momentum is SGD's; RMSprop runs without momentum, as Keras's default. */
+    o->momentum = kind == OPTIM_SGD ? c->train.momentum : 0.0;
+    o->nesterov = c->train.nesterov;
+    o->beta1 = c->train.beta1;
+    o->beta2 = c->train.beta2;
+    o->epsilon = c->train.epsilon;
+    o->rho = c->train.rho;
+    o->initial_accumulator = c->train.initial_accumulator;
+    return 0;
+}
+

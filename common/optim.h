@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+
 typedef enum { OPTIM_SGD = 0, OPTIM_ADAM, OPTIM_RMSPROP, OPTIM_ADAGRAD } optim_kind_t;
 
 #define OPTIM_MAX_SLOTS 2
@@ -48,5 +50,8 @@ double optim_lr(const optim_cfg_t *c, uint64_t iterations);
  * formulas are written out at the top of optim.c. */
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
                  size_t n);
+
+/* The optimizer the configuration names, with its train.* values. */
+int optim_from_config(optim_cfg_t *o, const config_t *c, char *err, size_t errlen);
 
 #endif

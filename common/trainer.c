@@ -293,3 +293,11 @@ void eval_metrics_free(eval_metrics_t *e) {
     free(e->class_correct);
     e->class_total = e->class_correct = NULL;
 }
+
+uint64_t trainer_target_steps(int64_t max_steps, int64_t epochs, size_t train_examples,
+                              size_t batch_size, size_t replicas) {
+    if (max_steps > 0)
+        return (uint64_t)max_steps;
+    size_t per_step = batch_size * (replicas ? replicas : 1);
+    return (uint64_t)epochs * ((train_examples + per_step - 1) / per_step);
+}

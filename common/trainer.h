@@ -44,4 +44,11 @@ void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, siz
                       eval_metrics_t *out);
 void eval_metrics_free(eval_metrics_t *e);
 
+/* Global steps a run trains for: max_steps when set, else enough for
+ * `epochs` passes over the training set when each global step consumes
+ * batch_size * replicas examples (replicas: 1 in async mode, the pushes
+ * averaged per step in sync mode). */
+uint64_t trainer_target_steps(int64_t max_steps, int64_t epochs, size_t train_examples,
+                              size_t batch_size, size_t replicas);
+
 #endif

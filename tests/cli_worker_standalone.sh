@@ -8,23 +8,7 @@ build=${1:?usage: $0 BUILD_DIR}
 worker=$build/pstrain-worker
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# expect_error CODE FRAGMENT CMD...: CMD exits CODE and its stderr has one
-# line that contains FRAGMENT.
-expect_error() {
-  local code=$1 fragment=$2
-  shift 2
-  set +e
-  "$@" > "$tmp/out" 2> "$tmp/err"
-  local rc=$?
-  set -e
-  [ "$rc" -eq "$code" ] || fail "$* exited $rc, want $code; stderr: $(cat "$tmp/err")"
-  grep -qF -- "$fragment" "$tmp/err" || fail "$*: stderr lacks '$fragment': $(cat "$tmp/err")"
-  local lines
-  lines=$(grep -vc '^$' "$tmp/err" || true)
-  [ "$lines" -le 2 ] || fail "$*: $lines lines of errors, want one: $(cat "$tmp/err")"
-}
+. "$(dirname "$0")/lib/check.sh"
 
 unset TF_CONFIG
 # --help lists every key with its default.
@@ -41,6 +25,7 @@ expect_error 2 'train.epochs' "$worker" --config "$tmp/bad.json"
 echo '{"train": ' > "$tmp/notjson.json"
 expect_error 2 "$tmp/notjson.json" "$worker" --config "$tmp/notjson.json"
 expect_error 2 'unknown argument' "$worker" --bogus
+TF_CONFIG='{"cluster": {"ps": ["h:1"]}}' expect_error 2 'TF_CONFIG' "$worker"
 echo '{"input": [28, 28, 1], "layers": [{"type": "dense", "units": 10, "activation": "softmax"}]}' \
   > "$tmp/model.json"
 expect_error 2 'layer 0 (dense)' "$worker" --set model="$tmp/model.json" --set data.dir="$tmp"

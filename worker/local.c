@@ -32,25 +32,6 @@ typedef struct {
     size_t images_since_log;
 } epoch_stats_t;
 
-static int optim_from_config(const config_t *c, optim_cfg_t *o, char *err, size_t errlen) {
-    optim_kind_t kind;
-    if (optim_kind_from_name(c->train.optimizer, &kind))
-        return ps_errf(err, errlen, "train.optimizer: unknown optimizer \"%s\"",
-                       c->train.optimizer);
-    optim_defaults(o, kind);
-    o->learning_rate = c->train.learning_rate;
-    o->decay = c->train.decay;
-    /* train.momentum is SGD's; RMSprop runs without momentum, as Keras's default. */
-    o->momentum = kind == OPTIM_SGD ? c->train.momentum : 0.0;
-    o->nesterov = c->train.nesterov;
-    o->beta1 = c->train.beta1;
-    o->beta2 = c->train.beta2;
-    o->epsilon = c->train.epsilon;
-    o->rho = c->train.rho;
-    o->initial_accumulator = c->train.initial_accumulator;
-    return 0;
-}
-
 /* Loads the model and both splits and checks that they fit each other. */
 static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
     if (model_load(&L->model, c->model, err, errlen))
@@ -83,7 +64,7 @@ static int setup(local_t *L, const config_t *c, char *err, size_t errlen) {
     if (rc)
         return rc;
     optim_cfg_t oc;
-    if (optim_from_config(c, &oc, err, errlen))
+    if (optim_from_config(&oc, c, err, errlen))
         return EXIT_USAGE;
     store_init_full(&L->store, &L->model, &oc, (uint64_t)c->train.seed);
     size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();

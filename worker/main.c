@@ -1,86 +1,81 @@
-/* pstrain-worker: computes gradients. Without TF_CONFIG it trains alone, with
- * the parameter store linked in (TensorFlow's local Estimator path). */
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
+/* pstrain-worker: computes gradients. With TF_CONFIG it is one worker of a
+ * cluster; without, it trains alone with the parameter store linked in
+ * (TensorFlow's local Estimator path). */
 #include <string.h>
-#include <unistd.h>
 
-#include "common/config.h"
+#include "common/daemon.h"
 #include "common/exitcode.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "kernels/backend.h"
+#include "worker/cluster.h"
 #include "worker/local.h"
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-    stop_requested = sig;
+static void describe(FILE *out) {
+    fprintf(out, "Computes gradients for pstrain. With TF_CONFIG (task type worker) it pulls the\n"
+                 "model from every PS, computes the gradient of a batch of its shard of the\n"
+                 "training data and pushes it back. With no TF_CONFIG it trains alone in this\n"
+                 "process and evaluates on the test set after each epoch, writing\n"
+                 "<checkpoint.model_dir>/eval_results.json.\n"
+                 "SIGINT or SIGTERM stops it after the current step.\n"
+                 "  --print-config KEY prints the value KEY has after --config and --set.\n");
 }
 
-static void usage(FILE *out) {
-    fprintf(out, "usage: pstrain-worker [--config FILE] [--set key=value]... "
-                 "[--print-config KEY] [--help] [--version]\n\n"
-                 "Computes gradients for pstrain. With no TF_CONFIG in the environment it\n"
-                 "trains alone in this process and evaluates on the test set after each\n"
-                 "epoch, writing <checkpoint.model_dir>/eval_results.json.\n"
-                 "--print-config KEY prints the value KEY has after --config and --set.\n"
-                 "SIGINT or SIGTERM stops training after the current step.\n\n"
-                 "Configuration keys (--set key=value, or a JSON --config file):\n");
-    config_print_help(out);
-}
-
-int main(int argc, char **argv) {
-    config_t cfg;
-    char err[PS_ERRLEN];
-    config_defaults(&cfg);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return EXIT_OK;
+/* --print-config KEY: the effective value of one key, for scripts. */
+static int print_config(int argc, char **argv) {
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--print-config") != 0)
+            continue;
+        config_t cfg;
+        char err[PS_ERRLEN], value[CONFIG_STR];
+        config_defaults(&cfg);
+        int n = argc;
+        char *key = argv[i + 1];
+        for (int j = i; j + 2 < argc; j++)
+            argv[j] = argv[j + 2];
+        n -= 2;
+        argv[n] = NULL;
+        if (config_parse_args(&cfg, &n, argv, err, sizeof err)) {
+            fprintf(stderr, "pstrain-worker: %s\n", err);
+            return EXIT_USAGE;
         }
-        if (!strcmp(argv[i], "--version")) {
-            printf("pstrain-worker %s\n", PS_VERSION);
-            return EXIT_OK;
-        }
-    }
-    if (config_parse_args(&cfg, &argc, argv, err, sizeof err)) {
-        fprintf(stderr, "pstrain-worker: %s\n", err);
-        return EXIT_USAGE;
-    }
-    if (argc == 3 && !strcmp(argv[1], "--print-config")) {
-        char value[CONFIG_STR];
-        if (config_get(&cfg, argv[2], value, sizeof value)) {
-            fprintf(stderr, "pstrain-worker: unknown config key \"%s\"\n", argv[2]);
+        if (config_get(&cfg, key, value, sizeof value)) {
+            fprintf(stderr, "pstrain-worker: unknown config key \"%s\"\n", key);
             return EXIT_USAGE;
         }
         printf("%s\n", value);
         return EXIT_OK;
     }
-    if (argc > 1) {
-        fprintf(stderr, "pstrain-worker: unknown argument \"%s\" (see --help)\n", argv[1]);
-        return EXIT_USAGE;
-    }
-    log_set_level(cfg.log.level);
-    const char *tf_config = getenv("TF_CONFIG");
-    if (tf_config && tf_config[0]) {
-        fprintf(stderr, "pstrain-worker: TF_CONFIG is set, but this build trains only "
-                        "standalone; unset TF_CONFIG to train in one process\n");
-        return EXIT_USAGE;
-    }
-    log_init("worker", -1);
-    if (!strcmp(cfg.device, "gpu")) {
+    return -1;
+}
+
+static int check_device(const config_t *cfg) {
+    if (!strcmp(cfg->device, "gpu")) {
         log_error("device=gpu: this build has no GPU backend (built without CUDA); use "
                   "device=cpu or device=auto");
         return EXIT_USAGE;
     }
-    if (!strcmp(cfg.device, "auto"))
+    if (!strcmp(cfg->device, "auto"))
         log_info("device=auto: this build has no GPU backend; using the CPU");
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int rc = print_config(argc, argv);
+    if (rc >= 0)
+        return rc;
+    rpc_tune_malloc();
+    daemon_t d;
+    rc = daemon_parse(&d, "pstrain-worker", CLUSTER_WORKER, false, argc, argv, describe);
+    if (rc >= 0)
+        return rc;
+    if ((rc = daemon_start(&d)) != 0 || (rc = check_device(&d.cfg)) != 0) {
+        daemon_finish(&d);
+        return rc;
+    }
     cpu_backend_init();
-    log_info("pstrain-worker %s standalone, pid %d, BLAS core %s", PS_VERSION, (int)getpid(),
-             cpu_backend_blas_core());
-    return local_train(&cfg, &stop_requested);
+    log_info("CPU backend, BLAS core %s", cpu_backend_blas_core());
+    rc = d.have_cluster ? cluster_train(&d) : local_train(&d.cfg, &daemon_stop_signal);
+    daemon_finish(&d);
+    return rc;
 }

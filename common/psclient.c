@@ -1,0 +1,297 @@
+#include "psclient.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon.h"
+#include "exitcode.h"
+#include "log.h"
+#include "msg.h"
+#include "placement.h"
+#include "rpc.h"
+#include "util.h"
+
+typedef struct {
+    rpc_channel_t *ch;
+    rpc_buf_t req, resp;
+    uint64_t step;       /* this PS's step at our last pull */
+    Pstrain__Tensor *t;  /* push tensors: their data points into the caller's gradients */
+    Pstrain__Tensor **tp;
+    size_t nt;
+} ps_link_t;
+
+struct psclient {
+    const model_t *model;
+    const config_t *cfg;
+    Pstrain__Caller caller;
+    placement_t placement;
+    size_t nps;
+    ps_link_t *ps;
+    rpc_fanout_t *fan, *pending;
+    size_t *which;
+    psclient_stop_fn stop;
+    void *stop_arg;
+    bool pulled; /* a pull has set every link's step */
+};
+
+static void sleep_s(double s) {
+    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+/* The tensors a push to PS k carries, as views of a gradient slab at base 0:
+ * their data pointers are offsets until psclient_push rebases them. */
+static void build_views(psclient_t *p, size_t k) {
+    const size_t *idx;
+    size_t n = placement_ps_parts(&p->placement, (int)k, &idx);
+    ps_link_t *l = &p->ps[k];
+    l->nt = n;
+    l->t = xcalloc(n ? n : 1, sizeof *l->t);
+    l->tp = xcalloc(n ? n : 1, sizeof *l->tp);
+    for (size_t i = 0; i < n; i++) {
+        const placement_part_t *part = &p->placement.parts[idx[i]];
+        const var_t *v = &p->model->vars[part->var];
+        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
+        l->t[i] = init;
+        l->t[i].name = (char *)v->name;
+        l->t[i].row_begin = part->row_begin;
+        l->t[i].rows = part->rows;
+        l->t[i].data.len = part->size * sizeof(float);
+        l->tp[i] = &l->t[i];
+    }
+}
+
+psclient_t *psclient_create(const cluster_t *c, const model_t *m, const config_t *cfg,
+                            const Pstrain__Caller *caller, psclient_stop_fn stop, void *arg,
+                            char *err, size_t errlen) {
+    psclient_t *p = xcalloc(1, sizeof *p);
+    p->model = m;
+    p->cfg = cfg;
+    p->caller = *caller;
+    p->stop = stop;
+    p->stop_arg = arg;
+    p->nps = c->jobs[CLUSTER_PS].span;
+    p->ps = xcalloc(p->nps, sizeof *p->ps);
+    p->fan = xcalloc(p->nps, sizeof *p->fan);
+    p->pending = xcalloc(p->nps, sizeof *p->pending);
+    p->which = xcalloc(p->nps, sizeof *p->which);
+    if (placement_compute(&p->placement, m, (int)p->nps, NULL, err, errlen))
+        goto fail;
+    rpc_options_t o = daemon_rpc_options(cfg);
+    for (size_t i = 0; i < p->nps; i++) {
+        const cluster_addr_t *a = cluster_find(c, CLUSTER_PS, (int)i);
+        if (rpc_channel_create(&p->ps[i].ch, a->text, &o, err, errlen))
+            goto fail;
+        build_views(p, i);
+    }
+    return p;
+fail:
+    psclient_free(p);
+    return NULL;
+}
+
+void psclient_free(psclient_t *p) {
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->nps; i++) {
+        if (p->ps[i].ch)
+            rpc_channel_destroy(p->ps[i].ch);
+        rpc_buf_free(&p->ps[i].req);
+        rpc_buf_free(&p->ps[i].resp);
+        free(p->ps[i].t);
+        free(p->ps[i].tp);
+    }
+    placement_free(&p->placement);
+    free(p->ps);
+    free(p->fan);
+    free(p->pending);
+    free(p->which);
+    free(p);
+}
+
+size_t psclient_nps(const psclient_t *p) {
+    return p->nps;
+}
+
+uint64_t psclient_step(const psclient_t *p, size_t ps) {
+    return p->ps[ps].step;
+}
+
+static bool stopped(const psclient_t *p) {
+    return daemon_stop_signal || (p->stop && p->stop(p->stop_arg));
+}
+
+/* Keeps only the calls that failed in a way worth retrying; logs the first. */
+static int keep_retryable(psclient_t *p, size_t *n, bool *warned) {
+    size_t left = 0;
+    for (size_t i = 0; i < *n; i++) {
+        p->fan[p->which[i]] = p->pending[i];
+        int code = p->pending[i].code;
+        if (code == RPC_OK)
+            continue;
+        if (code != RPC_UNAVAILABLE && code != RPC_DEADLINE_EXCEEDED) {
+            log_error("%s", p->pending[i].err);
+            return EXIT_USAGE;
+        }
+        if (!*warned) {
+            log_warn("%s; retrying with backoff up to %.1fs", p->pending[i].err,
+                     p->cfg->rpc.retry_max_secs);
+            *warned = true;
+        }
+        p->pending[left] = p->pending[i];
+        p->which[left++] = p->which[i];
+    }
+    *n = left;
+    return 0;
+}
+
+/* Runs the prepared fan-out until every call is OK, retrying UNAVAILABLE and
+ * DEADLINE_EXCEEDED with capped backoff. */
+static int fanout_until_ok(psclient_t *p, const char *method) {
+    double backoff = 0.05, cap = p->cfg->rpc.retry_max_secs;
+    bool warned = false;
+    size_t n = p->nps;
+    for (size_t i = 0; i < n; i++) {
+        p->pending[i] = p->fan[i];
+        p->which[i] = i;
+    }
+    while (n > 0) {
+        rpc_fanout(p->pending, n, method, p->cfg->rpc.deadline_secs);
+        int rc = keep_retryable(p, &n, &warned);
+        if (rc)
+            return rc;
+        if (n == 0)
+            break;
+        if (stopped(p))
+            return 1;
+        /* A deadline already waited; an unreachable peer fails at once. */
+        if (p->pending[0].code == RPC_UNAVAILABLE)
+            sleep_s(backoff);
+        backoff = PS_MIN(backoff * 2, cap);
+    }
+    if (warned)
+        log_info("%s: every PS answered again", method);
+    return 0;
+}
+
+static void prepare(psclient_t *p, size_t i) {
+    p->fan[i] = (rpc_fanout_t){.ch = p->ps[i].ch, .req = p->ps[i].req.data,
+                               .len = p->ps[i].req.len, .resp = &p->ps[i].resp};
+}
+
+/* Copies one PS's PullResponse into params, checking each tensor against the
+ * placement every role computes. */
+static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t errlen) {
+    Pstrain__PullResponse *r =
+        pstrain__pull_response__unpack(NULL, p->ps[ps].resp.len, p->ps[ps].resp.data);
+    if (!r)
+        return ps_errf(err, errlen, "ps%zu sent a malformed PullResponse", ps);
+    int rc = 0;
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const Pstrain__Tensor *t = r->tensors[i];
+        int v = model_find_var(p->model, t->name);
+        const placement_part_t *part =
+            v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
+        if (!part || part->ps != (int)ps || part->row_begin != t->row_begin ||
+            part->rows != t->rows || t->data.len != part->size * sizeof(float)) {
+            rc = ps_errf(err, errlen,
+                         "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
+                         "all roles run the same model and cluster spec?",
+                         ps, t->name, (unsigned long long)t->row_begin,
+                         (unsigned long long)t->rows);
+            break;
+        }
+        const var_t *var = &p->model->vars[v];
+        memcpy(params + var->offset + part->row_begin * (var->size / var->shape[0]),
+               t->data.data, t->data.len);
+    }
+    p->ps[ps].step = r->step;
+    pstrain__pull_response__free_unpacked(r, NULL);
+    return rc;
+}
+
+int psclient_pull(psclient_t *p, float *params, bool wait_next) {
+    for (size_t i = 0; i < p->nps; i++) {
+        Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+        req.caller = &p->caller;
+        req.min_step = wait_next && p->pulled ? p->ps[i].step + 1 : 0;
+        msg_pack(&p->ps[i].req, &req.base);
+        prepare(p, i);
+    }
+    int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Pull");
+    if (rc)
+        return rc;
+    char err[PS_ERRLEN];
+    for (size_t i = 0; i < p->nps; i++) {
+        if (take_pull(p, i, params, err, sizeof err)) {
+            log_error("%s", err);
+            return EXIT_USAGE;
+        }
+    }
+    p->pulled = true;
+    return 0;
+}
+
+int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
+    for (size_t i = 0; i < p->nps; i++) {
+        ps_link_t *l = &p->ps[i];
+        const size_t *idx;
+        placement_ps_parts(&p->placement, (int)i, &idx);
+        for (size_t k = 0; k < l->nt; k++) {
+            const placement_part_t *part = &p->placement.parts[idx[k]];
+            const var_t *v = &p->model->vars[part->var];
+            l->t[k].data.data =
+                (uint8_t *)(grads + v->offset + part->row_begin * (v->size / v->shape[0]));
+        }
+        Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
+        req.caller = &p->caller;
+        req.step = l->step;
+        req.n_grads = l->nt;
+        req.grads = l->tp;
+        msg_pack(&l->req, &req.base);
+        prepare(p, i);
+    }
+    int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");
+    if (rc)
+        return rc;
+    *stale = 0;
+    for (size_t i = 0; i < p->nps; i++) {
+        Pstrain__PushResponse *r =
+            pstrain__push_response__unpack(NULL, p->ps[i].resp.len, p->ps[i].resp.data);
+        if (r && r->stale)
+            (*stale)++;
+        if (r)
+            pstrain__push_response__free_unpacked(r, NULL);
+    }
+    return 0;
+}
+
+void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {
+    Pstrain__ShutdownRequest req = PSTRAIN__SHUTDOWN_REQUEST__INIT;
+    req.reason = (char *)reason;
+    for (size_t i = 0; i < p->nps; i++) {
+        msg_pack(&p->ps[i].req, &req.base);
+        prepare(p, i);
+    }
+    rpc_fanout(p->fan, p->nps, "/pstrain.ParameterServer/Shutdown", deadline_s);
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code != RPC_OK)
+            log_warn("shutdown of ps%zu: %s", i, p->fan[i].err);
+}
+
+int64_t psclient_poll_step(psclient_t *p, double deadline_s) {
+    Pstrain__StatsRequest req = PSTRAIN__STATS_REQUEST__INIT;
+    ps_link_t *l = &p->ps[0];
+    msg_pack(&l->req, &req.base);
+    char err[PS_ERRLEN];
+    if (rpc_call(l->ch, "/pstrain.ParameterServer/Stats", l->req.data, l->req.len, deadline_s,
+                 &l->resp, err, sizeof err) != RPC_OK)
+        return -1;
+    Pstrain__StatsResponse *r = pstrain__stats_response__unpack(NULL, l->resp.len, l->resp.data);
+    if (!r)
+        return -1;
+    int64_t step = (int64_t)r->step;
+    pstrain__stats_response__free_unpacked(r, NULL);
+    return step;
+}

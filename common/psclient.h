@@ -1,0 +1,44 @@
+/* A client of every parameter server at once: pulls the whole model (one call
+ * per PS, all in flight together) into a parameter slab, checking every
+ * tensor against the placement all roles compute; pushes a gradient slab cut
+ * into each PS's partitions; retries unreachable PS with capped backoff.
+ * Used by workers and by the master (which pulls to evaluate). */
+#ifndef PSTRAIN_PSCLIENT_H
+#define PSTRAIN_PSCLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "model.h"
+#include "pstrain.pb-c.h"
+
+typedef struct psclient psclient_t;
+
+/* Returns true when a retry loop should give up (a stop signal, training over). */
+typedef bool (*psclient_stop_fn)(void *arg);
+
+psclient_t *psclient_create(const cluster_t *c, const model_t *m, const config_t *cfg,
+                            const Pstrain__Caller *caller, psclient_stop_fn stop, void *arg,
+                            char *err, size_t errlen);
+void psclient_free(psclient_t *p);
+size_t psclient_nps(const psclient_t *p);
+
+/* Pulls every partition into params (a model slab). With wait_next, each PS
+ * answers once it has passed the step of our last pull (sync mode).
+ * Returns 0; 1 when stopped; or an exit code for a permanent error (the
+ * error is logged). */
+int psclient_pull(psclient_t *p, float *params, bool wait_next);
+/* Updates applied by PS `ps` at our last pull; ps 0's is the global step. */
+uint64_t psclient_step(const psclient_t *p, size_t ps);
+/* Pushes grads (a model slab), each PS tagged with its step at our last
+ * pull. *stale counts the PS that dropped it as stale (sync). Returns as
+ * psclient_pull. */
+int psclient_push(psclient_t *p, const float *grads, size_t *stale);
+/* Asks every PS to exit (best effort, bounded by the deadline). */
+void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
+/* PS 0's step by Stats, without waiting or retrying; -1 when unreachable. */
+int64_t psclient_poll_step(psclient_t *p, double deadline_s);
+
+#endif

@@ -1,0 +1,244 @@
+/* pstrain-master: knows every role of the cluster and the global step; when
+ * the configured steps are done it evaluates the final model on the test
+ * set, writes <model_dir>/eval_results.json, tells the workers and the PS to
+ * finish, and exits 0. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/daemon.h"
+#include "common/dataset.h"
+#include "common/exitcode.h"
+#include "common/log.h"
+#include "common/psclient.h"
+#include "common/results.h"
+#include "common/trainer.h"
+#include "common/util.h"
+#include "master/master.h"
+
+typedef struct {
+    daemon_t *d;
+    master_t state;
+    model_t model;
+    dataset_t test;
+    size_t train_examples;
+    psclient_t *ps;
+    rpc_server_t *server;
+    Pstrain__Caller caller;
+    double started;
+} master_run_t;
+
+static void describe(FILE *out) {
+    fprintf(out, "The pstrain master: serves Register, Heartbeat and Status, follows the\n"
+                 "global step (ps 0's update count), and when train.epochs or train.max_steps\n"
+                 "are done evaluates the model on the test set, writes\n"
+                 "<checkpoint.model_dir>/eval_results.json and tells every PS and worker to\n"
+                 "finish. TF_CONFIG's task must be the master (or chief).\n");
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The data sets, loaded after the server listens (they take a second). */
+static int load_data(master_run_t *r) {
+    char err[PS_ERRLEN];
+    const config_t *c = &r->d->cfg;
+    dataset_t train;
+    if (dataset_load_split(&r->test, c->data.dir, false, err, sizeof err) ||
+        dataset_load_split(&train, c->data.dir, true, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_DATAERR;
+    }
+    r->train_examples = train.n;
+    dataset_free(&train);
+    return 0;
+}
+
+/* Examples one global step consumes: a batch, or in sync mode a batch from
+ * each of the replicas averaged. */
+static size_t examples_per_step(const master_run_t *r) {
+    const config_t *c = &r->d->cfg;
+    size_t nworkers = r->d->cluster.jobs[CLUSTER_WORKER].span;
+    size_t replicas = !strcmp(c->train.mode, "sync")
+                          ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate
+                                                            : nworkers)
+                          : 1;
+    return (size_t)c->train.batch_size * replicas;
+}
+
+static uint64_t target_steps(const master_run_t *r) {
+    const config_t *c = &r->d->cfg;
+    return trainer_target_steps(c->train.max_steps, c->train.epochs, r->train_examples,
+                                examples_per_step(r), 1);
+}
+
+static int start_server(master_run_t *r) {
+    char err[PS_ERRLEN];
+    rpc_server_config_t sc = {.addr = r->d->self,
+                              .methods = master_methods,
+                              .n_methods = master_nmethods,
+                              .ctx = &r->state,
+                              .opt = daemon_rpc_options(&r->d->cfg)};
+    if (rpc_server_start(&r->server, &sc, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    log_info("listening on %s", r->d->self);
+    Pstrain__Caller init = PSTRAIN__CALLER__INIT;
+    r->caller = init;
+    r->caller.role = "master";
+    r->ps = psclient_create(&r->d->cluster, &r->model, &r->d->cfg, &r->caller, NULL, NULL, err,
+                            sizeof err);
+    if (!r->ps) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Pulls the final model, evaluates it and writes eval_results.json. */
+static int evaluate_final(master_run_t *r, uint64_t step) {
+    const config_t *c = &r->d->cfg;
+    float *params = xalloc_aligned(r->model.nparams * sizeof(float));
+    int rc = psclient_pull(r->ps, params, false);
+    if (rc) {
+        free(params);
+        return rc == 1 ? EXIT_OK : rc;
+    }
+    size_t batch = (size_t)c->train.batch_size;
+    size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+    trainer_t *t = trainer_create(&r->model, cpu_backend(), threads, batch);
+    eval_metrics_t em;
+    double t0 = ps_now();
+    trainer_evaluate(t, params, &r->test, (size_t)c->eval.batch_size, &em);
+    log_info("final evaluation at global step %llu: loss: %.4f - accuracy: %.4f (%zu examples, "
+             "%.1fs)",
+             (unsigned long long)step, em.loss, em.accuracy, em.n, ps_now() - t0);
+    results_context_t ctx = {.global_step = step,
+                             .epoch = (double)step * (double)examples_per_step(r) /
+                                      (double)(r->train_examples ? r->train_examples : 1),
+                             .elapsed_secs = ps_now() - r->started};
+    char err[PS_ERRLEN];
+    rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
+    if (rc) {
+        log_error("cannot write eval results: %s", err);
+        rc = EXIT_IOERR;
+    }
+    pthread_mutex_lock(&r->state.mu);
+    r->state.have_final = true;
+    r->state.final_loss = em.loss;
+    r->state.final_accuracy = em.accuracy;
+    pthread_mutex_unlock(&r->state.mu);
+    eval_metrics_free(&em);
+    trainer_free(t);
+    free(params);
+    return rc;
+}
+
+/* Workers still beating after training ended; they stop on their next beat. */
+static size_t workers_alive(master_run_t *r) {
+    pthread_mutex_lock(&r->state.mu);
+    size_t n = 0;
+    double now = ps_now();
+    for (size_t i = 0; i < r->state.nmembers; i++) {
+        const member_t *x = &r->state.members[i];
+        n += x->role == CLUSTER_WORKER && x->state == MEMBER_ALIVE &&
+             now - x->last_beat < 2.0 * r->d->cfg.cluster.heartbeat_secs;
+    }
+    pthread_mutex_unlock(&r->state.mu);
+    return n;
+}
+
+static int finish(master_run_t *r, uint64_t step) {
+    log_info("global step %llu reached the target %llu: finishing", (unsigned long long)step,
+             (unsigned long long)r->state.target);
+    pthread_mutex_lock(&r->state.mu);
+    r->state.done = true;
+    pthread_mutex_unlock(&r->state.mu);
+    int rc = evaluate_final(r, step);
+    psclient_shutdown(r->ps, "training is over", r->d->cfg.rpc.deadline_secs);
+    /* Give workers a few beats to hear that training is over. */
+    double until = ps_now() + 3.0 * r->d->cfg.cluster.heartbeat_secs;
+    while (ps_now() < until && workers_alive(r) > 0 && !daemon_stop_signal)
+        sleep_ms(50);
+    return rc;
+}
+
+static int run(master_run_t *r) {
+    r->started = ps_now();
+    double last_log = 0.0;
+    while (!daemon_stop_signal) {
+        int64_t step = psclient_poll_step(r->ps, 1.0);
+        master_check_liveness(&r->state);
+        if (step >= 0) {
+            pthread_mutex_lock(&r->state.mu);
+            r->state.global_step = (uint64_t)step;
+            bool reached = (uint64_t)step >= r->state.target;
+            pthread_mutex_unlock(&r->state.mu);
+            if (reached)
+                return finish(r, (uint64_t)step);
+        }
+        if (ps_now() - last_log >= r->d->cfg.log.every_secs && step >= 0) {
+            pthread_mutex_lock(&r->state.mu);
+            uint32_t live = master_live_workers(&r->state);
+            pthread_mutex_unlock(&r->state.mu);
+            log_info("global step %lld/%llu, %u workers alive", (long long)step,
+                     (unsigned long long)r->state.target, live);
+            last_log = ps_now();
+        }
+        sleep_ms(100);
+    }
+    log_info("stopping on signal %d", (int)daemon_stop_signal);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    rpc_tune_malloc();
+    daemon_t d;
+    int rc = daemon_parse(&d, "pstrain-master", CLUSTER_MASTER, true, argc, argv, describe);
+    if (rc >= 0)
+        return rc;
+    if (d.evaluate_only) {
+        fprintf(stderr, "pstrain-master: --evaluate-only arrives with checkpoints (there is "
+                        "nothing to evaluate yet)\n");
+        daemon_finish(&d);
+        return EXIT_USAGE;
+    }
+    if ((rc = daemon_start(&d)) != 0) {
+        daemon_finish(&d);
+        return rc;
+    }
+    cpu_backend_init();
+    master_run_t r;
+    memset(&r, 0, sizeof r);
+    r.d = &d;
+    char err[PS_ERRLEN];
+    if (model_load(&r.model, d.cfg.model, err, sizeof err)) {
+        log_error("%s", err);
+        daemon_finish(&d);
+        return EXIT_USAGE;
+    }
+    /* Until the data is loaded the target is unknown: nothing finishes. */
+    master_init(&r.state, &d.cluster, d.cfg.cluster.heartbeat_secs, UINT64_MAX);
+    rc = start_server(&r);
+    if (rc == 0)
+        rc = load_data(&r);
+    if (rc == 0) {
+        pthread_mutex_lock(&r.state.mu);
+        r.state.target = target_steps(&r);
+        pthread_mutex_unlock(&r.state.mu);
+        log_info("target %llu global steps (%s mode)", (unsigned long long)r.state.target,
+                 d.cfg.train.mode);
+        rc = run(&r);
+    }
+    psclient_free(r.ps);
+    rpc_server_stop(r.server);
+    master_free(&r.state);
+    dataset_free(&r.test);
+    model_free(&r.model);
+    daemon_finish(&d);
+    return rc;
+}

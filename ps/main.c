@@ -1,0 +1,122 @@
+/* pstrain-ps: a parameter server. Holds its partitions of every variable and
+ * their optimizer slots, and serves Pull, Push, Stats and Shutdown. Exits 0
+ * when the master says training is over. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/daemon.h"
+#include "common/exitcode.h"
+#include "common/heartbeat.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "ps/service.h"
+
+static void describe(FILE *out) {
+    fprintf(out, "A pstrain parameter server: holds its share of the model's variables\n"
+                 "(placement splits large ones by rows over every PS) with their optimizer\n"
+                 "slots, applies each push with the optimizer (train.mode async) or the mean\n"
+                 "of train.replicas_to_aggregate pushes per step (sync), and serves pulls.\n"
+                 "TF_CONFIG's task must be a ps.\n");
+}
+
+static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
+    char err[PS_ERRLEN];
+    const config_t *c = &d->cfg;
+    ps_shard_opts_t o = {.index = d->cluster.task_index,
+                         .nps = (int)d->cluster.jobs[CLUSTER_PS].span,
+                         .sync = !strcmp(c->train.mode, "sync"),
+                         .replicas = (size_t)c->train.replicas_to_aggregate,
+                         .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
+                         .seed = (uint64_t)c->train.seed};
+    if (optim_from_config(&o.optim, c, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    if (ps_shard_init(&s->shard, m, &o, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    log_info("holding %zu partitions, %.2f MiB of weights, %zu optimizer slots; mode %s",
+             s->shard.store.nparts, (double)s->shard.store.size * 4.0 / (1 << 20),
+             optim_nslots(&o.optim), c->train.mode);
+    return 0;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int serve(daemon_t *d, ps_service_t *s) {
+    char err[PS_ERRLEN];
+    rpc_server_config_t sc = {.addr = d->self,
+                              .methods = ps_service_methods,
+                              .n_methods = ps_service_nmethods,
+                              .ctx = s,
+                              .on_cancel = ps_service_on_cancel,
+                              .opt = daemon_rpc_options(&d->cfg)};
+    rpc_server_t *server;
+    if (rpc_server_start(&server, &sc, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    log_info("listening on %s", d->self);
+    rpc_options_t co = daemon_rpc_options(&d->cfg);
+    rpc_channel_t *master = NULL;
+    heartbeat_t *hb = NULL;
+    heartbeat_progress_t progress = {0};
+    const cluster_addr_t *ma = cluster_find(&d->cluster, CLUSTER_MASTER, 0);
+    if (ma && rpc_channel_create(&master, ma->text, &co, err, sizeof err) == 0) {
+        heartbeat_opts_t ho = {.role = "ps", .index = d->cluster.task_index,
+                               .incarnation = s->incarnation, .address = d->self,
+                               .interval_s = d->cfg.cluster.heartbeat_secs,
+                               .deadline_s = d->cfg.cluster.heartbeat_secs * 2, .master = master};
+        hb = heartbeat_start(&ho, &progress);
+    }
+    while (!daemon_stop_signal && !atomic_load(&s->shutdown)) {
+        atomic_store(&progress.step, ps_shard_step(&s->shard));
+        sleep_ms(20);
+    }
+    if (daemon_stop_signal)
+        log_info("stopping on signal %d: finishing calls in flight", (int)daemon_stop_signal);
+    else
+        log_info("training is over: exiting");
+    heartbeat_stop(hb);
+    if (master)
+        rpc_channel_destroy(master);
+    rpc_server_stop(server);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    rpc_tune_malloc();
+    daemon_t d;
+    int rc = daemon_parse(&d, "pstrain-ps", CLUSTER_PS, true, argc, argv, describe);
+    if (rc >= 0)
+        return rc;
+    if ((rc = daemon_start(&d)) != 0) {
+        daemon_finish(&d);
+        return rc;
+    }
+    model_t m;
+    char err[PS_ERRLEN];
+    if (model_load(&m, d.cfg.model, err, sizeof err)) {
+        log_error("%s", err);
+        daemon_finish(&d);
+        return EXIT_USAGE;
+    }
+    ps_service_t s;
+    memset(&s, 0, sizeof s);
+    s.incarnation = (uint64_t)(ps_wall_now() * 1e6);
+    rc = init_shard(&s, &d, &m);
+    if (rc == 0)
+        rc = serve(&d, &s);
+    ps_shard_free(&s.shard);
+    free(s.waits);
+    rpc_buf_free(&s.pack);
+    model_free(&m);
+    daemon_finish(&d);
+    return rc;
+}

@@ -1,0 +1,139 @@
+#include "service.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/msg.h"
+#include "common/util.h"
+
+
+static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
+    s->bad_requests++;
+    log_warn("%s: %s", rpc_call_method(call), msg);
+    rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
+}
+
+static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRequest *req) {
+    Pstrain__PullResponse resp = PSTRAIN__PULL_RESPONSE__INIT;
+    char err[PS_ERRLEN];
+    if (ps_shard_pull(&s->shard, req, &resp, err, sizeof err)) {
+        reply_invalid(s, call, err);
+        return;
+    }
+    msg_reply(call, &s->pack, &resp.base);
+}
+
+/* Answers the waiting pulls whose step has come. */
+static void wake_waits(ps_service_t *s) {
+    uint64_t step = ps_shard_step(&s->shard);
+    Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
+    size_t kept = 0;
+    for (size_t i = 0; i < s->nwaits; i++) {
+        if (s->waits[i].min_step <= step)
+            answer_pull(s, s->waits[i].call, &all);
+        else
+            s->waits[kept++] = s->waits[i];
+    }
+    s->nwaits = kept;
+}
+
+static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__PullRequest *req = pstrain__pull_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "pull: malformed PullRequest");
+        return;
+    }
+    if (req->min_step > ps_shard_step(&s->shard) && req->n_names == 0 && !s->shutdown) {
+        if (s->nwaits == s->capwaits) {
+            s->capwaits = s->capwaits ? 2 * s->capwaits : 8;
+            s->waits = xrealloc(s->waits, s->capwaits * sizeof *s->waits);
+        }
+        s->waits[s->nwaits++] = (ps_wait_t){.call = call, .min_step = req->min_step};
+    } else {
+        answer_pull(s, call, req);
+    }
+    pstrain__pull_request__free_unpacked(req, NULL);
+}
+
+static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__PushRequest *req = pstrain__push_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "push: malformed PushRequest");
+        return;
+    }
+    char err[PS_ERRLEN];
+    bool stale = false;
+    if (ps_shard_push(&s->shard, req, &stale, err, sizeof err)) {
+        reply_invalid(s, call, err);
+    } else {
+        Pstrain__PushResponse resp = PSTRAIN__PUSH_RESPONSE__INIT;
+        resp.step = ps_shard_step(&s->shard);
+        resp.stale = stale;
+        msg_reply(call, &s->pack, &resp.base);
+        wake_waits(s);
+    }
+    pstrain__push_request__free_unpacked(req, NULL);
+}
+
+static void handle_stats(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__StatsRequest *req = pstrain__stats_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "stats: malformed StatsRequest");
+        return;
+    }
+    pstrain__stats_request__free_unpacked(req, NULL);
+    Pstrain__StatsResponse resp = PSTRAIN__STATS_RESPONSE__INIT;
+    resp.step = ps_shard_step(&s->shard);
+    resp.pushes = s->shard.pushes;
+    resp.stale_dropped = s->shard.stale_dropped;
+    resp.partitions = s->shard.store.nparts;
+    resp.bytes = s->shard.store.size * sizeof(float);
+    resp.incarnation = s->incarnation;
+    resp.aggregating = (uint32_t)(s->shard.sync ? s->shard.replicas : 0);
+    msg_reply(call, &s->pack, &resp.base);
+}
+
+static void handle_shutdown(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__ShutdownRequest *req = pstrain__shutdown_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "shutdown: malformed ShutdownRequest");
+        return;
+    }
+    log_info("shutdown requested: %s", req->reason[0] ? req->reason : "(no reason given)");
+    pstrain__shutdown_request__free_unpacked(req, NULL);
+    Pstrain__ShutdownResponse resp = PSTRAIN__SHUTDOWN_RESPONSE__INIT;
+    msg_reply(call, &s->pack, &resp.base);
+    atomic_store(&s->shutdown, true);
+    ps_service_release_waits(s);
+}
+
+const rpc_method_t ps_service_methods[] = {
+    {"/pstrain.ParameterServer/Pull", handle_pull},
+    {"/pstrain.ParameterServer/Push", handle_push},
+    {"/pstrain.ParameterServer/Stats", handle_stats},
+    {"/pstrain.ParameterServer/Shutdown", handle_shutdown},
+};
+const size_t ps_service_nmethods = PS_ARRAY_LEN(ps_service_methods);
+
+void ps_service_on_cancel(void *ctx, rpc_call_t *call) {
+    ps_service_t *s = ctx;
+    for (size_t i = 0; i < s->nwaits; i++) {
+        if (s->waits[i].call != call)
+            continue;
+        s->waits[i] = s->waits[--s->nwaits];
+        break;
+    }
+    rpc_call_reply(call, RPC_CANCELLED, "cancelled", NULL, 0);
+}
+
+void ps_service_release_waits(ps_service_t *s) {
+    Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
+    for (size_t i = 0; i < s->nwaits; i++)
+        answer_pull(s, s->waits[i].call, &all);
+    s->nwaits = 0;
+}

@@ -1,0 +1,35 @@
+/* The parameter server's RPC service: Pull, Push, Stats and Shutdown on top
+ * of its shard, with sync-mode pulls that wait (long-poll) for their step. */
+#ifndef PSTRAIN_PS_SERVICE_H
+#define PSTRAIN_PS_SERVICE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "common/rpc.h"
+#include "ps/shard.h"
+
+typedef struct {
+    rpc_call_t *call;
+    uint64_t min_step;
+} ps_wait_t;
+
+typedef struct {
+    ps_shard_t shard;
+    uint64_t incarnation;
+    ps_wait_t *waits; /* sync pulls waiting for their step */
+    size_t nwaits, capwaits;
+    rpc_buf_t pack;          /* reused for every response */
+    atomic_bool shutdown;    /* the master said training is over */
+    uint64_t bad_requests;   /* answered INVALID_ARGUMENT */
+} ps_service_t;
+
+/* The method table for rpc_server_start; ctx is the ps_service_t. */
+extern const rpc_method_t ps_service_methods[];
+extern const size_t ps_service_nmethods;
+/* on_cancel for the server: releases a waiting pull whose client left. */
+void ps_service_on_cancel(void *ctx, rpc_call_t *call);
+/* Answers every waiting pull (with the current weights): shutting down. */
+void ps_service_release_waits(ps_service_t *s);
+
+#endif

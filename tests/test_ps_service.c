@@ -1,0 +1,185 @@
+/* The parameter server's service over real gRPC on loopback (the daemon's
+ * handlers, in this process): malformed and invalid requests get
+ * INVALID_ARGUMENT and change nothing, the server keeps serving, and a sync
+ * pull for a step not reached yet waits until a push makes it. */
+#include "test.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/rpc.h"
+#include "common/util.h"
+#include "ps/service.h"
+
+typedef struct {
+    model_t m;
+    ps_service_t svc;
+    rpc_server_t *server;
+    rpc_channel_t *ch;
+    char addr[64];
+} env_t;
+
+static int env_start(env_t *e, bool sync) {
+    char err[PS_ERRLEN];
+    memset(e, 0, sizeof *e);
+    if (model_load(&e->m, "mlp", err, sizeof err))
+        return -1;
+    ps_shard_opts_t o = {.index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2,
+                         .seed = 1};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
+        return -1;
+    rpc_server_config_t sc = {.addr = "127.0.0.1:0", .methods = ps_service_methods,
+                              .n_methods = ps_service_nmethods, .ctx = &e->svc,
+                              .on_cancel = ps_service_on_cancel};
+    if (rpc_server_start(&e->server, &sc, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", rpc_server_port(e->server));
+    return rpc_channel_create(&e->ch, e->addr, NULL, err, sizeof err);
+}
+
+static void env_stop(env_t *e) {
+    rpc_channel_destroy(e->ch);
+    rpc_server_stop(e->server);
+    ps_shard_free(&e->svc.shard);
+    free(e->svc.waits);
+    rpc_buf_free(&e->svc.pack);
+    model_free(&e->m);
+}
+
+/* A full push of gradient `value` from worker `index` at `step`, packed. */
+static size_t pack_push(env_t *e, uint32_t index, uint64_t step, float value, uint8_t **out) {
+    store_t *st = &e->svc.shard.store;
+    float *g = xmalloc(st->size * sizeof(float));
+    for (size_t i = 0; i < st->size; i++)
+        g[i] = value;
+    Pstrain__Tensor *t = xcalloc(st->nparts, sizeof *t);
+    Pstrain__Tensor **tp = xcalloc(st->nparts, sizeof *tp);
+    for (size_t i = 0; i < st->nparts; i++) {
+        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
+        t[i] = init;
+        t[i].name = (char *)e->m.vars[st->parts[i].var].name;
+        t[i].row_begin = st->parts[i].row_begin;
+        t[i].rows = st->parts[i].rows;
+        t[i].data.data = (uint8_t *)(g + st->parts[i].offset);
+        t[i].data.len = st->parts[i].size * sizeof(float);
+        tp[i] = &t[i];
+    }
+    Pstrain__Caller c = PSTRAIN__CALLER__INIT;
+    c.role = "worker";
+    c.index = index;
+    Pstrain__PushRequest r = PSTRAIN__PUSH_REQUEST__INIT;
+    r.caller = &c;
+    r.step = step;
+    r.n_grads = st->nparts;
+    r.grads = tp;
+    size_t len = pstrain__push_request__get_packed_size(&r);
+    *out = xmalloc(len);
+    pstrain__push_request__pack(&r, *out);
+    free(g);
+    free(t);
+    free(tp);
+    return len;
+}
+
+void test_ps_service_bad_requests(void) {
+    env_t e;
+    CHECK(env_start(&e, false) == 0);
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN];
+    uint8_t garbage[64];
+    for (size_t i = 0; i < sizeof garbage; i++)
+        garbage[i] = (uint8_t)(0xfe - 3 * i);
+    int code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", garbage, sizeof garbage, 10.0,
+                        &resp, err, sizeof err);
+    CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(err, "malformed");
+    code = rpc_call(e.ch, "/pstrain.ParameterServer/Pull", garbage, sizeof garbage, 10.0, &resp,
+                    err, sizeof err);
+    CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
+    /* A push with a NaN: refused whole, nothing applied. */
+    size_t bytes = e.svc.shard.store.size * sizeof(float);
+    float *w0 = xmalloc(bytes);
+    memcpy(w0, e.svc.shard.store.w, bytes);
+    uint8_t *push;
+    size_t len = pack_push(&e, 0, 0, NAN, &push);
+    code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err,
+                    sizeof err);
+    CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
+    CHECK_STR_CONTAINS(err, "NaN");
+    free(push);
+    CHECK(memcmp(w0, e.svc.shard.store.w, bytes) == 0);
+    /* An unknown method, then a good push: the server still serves. */
+    code = rpc_call(e.ch, "/pstrain.ParameterServer/Nope", NULL, 0, 10.0, &resp, err, sizeof err);
+    CHECK_INT_EQ(code, RPC_UNIMPLEMENTED);
+    len = pack_push(&e, 1, 0, 0.5f, &push);
+    code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err,
+                    sizeof err);
+    free(push);
+    CHECK_INT_EQ(code, RPC_OK);
+    Pstrain__PushResponse *pr = pstrain__push_response__unpack(NULL, resp.len, resp.data);
+    CHECK(pr != NULL);
+    CHECK_INT_EQ(pr->step, 1);
+    pstrain__push_response__free_unpacked(pr, NULL);
+    CHECK(memcmp(w0, e.svc.shard.store.w, bytes) != 0);
+    CHECK_INT_EQ(e.svc.bad_requests, 3);
+    free(w0);
+    rpc_buf_free(&resp);
+    env_stop(&e);
+}
+
+typedef struct {
+    env_t *e;
+    int code;
+    uint64_t step;
+} pull_arg_t;
+
+static void *waiting_pull(void *p) {
+    pull_arg_t *a = p;
+    Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+    req.min_step = 1;
+    uint8_t buf[32];
+    size_t len = pstrain__pull_request__pack(&req, buf);
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN];
+    a->code = rpc_call(a->e->ch, "/pstrain.ParameterServer/Pull", buf, len, 20.0, &resp, err,
+                       sizeof err);
+    if (a->code == RPC_OK) {
+        Pstrain__PullResponse *r = pstrain__pull_response__unpack(NULL, resp.len, resp.data);
+        a->step = r ? r->step : 0;
+        if (r)
+            pstrain__pull_response__free_unpacked(r, NULL);
+    }
+    rpc_buf_free(&resp);
+    return NULL;
+}
+
+void test_ps_service_sync_pull_waits(void) {
+    env_t e;
+    CHECK(env_start(&e, true) == 0);
+    pull_arg_t a = {.e = &e, .code = -1};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, waiting_pull, &a) == 0);
+    /* The pull is parked until step 1 exists. */
+    for (int i = 0; i < 200 && e.svc.nwaits == 0; i++)
+        usleep(10000);
+    CHECK_INT_EQ(e.svc.nwaits, 1);
+    CHECK_INT_EQ(a.code, -1);
+    uint8_t *push;
+    size_t len = pack_push(&e, 0, 0, 0.1f, &push);
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err,
+                          sizeof err),
+                 RPC_OK);
+    free(push);
+    pthread_join(t, NULL);
+    CHECK_INT_EQ(a.code, RPC_OK);
+    CHECK_INT_EQ(a.step, 1);
+    CHECK_INT_EQ(e.svc.nwaits, 0);
+    rpc_buf_free(&resp);
+    env_stop(&e);
+}

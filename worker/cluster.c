@@ -1,0 +1,340 @@
+/* A worker in a cluster: pulls the model from every PS at once, computes the
+ * gradient of its batch, pushes each partition's gradient to the PS that
+ * holds it, and beats to the master; rides out unreachable peers by retrying
+ * with capped backoff. */
+#include "cluster.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/dataset.h"
+#include "common/exitcode.h"
+#include "common/heartbeat.h"
+#include "common/log.h"
+#include "common/model.h"
+#include "common/psclient.h"
+#include "common/trainer.h"
+#include "common/util.h"
+#include "pstrain.pb-c.h"
+
+typedef struct {
+    daemon_t *d;
+    model_t model;
+    dataset_t train;
+    psclient_t *ps;
+    trainer_t *trainer;
+    loader_t *loader;
+    float *params[2], *grads[2]; /* two of each for the pipeline */
+    rpc_channel_t *master;
+    heartbeat_t *hb;
+    heartbeat_progress_t progress;
+    uint64_t target, stale, global_step;
+    bool sync;
+    Pstrain__Caller caller;
+} worker_t;
+
+static bool should_stop(void *arg) {
+    const worker_t *w = arg;
+    return daemon_stop_signal || (w->hb && heartbeat_done(w->hb));
+}
+
+static int connect_peers(worker_t *w) {
+    char err[PS_ERRLEN];
+    const cluster_t *c = &w->d->cluster;
+    Pstrain__Caller init = PSTRAIN__CALLER__INIT;
+    w->caller = init;
+    w->caller.role = "worker";
+    w->caller.index = (uint32_t)c->task_index;
+    w->caller.incarnation = (uint64_t)(ps_wall_now() * 1e6);
+    w->ps = psclient_create(c, &w->model, &w->d->cfg, &w->caller, should_stop, w, err, sizeof err);
+    if (!w->ps) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    rpc_options_t o = daemon_rpc_options(&w->d->cfg);
+    const cluster_addr_t *m = cluster_find(c, CLUSTER_MASTER, 0);
+    if (rpc_channel_create(&w->master, m->text, &o, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int setup(worker_t *w) {
+    char err[PS_ERRLEN];
+    const config_t *c = &w->d->cfg;
+    const cluster_t *cl = &w->d->cluster;
+    if (model_load(&w->model, c->model, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    if (dataset_load_split(&w->train, c->data.dir, true, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_DATAERR;
+    }
+    if (w->train.example_size != w->model.layers[0].in_size ||
+        w->train.nclasses > w->model.nclasses) {
+        log_error("data.dir %s does not fit model %s (%zu values per example, %zu classes)",
+                  c->data.dir, c->model, w->train.example_size, w->train.nclasses);
+        return EXIT_DATAERR;
+    }
+    int rc = connect_peers(w);
+    if (rc)
+        return rc;
+    size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
+    w->sync = !strcmp(c->train.mode, "sync");
+    size_t replicas = w->sync ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate
+                                                                : nworkers)
+                              : 1;
+    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.n,
+                                     (size_t)c->train.batch_size, replicas);
+    size_t batch = (size_t)c->train.batch_size;
+    size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+    w->trainer = trainer_create(&w->model, cpu_backend(), threads, batch);
+    loader_opts_t lo = {.batch_size = batch, .seed = (uint64_t)c->train.seed,
+                        .shard = (size_t)cl->task_index, .nshards = nworkers,
+                        .shuffle = c->data.shuffle, .prefetch = (size_t)c->data.prefetch};
+    w->loader = loader_create(&w->train, &lo, err, sizeof err);
+    if (!w->loader) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        w->params[i] = xalloc_aligned(w->model.nparams * sizeof(float));
+        w->grads[i] = xalloc_aligned(w->model.nparams * sizeof(float));
+    }
+    return 0;
+}
+
+static void start_heartbeat(worker_t *w) {
+    heartbeat_opts_t ho = {.role = "worker", .index = w->d->cluster.task_index,
+                           .incarnation = w->caller.incarnation,
+                           .address = w->d->self ? w->d->self : "",
+                           .interval_s = w->d->cfg.cluster.heartbeat_secs,
+                           .deadline_s = w->d->cfg.cluster.heartbeat_secs * 2,
+                           .master = w->master};
+    w->hb = heartbeat_start(&ho, &w->progress);
+}
+
+static void teardown(worker_t *w) {
+    heartbeat_stop(w->hb);
+    if (w->loader)
+        loader_free(w->loader);
+    trainer_free(w->trainer);
+    psclient_free(w->ps);
+    if (w->master)
+        rpc_channel_destroy(w->master);
+    for (size_t i = 0; i < 2; i++) {
+        free(w->params[i]);
+        free(w->grads[i]);
+    }
+    dataset_free(&w->train);
+    model_free(&w->model);
+}
+
+/* The push of one step and the pull for a later one, run on a thread of
+ * their own while the next step computes (async mode's pipeline). */
+typedef struct {
+    worker_t *w;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool busy, quit;
+    const float *grads; /* to push */
+    float *params;      /* to pull into */
+    int rc;
+    size_t stale;
+} comm_t;
+
+static void *comm_main(void *arg) {
+    comm_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->busy && !c->quit)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->quit)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        size_t stale = 0;
+        int rc = psclient_push(c->w->ps, c->grads, &stale);
+        if (rc == 0)
+            rc = psclient_pull(c->w->ps, c->params, false);
+        pthread_mutex_lock(&c->mu);
+        c->rc = rc;
+        c->stale = stale;
+        c->busy = false;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void comm_start(comm_t *c, const float *grads, float *params) {
+    pthread_mutex_lock(&c->mu);
+    c->grads = grads;
+    c->params = params;
+    c->busy = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int comm_wait(comm_t *c, size_t *stale) {
+    pthread_mutex_lock(&c->mu);
+    while (c->busy)
+        pthread_cond_wait(&c->cv, &c->mu);
+    int rc = c->rc;
+    *stale = c->stale;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* Running figures of the run, logged every log.every_secs. */
+typedef struct {
+    double start, last_log, loss_sum, correct;
+    size_t seen, since_log, local_steps;
+    double pull_s, compute_s, push_s; /* time spent in each, serial mode */
+} run_stats_t;
+
+static void account(worker_t *w, run_stats_t *r, const step_metrics_t *sm) {
+    r->local_steps++;
+    r->loss_sum += sm->loss * (double)sm->n;
+    r->correct += sm->accuracy * (double)sm->n;
+    r->seen += sm->n;
+    r->since_log += sm->n;
+    atomic_store(&w->progress.step, w->global_step);
+    atomic_store(&w->progress.examples, (uint64_t)r->seen);
+    atomic_store(&w->progress.loss, r->loss_sum / (double)r->seen);
+    atomic_store(&w->progress.accuracy, r->correct / (double)r->seen);
+    double now = ps_now();
+    if (now - r->last_log < w->d->cfg.log.every_secs)
+        return;
+    log_info("global step %llu/%llu - local step %zu - loss: %.4f - accuracy: %.4f - %.0f "
+             "images/s - stale %llu",
+             (unsigned long long)w->global_step, (unsigned long long)w->target, r->local_steps,
+             r->loss_sum / (double)r->seen, r->correct / (double)r->seen,
+             (double)r->since_log / (now - r->last_log), (unsigned long long)w->stale);
+    r->last_log = now;
+    r->since_log = 0;
+}
+
+/* The gradient of the next batch at params into grads. */
+static void compute(worker_t *w, const float *params, float *grads, step_metrics_t *sm) {
+    const batch_t *b = loader_next(w->loader);
+    uint64_t seed = rng_key((uint64_t)w->d->cfg.train.seed, "dropout",
+                            b->step * 1000003ull + (uint64_t)w->d->cluster.task_index);
+    trainer_gradient(w->trainer, params, b->x, b->y, b->n, seed, grads, sm);
+}
+
+/* Pull, compute, push, one after the other (sync mode, or no pipeline). */
+static int train_serial(worker_t *w, run_stats_t *r) {
+    while (!should_stop(w)) {
+        double t0 = ps_now();
+        int rc = psclient_pull(w->ps, w->params[0], w->sync);
+        if (rc)
+            return rc == 1 ? EXIT_OK : rc;
+        w->global_step = psclient_step(w->ps, 0);
+        if (w->global_step >= w->target)
+            break;
+        step_metrics_t sm;
+        double t1 = ps_now();
+        compute(w, w->params[0], w->grads[0], &sm);
+        double t2 = ps_now();
+        size_t stale = 0;
+        rc = psclient_push(w->ps, w->grads[0], &stale);
+        if (rc)
+            return rc == 1 ? EXIT_OK : rc;
+        r->pull_s += t1 - t0;
+        r->compute_s += t2 - t1;
+        r->push_s += ps_now() - t2;
+        w->stale += stale > 0;
+        account(w, r, &sm);
+    }
+    return EXIT_OK;
+}
+
+/* Step k computes while step k-1's push and the pull for step k+1 run:
+ * compute waits only for what is slower, and each gradient is computed on
+ * weights one step older than in train_serial. */
+static int train_pipelined(worker_t *w, run_stats_t *r) {
+    int rc = psclient_pull(w->ps, w->params[0], false);
+    if (rc)
+        return rc == 1 ? EXIT_OK : rc;
+    w->global_step = psclient_step(w->ps, 0);
+    comm_t c = {.w = w};
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    if (pthread_create(&c.thread, NULL, comm_main, &c) != 0) {
+        fprintf(stderr, "fatal: pthread_create failed\n");
+        abort();
+    }
+    size_t cur = 0, g = 0;
+    bool pending = false;
+    while (!should_stop(w) && w->global_step < w->target) {
+        step_metrics_t sm;
+        compute(w, w->params[cur], w->grads[g], &sm);
+        if (pending) {
+            size_t stale;
+            if ((rc = comm_wait(&c, &stale)) != 0)
+                break;
+            w->global_step = psclient_step(w->ps, 0);
+            cur ^= 1;
+        }
+        comm_start(&c, w->grads[g], w->params[cur ^ 1]);
+        pending = true;
+        g ^= 1;
+        account(w, r, &sm);
+    }
+    size_t stale;
+    if (pending && rc == 0)
+        rc = comm_wait(&c, &stale);
+    pthread_mutex_lock(&c.mu);
+    c.quit = true;
+    pthread_cond_broadcast(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    pthread_join(c.thread, NULL);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+    return rc == 1 ? EXIT_OK : rc;
+}
+
+static int train(worker_t *w) {
+    run_stats_t r = {.start = ps_now()};
+    r.last_log = r.start;
+    bool pipeline = !w->sync && w->d->cfg.train.pipeline;
+    int rc = pipeline ? train_pipelined(w, &r) : train_serial(w, &r);
+    if (rc)
+        return rc;
+    if (daemon_stop_signal)
+        log_info("stopping on signal %d after local step %zu", (int)daemon_stop_signal,
+                 r.local_steps);
+    else
+        log_info("training is over at global step %llu (%zu local steps, %llu stale, %.0f "
+                 "images/s over the run)",
+                 (unsigned long long)w->global_step, r.local_steps, (unsigned long long)w->stale,
+                 (double)r.seen / (ps_now() - r.start));
+    if (r.local_steps && r.compute_s > 0)
+        log_info("per step: pull %.1f ms, compute %.1f ms, push %.1f ms",
+                 1e3 * r.pull_s / (double)r.local_steps, 1e3 * r.compute_s / (double)r.local_steps,
+                 1e3 * r.push_s / (double)r.local_steps);
+    return EXIT_OK;
+}
+
+int cluster_train(daemon_t *d) {
+    worker_t w;
+    memset(&w, 0, sizeof w);
+    w.d = d;
+    int rc = setup(&w);
+    if (rc == 0) {
+        start_heartbeat(&w);
+        log_info("worker %d of %zu: %zu examples in its shard, %zu PS, mode %s, target %llu "
+                 "global steps",
+                 d->cluster.task_index, d->cluster.jobs[CLUSTER_WORKER].span,
+                 loader_shard_size(w.loader), psclient_nps(w.ps), d->cfg.train.mode,
+                 (unsigned long long)w.target);
+        rc = train(&w);
+    }
+    teardown(&w);
+    return rc;
+}
