@@ -7,6 +7,8 @@ packages=(
   build-essential cmake pkg-config       # the build
   libopenblas-dev                        # CPU math
   libjson-c-dev zlib1g-dev               # configs, model specs, results; gzip
+  libgrpc-dev                            # RPC between roles (gRPC C core)
+  openssl                                # certificates for the mutual TLS test
   dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
   clang-format                           # the format check of scripts/test.sh
 )
