@@ -8,8 +8,11 @@ packages=(
   libopenblas-dev                        # CPU math
   libjson-c-dev zlib1g-dev               # configs, model specs, results; gzip
   protobuf-c-compiler libprotobuf-c-dev  # RPC messages (proto/pstrain.proto)
+  libgrpc-dev                            # RPC between roles (gRPC C core)
+  openssl                                # certificates for the mutual TLS test
   dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
   clang-format                           # the format check of scripts/test.sh
+  python3 iproute2                       # the tests' JSON checks and port holder
 )
 
 missing=()

@@ -1,0 +1,298 @@
+/* The client: channels, unary calls and fan-out on a completion queue of their
+ * own, and the retry wrapper. A unary call is a fan-out of one. */
+#include "rpc_internal.h"
+
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+struct rpc_channel {
+    grpc_channel *channel;
+    rpc_pool_t *pool; /* copies of requests */
+    char target[256];
+};
+
+int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_options_t *opt, char *err,
+                       size_t errlen) {
+    static const rpc_options_t defaults;
+    *out = NULL;
+    if (!opt)
+        opt = &defaults;
+    if (!target || !target[0] || !strchr(target, ':'))
+        return ps_errf(err, errlen, "rpc: channel target \"%s\" is not host:port",
+                       target ? target : "");
+    if (strlen(target) >= sizeof(((rpc_channel_t *)0)->target))
+        return ps_errf(err, errlen, "rpc: channel target too long: %s", target);
+    grpc_arg args[RPC_MAX_ARGS];
+    size_t n_args = 0;
+    grpc_channel_credentials *creds = NULL;
+    if (rpc__args(args, &n_args, opt, 0, err, errlen) < 0 ||
+        rpc__channel_creds(opt, &creds, err, errlen) < 0)
+        return -1;
+    rpc__init();
+    rpc_channel_t *ch = xcalloc(1, sizeof *ch);
+    snprintf(ch->target, sizeof ch->target, "%s", target);
+    grpc_channel_args chargs = {n_args, args};
+    ch->channel = grpc_channel_create(target, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    ch->pool = rpc__pool_new();
+    *out = ch;
+    return 0;
+}
+
+void rpc_channel_destroy(rpc_channel_t *ch) {
+    if (!ch)
+        return;
+    grpc_channel_destroy(ch->channel);
+    rpc__pool_release(ch->pool);
+    free(ch);
+    grpc_shutdown();
+}
+
+const char *rpc_channel_target(const rpc_channel_t *ch) {
+    return ch->target;
+}
+
+/* ---- Calls -------------------------------------------------------------------- */
+
+/* One call in flight and what its batch fills in. */
+typedef struct {
+    rpc_fanout_t *f;
+    grpc_call *call;
+    grpc_byte_buffer *send;
+    grpc_byte_buffer *recv;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+} pending_t;
+
+/* Starts one call: send the request, half-close, receive everything. */
+static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method,
+                      gpr_timespec deadline, grpc_slice body) {
+    rpc_fanout_t *f = p->f;
+    grpc_metadata_array_init(&p->initial_md);
+    grpc_metadata_array_init(&p->trailing_md);
+    p->details = grpc_empty_slice();
+    p->send = grpc_raw_byte_buffer_create(&body, 1);
+    p->call = grpc_channel_create_call(f->ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method,
+                                       NULL, deadline, NULL);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = p->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &p->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &p->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &p->trailing_md;
+    ops[5].data.recv_status_on_client.status = &p->status;
+    ops[5].data.recv_status_on_client.status_details = &p->details;
+    ops[5].data.recv_status_on_client.error_string = &p->error_string;
+    char why[PS_ERRLEN];
+    if (RPC_CHECK(grpc_call_start_batch(p->call, ops, 6, p, NULL), "grpc_call_start_batch", why,
+                  sizeof why) < 0) {
+        f->code = RPC_INTERNAL;
+        ps_errf(f->err, sizeof f->err, "call to %s: %s", f->ch->target, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a finished call's status and response into its fan-out entry. */
+static void finish_call(pending_t *p, const char *method, int ok) {
+    rpc_fanout_t *f = p->f;
+    f->code = ok ? (int)p->status : RPC_INTERNAL;
+    f->err[0] = '\0';
+    if (f->code == RPC_OK) {
+        f->resp->len = 0;
+        if (p->recv && rpc__flatten(p->recv, f->resp) < 0) {
+            f->code = RPC_INTERNAL;
+            ps_errf(f->err, sizeof f->err, "%s to %s: cannot read the response", method,
+                    f->ch->target);
+        }
+    } else {
+        char details[PS_ERRLEN];
+        snprintf(details, sizeof details, "%.*s", (int)GRPC_SLICE_LENGTH(p->details),
+                 (const char *)GRPC_SLICE_START_PTR(p->details));
+        if (!details[0] && p->error_string)
+            snprintf(details, sizeof details, "%s", p->error_string);
+        rpc__status_err(f->err, sizeof f->err, method, f->ch->target, f->code, details, __FILE__,
+                        __LINE__);
+    }
+}
+
+static void free_call(pending_t *p) {
+    if (p->call)
+        grpc_call_unref(p->call);
+    if (p->send)
+        grpc_byte_buffer_destroy(p->send);
+    if (p->recv)
+        grpc_byte_buffer_destroy(p->recv);
+    grpc_metadata_array_destroy(&p->initial_md);
+    grpc_metadata_array_destroy(&p->trailing_md);
+    grpc_slice_unref(p->details);
+    gpr_free((void *)p->error_string);
+}
+
+/* Entries sharing one request share one slice of it. */
+static grpc_slice request_body(rpc_fanout_t *calls, size_t i, grpc_slice *bodies) {
+    rpc_fanout_t *f = &calls[i];
+    for (size_t j = 0; j < i; j++)
+        if (calls[j].req == f->req && calls[j].len == f->len)
+            return grpc_slice_ref(bodies[j]);
+    if (f->release && f->len == 0) {
+        f->release(f->release_arg);
+        return grpc_empty_slice();
+    }
+    if (f->release)
+        return grpc_slice_new_with_user_data((void *)f->req, f->len, f->release, f->release_arg);
+    return rpc__pool_copy(f->ch->pool, f->req, f->len);
+}
+
+size_t rpc_fanout(rpc_fanout_t *calls, size_t n, const char *method, double deadline_s) {
+    pending_t one[4];
+    grpc_slice one_body[4];
+    pending_t *p = n <= 4 ? one : xcalloc(n, sizeof *p);
+    grpc_slice *bodies = n <= 4 ? one_body : xcalloc(n, sizeof *bodies);
+    memset(p, 0, n * sizeof *p);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_slice m = grpc_slice_from_static_string(method);
+    gpr_timespec deadline = rpc__deadline(deadline_s);
+    size_t in_flight = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        p[i].f = &calls[i];
+        bodies[i] = request_body(calls, i, bodies);
+        if (start_call(&p[i], cq, m, deadline, bodies[i]) == 0)
+            in_flight++;
+        else
+            failed++;
+    }
+    for (size_t i = 0; i < n; i++)
+        grpc_slice_unref(bodies[i]);
+    /* Every call has the deadline, so this ends; without one it waits for
+     * the server, as asked. */
+    while (in_flight > 0) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        pending_t *done = ev.tag;
+        finish_call(done, method, ev.success);
+        failed += done->f->code != RPC_OK;
+        in_flight--;
+    }
+    for (size_t i = 0; i < n; i++)
+        free_call(&p[i]);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    if (p != one) {
+        free(p);
+        free(bodies);
+    }
+    return failed;
+}
+
+int rpc_call(rpc_channel_t *ch, const char *method, const void *req, size_t len, double deadline_s,
+             rpc_buf_t *resp, char *err, size_t errlen) {
+    rpc_fanout_t f;
+    memset(&f, 0, sizeof f);
+    f.ch = ch;
+    f.req = req;
+    f.len = len;
+    f.resp = resp;
+    rpc_fanout(&f, 1, method, deadline_s);
+    if (f.code != RPC_OK)
+        ps_errf(err, errlen, "%s", f.err);
+    return f.code;
+}
+
+/* ---- Retries ------------------------------------------------------------------ */
+
+rpc_retry_t rpc_retry_default(void) {
+    rpc_retry_t p;
+    memset(&p, 0, sizeof p);
+    p.initial_s = 0.05;
+    p.max_s = 2.0;
+    p.multiplier = 2.0;
+    p.jitter = 0.2;
+    p.max_attempts = 10;
+    return p;
+}
+
+/* Uniform in [0, 1), per thread; only spreads retries apart, so any seed does. */
+static double uniform01(void) {
+    static _Thread_local uint64_t state;
+    if (state == 0)
+        state = ((uint64_t)getpid() << 32) ^ (uint64_t)(ps_now() * 1e9) ^ (uintptr_t)&state;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (double)(state >> 11) / 9007199254740992.0;
+}
+
+static int stopped(const rpc_retry_t *p) {
+    return p->stop && *p->stop;
+}
+
+/* Sleeps for seconds, waking early when the stop flag is raised. */
+static void backoff_sleep(double seconds, const rpc_retry_t *p) {
+    double until = ps_now() + seconds;
+    for (double left = seconds; left > 0 && !stopped(p); left = until - ps_now()) {
+        double step = PS_MIN(left, 0.05);
+        struct timespec ts = {(time_t)step, (long)((step - (double)(time_t)step) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int rpc_call_retry(rpc_channel_t *ch, const char *method, const void *req, size_t len,
+                   double deadline_s, const rpc_retry_t *policy, rpc_buf_t *resp, char *err,
+                   size_t errlen) {
+    rpc_retry_t p = policy ? *policy : rpc_retry_default();
+    double t0 = ps_now(), wait = p.initial_s;
+    char last[PS_ERRLEN] = "";
+    int code = RPC_UNAVAILABLE, attempt = 0;
+    for (;;) {
+        attempt++;
+        /* No attempt outlives the policy's time limit. */
+        double dl = deadline_s;
+        if (p.max_total_s > 0) {
+            double left = PS_MAX(t0 + p.max_total_s - ps_now(), 1e-3);
+            dl = dl > 0 ? PS_MIN(dl, left) : left;
+        }
+        code = rpc_call(ch, method, req, len, dl, resp, last, sizeof last);
+        if (code != RPC_UNAVAILABLE)
+            break;
+        double sleep_s = wait * (1.0 + p.jitter * (2.0 * uniform01() - 1.0));
+        int out_of_attempts = p.max_attempts > 0 && attempt >= p.max_attempts;
+        int out_of_time = p.max_total_s > 0 && ps_now() + sleep_s - t0 > p.max_total_s;
+        if (out_of_attempts || out_of_time || stopped(&p))
+            break;
+        if (p.on_retry)
+            p.on_retry(p.arg, attempt, sleep_s, last);
+        backoff_sleep(sleep_s, &p);
+        if (stopped(&p))
+            break;
+        wait = PS_MIN(wait * p.multiplier, p.max_s);
+    }
+    if (code == RPC_OK)
+        return code;
+    if (code == RPC_UNAVAILABLE)
+        ps_errf(err, errlen, "%s (gave up after %d attempt%s in %.2f s%s)", last, attempt,
+                attempt == 1 ? "" : "s", ps_now() - t0, stopped(&p) ? ", stopping" : "");
+    else
+        ps_errf(err, errlen, "%s", last);
+    return code;
+}
