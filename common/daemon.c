@@ -82,8 +82,9 @@ int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool nee
     const config_t *c = &d->cfg;
     if ((c->tls.ca[0] || c->tls.cert[0] || c->tls.key[0]) &&
         !(c->tls.ca[0] && c->tls.cert[0] && c->tls.key[0])) {
-        fprintf(stderr, "%s: tls.ca, tls.cert and tls.key: set all three for mutual TLS, or "
-                        "none\n",
+        fprintf(stderr,
+                "%s: tls.ca, tls.cert and tls.key: set all three for mutual TLS, or "
+                "none\n",
                 program);
         return EXIT_USAGE;
     }

@@ -285,4 +285,3 @@ int optim_from_config(optim_cfg_t *o, const config_t *c, char *err, size_t errle
     o->initial_accumulator = c->train.initial_accumulator;
     return 0;
 }
-

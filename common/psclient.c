@@ -15,8 +15,8 @@
 typedef struct {
     rpc_channel_t *ch;
     rpc_buf_t req, resp;
-    uint64_t step;       /* this PS's step at our last pull */
-    Pstrain__Tensor *t;  /* push tensors: their data points into the caller's gradients */
+    uint64_t step;      /* this PS's step at our last pull */
+    Pstrain__Tensor *t; /* push tensors: their data points into the caller's gradients */
     Pstrain__Tensor **tp;
     size_t nt;
 } ps_link_t;
@@ -176,8 +176,10 @@ static int fanout_until_ok(psclient_t *p, const char *method) {
 }
 
 static void prepare(psclient_t *p, size_t i) {
-    p->fan[i] = (rpc_fanout_t){.ch = p->ps[i].ch, .req = p->ps[i].req.data,
-                               .len = p->ps[i].req.len, .resp = &p->ps[i].resp};
+    p->fan[i] = (rpc_fanout_t){.ch = p->ps[i].ch,
+                               .req = p->ps[i].req.data,
+                               .len = p->ps[i].req.len,
+                               .resp = &p->ps[i].resp};
 }
 
 /* Copies one PS's PullResponse into params, checking each tensor against the
@@ -195,16 +197,16 @@ static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t 
             v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
         if (!part || part->ps != (int)ps || part->row_begin != t->row_begin ||
             part->rows != t->rows || t->data.len != part->size * sizeof(float)) {
-            rc = ps_errf(err, errlen,
-                         "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
-                         "all roles run the same model and cluster spec?",
-                         ps, t->name, (unsigned long long)t->row_begin,
-                         (unsigned long long)t->rows);
+            rc =
+                ps_errf(err, errlen,
+                        "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
+                        "all roles run the same model and cluster spec?",
+                        ps, t->name, (unsigned long long)t->row_begin, (unsigned long long)t->rows);
             break;
         }
         const var_t *var = &p->model->vars[v];
-        memcpy(params + var->offset + part->row_begin * (var->size / var->shape[0]),
-               t->data.data, t->data.len);
+        memcpy(params + var->offset + part->row_begin * (var->size / var->shape[0]), t->data.data,
+               t->data.len);
     }
     p->ps[ps].step = r->step;
     pstrain__pull_response__free_unpacked(r, NULL);

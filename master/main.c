@@ -62,10 +62,10 @@ static int load_data(master_run_t *r) {
 static size_t examples_per_step(const master_run_t *r) {
     const config_t *c = &r->d->cfg;
     size_t nworkers = r->d->cluster.jobs[CLUSTER_WORKER].span;
-    size_t replicas = !strcmp(c->train.mode, "sync")
-                          ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate
-                                                            : nworkers)
-                          : 1;
+    size_t replicas =
+        !strcmp(c->train.mode, "sync")
+            ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate : nworkers)
+            : 1;
     return (size_t)c->train.batch_size * replicas;
 }
 

@@ -71,13 +71,11 @@ uint32_t master_live_workers(master_t *m) {
     return n;
 }
 
-
 static void handle_register(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
     master_t *m = ctx;
     Pstrain__RegisterRequest *req = pstrain__register_request__unpack(NULL, len, data);
     if (!req) {
-        rpc_call_reply(call, RPC_INVALID_ARGUMENT, "register: malformed RegisterRequest", NULL,
-                       0);
+        rpc_call_reply(call, RPC_INVALID_ARGUMENT, "register: malformed RegisterRequest", NULL, 0);
         return;
     }
     pthread_mutex_lock(&m->mu);

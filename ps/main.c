@@ -69,10 +69,13 @@ static int serve(daemon_t *d, ps_service_t *s) {
     heartbeat_progress_t progress = {0};
     const cluster_addr_t *ma = cluster_find(&d->cluster, CLUSTER_MASTER, 0);
     if (ma && rpc_channel_create(&master, ma->text, &co, err, sizeof err) == 0) {
-        heartbeat_opts_t ho = {.role = "ps", .index = d->cluster.task_index,
-                               .incarnation = s->incarnation, .address = d->self,
+        heartbeat_opts_t ho = {.role = "ps",
+                               .index = d->cluster.task_index,
+                               .incarnation = s->incarnation,
+                               .address = d->self,
                                .interval_s = d->cfg.cluster.heartbeat_secs,
-                               .deadline_s = d->cfg.cluster.heartbeat_secs * 2, .master = master};
+                               .deadline_s = d->cfg.cluster.heartbeat_secs * 2,
+                               .master = master};
         hb = heartbeat_start(&ho, &progress);
     }
     while (!daemon_stop_signal && !atomic_load(&s->shutdown)) {

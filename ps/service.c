@@ -7,7 +7,6 @@
 #include "common/msg.h"
 #include "common/util.h"
 
-
 static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     s->bad_requests++;
     log_warn("%s: %s", rpc_call_method(call), msg);

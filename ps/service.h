@@ -19,9 +19,9 @@ typedef struct {
     uint64_t incarnation;
     ps_wait_t *waits; /* sync pulls waiting for their step */
     size_t nwaits, capwaits;
-    rpc_buf_t pack;          /* reused for every response */
-    atomic_bool shutdown;    /* the master said training is over */
-    uint64_t bad_requests;   /* answered INVALID_ARGUMENT */
+    rpc_buf_t pack;        /* reused for every response */
+    atomic_bool shutdown;  /* the master said training is over */
+    uint64_t bad_requests; /* answered INVALID_ARGUMENT */
 } ps_service_t;
 
 /* The method table for rpc_server_start; ctx is the ps_service_t. */

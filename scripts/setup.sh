@@ -12,7 +12,7 @@ packages=(
   openssl                                # certificates for the mutual TLS test
   dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
   clang-format                           # the format check of scripts/test.sh
-  python3 iproute2                       # the tests' JSON checks and port holder
+  python3                                # the tests' JSON checks and port holder
 )
 
 missing=()

@@ -25,7 +25,7 @@ check_run() {
   local mode=$1
   local dir=$tmp/run-$mode
   PSTRAIN_RUNLOGS=$tmp/runlogs "$root/scripts/train_local_dist.sh" --set model=mlp \
-    --set train.epochs=1 --set train.mode="$mode" --set checkpoint.model_dir="$dir" \
+    --set train.epochs=2 --set train.mode="$mode" --set checkpoint.model_dir="$dir" \
     --set log.every_secs=2 > "$tmp/out-$mode" 2>&1 || fail "$mode run: $(tail -5 "$tmp/out-$mode")"
   python3 - "$dir/eval_results.json" "$mode" <<'PY'
 import json, sys

@@ -25,13 +25,15 @@ static int env_start(env_t *e, bool sync) {
     memset(e, 0, sizeof *e);
     if (model_load(&e->m, "mlp", err, sizeof err))
         return -1;
-    ps_shard_opts_t o = {.index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2,
-                         .seed = 1};
+    ps_shard_opts_t o = {
+        .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
     optim_defaults(&o.optim, OPTIM_SGD);
     if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
         return -1;
-    rpc_server_config_t sc = {.addr = "127.0.0.1:0", .methods = ps_service_methods,
-                              .n_methods = ps_service_nmethods, .ctx = &e->svc,
+    rpc_server_config_t sc = {.addr = "127.0.0.1:0",
+                              .methods = ps_service_methods,
+                              .n_methods = ps_service_nmethods,
+                              .ctx = &e->svc,
                               .on_cancel = ps_service_on_cancel};
     if (rpc_server_start(&e->server, &sc, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
@@ -93,8 +95,8 @@ void test_ps_service_bad_requests(void) {
     uint8_t garbage[64];
     for (size_t i = 0; i < sizeof garbage; i++)
         garbage[i] = (uint8_t)(0xfe - 3 * i);
-    int code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", garbage, sizeof garbage, 10.0,
-                        &resp, err, sizeof err);
+    int code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", garbage, sizeof garbage, 10.0, &resp,
+                        err, sizeof err);
     CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
     CHECK_STR_CONTAINS(err, "malformed");
     code = rpc_call(e.ch, "/pstrain.ParameterServer/Pull", garbage, sizeof garbage, 10.0, &resp,
@@ -106,8 +108,7 @@ void test_ps_service_bad_requests(void) {
     memcpy(w0, e.svc.shard.store.w, bytes);
     uint8_t *push;
     size_t len = pack_push(&e, 0, 0, NAN, &push);
-    code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err,
-                    sizeof err);
+    code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err, sizeof err);
     CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
     CHECK_STR_CONTAINS(err, "NaN");
     free(push);
@@ -116,8 +117,7 @@ void test_ps_service_bad_requests(void) {
     code = rpc_call(e.ch, "/pstrain.ParameterServer/Nope", NULL, 0, 10.0, &resp, err, sizeof err);
     CHECK_INT_EQ(code, RPC_UNIMPLEMENTED);
     len = pack_push(&e, 1, 0, 0.5f, &push);
-    code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err,
-                    sizeof err);
+    code = rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err, sizeof err);
     free(push);
     CHECK_INT_EQ(code, RPC_OK);
     Pstrain__PushResponse *pr = pstrain__push_response__unpack(NULL, resp.len, resp.data);
@@ -145,8 +145,8 @@ static void *waiting_pull(void *p) {
     size_t len = pstrain__pull_request__pack(&req, buf);
     rpc_buf_t resp = {0};
     char err[PS_ERRLEN];
-    a->code = rpc_call(a->e->ch, "/pstrain.ParameterServer/Pull", buf, len, 20.0, &resp, err,
-                       sizeof err);
+    a->code =
+        rpc_call(a->e->ch, "/pstrain.ParameterServer/Pull", buf, len, 20.0, &resp, err, sizeof err);
     if (a->code == RPC_OK) {
         Pstrain__PullResponse *r = pstrain__pull_response__unpack(NULL, resp.len, resp.data);
         a->step = r ? r->step : 0;
@@ -172,9 +172,9 @@ void test_ps_service_sync_pull_waits(void) {
     size_t len = pack_push(&e, 0, 0, 0.1f, &push);
     rpc_buf_t resp = {0};
     char err[PS_ERRLEN];
-    CHECK_INT_EQ(rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err,
-                          sizeof err),
-                 RPC_OK);
+    CHECK_INT_EQ(
+        rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err, sizeof err),
+        RPC_OK);
     free(push);
     pthread_join(t, NULL);
     CHECK_INT_EQ(a.code, RPC_OK);

@@ -87,8 +87,9 @@ static int cmd_status(int argc, char **argv) {
         else if (!strncmp(argv[i], "--master=", 9))
             master = argv[i] + 9;
         else {
-            fprintf(stderr, "pstrain status: unknown argument \"%s\" (usage: pstrain status "
-                            "--master HOST:PORT)\n",
+            fprintf(stderr,
+                    "pstrain status: unknown argument \"%s\" (usage: pstrain status "
+                    "--master HOST:PORT)\n",
                     argv[i]);
             return EXIT_USAGE;
         }

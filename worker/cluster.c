@@ -85,17 +85,21 @@ static int setup(worker_t *w) {
         return rc;
     size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
     w->sync = !strcmp(c->train.mode, "sync");
-    size_t replicas = w->sync ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate
-                                                                : nworkers)
-                              : 1;
+    size_t replicas =
+        w->sync
+            ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate : nworkers)
+            : 1;
     w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.n,
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
     size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
     w->trainer = trainer_create(&w->model, cpu_backend(), threads, batch);
-    loader_opts_t lo = {.batch_size = batch, .seed = (uint64_t)c->train.seed,
-                        .shard = (size_t)cl->task_index, .nshards = nworkers,
-                        .shuffle = c->data.shuffle, .prefetch = (size_t)c->data.prefetch};
+    loader_opts_t lo = {.batch_size = batch,
+                        .seed = (uint64_t)c->train.seed,
+                        .shard = (size_t)cl->task_index,
+                        .nshards = nworkers,
+                        .shuffle = c->data.shuffle,
+                        .prefetch = (size_t)c->data.prefetch};
     w->loader = loader_create(&w->train, &lo, err, sizeof err);
     if (!w->loader) {
         log_error("%s", err);
@@ -109,7 +113,8 @@ static int setup(worker_t *w) {
 }
 
 static void start_heartbeat(worker_t *w) {
-    heartbeat_opts_t ho = {.role = "worker", .index = w->d->cluster.task_index,
+    heartbeat_opts_t ho = {.role = "worker",
+                           .index = w->d->cluster.task_index,
                            .incarnation = w->caller.incarnation,
                            .address = w->d->self ? w->d->self : "",
                            .interval_s = w->d->cfg.cluster.heartbeat_secs,
