@@ -105,6 +105,8 @@ static const config_key_t keys[] = {
     BOOL_KEY("train.pipeline", train.pipeline, "false",
              "async: push and pull one step while the next computes (its gradient is one step "
              "staler)"),
+    BOOL_KEY("train.overlap", train.overlap, "true",
+             "async: move a CNN's dense head (its pull and push) while the convolutions compute"),
     ENUM_KEY("train.mode", train.mode, "async", "async|sync",
              "async: each push applies at once; sync: pushes of a step are averaged"),
     INT_KEY("train.replicas_to_aggregate", train.replicas_to_aggregate, "0", 0, NO_LIMIT,

@@ -34,6 +34,7 @@ typedef struct {
         double beta1, beta2, epsilon, rho, initial_accumulator;
         char mode[CONFIG_STR]; /* async | sync */
         bool pipeline;
+        bool overlap;
         int64_t replicas_to_aggregate;
         int64_t seed;
     } train;

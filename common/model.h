@@ -98,6 +98,12 @@ typedef struct model_exec model_exec_t;
 
 model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t max_batch);
 void model_exec_free(model_exec_t *e);
+/* Called with a layer's index: before its forward, and after its backward
+ * (its variables' gradients are then complete). */
+typedef void (*model_hook_fn)(void *arg, size_t layer);
+void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
+                          model_hook_fn after_backward, void *arg);
+
 /* Backend buffers for one batch of input and labels, filled by the caller. */
 float *model_exec_input(model_exec_t *e);
 int32_t *model_exec_labels(model_exec_t *e);

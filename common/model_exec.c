@@ -23,7 +23,16 @@ struct model_exec {
     float *host_probs, *host_loss; /* downloads for model_loss */
     int32_t *host_labels;
     uint64_t dropout_seed, example_offset; /* of the last forward, for backward */
+    model_hook_fn before_forward, after_backward;
+    void *hook_arg;
 };
+
+void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
+                          model_hook_fn after_backward, void *arg) {
+    e->before_forward = before_forward;
+    e->after_backward = after_backward;
+    e->hook_arg = arg;
+}
 
 static conv2d_shape_t conv_shape(const layer_t *l, size_t n) {
     conv2d_shape_t s = {.n = n,
@@ -165,6 +174,8 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
         const layer_t *l = &m->layers[i];
         bool last = i + 1 == m->nlayers;
         float *y = last ? e->logits : e->act[i];
+        if (e->before_forward)
+            e->before_forward(e->hook_arg, i);
         switch (l->kind) {
         case LAYER_CONV2D:
             conv_forward(e, l, params, x, y, n);
@@ -295,5 +306,7 @@ void model_backward(model_exec_t *e, const float *params, size_t n, float scale,
     for (size_t i = m->nlayers; i-- > first;) {
         float *spare = dy == e->grad[0] ? e->grad[1] : e->grad[0];
         dy = layer_backward(e, i, params, n, dy, spare, i > first, grads);
+        if (e->after_backward)
+            e->after_backward(e->hook_arg, i);
     }
 }

@@ -15,9 +15,9 @@
 typedef struct {
     rpc_channel_t *ch;
     rpc_buf_t req, resp;
-    uint64_t step;      /* this PS's step at our last pull */
-    Pstrain__Tensor *t; /* push tensors: their data points into the caller's gradients */
-    Pstrain__Tensor **tp;
+    uint64_t step;         /* this PS's step at our last pull */
+    Pstrain__Tensor *t;    /* push tensors: their data points into the caller's gradients */
+    Pstrain__Tensor **sel; /* the tensors of one push */
     size_t nt;
 } ps_link_t;
 
@@ -48,7 +48,7 @@ static void build_views(psclient_t *p, size_t k) {
     ps_link_t *l = &p->ps[k];
     l->nt = n;
     l->t = xcalloc(n ? n : 1, sizeof *l->t);
-    l->tp = xcalloc(n ? n : 1, sizeof *l->tp);
+    l->sel = xcalloc(n ? n : 1, sizeof *l->sel);
     for (size_t i = 0; i < n; i++) {
         const placement_part_t *part = &p->placement.parts[idx[i]];
         const var_t *v = &p->model->vars[part->var];
@@ -58,7 +58,6 @@ static void build_views(psclient_t *p, size_t k) {
         l->t[i].row_begin = part->row_begin;
         l->t[i].rows = part->rows;
         l->t[i].data.len = part->size * sizeof(float);
-        l->tp[i] = &l->t[i];
     }
 }
 
@@ -100,7 +99,7 @@ void psclient_free(psclient_t *p) {
         rpc_buf_free(&p->ps[i].req);
         rpc_buf_free(&p->ps[i].resp);
         free(p->ps[i].t);
-        free(p->ps[i].tp);
+        free(p->ps[i].sel);
     }
     placement_free(&p->placement);
     free(p->ps);
@@ -213,14 +212,28 @@ static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t 
     return rc;
 }
 
-int psclient_pull(psclient_t *p, float *params, bool wait_next) {
+/* The names of the variables in mask (all when mask is NULL: no names). */
+static size_t mask_names(const psclient_t *p, const uint8_t *mask, char **names) {
+    size_t n = 0;
+    for (size_t v = 0; mask && v < p->model->nvars; v++)
+        if (mask[v])
+            names[n++] = (char *)p->model->vars[v].name;
+    return n;
+}
+
+int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8_t *mask) {
+    char **names = xcalloc(p->model->nvars, sizeof *names);
+    size_t nnames = mask_names(p, mask, names);
     for (size_t i = 0; i < p->nps; i++) {
         Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
         req.caller = &p->caller;
         req.min_step = wait_next && p->pulled ? p->ps[i].step + 1 : 0;
+        req.n_names = nnames;
+        req.names = names;
         msg_pack(&p->ps[i].req, &req.base);
         prepare(p, i);
     }
+    free(names);
     int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Pull");
     if (rc)
         return rc;
@@ -235,25 +248,40 @@ int psclient_pull(psclient_t *p, float *params, bool wait_next) {
     return 0;
 }
 
-int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
-    for (size_t i = 0; i < p->nps; i++) {
-        ps_link_t *l = &p->ps[i];
-        const size_t *idx;
-        placement_ps_parts(&p->placement, (int)i, &idx);
-        for (size_t k = 0; k < l->nt; k++) {
-            const placement_part_t *part = &p->placement.parts[idx[k]];
-            const var_t *v = &p->model->vars[part->var];
-            l->t[k].data.data =
-                (uint8_t *)(grads + v->offset + part->row_begin * (v->size / v->shape[0]));
-        }
-        Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
-        req.caller = &p->caller;
-        req.step = l->step;
-        req.n_grads = l->nt;
-        req.grads = l->tp;
-        msg_pack(&l->req, &req.base);
-        prepare(p, i);
+int psclient_pull(psclient_t *p, float *params, bool wait_next) {
+    return psclient_pull_vars(p, params, wait_next, NULL);
+}
+
+/* Packs PS i's push of the masked variables' partitions of grads. */
+static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t *mask,
+                      bool partial) {
+    ps_link_t *l = &p->ps[i];
+    const size_t *idx;
+    placement_ps_parts(&p->placement, (int)i, &idx);
+    size_t n = 0;
+    for (size_t k = 0; k < l->nt; k++) {
+        const placement_part_t *part = &p->placement.parts[idx[k]];
+        if (mask && !mask[part->var])
+            continue;
+        const var_t *v = &p->model->vars[part->var];
+        l->t[k].data.data =
+            (uint8_t *)(grads + v->offset + part->row_begin * (v->size / v->shape[0]));
+        l->sel[n++] = &l->t[k];
     }
+    Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
+    req.caller = &p->caller;
+    req.step = l->step;
+    req.n_grads = n;
+    req.grads = l->sel;
+    req.partial = partial;
+    msg_pack(&l->req, &req.base);
+    prepare(p, i);
+}
+
+int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
+                       size_t *stale) {
+    for (size_t i = 0; i < p->nps; i++)
+        pack_push(p, i, grads, mask, partial);
     int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");
     if (rc)
         return rc;
@@ -267,6 +295,10 @@ int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
             pstrain__push_response__free_unpacked(r, NULL);
     }
     return 0;
+}
+
+int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
+    return psclient_push_vars(p, grads, NULL, false, stale);
 }
 
 void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {

@@ -36,6 +36,12 @@ uint64_t psclient_step(const psclient_t *p, size_t ps);
  * pull. *stale counts the PS that dropped it as stale (sync). Returns as
  * psclient_pull. */
 int psclient_push(psclient_t *p, const float *grads, size_t *stale);
+/* The same for the variables whose mask entry ([model nvars]) is set; mask
+ * NULL means all. A partial push (async) is applied without counting a step:
+ * the rest of the step follows in a push that is not partial. */
+int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8_t *mask);
+int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
+                       size_t *stale);
 /* Asks every PS to exit (best effort, bounded by the deadline). */
 void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
 /* PS 0's step by Stats, without waiting or retrying; -1 when unreachable. */

@@ -32,7 +32,14 @@ struct trainer {
     double *loss;    /* per thread */
     size_t *correct; /* per thread */
     int32_t *pred;   /* [max_batch] predictions of an evaluation batch */
-    float *xbuf;     /* evaluation batch, scaled */
+    trainer_overlap_t overlap;
+    bool overlap_on;   /* overlap set, and a gradient is being computed */
+    size_t heads_done; /* threads past the head's backward in this step */
+    struct hook_ctx {
+        trainer_t *t;
+        size_t k;
+    } * hooks;
+    float *xbuf; /* evaluation batch, scaled */
     int32_t *ybuf;
 };
 
@@ -43,6 +50,44 @@ static void slice(size_t n, size_t k, size_t nthreads, size_t *begin, size_t *en
 }
 
 static void *pool_main(void *arg);
+
+/* Sums the head's gradient over the threads once the last one is past it,
+ * and hands it over (the others go on backward meanwhile). */
+static void head_done(trainer_t *t) {
+    pthread_mutex_lock(&t->mu);
+    bool last = ++t->heads_done == t->nthreads;
+    pthread_mutex_unlock(&t->mu);
+    if (!last)
+        return;
+    size_t b = t->overlap.head_begin, n = t->m->nparams - b;
+    for (size_t j = 1; j < t->nthreads; j++)
+        t->be->axpy(t->out + b, 1.0f, t->grads[j] + b, n);
+    t->overlap.head_grads_ready(t->overlap.arg);
+}
+
+static void hook_before_forward(void *arg, size_t layer) {
+    struct hook_ctx *h = arg;
+    if (h->t->overlap_on && layer == h->t->overlap.head)
+        h->t->overlap.wait_head_params(h->t->overlap.arg);
+}
+
+static void hook_after_backward(void *arg, size_t layer) {
+    struct hook_ctx *h = arg;
+    if (h->t->overlap_on && layer == h->t->overlap.head)
+        head_done(h->t);
+}
+
+void trainer_set_overlap(trainer_t *t, const trainer_overlap_t *o) {
+    if (!o || !t->be->host_memory) {
+        t->overlap.wait_head_params = NULL;
+        return;
+    }
+    t->overlap = *o;
+    for (size_t k = 0; k < t->nthreads; k++) {
+        t->hooks[k] = (struct hook_ctx){.t = t, .k = k};
+        model_exec_set_hooks(t->exec[k], hook_before_forward, hook_after_backward, &t->hooks[k]);
+    }
+}
 
 typedef struct {
     trainer_t *t;
@@ -98,6 +143,7 @@ trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
     t->max_batch = max_batch;
     size_t per_thread = (max_batch + t->nthreads - 1) / t->nthreads;
     t->exec = xcalloc(t->nthreads, sizeof *t->exec);
+    t->hooks = xcalloc(t->nthreads, sizeof *t->hooks);
     t->grads = xcalloc(t->nthreads, sizeof *t->grads);
     for (size_t k = 0; k < t->nthreads; k++) {
         t->exec[k] = model_exec_create(m, be, per_thread);
@@ -149,6 +195,7 @@ void trainer_free(trainer_t *t) {
     pthread_cond_destroy(&t->done);
     free(t->tids);
     free(t->exec);
+    free(t->hooks);
     free(t->grads);
     free(t->loss);
     free(t->correct);
@@ -189,6 +236,8 @@ static void gradient_job(trainer_t *t, size_t k) {
     size_t n = forward_slice(t, k, true, &b);
     if (n == 0) {
         t->be->zero(grad_target(t, k), t->m->nparams * sizeof(float));
+        if (t->overlap_on)
+            head_done(t);
         return;
     }
     model_backward(t->exec[k], t->params, n, 1.0f / (float)t->n, grad_target(t, k));
@@ -197,7 +246,8 @@ static void gradient_job(trainer_t *t, size_t k) {
 /* Thread k sums its stripe of every other thread's gradient into the output. */
 static void reduce_job(trainer_t *t, size_t k) {
     size_t b, e;
-    slice(t->m->nparams, k, t->nthreads, &b, &e);
+    /* With overlap the head was summed already, when its backward ended. */
+    slice(t->overlap_on ? t->overlap.head_begin : t->m->nparams, k, t->nthreads, &b, &e);
     for (size_t j = 1; j < t->nthreads; j++)
         t->be->axpy(t->out + b, 1.0f, t->grads[j] + b, e - b);
 }
@@ -230,12 +280,15 @@ void trainer_gradient(trainer_t *t, const float *params, const float *x, const i
     t->out = grads;
     int32_t *pred = t->pred;
     t->pred = NULL;
+    t->overlap_on = t->overlap.wait_head_params != NULL;
+    t->heads_done = 0;
     run_all(t, gradient_job);
     t->pred = pred;
     if (!t->be->host_memory)
         t->be->download(grads, t->grads[0], t->m->nparams * sizeof(float));
     else if (t->nthreads > 1)
         run_all(t, reduce_job);
+    t->overlap_on = false;
     double loss;
     size_t correct;
     sum_metrics(t, &loss, &correct);

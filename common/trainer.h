@@ -30,6 +30,24 @@ size_t trainer_threads(const trainer_t *t);
 void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y, size_t n,
                       uint64_t dropout_seed, float *grads, step_metrics_t *out);
 
+/* Overlapping a step's computation with moving the model's head (its last
+ * layers, whose variables sit at the end of the slab from head_begin on):
+ * forward calls wait_head_params before the head layer (every thread; it
+ * blocks until the head's weights are in params), and once every thread's
+ * backward is past the head, its gradient is summed and head_grads_ready is
+ * called (on one compute thread) while the other layers go on backward. Host
+ * memory only. */
+typedef struct {
+    size_t head;
+    size_t head_begin;
+    void (*wait_head_params)(void *arg);
+    void (*head_grads_ready)(void *arg);
+    void *arg;
+} trainer_overlap_t;
+
+/* o NULL turns overlap off. */
+void trainer_set_overlap(trainer_t *t, const trainer_overlap_t *o);
+
 typedef struct {
     double loss, accuracy;
     size_t n;

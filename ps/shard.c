@@ -181,8 +181,14 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
     if (!s->sync) {
         for (size_t i = 0; i < req->n_grads; i++)
             apply_part(&s->store, (size_t)part_of[i], grad_values(req->grads[i], scratch));
-        s->store.iterations++;
-        s->pushes++;
+        if (!req->partial) {
+            s->store.iterations++;
+            s->pushes++;
+        }
+        goto out;
+    }
+    if (req->partial) {
+        rc = ps_errf(err, errlen, "push: a partial push is for async mode; this PS is sync");
         goto out;
     }
     if (req->step != s->store.iterations) {

@@ -56,7 +56,8 @@ uint64_t ps_shard_step(const ps_shard_t *s);
  * push must carry every partition. A bad push returns -1 with a message and
  * changes nothing. In sync mode a push for another step than the current one
  * is dropped and counted (*stale = true), and a worker's second push for a
- * step is ignored. */
+ * step is ignored. An async push marked partial is applied without counting
+ * a step (the rest of the step follows); sync mode refuses it. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);
 

@@ -336,3 +336,73 @@ void test_model_training_lowers_loss(void) {
     free(g);
     model_free(&m);
 }
+
+typedef struct {
+    int waits, readies;
+    float *out;       /* the gradient slab being computed */
+    float *head_copy; /* the head's gradient as handed over */
+    size_t head_begin, n;
+} overlap_probe_t;
+
+static void probe_wait(void *arg) {
+    overlap_probe_t *p = arg;
+    __atomic_add_fetch(&p->waits, 1, __ATOMIC_SEQ_CST);
+}
+
+static void probe_ready(void *arg) {
+    overlap_probe_t *p = arg;
+    p->readies++;
+    memcpy(p->head_copy, p->out + p->head_begin, (p->n - p->head_begin) * sizeof(float));
+}
+
+/* With overlap, the head's gradient handed over mid-backward is already the
+ * sum over threads, and the whole gradient is the same as without. */
+void test_model_trainer_overlap(void) {
+    model_t m;
+    char err[PS_ERRLEN];
+    CHECK(model_parse(&m,
+                      "{\"input\": [8, 8, 1], \"layers\": [{\"type\": \"conv2d\", \"filters\": 4, "
+                      "\"kernel_size\": 3, \"activation\": \"relu\"}, {\"type\": \"max_pool2d\"}, "
+                      "{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 6, "
+                      "\"activation\": \"relu\"}, {\"type\": \"dense\", \"units\": 3, "
+                      "\"activation\": \"softmax\"}]}",
+                      err, sizeof err) == 0);
+    size_t n = 5;
+    float *x = xmalloc(n * 64 * sizeof(float));
+    int32_t y[5] = {0, 1, 2, 1, 0};
+    for (size_t i = 0; i < n * 64; i++)
+        x[i] = rng_uniform(11, i);
+    float *params = xmalloc(m.nparams * sizeof(float));
+    model_init_params(&m, 3, params);
+    float *plain = xmalloc(m.nparams * sizeof(float));
+    float *over = xmalloc(m.nparams * sizeof(float));
+    step_metrics_t s1, s2;
+    for (size_t threads = 1; threads <= 3; threads++) {
+        trainer_t *t = trainer_create(&m, cpu_backend(), threads, n);
+        trainer_gradient(t, params, x, y, n, 5, plain, &s1);
+        overlap_probe_t p = {.out = over, .head_begin = m.vars[2].offset, .n = m.nparams};
+        p.head_copy = xmalloc(m.nparams * sizeof(float));
+        trainer_overlap_t o = {.head = 3,
+                               .head_begin = p.head_begin,
+                               .wait_head_params = probe_wait,
+                               .head_grads_ready = probe_ready,
+                               .arg = &p};
+        trainer_set_overlap(t, &o);
+        trainer_gradient(t, params, x, y, n, 5, over, &s2);
+        CHECK_INT_EQ(p.readies, 1);
+        CHECK_INT_EQ(p.waits, (int)threads);
+        CHECK_ARRAY_NEAR("gradient", over, plain, m.nparams, 1e-5);
+        CHECK_ARRAY_NEAR("head", p.head_copy, plain + p.head_begin, m.nparams - p.head_begin, 1e-5);
+        /* Off again: no hooks. */
+        trainer_set_overlap(t, NULL);
+        trainer_gradient(t, params, x, y, n, 5, over, &s2);
+        CHECK_INT_EQ(p.readies, 1);
+        free(p.head_copy);
+        trainer_free(t);
+    }
+    free(x);
+    free(params);
+    free(plain);
+    free(over);
+    model_free(&m);
+}

@@ -122,6 +122,30 @@ void test_ps_shard_async_push(void) {
     teardown(&f);
 }
 
+/* An async push marked partial applies without counting a step; sync refuses it. */
+void test_ps_shard_partial_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, false, 0, 0.5f) == 0);
+    float w = f.s.store.w[3];
+    bool stale;
+    char err[PS_ERRLEN];
+    f.req.partial = true;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 0);
+    CHECK_NEAR(f.s.store.w[3], w - 0.25f, 1e-6);
+    f.req.partial = false;
+    f.req.n_grads = 0;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    teardown(&f);
+    CHECK(setup(&f, 0, 1, true, 1, 0.5f) == 0);
+    f.req.partial = true;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "partial");
+    CHECK_INT_EQ(ps_shard_step(&f.s), 0);
+    teardown(&f);
+}
+
 /* Each bad push is refused with a message naming the problem, and nothing changes. */
 void test_ps_shard_rejects_bad_push(void) {
     fixture_t f;

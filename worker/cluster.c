@@ -304,11 +304,172 @@ static int train_pipelined(worker_t *w, run_stats_t *r) {
     return rc == 1 ? EXIT_OK : rc;
 }
 
+/* Overlap: the head of the model (its dense layers after the last conv or
+ * pool layer, nearly all the bytes of a CNN) moves on a thread of its own
+ * while the convolutions compute: its pull runs during the conv forward, its
+ * push during the conv backward. Each step still computes on the weights of
+ * every earlier push (nothing is staler than in train_serial). */
+enum { JOB_NONE, JOB_PULL_HEAD, JOB_PUSH_HEAD };
+
+typedef struct {
+    worker_t *w;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int job;
+    bool head_ready, quit;
+    int rc; /* the first job that failed, 0 while none */
+    uint8_t *head_mask;
+    float *params;
+    const float *grads;
+} overlap_t;
+
+static void *overlap_main(void *arg) {
+    overlap_t *o = arg;
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
+        while (o->job == JOB_NONE && !o->quit)
+            pthread_cond_wait(&o->cv, &o->mu);
+        if (o->quit)
+            break;
+        int job = o->job;
+        pthread_mutex_unlock(&o->mu);
+        size_t stale = 0;
+        int rc = job == JOB_PULL_HEAD
+                     ? psclient_pull_vars(o->w->ps, o->params, false, o->head_mask)
+                     : psclient_push_vars(o->w->ps, o->grads, o->head_mask, true, &stale);
+        pthread_mutex_lock(&o->mu);
+        if (rc && !o->rc)
+            o->rc = rc;
+        if (job == JOB_PULL_HEAD)
+            o->head_ready = true;
+        o->job = JOB_NONE;
+        pthread_cond_broadcast(&o->cv);
+    }
+    pthread_mutex_unlock(&o->mu);
+    return NULL;
+}
+
+static void overlap_post(overlap_t *o, int job) {
+    pthread_mutex_lock(&o->mu);
+    while (o->job != JOB_NONE)
+        pthread_cond_wait(&o->cv, &o->mu);
+    o->job = job;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* Waits for the job in flight; returns the first error of any job. */
+static int overlap_wait(overlap_t *o) {
+    pthread_mutex_lock(&o->mu);
+    while (o->job != JOB_NONE)
+        pthread_cond_wait(&o->cv, &o->mu);
+    int rc = o->rc;
+    pthread_mutex_unlock(&o->mu);
+    return rc;
+}
+
+/* Compute threads, before the head's forward. After a failed pull they go on
+ * with the old head: the step is then thrown away. */
+static void overlap_wait_head(void *arg) {
+    overlap_t *o = arg;
+    pthread_mutex_lock(&o->mu);
+    while (!o->head_ready && !o->rc)
+        pthread_cond_wait(&o->cv, &o->mu);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void overlap_head_grads(void *arg) {
+    overlap_post(arg, JOB_PUSH_HEAD);
+}
+
+/* The first layer with variables after the last conv or pool layer, when
+ * there is one and some variables come before it; else 0 (no overlap). */
+static size_t head_layer(const model_t *m) {
+    size_t last_spatial = m->nlayers;
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (m->layers[i].kind == LAYER_CONV2D || m->layers[i].kind == LAYER_MAX_POOL2D)
+            last_spatial = i;
+    if (last_spatial == m->nlayers)
+        return 0;
+    for (size_t i = last_spatial + 1; i < m->nlayers; i++)
+        if (m->layers[i].kernel_var > 0)
+            return i;
+    return 0;
+}
+
+static int overlapped_step(worker_t *w, overlap_t *o, const uint8_t *early, run_stats_t *r) {
+    int rc = psclient_pull_vars(w->ps, w->params[0], false, early);
+    if (rc)
+        return rc;
+    w->global_step = psclient_step(w->ps, 0);
+    if (w->global_step >= w->target)
+        return -1;
+    pthread_mutex_lock(&o->mu);
+    o->head_ready = false;
+    pthread_mutex_unlock(&o->mu);
+    overlap_post(o, JOB_PULL_HEAD);
+    step_metrics_t sm;
+    compute(w, w->params[0], w->grads[0], &sm);
+    if ((rc = overlap_wait(o)) != 0)
+        return rc;
+    size_t stale;
+    if ((rc = psclient_push_vars(w->ps, w->grads[0], early, false, &stale)) != 0)
+        return rc;
+    account(w, r, &sm);
+    return 0;
+}
+
+static int train_overlapped(worker_t *w, run_stats_t *r, size_t head) {
+    const model_t *m = &w->model;
+    size_t first_head_var = (size_t)m->layers[head].kernel_var;
+    overlap_t o = {.w = w, .params = w->params[0], .grads = w->grads[0]};
+    o.head_mask = xcalloc(m->nvars, 1);
+    uint8_t *early = xcalloc(m->nvars, 1);
+    for (size_t v = 0; v < m->nvars; v++) {
+        o.head_mask[v] = v >= first_head_var;
+        early[v] = !o.head_mask[v];
+    }
+    pthread_mutex_init(&o.mu, NULL);
+    pthread_cond_init(&o.cv, NULL);
+    if (pthread_create(&o.thread, NULL, overlap_main, &o) != 0) {
+        fprintf(stderr, "fatal: pthread_create failed\n");
+        abort();
+    }
+    trainer_overlap_t to = {.head = head,
+                            .head_begin = m->vars[first_head_var].offset,
+                            .wait_head_params = overlap_wait_head,
+                            .head_grads_ready = overlap_head_grads,
+                            .arg = &o};
+    trainer_set_overlap(w->trainer, &to);
+    log_info("moving the head (layer %s on, %.2f MiB) while the layers below compute",
+             m->layers[head].name, (double)(m->nparams - to.head_begin) * 4.0 / (1 << 20));
+    int rc = 0;
+    while (!should_stop(w) && (rc = overlapped_step(w, &o, early, r)) == 0)
+        ;
+    trainer_set_overlap(w->trainer, NULL);
+    overlap_wait(&o);
+    pthread_mutex_lock(&o.mu);
+    o.quit = true;
+    pthread_cond_broadcast(&o.cv);
+    pthread_mutex_unlock(&o.mu);
+    pthread_join(o.thread, NULL);
+    pthread_mutex_destroy(&o.mu);
+    pthread_cond_destroy(&o.cv);
+    free(o.head_mask);
+    free(early);
+    return rc < 0 || rc == 1 ? EXIT_OK : rc;
+}
+
 static int train(worker_t *w) {
     run_stats_t r = {.start = ps_now()};
     r.last_log = r.start;
     bool pipeline = !w->sync && w->d->cfg.train.pipeline;
-    int rc = pipeline ? train_pipelined(w, &r) : train_serial(w, &r);
+    size_t head = head_layer(&w->model);
+    bool overlap = !w->sync && !pipeline && w->d->cfg.train.overlap && head > 0;
+    int rc = pipeline  ? train_pipelined(w, &r)
+             : overlap ? train_overlapped(w, &r, head)
+                       : train_serial(w, &r);
     if (rc)
         return rc;
     if (daemon_stop_signal)

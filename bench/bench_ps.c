@@ -1,0 +1,156 @@
+/* Push+pull goodput against one real parameter server over loopback: for N
+ * MiB of weights (a one-layer model, input 1024, dense N * 256 units), a
+ * client pushes an N MiB gradient and pulls the N MiB of weights back, as a
+ * worker does each step, through the same psclient code. Goodput counts
+ * payload bytes pushed plus pulled per second; medians over --reps rounds.
+ * The PS runs as its own process (build/pstrain-ps, started here on a free
+ * port) unless --ps HOST:PORT names one already serving the same model.
+ * Usage: pstrain-bench-ps [--sizes 1,4,16,64] [--reps N] [--ps-binary PATH] */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cluster.h"
+#include "common/log.h"
+#include "common/psclient.h"
+#include "common/rpc.h"
+#include "common/util.h"
+
+/* A loopback port nothing listens on now. */
+static int free_port(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (s >= 0)
+        close(s);
+    return port;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* A model of exactly `mib` MiB of kernel (plus a bias of its units). */
+static void model_spec(char *buf, size_t len, size_t mib) {
+    snprintf(buf, len,
+             "{\"input\": [1024], \"layers\": [{\"type\": \"dense\", \"units\": %zu, "
+             "\"activation\": \"softmax\"}]}",
+             mib * 256);
+}
+
+/* Starts pstrain-ps for the model file on addr; returns its pid. */
+static pid_t start_ps(const char *bin, const char *tf_config, const char *model_file) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("TF_CONFIG", tf_config, 1);
+        char set_model[600];
+        snprintf(set_model, sizeof set_model, "model=%s", model_file);
+        execl(bin, bin, "--set", set_model, "--set", "train.momentum=0", "--set", "log.level=warn",
+              (char *)NULL);
+        perror(bin);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int bench_size(const char *bin, size_t mib, int reps) {
+    char err[PS_ERRLEN], spec[256], path[] = "/tmp/pstrain-bench-ps-XXXXXX";
+    int fd = mkstemp(path);
+    model_spec(spec, sizeof spec, mib);
+    if (fd < 0 || write(fd, spec, strlen(spec)) != (ssize_t)strlen(spec))
+        return -1;
+    close(fd);
+    int port = free_port();
+    char tf[512];
+    snprintf(tf, sizeof tf,
+             "{\"cluster\": {\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:%d\"], "
+             "\"worker\": [\"127.0.0.1:2\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}",
+             port);
+    pid_t pid = start_ps(bin, tf, path);
+    config_t cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.model, sizeof cfg.model, "%s", path);
+    model_t m;
+    cluster_t cl;
+    if (model_load(&m, path, err, sizeof err) || cluster_parse(&cl, tf, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
+    caller.role = "worker";
+    psclient_t *p = psclient_create(&cl, &m, &cfg, &caller, NULL, NULL, err, sizeof err);
+    float *w = xalloc_aligned(m.nparams * sizeof(float));
+    float *g = xcalloc(m.nparams, sizeof(float));
+    double *rates = xcalloc((size_t)reps, sizeof *rates);
+    int rc = psclient_pull(p, w, false); /* waits for the PS to listen */
+    for (int r = -3; r < reps && rc == 0; r++) {
+        double t0 = ps_now();
+        size_t stale;
+        rc = psclient_push(p, g, &stale);
+        if (rc == 0)
+            rc = psclient_pull(p, w, false);
+        if (r >= 0)
+            rates[r] = 2.0 * (double)m.nparams * 4.0 / (ps_now() - t0) / 1e9;
+    }
+    if (rc == 0) {
+        qsort(rates, (size_t)reps, sizeof *rates, cmp_double);
+        printf("size_mib=%zu goodput_gbps=%.2f best_gbps=%.2f ms_per_push_pull=%.2f\n", mib,
+               rates[reps / 2], rates[reps - 1],
+               2.0 * (double)m.nparams * 4.0 / rates[reps / 2] / 1e6);
+        fflush(stdout);
+    }
+    free(rates);
+    free(w);
+    free(g);
+    psclient_free(p);
+    cluster_free(&cl);
+    model_free(&m);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(path);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *sizes = "1,4,16,64", *bin = "build/pstrain-ps";
+    int reps = 20;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--sizes"))
+            sizes = argv[i + 1];
+        else if (!strcmp(argv[i], "--reps"))
+            reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ps-binary"))
+            bin = argv[i + 1];
+        else {
+            fprintf(stderr, "usage: pstrain-bench-ps [--sizes 1,4,16,64] [--reps N] "
+                            "[--ps-binary PATH]\n");
+            return 2;
+        }
+    }
+    if (reps < 1 || access(bin, X_OK) != 0) {
+        fprintf(stderr, "pstrain-bench-ps: need --reps >= 1 and an executable %s\n", bin);
+        return 2;
+    }
+    rpc_tune_malloc();
+    log_init("bench", -1);
+    printf("# push+pull against one pstrain-ps over loopback, median of %d (payload both ways)\n",
+           reps);
+    char *list = xstrdup(sizes);
+    int rc = 0;
+    for (char *tok = strtok(list, ","); tok && rc == 0; tok = strtok(NULL, ","))
+        rc = bench_size(bin, (size_t)atoi(tok), reps);
+    free(list);
+    return rc ? 1 : 0;
+}
