@@ -32,7 +32,8 @@ struct psclient {
     size_t *which;
     psclient_stop_fn stop;
     void *stop_arg;
-    bool pulled; /* a pull has set every link's step */
+    bool pulled;       /* a pull has set every link's step */
+    msg_arena_t arena; /* responses unpack into it */
 };
 
 static void sleep_s(double s) {
@@ -70,6 +71,7 @@ psclient_t *psclient_create(const cluster_t *c, const model_t *m, const config_t
     p->caller = *caller;
     p->stop = stop;
     p->stop_arg = arg;
+    msg_arena_init(&p->arena);
     p->nps = c->jobs[CLUSTER_PS].span;
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
@@ -102,6 +104,7 @@ void psclient_free(psclient_t *p) {
         free(p->ps[i].sel);
     }
     placement_free(&p->placement);
+    msg_arena_free(&p->arena);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -185,7 +188,7 @@ static void prepare(psclient_t *p, size_t i) {
  * placement every role computes. */
 static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t errlen) {
     Pstrain__PullResponse *r =
-        pstrain__pull_response__unpack(NULL, p->ps[ps].resp.len, p->ps[ps].resp.data);
+        pstrain__pull_response__unpack(&p->arena.base, p->ps[ps].resp.len, p->ps[ps].resp.data);
     if (!r)
         return ps_errf(err, errlen, "ps%zu sent a malformed PullResponse", ps);
     int rc = 0;
@@ -208,7 +211,8 @@ static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t 
                t->data.len);
     }
     p->ps[ps].step = r->step;
-    pstrain__pull_response__free_unpacked(r, NULL);
+    pstrain__pull_response__free_unpacked(r, &p->arena.base);
+    msg_arena_reset(&p->arena);
     return rc;
 }
 

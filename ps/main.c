@@ -112,13 +112,11 @@ int main(int argc, char **argv) {
     }
     ps_service_t s;
     memset(&s, 0, sizeof s);
-    s.incarnation = (uint64_t)(ps_wall_now() * 1e6);
+    ps_service_init(&s, (uint64_t)(ps_wall_now() * 1e6));
     rc = init_shard(&s, &d, &m);
     if (rc == 0)
         rc = serve(&d, &s);
-    ps_shard_free(&s.shard);
-    free(s.waits);
-    rpc_buf_free(&s.pack);
+    ps_service_free(&s);
     model_free(&m);
     daemon_finish(&d);
     return rc;

@@ -39,7 +39,7 @@ static void wake_waits(ps_service_t *s) {
 
 static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
     ps_service_t *s = ctx;
-    Pstrain__PullRequest *req = pstrain__pull_request__unpack(NULL, len, data);
+    Pstrain__PullRequest *req = pstrain__pull_request__unpack(&s->arena.base, len, data);
     if (!req) {
         reply_invalid(s, call, "pull: malformed PullRequest");
         return;
@@ -53,12 +53,13 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
     } else {
         answer_pull(s, call, req);
     }
-    pstrain__pull_request__free_unpacked(req, NULL);
+    pstrain__pull_request__free_unpacked(req, &s->arena.base);
+    msg_arena_reset(&s->arena);
 }
 
 static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
     ps_service_t *s = ctx;
-    Pstrain__PushRequest *req = pstrain__push_request__unpack(NULL, len, data);
+    Pstrain__PushRequest *req = pstrain__push_request__unpack(&s->arena.base, len, data);
     if (!req) {
         reply_invalid(s, call, "push: malformed PushRequest");
         return;
@@ -74,7 +75,8 @@ static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
         msg_reply(call, &s->pack, &resp.base);
         wake_waits(s);
     }
-    pstrain__push_request__free_unpacked(req, NULL);
+    pstrain__push_request__free_unpacked(req, &s->arena.base);
+    msg_arena_reset(&s->arena);
 }
 
 static void handle_stats(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
@@ -109,6 +111,23 @@ static void handle_shutdown(void *ctx, rpc_call_t *call, const uint8_t *data, si
     msg_reply(call, &s->pack, &resp.base);
     atomic_store(&s->shutdown, true);
     ps_service_release_waits(s);
+}
+
+void ps_service_init(ps_service_t *s, uint64_t incarnation) {
+    s->incarnation = incarnation;
+    s->waits = NULL;
+    s->nwaits = s->capwaits = 0;
+    memset(&s->pack, 0, sizeof s->pack);
+    msg_arena_init(&s->arena);
+    atomic_store(&s->shutdown, false);
+    s->bad_requests = 0;
+}
+
+void ps_service_free(ps_service_t *s) {
+    ps_shard_free(&s->shard);
+    free(s->waits);
+    rpc_buf_free(&s->pack);
+    msg_arena_free(&s->arena);
 }
 
 const rpc_method_t ps_service_methods[] = {

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "common/msg.h"
 #include "common/rpc.h"
 #include "ps/shard.h"
 
@@ -20,9 +21,14 @@ typedef struct {
     ps_wait_t *waits; /* sync pulls waiting for their step */
     size_t nwaits, capwaits;
     rpc_buf_t pack;        /* reused for every response */
+    msg_arena_t arena;     /* requests unpack into it */
     atomic_bool shutdown;  /* the master said training is over */
     uint64_t bad_requests; /* answered INVALID_ARGUMENT */
 } ps_service_t;
+
+/* A service over an initialised shard (ps_shard_init) that it then owns. */
+void ps_service_init(ps_service_t *s, uint64_t incarnation);
+void ps_service_free(ps_service_t *s);
 
 /* The method table for rpc_server_start; ctx is the ps_service_t. */
 extern const rpc_method_t ps_service_methods[];

@@ -25,6 +25,7 @@ static int env_start(env_t *e, bool sync) {
     memset(e, 0, sizeof *e);
     if (model_load(&e->m, "mlp", err, sizeof err))
         return -1;
+    ps_service_init(&e->svc, 1);
     ps_shard_opts_t o = {
         .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
     optim_defaults(&o.optim, OPTIM_SGD);
@@ -46,9 +47,7 @@ static int env_start(env_t *e, bool sync) {
 static void env_stop(env_t *e) {
     rpc_channel_destroy(e->ch);
     rpc_server_stop(e->server);
-    ps_shard_free(&e->svc.shard);
-    free(e->svc.waits);
-    rpc_buf_free(&e->svc.pack);
+    ps_service_free(&e->svc);
     model_free(&e->m);
 }
 
