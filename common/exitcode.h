@@ -9,7 +9,6 @@ enum {
     EXIT_OK = 0,
     EXIT_USAGE = 2,         /* bad flag, config key or value, model spec, TF_CONFIG */
     EXIT_DATAERR = 65,      /* input data is corrupt or does not fit the model */
-    EXIT_NOINPUT = 66,      /* an input file is missing or unreadable */
     EXIT_UNAVAILABLE = 129, /* a peer stayed unreachable: may pass */
     EXIT_IOERR = 130,       /* could not write model_dir (disk full, NFS away): may pass */
 };
