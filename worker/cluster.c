@@ -139,59 +139,85 @@ static void teardown(worker_t *w) {
     model_free(&w->model);
 }
 
-/* The push of one step and the pull for a later one, run on a thread of
- * their own while the next step computes (async mode's pipeline). */
-typedef struct {
+/* A thread that moves weights and gradients while the compute threads run:
+ * one job at a time, posted by one thread and waited for by any. */
+typedef struct courier courier_t;
+typedef int (*courier_job_fn)(courier_t *c);
+
+struct courier {
     worker_t *w;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool busy, quit;
-    const float *grads; /* to push */
-    float *params;      /* to pull into */
-    int rc;
-    size_t stale;
-} comm_t;
+    courier_job_fn job; /* the job posted or running, NULL when idle */
+    bool quit;
+    int rc;             /* the first job that failed, 0 while none */
+    const float *grads; /* what the jobs move */
+    float *params;
+    const uint8_t *head_mask;
+};
 
-static void *comm_main(void *arg) {
-    comm_t *c = arg;
+static void *courier_main(void *arg) {
+    courier_t *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->busy && !c->quit)
+        while (!c->job && !c->quit)
             pthread_cond_wait(&c->cv, &c->mu);
         if (c->quit)
             break;
+        courier_job_fn job = c->job;
         pthread_mutex_unlock(&c->mu);
-        size_t stale = 0;
-        int rc = psclient_push(c->w->ps, c->grads, &stale);
-        if (rc == 0)
-            rc = psclient_pull(c->w->ps, c->params, false);
+        int rc = job(c);
         pthread_mutex_lock(&c->mu);
-        c->rc = rc;
-        c->stale = stale;
-        c->busy = false;
+        if (rc && !c->rc)
+            c->rc = rc;
+        c->job = NULL;
         pthread_cond_broadcast(&c->cv);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
-static void comm_start(comm_t *c, const float *grads, float *params) {
+static void courier_start(courier_t *c, worker_t *w) {
+    memset(c, 0, sizeof *c);
+    c->w = w;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->thread, NULL, courier_main, c) != 0) {
+        fprintf(stderr, "fatal: pthread_create failed\n");
+        abort();
+    }
+}
+
+/* Waits for the job in flight; returns the first error of any job. */
+static int courier_wait(courier_t *c) {
     pthread_mutex_lock(&c->mu);
-    c->grads = grads;
-    c->params = params;
-    c->busy = true;
+    while (c->job)
+        pthread_cond_wait(&c->cv, &c->mu);
+    int rc = c->rc;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* Posts a job once the previous one is done. */
+static void courier_post(courier_t *c, courier_job_fn job) {
+    pthread_mutex_lock(&c->mu);
+    while (c->job)
+        pthread_cond_wait(&c->cv, &c->mu);
+    c->job = job;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 
-static int comm_wait(comm_t *c, size_t *stale) {
+static int courier_stop(courier_t *c) {
+    int rc = courier_wait(c);
     pthread_mutex_lock(&c->mu);
-    while (c->busy)
-        pthread_cond_wait(&c->cv, &c->mu);
-    int rc = c->rc;
-    *stale = c->stale;
+    c->quit = true;
+    pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
     return rc;
 }
 
@@ -259,6 +285,13 @@ static int train_serial(worker_t *w, run_stats_t *r) {
     return EXIT_OK;
 }
 
+/* The pipeline's job: push one step's gradient, pull for a later step. */
+static int push_then_pull(courier_t *c) {
+    size_t stale = 0;
+    int rc = psclient_push(c->w->ps, c->grads, &stale);
+    return rc ? rc : psclient_pull(c->w->ps, c->params, false);
+}
+
 /* Step k computes while step k-1's push and the pull for step k+1 run:
  * compute waits only for what is slower, and each gradient is computed on
  * weights one step older than in train_serial. */
@@ -267,40 +300,28 @@ static int train_pipelined(worker_t *w, run_stats_t *r) {
     if (rc)
         return rc == 1 ? EXIT_OK : rc;
     w->global_step = psclient_step(w->ps, 0);
-    comm_t c = {.w = w};
-    pthread_mutex_init(&c.mu, NULL);
-    pthread_cond_init(&c.cv, NULL);
-    if (pthread_create(&c.thread, NULL, comm_main, &c) != 0) {
-        fprintf(stderr, "fatal: pthread_create failed\n");
-        abort();
-    }
+    courier_t c;
+    courier_start(&c, w);
     size_t cur = 0, g = 0;
     bool pending = false;
     while (!should_stop(w) && w->global_step < w->target) {
         step_metrics_t sm;
         compute(w, w->params[cur], w->grads[g], &sm);
         if (pending) {
-            size_t stale;
-            if ((rc = comm_wait(&c, &stale)) != 0)
+            if ((rc = courier_wait(&c)) != 0)
                 break;
             w->global_step = psclient_step(w->ps, 0);
             cur ^= 1;
         }
-        comm_start(&c, w->grads[g], w->params[cur ^ 1]);
+        c.grads = w->grads[g];
+        c.params = w->params[cur ^ 1];
+        courier_post(&c, push_then_pull);
         pending = true;
         g ^= 1;
         account(w, r, &sm);
     }
-    size_t stale;
-    if (pending && rc == 0)
-        rc = comm_wait(&c, &stale);
-    pthread_mutex_lock(&c.mu);
-    c.quit = true;
-    pthread_cond_broadcast(&c.cv);
-    pthread_mutex_unlock(&c.mu);
-    pthread_join(c.thread, NULL);
-    pthread_mutex_destroy(&c.mu);
-    pthread_cond_destroy(&c.cv);
+    int last = courier_stop(&c);
+    rc = rc ? rc : last;
     return rc == 1 ? EXIT_OK : rc;
 }
 
@@ -309,78 +330,25 @@ static int train_pipelined(worker_t *w, run_stats_t *r) {
  * while the convolutions compute: its pull runs during the conv forward, its
  * push during the conv backward. Each step still computes on the weights of
  * every earlier push (nothing is staler than in train_serial). */
-enum { JOB_NONE, JOB_PULL_HEAD, JOB_PUSH_HEAD };
-
-typedef struct {
-    worker_t *w;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int job;
-    bool head_ready, quit;
-    int rc; /* the first job that failed, 0 while none */
-    uint8_t *head_mask;
-    float *params;
-    const float *grads;
-} overlap_t;
-
-static void *overlap_main(void *arg) {
-    overlap_t *o = arg;
-    pthread_mutex_lock(&o->mu);
-    for (;;) {
-        while (o->job == JOB_NONE && !o->quit)
-            pthread_cond_wait(&o->cv, &o->mu);
-        if (o->quit)
-            break;
-        int job = o->job;
-        pthread_mutex_unlock(&o->mu);
-        size_t stale = 0;
-        int rc = job == JOB_PULL_HEAD
-                     ? psclient_pull_vars(o->w->ps, o->params, false, o->head_mask)
-                     : psclient_push_vars(o->w->ps, o->grads, o->head_mask, true, &stale);
-        pthread_mutex_lock(&o->mu);
-        if (rc && !o->rc)
-            o->rc = rc;
-        if (job == JOB_PULL_HEAD)
-            o->head_ready = true;
-        o->job = JOB_NONE;
-        pthread_cond_broadcast(&o->cv);
-    }
-    pthread_mutex_unlock(&o->mu);
-    return NULL;
+static int pull_head(courier_t *c) {
+    return psclient_pull_vars(c->w->ps, c->params, false, c->head_mask);
 }
 
-static void overlap_post(overlap_t *o, int job) {
-    pthread_mutex_lock(&o->mu);
-    while (o->job != JOB_NONE)
-        pthread_cond_wait(&o->cv, &o->mu);
-    o->job = job;
-    pthread_cond_broadcast(&o->cv);
-    pthread_mutex_unlock(&o->mu);
+static int push_head(courier_t *c) {
+    size_t stale = 0;
+    return psclient_push_vars(c->w->ps, c->grads, c->head_mask, true, &stale);
 }
 
-/* Waits for the job in flight; returns the first error of any job. */
-static int overlap_wait(overlap_t *o) {
-    pthread_mutex_lock(&o->mu);
-    while (o->job != JOB_NONE)
-        pthread_cond_wait(&o->cv, &o->mu);
-    int rc = o->rc;
-    pthread_mutex_unlock(&o->mu);
-    return rc;
-}
-
-/* Compute threads, before the head's forward. After a failed pull they go on
- * with the old head: the step is then thrown away. */
+/* Compute threads, before the head's forward: the head's pull is the job in
+ * flight. After a failed pull they go on with the old head; the step is then
+ * thrown away. */
 static void overlap_wait_head(void *arg) {
-    overlap_t *o = arg;
-    pthread_mutex_lock(&o->mu);
-    while (!o->head_ready && !o->rc)
-        pthread_cond_wait(&o->cv, &o->mu);
-    pthread_mutex_unlock(&o->mu);
+    courier_wait(arg);
 }
 
+/* The last compute thread past the head's backward. */
 static void overlap_head_grads(void *arg) {
-    overlap_post(arg, JOB_PUSH_HEAD);
+    courier_post(arg, push_head);
 }
 
 /* The first layer with variables after the last conv or pool layer, when
@@ -398,20 +366,17 @@ static size_t head_layer(const model_t *m) {
     return 0;
 }
 
-static int overlapped_step(worker_t *w, overlap_t *o, const uint8_t *early, run_stats_t *r) {
+static int overlapped_step(worker_t *w, courier_t *c, const uint8_t *early, run_stats_t *r) {
     int rc = psclient_pull_vars(w->ps, w->params[0], false, early);
     if (rc)
         return rc;
     w->global_step = psclient_step(w->ps, 0);
     if (w->global_step >= w->target)
         return -1;
-    pthread_mutex_lock(&o->mu);
-    o->head_ready = false;
-    pthread_mutex_unlock(&o->mu);
-    overlap_post(o, JOB_PULL_HEAD);
+    courier_post(c, pull_head);
     step_metrics_t sm;
     compute(w, w->params[0], w->grads[0], &sm);
-    if ((rc = overlap_wait(o)) != 0)
+    if ((rc = courier_wait(c)) != 0)
         return rc;
     size_t stale;
     if ((rc = psclient_push_vars(w->ps, w->grads[0], early, false, &stale)) != 0)
@@ -423,40 +388,30 @@ static int overlapped_step(worker_t *w, overlap_t *o, const uint8_t *early, run_
 static int train_overlapped(worker_t *w, run_stats_t *r, size_t head) {
     const model_t *m = &w->model;
     size_t first_head_var = (size_t)m->layers[head].kernel_var;
-    overlap_t o = {.w = w, .params = w->params[0], .grads = w->grads[0]};
-    o.head_mask = xcalloc(m->nvars, 1);
-    uint8_t *early = xcalloc(m->nvars, 1);
+    uint8_t *head_mask = xcalloc(m->nvars, 1), *early = xcalloc(m->nvars, 1);
     for (size_t v = 0; v < m->nvars; v++) {
-        o.head_mask[v] = v >= first_head_var;
-        early[v] = !o.head_mask[v];
+        head_mask[v] = v >= first_head_var;
+        early[v] = !head_mask[v];
     }
-    pthread_mutex_init(&o.mu, NULL);
-    pthread_cond_init(&o.cv, NULL);
-    if (pthread_create(&o.thread, NULL, overlap_main, &o) != 0) {
-        fprintf(stderr, "fatal: pthread_create failed\n");
-        abort();
-    }
+    courier_t c;
+    courier_start(&c, w);
+    c.params = w->params[0];
+    c.grads = w->grads[0];
+    c.head_mask = head_mask;
     trainer_overlap_t to = {.head = head,
                             .head_begin = m->vars[first_head_var].offset,
                             .wait_head_params = overlap_wait_head,
                             .head_grads_ready = overlap_head_grads,
-                            .arg = &o};
+                            .arg = &c};
     trainer_set_overlap(w->trainer, &to);
     log_info("moving the head (layer %s on, %.2f MiB) while the layers below compute",
              m->layers[head].name, (double)(m->nparams - to.head_begin) * 4.0 / (1 << 20));
     int rc = 0;
-    while (!should_stop(w) && (rc = overlapped_step(w, &o, early, r)) == 0)
+    while (!should_stop(w) && (rc = overlapped_step(w, &c, early, r)) == 0)
         ;
     trainer_set_overlap(w->trainer, NULL);
-    overlap_wait(&o);
-    pthread_mutex_lock(&o.mu);
-    o.quit = true;
-    pthread_cond_broadcast(&o.cv);
-    pthread_mutex_unlock(&o.mu);
-    pthread_join(o.thread, NULL);
-    pthread_mutex_destroy(&o.mu);
-    pthread_cond_destroy(&o.cv);
-    free(o.head_mask);
+    courier_stop(&c);
+    free(head_mask);
     free(early);
     return rc < 0 || rc == 1 ? EXIT_OK : rc;
 }
