@@ -354,3 +354,15 @@ uint64_t trainer_target_steps(int64_t max_steps, int64_t epochs, size_t train_ex
     size_t per_step = batch_size * (replicas ? replicas : 1);
     return (uint64_t)epochs * ((train_examples + per_step - 1) / per_step);
 }
+
+int trainer_check_data(const model_t *m, const dataset_t *d, const char *where, char *err,
+                       size_t errlen) {
+    size_t in_size = m->input[0] * m->input[1] * m->input[2];
+    if (d->example_size != in_size)
+        return ps_errf(err, errlen, "%s: examples have %zu values but the model's input has %zu",
+                       where, d->example_size, in_size);
+    if (d->nclasses > m->nclasses)
+        return ps_errf(err, errlen, "%s: labels go up to %zu but the model has %zu classes", where,
+                       d->nclasses - 1, m->nclasses);
+    return 0;
+}

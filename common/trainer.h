@@ -62,6 +62,11 @@ void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, siz
                       eval_metrics_t *out);
 void eval_metrics_free(eval_metrics_t *e);
 
+/* Checks that a data set fits the model (values per example, classes);
+ * the error names `where` (e.g. the data directory). */
+int trainer_check_data(const model_t *m, const dataset_t *d, const char *where, char *err,
+                       size_t errlen);
+
 /* Global steps a run trains for: max_steps when set, else enough for
  * `epochs` passes over the training set when each global step consumes
  * batch_size * replicas examples (replicas: 1 in async mode, the pushes

@@ -54,6 +54,10 @@ static int load_data(master_run_t *r) {
     }
     r->train_examples = train.n;
     dataset_free(&train);
+    if (trainer_check_data(&r->model, &r->test, c->data.dir, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_DATAERR;
+    }
     return 0;
 }
 

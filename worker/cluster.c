@@ -74,10 +74,8 @@ static int setup(worker_t *w) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
-    if (w->train.example_size != w->model.layers[0].in_size ||
-        w->train.nclasses > w->model.nclasses) {
-        log_error("data.dir %s does not fit model %s (%zu values per example, %zu classes)",
-                  c->data.dir, c->model, w->train.example_size, w->train.nclasses);
+    if (trainer_check_data(&w->model, &w->train, c->data.dir, err, sizeof err)) {
+        log_error("%s", err);
         return EXIT_DATAERR;
     }
     int rc = connect_peers(w);

@@ -39,23 +39,9 @@ static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) 
     if (dataset_load_split(&L->train, c->data.dir, true, err, errlen) ||
         dataset_load_split(&L->test, c->data.dir, false, err, errlen))
         return EXIT_DATAERR;
-    const model_t *m = &L->model;
-    size_t in_size = m->input[0] * m->input[1] * m->input[2];
-    const dataset_t *sets[2] = {&L->train, &L->test};
-    for (size_t i = 0; i < 2; i++) {
-        if (sets[i]->example_size != in_size) {
-            ps_errf(err, errlen,
-                    "data.dir %s: examples have %zu values but the model's input "
-                    "has %zu",
-                    c->data.dir, sets[i]->example_size, in_size);
-            return EXIT_DATAERR;
-        }
-        if (sets[i]->nclasses > m->nclasses) {
-            ps_errf(err, errlen, "data.dir %s: labels go up to %zu but the model has %zu classes",
-                    c->data.dir, sets[i]->nclasses - 1, m->nclasses);
-            return EXIT_DATAERR;
-        }
-    }
+    if (trainer_check_data(&L->model, &L->train, c->data.dir, err, errlen) ||
+        trainer_check_data(&L->model, &L->test, c->data.dir, err, errlen))
+        return EXIT_DATAERR;
     return 0;
 }
 
