@@ -18,8 +18,8 @@ static void on_stop_signal(int sig) {
 static void usage(const daemon_t *d, FILE *out, void (*describe)(FILE *out)) {
     fprintf(out,
             "usage: %s [--tf-config FILE] [--config FILE] [--set key=value]... "
-            "[--pid-file PATH]%s [--help] [--version]\n\n",
-            d->program, d->role == CLUSTER_MASTER ? " [--evaluate-only]" : "");
+            "[--pid-file PATH] [--help] [--version]\n\n",
+            d->program);
     if (describe)
         describe(out);
     fprintf(out, "\n  --tf-config FILE   read the cluster spec from FILE instead of the TF_CONFIG\n"
