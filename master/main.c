@@ -121,7 +121,22 @@ static int evaluate_final(master_run_t *r, uint64_t step) {
     log_info("final evaluation at global step %llu: loss: %.4f - accuracy: %.4f (%zu examples, "
              "%.1fs)",
              (unsigned long long)step, em.loss, em.accuracy, em.n, ps_now() - t0);
+    /* The workers' running training loss and accuracy, from their last beats. */
+    double tl = 0.0, ta = 0.0;
+    size_t nw = 0;
+    pthread_mutex_lock(&r->state.mu);
+    for (size_t i = 0; i < r->state.nmembers; i++) {
+        const member_t *x = &r->state.members[i];
+        if (x->role == CLUSTER_WORKER && x->examples > 0) {
+            tl += x->loss;
+            ta += x->accuracy;
+            nw++;
+        }
+    }
+    pthread_mutex_unlock(&r->state.mu);
     results_context_t ctx = {.global_step = step,
+                             .train_loss = nw ? tl / (double)nw : 0.0,
+                             .train_accuracy = nw ? ta / (double)nw : 0.0,
                              .epoch = (double)step * (double)examples_per_step(r) /
                                       (double)(r->train_examples ? r->train_examples : 1),
                              .elapsed_secs = ps_now() - r->started};
