@@ -770,3 +770,13 @@ char *config_to_json(const config_t *c) {
     json_object_put(obj);
     return s;
 }
+
+size_t config_replicas(const config_t *c, size_t nworkers) {
+    if (strcmp(c->train.mode, "sync") != 0)
+        return 1;
+    return c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate : nworkers;
+}
+
+size_t config_threads(const config_t *c) {
+    return c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+}

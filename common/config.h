@@ -82,4 +82,10 @@ char *config_to_json(const config_t *c);
  * an unknown key or a buf too small for the value. */
 int config_get(const config_t *c, const char *key, char *buf, size_t buflen);
 
+/* Compute threads: the `threads` key, or one per CPU when it is 0. */
+size_t config_threads(const config_t *c);
+/* Pushes one global step averages: 1 in async mode; in sync mode
+ * train.replicas_to_aggregate, or every worker when it is 0. */
+size_t config_replicas(const config_t *c, size_t nworkers);
+
 #endif

@@ -10,6 +10,7 @@
 #include "msg.h"
 #include "placement.h"
 #include "rpc.h"
+#include "store.h"
 #include "util.h"
 
 typedef struct {
@@ -36,13 +37,14 @@ struct psclient {
     msg_arena_t arena; /* responses unpack into it */
 };
 
-static void sleep_s(double s) {
-    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
+/* Where a partition's rows start in a model slab, in elements. */
+static size_t part_offset(const model_t *m, const placement_part_t *part) {
+    const var_t *v = &m->vars[part->var];
+    return v->offset + part->row_begin * store_row_size(v);
 }
 
-/* The tensors a push to PS k carries, as views of a gradient slab at base 0:
- * their data pointers are offsets until psclient_push rebases them. */
+/* The tensors a push to PS k carries; pack_push points their data at the
+ * gradient slab of each push. */
 static void build_views(psclient_t *p, size_t k) {
     const size_t *idx;
     size_t n = placement_ps_parts(&p->placement, (int)k, &idx);
@@ -169,7 +171,7 @@ static int fanout_until_ok(psclient_t *p, const char *method) {
             return 1;
         /* A deadline already waited; an unreachable peer fails at once. */
         if (p->pending[0].code == RPC_UNAVAILABLE)
-            sleep_s(backoff);
+            ps_sleep(backoff);
         backoff = PS_MIN(backoff * 2, cap);
     }
     if (warned)
@@ -206,9 +208,7 @@ static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t 
                         ps, t->name, (unsigned long long)t->row_begin, (unsigned long long)t->rows);
             break;
         }
-        const var_t *var = &p->model->vars[v];
-        memcpy(params + var->offset + part->row_begin * (var->size / var->shape[0]), t->data.data,
-               t->data.len);
+        memcpy(params + part_offset(p->model, part), t->data.data, t->data.len);
     }
     p->ps[ps].step = r->step;
     pstrain__pull_response__free_unpacked(r, &p->arena.base);
@@ -267,9 +267,7 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
         const placement_part_t *part = &p->placement.parts[idx[k]];
         if (mask && !mask[part->var])
             continue;
-        const var_t *v = &p->model->vars[part->var];
-        l->t[k].data.data =
-            (uint8_t *)(grads + v->offset + part->row_begin * (v->size / v->shape[0]));
+        l->t[k].data.data = (uint8_t *)(grads + part_offset(p->model, part));
         l->sel[n++] = &l->t[k];
     }
     Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;

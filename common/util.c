@@ -76,6 +76,13 @@ double ps_wall_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+void ps_sleep(double secs) {
+    struct timespec ts = {.tv_sec = (time_t)secs,
+                          .tv_nsec = (long)((secs - (double)(time_t)secs) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 int ps_parse_i64(const char *s, int64_t *out) {
     char *end = NULL;
     errno = 0;

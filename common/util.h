@@ -35,6 +35,9 @@ double ps_now(void);
 /* Seconds since the epoch (wall clock). */
 double ps_wall_now(void);
 
+/* Sleeps this long, through interruptions by signals. */
+void ps_sleep(double secs);
+
 /* Parses a whole decimal integer or float; returns -1 on trailing junk, overflow
  * or an empty string. */
 int ps_parse_i64(const char *s, int64_t *out);

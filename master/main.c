@@ -37,11 +37,6 @@ static void describe(FILE *out) {
                  "finish. TF_CONFIG's task must be the master (or chief).\n");
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* The data sets, loaded after the server listens (they take a second). */
 static int load_data(master_run_t *r) {
     char err[PS_ERRLEN];
@@ -66,11 +61,7 @@ static int load_data(master_run_t *r) {
 static size_t examples_per_step(const master_run_t *r) {
     const config_t *c = &r->d->cfg;
     size_t nworkers = r->d->cluster.jobs[CLUSTER_WORKER].span;
-    size_t replicas =
-        !strcmp(c->train.mode, "sync")
-            ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate : nworkers)
-            : 1;
-    return (size_t)c->train.batch_size * replicas;
+    return (size_t)c->train.batch_size * config_replicas(c, nworkers);
 }
 
 static uint64_t target_steps(const master_run_t *r) {
@@ -113,7 +104,7 @@ static int evaluate_final(master_run_t *r, uint64_t step) {
         return rc == 1 ? EXIT_OK : rc;
     }
     size_t batch = (size_t)c->train.batch_size;
-    size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+    size_t threads = config_threads(c);
     trainer_t *t = trainer_create(&r->model, cpu_backend(), threads, batch);
     eval_metrics_t em;
     double t0 = ps_now();
@@ -182,7 +173,7 @@ static int finish(master_run_t *r, uint64_t step) {
     /* Give workers a few beats to hear that training is over. */
     double until = ps_now() + 3.0 * r->d->cfg.cluster.heartbeat_secs;
     while (ps_now() < until && workers_alive(r) > 0 && !daemon_stop_signal)
-        sleep_ms(50);
+        ps_sleep(0.05);
     return rc;
 }
 
@@ -208,7 +199,7 @@ static int run(master_run_t *r) {
                      (unsigned long long)r->state.target, live);
             last_log = ps_now();
         }
-        sleep_ms(100);
+        ps_sleep(0.1);
     }
     log_info("stopping on signal %d", (int)daemon_stop_signal);
     return EXIT_OK;

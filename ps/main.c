@@ -44,11 +44,6 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     return 0;
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int serve(daemon_t *d, ps_service_t *s) {
     char err[PS_ERRLEN];
     rpc_server_config_t sc = {.addr = d->self,
@@ -80,7 +75,7 @@ static int serve(daemon_t *d, ps_service_t *s) {
     }
     while (!daemon_stop_signal && !atomic_load(&s->shutdown)) {
         atomic_store(&progress.step, ps_shard_step(&s->shard));
-        sleep_ms(20);
+        ps_sleep(0.02);
     }
     if (daemon_stop_signal)
         log_info("stopping on signal %d: finishing calls in flight", (int)daemon_stop_signal);

@@ -83,14 +83,11 @@ static int setup(worker_t *w) {
         return rc;
     size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
     w->sync = !strcmp(c->train.mode, "sync");
-    size_t replicas =
-        w->sync
-            ? (c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate : nworkers)
-            : 1;
+    size_t replicas = config_replicas(c, nworkers);
     w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.n,
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
-    size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+    size_t threads = config_threads(c);
     w->trainer = trainer_create(&w->model, cpu_backend(), threads, batch);
     loader_opts_t lo = {.batch_size = batch,
                         .seed = (uint64_t)c->train.seed,

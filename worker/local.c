@@ -53,7 +53,7 @@ static int setup(local_t *L, const config_t *c, char *err, size_t errlen) {
     if (optim_from_config(&oc, c, err, errlen))
         return EXIT_USAGE;
     store_init_full(&L->store, &L->model, &oc, (uint64_t)c->train.seed);
-    size_t threads = c->threads ? (size_t)c->threads : (size_t)ps_cpu_count();
+    size_t threads = config_threads(c);
     size_t batch = (size_t)c->train.batch_size;
     /* Evaluation reuses the training batch's buffers (eval batches are capped
      * at train.batch_size), which keeps peak memory at one batch's worth. */
