@@ -1,5 +1,6 @@
 #include "service.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,54 @@ static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
     msg_arena_reset(&s->arena);
 }
 
+static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__SaveRequest *req = pstrain__save_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "save: malformed SaveRequest");
+        return;
+    }
+    char dir[PATH_MAX], path[PATH_MAX], err[PS_ERRLEN];
+    ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
+    double t0 = ps_now();
+    if (ps_shard_save(&s->shard, dir, s->nps, req->step, path, sizeof path, err, sizeof err)) {
+        /* The disk, not the request: the master may try again later. */
+        log_error("checkpoint %llu: %s", (unsigned long long)req->step, err);
+        rpc_call_reply(call, RPC_INTERNAL, err, NULL, 0);
+    } else {
+        log_info("saved %s (step %llu, %.0f ms)", path, (unsigned long long)req->step,
+                 1e3 * (ps_now() - t0));
+        Pstrain__SaveResponse resp = PSTRAIN__SAVE_RESPONSE__INIT;
+        resp.path = path;
+        resp.bytes = s->shard.store.size * sizeof(float) * (1 + optim_nslots(&s->shard.store.opt));
+        resp.iterations = ps_shard_step(&s->shard);
+        msg_reply(call, &s->pack, &resp.base);
+    }
+    pstrain__save_request__free_unpacked(req, NULL);
+}
+
+static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__RestoreRequest *req = pstrain__restore_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "restore: malformed RestoreRequest");
+        return;
+    }
+    char dir[PATH_MAX], err[PS_ERRLEN];
+    ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
+    if (ps_shard_restore(&s->shard, dir, err, sizeof err)) {
+        log_error("restore: %s", err);
+        rpc_call_reply(call, RPC_FAILED_PRECONDITION, err, NULL, 0);
+    } else {
+        log_info("restored %s: step %llu", dir, (unsigned long long)ps_shard_step(&s->shard));
+        Pstrain__RestoreResponse resp = PSTRAIN__RESTORE_RESPONSE__INIT;
+        resp.step = ps_shard_step(&s->shard);
+        msg_reply(call, &s->pack, &resp.base);
+        wake_waits(s);
+    }
+    pstrain__restore_request__free_unpacked(req, NULL);
+}
+
 static void handle_stats(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
     ps_service_t *s = ctx;
     Pstrain__StatsRequest *req = pstrain__stats_request__unpack(NULL, len, data);
@@ -133,6 +182,8 @@ void ps_service_free(ps_service_t *s) {
 const rpc_method_t ps_service_methods[] = {
     {"/pstrain.ParameterServer/Pull", handle_pull},
     {"/pstrain.ParameterServer/Push", handle_push},
+    {"/pstrain.ParameterServer/Save", handle_save},
+    {"/pstrain.ParameterServer/Restore", handle_restore},
     {"/pstrain.ParameterServer/Stats", handle_stats},
     {"/pstrain.ParameterServer/Shutdown", handle_shutdown},
 };

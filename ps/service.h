@@ -1,4 +1,5 @@
-/* The parameter server's RPC service: Pull, Push, Stats and Shutdown on top
+/* The parameter server's RPC service: Pull, Push, Save, Restore, Stats and
+ * Shutdown on top
  * of its shard, with sync-mode pulls that wait (long-poll) for their step. */
 #ifndef PSTRAIN_PS_SERVICE_H
 #define PSTRAIN_PS_SERVICE_H
@@ -24,6 +25,8 @@ typedef struct {
     msg_arena_t arena;     /* requests unpack into it */
     atomic_bool shutdown;  /* the master said training is over */
     uint64_t bad_requests; /* answered INVALID_ARGUMENT */
+    const char *model_dir; /* where Save writes and Restore reads checkpoints */
+    int nps;               /* PS in the cluster (names the checkpoint files) */
 } ps_service_t;
 
 /* A service over an initialised shard (ps_shard_init) that it then owns. */

@@ -242,3 +242,43 @@ void ps_shard_set_replicas(ps_shard_t *s, size_t replicas) {
     if (s->sync && s->accum_count > 0 && s->accum_count >= s->replicas)
         apply_accumulated(s);
 }
+
+int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, char *path,
+                  size_t pathlen, char *err, size_t errlen) {
+    if (ps_mkdirs(dir, err, errlen))
+        return -1;
+    ckpt_shard_path(path, pathlen, dir, s->index, nps);
+    return ckpt_save_store(&s->store, path, step, err, errlen);
+}
+
+static void drop_step_in_progress(ps_shard_t *s) {
+    if (!s->sync)
+        return;
+    memset(s->accum, 0, s->store.size * sizeof(float));
+    memset(s->contributed, 0, s->max_workers);
+    s->accum_count = 0;
+}
+
+/* Restores into a fresh store and swaps it in only when all of it was read. */
+int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen) {
+    ckpt_restore_opts_t o = {.pattern = NULL, .slots = true};
+    store_t fresh;
+    store_init(&fresh, s->model, s->store.parts, s->store.nparts, &s->store.opt, 0);
+    if (ckpt_restore_store(&fresh, path, &o, NULL, err, errlen)) {
+        store_free(&fresh);
+        return -1;
+    }
+    store_t old = s->store;
+    s->store = fresh;
+    store_free(&old);
+    for (size_t i = 0; i < s->store.nparts; i++)
+        s->tensors[i].data.data = (uint8_t *)(s->store.w + s->store.parts[i].offset);
+    drop_step_in_progress(s);
+    return 0;
+}
+
+int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, char *err,
+                        size_t errlen) {
+    ckpt_restore_opts_t o = {.pattern = pattern && pattern[0] ? pattern : NULL, .slots = false};
+    return ckpt_restore_store(&s->store, path, &o, NULL, err, errlen);
+}

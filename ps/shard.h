@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/checkpoint.h"
 #include "common/model.h"
 #include "common/optim.h"
 #include "common/placement.h"
@@ -66,6 +67,18 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
 
+/* Writes this shard (weights, slots, update count) as PS `index` of `nps`
+ * into checkpoint directory dir, for global step `step`. */
+int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, char *path,
+                  size_t pathlen, char *err, size_t errlen);
+/* Replaces weights, slots and the step with a checkpoint's (any number of
+ * PS wrote it); a sync step in progress is dropped. On an error the shard
+ * may hold a mix: the caller must restore again or exit. */
+int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen);
+/* Initialises the variables that `pattern` names from an export or a
+ * checkpoint's weights (slots and step stay as they are). */
+int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, char *err,
+                        size_t errlen);
 /* Sync: changes the number of pushes averaged per step (the master's count of
  * live workers); applies the step at once if enough have arrived. */
 void ps_shard_set_replicas(ps_shard_t *s, size_t replicas);
