@@ -59,7 +59,7 @@ int ckpt_manifest_read(const char *model_dir, ckpt_manifest_t *m, char *err, siz
     char path[PATH_MAX];
     manifest_path(path, sizeof path, model_dir);
     memset(m, 0, sizeof *m);
-    if (access(path, F_OK) != 0 && errno == ENOENT)
+    if (access(path, F_OK) != 0 && (errno == ENOENT || errno == ENOTDIR))
         return 1;
     char *text;
     size_t len;
@@ -103,23 +103,6 @@ static int manifest_write(const char *model_dir, const ckpt_manifest_t *m, char 
     return rc;
 }
 
-/* rm -r of a checkpoint directory (flat: files only). */
-static void remove_ckpt_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[PATH_MAX];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
-            continue;
-        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static bool is_kept(const ckpt_manifest_t *m, uint64_t step) {
     for (size_t i = 0; i < m->nkept; i++)
         if (m->kept[i] == step)
@@ -140,7 +123,7 @@ static void prune(const char *model_dir, const ckpt_manifest_t *m) {
             is_kept(m, (uint64_t)step))
             continue;
         if (snprintf(path, sizeof path, "%s/%s", model_dir, e->d_name) < (int)sizeof path)
-            remove_ckpt_dir(path);
+            ps_remove_flat_dir(path);
     }
     closedir(d);
 }

@@ -316,6 +316,34 @@ void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {
             log_warn("shutdown of ps%zu: %s", i, p->fan[i].err);
 }
 
+/* Sends one packed request to every PS at once; 0 when all answered OK, else
+ * -1 with the first failure in err. */
+static int fanout_all(psclient_t *p, const ProtobufCMessage *req, const char *method,
+                      double deadline_s, char *err, size_t errlen) {
+    for (size_t i = 0; i < p->nps; i++) {
+        msg_pack(&p->ps[i].req, req);
+        prepare(p, i);
+    }
+    if (rpc_fanout(p->fan, p->nps, method, deadline_s) == 0)
+        return 0;
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code != RPC_OK)
+            return ps_errf(err, errlen, "%s", p->fan[i].err);
+    return -1;
+}
+
+int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen) {
+    Pstrain__SaveRequest req = PSTRAIN__SAVE_REQUEST__INIT;
+    req.step = step;
+    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Save", deadline_s, err, errlen);
+}
+
+int psclient_restore(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen) {
+    Pstrain__RestoreRequest req = PSTRAIN__RESTORE_REQUEST__INIT;
+    req.step = step;
+    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Restore", deadline_s, err, errlen);
+}
+
 int64_t psclient_poll_step(psclient_t *p, double deadline_s) {
     Pstrain__StatsRequest req = PSTRAIN__STATS_REQUEST__INIT;
     ps_link_t *l = &p->ps[0];

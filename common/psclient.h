@@ -44,6 +44,11 @@ int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, b
                        size_t *stale);
 /* Asks every PS to exit (best effort, bounded by the deadline). */
 void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
+/* Every PS writes its part of checkpoint ckpt-<step> (Save), or replaces its
+ * state with it (Restore), all at once, without retrying; 0 when every PS
+ * answered OK, else -1 with the first failure in err. */
+int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen);
+int psclient_restore(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen);
 /* PS 0's step by Stats, without waiting or retrying; -1 when unreachable. */
 int64_t psclient_poll_step(psclient_t *p, double deadline_s);
 

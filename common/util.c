@@ -1,5 +1,6 @@
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -229,6 +230,30 @@ int ps_write_file_atomic(const char *path, const void *data, size_t len, char *e
     if (ps_atomic_open(&a, path, err, errlen) || ps_atomic_write(&a, data, len, err, errlen))
         return -1;
     return ps_atomic_commit(&a, err, errlen);
+}
+
+int ps_path_join(char *out, size_t len, const char *dir, const char *name, char *err,
+                 size_t errlen) {
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= len)
+        return ps_errf(err, errlen, "path too long: %s/%s", dir, name);
+    return 0;
+}
+
+void ps_remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 int ps_cpu_count(void) {

@@ -66,6 +66,12 @@ void ps_atomic_abort(ps_atomic_t *a);
 /* fsync of the directory that holds path (a rename is durable after it). */
 int ps_fsync_dir_of(const char *path, char *err, size_t errlen);
 
+/* out = dir + "/" + name; -1 with a message when it does not fit. */
+int ps_path_join(char *out, size_t len, const char *dir, const char *name, char *err,
+                 size_t errlen);
+/* Removes a directory of plain files (not recursive); best effort. */
+void ps_remove_flat_dir(const char *dir);
+
 /* Number of CPUs this process may run on. */
 int ps_cpu_count(void);
 

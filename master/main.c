@@ -15,6 +15,9 @@
 #include "common/results.h"
 #include "common/trainer.h"
 #include "common/util.h"
+#include "master/checkpointer.h"
+#include "master/evaluator.h"
+#include "master/follow.h"
 #include "master/master.h"
 
 typedef struct {
@@ -25,16 +28,25 @@ typedef struct {
     size_t train_examples;
     psclient_t *ps;
     rpc_server_t *server;
+    checkpointer_t ckpt;
+    evaluator_t *ev;
     Pstrain__Caller caller;
     double started;
 } master_run_t;
 
 static void describe(FILE *out) {
-    fprintf(out, "The pstrain master: serves Register, Heartbeat and Status, follows the\n"
-                 "global step (ps 0's update count), and when train.epochs or train.max_steps\n"
-                 "are done evaluates the model on the test set, writes\n"
-                 "<checkpoint.model_dir>/eval_results.json and tells every PS and worker to\n"
-                 "finish. TF_CONFIG's task must be the master (or chief).\n");
+    fprintf(out,
+            "The pstrain master: serves Register, Heartbeat and Status and follows the\n"
+            "global step (ps 0's update count). Every checkpoint.every_steps steps or\n"
+            "checkpoint.every_secs seconds every PS writes its part of\n"
+            "<checkpoint.model_dir>/ckpt-<step>/; the master evaluates each checkpoint on the\n"
+            "test set (eval_results.json, export/best/). When train.epochs or\n"
+            "train.max_steps are done it takes a final checkpoint, tells every PS and\n"
+            "worker to finish, evaluates it and exports it to export/<step>/.\n"
+            "TF_CONFIG's task must be the master (or chief).\n\n"
+            "  --evaluate-only    run as TF_CONFIG's evaluator task: evaluate each new\n"
+            "                     checkpoint of model_dir, without connecting to the\n"
+            "                     cluster; exit after the final one\n");
 }
 
 /* The data sets, loaded after the server listens (they take a second). */
@@ -94,25 +106,10 @@ static int start_server(master_run_t *r) {
     return 0;
 }
 
-/* Pulls the final model, evaluates it and writes eval_results.json. */
-static int evaluate_final(master_run_t *r, uint64_t step) {
-    const config_t *c = &r->d->cfg;
-    float *params = xalloc_aligned(r->model.nparams * sizeof(float));
-    int rc = psclient_pull(r->ps, params, false);
-    if (rc) {
-        free(params);
-        return rc == 1 ? EXIT_OK : rc;
-    }
-    size_t batch = (size_t)c->train.batch_size;
-    size_t threads = config_threads(c);
-    trainer_t *t = trainer_create(&r->model, cpu_backend(), threads, batch);
-    eval_metrics_t em;
-    double t0 = ps_now();
-    trainer_evaluate(t, params, &r->test, (size_t)c->eval.batch_size, &em);
-    log_info("final evaluation at global step %llu: loss: %.4f - accuracy: %.4f (%zu examples, "
-             "%.1fs)",
-             (unsigned long long)step, em.loss, em.accuracy, em.n, ps_now() - t0);
-    /* The workers' running training loss and accuracy, from their last beats. */
+/* What eval_results.json records beside the metrics: the workers' running
+ * training loss and accuracy from their last beats, the epoch, the time. */
+static void results_context(void *arg, uint64_t step, results_context_t *out) {
+    master_run_t *r = arg;
     double tl = 0.0, ta = 0.0;
     size_t nw = 0;
     pthread_mutex_lock(&r->state.mu);
@@ -125,27 +122,72 @@ static int evaluate_final(master_run_t *r, uint64_t step) {
         }
     }
     pthread_mutex_unlock(&r->state.mu);
-    results_context_t ctx = {.global_step = step,
-                             .train_loss = nw ? tl / (double)nw : 0.0,
-                             .train_accuracy = nw ? ta / (double)nw : 0.0,
-                             .epoch = (double)step * (double)examples_per_step(r) /
-                                      (double)(r->train_examples ? r->train_examples : 1),
-                             .elapsed_secs = ps_now() - r->started};
+    *out = (results_context_t){.global_step = step,
+                               .train_loss = nw ? tl / (double)nw : 0.0,
+                               .train_accuracy = nw ? ta / (double)nw : 0.0,
+                               .epoch = (double)step * (double)examples_per_step(r) /
+                                        (double)(r->train_examples ? r->train_examples : 1),
+                               .elapsed_secs = ps_now() - r->started};
+}
+
+/* The master evaluates checkpoints itself unless TF_CONFIG has an evaluator
+ * task, which then does (TensorFlow's rule). */
+static bool evaluates(const master_run_t *r) {
+    return r->d->cluster.jobs[CLUSTER_EVALUATOR].n == 0;
+}
+
+static void start_evaluator(master_run_t *r) {
+    evaluator_opts_t eo = {.model = &r->model,
+                           .test = &r->test,
+                           .cfg = &r->d->cfg,
+                           .context = results_context,
+                           .arg = r};
+    r->ev = evaluator_create(&eo);
+}
+
+static void maybe_checkpoint(master_run_t *r, uint64_t step) {
+    if (!checkpointer_due(&r->ckpt, step, ps_now()))
+        return;
     char err[PS_ERRLEN];
-    rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
-    if (rc) {
-        log_error("cannot write eval results: %s", err);
-        rc = EXIT_IOERR;
+    if (checkpointer_take(&r->ckpt, step, false, err, sizeof err)) {
+        log_warn("checkpoint at step %llu failed (trying again later): %s",
+                 (unsigned long long)step, err);
+        return;
     }
-    pthread_mutex_lock(&r->state.mu);
-    r->state.have_final = true;
-    r->state.final_loss = em.loss;
-    r->state.final_accuracy = em.accuracy;
-    pthread_mutex_unlock(&r->state.mu);
-    eval_metrics_free(&em);
-    trainer_free(t);
-    free(params);
-    return rc;
+    if (evaluates(r))
+        evaluator_submit(r->ev, step, true, false);
+}
+
+/* The final checkpoint, a few tries: without it the trained model is lost. */
+static int final_checkpoint(master_run_t *r, uint64_t step) {
+    char err[PS_ERRLEN];
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        if (checkpointer_take(&r->ckpt, step, true, err, sizeof err) == 0)
+            return 0;
+        log_error("final checkpoint at step %llu, attempt %d of 3: %s", (unsigned long long)step,
+                  attempt, err);
+        ps_sleep(1.0);
+    }
+    return EXIT_IOERR;
+}
+
+/* Evaluates (unless an evaluator task does) and exports the final checkpoint. */
+static int evaluate_final(master_run_t *r, uint64_t step) {
+    uint64_t ticket = evaluator_submit(r->ev, step, evaluates(r), true);
+    if (evaluator_wait(r->ev, ticket))
+        return EXIT_IOERR;
+    uint64_t at;
+    double loss, acc;
+    if (evaluates(r) && evaluator_last(r->ev, &at, &loss, &acc) && at == step) {
+        log_info("final evaluation at global step %llu: loss: %.4f - accuracy: %.4f",
+                 (unsigned long long)step, loss, acc);
+        pthread_mutex_lock(&r->state.mu);
+        r->state.have_final = true;
+        r->state.final_loss = loss;
+        r->state.final_accuracy = acc;
+        pthread_mutex_unlock(&r->state.mu);
+    }
+    return EXIT_OK;
 }
 
 /* Workers still beating after training ended; they stop on their next beat. */
@@ -168,8 +210,10 @@ static int finish(master_run_t *r, uint64_t step) {
     pthread_mutex_lock(&r->state.mu);
     r->state.done = true;
     pthread_mutex_unlock(&r->state.mu);
-    int rc = evaluate_final(r, step);
+    int rc = final_checkpoint(r, step);
     psclient_shutdown(r->ps, "training is over", r->d->cfg.rpc.deadline_secs);
+    if (rc == 0)
+        rc = evaluate_final(r, step);
     /* Give workers a few beats to hear that training is over. */
     double until = ps_now() + 3.0 * r->d->cfg.cluster.heartbeat_secs;
     while (ps_now() < until && workers_alive(r) > 0 && !daemon_stop_signal)
@@ -190,6 +234,7 @@ static int run(master_run_t *r) {
             pthread_mutex_unlock(&r->state.mu);
             if (reached)
                 return finish(r, (uint64_t)step);
+            maybe_checkpoint(r, (uint64_t)step);
         }
         if (ps_now() - last_log >= r->d->cfg.log.every_secs && step >= 0) {
             pthread_mutex_lock(&r->state.mu);
@@ -211,17 +256,16 @@ int main(int argc, char **argv) {
     int rc = daemon_parse(&d, "pstrain-master", CLUSTER_MASTER, true, argc, argv, describe);
     if (rc >= 0)
         return rc;
-    if (d.evaluate_only) {
-        fprintf(stderr, "pstrain-master: --evaluate-only arrives with checkpoints (there is "
-                        "nothing to evaluate yet)\n");
-        daemon_finish(&d);
-        return EXIT_USAGE;
-    }
     if ((rc = daemon_start(&d)) != 0) {
         daemon_finish(&d);
         return rc;
     }
     cpu_backend_init();
+    if (d.evaluate_only) {
+        rc = follow_main(&d);
+        daemon_finish(&d);
+        return rc;
+    }
     master_run_t r;
     memset(&r, 0, sizeof r);
     r.d = &d;
@@ -236,7 +280,12 @@ int main(int argc, char **argv) {
     rc = start_server(&r);
     if (rc == 0)
         rc = load_data(&r);
+    if (rc == 0 && checkpointer_init(&r.ckpt, r.ps, &d.cfg, &r.model, err, sizeof err)) {
+        log_error("%s", err);
+        rc = EXIT_DATAERR;
+    }
     if (rc == 0) {
+        start_evaluator(&r);
         pthread_mutex_lock(&r.state.mu);
         r.state.target = target_steps(&r);
         pthread_mutex_unlock(&r.state.mu);
@@ -244,6 +293,7 @@ int main(int argc, char **argv) {
                  d.cfg.train.mode);
         rc = run(&r);
     }
+    evaluator_free(r.ev);
     psclient_free(r.ps);
     rpc_server_stop(r.server);
     master_free(&r.state);
