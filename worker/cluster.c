@@ -62,6 +62,20 @@ static int connect_peers(worker_t *w) {
     return 0;
 }
 
+/* Where this worker's data resumes when the PS restored a checkpoint (or it
+ * restarted mid-run): the batches it took for the global steps so far. Each
+ * async step is one worker's batch; each sync step takes one from each of
+ * `replicas` workers. */
+static uint64_t resume_batches(worker_t *w, size_t nworkers, size_t replicas) {
+    int64_t step = psclient_poll_step(w->ps, w->d->cfg.rpc.deadline_secs);
+    if (step <= 0)
+        return 0;
+    uint64_t batches = (uint64_t)step * replicas / (nworkers ? nworkers : 1);
+    log_info("global step %lld: this worker's data resumes at batch %llu", (long long)step,
+             (unsigned long long)batches);
+    return batches;
+}
+
 static int setup(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
@@ -94,7 +108,8 @@ static int setup(worker_t *w) {
                         .shard = (size_t)cl->task_index,
                         .nshards = nworkers,
                         .shuffle = c->data.shuffle,
-                        .prefetch = (size_t)c->data.prefetch};
+                        .prefetch = (size_t)c->data.prefetch,
+                        .start_step = resume_batches(w, nworkers, replicas)};
     w->loader = loader_create(&w->train, &lo, err, sizeof err);
     if (!w->loader) {
         log_error("%s", err);
