@@ -15,12 +15,16 @@
 #include "safetensors.h"
 #include "util.h"
 
+/* Paths are built in PATH_MAX buffers from a configured model_dir that is
+ * far shorter (a config string is at most CONFIG_STR bytes), so they fit. */
 void ckpt_dir(char *out, size_t len, const char *model_dir, uint64_t step) {
-    snprintf(out, len, "%s/ckpt-%" PRIu64, model_dir, step);
+    if (snprintf(out, len, "%s/ckpt-%" PRIu64, model_dir, step) >= (int)len)
+        out[0] = '\0';
 }
 
 void ckpt_shard_path(char *out, size_t len, const char *dir, int index, int nps) {
-    snprintf(out, len, "%s/ps-%d-of-%d.safetensors", dir, index, nps);
+    if (snprintf(out, len, "%s/ps-%d-of-%d.safetensors", dir, index, nps) >= (int)len)
+        out[0] = '\0';
 }
 
 /* ---- the manifest ---- */
@@ -154,6 +158,35 @@ int ckpt_manifest_commit(const char *model_dir, uint64_t step, size_t keep, bool
         return -1;
     prune(model_dir, &m);
     return 0;
+}
+
+int ckpt_write_model(const char *dir, const model_t *m, char *err, size_t errlen) {
+    char path[PATH_MAX];
+    if (ps_path_join(path, sizeof path, dir, "model.json", err, errlen))
+        return -1;
+    size_t n = strlen(m->json);
+    char *text = xmalloc(n + 2);
+    memcpy(text, m->json, n);
+    text[n] = '\n';
+    int rc = ps_write_file_atomic(path, text, n + 1, err, errlen);
+    free(text);
+    return rc;
+}
+
+int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep,
+                    bool final, char *err, size_t errlen) {
+    char dir[PATH_MAX], path[PATH_MAX];
+    ckpt_manifest_t m;
+    if (ckpt_manifest_read(model_dir, &m, err, errlen) == 0 && m.latest == step)
+        /* Already safe (a resumed run with nothing left to do). */
+        return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
+    ckpt_dir(dir, sizeof dir, model_dir, step);
+    ckpt_shard_path(path, sizeof path, dir, 0, 1);
+    ps_remove_flat_dir(dir);
+    if (ps_mkdirs(dir, err, errlen) || ckpt_save_store(s, path, step, err, errlen) ||
+        ckpt_write_model(dir, s->model, err, errlen))
+        return -1;
+    return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
 }
 
 /* ---- saving a store ---- */

@@ -32,17 +32,9 @@ static int write_weights(const model_t *m, const float *params, uint64_t step, c
 
 static int write_files(const model_t *m, const float *params, uint64_t step, const char *dir,
                        char *err, size_t errlen) {
-    char path[PATH_MAX];
-    if (ps_mkdirs(dir, err, errlen) ||
-        ps_path_join(path, sizeof path, dir, "model.json", err, errlen))
+    if (ps_mkdirs(dir, err, errlen) || ckpt_write_model(dir, m, err, errlen))
         return -1;
-    char *spec = xmalloc(strlen(m->json) + 2);
-    size_t n = (size_t)sprintf(spec, "%s\n", m->json);
-    int rc = ps_write_file_atomic(path, spec, n, err, errlen);
-    free(spec);
-    if (rc == 0)
-        rc = write_weights(m, params, step, dir, err, errlen);
-    return rc;
+    return write_weights(m, params, step, dir, err, errlen);
 }
 
 int export_write(const model_t *m, const float *params, uint64_t step, const char *dir, char *err,

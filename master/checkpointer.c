@@ -35,19 +35,6 @@ bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now) {
     return cfg->checkpoint.every_secs > 0 && now - c->last_time >= cfg->checkpoint.every_secs;
 }
 
-static int write_model_json(const checkpointer_t *c, const char *dir, char *err, size_t errlen) {
-    char path[PATH_MAX];
-    if (ps_path_join(path, sizeof path, dir, "model.json", err, errlen))
-        return -1;
-    size_t n = strlen(c->model->json);
-    char *text = xmalloc(n + 2);
-    memcpy(text, c->model->json, n);
-    text[n] = '\n';
-    int rc = ps_write_file_atomic(path, text, n + 1, err, errlen);
-    free(text);
-    return rc;
-}
-
 int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen) {
     const char *md = c->cfg->checkpoint.model_dir;
     char dir[PATH_MAX];
@@ -63,7 +50,7 @@ int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, s
     ps_remove_flat_dir(dir);
     if (ps_mkdirs(dir, err, errlen) ||
         psclient_save(c->ps, step, c->cfg->rpc.deadline_secs, err, errlen) ||
-        write_model_json(c, dir, err, errlen) ||
+        ckpt_write_model(dir, c->model, err, errlen) ||
         ckpt_manifest_commit(md, step, (size_t)c->cfg->checkpoint.keep, final, err, errlen))
         return -1;
     c->last_step = step;
