@@ -173,8 +173,8 @@ int ckpt_write_model(const char *dir, const model_t *m, char *err, size_t errlen
     return rc;
 }
 
-int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep,
-                    bool final, char *err, size_t errlen) {
+int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep, bool final,
+                    char *err, size_t errlen) {
     char dir[PATH_MAX], path[PATH_MAX];
     ckpt_manifest_t m;
     if (ckpt_manifest_read(model_dir, &m, err, errlen) == 0 && m.latest == step)

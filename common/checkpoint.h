@@ -47,8 +47,8 @@ int ckpt_write_model(const char *dir, const model_t *m, char *err, size_t errlen
 
 /* A checkpoint of a whole store in one process (a standalone worker): its
  * one file, model.json, then the manifest. */
-int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep,
-                    bool final, char *err, size_t errlen);
+int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep, bool final,
+                    char *err, size_t errlen);
 
 /* Writes a store's partitions with their slots to path (atomically). step
  * is the global step the checkpoint is taken for. */

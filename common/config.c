@@ -145,6 +145,11 @@ static const config_key_t keys[] = {
               "seconds between a worker's or PS's heartbeats to the master"),
     INT_KEY("log.summary_steps", log.summary_steps, "100", 1, NO_LIMIT,
             "global steps between training scalars in the TensorBoard event file"),
+    FLOAT_KEY("cluster.dead_after_secs", cluster.dead_after_secs, "5", 0, 86400, MIN_EXCL,
+              "the master marks a role dead after this long without a heartbeat"),
+    FLOAT_KEY("cluster.stall_secs", cluster.stall_secs, "120", 0, HUGE_VAL, 0,
+              "no global-step progress this long: the master restores every PS from the last "
+              "checkpoint; 0 = never"),
     ENUM_KEY("log.level", log.level, "info", "debug|info|warn|error", "least severe level logged"),
     FLOAT_KEY("log.every_secs", log.every_secs, "5", 0, HUGE_VAL, MIN_EXCL,
               "seconds between progress lines"),

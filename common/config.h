@@ -60,6 +60,8 @@ typedef struct {
     } tls;
     struct {
         double heartbeat_secs;
+        double dead_after_secs;
+        double stall_secs;
     } cluster;
     struct {
         char level[CONFIG_STR];

@@ -9,6 +9,9 @@
 #include "common/log.h"
 #include "common/util.h"
 
+/* After a failed checkpoint (a PS down, the disk full), wait this long. */
+#define CHECKPOINT_RETRY_S 2.0
+
 int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, const model_t *m,
                       char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
@@ -20,13 +23,15 @@ int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, co
     int rc = ckpt_manifest_read(cfg->checkpoint.model_dir, &man, err, errlen);
     if (rc < 0)
         return -1;
-    if (rc == 0)
+    if (rc == 0) {
         c->last_step = man.latest;
+        c->final = man.final;
+    }
     return 0;
 }
 
 bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now) {
-    if (step <= c->last_step)
+    if (step <= c->last_step || now < c->retry_after)
         return false;
     const config_t *cfg = c->cfg;
     if (cfg->checkpoint.every_steps > 0 &&
@@ -51,8 +56,10 @@ int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, s
     if (ps_mkdirs(dir, err, errlen) ||
         psclient_save(c->ps, step, c->cfg->rpc.deadline_secs, err, errlen) ||
         ckpt_write_model(dir, c->model, err, errlen) ||
-        ckpt_manifest_commit(md, step, (size_t)c->cfg->checkpoint.keep, final, err, errlen))
+        ckpt_manifest_commit(md, step, (size_t)c->cfg->checkpoint.keep, final, err, errlen)) {
+        c->retry_after = ps_now() + CHECKPOINT_RETRY_S;
         return -1;
+    }
     c->last_step = step;
     log_info("checkpoint %s written by %zu PS in %.0f ms%s", dir, psclient_nps(c->ps),
              1e3 * (ps_now() - t0), final ? " (final)" : "");

@@ -19,6 +19,8 @@ typedef struct {
     const model_t *model;
     uint64_t last_step; /* of the latest checkpoint; 0 before one */
     double last_time;   /* ps_now() of the last attempt */
+    double retry_after; /* after a failure: no attempt before this ps_now() */
+    bool final;         /* the manifest says training ended */
 } checkpointer_t;
 
 /* Starts from model_dir's manifest (a resumed run). -1 on a broken one. */

@@ -19,6 +19,7 @@
 #include "master/evaluator.h"
 #include "master/follow.h"
 #include "master/master.h"
+#include "master/recovery.h"
 
 typedef struct {
     daemon_t *d;
@@ -30,6 +31,7 @@ typedef struct {
     rpc_server_t *server;
     checkpointer_t ckpt;
     evaluator_t *ev;
+    recovery_t recovery;
     Pstrain__Caller caller;
     double started;
 } master_run_t;
@@ -221,12 +223,28 @@ static int finish(master_run_t *r, uint64_t step) {
     return rc;
 }
 
+/* A master restarted after the final checkpoint: training is over. Tells
+ * any PS still up to exit, and makes sure of the evaluation and export. */
+static int already_done(master_run_t *r) {
+    uint64_t step = r->ckpt.last_step;
+    log_info("ckpt-%llu is final: training is already over", (unsigned long long)step);
+    pthread_mutex_lock(&r->state.mu);
+    r->state.done = true;
+    r->state.global_step = step;
+    pthread_mutex_unlock(&r->state.mu);
+    psclient_shutdown(r->ps, "training is over", 2.0);
+    return evaluate_final(r, step);
+}
+
 static int run(master_run_t *r) {
     r->started = ps_now();
+    if (r->ckpt.final && r->ckpt.last_step >= r->state.target)
+        return already_done(r);
     double last_log = 0.0;
     while (!daemon_stop_signal) {
         int64_t step = psclient_poll_step(r->ps, 1.0);
         master_check_liveness(&r->state);
+        recovery_tick(&r->recovery, step);
         if (step >= 0) {
             pthread_mutex_lock(&r->state.mu);
             r->state.global_step = (uint64_t)step;
@@ -246,7 +264,14 @@ static int run(master_run_t *r) {
         }
         ps_sleep(0.1);
     }
-    log_info("stopping on signal %d", (int)daemon_stop_signal);
+    /* The cluster trains on without us: a restarted master resumes from
+     * this checkpoint's step. */
+    log_info("stopping on signal %d: checkpoint first", (int)daemon_stop_signal);
+    int64_t step = psclient_poll_step(r->ps, 1.0);
+    char err[PS_ERRLEN];
+    if (step > 0 && (uint64_t)step > r->ckpt.last_step &&
+        checkpointer_take(&r->ckpt, (uint64_t)step, false, err, sizeof err))
+        log_warn("checkpoint on stop failed: %s", err);
     return EXIT_OK;
 }
 
@@ -276,7 +301,7 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     /* Until the data is loaded the target is unknown: nothing finishes. */
-    master_init(&r.state, &d.cluster, d.cfg.cluster.heartbeat_secs, UINT64_MAX);
+    master_init(&r.state, &d.cluster, d.cfg.cluster.dead_after_secs, UINT64_MAX);
     rc = start_server(&r);
     if (rc == 0)
         rc = load_data(&r);
@@ -285,6 +310,7 @@ int main(int argc, char **argv) {
         rc = EXIT_DATAERR;
     }
     if (rc == 0) {
+        recovery_init(&r.recovery, r.ps, &d.cfg);
         start_evaluator(&r);
         pthread_mutex_lock(&r.state.mu);
         r.state.target = target_steps(&r);
@@ -294,6 +320,8 @@ int main(int argc, char **argv) {
         rc = run(&r);
     }
     evaluator_free(r.ev);
+    if (r.recovery.stats)
+        recovery_free(&r.recovery);
     psclient_free(r.ps);
     rpc_server_stop(r.server);
     master_free(&r.state);

@@ -18,6 +18,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     if (placement_compute(&s->placement, m, o->nps, NULL, err, errlen))
         return -1;
     s->model = m;
+    s->seed = o->seed;
     s->index = o->index;
     s->sync = o->sync;
     s->max_workers = o->max_workers ? o->max_workers : 1;
@@ -259,6 +260,21 @@ static void drop_step_in_progress(ps_shard_t *s) {
     s->accum_count = 0;
 }
 
+static void swap_store(ps_shard_t *s, store_t *fresh) {
+    store_t old = s->store;
+    s->store = *fresh;
+    store_free(&old);
+    for (size_t i = 0; i < s->store.nparts; i++)
+        s->tensors[i].data.data = (uint8_t *)(s->store.w + s->store.parts[i].offset);
+    drop_step_in_progress(s);
+}
+
+void ps_shard_reset(ps_shard_t *s) {
+    store_t fresh;
+    store_init(&fresh, s->model, s->store.parts, s->store.nparts, &s->store.opt, s->seed);
+    swap_store(s, &fresh);
+}
+
 /* Restores into a fresh store and swaps it in only when all of it was read. */
 int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen) {
     ckpt_restore_opts_t o = {.pattern = NULL, .slots = true};
@@ -268,12 +284,7 @@ int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen) 
         store_free(&fresh);
         return -1;
     }
-    store_t old = s->store;
-    s->store = fresh;
-    store_free(&old);
-    for (size_t i = 0; i < s->store.nparts; i++)
-        s->tensors[i].data.data = (uint8_t *)(s->store.w + s->store.parts[i].offset);
-    drop_step_in_progress(s);
+    swap_store(s, &fresh);
     return 0;
 }
 

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t pushes;          /* accepted pushes (applied or summed) */
     uint64_t stale_dropped;   /* sync: pushes for a step that is not the current one */
     uint64_t duplicates;      /* sync: a second push of a worker for the same step */
+    uint64_t seed;            /* of the initial weights */
     Pstrain__Tensor *tensors; /* one per partition, pointing into the store (for Pull) */
     Pstrain__Tensor **tensor_ptrs;
 } ps_shard_t;
@@ -67,6 +68,8 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
 
+/* Back to the initial weights and fresh slots, step 0. */
+void ps_shard_reset(ps_shard_t *s);
 /* Writes this shard (weights, slots, update count) as PS `index` of `nps`
  * into checkpoint directory dir, for global step `step`. */
 int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, char *path,
