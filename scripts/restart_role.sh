@@ -32,7 +32,7 @@ if pid=$(cat "$pidfile" 2> /dev/null) && kill -0 "$pid" 2> /dev/null; then
   while kill -0 "$pid" 2> /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.05; done
   kill -0 "$pid" 2> /dev/null && kill -KILL "$pid" && echo "restart_role: SIGKILL $name (pid $pid)"
 fi
-echo "== restart $(date '+%F %T') by scripts/restart_role.sh" >> "$runlogs/$name.log"
+echo "== restart $(date '+%F %T.%3N') by scripts/restart_role.sh" >> "$runlogs/$name.log"
 nohup bash "$cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &
 newpid=$!
 echo "$newpid" > "$pidfile.tmp" && mv "$pidfile.tmp" "$pidfile"

@@ -240,6 +240,8 @@ typedef struct {
 
 static void account(worker_t *w, run_stats_t *r, const step_metrics_t *sm) {
     r->local_steps++;
+    if (r->local_steps == 1)
+        log_info("first step done at global step %llu", (unsigned long long)w->global_step);
     r->loss_sum += sm->loss * (double)sm->n;
     r->correct += sm->accuracy * (double)sm->n;
     r->seen += sm->n;
