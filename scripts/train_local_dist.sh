@@ -112,6 +112,7 @@ master_pid=$(cat "$runlogs/master0.pid")
 status=0
 while true; do
   pid=$(cat "$runlogs/master0.pid" 2> /dev/null) || break
+  [ "$pid" != "$master_pid" ] && restarted=1
   if kill -0 "$pid" 2> /dev/null; then
     sleep 0.5
     continue
