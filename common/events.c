@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,9 @@
 struct events_writer {
     FILE *f;
     char *path;
+    /* The first write error: a file that lost part of a record is not written
+     * to again, and every later call (close too) reports that error. */
+    char failed[PS_ERRLEN];
 };
 
 /* Numbers the files this process opens, so that two writers in the same
@@ -64,13 +68,19 @@ static FILE *create_file(const char *dir, char *path, size_t pathlen, char *err,
     return NULL;
 }
 
+static int fail(events_writer_t *w, char *err, size_t errlen) {
+    return ps_errf(err, errlen, "%s", w->failed);
+}
+
 static int write_event(events_writer_t *w, const Tensorflow__Event *ev, char *err, size_t errlen) {
+    if (w->failed[0])
+        return fail(w, err, errlen);
     size_t n = tensorflow__event__get_packed_size(ev);
     uint8_t *buf = xmalloc(n);
     tensorflow__event__pack(ev, buf);
-    int rc = tfrecord_write(w->f, w->path, buf, n, err, errlen);
+    int rc = tfrecord_write(w->f, w->path, buf, n, w->failed, sizeof w->failed);
     free(buf);
-    return rc;
+    return rc ? fail(w, err, errlen) : 0;
 }
 
 events_writer_t *events_open(const char *dir, char *err, size_t errlen) {
@@ -129,15 +139,18 @@ int events_scalars(events_writer_t *w, uint64_t step, double wall_time, size_t n
 }
 
 int events_flush(events_writer_t *w, char *err, size_t errlen) {
-    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0)
-        return ps_errf(err, errlen, "write %s: %s", w->path, strerror(errno));
-    return 0;
+    if (!w->failed[0] && (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0))
+        ps_errf(w->failed, sizeof w->failed, "write %s: %s", w->path, strerror(errno));
+    return w->failed[0] ? fail(w, err, errlen) : 0;
 }
 
 int events_close(events_writer_t *w, char *err, size_t errlen) {
     if (!w)
         return 0;
     int rc = events_flush(w, err, errlen);
+    /* fclose would retry what a failed flush left in the buffer. */
+    if (w->failed[0])
+        __fpurge(w->f);
     if (fclose(w->f) != 0 && rc == 0)
         rc = ps_errf(err, errlen, "close %s: %s", w->path, strerror(errno));
     free(w->path);

@@ -11,9 +11,6 @@
 
 #include "util.h"
 
-/* A decoded image larger than this many pixels is refused (1 GiB as RGBA). */
-#define IMAGE_MAX_PIXELS ((size_t)1 << 28)
-
 /* libpng reports errors through a callback that must not return: it records
  * the message here and longjmps back to the setjmp in decode() or encode().
  * Everything that must be freed afterwards lives in this struct, which the
@@ -79,12 +76,15 @@ static int decode(png_ctx_t *ctx, size_t c) {
         return -1;
     png_set_read_fn(ctx->png, ctx, on_read);
     png_set_sig_bytes(ctx->png, 8);
-    png_set_user_limits(ctx->png, IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
     png_read_info(ctx->png, ctx->info);
     ctx->width = png_get_image_width(ctx->png, ctx->info);
     ctx->height = png_get_image_height(ctx->png, ctx->info);
-    if (ctx->width * ctx->height > IMAGE_MAX_PIXELS)
-        png_error(ctx->png, "image too large");
+    if (ctx->width > IMAGE_MAX_SIDE || ctx->height > IMAGE_MAX_SIDE) {
+        char why[128];
+        snprintf(why, sizeof why, "%zu pixels wide and %zu high, over the limit of %d a side",
+                 ctx->width, ctx->height, IMAGE_MAX_SIDE);
+        png_error(ctx->png, why);
+    }
     set_transforms(ctx, c);
     ctx->channels = png_get_channels(ctx->png, ctx->info);
     size_t rowbytes = png_get_rowbytes(ctx->png, ctx->info);
