@@ -50,6 +50,14 @@ static void on_write(png_structp png, png_bytep data, size_t n) {
 
 static void on_flush(png_structp png) {}
 
+/* Makes ctx's libpng read or write struct and its info struct. */
+static int ctx_start(png_ctx_t *ctx, bool write, char *err, size_t errlen) {
+    ctx->png = write ? png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, on_error, on_warning)
+                     : png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, on_error, on_warning);
+    ctx->info = ctx->png ? png_create_info_struct(ctx->png) : NULL;
+    return ctx->info ? 0 : ps_errf(err, errlen, "%s: cannot start libpng", ctx->path);
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 /* Asks libpng for 8-bit gray, gray+alpha, RGB or RGBA: gray stays gray for
@@ -108,12 +116,8 @@ static int read_png(png_ctx_t *ctx, size_t c, char *err, size_t errlen) {
     size_t got = fread(sig, 1, sizeof sig, ctx->f);
     if (got < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0)
         return ps_errf(err, errlen, "%s: not a PNG file", ctx->path);
-    ctx->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, ctx, on_error, on_warning);
-    if (!ctx->png)
-        return ps_errf(err, errlen, "%s: cannot start libpng", ctx->path);
-    ctx->info = png_create_info_struct(ctx->png);
-    if (!ctx->info)
-        return ps_errf(err, errlen, "%s: cannot start libpng", ctx->path);
+    if (ctx_start(ctx, false, err, errlen) != 0)
+        return -1;
     if (decode(ctx, c) != 0)
         return ps_errf(err, errlen, "%s: bad PNG: %s", ctx->path, ctx->msg);
     return 0;
@@ -271,12 +275,8 @@ static int encode_gray(png_ctx_t *ctx, size_t h, size_t w, const uint8_t *pix) {
 
 static int write_gray(png_ctx_t *ctx, size_t h, size_t w, const uint8_t *pix, char *err,
                       size_t errlen) {
-    ctx->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, ctx, on_error, on_warning);
-    if (!ctx->png)
-        return ps_errf(err, errlen, "%s: cannot start libpng", ctx->path);
-    ctx->info = png_create_info_struct(ctx->png);
-    if (!ctx->info)
-        return ps_errf(err, errlen, "%s: cannot start libpng", ctx->path);
+    if (ctx_start(ctx, true, err, errlen) != 0)
+        return -1;
     if (encode_gray(ctx, h, w, pix) != 0)
         return ps_errf(err, errlen, "write %s: %s", ctx->path, ctx->msg);
     return 0;

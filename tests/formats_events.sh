@@ -12,9 +12,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-py=/usr/bin/python3
-"$py" -c 'import google.protobuf' 2> /dev/null && command -v protoc > /dev/null ||
-  fail "needs Debian's python3-protobuf and protobuf-compiler: run scripts/setup.sh"
+need_python3 google.protobuf
+command -v protoc > /dev/null || fail "needs protoc (protobuf-compiler): run scripts/setup.sh"
 mkdir "$tmp/pb"
 protoc --python_out="$tmp/pb" -I"$root/proto" "$root/proto/tensorboard.proto"
 

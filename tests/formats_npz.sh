@@ -11,8 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-py=/usr/bin/python3
-"$py" -c 'import numpy' 2> /dev/null || fail "needs Debian's python3-numpy: run scripts/setup.sh"
+need_python3 numpy
 tool=$build/pstrain_formats_tool
 
 "$tool" npz-write "$tmp/w.npz"

@@ -11,9 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-py=/usr/bin/python3
-"$py" -c 'import numpy, PIL' 2> /dev/null ||
-  fail "needs Debian's python3-numpy and python3-pil: run scripts/setup.sh"
+need_python3 numpy PIL
 tool=$build/pstrain_formats_tool
 
 "$py" "$root/tests/lib/check_png.py" "$tmp"

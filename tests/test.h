@@ -64,7 +64,7 @@ size_t test_compare(const char *what, const float *got, const float *want, size_
 
 /* A fresh directory under $TMPDIR for this test; removed by the runner. */
 const char *test_tmpdir(void);
-/* test_tmpdir()/name, in one of 16 rotating buffers. */
+/* test_tmpdir()/name, in one of 32 rotating buffers. */
 const char *test_path(const char *name);
 /* Writes len bytes to path, or exits 2 (the test cannot go on). */
 void test_write_bytes(const char *path, const void *p, size_t len);

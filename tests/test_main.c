@@ -51,9 +51,9 @@ const char *test_tmpdir(void) {
 }
 
 const char *test_path(const char *name) {
-    static char bufs[16][512];
+    static char bufs[32][512];
     static int next;
-    char *p = bufs[next++ % 16];
+    char *p = bufs[next++ % 32];
     snprintf(p, 512, "%s/%s", test_tmpdir(), name);
     return p;
 }

@@ -56,20 +56,30 @@ static int same_arrays(const npz_t *z, const npz_array_t *want, size_t n) {
     return 0;
 }
 
+/* Writes w[0..nw) to path, reads it back and compares with want[0..nwant). */
+static int write_read(const char *path, const npz_array_t *w, size_t nw, const npz_array_t *want,
+                      size_t nwant) {
+    char err[PS_ERRLEN];
+    npz_t z;
+    if (npz_write(path, nw, w, err, sizeof err) != 0 || npz_read(path, &z, err, sizeof err) != 0)
+        return fprintf(stderr, "%s\n", err), -1;
+    int same = same_arrays(&z, want, nwant);
+    npz_free(&z);
+    return same;
+}
+
 void test_npz_roundtrip(void) {
     sample_t s;
     sample_init(&s);
-    char err[PS_ERRLEN];
-    const char *path = test_path("w.npz");
-    CHECK_INT_EQ(npz_write(path, 6, s.a, err, sizeof err), 0);
+    int same = write_read(test_path("w.npz"), s.a, 6, s.a, 6);
+    sample_free(&s);
+    CHECK_INT_EQ(same, 0);
     npz_t z;
-    CHECK_INT_EQ(npz_read(path, &z, err, sizeof err), 0);
-    int same = same_arrays(&z, s.a, 6);
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(npz_read(test_path("w.npz"), &z, err, sizeof err), 0);
     const npz_array_t *f = npz_find(&z, "dense_1/kernel");
     bool found = f == &z.arrays[2] && npz_find(&z, "dense_1") == NULL;
     npz_free(&z);
-    sample_free(&s);
-    CHECK_INT_EQ(same, 0);
     CHECK(found);
 }
 
@@ -86,14 +96,10 @@ static size_t count_files(const char *dir) {
 void test_npz_replace(void) {
     sample_t s;
     sample_init(&s);
-    char err[PS_ERRLEN];
     const char *path = test_path("w.npz");
-    CHECK_INT_EQ(npz_write(path, 6, s.a, err, sizeof err), 0);
-    CHECK_INT_EQ(npz_write(path, 2, s.a + 1, err, sizeof err), 0);
-    npz_t z;
-    CHECK_INT_EQ(npz_read(path, &z, err, sizeof err), 0);
-    int same = same_arrays(&z, s.a + 1, 2);
-    npz_free(&z);
+    int same = write_read(path, s.a, 6, s.a, 6);
+    if (same == 0)
+        same = write_read(path, s.a + 1, 2, s.a + 1, 2);
     sample_free(&s);
     CHECK_INT_EQ(same, 0);
     /* No temp file is left beside it. */
@@ -224,15 +230,18 @@ static int read_fails_with(const char *path, const char *want) {
     return 0;
 }
 
-static void write_sample(const char *path) {
+/* Writes the sample arrays to path and returns the file's bytes. */
+static char *sample_bytes(const char *path, size_t *len) {
     sample_t s;
     sample_init(&s);
-    char err[PS_ERRLEN];
-    if (npz_write(path, 6, s.a, err, sizeof err) != 0) {
+    char err[PS_ERRLEN], *data = NULL;
+    if (npz_write(path, 6, s.a, err, sizeof err) != 0 ||
+        ps_read_file(path, &data, len, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         exit(2);
     }
     sample_free(&s);
+    return data;
 }
 
 void test_npz_read_not_zip(void) {
@@ -244,11 +253,8 @@ void test_npz_read_not_zip(void) {
 }
 
 void test_npz_read_truncated(void) {
-    const char *path = test_path("w.npz");
-    write_sample(path);
-    char *data, err[PS_ERRLEN];
     size_t len;
-    CHECK(ps_read_file(path, &data, &len, err, sizeof err) == 0);
+    char *data = sample_bytes(test_path("w.npz"), &len);
     /* Cut anywhere: the directory at the end is gone or does not fit. */
     size_t cuts[] = {len - 1, len - 22, len / 2, 100};
     for (size_t i = 0; i < PS_ARRAY_LEN(cuts); i++) {
@@ -263,10 +269,8 @@ void test_npz_read_truncated(void) {
 
 void test_npz_read_corrupt_data(void) {
     const char *path = test_path("w.npz");
-    write_sample(path);
-    char *data, err[PS_ERRLEN];
     size_t len;
-    CHECK(ps_read_file(path, &data, &len, err, sizeof err) == 0);
+    char *data = sample_bytes(path, &len);
     /* The first entry's data starts after its local header (30 bytes + name)
      * and the 128-byte .npy header; flip a bit in its first float. */
     data[30 + strlen("conv2d/kernel.npy") + 128] ^= 0x10;
