@@ -1,7 +1,6 @@
 #include "image.h"
 
 #include <errno.h>
-#include <math.h>
 #include <png.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -12,7 +11,7 @@
 #include "util.h"
 
 /* libpng reports errors through a callback that must not return: it records
- * the message here and longjmps back to the setjmp in decode() or encode().
+ * the message here and longjmps back to the setjmp in decode() or encode_gray().
  * Everything that must be freed afterwards lives in this struct, which the
  * caller of those functions owns, so no local variable is clobbered. */
 typedef struct {

@@ -26,6 +26,8 @@
 #define NPY_GROWTH_DIGITS 21
 /* Longest header npz_write makes: the dict with 4 axes of 20 digits, padded. */
 #define NPY_HEADER_MAX 256
+/* Longer names are refused (zip allows 65535 bytes; no variable needs this). */
+#define NPZ_MAX_NAME 1024
 /* Deflate never inflates more than 1032-fold; a larger claim is a lie. */
 #define DEFLATE_MAX_RATIO 1032
 
@@ -42,7 +44,8 @@ size_t npz_count(const npz_array_t *a) {
  * out of the directory an unzip writes to, no empty path component. */
 static bool name_ok(const char *name) {
     size_t len = strlen(name);
-    if (len == 0 || name[0] == '/' || name[len - 1] == '/' || strstr(name, "//"))
+    if (len == 0 || len > NPZ_MAX_NAME || name[0] == '/' || name[len - 1] == '/' ||
+        strstr(name, "//"))
         return false;
     for (const char *p = name; (p = strstr(p, "..")) != NULL; p += 2)
         if ((p == name || p[-1] == '/') && (p[2] == '\0' || p[2] == '/'))
@@ -114,7 +117,7 @@ static int add_array(zip_t *za, const char *tmp, const npz_array_t *a, char *hea
     zip_source_t *src = zip_source_buffer_fragment(za, frags, frags[1].length ? 2 : 1, 0);
     if (!src)
         return zip_fail(za, "write", tmp, err, errlen);
-    char entry[PATH_MAX];
+    char entry[NPZ_MAX_NAME + 8];
     snprintf(entry, sizeof entry, "%s.npy", a->name);
     zip_int64_t idx = zip_file_add(za, entry, src, ZIP_FL_ENC_UTF_8);
     if (idx < 0) {

@@ -12,7 +12,8 @@
 #define NPZ_MAX_NDIM 4
 
 typedef struct {
-    const char *name; /* "conv2d/kernel"; not empty, no leading or trailing '/', no ".." */
+    const char *name; /* "conv2d/kernel": 1 to 1024 bytes, no leading or trailing '/', no
+                         empty or ".." component */
     size_t ndim;      /* 0 (a scalar) to NPZ_MAX_NDIM */
     size_t shape[NPZ_MAX_NDIM];
     const float *data; /* product of shape elements, row-major */

@@ -125,6 +125,11 @@ void test_npz_write_errors(void) {
         a[1].name = bad_names[i];
         CHECK(write_fails_with(a, 2, "array 1: bad name") == 0);
     }
+    char long_name[1100];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    a[1].name = long_name;
+    CHECK(write_fails_with(a, 2, "array 1: bad name") == 0);
     a[1].name = "a";
     CHECK(write_fails_with(a, 2, "two arrays are named \"a\"") == 0);
     a[1] = (npz_array_t){"b", 5, {1, 1, 1, 1}, x};
