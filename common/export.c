@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "npz.h"
 #include "safetensors.h"
 #include "util.h"
 
@@ -30,11 +31,31 @@ static int write_weights(const model_t *m, const float *params, uint64_t step, c
     return rc;
 }
 
+/* weights.npz: the arrays of Keras's model.get_weights(), in its order,
+ * keyed by variable name. */
+static int write_npz(const model_t *m, const float *params, const char *dir, char *err,
+                     size_t errlen) {
+    char path[PATH_MAX];
+    if (ps_path_join(path, sizeof path, dir, "weights.npz", err, errlen))
+        return -1;
+    npz_array_t *a = xcalloc(m->nvars, sizeof *a);
+    for (size_t i = 0; i < m->nvars; i++) {
+        const var_t *v = &m->vars[i];
+        a[i] = (npz_array_t){.name = v->name, .ndim = v->ndim, .data = params + v->offset};
+        memcpy(a[i].shape, v->shape, v->ndim * sizeof v->shape[0]);
+    }
+    int rc = npz_write(path, m->nvars, a, err, errlen);
+    free(a);
+    return rc;
+}
+
 static int write_files(const model_t *m, const float *params, uint64_t step, const char *dir,
                        char *err, size_t errlen) {
     if (ps_mkdirs(dir, err, errlen) || ckpt_write_model(dir, m, err, errlen))
         return -1;
-    return write_weights(m, params, step, dir, err, errlen);
+    if (write_weights(m, params, step, dir, err, errlen))
+        return -1;
+    return write_npz(m, params, dir, err, errlen);
 }
 
 int export_write(const model_t *m, const float *params, uint64_t step, const char *dir, char *err,

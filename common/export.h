@@ -1,7 +1,9 @@
 /* Exports: what a trained model leaves for people and other frameworks.
  * DIR/model.json is the canonical model spec; DIR/weights.safetensors holds
  * every variable whole, under its Keras name and layout, in the model's
- * order (which is the order of Keras's model.get_weights()). The directory
+ * order (which is the order of Keras's model.get_weights()); DIR/weights.npz
+ * holds the same arrays in the same order, keyed by variable name, so that
+ * keras_model.set_weights(list(np.load(f).values())) works. The directory
  * is written beside its place and renamed into it, so a reader never sees a
  * half-written export. */
 #ifndef PSTRAIN_EXPORT_H

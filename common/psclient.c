@@ -341,12 +341,13 @@ int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, si
     return fanout_all(p, &req.base, "/pstrain.ParameterServer/Save", deadline_s, err, errlen);
 }
 
-int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, bool initial,
+int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_restore_t how,
                      double deadline_s, char *err, size_t errlen) {
     Pstrain__RestoreRequest req = PSTRAIN__RESTORE_REQUEST__INIT;
     req.step = step;
     req.lineage = lineage;
-    req.initial = initial;
+    req.initial = how == PSCLIENT_RESTORE_INITIAL;
+    req.adopt = how == PSCLIENT_ADOPT;
     return fanout_all(p, &req.base, "/pstrain.ParameterServer/Restore", deadline_s, err, errlen);
 }
 

@@ -48,7 +48,8 @@ void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
  * state with it (Restore), all at once, without retrying; 0 when every PS
  * answered OK, else -1 with the first failure in err. */
 int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen);
-int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, bool initial,
+typedef enum { PSCLIENT_RESTORE_CKPT, PSCLIENT_RESTORE_INITIAL, PSCLIENT_ADOPT } psclient_restore_t;
+int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_restore_t how,
                      double deadline_s, char *err, size_t errlen);
 typedef struct {
     uint64_t step, lineage, origin_step, incarnation;

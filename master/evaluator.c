@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/checkpoint.h"
+#include "common/events.h"
 #include "common/export.h"
 #include "common/log.h"
 #include "common/trainer.h"
@@ -35,6 +36,7 @@ struct evaluator {
     double best_accuracy; /* of export/best, -1 when none */
     trainer_t *trainer;
     float *params;
+    events_writer_t *events; /* model_dir/eval/, opened at the first evaluation */
 };
 
 /* The accuracy export/best was kept for, so a restarted master keeps it. */
@@ -80,6 +82,21 @@ static void log_metrics(uint64_t step, const eval_metrics_t *em, double secs) {
              (unsigned long long)step, em->loss, em->accuracy, per_class, em->n, secs);
 }
 
+/* Eval scalars for TensorBoard, in model_dir/eval/ as Estimator writes them. */
+static void write_events(evaluator_t *e, uint64_t step, const eval_metrics_t *em) {
+    char dir[PATH_MAX], err[PS_ERRLEN];
+    snprintf(dir, sizeof dir, "%s/eval", e->o.cfg->checkpoint.model_dir);
+    if (!e->events && !(e->events = events_open(dir, err, sizeof err))) {
+        log_warn("no TensorBoard eval events: %s", err);
+        return;
+    }
+    const char *tags[] = {"loss", "accuracy"};
+    double values[] = {em->loss, em->accuracy};
+    if (events_scalars(e->events, step, ps_wall_now(), 2, tags, values, err, sizeof err) ||
+        events_flush(e->events, err, sizeof err))
+        log_warn("TensorBoard eval events: %s", err);
+}
+
 /* Evaluates the loaded weights, records the result, keeps the best. */
 static int evaluate(evaluator_t *e, uint64_t step) {
     const config_t *c = e->o.cfg;
@@ -103,6 +120,7 @@ static int evaluate(evaluator_t *e, uint64_t step) {
     }
     if (rc)
         log_error("evaluation of ckpt-%llu: %s", (unsigned long long)step, err);
+    write_events(e, step, &em);
     pthread_mutex_lock(&e->mu);
     e->have_last = true;
     e->last_step = step;
@@ -182,6 +200,8 @@ void evaluator_free(evaluator_t *e) {
     pthread_join(e->thread, NULL);
     trainer_free(e->trainer);
     free(e->params);
+    if (e->events)
+        events_close(e->events, NULL, 0);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -9,8 +9,10 @@
 
 #include "common/daemon.h"
 #include "common/dataset.h"
+#include "common/events.h"
 #include "common/exitcode.h"
 #include "common/log.h"
+#include "common/optim.h"
 #include "common/psclient.h"
 #include "common/results.h"
 #include "common/trainer.h"
@@ -32,6 +34,10 @@ typedef struct {
     checkpointer_t ckpt;
     evaluator_t *ev;
     recovery_t recovery;
+    events_writer_t *events; /* training scalars, model_dir/events.out.tfevents.* */
+    optim_cfg_t optim;
+    uint64_t summary_step;
+    double summary_time;
     Pstrain__Caller caller;
     double started;
 } master_run_t;
@@ -130,6 +136,38 @@ static void results_context(void *arg, uint64_t step, results_context_t *out) {
                                .epoch = (double)step * (double)examples_per_step(r) /
                                         (double)(r->train_examples ? r->train_examples : 1),
                                .elapsed_secs = ps_now() - r->started};
+}
+
+/* Training scalars for TensorBoard every log.summary_steps global steps:
+ * the workers' loss and accuracy (means of their last beats), the learning
+ * rate, global steps and examples per second. */
+static void maybe_summary(master_run_t *r, uint64_t step) {
+    const config_t *c = &r->d->cfg;
+    double now = ps_now();
+    if (step < r->summary_step + (uint64_t)c->log.summary_steps)
+        return;
+    char err[PS_ERRLEN];
+    if (!r->events && !(r->events = events_open(c->checkpoint.model_dir, err, sizeof err))) {
+        log_warn("no TensorBoard events: %s", err);
+        r->summary_step = UINT64_MAX / 2;
+        return;
+    }
+    results_context_t ctx;
+    results_context(r, step, &ctx);
+    double dt = now - r->summary_time, steps = (double)(step - r->summary_step);
+    const char *tags[] = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"};
+    double values[] = {ctx.train_loss, ctx.train_accuracy, optim_lr(&r->optim, step),
+                       dt > 0 ? steps / dt : 0.0,
+                       dt > 0 ? steps * (double)examples_per_step(r) / dt : 0.0};
+    if (events_scalars(r->events, step, ps_wall_now(), PS_ARRAY_LEN(tags), tags, values, err,
+                       sizeof err) ||
+        events_flush(r->events, err, sizeof err)) {
+        log_warn("TensorBoard events: %s", err);
+        r->summary_step = UINT64_MAX / 2;
+        return;
+    }
+    r->summary_step = step;
+    r->summary_time = now;
 }
 
 /* The master evaluates checkpoints itself unless TF_CONFIG has an evaluator
@@ -238,6 +276,8 @@ static int already_done(master_run_t *r) {
 
 static int run(master_run_t *r) {
     r->started = ps_now();
+    r->summary_time = r->started;
+    r->summary_step = r->ckpt.last_step;
     if (r->ckpt.final && r->ckpt.last_step >= r->state.target)
         return already_done(r);
     double last_log = 0.0;
@@ -253,6 +293,7 @@ static int run(master_run_t *r) {
             if (reached)
                 return finish(r, (uint64_t)step);
             maybe_checkpoint(r, (uint64_t)step);
+            maybe_summary(r, (uint64_t)step);
         }
         if (ps_now() - last_log >= r->d->cfg.log.every_secs && step >= 0) {
             pthread_mutex_lock(&r->state.mu);
@@ -305,6 +346,10 @@ int main(int argc, char **argv) {
     rc = start_server(&r);
     if (rc == 0)
         rc = load_data(&r);
+    if (rc == 0 && optim_from_config(&r.optim, &d.cfg, err, sizeof err)) {
+        log_error("%s", err);
+        rc = EXIT_USAGE;
+    }
     if (rc == 0 && checkpointer_init(&r.ckpt, r.ps, &d.cfg, &r.model, err, sizeof err)) {
         log_error("%s", err);
         rc = EXIT_DATAERR;
@@ -320,6 +365,8 @@ int main(int argc, char **argv) {
         rc = run(&r);
     }
     evaluator_free(r.ev);
+    if (r.events)
+        events_close(r.events, NULL, 0);
     if (r.recovery.stats)
         recovery_free(&r.recovery);
     psclient_free(r.ps);

@@ -34,12 +34,14 @@ int recovery_rollback(recovery_t *rv, const char *why) {
     bool initial = mrc == 1;
     uint64_t lineage = (uint64_t)(ps_wall_now() * 1e6);
     double t0 = ps_now();
-    if (psclient_restore(rv->ps, initial ? 0 : man.latest, lineage, initial,
+    if (psclient_restore(rv->ps, initial ? 0 : man.latest, lineage,
+                         initial ? PSCLIENT_RESTORE_INITIAL : PSCLIENT_RESTORE_CKPT,
                          rv->cfg->rpc.deadline_secs, err, sizeof err)) {
         log_error("rollback (%s) failed, trying again: %s", why, err);
         return -1;
     }
     rv->rollbacks++;
+    rv->adopted = true;
     rv->last_progress = ps_now();
     if (initial)
         log_warn("%s: every PS is back at the initial weights (no checkpoint yet), in %.0f ms", why,
@@ -50,15 +52,39 @@ int recovery_rollback(recovery_t *rv, const char *why) {
     return 0;
 }
 
+/* The first time the master sees every PS: PS that all started from the
+ * same point (one checkpoint, or the initializer) hold one model although
+ * each took its own lineage; they adopt one instead of rolling back. */
+static bool adopt(recovery_t *rv) {
+    size_t n = psclient_nps(rv->ps);
+    for (size_t i = 1; i < n; i++)
+        if (rv->stats[i].origin_step != rv->stats[0].origin_step)
+            return false;
+    char err[PS_ERRLEN];
+    uint64_t lineage = (uint64_t)(ps_wall_now() * 1e6);
+    if (psclient_restore(rv->ps, 0, lineage, PSCLIENT_ADOPT, rv->cfg->rpc.deadline_secs, err,
+                         sizeof err)) {
+        log_warn("cannot give the PS one lineage yet: %s", err);
+        return true; /* try again at the next check */
+    }
+    rv->adopted = true;
+    return true;
+}
+
 /* The PS that disagrees with ps 0, or -1 when all agree (or one is down:
  * then wait for it, it will restore itself and register). */
 static long odd_ps(recovery_t *rv) {
     if (psclient_stats(rv->ps, 1.0, rv->stats))
         return -1;
-    for (size_t i = 1; i < psclient_nps(rv->ps); i++)
+    long odd = -1;
+    for (size_t i = 1; i < psclient_nps(rv->ps) && odd < 0; i++)
         if (rv->stats[i].lineage != rv->stats[0].lineage)
-            return (long)i;
-    return -1;
+            odd = (long)i;
+    if (!rv->adopted && (odd < 0 || adopt(rv))) {
+        rv->adopted = odd < 0 ? true : rv->adopted;
+        return -1;
+    }
+    return odd;
 }
 
 void recovery_tick(recovery_t *rv, int64_t step) {

@@ -9,6 +9,7 @@
 #ifndef PSTRAIN_MASTER_RECOVERY_H
 #define PSTRAIN_MASTER_RECOVERY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -22,6 +23,7 @@ typedef struct {
     double last_progress; /* ps_now() when the global step last rose */
     uint64_t last_step;
     uint64_t rollbacks;
+    bool adopted; /* the PS have shared one lineage since the master first saw them */
 } recovery_t;
 
 void recovery_init(recovery_t *rv, psclient_t *ps, const config_t *cfg);

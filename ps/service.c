@@ -120,16 +120,22 @@ static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, siz
     }
     char dir[PATH_MAX], err[PS_ERRLEN];
     ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
-    int rc = req->initial ? s->reset(s->reset_arg, err, sizeof err)
-                          : ps_shard_restore(&s->shard, dir, err, sizeof err);
+    int rc = req->adopt     ? 0
+             : req->initial ? s->reset(s->reset_arg, err, sizeof err)
+                            : ps_shard_restore(&s->shard, dir, err, sizeof err);
     if (rc) {
         log_error("restore: %s", err);
         rpc_call_reply(call, RPC_FAILED_PRECONDITION, err, NULL, 0);
     } else {
         s->lineage = req->lineage;
-        s->origin_step = ps_shard_step(&s->shard);
-        log_info("restored %s: step %llu, lineage %llu", req->initial ? "the initial weights" : dir,
-                 (unsigned long long)ps_shard_step(&s->shard), (unsigned long long)s->lineage);
+        if (req->adopt) {
+            log_info("lineage %llu (the cluster's)", (unsigned long long)s->lineage);
+        } else {
+            s->origin_step = ps_shard_step(&s->shard);
+            log_info("restored %s: step %llu, lineage %llu",
+                     req->initial ? "the initial weights" : dir,
+                     (unsigned long long)ps_shard_step(&s->shard), (unsigned long long)s->lineage);
+        }
         Pstrain__RestoreResponse resp = PSTRAIN__RESTORE_RESPONSE__INIT;
         resp.step = ps_shard_step(&s->shard);
         msg_reply(call, &s->pack, &resp.base);

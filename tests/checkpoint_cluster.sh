@@ -33,7 +33,7 @@ run() { # run NAME ARGS...: a local cluster, MLP, logs in $tmp/runlogs
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
 # 1. Periodic and final checkpoints, 2 PS.
-run first --ps 2 --set train.max_steps=300 --set checkpoint.every_steps=100 \
+run first --ps 2 --set train.max_steps=300 --set checkpoint.every_steps=100 --set log.summary_steps=100 \
   --set checkpoint.keep=2 --set checkpoint.model_dir="$md"
 step=$(json "$md/eval_results.json" '["global_step"]')
 [ "$(json "$md/checkpoint" '["latest_step"]')" = "$step" ] || fail "manifest latest is not $step"
@@ -51,6 +51,51 @@ grep -q "evaluation of ckpt-" "$tmp/runlogs/master0.log" || fail "no checkpoint 
 [ "$(grep -c "checkpoint $md/ckpt-" "$tmp/runlogs/master0.log")" -ge 3 ] ||
   fail "fewer than 3 checkpoints: $(grep checkpoint "$tmp/runlogs/master0.log")"
 
+# 1b. The export's npz holds what the safetensors hold, in Keras's
+# get_weights() order, read by numpy; TensorBoard event files for train and
+# eval decode with an independent reader (own CRC-32C, protoc's classes).
+need_python3 numpy google.protobuf
+command -v protoc > /dev/null || fail "needs protoc (protobuf-compiler): run scripts/setup.sh"
+mkdir -p "$tmp/pb"
+protoc --python_out="$tmp/pb" -I"$root/proto" "$root/proto/tensorboard.proto"
+"$py" - "$md/export/$step" <<'PY'
+import json, struct, sys
+import numpy as np
+d = sys.argv[1]
+blob = open(d + "/weights.safetensors", "rb").read()
+n = struct.unpack("<Q", blob[:8])[0]
+head = json.loads(blob[8:8 + n])
+names = sorted((v["data_offsets"][0], k) for k, v in head.items() if k != "__metadata__")
+z = np.load(d + "/weights.npz")
+assert list(z.keys()) == [k for _, k in names], (list(z.keys()), names)
+assert list(z.keys()) == ["dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias",
+                          "dense_2/kernel", "dense_2/bias"], list(z.keys())
+for k in z.keys():
+    s, e = head[k]["data_offsets"]
+    want = np.frombuffer(blob[8 + n + s:8 + n + e], "<f4").reshape(head[k]["shape"])
+    assert z[k].dtype == np.float32 and z[k].shape == want.shape and (z[k] == want).all(), k
+print("npz: %d arrays in get_weights() order" % len(z.keys()))
+PY
+"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$md"/events.out.tfevents.* > "$tmp/train.ev" ||
+  fail "train events do not decode"
+"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$md"/eval/events.out.tfevents.* > "$tmp/eval.ev" ||
+  fail "eval events do not decode"
+"$py" - "$tmp/train.ev" "$tmp/eval.ev" "$md/eval_results.json" <<'PY'
+import json, sys
+train = [json.loads(l) for l in open(sys.argv[1])]
+ev = [json.loads(l) for l in open(sys.argv[2])]
+res = json.load(open(sys.argv[3]))
+tags = {e["tag"] for e in train}
+want = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"}
+assert want <= tags, tags
+steps = sorted({e["step"] for e in train})
+assert len(steps) >= 2 and all(b - a >= 100 for a, b in zip(steps, steps[1:])), steps
+assert all(abs(e["value"] - 0.01) < 1e-9 for e in train if e["tag"] == "learning_rate")
+last = [e for e in ev if e["step"] == res["global_step"] and e["tag"] == "accuracy"]
+assert last and abs(last[-1]["value"] - res["accuracy"]) < 1e-6, (last, res)
+print("events: %d train scalars at steps %s; eval accuracy %.4f" % (len(train), steps, last[-1]["value"]))
+PY
+
 # 2. pstrain evaluate prints what the master reported, to the last digit.
 reported=$(grep "final evaluation at global step $step" "$tmp/runlogs/master0.log" |
   sed 's/.*accuracy: \([0-9.]*\).*/\1/')
@@ -65,6 +110,21 @@ grep -q "accuracy: $reported " "$tmp/predict.out" || fail "predict: $(cat "$tmp/
 "$build/pstrain" export --checkpoint "$md" --out "$tmp/exp" > /dev/null
 cmp "$tmp/exp/weights.safetensors" "$md/export/$step/weights.safetensors" ||
   fail "pstrain export differs from the master's export"
+# PNG input: a test image written as PNG predicts what the IDX path predicts.
+"$py" - "$data/t10k-images-idx3-ubyte.gz" "$tmp/img.png" <<'PY'
+import gzip, sys, zlib, struct
+raw = gzip.open(sys.argv[1]).read()[16:16 + 784]
+rows = b"".join(b"\0" + raw[r * 28:(r + 1) * 28] for r in range(28))
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+open(sys.argv[2], "wb").write(png)
+PY
+png_class=$("$build/pstrain" predict --model "$md" "$tmp/img.png" | sed 's/.*class \([0-9]*\) (p=\([0-9.]*\)).*/\1 \2/')
+"$build/pstrain" predict --model "$md" "$data/t10k-images-idx3-ubyte.gz" > "$tmp/idx.out"
+idx_class=$(sed -n '1s/.*class \([0-9]*\) (p=\([0-9.]*\)).*/\1 \2/p' "$tmp/idx.out")
+[ -n "$png_class" ] && [ "$png_class" = "$idx_class" ] || fail "PNG predicts '$png_class', IDX '$idx_class'"
 
 # 3. Resume on 3 PS from the latest checkpoint.
 run resume --ps 3 --set train.max_steps=500 --set checkpoint.every_steps=100 \

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -16,6 +17,7 @@
 #include "common/dataset.h"
 #include "common/exitcode.h"
 #include "common/export.h"
+#include "common/image.h"
 #include "common/safetensors.h"
 #include "common/trainer.h"
 #include "common/util.h"
@@ -198,6 +200,33 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
     return 0;
 }
 
+static bool has_png_suffix(const char *path) {
+    size_t n = strlen(path);
+    return n > 4 && !strcasecmp(path + n - 4, ".png");
+}
+
+/* One PNG, as gray or RGB at the model's input size. */
+static int predict_png(const model_t *m, const float *params, const char *path, predict_opts_t *o) {
+    char err[PS_ERRLEN];
+    model_exec_t *e = model_exec_create(m, cpu_backend(), 1);
+    if (image_load_png(path, m->input[0], m->input[1], m->input[2], model_exec_input(e), err,
+                       sizeof err)) {
+        fprintf(stderr, "pstrain predict: %s\n", err);
+        model_exec_free(e);
+        return EXIT_DATAERR;
+    }
+    memset(model_exec_labels(e), 0, sizeof(int32_t));
+    model_forward(e, params, 1, false, 0, 0);
+    const float *p = model_exec_probs(e, 1);
+    size_t best = 0;
+    for (size_t c = 1; c < m->nclasses; c++)
+        best = p[c] > p[best] ? c : best;
+    o->total++;
+    printf("%s: class %zu (p=%.4f)\n", path, best, (double)p[best]);
+    model_exec_free(e);
+    return 0;
+}
+
 int cmd_predict(int argc, char **argv) {
     const char *dir = NULL;
     predict_opts_t o = {0};
@@ -231,7 +260,8 @@ int cmd_predict(int argc, char **argv) {
     }
     cpu_backend_init();
     for (size_t i = 0; i < ninputs && rc == 0; i++)
-        rc = predict_idx(&m, params, inputs[i], &o);
+        rc = has_png_suffix(inputs[i]) ? predict_png(&m, params, inputs[i], &o)
+                                       : predict_idx(&m, params, inputs[i], &o);
     free(inputs);
     if (rc == 0 && o.labels)
         printf("accuracy: %.4f (%zu of %zu)\n", o.total ? (double)o.correct / (double)o.total : 0.0,
