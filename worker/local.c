@@ -170,8 +170,8 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
 static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) {
     char err[PS_ERRLEN];
     double t0 = ps_now();
-    if (ckpt_take_local(&L->store, c->checkpoint.model_dir, step, (size_t)c->checkpoint.keep,
-                        final, err, sizeof err)) {
+    if (ckpt_take_local(&L->store, c->checkpoint.model_dir, step, (size_t)c->checkpoint.keep, final,
+                        err, sizeof err)) {
         log_error("checkpoint at step %llu: %s", (unsigned long long)step, err);
         return EXIT_IOERR;
     }
