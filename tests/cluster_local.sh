@@ -95,10 +95,12 @@ expect_error 2 'tls.ca, tls.cert and tls.key' "$build/pstrain-ps" --tf-config "$
 port=$(( 20000 + RANDOM % 40000 ))
 python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(60)" &
 holder=$!
-sleep 0.5
+# Wait until the holder listens (a slow machine may take seconds to start python).
+for _ in $(seq 1 100); do (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null && break; sleep 0.1; done
 echo "{\"cluster\": {\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:$port\"], \"worker\": [\"127.0.0.1:3\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}" > "$tmp/busy.json"
 set +e
-"$build/pstrain-ps" --tf-config "$tmp/busy.json" --set model=mlp 2> "$tmp/e"
+timeout 30 "$build/pstrain-ps" --tf-config "$tmp/busy.json" --set model=mlp \
+  --set checkpoint.model_dir="$tmp/busy-md" 2> "$tmp/e"
 rc=$?
 set -e
 [ "$rc" -ne 0 ] || fail "a PS on a busy port started"
