@@ -52,7 +52,7 @@ wait_step 900
 kill -9 "$(cat "$tmp/runlogs/ps1.pid")"
 sleep 0.5
 "$root/scripts/restart_role.sh" ps 1 > /dev/null
-for _ in $(seq 1 100); do grep -q "rolled back to ckpt-" "$tmp/runlogs/master0.log" && break; sleep 0.1; done
+for _ in $(seq 1 300); do grep -q "rolled back to ckpt-" "$tmp/runlogs/master0.log" && break; sleep 0.1; done
 grep -q "rolled back to ckpt-" "$tmp/runlogs/master0.log" || fail "no rollback after ps1 restarted"
 wait_step 1800
 kill -9 "$(cat "$tmp/runlogs/master0.pid")"
