@@ -24,7 +24,7 @@ if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
   echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
   exit 77
 fi
-args=(--set model=mlp --set train.epochs=6 --set checkpoint.every_steps=100
+args=(--set model=mlp --set train.epochs=4 --set checkpoint.every_steps=100
   --set log.every_secs=0.5 --set cluster.heartbeat_secs=0.5 --set cluster.dead_after_secs=2)
 accuracy() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$1/eval_results.json"; }
 # The global step the workers last logged (they keep logging while the master is down).
