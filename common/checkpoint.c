@@ -189,6 +189,14 @@ int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size
     return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
 }
 
+bool ckpt_due(const config_t *c, uint64_t step, uint64_t last_step, double last_time, double now) {
+    if (step <= last_step)
+        return false;
+    if (c->checkpoint.every_steps > 0 && step - last_step >= (uint64_t)c->checkpoint.every_steps)
+        return true;
+    return c->checkpoint.every_secs > 0 && now - last_time >= c->checkpoint.every_secs;
+}
+
 /* ---- saving a store ---- */
 
 static void tensor_name(char *out, size_t len, const store_t *s, const store_part_t *p,

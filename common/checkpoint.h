@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "store.h"
 
 #define CKPT_MAX_KEPT 1000
@@ -49,6 +50,11 @@ int ckpt_write_model(const char *dir, const model_t *m, char *err, size_t errlen
  * one file, model.json, then the manifest. */
 int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep, bool final,
                     char *err, size_t errlen);
+
+/* Whether a checkpoint is due at global step `step`, the last one having
+ * been taken at last_step, last_time (ps_now()): every checkpoint.every_steps
+ * steps or checkpoint.every_secs seconds (0 turns either off). */
+bool ckpt_due(const config_t *c, uint64_t step, uint64_t last_step, double last_time, double now);
 
 /* Writes a store's partitions with their slots to path (atomically). step
  * is the global step the checkpoint is taken for. */

@@ -306,33 +306,34 @@ int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
     return psclient_push_vars(p, grads, NULL, false, stale);
 }
 
-void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {
-    Pstrain__ShutdownRequest req = PSTRAIN__SHUTDOWN_REQUEST__INIT;
-    req.reason = (char *)reason;
-    for (size_t i = 0; i < p->nps; i++) {
-        msg_pack(&p->ps[i].req, &req.base);
-        prepare(p, i);
-    }
-    rpc_fanout(p->fan, p->nps, "/pstrain.ParameterServer/Shutdown", deadline_s);
-    for (size_t i = 0; i < p->nps; i++)
-        if (p->fan[i].code != RPC_OK)
-            log_warn("shutdown of ps%zu: %s", i, p->fan[i].err);
-}
-
-/* Sends one packed request to every PS at once; 0 when all answered OK, else
- * -1 with the first failure in err. */
-static int fanout_all(psclient_t *p, const ProtobufCMessage *req, const char *method,
-                      double deadline_s, char *err, size_t errlen) {
+/* Sends one request to every PS at once; the number that failed. */
+static size_t fanout_send(psclient_t *p, const ProtobufCMessage *req, const char *method,
+                          double deadline_s) {
     for (size_t i = 0; i < p->nps; i++) {
         msg_pack(&p->ps[i].req, req);
         prepare(p, i);
     }
-    if (rpc_fanout(p->fan, p->nps, method, deadline_s) == 0)
+    return rpc_fanout(p->fan, p->nps, method, deadline_s);
+}
+
+/* fanout_send; 0 when all answered OK, else -1 with the first failure in err. */
+static int fanout_all(psclient_t *p, const ProtobufCMessage *req, const char *method,
+                      double deadline_s, char *err, size_t errlen) {
+    if (fanout_send(p, req, method, deadline_s) == 0)
         return 0;
     for (size_t i = 0; i < p->nps; i++)
         if (p->fan[i].code != RPC_OK)
             return ps_errf(err, errlen, "%s", p->fan[i].err);
     return -1;
+}
+
+void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {
+    Pstrain__ShutdownRequest req = PSTRAIN__SHUTDOWN_REQUEST__INIT;
+    req.reason = (char *)reason;
+    fanout_send(p, &req.base, "/pstrain.ParameterServer/Shutdown", deadline_s);
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code != RPC_OK)
+            log_warn("shutdown of ps%zu: %s", i, p->fan[i].err);
 }
 
 int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen) {

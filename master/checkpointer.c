@@ -31,13 +31,7 @@ int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, co
 }
 
 bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now) {
-    if (step <= c->last_step || now < c->retry_after)
-        return false;
-    const config_t *cfg = c->cfg;
-    if (cfg->checkpoint.every_steps > 0 &&
-        step - c->last_step >= (uint64_t)cfg->checkpoint.every_steps)
-        return true;
-    return cfg->checkpoint.every_secs > 0 && now - c->last_time >= cfg->checkpoint.every_secs;
+    return now >= c->retry_after && ckpt_due(c->cfg, step, c->last_step, c->last_time, now);
 }
 
 int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen) {

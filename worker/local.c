@@ -189,12 +189,6 @@ static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) 
     return 0;
 }
 
-static bool checkpoint_due(const config_t *c, uint64_t step, uint64_t last_step, double last_time) {
-    if (c->checkpoint.every_steps > 0 && step - last_step >= (uint64_t)c->checkpoint.every_steps)
-        return true;
-    return c->checkpoint.every_secs > 0 && ps_now() - last_time >= c->checkpoint.every_secs;
-}
-
 static uint64_t total_steps(const config_t *c, size_t steps_per_epoch) {
     if (c->train.max_steps > 0)
         return (uint64_t)c->train.max_steps;
@@ -241,7 +235,7 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
             es = (epoch_stats_t){.start = ps_now()};
             es.last_log = es.start;
         }
-        if (step + 1 < total && checkpoint_due(c, step + 1, last_ckpt, last_ckpt_time)) {
+        if (step + 1 < total && ckpt_due(c, step + 1, last_ckpt, last_ckpt_time, ps_now())) {
             int rc = checkpoint(L, c, step + 1, false);
             if (rc)
                 return rc;
