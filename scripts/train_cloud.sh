@@ -20,6 +20,9 @@
 #   train_cloud.sh restart HOSTS_FILE ROLE INDEX
 #                      stop that role if it runs, and start it again on its host
 #   train_cloud.sh logs HOSTS_FILE      copy every role's log here
+#   train_cloud.sh tf-config HOSTS_FILE DIR [HOST]
+#                      write each role's (or HOST's roles') TF_CONFIG to DIR/ROLE-I.json
+#                      and a worker's GPU to DIR/worker-I.env, as the systemd units read them
 # checkpoint.model_dir must be an absolute path on storage every host mounts.
 # --tls DIR: DIR/ca.pem and, per host, DIR/HOST.pem + DIR/HOST.key (or
 # DIR/node.pem + DIR/node.key for all) are copied and set as tls.* (mutual TLS).
@@ -36,7 +39,8 @@ die() {
   echo "train_cloud: $*" >&2
   exit 2
 }
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
+# The comment at the top of this file.
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 
 read -r -a transport <<< "${PSTRAIN_SSH:-ssh -o BatchMode=yes}"
 [ ${#transport[@]} -gt 0 ] || die "PSTRAIN_SSH is empty: give a command such as \"ssh -o BatchMode=yes\""
@@ -426,12 +430,33 @@ cmd_wait() {
     sed -E 's/.*"global_step":([0-9]+).*"loss":([0-9.e+-]+),"accuracy":([0-9.e+-]+).*/global_step=\1 loss=\2 accuracy=\3/')"
 }
 
+# The files of deploy/systemd's units: the master's is master-0.json, even
+# when the hosts file calls it chief.
+cmd_tf_config() {
+  [ $# -ge 1 ] && [ $# -le 2 ] || die "tf-config wants DIR [HOST]"
+  local dir=$1 host=${2:-} i file n=0
+  mkdir -p "$dir"
+  cluster=$(cluster_json)
+  for i in "${!names[@]}"; do
+    [ -z "$host" ] || [ "${hosts[$i]}" = "$host" ] || continue
+    file=$dir/${roles[$i]/chief/master}-${indexes[$i]}
+    tf_config "$i" > "$file.json"
+    echo "$file.json"
+    if [ -n "${gpus[$i]}" ]; then
+      echo "CUDA_VISIBLE_DEVICES=${gpus[$i]}" > "$file.env"
+      echo "$file.env"
+    fi
+    n=$((n + 1))
+  done
+  [ "$n" -gt 0 ] || die "$hosts_file lists no role on $host"
+}
+
 # ---- main ----
 
 cmd=run
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;
-  run | start | wait | status | stop | restart | logs) cmd=$1; shift ;;
+  run | start | wait | status | stop | restart | logs | tf-config) cmd=$1; shift ;;
   "") usage >&2; exit 2 ;;
 esac
 [ $# -ge 1 ] || die "$cmd wants a HOSTS_FILE (see --help)"
@@ -442,6 +467,7 @@ case "$cmd" in
   run) cmd_start "$@"; cmd_wait ;;
   start) cmd_start "$@" ;;
   restart) cmd_restart "$@" ;;
+  tf-config) cmd_tf_config "$@" ;;
   *)
     [ $# -eq 0 ] || die "$cmd takes only a HOSTS_FILE, not \"$1\""
     "cmd_$cmd"
