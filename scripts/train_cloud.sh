@@ -232,7 +232,7 @@ role_args() {
 # Every role's TF_CONFIG and options pass the daemon's own check here before
 # anything is copied.
 check_roles() {
-  local i bin
+  local i bin err
   local -a args
   mapfile -t args < <(role_args "$master_i" local)
   model_dir=$(TF_CONFIG="" "$build/pstrain-worker" "${args[@]}" --print-config checkpoint.model_dir)
@@ -241,8 +241,8 @@ check_roles() {
   for i in "${!names[@]}"; do
     bin=$(binary_of "${roles[$i]}")
     mapfile -t args < <(role_args "$i" local)
-    TF_CONFIG=$(tf_config "$i") "$build/$bin" "${args[@]}" --check-config > /dev/null ||
-      die "${names[$i]}: $bin refuses its configuration or TF_CONFIG (above)"
+    err=$(TF_CONFIG=$(tf_config "$i") "$build/$bin" "${args[@]}" --check-config 2>&1 > /dev/null) ||
+      die "${names[$i]}: ${err:-$bin refuses its configuration}"
   done
 }
 

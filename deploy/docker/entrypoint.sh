@@ -113,6 +113,7 @@ if [ $stopping -eq 1 ] || [ "$status" -ge 128 ]; then
 fi
 echo "pstrain-entrypoint: $daemon exited with status $status; idle from now on, so that the" \
   "StatefulSet does not start it again (delete the StatefulSets when the run is over)" >&2
-trap 'exit 0' TERM INT
 sleep infinity &
-wait
+sleeper=$!
+trap 'kill "$sleeper" 2> /dev/null; exit 0' TERM INT
+wait "$sleeper" || true
