@@ -405,6 +405,7 @@ state_of() {
 
 cmd_wait() {
   local state i mhost=${hosts[$master_i]} results
+  trap 'echo; echo "train_cloud: stopped waiting; the cluster still runs ($0 stop $hosts_file stops it)" >&2; exit 130' INT
   while :; do
     state=$(state_of "$master_i") || die "cannot reach the master's host ${hosts[$master_i]}"
     [ "$state" = running ] || break
