@@ -4,7 +4,7 @@
 # transport (ssh). It starts, inspects and stops the roles whose run scripts
 # the launcher wrote into <remote dir>/run/, by their pid files:
 #   pstrain-agent start NAME...     start each (refused while it runs); wait for its pid file
-#   pstrain-agent status NAME...    one line each: NAME PID STATE
+#   pstrain-agent status NAME...    one line each: NAME PID STATE (running, exited N, ...)
 #   pstrain-agent stop NAME...      SIGTERM, SIGKILL after PSTRAIN_STOP_GRACE seconds (10)
 #   pstrain-agent restart NAME      stop it if it runs, then start it again
 # NAME is a role and its index (ps1). run/NAME.sh runs the daemon holding a
@@ -25,8 +25,16 @@ pid_of() {
   echo "$pid"
 }
 
+name_ok() {
+  [[ "$1" =~ ^[a-z]+[0-9]+$ ]] && return 0
+  echo "pstrain-agent: \"$1\" is not a role and index such as ps1" >&2
+  return 1
+}
+
+# check_name NAME: a role whose run script is here.
 check_name() {
-  [[ "$1" =~ ^[a-z]+[0-9]+$ ]] && [ -f "run/$1.sh" ] && return 0
+  name_ok "$1" || return 1
+  [ -f "run/$1.sh" ] && return 0
   echo "pstrain-agent: no role \"$1\" here (no run/$1.sh in $PWD)" >&2
   return 1
 }
@@ -82,7 +90,7 @@ cmd_start() {
 cmd_status() {
   local n pid state
   for n in "$@"; do
-    check_name "$n" || return 2
+    name_ok "$n" || return 2
     if pid=$(pid_of "$n"); then
       state=running
     elif [ -f "run/$n.exit" ]; then
@@ -92,6 +100,7 @@ cmd_status() {
       pid=-
       state="dead (stale pid file)"
     else
+      # No run script yet, or never started.
       pid=-
       state="not started"
     fi
@@ -103,7 +112,8 @@ cmd_stop() {
   local n pid deadline
   local -a names=() pids=()
   for n in "$@"; do
-    check_name "$n" || return 2
+    name_ok "$n" || return 2
+    # A role never started here has nothing to stop.
     if pid=$(pid_of "$n"); then
       echo "$n: SIGTERM pid $pid"
       kill -TERM "$pid"
