@@ -226,7 +226,7 @@ role_args() {
       args+=(--set tls.ca=etc/tls/ca.pem --set tls.cert=etc/tls/node.pem --set tls.key=etc/tls/node.key)
     fi
   fi
-  printf '%s\n' "${args[@]}"
+  [ ${#args[@]} -eq 0 ] || printf '%s\n' "${args[@]}"
 }
 
 # Every role's TF_CONFIG and options pass the daemon's own check here before
