@@ -6,7 +6,9 @@
 # command inside the VM's namespace, with mutual TLS and one certificate per
 # host: the MLP trains to >= 0.80 test accuracy although one worker and one
 # PS are killed by their pid files mid-run and restarted through the
-# launcher; a second cluster is stopped by the launcher mid-run. Exits 77
+# launcher (the PS resumes from a checkpoint on the shared model_dir, and
+# the master rolls the other PS back to it); a second cluster is stopped by
+# the launcher mid-run. Exits 77
 # (a ctest skip) where namespaces cannot be made.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
@@ -99,7 +101,9 @@ worker  1     ${ips[2]}    2222  0
 EOF
 cloud() { "$root/scripts/train_cloud.sh" "$@"; }
 steps=3000
-args=(--set model=mlp --set threads=1 --set log.every_secs=2 --tls "$tmp/tls")
+# A checkpoint every 250 steps: the PS killed after step 300 comes back from one.
+args=(--set model=mlp --set threads=1 --set log.every_secs=2 --set checkpoint.every_steps=250
+  --tls "$tmp/tls")
 
 # global_step: the master's global step, from the launcher's status.
 global_step() {
@@ -138,6 +142,8 @@ grep -q '^TF_CONFIG=.*"task": {"type": "worker", "index": 1}' <<< "$environ" ||
 # Mid-run, kill a worker and a PS as an operator would, by their pid files
 # on their hosts; the launcher sees them dead and restarts them.
 wait_step 300
+for _ in $(seq 1 150); do [ -f "$tmp/shared/model/checkpoint" ] && break; sleep 0.2; done
+[ -f "$tmp/shared/model/checkpoint" ] || fail "no checkpoint in the shared model_dir by step $(global_step)"
 "$tmp/vm-ssh" "${ips[2]}" 'kill -KILL $(cat pstrain/run/worker1.pid)'
 "$tmp/vm-ssh" "${ips[1]}" 'kill -KILL $(cat pstrain/run/ps1.pid)'
 for _ in $(seq 1 50); do
@@ -179,6 +185,12 @@ done
 [ "$(grep -c 'registered with the master' "$tmp/logs/worker1.log")" -ge 2 ] ||
   fail "restarted worker1 did not register again"
 grep -q "training is over" "$tmp/logs/ps1.log" || fail "restarted ps1 did not hear that training is over"
+# The restarted PS resumed from the checkpoint on the shared model_dir, and
+# the master brought the other PS back to the same one.
+sed -n '/restarted by train_cloud.sh/,$p' "$tmp/logs/ps1.log" | grep -q "restored .*ckpt" ||
+  fail "restarted ps1 did not restore a checkpoint: $(grep -i restor "$tmp/logs/ps1.log")"
+grep -q "rolled back to ckpt-" "$tmp/logs/master0.log" ||
+  fail "the master did not roll the PS back: $(grep -i -E 'roll|restart' "$tmp/logs/master0.log")"
 
 # A cluster started again is stopped by the launcher mid-run: SIGTERM by
 # pid file on every host, every daemon exits 0 and removes its pid file.
