@@ -66,26 +66,28 @@ static int parse_own_flags(daemon_t *d, int argc, char **argv) {
 static int check_config(daemon_t *d) {
     char err[PS_ERRLEN];
     model_t m;
+    int rc = EXIT_OK;
+    const cluster_t *c = &d->cluster;
     if (model_load(&m, d->cfg.model, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", d->program, err);
-        return EXIT_USAGE;
-    }
-    const cluster_t *c = &d->cluster;
-    if (d->have_cluster)
+        rc = EXIT_USAGE;
+    } else if (d->have_cluster) {
         printf("%s: valid: %s %d at %s; cluster %s=%zu ps=%zu worker=%zu; model %s, %zu "
                "parameters\n",
                d->program, cluster_task_type(c), c->task_index, d->self ? d->self : "-",
                c->chief_spelling ? "chief" : "master", c->jobs[CLUSTER_MASTER].n,
                c->jobs[CLUSTER_PS].n, c->jobs[CLUSTER_WORKER].n, d->cfg.model, m.nparams);
-    else
+    } else {
         printf("%s: valid: standalone; model %s, %zu parameters\n", d->program, d->cfg.model,
                m.nparams);
-    model_free(&m);
+    }
+    if (rc == EXIT_OK)
+        model_free(&m);
     /* Not daemon_finish: the pid file may be a running daemon's. */
     if (d->have_cluster)
         cluster_free(&d->cluster);
     d->have_cluster = false;
-    return EXIT_OK;
+    return rc;
 }
 
 int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool needs_cluster,
