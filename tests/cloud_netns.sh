@@ -41,6 +41,7 @@ data=/usr/share/datasets/fashion-mnist
 [ "$(id -u)" -eq 0 ] || skip "making network namespaces needs root"
 command -v ip > /dev/null || skip "no ip command (Debian package iproute2)"
 command -v openssl > /dev/null || skip "no openssl for the test's certificates"
+need_python3 json
 
 # ---- the VMs: a bridge in its own namespace, a veth into each VM ----
 ip netns add "$switch" 2> "$tmp/err" || skip "cannot make a network namespace: $(cat "$tmp/err")"
@@ -164,7 +165,7 @@ grep -q "ps1 already runs" "$tmp/err" || fail "second start of ps1: $(cat "$tmp/
 
 cloud wait "$tmp/hosts" > "$tmp/wait.out" 2>&1 || fail "wait: $(cat "$tmp/wait.out")"
 elapsed=$(($(date +%s) - start))
-python3 - "$tmp/shared/model/eval_results.json" "$steps" "$killed_at" "$elapsed" << 'PY'
+"$py" - "$tmp/shared/model/eval_results.json" "$steps" "$killed_at" "$elapsed" << 'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["accuracy"] >= 0.80, r

@@ -14,13 +14,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
-python3 -c 'import yaml' 2> /dev/null || fail "python3 lacks yaml (Debian package python3-yaml; scripts/setup.sh)"
+need_python3 yaml
 command -v jq > /dev/null || fail "jq is missing (the entrypoint needs it; scripts/setup.sh installs it)"
 entrypoint=$root/deploy/docker/entrypoint.sh
 export PSTRAIN_BIN_DIR=$build PSTRAIN_RUN_DIR=$tmp/run
 
 # ---- Kubernetes: the manifests, and what their pods would run ----
-python3 - "$root" "$entrypoint" "$tmp" << 'PY'
+"$py" - "$root" "$entrypoint" "$tmp" << 'PY'
 import glob, json, os, subprocess, sys
 import yaml
 
