@@ -6,6 +6,7 @@
 
 #include "exitcode.h"
 #include "log.h"
+#include "model.h"
 #include "pidfile.h"
 #include "util.h"
 
@@ -18,7 +19,7 @@ static void on_stop_signal(int sig) {
 static void usage(const daemon_t *d, FILE *out, void (*describe)(FILE *out)) {
     fprintf(out,
             "usage: %s [--tf-config FILE] [--config FILE] [--set key=value]... "
-            "[--pid-file PATH] [--help] [--version]\n\n",
+            "[--pid-file PATH] [--check-config] [--help] [--version]\n\n",
             d->program);
     if (describe)
         describe(out);
@@ -27,7 +28,10 @@ static void usage(const daemon_t *d, FILE *out, void (*describe)(FILE *out)) {
                  "  --pid-file PATH    write this process's pid to PATH (removed on a clean "
                  "exit)\n"
                  "  --config FILE      JSON configuration (only the keys it names)\n"
-                 "  --set key=value    one configuration key, over --config\n\n"
+                 "  --set key=value    one configuration key, over --config\n"
+                 "  --check-config     check the flags, configuration, model spec and TF_CONFIG\n"
+                 "                     (and the task's role), print what would run, and exit\n"
+                 "                     without binding a port or reading data\n\n"
                  "Exit status: 0 when training is done; 1-127 for errors a restart cannot cure\n"
                  "(2: bad flag, configuration or TF_CONFIG; 65: bad data); 128-255 for failures\n"
                  "a restart may cure.\n\n"
@@ -45,6 +49,8 @@ static int parse_own_flags(daemon_t *d, int argc, char **argv) {
             d->tf_config_file = a + 12;
         } else if (!strncmp(a, "--pid-file=", 11)) {
             d->pid_file = a + 11;
+        } else if (!strcmp(a, "--check-config")) {
+            d->check_only = true;
         } else if (!strcmp(a, "--evaluate-only") && d->role == CLUSTER_MASTER) {
             d->evaluate_only = true;
         } else {
@@ -53,6 +59,35 @@ static int parse_own_flags(daemon_t *d, int argc, char **argv) {
         }
     }
     return -1;
+}
+
+/* --check-config: what daemon_parse validated, plus the model spec; one
+ * line on stdout saying what would run (deployment tools and tests read it). */
+static int check_config(daemon_t *d) {
+    char err[PS_ERRLEN];
+    model_t m;
+    int rc = EXIT_OK;
+    const cluster_t *c = &d->cluster;
+    if (model_load(&m, d->cfg.model, err, sizeof err)) {
+        fprintf(stderr, "%s: %s\n", d->program, err);
+        rc = EXIT_USAGE;
+    } else if (d->have_cluster) {
+        printf("%s: valid: %s %d at %s; cluster %s=%zu ps=%zu worker=%zu; model %s, %zu "
+               "parameters\n",
+               d->program, cluster_task_type(c), c->task_index, d->self ? d->self : "-",
+               c->chief_spelling ? "chief" : "master", c->jobs[CLUSTER_MASTER].n,
+               c->jobs[CLUSTER_PS].n, c->jobs[CLUSTER_WORKER].n, d->cfg.model, m.nparams);
+    } else {
+        printf("%s: valid: standalone; model %s, %zu parameters\n", d->program, d->cfg.model,
+               m.nparams);
+    }
+    if (rc == EXIT_OK)
+        model_free(&m);
+    /* Not daemon_finish: the pid file may be a running daemon's. */
+    if (d->have_cluster)
+        cluster_free(&d->cluster);
+    d->have_cluster = false;
+    return rc;
 }
 
 int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool needs_cluster,
@@ -90,7 +125,7 @@ int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool nee
     }
     const char *env = getenv("TF_CONFIG");
     if (!needs_cluster && !d->tf_config_file && (!env || !env[0]))
-        return -1;
+        return d->check_only ? check_config(d) : -1;
     if (cluster_load(&d->cluster, d->tf_config_file, err, sizeof err)) {
         fprintf(stderr, "%s: %s\n", program, err);
         return EXIT_USAGE;
@@ -103,7 +138,7 @@ int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool nee
     }
     const cluster_addr_t *self = cluster_self(&d->cluster);
     d->self = self ? self->text : NULL;
-    return -1;
+    return d->check_only ? check_config(d) : -1;
 }
 
 int daemon_start(daemon_t *d) {

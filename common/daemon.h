@@ -21,6 +21,7 @@ typedef struct {
     const char *pid_file;       /* NULL: none */
     const char *tf_config_file; /* NULL: the environment's TF_CONFIG */
     bool evaluate_only;         /* pstrain-master --evaluate-only */
+    bool check_only;            /* --check-config: validate, report, exit */
     const char *self;           /* this task's address, or NULL */
 } daemon_t;
 
@@ -28,9 +29,10 @@ typedef struct {
 extern volatile sig_atomic_t daemon_stop_signal;
 
 /* Parses flags and TF_CONFIG. Returns -1 to go on, or an exit code to exit
- * with at once (0 after --help, 2 on a bad flag, key or TF_CONFIG, each
- * reported in one line). needs_cluster false lets a worker without TF_CONFIG
- * run standalone. describe prints the program's own help paragraph. */
+ * with at once (0 after --help or a passed --check-config, 2 on a bad flag,
+ * key, model spec or TF_CONFIG, each reported in one line). needs_cluster
+ * false lets a worker without TF_CONFIG run standalone. describe prints the
+ * program's own help paragraph. */
 int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool needs_cluster,
                  int argc, char **argv, void (*describe)(FILE *out));
 /* Logger, banner, signal handlers, pid file. Returns 0, or an exit code. */

@@ -16,6 +16,10 @@ packages=(
   python3                                # the tests' JSON checks and port holder
   python3-numpy python3-pil              # tests: npz and PNG read and written by numpy, PIL
   python3-protobuf protobuf-compiler     # tests: event files decoded from proto/tensorboard.proto
+  python3-yaml                           # the deployment test parses deploy/k8s/*.yaml
+  jq                                     # the container entrypoint; the deployment test
+  iproute2                               # ip netns: the multi-host test's "VMs"
+  systemd                                # systemd-analyze verify of deploy/systemd's units
 )
 
 missing=()
