@@ -11,8 +11,10 @@ struct model_exec {
     const model_t *m;
     const backend_t *be;
     size_t max_batch;
-    float *input; /* [max_batch, input size] */
+    float *input; /* [max_batch, input size]: own_input, or a buffer set by model_exec_set_input */
     int32_t *labels;
+    float *own_input;
+    int32_t *own_labels;
     float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
     const float **out; /* out[i]: where the last forward left layer i's output (a view for
                         * flatten, and for dropout outside training) */
@@ -78,8 +80,8 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
     e->be = be;
     e->max_batch = max_batch;
     size_t in_size = m->input[0] * m->input[1] * m->input[2];
-    e->input = be_alloc(be, max_batch * in_size * sizeof(float));
-    e->labels = be_alloc(be, max_batch * sizeof(int32_t));
+    e->input = e->own_input = be_alloc(be, max_batch * in_size * sizeof(float));
+    e->labels = e->own_labels = be_alloc(be, max_batch * sizeof(int32_t));
     be->zero(e->labels, max_batch * sizeof(int32_t));
     e->act = xcalloc(m->nlayers, sizeof *e->act);
     e->out = xcalloc(m->nlayers, sizeof *e->out);
@@ -114,8 +116,8 @@ void model_exec_free(model_exec_t *e) {
             be->free(e->act[i]);
     free(e->act);
     free(e->out);
-    be->free(e->input);
-    be->free(e->labels);
+    be->free(e->own_input);
+    be->free(e->own_labels);
     be->free(e->logits);
     be->free(e->row_loss);
     be->free(e->grad[0]);
@@ -133,6 +135,11 @@ float *model_exec_input(model_exec_t *e) {
 
 int32_t *model_exec_labels(model_exec_t *e) {
     return e->labels;
+}
+
+void model_exec_set_input(model_exec_t *e, float *input, int32_t *labels) {
+    e->input = input ? input : e->own_input;
+    e->labels = labels ? labels : e->own_labels;
 }
 
 static uint64_t dropout_key(const layer_t *l, uint64_t seed) {
