@@ -38,16 +38,6 @@ struct trainer_device {
     float *slots[OPTIM_MAX_SLOTS];
 };
 
-/* Backend memory sized from the model: running out is fatal, as with xmalloc. */
-static void *device_alloc(const backend_t *be, size_t bytes) {
-    void *p = be->alloc(bytes ? bytes : 64);
-    if (!p) {
-        fprintf(stderr, "fatal: backend %s could not allocate %zu bytes\n", be->name, bytes);
-        abort();
-    }
-    return p;
-}
-
 static backend_event_t *device_event(const backend_t *be) {
     backend_event_t *e = be->event_create();
     if (!e) {
@@ -110,8 +100,8 @@ trainer_device_t *trainer_device_create(trainer_t *t) {
     size_t in_size = t->m->layers[0].in_size;
     d->x[0] = model_exec_input(t->exec[0]);
     d->y[0] = model_exec_labels(t->exec[0]);
-    d->x[1] = device_alloc(be, t->max_batch * in_size * sizeof(float));
-    d->y[1] = device_alloc(be, t->max_batch * sizeof(int32_t));
+    d->x[1] = BACKEND_XALLOC(be, t->max_batch * in_size * sizeof(float));
+    d->y[1] = BACKEND_XALLOC(be, t->max_batch * sizeof(int32_t));
     be->zero(d->y[1], t->max_batch * sizeof(int32_t));
     for (size_t k = 0; k < 2; k++)
         d->in[k] = device_event(be);
@@ -260,11 +250,11 @@ void trainer_device_attach(trainer_t *t) {
         abort();
     }
     if (!d->w)
-        d->w = device_alloc(be, bytes);
+        d->w = BACKEND_XALLOC(be, bytes);
     be->upload(d->w, s->w, bytes);
     for (size_t k = 0; k < optim_nslots(&s->opt); k++) {
         if (!d->slots[k])
-            d->slots[k] = device_alloc(be, bytes);
+            d->slots[k] = BACKEND_XALLOC(be, bytes);
         be->upload(d->slots[k], s->slots[k], bytes);
     }
 }

@@ -187,6 +187,11 @@ struct backend {
     void (*sync_event)(backend_event_t *e);
 };
 
+/* be->alloc for memory sized from a validated model: running out is fatal
+ * (file, line), as with xmalloc. */
+void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int line);
+#define BACKEND_XALLOC(be, bytes) backend_xalloc((be), (bytes), __FILE__, __LINE__)
+
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
 #define BACKEND_ABI 2

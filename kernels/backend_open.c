@@ -1,6 +1,6 @@
 /* backend_open: the CPU, or the CUDA plugin loaded with dlopen. The binaries
  * link no CUDA library: only libpstrain_cuda.so does, so a machine without
- * CUDA runs them as long as nobody asks for a GPU. */
+ * CUDA runs them as long as nobody asks for a GPU. Also backend_xalloc. */
 #include "backend.h"
 
 #include <dlfcn.h>
@@ -83,6 +83,16 @@ static void load_plugin(void) {
         return;
     }
     plugin.be = be;
+}
+
+void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int line) {
+    void *p = be->alloc(bytes ? bytes : 64);
+    if (!p) {
+        fprintf(stderr, "fatal: %s:%d: backend %s could not allocate %zu bytes\n", file, line,
+                be->name, bytes);
+        abort();
+    }
+    return p;
 }
 
 static void choose_cpu(backend_choice_t *out) {

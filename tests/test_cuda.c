@@ -22,6 +22,7 @@
 #include "../common/trainer.h"
 #include "../common/util.h"
 #include "kernels/backend.h"
+#include "test_helpers.h"
 
 /* ---- backends ---- */
 
@@ -224,11 +225,6 @@ static void check_vectors(const backend_t *be) {
 
 /* ---- convolution ---- */
 
-typedef struct {
-    size_t n, h, w, c, kh, kw, f, sh, sw;
-    bool same;
-} conv_case_t;
-
 /* Symmetric and asymmetric 'same' padding (the odd row at the bottom, the
  * odd column at the right), 'valid' with strides, 1x1, kernels larger than
  * the input, and the Keras MNIST CNN's two layers. */
@@ -242,23 +238,11 @@ static const conv_case_t conv_cases[] = {
     {4, 28, 28, 1, 3, 3, 32, 1, 1, true}, {4, 28, 28, 32, 3, 3, 64, 1, 1, true},
 };
 
+/* Case t at batch n. */
 static conv2d_shape_t shape_of(const conv_case_t *t, size_t n) {
-    conv2d_shape_t s = {.n = n,
-                        .h = t->h,
-                        .w = t->w,
-                        .c = t->c,
-                        .kh = t->kh,
-                        .kw = t->kw,
-                        .f = t->f,
-                        .sh = t->sh,
-                        .sw = t->sw};
-    conv2d_shape_init(&s, t->same);
-    return s;
-}
-
-static void describe_conv(const conv2d_shape_t *s) {
-    fprintf(stderr, "  conv n=%zu h=%zu w=%zu c=%zu k=%zux%zu f=%zu stride=%zux%zu pad=%zu,%zu\n",
-            s->n, s->h, s->w, s->c, s->kh, s->kw, s->f, s->sh, s->sw, s->pad_top, s->pad_left);
+    conv_case_t c = *t;
+    c.n = n;
+    return conv_case_shape(&c);
 }
 
 /* The three ops of shape s (its workspace queried at shape q, as a
@@ -326,11 +310,6 @@ static void check_conv_batches(const backend_t *be) {
 
 /* ---- pooling, bias, relu, softmax, dropout ---- */
 
-typedef struct {
-    size_t n, h, w, c, p, stride;
-    bool same;
-} pool_case_t;
-
 static const pool_case_t pool_cases[] = {
     {2, 8, 6, 3, 2, 2, false}, {2, 7, 5, 3, 2, 2, false}, {2, 7, 5, 3, 2, 2, true},
     {2, 7, 5, 3, 3, 1, true},  {2, 7, 5, 3, 3, 2, true},  {1, 5, 5, 70, 3, 2, true},
@@ -341,15 +320,7 @@ static const pool_case_t pool_cases[] = {
  * to the first maximum, as on the CPU; and negatives, so that padding read
  * as 0 would win. */
 static void check_pool(const backend_t *be, const pool_case_t *t) {
-    pool2d_shape_t s = {.n = t->n,
-                        .h = t->h,
-                        .w = t->w,
-                        .c = t->c,
-                        .ph = t->p,
-                        .pw = t->p,
-                        .sh = t->stride,
-                        .sw = t->stride};
-    pool2d_shape_init(&s, t->same);
+    pool2d_shape_t s = pool_case_shape(t);
     size_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.oh * s.ow * s.c;
     float *x = randoms(nx, 1, 0, 3), *dy = randoms(ny, 2, -1, 1);
     for (size_t i = 0; i < nx; i++)
@@ -527,15 +498,6 @@ static int fixture(fixture_t *f, const char *spec, size_t n, uint64_t seed) {
     return 0;
 }
 
-/* The loss sum of the fixed batch in training mode (fixed dropout). */
-static double batch_loss(model_exec_t *e, const float *params, size_t n) {
-    double loss;
-    size_t correct;
-    model_forward(e, params, n, true, 7, 0);
-    model_loss(e, n, &loss, &correct, NULL);
-    return loss;
-}
-
 /* model_backward on backend be against central differences of the loss on
  * be, for a sample of every variable's elements; one element of the device
  * weights changes at a time. */
@@ -547,7 +509,7 @@ static void check_gradcheck(const backend_t *be) {
     be->upload(model_exec_input(e), f.x, f.n * f.in_size * sizeof(float));
     be->upload(model_exec_labels(e), f.y, f.n * sizeof(int32_t));
     float *gp = dev(be, f.params, f.m.nparams), *gg = dev(be, fill(f.m.nparams, NAN), f.m.nparams);
-    batch_loss(e, gp, f.n);
+    fixed_batch_loss(e, gp, f.n);
     model_backward(e, gp, f.n, 1.0f, gg);
     float *grads = back(be, gg, f.m.nparams);
     size_t bad = 0, checked = 0;
@@ -558,9 +520,9 @@ static void check_gradcheck(const backend_t *be) {
             size_t i = var->offset + j;
             float saved = f.params[i], h = 1e-3f, up = saved + h, down = saved - h;
             be->upload(gp + i, &up, sizeof up);
-            double lu = batch_loss(e, gp, f.n);
+            double lu = fixed_batch_loss(e, gp, f.n);
             be->upload(gp + i, &down, sizeof down);
-            double ld = batch_loss(e, gp, f.n);
+            double ld = fixed_batch_loss(e, gp, f.n);
             be->upload(gp + i, &saved, sizeof saved);
             double numeric = (lu - ld) / ((double)up - (double)down), analytic = grads[i];
             double scale = fmax(1e-2, fmax(fabs(numeric), fabs(analytic)));
