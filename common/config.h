@@ -37,9 +37,14 @@ typedef struct {
         bool overlap;
         int64_t replicas_to_aggregate;
         int64_t seed;
+        char warm_start_from[CONFIG_STR]; /* "" = none */
+        char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
     } train;
     struct {
         char model_dir[CONFIG_STR];
+        int64_t every_steps; /* 0 = by time only */
+        double every_secs;   /* 0 = by steps only */
+        int64_t keep;
     } checkpoint;
     struct {
         int64_t batch_size;
@@ -55,10 +60,13 @@ typedef struct {
     } tls;
     struct {
         double heartbeat_secs;
+        double dead_after_secs;
+        double stall_secs;
     } cluster;
     struct {
         char level[CONFIG_STR];
         double every_secs;
+        int64_t summary_steps;
     } log;
 } config_t;
 

@@ -337,8 +337,12 @@ int dataset_load_idx(dataset_t *d, const char *images_path, const char *labels_p
     uint8_t *images = NULL, *labels = NULL;
     memset(d, 0, sizeof *d);
     if (idx_read(images_path, &IDX_IMAGES, idims, &images, err, errlen) != 0 ||
-        idx_read(labels_path, &IDX_LABELS, ldims, &labels, err, errlen) != 0)
+        (labels_path && idx_read(labels_path, &IDX_LABELS, ldims, &labels, err, errlen) != 0))
         goto fail;
+    if (!labels_path) {
+        ldims[0] = idims[0];
+        labels = xcalloc(idims[0] ? idims[0] : 1, 1);
+    }
     if (idims[0] != ldims[0]) {
         ps_errf(err, errlen, "%s has %u images but %s has %u labels", images_path, idims[0],
                 labels_path, ldims[0]);

@@ -21,7 +21,8 @@ typedef struct {
 /* Reads an images file (magic 0x00000803, dims n, rows, cols) and a labels file
  * (magic 0x00000801, dim n), gzip or plain (detected by content, not name).
  * Checks magics, dimensions, that the counts agree and that the payload is
- * complete: a truncated or corrupt file is one error naming the file. */
+ * complete: a truncated or corrupt file is one error naming the file.
+ * labels_path NULL reads images only (every label 0). */
 int dataset_load_idx(dataset_t *d, const char *images_path, const char *labels_path, char *err,
                      size_t errlen);
 /* Loads DIR/train-images-idx3-ubyte[.gz] + labels (train) or the t10k pair

@@ -17,6 +17,7 @@ typedef struct {
     rpc_channel_t *ch;
     rpc_buf_t req, resp;
     uint64_t step;         /* this PS's step at our last pull */
+    uint64_t lineage;      /* this PS's lineage at our last pull */
     Pstrain__Tensor *t;    /* push tensors: their data points into the caller's gradients */
     Pstrain__Tensor **sel; /* the tensors of one push */
     size_t nt;
@@ -211,6 +212,7 @@ static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t 
         memcpy(params + part_offset(p->model, part), t->data.data, t->data.len);
     }
     p->ps[ps].step = r->step;
+    p->ps[ps].lineage = r->lineage;
     pstrain__pull_response__free_unpacked(r, &p->arena.base);
     msg_arena_reset(&p->arena);
     return rc;
@@ -232,6 +234,7 @@ int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8
         Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
         req.caller = &p->caller;
         req.min_step = wait_next && p->pulled ? p->ps[i].step + 1 : 0;
+        req.lineage = p->ps[i].lineage;
         req.n_names = nnames;
         req.names = names;
         msg_pack(&p->ps[i].req, &req.base);
@@ -314,6 +317,57 @@ void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {
     for (size_t i = 0; i < p->nps; i++)
         if (p->fan[i].code != RPC_OK)
             log_warn("shutdown of ps%zu: %s", i, p->fan[i].err);
+}
+
+/* Sends one packed request to every PS at once; 0 when all answered OK, else
+ * -1 with the first failure in err. */
+static int fanout_all(psclient_t *p, const ProtobufCMessage *req, const char *method,
+                      double deadline_s, char *err, size_t errlen) {
+    for (size_t i = 0; i < p->nps; i++) {
+        msg_pack(&p->ps[i].req, req);
+        prepare(p, i);
+    }
+    if (rpc_fanout(p->fan, p->nps, method, deadline_s) == 0)
+        return 0;
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code != RPC_OK)
+            return ps_errf(err, errlen, "%s", p->fan[i].err);
+    return -1;
+}
+
+int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen) {
+    Pstrain__SaveRequest req = PSTRAIN__SAVE_REQUEST__INIT;
+    req.step = step;
+    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Save", deadline_s, err, errlen);
+}
+
+int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_restore_t how,
+                     double deadline_s, char *err, size_t errlen) {
+    Pstrain__RestoreRequest req = PSTRAIN__RESTORE_REQUEST__INIT;
+    req.step = step;
+    req.lineage = lineage;
+    req.initial = how == PSCLIENT_RESTORE_INITIAL;
+    req.adopt = how == PSCLIENT_ADOPT;
+    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Restore", deadline_s, err, errlen);
+}
+
+int psclient_stats(psclient_t *p, double deadline_s, psclient_stats_t *out) {
+    Pstrain__StatsRequest req = PSTRAIN__STATS_REQUEST__INIT;
+    char err[PS_ERRLEN];
+    if (fanout_all(p, &req.base, "/pstrain.ParameterServer/Stats", deadline_s, err, sizeof err))
+        return -1;
+    for (size_t i = 0; i < p->nps; i++) {
+        Pstrain__StatsResponse *r =
+            pstrain__stats_response__unpack(NULL, p->ps[i].resp.len, p->ps[i].resp.data);
+        if (!r)
+            return -1;
+        out[i] = (psclient_stats_t){.step = r->step,
+                                    .lineage = r->lineage,
+                                    .origin_step = r->origin_step,
+                                    .incarnation = r->incarnation};
+        pstrain__stats_response__free_unpacked(r, NULL);
+    }
+    return 0;
 }
 
 int64_t psclient_poll_step(psclient_t *p, double deadline_s) {

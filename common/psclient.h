@@ -44,6 +44,19 @@ int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, b
                        size_t *stale);
 /* Asks every PS to exit (best effort, bounded by the deadline). */
 void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
+/* Every PS writes its part of checkpoint ckpt-<step> (Save), or replaces its
+ * state with it (Restore), all at once, without retrying; 0 when every PS
+ * answered OK, else -1 with the first failure in err. */
+int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen);
+typedef enum { PSCLIENT_RESTORE_CKPT, PSCLIENT_RESTORE_INITIAL, PSCLIENT_ADOPT } psclient_restore_t;
+int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_restore_t how,
+                     double deadline_s, char *err, size_t errlen);
+typedef struct {
+    uint64_t step, lineage, origin_step, incarnation;
+} psclient_stats_t;
+/* Stats of every PS at once (out has psclient_nps entries), without
+ * retrying; 0 when every PS answered. */
+int psclient_stats(psclient_t *p, double deadline_s, psclient_stats_t *out);
 /* PS 0's step by Stats, without waiting or retrying; -1 when unreachable. */
 int64_t psclient_poll_step(psclient_t *p, double deadline_s);
 

@@ -1,5 +1,6 @@
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -147,39 +148,112 @@ int ps_mkdirs(const char *path, char *err, size_t errlen) {
     return 0;
 }
 
-int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+int ps_atomic_open(ps_atomic_t *a, const char *path, char *err, size_t errlen) {
+    if (snprintf(a->path, sizeof a->path, "%s", path) >= (int)sizeof a->path ||
+        snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof a->tmp)
         return ps_errf(err, errlen, "path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return ps_errf(err, errlen, "open %s: %s", tmp, strerror(errno));
+    a->fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (a->fd < 0)
+        return ps_errf(err, errlen, "open %s: %s", a->tmp, strerror(errno));
+    return 0;
+}
+
+int ps_atomic_write(ps_atomic_t *a, const void *data, size_t len, char *err, size_t errlen) {
     const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (len > 0) {
+        ssize_t w = write(a->fd, p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
             int e = errno;
-            close(fd);
-            unlink(tmp);
-            return ps_errf(err, errlen, "write %s: %s", tmp, strerror(e));
+            ps_atomic_abort(a);
+            return ps_errf(err, errlen, "write %s: %s", a->tmp, strerror(e));
         }
         p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return ps_errf(err, errlen, "fsync %s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return ps_errf(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(e));
+        len -= (size_t)w;
     }
     return 0;
+}
+
+void ps_atomic_abort(ps_atomic_t *a) {
+    if (a->fd >= 0) {
+        close(a->fd);
+        unlink(a->tmp);
+    }
+    a->fd = -1;
+}
+
+int ps_fsync_dir_of(const char *path, char *err, size_t errlen) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return ps_errf(err, errlen, "open %s: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc != 0 && e != EINVAL) /* some file systems cannot fsync a directory */
+        return ps_errf(err, errlen, "fsync %s: %s", dir, strerror(e));
+    return 0;
+}
+
+int ps_atomic_commit(ps_atomic_t *a, char *err, size_t errlen) {
+    if (fsync(a->fd) != 0) {
+        int e = errno;
+        ps_atomic_abort(a);
+        return ps_errf(err, errlen, "fsync %s: %s", a->tmp, strerror(e));
+    }
+    int rc = close(a->fd);
+    a->fd = -1;
+    if (rc != 0) {
+        int e = errno;
+        unlink(a->tmp);
+        return ps_errf(err, errlen, "close %s: %s", a->tmp, strerror(e));
+    }
+    if (rename(a->tmp, a->path) != 0) {
+        int e = errno;
+        unlink(a->tmp);
+        return ps_errf(err, errlen, "rename %s -> %s: %s", a->tmp, a->path, strerror(e));
+    }
+    return ps_fsync_dir_of(a->path, err, errlen);
+}
+
+int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    ps_atomic_t a;
+    if (ps_atomic_open(&a, path, err, errlen) || ps_atomic_write(&a, data, len, err, errlen))
+        return -1;
+    return ps_atomic_commit(&a, err, errlen);
+}
+
+int ps_path_join(char *out, size_t len, const char *dir, const char *name, char *err,
+                 size_t errlen) {
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= len)
+        return ps_errf(err, errlen, "path too long: %s/%s", dir, name);
+    return 0;
+}
+
+void ps_remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 int ps_cpu_count(void) {

@@ -51,6 +51,27 @@ int ps_mkdirs(const char *path, char *err, size_t errlen);
  * see a partial file. */
 int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
+/* The same in pieces: open a temp file beside path, write, then commit
+ * (fsync, rename over path, fsync the directory) or abort (unlink). A failed
+ * write or commit has already aborted. */
+typedef struct {
+    int fd;
+    char path[4096];
+    char tmp[4096 + 32];
+} ps_atomic_t;
+int ps_atomic_open(ps_atomic_t *a, const char *path, char *err, size_t errlen);
+int ps_atomic_write(ps_atomic_t *a, const void *data, size_t len, char *err, size_t errlen);
+int ps_atomic_commit(ps_atomic_t *a, char *err, size_t errlen);
+void ps_atomic_abort(ps_atomic_t *a);
+/* fsync of the directory that holds path (a rename is durable after it). */
+int ps_fsync_dir_of(const char *path, char *err, size_t errlen);
+
+/* out = dir + "/" + name; -1 with a message when it does not fit. */
+int ps_path_join(char *out, size_t len, const char *dir, const char *name, char *err,
+                 size_t errlen);
+/* Removes a directory of plain files (not recursive); best effort. */
+void ps_remove_flat_dir(const char *dir);
+
 /* Number of CPUs this process may run on. */
 int ps_cpu_count(void);
 

@@ -9,13 +9,19 @@
 
 #include "common/daemon.h"
 #include "common/dataset.h"
+#include "common/events.h"
 #include "common/exitcode.h"
 #include "common/log.h"
+#include "common/optim.h"
 #include "common/psclient.h"
 #include "common/results.h"
 #include "common/trainer.h"
 #include "common/util.h"
+#include "master/checkpointer.h"
+#include "master/evaluator.h"
+#include "master/follow.h"
 #include "master/master.h"
+#include "master/recovery.h"
 
 typedef struct {
     daemon_t *d;
@@ -25,16 +31,30 @@ typedef struct {
     size_t train_examples;
     psclient_t *ps;
     rpc_server_t *server;
+    checkpointer_t ckpt;
+    evaluator_t *ev;
+    recovery_t recovery;
+    events_writer_t *events; /* training scalars, model_dir/events.out.tfevents.* */
+    optim_cfg_t optim;
+    uint64_t summary_step;
+    double summary_time;
     Pstrain__Caller caller;
     double started;
 } master_run_t;
 
 static void describe(FILE *out) {
-    fprintf(out, "The pstrain master: serves Register, Heartbeat and Status, follows the\n"
-                 "global step (ps 0's update count), and when train.epochs or train.max_steps\n"
-                 "are done evaluates the model on the test set, writes\n"
-                 "<checkpoint.model_dir>/eval_results.json and tells every PS and worker to\n"
-                 "finish. TF_CONFIG's task must be the master (or chief).\n");
+    fprintf(out,
+            "The pstrain master: serves Register, Heartbeat and Status and follows the\n"
+            "global step (ps 0's update count). Every checkpoint.every_steps steps or\n"
+            "checkpoint.every_secs seconds every PS writes its part of\n"
+            "<checkpoint.model_dir>/ckpt-<step>/; the master evaluates each checkpoint on the\n"
+            "test set (eval_results.json, export/best/). When train.epochs or\n"
+            "train.max_steps are done it takes a final checkpoint, tells every PS and\n"
+            "worker to finish, evaluates it and exports it to export/<step>/.\n"
+            "TF_CONFIG's task must be the master (or chief).\n\n"
+            "  --evaluate-only    run as TF_CONFIG's evaluator task: evaluate each new\n"
+            "                     checkpoint of model_dir, without connecting to the\n"
+            "                     cluster; exit after the final one\n");
 }
 
 /* The data sets, loaded after the server listens (they take a second). */
@@ -94,25 +114,10 @@ static int start_server(master_run_t *r) {
     return 0;
 }
 
-/* Pulls the final model, evaluates it and writes eval_results.json. */
-static int evaluate_final(master_run_t *r, uint64_t step) {
-    const config_t *c = &r->d->cfg;
-    float *params = xalloc_aligned(r->model.nparams * sizeof(float));
-    int rc = psclient_pull(r->ps, params, false);
-    if (rc) {
-        free(params);
-        return rc == 1 ? EXIT_OK : rc;
-    }
-    size_t batch = (size_t)c->train.batch_size;
-    size_t threads = config_threads(c);
-    trainer_t *t = trainer_create(&r->model, cpu_backend(), threads, batch);
-    eval_metrics_t em;
-    double t0 = ps_now();
-    trainer_evaluate(t, params, &r->test, (size_t)c->eval.batch_size, &em);
-    log_info("final evaluation at global step %llu: loss: %.4f - accuracy: %.4f (%zu examples, "
-             "%.1fs)",
-             (unsigned long long)step, em.loss, em.accuracy, em.n, ps_now() - t0);
-    /* The workers' running training loss and accuracy, from their last beats. */
+/* What eval_results.json records beside the metrics: the workers' running
+ * training loss and accuracy from their last beats, the epoch, the time. */
+static void results_context(void *arg, uint64_t step, results_context_t *out) {
+    master_run_t *r = arg;
     double tl = 0.0, ta = 0.0;
     size_t nw = 0;
     pthread_mutex_lock(&r->state.mu);
@@ -125,27 +130,104 @@ static int evaluate_final(master_run_t *r, uint64_t step) {
         }
     }
     pthread_mutex_unlock(&r->state.mu);
-    results_context_t ctx = {.global_step = step,
-                             .train_loss = nw ? tl / (double)nw : 0.0,
-                             .train_accuracy = nw ? ta / (double)nw : 0.0,
-                             .epoch = (double)step * (double)examples_per_step(r) /
-                                      (double)(r->train_examples ? r->train_examples : 1),
-                             .elapsed_secs = ps_now() - r->started};
+    *out = (results_context_t){.global_step = step,
+                               .train_loss = nw ? tl / (double)nw : 0.0,
+                               .train_accuracy = nw ? ta / (double)nw : 0.0,
+                               .epoch = (double)step * (double)examples_per_step(r) /
+                                        (double)(r->train_examples ? r->train_examples : 1),
+                               .elapsed_secs = ps_now() - r->started};
+}
+
+/* Training scalars for TensorBoard every log.summary_steps global steps:
+ * the workers' loss and accuracy (means of their last beats), the learning
+ * rate, global steps and examples per second. */
+static void maybe_summary(master_run_t *r, uint64_t step) {
+    const config_t *c = &r->d->cfg;
+    double now = ps_now();
+    if (step < r->summary_step + (uint64_t)c->log.summary_steps)
+        return;
     char err[PS_ERRLEN];
-    rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
-    if (rc) {
-        log_error("cannot write eval results: %s", err);
-        rc = EXIT_IOERR;
+    if (!r->events && !(r->events = events_open(c->checkpoint.model_dir, err, sizeof err))) {
+        log_warn("no TensorBoard events: %s", err);
+        r->summary_step = UINT64_MAX / 2;
+        return;
     }
-    pthread_mutex_lock(&r->state.mu);
-    r->state.have_final = true;
-    r->state.final_loss = em.loss;
-    r->state.final_accuracy = em.accuracy;
-    pthread_mutex_unlock(&r->state.mu);
-    eval_metrics_free(&em);
-    trainer_free(t);
-    free(params);
-    return rc;
+    results_context_t ctx;
+    results_context(r, step, &ctx);
+    double dt = now - r->summary_time, steps = (double)(step - r->summary_step);
+    const char *tags[] = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"};
+    double values[] = {ctx.train_loss, ctx.train_accuracy, optim_lr(&r->optim, step),
+                       dt > 0 ? steps / dt : 0.0,
+                       dt > 0 ? steps * (double)examples_per_step(r) / dt : 0.0};
+    if (events_scalars(r->events, step, ps_wall_now(), PS_ARRAY_LEN(tags), tags, values, err,
+                       sizeof err) ||
+        events_flush(r->events, err, sizeof err)) {
+        log_warn("TensorBoard events: %s", err);
+        r->summary_step = UINT64_MAX / 2;
+        return;
+    }
+    r->summary_step = step;
+    r->summary_time = now;
+}
+
+/* The master evaluates checkpoints itself unless TF_CONFIG has an evaluator
+ * task, which then does (TensorFlow's rule). */
+static bool evaluates(const master_run_t *r) {
+    return r->d->cluster.jobs[CLUSTER_EVALUATOR].n == 0;
+}
+
+static void start_evaluator(master_run_t *r) {
+    evaluator_opts_t eo = {.model = &r->model,
+                           .test = &r->test,
+                           .cfg = &r->d->cfg,
+                           .context = results_context,
+                           .arg = r};
+    r->ev = evaluator_create(&eo);
+}
+
+static void maybe_checkpoint(master_run_t *r, uint64_t step) {
+    if (!checkpointer_due(&r->ckpt, step, ps_now()))
+        return;
+    char err[PS_ERRLEN];
+    if (checkpointer_take(&r->ckpt, step, false, err, sizeof err)) {
+        log_warn("checkpoint at step %llu failed (trying again later): %s",
+                 (unsigned long long)step, err);
+        return;
+    }
+    if (evaluates(r))
+        evaluator_submit(r->ev, step, true, false);
+}
+
+/* The final checkpoint, a few tries: without it the trained model is lost. */
+static int final_checkpoint(master_run_t *r, uint64_t step) {
+    char err[PS_ERRLEN];
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        if (checkpointer_take(&r->ckpt, step, true, err, sizeof err) == 0)
+            return 0;
+        log_error("final checkpoint at step %llu, attempt %d of 3: %s", (unsigned long long)step,
+                  attempt, err);
+        ps_sleep(1.0);
+    }
+    return EXIT_IOERR;
+}
+
+/* Evaluates (unless an evaluator task does) and exports the final checkpoint. */
+static int evaluate_final(master_run_t *r, uint64_t step) {
+    uint64_t ticket = evaluator_submit(r->ev, step, evaluates(r), true);
+    if (evaluator_wait(r->ev, ticket))
+        return EXIT_IOERR;
+    uint64_t at;
+    double loss, acc;
+    if (evaluates(r) && evaluator_last(r->ev, &at, &loss, &acc) && at == step) {
+        log_info("final evaluation at global step %llu: loss: %.4f - accuracy: %.4f",
+                 (unsigned long long)step, loss, acc);
+        pthread_mutex_lock(&r->state.mu);
+        r->state.have_final = true;
+        r->state.final_loss = loss;
+        r->state.final_accuracy = acc;
+        pthread_mutex_unlock(&r->state.mu);
+    }
+    return EXIT_OK;
 }
 
 /* Workers still beating after training ended; they stop on their next beat. */
@@ -168,8 +250,10 @@ static int finish(master_run_t *r, uint64_t step) {
     pthread_mutex_lock(&r->state.mu);
     r->state.done = true;
     pthread_mutex_unlock(&r->state.mu);
-    int rc = evaluate_final(r, step);
+    int rc = final_checkpoint(r, step);
     psclient_shutdown(r->ps, "training is over", r->d->cfg.rpc.deadline_secs);
+    if (rc == 0)
+        rc = evaluate_final(r, step);
     /* Give workers a few beats to hear that training is over. */
     double until = ps_now() + 3.0 * r->d->cfg.cluster.heartbeat_secs;
     while (ps_now() < until && workers_alive(r) > 0 && !daemon_stop_signal)
@@ -177,12 +261,30 @@ static int finish(master_run_t *r, uint64_t step) {
     return rc;
 }
 
+/* A master restarted after the final checkpoint: training is over. Tells
+ * any PS still up to exit, and makes sure of the evaluation and export. */
+static int already_done(master_run_t *r) {
+    uint64_t step = r->ckpt.last_step;
+    log_info("ckpt-%llu is final: training is already over", (unsigned long long)step);
+    pthread_mutex_lock(&r->state.mu);
+    r->state.done = true;
+    r->state.global_step = step;
+    pthread_mutex_unlock(&r->state.mu);
+    psclient_shutdown(r->ps, "training is over", 2.0);
+    return evaluate_final(r, step);
+}
+
 static int run(master_run_t *r) {
     r->started = ps_now();
+    r->summary_time = r->started;
+    r->summary_step = r->ckpt.last_step;
+    if (r->ckpt.final && r->ckpt.last_step >= r->state.target)
+        return already_done(r);
     double last_log = 0.0;
     while (!daemon_stop_signal) {
         int64_t step = psclient_poll_step(r->ps, 1.0);
         master_check_liveness(&r->state);
+        recovery_tick(&r->recovery, step);
         if (step >= 0) {
             pthread_mutex_lock(&r->state.mu);
             r->state.global_step = (uint64_t)step;
@@ -190,6 +292,8 @@ static int run(master_run_t *r) {
             pthread_mutex_unlock(&r->state.mu);
             if (reached)
                 return finish(r, (uint64_t)step);
+            maybe_checkpoint(r, (uint64_t)step);
+            maybe_summary(r, (uint64_t)step);
         }
         if (ps_now() - last_log >= r->d->cfg.log.every_secs && step >= 0) {
             pthread_mutex_lock(&r->state.mu);
@@ -201,7 +305,14 @@ static int run(master_run_t *r) {
         }
         ps_sleep(0.1);
     }
-    log_info("stopping on signal %d", (int)daemon_stop_signal);
+    /* The cluster trains on without us: a restarted master resumes from
+     * this checkpoint's step. */
+    log_info("stopping on signal %d: checkpoint first", (int)daemon_stop_signal);
+    int64_t step = psclient_poll_step(r->ps, 1.0);
+    char err[PS_ERRLEN];
+    if (step > 0 && (uint64_t)step > r->ckpt.last_step &&
+        checkpointer_take(&r->ckpt, (uint64_t)step, false, err, sizeof err))
+        log_warn("checkpoint on stop failed: %s", err);
     return EXIT_OK;
 }
 
@@ -211,17 +322,16 @@ int main(int argc, char **argv) {
     int rc = daemon_parse(&d, "pstrain-master", CLUSTER_MASTER, true, argc, argv, describe);
     if (rc >= 0)
         return rc;
-    if (d.evaluate_only) {
-        fprintf(stderr, "pstrain-master: --evaluate-only arrives with checkpoints (there is "
-                        "nothing to evaluate yet)\n");
-        daemon_finish(&d);
-        return EXIT_USAGE;
-    }
     if ((rc = daemon_start(&d)) != 0) {
         daemon_finish(&d);
         return rc;
     }
     cpu_backend_init();
+    if (d.evaluate_only) {
+        rc = follow_main(&d);
+        daemon_finish(&d);
+        return rc;
+    }
     master_run_t r;
     memset(&r, 0, sizeof r);
     r.d = &d;
@@ -232,11 +342,21 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     /* Until the data is loaded the target is unknown: nothing finishes. */
-    master_init(&r.state, &d.cluster, d.cfg.cluster.heartbeat_secs, UINT64_MAX);
+    master_init(&r.state, &d.cluster, d.cfg.cluster.dead_after_secs, UINT64_MAX);
     rc = start_server(&r);
     if (rc == 0)
         rc = load_data(&r);
+    if (rc == 0 && optim_from_config(&r.optim, &d.cfg, err, sizeof err)) {
+        log_error("%s", err);
+        rc = EXIT_USAGE;
+    }
+    if (rc == 0 && checkpointer_init(&r.ckpt, r.ps, &d.cfg, &r.model, err, sizeof err)) {
+        log_error("%s", err);
+        rc = EXIT_DATAERR;
+    }
     if (rc == 0) {
+        recovery_init(&r.recovery, r.ps, &d.cfg);
+        start_evaluator(&r);
         pthread_mutex_lock(&r.state.mu);
         r.state.target = target_steps(&r);
         pthread_mutex_unlock(&r.state.mu);
@@ -244,6 +364,11 @@ int main(int argc, char **argv) {
                  d.cfg.train.mode);
         rc = run(&r);
     }
+    evaluator_free(r.ev);
+    if (r.events)
+        events_close(r.events, NULL, 0);
+    if (r.recovery.stats)
+        recovery_free(&r.recovery);
     psclient_free(r.ps);
     rpc_server_stop(r.server);
     master_free(&r.state);

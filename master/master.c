@@ -10,7 +10,7 @@
 
 static const char *state_names[] = {"unknown", "alive", "dead", "done"};
 
-void master_init(master_t *m, const cluster_t *c, double heartbeat_s, uint64_t target) {
+void master_init(master_t *m, const cluster_t *c, double dead_after_s, uint64_t target) {
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->mu, NULL);
     const cluster_job_t *ps = &c->jobs[CLUSTER_PS], *wk = &c->jobs[CLUSTER_WORKER];
@@ -27,9 +27,9 @@ void master_init(master_t *m, const cluster_t *c, double heartbeat_s, uint64_t t
                      jobs[j]->addr[i].text);
         }
     }
-    /* Five beats missed: long enough for a loaded machine, short enough to act. */
-    m->dead_after_s = 5.0 * heartbeat_s;
+    m->dead_after_s = dead_after_s;
     m->target = target;
+    m->started = ps_now();
 }
 
 void master_free(master_t *m) {
@@ -64,10 +64,16 @@ void master_check_liveness(master_t *m) {
     pthread_mutex_unlock(&m->mu);
 }
 
+/* A worker not heard from yet counts as alive for the first dead_after_s
+ * (it is starting), so sync training does not start on too few replicas. */
 uint32_t master_live_workers(master_t *m) {
     uint32_t n = 0;
-    for (size_t i = 0; i < m->nmembers; i++)
-        n += m->members[i].role == CLUSTER_WORKER && m->members[i].state == MEMBER_ALIVE;
+    bool starting = ps_now() - m->started < m->dead_after_s;
+    for (size_t i = 0; i < m->nmembers; i++) {
+        const member_t *x = &m->members[i];
+        n += x->role == CLUSTER_WORKER &&
+             (x->state == MEMBER_ALIVE || (x->state == MEMBER_UNKNOWN && starting));
+    }
     return n;
 }
 

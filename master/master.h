@@ -28,6 +28,7 @@ typedef struct {
     member_t *members; /* every ps, then every worker, of the cluster spec */
     size_t nmembers;
     double dead_after_s;
+    double started; /* ps_now() at master_init */
     uint64_t global_step, target;
     bool done;
     bool have_final;
@@ -35,7 +36,7 @@ typedef struct {
     rpc_buf_t pack;
 } master_t;
 
-void master_init(master_t *m, const cluster_t *c, double heartbeat_s, uint64_t target);
+void master_init(master_t *m, const cluster_t *c, double dead_after_s, uint64_t target);
 void master_free(master_t *m);
 /* Marks members whose beats stopped as dead (called by the main loop). */
 void master_check_liveness(master_t *m);

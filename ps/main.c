@@ -1,6 +1,8 @@
 /* pstrain-ps: a parameter server. Holds its partitions of every variable and
- * their optimizer slots, and serves Pull, Push, Stats and Shutdown. Exits 0
+ * their optimizer slots, and serves Pull, Push, Save, Restore, Stats and
+ * Shutdown; starts from model_dir's latest checkpoint when there is one. Exits 0
  * when the master says training is over. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,6 +43,59 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     log_info("holding %zu partitions, %.2f MiB of weights, %zu optimizer slots; mode %s",
              s->shard.store.nparts, (double)s->shard.store.size * 4.0 / (1 << 20),
              optim_nslots(&o.optim), c->train.mode);
+    s->model_dir = c->checkpoint.model_dir;
+    s->nps = o.nps;
+    s->configured_replicas = s->shard.replicas;
+    return 0;
+}
+
+typedef struct {
+    ps_service_t *s;
+    const config_t *c;
+} reset_ctx_t;
+
+static int warm_start(ps_service_t *s, const config_t *c, char *err, size_t errlen) {
+    if (!c->train.warm_start_from[0])
+        return 0;
+    if (ps_shard_warm_start(&s->shard, c->train.warm_start_from, c->train.warm_start_vars, err,
+                            errlen))
+        return -1;
+    log_info("warm-started the variables matching \"%s\" from %s", c->train.warm_start_vars,
+             c->train.warm_start_from);
+    return 0;
+}
+
+/* Restore with no checkpoint yet: the weights the run started with. */
+static int reset_to_start(void *arg, char *err, size_t errlen) {
+    reset_ctx_t *r = arg;
+    ps_shard_reset(&r->s->shard);
+    return warm_start(r->s, r->c, err, errlen);
+}
+
+/* The starting weights: the latest checkpoint of model_dir (a resumed run or
+ * a restarted PS), else train.warm_start_from, else the initializer. */
+static int load_start(ps_service_t *s, const config_t *c) {
+    char err[PS_ERRLEN], dir[PATH_MAX];
+    ckpt_manifest_t man;
+    int mrc = ckpt_manifest_read(c->checkpoint.model_dir, &man, err, sizeof err);
+    if (mrc < 0) {
+        log_error("%s", err);
+        return EXIT_DATAERR;
+    }
+    if (mrc == 0) {
+        ckpt_dir(dir, sizeof dir, c->checkpoint.model_dir, man.latest);
+        if (ps_shard_restore(&s->shard, dir, err, sizeof err)) {
+            log_error("cannot resume: %s", err);
+            return EXIT_DATAERR;
+        }
+        s->origin_step = ps_shard_step(&s->shard);
+        log_info("resumed from %s: step %llu", dir, (unsigned long long)ps_shard_step(&s->shard));
+        return 0;
+    }
+    if (warm_start(s, c, err, sizeof err)) {
+        log_error("warm start: %s", err);
+        return EXIT_DATAERR;
+    }
     return 0;
 }
 
@@ -51,6 +106,8 @@ static int serve(daemon_t *d, ps_service_t *s) {
                               .n_methods = ps_service_nmethods,
                               .ctx = s,
                               .on_cancel = ps_service_on_cancel,
+                              .on_tick = ps_service_on_tick,
+                              .tick_s = 0.05,
                               .opt = daemon_rpc_options(&d->cfg)};
     rpc_server_t *server;
     if (rpc_server_start(&server, &sc, err, sizeof err)) {
@@ -75,6 +132,8 @@ static int serve(daemon_t *d, ps_service_t *s) {
     }
     while (!daemon_stop_signal && !atomic_load(&s->shutdown)) {
         atomic_store(&progress.step, ps_shard_step(&s->shard));
+        if (hb)
+            atomic_store(&s->live_workers, heartbeat_live_workers(hb));
         ps_sleep(0.02);
     }
     if (daemon_stop_signal)
@@ -109,6 +168,11 @@ int main(int argc, char **argv) {
     memset(&s, 0, sizeof s);
     ps_service_init(&s, (uint64_t)(ps_wall_now() * 1e6));
     rc = init_shard(&s, &d, &m);
+    reset_ctx_t reset = {.s = &s, .c = &d.cfg};
+    s.reset = reset_to_start;
+    s.reset_arg = &reset;
+    if (rc == 0)
+        rc = load_start(&s, &d.cfg);
     if (rc == 0)
         rc = serve(&d, &s);
     ps_service_free(&s);

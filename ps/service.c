@@ -1,5 +1,6 @@
 #include "service.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
         reply_invalid(s, call, err);
         return;
     }
+    resp.lineage = s->lineage;
     msg_reply(call, &s->pack, &resp.base);
 }
 
@@ -44,7 +46,11 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
         reply_invalid(s, call, "pull: malformed PullRequest");
         return;
     }
-    if (req->min_step > ps_shard_step(&s->shard) && req->n_names == 0 && !s->shutdown) {
+    /* A caller from another lineage pulled before a restore moved the step
+     * back: it must not wait for a step that may never come. */
+    bool same_lineage = req->lineage == 0 || req->lineage == s->lineage;
+    if (req->min_step > ps_shard_step(&s->shard) && req->n_names == 0 && !s->shutdown &&
+        same_lineage) {
         if (s->nwaits == s->capwaits) {
             s->capwaits = s->capwaits ? 2 * s->capwaits : 8;
             s->waits = xrealloc(s->waits, s->capwaits * sizeof *s->waits);
@@ -79,6 +85,67 @@ static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
     msg_arena_reset(&s->arena);
 }
 
+static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__SaveRequest *req = pstrain__save_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "save: malformed SaveRequest");
+        return;
+    }
+    char dir[PATH_MAX], path[PATH_MAX], err[PS_ERRLEN];
+    ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
+    double t0 = ps_now();
+    if (ps_shard_save(&s->shard, dir, s->nps, req->step, path, sizeof path, err, sizeof err)) {
+        /* The disk, not the request: the master may try again later. */
+        log_error("checkpoint %llu: %s", (unsigned long long)req->step, err);
+        rpc_call_reply(call, RPC_INTERNAL, err, NULL, 0);
+    } else {
+        log_info("saved %s (step %llu, %.0f ms)", path, (unsigned long long)req->step,
+                 1e3 * (ps_now() - t0));
+        Pstrain__SaveResponse resp = PSTRAIN__SAVE_RESPONSE__INIT;
+        resp.path = path;
+        resp.bytes = s->shard.store.size * sizeof(float) * (1 + optim_nslots(&s->shard.store.opt));
+        resp.iterations = ps_shard_step(&s->shard);
+        msg_reply(call, &s->pack, &resp.base);
+    }
+    pstrain__save_request__free_unpacked(req, NULL);
+}
+
+static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+    ps_service_t *s = ctx;
+    Pstrain__RestoreRequest *req = pstrain__restore_request__unpack(NULL, len, data);
+    if (!req) {
+        reply_invalid(s, call, "restore: malformed RestoreRequest");
+        return;
+    }
+    char dir[PATH_MAX], err[PS_ERRLEN];
+    ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
+    int rc = req->adopt     ? 0
+             : req->initial ? s->reset(s->reset_arg, err, sizeof err)
+                            : ps_shard_restore(&s->shard, dir, err, sizeof err);
+    if (rc) {
+        log_error("restore: %s", err);
+        rpc_call_reply(call, RPC_FAILED_PRECONDITION, err, NULL, 0);
+    } else {
+        s->lineage = req->lineage;
+        if (req->adopt) {
+            log_info("lineage %llu (the cluster's)", (unsigned long long)s->lineage);
+        } else {
+            s->origin_step = ps_shard_step(&s->shard);
+            log_info("restored %s: step %llu, lineage %llu",
+                     req->initial ? "the initial weights" : dir,
+                     (unsigned long long)ps_shard_step(&s->shard), (unsigned long long)s->lineage);
+        }
+        Pstrain__RestoreResponse resp = PSTRAIN__RESTORE_RESPONSE__INIT;
+        resp.step = ps_shard_step(&s->shard);
+        msg_reply(call, &s->pack, &resp.base);
+        /* Sync pulls waiting for a step past the restored one get the
+         * restored weights now; their workers go on from there. */
+        ps_service_release_waits(s);
+    }
+    pstrain__restore_request__free_unpacked(req, NULL);
+}
+
 static void handle_stats(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
     ps_service_t *s = ctx;
     Pstrain__StatsRequest *req = pstrain__stats_request__unpack(NULL, len, data);
@@ -95,6 +162,8 @@ static void handle_stats(void *ctx, rpc_call_t *call, const uint8_t *data, size_
     resp.bytes = s->shard.store.size * sizeof(float);
     resp.incarnation = s->incarnation;
     resp.aggregating = (uint32_t)(s->shard.sync ? s->shard.replicas : 0);
+    resp.lineage = s->lineage;
+    resp.origin_step = s->origin_step;
     msg_reply(call, &s->pack, &resp.base);
 }
 
@@ -115,6 +184,7 @@ static void handle_shutdown(void *ctx, rpc_call_t *call, const uint8_t *data, si
 
 void ps_service_init(ps_service_t *s, uint64_t incarnation) {
     s->incarnation = incarnation;
+    s->lineage = incarnation;
     s->waits = NULL;
     s->nwaits = s->capwaits = 0;
     memset(&s->pack, 0, sizeof s->pack);
@@ -133,10 +203,30 @@ void ps_service_free(ps_service_t *s) {
 const rpc_method_t ps_service_methods[] = {
     {"/pstrain.ParameterServer/Pull", handle_pull},
     {"/pstrain.ParameterServer/Push", handle_push},
+    {"/pstrain.ParameterServer/Save", handle_save},
+    {"/pstrain.ParameterServer/Restore", handle_restore},
     {"/pstrain.ParameterServer/Stats", handle_stats},
     {"/pstrain.ParameterServer/Shutdown", handle_shutdown},
 };
 const size_t ps_service_nmethods = PS_ARRAY_LEN(ps_service_methods);
+
+void ps_service_on_tick(void *ctx) {
+    ps_service_t *s = ctx;
+    if (!s->shard.sync)
+        return;
+    uint32_t live = atomic_load(&s->live_workers);
+    size_t want = s->configured_replicas;
+    if (live > 0 && live < want)
+        want = live;
+    if (want == s->shard.replicas)
+        return;
+    log_info("sync: averaging %zu pushes per step (was %zu; %u workers alive)", want,
+             s->shard.replicas, live);
+    uint64_t before = ps_shard_step(&s->shard);
+    ps_shard_set_replicas(&s->shard, want);
+    if (ps_shard_step(&s->shard) != before)
+        wake_waits(s);
+}
 
 void ps_service_on_cancel(void *ctx, rpc_call_t *call) {
     ps_service_t *s = ctx;

@@ -1,4 +1,5 @@
-/* The parameter server's RPC service: Pull, Push, Stats and Shutdown on top
+/* The parameter server's RPC service: Pull, Push, Save, Restore, Stats and
+ * Shutdown on top
  * of its shard, with sync-mode pulls that wait (long-poll) for their step. */
 #ifndef PSTRAIN_PS_SERVICE_H
 #define PSTRAIN_PS_SERVICE_H
@@ -24,6 +25,17 @@ typedef struct {
     msg_arena_t arena;     /* requests unpack into it */
     atomic_bool shutdown;  /* the master said training is over */
     uint64_t bad_requests; /* answered INVALID_ARGUMENT */
+    const char *model_dir; /* where Save writes and Restore reads checkpoints */
+    int nps;               /* PS in the cluster (names the checkpoint files) */
+    uint64_t lineage;      /* see StatsResponse.lineage */
+    uint64_t origin_step;  /* the checkpoint step it started from or was restored to */
+    /* Back to the weights a run starts with (Restore with initial set). */
+    int (*reset)(void *arg, char *err, size_t errlen);
+    void *reset_arg;
+    /* Sync: pushes to average per step as the master counts live workers;
+     * 0 = as configured. Set by any thread, applied on the server's tick. */
+    _Atomic uint32_t live_workers;
+    size_t configured_replicas;
 } ps_service_t;
 
 /* A service over an initialised shard (ps_shard_init) that it then owns. */
@@ -33,6 +45,8 @@ void ps_service_free(ps_service_t *s);
 /* The method table for rpc_server_start; ctx is the ps_service_t. */
 extern const rpc_method_t ps_service_methods[];
 extern const size_t ps_service_nmethods;
+/* on_tick for the server: applies the master's count of live workers. */
+void ps_service_on_tick(void *ctx);
 /* on_cancel for the server: releases a waiting pull whose client left. */
 void ps_service_on_cancel(void *ctx, rpc_call_t *call);
 /* Answers every waiting pull (with the current weights): shutting down. */

@@ -18,6 +18,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     if (placement_compute(&s->placement, m, o->nps, NULL, err, errlen))
         return -1;
     s->model = m;
+    s->seed = o->seed;
     s->index = o->index;
     s->sync = o->sync;
     s->max_workers = o->max_workers ? o->max_workers : 1;
@@ -241,4 +242,54 @@ void ps_shard_set_replicas(ps_shard_t *s, size_t replicas) {
     s->replicas = replicas ? replicas : 1;
     if (s->sync && s->accum_count > 0 && s->accum_count >= s->replicas)
         apply_accumulated(s);
+}
+
+int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, char *path,
+                  size_t pathlen, char *err, size_t errlen) {
+    if (ps_mkdirs(dir, err, errlen))
+        return -1;
+    ckpt_shard_path(path, pathlen, dir, s->index, nps);
+    return ckpt_save_store(&s->store, path, step, err, errlen);
+}
+
+static void drop_step_in_progress(ps_shard_t *s) {
+    if (!s->sync)
+        return;
+    memset(s->accum, 0, s->store.size * sizeof(float));
+    memset(s->contributed, 0, s->max_workers);
+    s->accum_count = 0;
+}
+
+static void swap_store(ps_shard_t *s, store_t *fresh) {
+    store_t old = s->store;
+    s->store = *fresh;
+    store_free(&old);
+    for (size_t i = 0; i < s->store.nparts; i++)
+        s->tensors[i].data.data = (uint8_t *)(s->store.w + s->store.parts[i].offset);
+    drop_step_in_progress(s);
+}
+
+void ps_shard_reset(ps_shard_t *s) {
+    store_t fresh;
+    store_init(&fresh, s->model, s->store.parts, s->store.nparts, &s->store.opt, s->seed);
+    swap_store(s, &fresh);
+}
+
+/* Restores into a fresh store and swaps it in only when all of it was read. */
+int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen) {
+    ckpt_restore_opts_t o = {.pattern = NULL, .slots = true};
+    store_t fresh;
+    store_init(&fresh, s->model, s->store.parts, s->store.nparts, &s->store.opt, 0);
+    if (ckpt_restore_store(&fresh, path, &o, NULL, err, errlen)) {
+        store_free(&fresh);
+        return -1;
+    }
+    swap_store(s, &fresh);
+    return 0;
+}
+
+int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, char *err,
+                        size_t errlen) {
+    ckpt_restore_opts_t o = {.pattern = pattern && pattern[0] ? pattern : NULL, .slots = false};
+    return ckpt_restore_store(&s->store, path, &o, NULL, err, errlen);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/checkpoint.h"
 #include "common/model.h"
 #include "common/optim.h"
 #include "common/placement.h"
@@ -30,6 +31,7 @@ typedef struct {
     uint64_t pushes;          /* accepted pushes (applied or summed) */
     uint64_t stale_dropped;   /* sync: pushes for a step that is not the current one */
     uint64_t duplicates;      /* sync: a second push of a worker for the same step */
+    uint64_t seed;            /* of the initial weights */
     Pstrain__Tensor *tensors; /* one per partition, pointing into the store (for Pull) */
     Pstrain__Tensor **tensor_ptrs;
 } ps_shard_t;
@@ -66,6 +68,20 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
 
+/* Back to the initial weights and fresh slots, step 0. */
+void ps_shard_reset(ps_shard_t *s);
+/* Writes this shard (weights, slots, update count) as PS `index` of `nps`
+ * into checkpoint directory dir, for global step `step`. */
+int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, char *path,
+                  size_t pathlen, char *err, size_t errlen);
+/* Replaces weights, slots and the step with a checkpoint's (any number of
+ * PS wrote it); a sync step in progress is dropped. On an error the shard
+ * may hold a mix: the caller must restore again or exit. */
+int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen);
+/* Initialises the variables that `pattern` names from an export or a
+ * checkpoint's weights (slots and step stay as they are). */
+int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, char *err,
+                        size_t errlen);
 /* Sync: changes the number of pushes averaged per step (the master's count of
  * live workers); applies the step at once if enough have arrived. */
 void ps_shard_set_replicas(ps_shard_t *s, size_t replicas);

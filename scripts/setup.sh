@@ -7,12 +7,15 @@ packages=(
   build-essential cmake pkg-config       # the build
   libopenblas-dev                        # CPU math
   libjson-c-dev zlib1g-dev               # configs, model specs, results; gzip
+  libzip-dev libpng-dev                  # npz weight files; PNG input
   protobuf-c-compiler libprotobuf-c-dev  # RPC messages (proto/pstrain.proto)
   libgrpc-dev                            # RPC between roles (gRPC C core)
   openssl                                # certificates for the mutual TLS test
   dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
   clang-format                           # the format check of scripts/test.sh
   python3                                # the tests' JSON checks and port holder
+  python3-numpy python3-pil              # tests: npz and PNG read and written by numpy, PIL
+  python3-protobuf protobuf-compiler     # tests: event files decoded from proto/tensorboard.proto
 )
 
 missing=()

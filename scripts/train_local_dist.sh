@@ -119,11 +119,31 @@ echo "cluster: master $master_addr, $nps ps, $nworkers workers; logs in $runlogs
 echo "  watch: scripts/status.sh   stop: scripts/stop.sh"
 
 start_time=$(date +%s)
-# The master exits when training is done; everyone else follows.
+# The master exits when training is done; everyone else follows. A master
+# killed and restarted (scripts/restart_role.sh) writes a new pid file; one
+# that exits on its own removes it.
 master_pid=$(cat "$runlogs/master0.pid")
 status=0
-while kill -0 "$master_pid" 2> /dev/null; do sleep 1; done
-wait "$master_pid" 2> /dev/null || status=$?
+while true; do
+  pid=$(cat "$runlogs/master0.pid" 2> /dev/null) || break
+  [ "$pid" != "$master_pid" ] && restarted=1
+  if kill -0 "$pid" 2> /dev/null; then
+    sleep 0.5
+    continue
+  fi
+  # Dead with its pid file left: killed. Wait for a restart.
+  waited=0
+  while [ "$(cat "$runlogs/master0.pid" 2> /dev/null)" = "$pid" ] && [ "$waited" -lt "${PSTRAIN_MASTER_WAIT:-300}" ]; do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  [ "$(cat "$runlogs/master0.pid" 2> /dev/null)" = "$pid" ] && { status=1; break; }
+  restarted=1
+done
+# Our own child's exit status; a restarted master's shows in its results.
+if [ "$status" -eq 0 ] && [ -z "${restarted:-}" ]; then
+  wait "$master_pid" 2> /dev/null || status=$?
+fi
 for f in "$runlogs"/*.pid; do
   pid=$(cat "$f" 2> /dev/null) || continue
   for _ in $(seq 1 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done

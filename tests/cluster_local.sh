@@ -18,7 +18,7 @@ trap cleanup EXIT
 data=/usr/share/datasets/fashion-mnist
 if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
   echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
-  exit 0
+  exit 77
 fi
 
 check_run() {

@@ -67,6 +67,14 @@ size_t test_compare(const char *what, const float *got, const float *want, size_
 
 /* A fresh directory under $TMPDIR for this test; removed by the runner. */
 const char *test_tmpdir(void);
+/* test_tmpdir()/name, in one of 32 rotating buffers. */
+const char *test_path(const char *name);
+/* Writes len bytes to path, or exits 2 (the test cannot go on). */
+void test_write_bytes(const char *path, const void *p, size_t len);
+/* Makes this process's writes past `bytes` of a file fail with EFBIG (and
+ * ignores SIGXFSZ): a disk that fills up, for testing write errors. Each test
+ * runs in a process of its own, so the limit ends with the test. */
+void test_limit_file_size(size_t bytes);
 
 #define TEST(name) void test_##name(void);
 #include "tests.def"

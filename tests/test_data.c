@@ -77,23 +77,7 @@ static bytes_t labels_bytes(uint32_t n) {
     return b;
 }
 
-static const char *tmp_path(const char *name) {
-    static char bufs[16][512];
-    static int next;
-    char *p = bufs[next++ % 16];
-    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
-static void write_plain(const char *path, const uint8_t *p, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, len, f) != len || fclose(f) != 0) {
-        perror(path);
-        exit(2);
-    }
-}
-
-static void write_gz(const char *path, const uint8_t *p, size_t len) {
+static void write_gz(const char *path, const void *p, size_t len) {
     gzFile g = gzopen(path, "wb");
     if (!g || gzwrite(g, p, (unsigned)len) != (int)len || gzclose(g) != Z_OK) {
         fprintf(stderr, "%s: gzip write failed\n", path);
@@ -118,8 +102,8 @@ static bytes_t read_back(const char *path) {
 static void write_pair(const char *img, const char *lab, uint32_t n, uint32_t rows, uint32_t cols,
                        bool gz) {
     bytes_t a = images_bytes(n, rows, cols), b = labels_bytes(n);
-    (gz ? write_gz : write_plain)(img, a.p, a.len);
-    (gz ? write_gz : write_plain)(lab, b.p, b.len);
+    (gz ? write_gz : test_write_bytes)(img, a.p, a.len);
+    (gz ? write_gz : test_write_bytes)(lab, b.p, b.len);
     free(a.p);
     free(b.p);
 }
@@ -143,7 +127,7 @@ static int load_fails_with(const char *img, const char *lab, const char *want1, 
 /* ---- reading ------------------------------------------------------------ */
 
 static void check_read(bool gz) {
-    const char *img = tmp_path(gz ? "img.gz" : "img"), *lab = tmp_path(gz ? "lab.gz" : "lab");
+    const char *img = test_path(gz ? "img.gz" : "img"), *lab = test_path(gz ? "lab.gz" : "lab");
     write_pair(img, lab, 300, 3, 5, gz);
     dataset_t d;
     char err[PS_ERRLEN] = "";
@@ -177,16 +161,16 @@ void test_data_idx_gzip(void) {
 /* `cat a.gz b.gz` is a valid gzip file whose content is a followed by b. */
 void test_data_idx_gzip_members(void) {
     bytes_t a = images_bytes(40, 4, 4), l = labels_bytes(40);
-    const char *p1 = tmp_path("m1.gz"), *p2 = tmp_path("m2.gz");
+    const char *p1 = test_path("m1.gz"), *p2 = test_path("m2.gz");
     write_gz(p1, a.p, 100);
     write_gz(p2, a.p + 100, a.len - 100);
     bytes_t g1 = read_back(p1), g2 = read_back(p2);
     uint8_t *cat = xmalloc(g1.len + g2.len);
     memcpy(cat, g1.p, g1.len);
     memcpy(cat + g1.len, g2.p, g2.len);
-    const char *img = tmp_path("img.gz"), *lab = tmp_path("lab");
-    write_plain(img, cat, g1.len + g2.len);
-    write_plain(lab, l.p, l.len);
+    const char *img = test_path("img.gz"), *lab = test_path("lab");
+    test_write_bytes(img, cat, g1.len + g2.len);
+    test_write_bytes(lab, l.p, l.len);
     free(cat);
     free(g1.p);
     free(g2.p);
@@ -206,11 +190,11 @@ void test_data_idx_gzip_members(void) {
 /* The .gz name wins when both exist; the plain name is used alone. */
 void test_data_split(void) {
     const char *dir = test_tmpdir();
-    write_pair(tmp_path("train-images-idx3-ubyte.gz"), tmp_path("train-labels-idx1-ubyte.gz"), 12,
+    write_pair(test_path("train-images-idx3-ubyte.gz"), test_path("train-labels-idx1-ubyte.gz"), 12,
                2, 2, true);
-    write_pair(tmp_path("train-images-idx3-ubyte"), tmp_path("train-labels-idx1-ubyte"), 9, 2, 2,
+    write_pair(test_path("train-images-idx3-ubyte"), test_path("train-labels-idx1-ubyte"), 9, 2, 2,
                false);
-    write_pair(tmp_path("t10k-images-idx3-ubyte"), tmp_path("t10k-labels-idx1-ubyte"), 5, 2, 3,
+    write_pair(test_path("t10k-images-idx3-ubyte"), test_path("t10k-labels-idx1-ubyte"), 5, 2, 3,
                false);
     dataset_t d;
     char err[PS_ERRLEN] = "";
@@ -233,37 +217,37 @@ void test_data_split(void) {
 
 /* A valid labels file for n examples, for tests that break the images. */
 static const char *good_labels(uint32_t n) {
-    const char *lab = tmp_path("good-labels");
+    const char *lab = test_path("good-labels");
     bytes_t b = labels_bytes(n);
-    write_plain(lab, b.p, b.len);
+    test_write_bytes(lab, b.p, b.len);
     free(b.p);
     return lab;
 }
 
 void test_data_err_missing_file(void) {
     char err[PS_ERRLEN];
-    const char *img = tmp_path("no-such-images");
+    const char *img = test_path("no-such-images");
     CHECK(load_fails_with(img, good_labels(3), "no-such-images", "No such file", err) == 0);
-    const char *lab = tmp_path("no-such-labels");
-    write_pair(tmp_path("img"), tmp_path("lab"), 3, 2, 2, false);
-    CHECK(load_fails_with(tmp_path("img"), lab, "no-such-labels", "cannot open", err) == 0);
+    const char *lab = test_path("no-such-labels");
+    write_pair(test_path("img"), test_path("lab"), 3, 2, 2, false);
+    CHECK(load_fails_with(test_path("img"), lab, "no-such-labels", "cannot open", err) == 0);
 }
 
 void test_data_err_bad_magic(void) {
     char err[PS_ERRLEN];
     /* A labels file given as the images file. */
     bytes_t b = labels_bytes(4);
-    const char *img = tmp_path("img");
-    write_plain(img, b.p, b.len);
+    const char *img = test_path("img");
+    test_write_bytes(img, b.p, b.len);
     free(b.p);
     CHECK(load_fails_with(img, good_labels(4), "img: bad magic 0x00000801, want 0x00000803",
                           "images", err) == 0);
     /* Something that is not IDX at all. */
-    write_plain(img, (const uint8_t *)"hello world, not idx", 20);
+    test_write_bytes(img, (const uint8_t *)"hello world, not idx", 20);
     CHECK(load_fails_with(img, good_labels(4), "img: bad magic 0x68656c6c", "want 0x00000803",
                           err) == 0);
     /* An images file given as the labels file. */
-    write_pair(img, tmp_path("lab"), 4, 2, 2, false);
+    write_pair(img, test_path("lab"), 4, 2, 2, false);
     CHECK(load_fails_with(img, img, "bad magic 0x00000803, want 0x00000801", "labels", err) == 0);
 }
 
@@ -272,8 +256,8 @@ void test_data_err_dims_count(void) {
     uint32_t dims[4] = {4, 2, 2, 1};
     uint8_t px[16] = {0};
     bytes_t b = idx_bytes(0x804, dims, 4, px, 16);
-    const char *img = tmp_path("img4d");
-    write_plain(img, b.p, b.len);
+    const char *img = test_path("img4d");
+    test_write_bytes(img, b.p, b.len);
     free(b.p);
     CHECK(load_fails_with(img, good_labels(4), "img4d: bad magic 0x00000804",
                           "4 dimensions, want 3", err) == 0);
@@ -283,8 +267,8 @@ void test_data_err_zero_dim(void) {
     char err[PS_ERRLEN];
     uint32_t dims[3] = {4, 0, 2};
     bytes_t b = idx_bytes(0x803, dims, 3, NULL, 0);
-    const char *img = tmp_path("img");
-    write_plain(img, b.p, b.len);
+    const char *img = test_path("img");
+    test_write_bytes(img, b.p, b.len);
     free(b.p);
     CHECK(load_fails_with(img, good_labels(4), "img: ", "dimension 1 (rows) is 0", err) == 0);
 }
@@ -294,15 +278,15 @@ void test_data_err_huge_dims(void) {
     char err[PS_ERRLEN];
     uint32_t dims[3] = {0xffffffffu, 0xffffffffu, 0xffffffffu};
     bytes_t b = idx_bytes(0x803, dims, 3, NULL, 0);
-    const char *img = tmp_path("img");
-    write_plain(img, b.p, b.len);
+    const char *img = test_path("img");
+    test_write_bytes(img, b.p, b.len);
     free(b.p);
     CHECK(load_fails_with(img, good_labels(4), "img: ", "too large", err) == 0);
     /* Under the cap but far more than the file holds: a truncation. */
     uint32_t dims2[3] = {1000000, 64, 64};
     uint8_t px[100] = {0};
     b = idx_bytes(0x803, dims2, 3, px, sizeof px);
-    write_plain(img, b.p, b.len);
+    test_write_bytes(img, b.p, b.len);
     free(b.p);
     CHECK(load_fails_with(img, good_labels(4), "truncated: expected 4096000000 pixel bytes",
                           "got 100", err) == 0);
@@ -311,11 +295,11 @@ void test_data_err_huge_dims(void) {
 void test_data_err_truncated_header(void) {
     char err[PS_ERRLEN];
     bytes_t b = images_bytes(4, 2, 2);
-    const char *img = tmp_path("img");
-    write_plain(img, b.p, 7);
+    const char *img = test_path("img");
+    test_write_bytes(img, b.p, 7);
     CHECK(load_fails_with(img, good_labels(4), "img: truncated header", "expected 16 bytes, got 7",
                           err) == 0);
-    write_plain(img, b.p, 0);
+    test_write_bytes(img, b.p, 0);
     CHECK(load_fails_with(img, good_labels(4), "img: truncated header", "got 0", err) == 0);
     write_gz(img, b.p, 11);
     CHECK(load_fails_with(img, good_labels(4), "img: truncated header", "got 11", err) == 0);
@@ -325,8 +309,8 @@ void test_data_err_truncated_header(void) {
 void test_data_err_truncated_payload(void) {
     char err[PS_ERRLEN];
     bytes_t b = images_bytes(100, 10, 10);
-    const char *img = tmp_path("t10k-images-idx3-ubyte");
-    write_plain(img, b.p, 16 + 1000);
+    const char *img = test_path("t10k-images-idx3-ubyte");
+    test_write_bytes(img, b.p, 16 + 1000);
     CHECK(load_fails_with(img, good_labels(100),
                           "t10k-images-idx3-ubyte: truncated: expected 10000 pixel bytes",
                           "got 1000", err) == 0);
@@ -336,10 +320,10 @@ void test_data_err_truncated_payload(void) {
                           "got 1000", err) == 0);
     free(b.p);
     b = labels_bytes(100);
-    const char *lab = tmp_path("lab");
-    write_plain(lab, b.p, b.len - 1);
+    const char *lab = test_path("lab");
+    test_write_bytes(lab, b.p, b.len - 1);
     free(b.p);
-    write_pair(img, tmp_path("unused"), 100, 10, 10, false);
+    write_pair(img, test_path("unused"), 100, 10, 10, false);
     CHECK(load_fails_with(img, lab, "lab: truncated: expected 100 label bytes", "got 99", err) ==
           0);
 }
@@ -348,15 +332,15 @@ void test_data_err_truncated_payload(void) {
 void test_data_err_truncated_gzip(void) {
     char err[PS_ERRLEN];
     bytes_t b = images_bytes(500, 8, 8);
-    const char *img = tmp_path("img.gz");
+    const char *img = test_path("img.gz");
     write_gz(img, b.p, b.len);
     free(b.p);
     bytes_t g = read_back(img);
-    write_plain(img, g.p, g.len / 2);
+    test_write_bytes(img, g.p, g.len / 2);
     CHECK(load_fails_with(img, good_labels(500), "img.gz: truncated: expected 32000 pixel bytes",
                           "gzip stream ends early", err) == 0);
     /* All the data but not the trailer (CRC and length). */
-    write_plain(img, g.p, g.len - 4);
+    test_write_bytes(img, g.p, g.len - 4);
     CHECK(load_fails_with(img, good_labels(500), "img.gz: truncated gzip stream", "trailer", err) ==
           0);
     free(g.p);
@@ -368,12 +352,12 @@ void test_data_err_trailing_bytes(void) {
     uint8_t *more = xmalloc(b.len + 3);
     memcpy(more, b.p, b.len);
     memcpy(more + b.len, "xyz", 3);
-    const char *img = tmp_path("img");
-    write_plain(img, more, b.len + 3);
+    const char *img = test_path("img");
+    test_write_bytes(img, more, b.len + 3);
     CHECK(load_fails_with(img, good_labels(4), "img: 3 trailing bytes", "16-byte payload", err) ==
           0);
     /* Extra content inside the gzip stream. */
-    const char *gz = tmp_path("img.gz");
+    const char *gz = test_path("img.gz");
     write_gz(gz, more, b.len + 3);
     CHECK(load_fails_with(gz, good_labels(4), "img.gz: 3 trailing bytes", "payload", err) == 0);
     free(more);
@@ -383,7 +367,7 @@ void test_data_err_trailing_bytes(void) {
     bytes_t g = read_back(gz);
     g.p = xrealloc(g.p, g.len + 5);
     memcpy(g.p + g.len, "JUNK!", 5);
-    write_plain(gz, g.p, g.len + 5);
+    test_write_bytes(gz, g.p, g.len + 5);
     free(g.p);
     CHECK(load_fails_with(gz, good_labels(4), "img.gz: 5 bytes of trailing garbage",
                           "after the gzip stream", err) == 0);
@@ -391,10 +375,10 @@ void test_data_err_trailing_bytes(void) {
 
 void test_data_err_count_mismatch(void) {
     char err[PS_ERRLEN];
-    const char *img = tmp_path("img"), *lab = tmp_path("lab");
-    write_pair(img, tmp_path("unused"), 5, 2, 2, false);
+    const char *img = test_path("img"), *lab = test_path("lab");
+    write_pair(img, test_path("unused"), 5, 2, 2, false);
     bytes_t b = labels_bytes(4);
-    write_plain(lab, b.p, b.len);
+    test_write_bytes(lab, b.p, b.len);
     free(b.p);
     CHECK(load_fails_with(img, lab, "img has 5 images", "lab has 4 labels", err) == 0);
 }
@@ -402,23 +386,23 @@ void test_data_err_count_mismatch(void) {
 void test_data_err_corrupt_gzip(void) {
     char err[PS_ERRLEN];
     bytes_t b = images_bytes(500, 8, 8);
-    const char *img = tmp_path("img.gz");
+    const char *img = test_path("img.gz");
     write_gz(img, b.p, b.len);
     free(b.p);
     bytes_t g = read_back(img);
     /* A flipped bit in the CRC: the data inflates but fails its check. */
     g.p[g.len - 6] ^= 0x10;
-    write_plain(img, g.p, g.len);
+    test_write_bytes(img, g.p, g.len);
     CHECK(load_fails_with(img, good_labels(500), "img.gz: corrupt gzip stream",
                           "incorrect data check", err) == 0);
     g.p[g.len - 6] ^= 0x10;
     /* Garbage in the middle of the deflate data. */
     memset(g.p + g.len / 2, 0xff, 16);
-    write_plain(img, g.p, g.len);
+    test_write_bytes(img, g.p, g.len);
     CHECK(load_fails_with(img, good_labels(500), "img.gz: ", "gzip stream", err) == 0);
     /* A broken gzip header. */
     g.p[2] = 0x07; /* compression method 7 does not exist */
-    write_plain(img, g.p, g.len);
+    test_write_bytes(img, g.p, g.len);
     CHECK(load_fails_with(img, good_labels(500), "img.gz: corrupt gzip stream", "method", err) ==
           0);
     free(g.p);

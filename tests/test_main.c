@@ -1,8 +1,10 @@
 /* The one test runner: `pstrain_tests NAME` runs a test, `--list` lists them. */
 #include "test.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../common/log.h"
@@ -57,6 +59,31 @@ const char *test_tmpdir(void) {
         }
     }
     return tmpdir;
+}
+
+const char *test_path(const char *name) {
+    static char bufs[32][512];
+    static int next;
+    char *p = bufs[next++ % 32];
+    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
+    return p;
+}
+
+void test_write_bytes(const char *path, const void *p, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, len, f) != len || fclose(f) != 0) {
+        perror(path);
+        exit(2);
+    }
+}
+
+void test_limit_file_size(size_t bytes) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {.rlim_cur = bytes, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+        perror("setrlimit");
+        exit(2);
+    }
 }
 
 static void remove_tmpdir(void) {

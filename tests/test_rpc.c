@@ -875,14 +875,6 @@ static int make_certs(void) {
     return 0;
 }
 
-static char *tmp_file(const char *name) {
-    static char paths[32][512];
-    static int next;
-    char *p = paths[next++ % 32];
-    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 /* The status of one echo over a fresh channel with opt. */
 static int echo_with(int port, const rpc_options_t *opt, char *err, size_t errlen) {
     rpc_channel_t *ch = connect_to(port, opt);
@@ -905,31 +897,31 @@ void test_rpc_tls(void) {
     CHECK(make_certs() == 0);
     service_t sv;
     service_init(&sv);
-    rpc_options_t server_opt = {.tls_ca = tmp_file("ca.pem"),
-                                .tls_cert = tmp_file("server.pem"),
-                                .tls_key = tmp_file("server.key")};
+    rpc_options_t server_opt = {.tls_ca = test_path("ca.pem"),
+                                .tls_cert = test_path("server.pem"),
+                                .tls_key = test_path("server.key")};
     rpc_server_t *srv = NULL;
     int port = start(&srv, &sv, &server_opt);
     CHECK(port > 0);
     char err[PS_ERRLEN] = "";
     /* A client with a certificate from the cluster CA gets in. */
-    rpc_options_t good = {.tls_ca = tmp_file("ca.pem"),
-                          .tls_cert = tmp_file("client.pem"),
-                          .tls_key = tmp_file("client.key")};
+    rpc_options_t good = {.tls_ca = test_path("ca.pem"),
+                          .tls_cert = test_path("client.pem"),
+                          .tls_key = test_path("client.key")};
     CHECK_INT_EQ(echo_with(port, &good, err, sizeof err), RPC_OK);
     /* Without a certificate, with one from another CA, or in plaintext: refused. */
-    rpc_options_t no_cert = {.tls_ca = tmp_file("ca.pem")};
+    rpc_options_t no_cert = {.tls_ca = test_path("ca.pem")};
     CHECK_INT_EQ(echo_with(port, &no_cert, err, sizeof err), RPC_UNAVAILABLE);
     printf("refused as it should be: %s\n", err);
-    rpc_options_t rogue = {.tls_ca = tmp_file("ca.pem"),
-                           .tls_cert = tmp_file("rogue.pem"),
-                           .tls_key = tmp_file("rogue.key")};
+    rpc_options_t rogue = {.tls_ca = test_path("ca.pem"),
+                           .tls_cert = test_path("rogue.pem"),
+                           .tls_key = test_path("rogue.key")};
     CHECK_INT_EQ(echo_with(port, &rogue, err, sizeof err), RPC_UNAVAILABLE);
     CHECK_INT_EQ(echo_with(port, NULL, err, sizeof err), RPC_UNAVAILABLE);
     /* A client that trusts another CA does not accept this server. */
-    rpc_options_t distrust = {.tls_ca = tmp_file("other.pem"),
-                              .tls_cert = tmp_file("rogue.pem"),
-                              .tls_key = tmp_file("rogue.key")};
+    rpc_options_t distrust = {.tls_ca = test_path("other.pem"),
+                              .tls_cert = test_path("rogue.pem"),
+                              .tls_key = test_path("rogue.key")};
     CHECK_INT_EQ(echo_with(port, &distrust, err, sizeof err), RPC_UNAVAILABLE);
     /* And the good client still gets in after all that. */
     CHECK_INT_EQ(echo_with(port, &good, err, sizeof err), RPC_OK);
@@ -950,7 +942,7 @@ void test_rpc_tls_errors(void) {
     CHECK_STR_CONTAINS(err, "tls_ca");
     CHECK_STR_CONTAINS(err, "/nonexistent/ca.pem");
     /* A file that is not PEM. */
-    char *junk = tmp_file("junk.pem");
+    const char *junk = test_path("junk.pem");
     CHECK(ps_write_file_atomic(junk, "hello\n", 6, err, sizeof err) == 0);
     c.opt.tls_ca = junk;
     CHECK(rpc_server_start(&srv, &c, err, sizeof err) < 0);

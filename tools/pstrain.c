@@ -1,5 +1,6 @@
-/* pstrain: the user's command-line tool (summary now; status, export,
- * predict, evaluate and inspect join it with their issues). */
+/* pstrain: the user's command-line tool: the model's summary, the cluster's
+ * status, the configuration keys, and export, evaluate, predict and inspect
+ * of trained models (tools/models.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,19 +11,32 @@
 #include "common/rpc.h"
 #include "common/util.h"
 #include "pstrain.pb-c.h"
+#include "tools/models.h"
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: pstrain COMMAND [ARGS]\n\n"
-                 "commands:\n"
-                 "  summary [--model NAME|FILE]  print the model's layer table, as Keras's\n"
-                 "                               model.summary() does (default model: cnn)\n"
-                 "  status --master HOST:PORT [--set tls.ca=...]\n"
-                 "                               the master's view of the cluster: every role,\n"
-                 "                               its state and step, and the global step\n"
-                 "  config                       list every configuration key: type, default,\n"
-                 "                               range and meaning (docs/configuration.md)\n"
-                 "  version                      print the version\n"
-                 "  help                         this text\n");
+    fprintf(out,
+            "usage: pstrain COMMAND [ARGS]\n\n"
+            "commands:\n"
+            "  summary [--model NAME|FILE]  print the model's layer table, as Keras's\n"
+            "                               model.summary() does (default model: cnn)\n"
+            "  status --master HOST:PORT [--set tls.ca=...]\n"
+            "                               the master's view of the cluster: every role,\n"
+            "                               its state and step, and the global step\n"
+            "  export --checkpoint DIR --out DIR\n"
+            "                               write a checkpoint (or a model_dir's latest) as\n"
+            "                               an export: model.json + weights.safetensors\n"
+            "  evaluate --model DIR [--set data.dir=DIR]\n"
+            "                               loss and accuracy (per class too) of an export or\n"
+            "                               checkpoint on the test set\n"
+            "  predict --model DIR [--labels FILE] [--summary] IMAGES...\n"
+            "                               class and probability of every image of IDX\n"
+            "                               files; with --labels, the accuracy\n"
+            "  inspect PATH                 the manifest, files, metadata and tensors of a\n"
+            "                               model_dir, checkpoint, export or .safetensors\n"
+            "  config                       list every configuration key: type, default,\n"
+            "                               range and meaning (docs/configuration.md)\n"
+            "  version                      print the version\n"
+            "  help                         this text\n");
 }
 
 static int cmd_summary(int argc, char **argv) {
@@ -136,6 +150,14 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "summary"))
         return cmd_summary(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export"))
+        return cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "evaluate"))
+        return cmd_evaluate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "predict"))
+        return cmd_predict(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect"))
+        return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "status"))
         return cmd_status(argc - 2, argv + 2);
     if (!strcmp(cmd, "config")) {

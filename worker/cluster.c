@@ -83,6 +83,20 @@ static float *host_buffer(const backend_t *be, size_t floats) {
     return p;
 }
 
+/* Where this worker's data resumes when the PS restored a checkpoint (or it
+ * restarted mid-run): the batches it took for the global steps so far. Each
+ * async step is one worker's batch; each sync step takes one from each of
+ * `replicas` workers. */
+static uint64_t resume_batches(worker_t *w, size_t nworkers, size_t replicas) {
+    int64_t step = psclient_poll_step(w->ps, w->d->cfg.rpc.deadline_secs);
+    if (step <= 0)
+        return 0;
+    uint64_t batches = (uint64_t)step * replicas / (nworkers ? nworkers : 1);
+    log_info("global step %lld: this worker's data resumes at batch %llu", (long long)step,
+             (unsigned long long)batches);
+    return batches;
+}
+
 static int setup(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
@@ -116,6 +130,7 @@ static int setup(worker_t *w) {
                         .nshards = nworkers,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
+                        .start_step = resume_batches(w, nworkers, replicas),
                         .alloc = w->be->host_alloc,
                         .free = w->be->host_free};
     w->loader = loader_create(&w->train, &lo, err, sizeof err);
@@ -252,6 +267,8 @@ typedef struct {
 
 static void account(worker_t *w, run_stats_t *r, const step_metrics_t *sm) {
     r->local_steps++;
+    if (r->local_steps == 1)
+        log_info("first step done at global step %llu", (unsigned long long)w->global_step);
     r->loss_sum += sm->loss * (double)sm->n;
     r->correct += sm->accuracy * (double)sm->n;
     r->seen += sm->n;

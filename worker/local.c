@@ -6,8 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <limits.h>
+
+#include "common/checkpoint.h"
 #include "common/dataset.h"
 #include "common/exitcode.h"
+#include "common/export.h"
 #include "common/log.h"
 #include "common/model.h"
 #include "common/results.h"
@@ -52,6 +56,33 @@ static void prefetch(void *arg) {
     trainer_stage(L->trainer, L->next->x, L->next->y, L->next->n);
 }
 
+/* The starting point: model_dir's latest checkpoint (resume, optimizer
+ * slots and step included), else train.warm_start_from, else the
+ * initializer. */
+static int load_start(local_t *L, const config_t *c, char *err, size_t errlen) {
+    ckpt_manifest_t man;
+    int mrc = ckpt_manifest_read(c->checkpoint.model_dir, &man, err, errlen);
+    if (mrc < 0)
+        return EXIT_DATAERR;
+    if (mrc == 0) {
+        char dir[PATH_MAX];
+        ckpt_dir(dir, sizeof dir, c->checkpoint.model_dir, man.latest);
+        ckpt_restore_opts_t o = {.pattern = NULL, .slots = true};
+        if (ckpt_restore_store(&L->store, dir, &o, NULL, err, errlen))
+            return EXIT_DATAERR;
+        log_info("resumed from %s: step %llu", dir, (unsigned long long)L->store.iterations);
+        return 0;
+    }
+    if (!c->train.warm_start_from[0])
+        return 0;
+    ckpt_restore_opts_t o = {.pattern = c->train.warm_start_vars, .slots = false};
+    if (ckpt_restore_store(&L->store, c->train.warm_start_from, &o, NULL, err, errlen))
+        return EXIT_DATAERR;
+    log_info("warm-started the variables matching \"%s\" from %s", c->train.warm_start_vars,
+             c->train.warm_start_from);
+    return 0;
+}
+
 static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, size_t errlen) {
     int rc = load_inputs(L, c, err, errlen);
     if (rc)
@@ -60,6 +91,8 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
     if (optim_from_config(&oc, c, err, errlen))
         return EXIT_USAGE;
     store_init_full(&L->store, &L->model, &oc, (uint64_t)c->train.seed);
+    if ((rc = load_start(L, c, err, errlen)) != 0)
+        return rc;
     size_t threads = config_threads(c);
     size_t batch = (size_t)c->train.batch_size;
     /* Evaluation reuses the training batch's buffers (eval batches are capped
@@ -73,6 +106,7 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
                         .nshards = 1,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
+                        .start_step = L->store.iterations,
                         .alloc = be->host_alloc,
                         .free = be->host_free};
     L->loader = loader_create(&L->train, &lo, err, errlen);
@@ -144,6 +178,35 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
     return 0;
 }
 
+static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) {
+    char err[PS_ERRLEN];
+    double t0 = ps_now();
+    trainer_sync_store(L->trainer); /* a device's weights and slots to the host store */
+    if (ckpt_take_local(&L->store, c->checkpoint.model_dir, step, (size_t)c->checkpoint.keep, final,
+                        err, sizeof err)) {
+        log_error("checkpoint at step %llu: %s", (unsigned long long)step, err);
+        return EXIT_IOERR;
+    }
+    log_info("checkpoint %s/ckpt-%llu written in %.0f ms%s", c->checkpoint.model_dir,
+             (unsigned long long)step, 1e3 * (ps_now() - t0), final ? " (final)" : "");
+    if (!final)
+        return 0;
+    char out[PATH_MAX];
+    snprintf(out, sizeof out, "%s/export/%llu", c->checkpoint.model_dir, (unsigned long long)step);
+    if (export_write(&L->model, L->store.w, step, out, err, sizeof err)) {
+        log_error("export: %s", err);
+        return EXIT_IOERR;
+    }
+    log_info("exported the model to %s", out);
+    return 0;
+}
+
+static bool checkpoint_due(const config_t *c, uint64_t step, uint64_t last_step, double last_time) {
+    if (c->checkpoint.every_steps > 0 && step - last_step >= (uint64_t)c->checkpoint.every_steps)
+        return true;
+    return c->checkpoint.every_secs > 0 && ps_now() - last_time >= c->checkpoint.every_secs;
+}
+
 static uint64_t total_steps(const config_t *c, size_t steps_per_epoch) {
     if (c->train.max_steps > 0)
         return (uint64_t)c->train.max_steps;
@@ -158,7 +221,8 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
     es.last_log = es.start;
     double train_start = es.start;
     bool evaluated_last = false;
-    uint64_t step = 0;
+    uint64_t step = L->store.iterations, last_ckpt = step;
+    double last_ckpt_time = ps_now();
     for (; step < total && !*stop; step++) {
         /* The prefetch hook may fetch the next batch during the step, which
          * ends this one: what the loop needs of it is copied first. */
@@ -192,14 +256,25 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
             es = (epoch_stats_t){.start = ps_now()};
             es.last_log = es.start;
         }
+        if (step + 1 < total && checkpoint_due(c, step + 1, last_ckpt, last_ckpt_time)) {
+            int rc = checkpoint(L, c, step + 1, false);
+            if (rc)
+                return rc;
+            last_ckpt = step + 1;
+            last_ckpt_time = ps_now();
+        }
     }
     if (*stop) {
-        log_info("stopping on signal %d after step %llu", (int)*stop, (unsigned long long)step);
-        return EXIT_OK;
+        log_info("stopping on signal %d after step %llu: checkpoint first", (int)*stop,
+                 (unsigned long long)step);
+        return step > last_ckpt ? checkpoint(L, c, step, false) : EXIT_OK;
     }
-    if (!evaluated_last)
-        return evaluate(L, c, step, (double)step / (double)spe, ps_now() - train_start, &es);
-    return EXIT_OK;
+    if (!evaluated_last) {
+        int rc = evaluate(L, c, step, (double)step / (double)spe, ps_now() - train_start, &es);
+        if (rc)
+            return rc;
+    }
+    return checkpoint(L, c, step, true);
 }
 
 int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t *stop) {

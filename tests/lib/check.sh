@@ -26,3 +26,14 @@ expect_error() {
   grep -F -- "$fragment" "$tmp/expect.err" | grep -qv -E ' (INFO|WARN) ' ||
     fail "$*: '$fragment' is not in the error line: $(cat "$tmp/expect.err")"
 }
+
+# need_python3 MODULE...: Debian's python3 (not a pyenv or venv one first on
+# PATH), with the Debian packages' modules the test imports; sets $py.
+need_python3() {
+  py=/usr/bin/python3
+  local m
+  for m in "$@"; do
+    "$py" -c "import $m" 2> /dev/null ||
+      fail "/usr/bin/python3 cannot import $m: run scripts/setup.sh"
+  done
+}

@@ -1,0 +1,62 @@
+/* safetensors files: an 8-byte little-endian header length, a JSON header
+ * ({"__metadata__": {str: str}, "<name>": {"dtype", "shape", "data_offsets"}}),
+ * then the raw little-endian tensors. pstrain writes float32 only and reads
+ * float32 only; checkpoints, exports and warm starts use it.
+ *
+ * A reader validates the whole header before anything is read: offsets inside
+ * the file, no two tensors overlapping, each tensor's bytes matching its shape,
+ * so a corrupt or truncated file is one clear error and never a bad read. */
+#ifndef PSTRAIN_SAFETENSORS_H
+#define PSTRAIN_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ST_MAX_DIMS 8
+
+typedef struct {
+    const char *name;
+    size_t ndim;
+    size_t shape[ST_MAX_DIMS];
+    const float *data; /* host, prod(shape) floats */
+} st_tensor_t;
+
+/* Metadata entries, written as __metadata__. */
+typedef struct {
+    const char *key;
+    const char *value;
+} st_meta_t;
+
+/* Writes the tensors, in the order given, to path through a temp file, fsync
+ * and rename (and an fsync of the directory), so a reader sees the old file
+ * or the whole new one. */
+int st_write(const char *path, const st_tensor_t *t, size_t n, const st_meta_t *meta, size_t nmeta,
+             char *err, size_t errlen);
+
+typedef struct {
+    char *name;
+    size_t ndim;
+    size_t shape[ST_MAX_DIMS];
+    size_t count;   /* elements */
+    uint64_t begin; /* byte offset in the file */
+} st_entry_t;
+
+typedef struct {
+    char *path;
+    int fd;
+    size_t n;
+    st_entry_t *entries; /* sorted by offset, i.e. in the order written */
+    size_t nmeta;
+    st_meta_t *meta; /* owned strings */
+} st_file_t;
+
+int st_open(st_file_t *f, const char *path, char *err, size_t errlen);
+void st_close(st_file_t *f);
+const st_entry_t *st_find(const st_file_t *f, const char *name);
+/* The metadata value for key, or NULL. */
+const char *st_meta_get(const st_file_t *f, const char *key);
+/* Reads `count` elements of an entry starting at element `first`. */
+int st_read(const st_file_t *f, const st_entry_t *e, size_t first, size_t count, float *out,
+            char *err, size_t errlen);
+
+#endif

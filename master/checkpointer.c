@@ -1,0 +1,67 @@
+#include "checkpointer.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/checkpoint.h"
+#include "common/log.h"
+#include "common/util.h"
+
+/* After a failed checkpoint (a PS down, the disk full), wait this long. */
+#define CHECKPOINT_RETRY_S 2.0
+
+int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, const model_t *m,
+                      char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    c->ps = ps;
+    c->cfg = cfg;
+    c->model = m;
+    c->last_time = ps_now();
+    ckpt_manifest_t man;
+    int rc = ckpt_manifest_read(cfg->checkpoint.model_dir, &man, err, errlen);
+    if (rc < 0)
+        return -1;
+    if (rc == 0) {
+        c->last_step = man.latest;
+        c->final = man.final;
+    }
+    return 0;
+}
+
+bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now) {
+    if (step <= c->last_step || now < c->retry_after)
+        return false;
+    const config_t *cfg = c->cfg;
+    if (cfg->checkpoint.every_steps > 0 &&
+        step - c->last_step >= (uint64_t)cfg->checkpoint.every_steps)
+        return true;
+    return cfg->checkpoint.every_secs > 0 && now - c->last_time >= cfg->checkpoint.every_secs;
+}
+
+int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen) {
+    const char *md = c->cfg->checkpoint.model_dir;
+    char dir[PATH_MAX];
+    ckpt_dir(dir, sizeof dir, md, step);
+    double t0 = ps_now();
+    c->last_time = t0;
+    if (step == c->last_step && step > 0)
+        /* Already safe (training ended right at a checkpoint, or a resumed
+         * run that had nothing left to do): mark it final. */
+        return ckpt_manifest_commit(md, step, (size_t)c->cfg->checkpoint.keep, final, err, errlen);
+    /* A directory the manifest does not name is what a crash left: its
+     * files may come from another number of PS. */
+    ps_remove_flat_dir(dir);
+    if (ps_mkdirs(dir, err, errlen) ||
+        psclient_save(c->ps, step, c->cfg->rpc.deadline_secs, err, errlen) ||
+        ckpt_write_model(dir, c->model, err, errlen) ||
+        ckpt_manifest_commit(md, step, (size_t)c->cfg->checkpoint.keep, final, err, errlen)) {
+        c->retry_after = ps_now() + CHECKPOINT_RETRY_S;
+        return -1;
+    }
+    c->last_step = step;
+    log_info("checkpoint %s written by %zu PS in %.0f ms%s", dir, psclient_nps(c->ps),
+             1e3 * (ps_now() - t0), final ? " (final)" : "");
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* When and how the master takes a checkpoint: every checkpoint.every_steps
+ * global steps or checkpoint.every_secs seconds, and at the end. Every PS
+ * writes its file of model_dir/ckpt-<step>/ (Save, all at once); the master
+ * adds model.json and then, only once every file is safe, commits the
+ * manifest, which keeps the newest checkpoint.keep. */
+#ifndef PSTRAIN_MASTER_CHECKPOINTER_H
+#define PSTRAIN_MASTER_CHECKPOINTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/model.h"
+#include "common/psclient.h"
+
+typedef struct {
+    psclient_t *ps;
+    const config_t *cfg;
+    const model_t *model;
+    uint64_t last_step; /* of the latest checkpoint; 0 before one */
+    double last_time;   /* ps_now() of the last attempt */
+    double retry_after; /* after a failure: no attempt before this ps_now() */
+    bool final;         /* the manifest says training ended */
+} checkpointer_t;
+
+/* Starts from model_dir's manifest (a resumed run). -1 on a broken one. */
+int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, const model_t *m,
+                      char *err, size_t errlen);
+bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now);
+/* Takes ckpt-<step>; final marks the manifest as the end of training. */
+int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen);
+
+#endif

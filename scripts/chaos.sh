@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Chaos: trains a local cluster (scripts/train_local_dist.sh, with the
+# arguments given) and, every few seconds, kill -9's a random role and
+# restarts it with scripts/restart_role.sh; stops killing after --kills
+# kills or --secs seconds; then waits for training to finish and reports
+# whether it did, with what accuracy, and whether every checkpoint the
+# manifest names loads. Recovery times (restart to the role's first
+# progress) are printed per kill.
+#   scripts/chaos.sh [--kills N] [--secs S] [--every-min S] [--every-max S]
+#                    [train_local_dist.sh args...]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+runlogs=${PSTRAIN_RUNLOGS:-$root/runlogs}
+export PSTRAIN_RUNLOGS=$runlogs
+kills=20 secs=600 every_min=2 every_max=6
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --kills) kills=$2; shift 2 ;;
+    --secs) secs=$2; shift 2 ;;
+    --every-min) every_min=$2; shift 2 ;;
+    --every-max) every_max=$2; shift 2 ;;
+    --help | -h) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+model_dir=runs/default
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[$i]} in checkpoint.model_dir=*) model_dir=${args[$i]#checkpoint.model_dir=} ;; esac
+done
+if [ -e "$model_dir/checkpoint" ]; then
+  echo "chaos: $model_dir already holds checkpoints; give a fresh --set checkpoint.model_dir=DIR" >&2
+  exit 2
+fi
+"$root/scripts/train_local_dist.sh" "${args[@]}" > "$runlogs.chaos.out" 2>&1 &
+run=$!
+for _ in $(seq 1 100); do [ -f "$runlogs/master0.pid" ] && break; sleep 0.1; done
+sleep 2
+start=$(date +%s)
+n=0
+# ms since the epoch of a log line's timestamp ("YYYY-MM-DD HH:MM:SS.mmm ...")
+line_ms() { date -d "$(cut -c1-23 <<< "$1")" +%s%3N; }
+recovery() { # recovery NAME T0_MS: ms from the restart to the role's first progress
+  local name=$1 t0=$2 pat
+  case $name in
+    worker*) pat="first step done" ;;
+    ps*) pat="restored .*lineage" ;;
+    master*) pat="global step [0-9]*/" ;;
+  esac
+  for _ in $(seq 1 200); do
+    local line
+    line=$(awk -v pat="$pat" '/== restart/ { found = ""; after = 1; next }
+      after && found == "" && $0 ~ pat { found = $0 } END { print found }' "$runlogs/$name.log")
+    if [ -n "$line" ]; then
+      echo $(($(line_ms "$line") - t0))
+      return
+    fi
+    sleep 0.05
+  done
+  echo "never"
+}
+while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && kill -0 "$run" 2> /dev/null; do
+  sleep "$(awk -v a="$every_min" -v b="$every_max" 'BEGIN { srand(); printf "%.2f", a + rand() * (b - a) }')"
+  mapfile -t roles < <(cd "$runlogs" && ls ./*.cmd | sed 's|^\./||; s|\.cmd$||')
+  name=${roles[$((RANDOM % ${#roles[@]}))]}
+  pid=$(cat "$runlogs/$name.pid" 2> /dev/null) || continue
+  kill -0 "$pid" 2> /dev/null || continue
+  kill -9 "$pid" 2> /dev/null || continue
+  n=$((n + 1))
+  sleep 0.3
+  t0=$(date +%s%3N)
+  "$root/scripts/restart_role.sh" "${name%%[0-9]*}" "${name##*[a-z]}" > /dev/null
+  echo "chaos: kill $n: $name (pid $pid), back to work in $(recovery "$name" "$t0") ms"
+done
+status=0
+wait "$run" || status=$?
+echo "chaos: $n kills; training $([ $status -eq 0 ] && echo finished || echo FAILED: status $status)"
+tail -1 "$runlogs.chaos.out"
+bad=0
+for step in $(python3 -c "import json,sys; print(*json.load(open(sys.argv[1]))['kept_steps'])" "$model_dir/checkpoint"); do
+  "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs.chaos.export" > /dev/null 2>&1 ||
+    { echo "chaos: ckpt-$step does not load"; bad=1; }
+done
+rm -rf "$runlogs.chaos.export"
+[ "$bad" -eq 0 ] && echo "chaos: every checkpoint in the manifest loads"
+exit $((status != 0 || bad != 0))
