@@ -103,15 +103,21 @@ static void restage(void *arg) {
 }
 
 /* One step of the mode measured: the standalone worker's (gradient and
- * update, the store attached) or a cluster worker's (the gradient of
- * weights given on the host, brought back to the host). */
-static void one_step(trainer_t *t, bool gradient_only, store_t *s, const float *x, const int32_t *y,
-                     size_t n, uint64_t seed, float *grads) {
+ * update, the store attached) or a cluster worker's (the gradient at
+ * weights pulled into host memory, brought back to host memory). */
+typedef struct {
+    trainer_t *t;
+    bool gradient_only;
+    float *params, *grads; /* the backend's host memory, as a worker has them */
+} bench_step_t;
+
+static void one_step(const bench_step_t *b, const float *x, const int32_t *y, size_t n,
+                     uint64_t seed) {
     step_metrics_t sm;
-    if (gradient_only)
-        trainer_gradient(t, s->w, x, y, n, seed, grads, &sm);
+    if (b->gradient_only)
+        trainer_gradient(b->t, b->params, x, y, n, seed, b->grads, &sm);
     else
-        trainer_step(t, x, y, n, seed, &sm);
+        trainer_step(b->t, x, y, n, seed, &sm);
 }
 
 /* Median over reps of the images/s of `steps` training steps. */
@@ -126,21 +132,28 @@ static double run(const model_t *m, const bench_opts_t *o, const backend_t *be, 
     trainer_attach_store(t, &s);
     restage_t rs = {t, x, y, o->batch};
     trainer_set_prefetch(t, restage, &rs);
-    float *grads = be->host_alloc(m->nparams * sizeof(float));
+    size_t bytes = m->nparams * sizeof(float);
+    bench_step_t b = {t, gradient_only, be->host_alloc(bytes), be->host_alloc(bytes)};
+    if (!b.params || !b.grads) {
+        fprintf(stderr, "pstrain-bench-compute: out of host memory\n");
+        exit(2);
+    }
+    memcpy(b.params, s.w, bytes);
     double *rates = xcalloc(o->reps, sizeof *rates);
     size_t warmup = be->host_memory ? 3 : 20; /* first touches, BLAS buffers, cuDNN plans */
     for (size_t i = 0; i < warmup; i++)
-        one_step(t, gradient_only, &s, x, y, o->batch, i, grads);
+        one_step(&b, x, y, o->batch, i);
     for (size_t r = 0; r < o->reps; r++) {
         double t0 = ps_now();
         for (size_t i = 0; i < o->steps; i++)
-            one_step(t, gradient_only, &s, x, y, o->batch, i, grads);
+            one_step(&b, x, y, o->batch, i);
         rates[r] = (double)(o->steps * o->batch) / (ps_now() - t0);
     }
     qsort(rates, o->reps, sizeof *rates, cmp_double);
     double median = rates[o->reps / 2];
     free(rates);
-    be->host_free(grads);
+    be->host_free(b.params);
+    be->host_free(b.grads);
     trainer_free(t);
     store_free(&s);
     return median;
