@@ -1,6 +1,12 @@
 /* Training throughput of one process on data already in memory: forward,
  * backward and the optimizer update, as the standalone worker runs them.
- * Prints one line per thread count: threads=N images_per_sec=X gflops=Y. */
+ * On the CPU it prints one line per thread count:
+ *   threads=N images_per_sec=X gflops=Y
+ * With --device gpu, two lines: the standalone worker's step (the store on
+ * the GPU, the batch copied beside the step) and a cluster worker's
+ * gradient (weights up, gradients down, every step):
+ *   device=gpu batch=B mode=step images_per_sec=X gflops=Y
+ *   device=gpu batch=B mode=gradient images_per_sec=X gflops=Y */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +22,17 @@ typedef struct {
     size_t batch, steps, reps;
     const char *threads;
     const char *data_dir;
+    const char *device;
 } bench_opts_t;
 
 static int parse_opts(bench_opts_t *o, int argc, char **argv) {
     *o = (bench_opts_t){.model = "cnn",
                         .batch = 64,
-                        .steps = 40,
+                        .steps = 0,
                         .reps = 5,
                         .threads = "1,2",
-                        .data_dir = "/usr/share/datasets/fashion-mnist"};
+                        .data_dir = "/usr/share/datasets/fashion-mnist",
+                        .device = "cpu"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -35,17 +43,25 @@ static int parse_opts(bench_opts_t *o, int argc, char **argv) {
             o->threads = v;
         else if (!strcmp(a, "--data") && v)
             o->data_dir = v;
+        else if (!strcmp(a, "--device") && v)
+            o->device = v;
         else if ((!strcmp(a, "--batch") || !strcmp(a, "--steps") || !strcmp(a, "--reps")) && v &&
                  ps_parse_i64(v, &x) == 0 && x > 0)
             *(a[2] == 'b' ? &o->batch : a[2] == 's' ? &o->steps : &o->reps) = (size_t)x;
         else {
             fprintf(stderr, "usage: pstrain-bench-compute [--model NAME|FILE] [--batch N] "
-                            "[--threads 1,2] [--steps N] [--reps N] [--data DIR]\n");
+                            "[--threads 1,2] [--steps N] [--reps N] [--data DIR] "
+                            "[--device cpu|gpu|auto]\n");
             return -1;
         }
         i++;
     }
     return 0;
+}
+
+/* A GPU step takes a millisecond or two: more of them make a rep. */
+static size_t default_steps(bool gpu) {
+    return gpu ? 200 : 40;
 }
 
 /* Images of the real data set when it is there, else uniform noise. */
@@ -72,37 +88,107 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The trainer's prefetch hook: the bench's one batch again, staged as the
+ * standalone worker stages its next one. */
+typedef struct {
+    trainer_t *t;
+    const float *x;
+    const int32_t *y;
+    size_t n;
+} restage_t;
+
+static void restage(void *arg) {
+    restage_t *r = arg;
+    trainer_stage(r->t, r->x, r->y, r->n);
+}
+
+/* One step of the mode measured: the standalone worker's (gradient and
+ * update, the store attached) or a cluster worker's (the gradient at
+ * weights pulled into host memory, brought back to host memory). */
+typedef struct {
+    trainer_t *t;
+    bool gradient_only;
+    float *params, *grads; /* the backend's host memory, as a worker has them */
+} bench_step_t;
+
+static void one_step(const bench_step_t *b, const float *x, const int32_t *y, size_t n,
+                     uint64_t seed) {
+    step_metrics_t sm;
+    if (b->gradient_only)
+        trainer_gradient(b->t, b->params, x, y, n, seed, b->grads, &sm);
+    else
+        trainer_step(b->t, x, y, n, seed, &sm);
+}
+
 /* Median over reps of the images/s of `steps` training steps. */
-static double run(const model_t *m, const bench_opts_t *o, size_t threads, const float *x,
-                  const int32_t *y) {
+static double run(const model_t *m, const bench_opts_t *o, const backend_t *be, size_t threads,
+                  bool gradient_only, const float *x, const int32_t *y) {
     optim_cfg_t oc;
     optim_defaults(&oc, OPTIM_SGD);
     oc.momentum = 0.9;
     store_t s;
     store_init_full(&s, m, &oc, 42);
-    trainer_t *t = trainer_create(m, cpu_backend(), threads, o->batch);
-    float *grads = xalloc_aligned(m->nparams * sizeof(float));
-    step_metrics_t sm;
-    double *rates = xcalloc(o->reps, sizeof *rates);
-    for (size_t i = 0; i < 3; i++) { /* warm-up: first touches, BLAS buffers */
-        trainer_gradient(t, s.w, x, y, o->batch, i, grads, &sm);
-        store_apply(&s, grads);
+    trainer_t *t = trainer_create(m, be, threads, o->batch);
+    trainer_attach_store(t, &s);
+    restage_t rs = {t, x, y, o->batch};
+    trainer_set_prefetch(t, restage, &rs);
+    size_t bytes = m->nparams * sizeof(float);
+    bench_step_t b = {t, gradient_only, be->host_alloc(bytes), be->host_alloc(bytes)};
+    if (!b.params || !b.grads) {
+        fprintf(stderr, "pstrain-bench-compute: out of host memory\n");
+        exit(2);
     }
+    memcpy(b.params, s.w, bytes);
+    double *rates = xcalloc(o->reps, sizeof *rates);
+    size_t warmup = be->host_memory ? 3 : 20; /* first touches, BLAS buffers, cuDNN plans */
+    for (size_t i = 0; i < warmup; i++)
+        one_step(&b, x, y, o->batch, i);
     for (size_t r = 0; r < o->reps; r++) {
         double t0 = ps_now();
-        for (size_t i = 0; i < o->steps; i++) {
-            trainer_gradient(t, s.w, x, y, o->batch, i, grads, &sm);
-            store_apply(&s, grads);
-        }
+        for (size_t i = 0; i < o->steps; i++)
+            one_step(&b, x, y, o->batch, i);
         rates[r] = (double)(o->steps * o->batch) / (ps_now() - t0);
     }
     qsort(rates, o->reps, sizeof *rates, cmp_double);
     double median = rates[o->reps / 2];
     free(rates);
-    free(grads);
+    be->host_free(b.params);
+    be->host_free(b.grads);
     trainer_free(t);
     store_free(&s);
     return median;
+}
+
+/* --device gpu (or auto finding one): both modes at the one batch size. */
+static void run_gpu(const model_t *m, const bench_opts_t *o, const backend_t *be, const float *x,
+                    const int32_t *y, double flops) {
+    for (int mode = 0; mode < 2; mode++) {
+        double ips = run(m, o, be, 1, mode == 1, x, y);
+        printf("device=gpu batch=%zu mode=%s images_per_sec=%.0f gflops=%.1f\n", o->batch,
+               mode ? "gradient" : "step", ips, ips * flops / 1e9);
+        fflush(stdout);
+    }
+}
+
+/* The CPU: one line per thread count. */
+static int run_cpu(const model_t *m, const bench_opts_t *o, const float *x, const int32_t *y,
+                   double flops) {
+    char *list = xstrdup(o->threads);
+    int rc = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t th;
+        if (ps_parse_i64(tok, &th) || th < 1 || th > 256) {
+            fprintf(stderr, "pstrain-bench-compute: bad thread count \"%s\"\n", tok);
+            rc = 2;
+            break;
+        }
+        double ips = run(m, o, cpu_backend(), (size_t)th, false, x, y);
+        printf("threads=%lld images_per_sec=%.0f gflops=%.1f\n", (long long)th, ips,
+               ips * flops / 1e9);
+        fflush(stdout);
+    }
+    free(list);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -112,34 +198,41 @@ int main(int argc, char **argv) {
     cpu_backend_init();
     model_t m;
     char err[PS_ERRLEN];
+    backend_choice_t dev;
+    if (backend_open(o.device, &dev, err, sizeof err)) {
+        fprintf(stderr, "pstrain-bench-compute: %s\n", err);
+        return 69; /* EXIT_NODEVICE */
+    }
+    if (dev.why_cpu[0])
+        fprintf(stderr, "pstrain-bench-compute: device=auto: no usable GPU (%s); using the CPU\n",
+                dev.why_cpu);
+    if (!o.steps)
+        o.steps = default_steps(dev.gpu);
     if (model_load(&m, o.model, err, sizeof err)) {
         fprintf(stderr, "pstrain-bench-compute: %s\n", err);
         return 2;
     }
     size_t in_size = m.input[0] * m.input[1] * m.input[2];
-    float *x = xalloc_aligned(o.batch * in_size * sizeof(float));
-    int32_t *y = xcalloc(o.batch, sizeof *y);
+    /* The batch in the backend's host memory, as the loader gives it. */
+    float *x = dev.be->host_alloc(o.batch * in_size * sizeof(float));
+    int32_t *y = dev.be->host_alloc(o.batch * sizeof *y);
+    if (!x || !y) {
+        fprintf(stderr, "pstrain-bench-compute: out of host memory\n");
+        return 2;
+    }
     fill_batch(&o, in_size, x, y);
     double flops = model_train_flops(&m);
-    printf("# model=%s batch=%zu train_mflop_per_image=%.2f blas_core=%s steps=%zu reps=%zu "
+    printf("# model=%s batch=%zu train_mflop_per_image=%.2f device=\"%s\" steps=%zu reps=%zu "
            "(median)\n",
-           o.model, o.batch, flops / 1e6, cpu_backend_blas_core(), o.steps, o.reps);
+           o.model, o.batch, flops / 1e6, dev.about, o.steps, o.reps);
     fflush(stdout);
-    char *list = xstrdup(o.threads);
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        int64_t th;
-        if (ps_parse_i64(tok, &th) || th < 1 || th > 256) {
-            fprintf(stderr, "pstrain-bench-compute: bad thread count \"%s\"\n", tok);
-            return 2;
-        }
-        double ips = run(&m, &o, (size_t)th, x, y);
-        printf("threads=%lld images_per_sec=%.0f gflops=%.1f\n", (long long)th, ips,
-               ips * flops / 1e9);
-        fflush(stdout);
-    }
-    free(list);
-    free(x);
-    free(y);
+    int rc = 0;
+    if (dev.gpu)
+        run_gpu(&m, &o, dev.be, x, y, flops);
+    else
+        rc = run_cpu(&m, &o, x, y, flops);
+    dev.be->host_free(x);
+    dev.be->host_free(y);
     model_free(&m);
-    return 0;
+    return rc;
 }

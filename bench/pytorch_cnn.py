@@ -1,9 +1,15 @@
 """The anchor: the same Keras MNIST CNN trained by PyTorch (Debian's
 python3-torch) on data already in memory, batch 64, SGD lr 0.01 momentum 0.9.
-Prints one line per thread count, in pstrain-bench-compute's format:
+On the CPU it prints one line per thread count, in pstrain-bench-compute's
+format:
     pytorch threads=N images_per_sec=X gflops=Y
 Run it with GLIBC_TUNABLES raising the mmap and trim thresholds and
-OPENBLAS_NUM_THREADS=1 (scripts/bench_compute.sh does), PyTorch's best here."""
+OPENBLAS_NUM_THREADS=1 (scripts/bench_compute.sh does), PyTorch's best here.
+With --device cuda the model and batch live on the GPU and it prints
+    pytorch device=cuda batch=B images_per_sec=X gflops=Y
+with PyTorch's defaults (TF32 convolutions, cuDNN's heuristics), then a
+line with cudnn.benchmark on (cuDNN timing its algorithms, as pstrain
+does), marked benchmark=on."""
 import argparse
 import statistics
 import time
@@ -23,38 +29,61 @@ def cnn():
         nn.Linear(128, 10))
 
 
-def run(threads, batch, steps, reps):
+def run(threads, batch, steps, reps, device="cpu"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = cnn()
+    model = cnn().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.rand(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
 
     def step():
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
 
-    for _ in range(3):
+    def sync():
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    for _ in range(3 if device == "cpu" else 20):
         step()
+    sync()
     rates = []
     for _ in range(reps):
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
+        sync()
         rates.append(steps * batch / (time.perf_counter() - t0))
     return statistics.median(rates)
+
+
+def main_cuda(a):
+    steps = a.steps if a.steps else 200
+    print("# pytorch %s device=cuda %s batch=%d (median of %d x %d steps)" %
+          (torch.__version__, torch.cuda.get_device_name(0), a.batch, a.reps, steps), flush=True)
+    for bench in (False, True):
+        torch.backends.cudnn.benchmark = bench
+        ips = run(1, a.batch, steps, a.reps, "cuda")
+        print("pytorch device=cuda batch=%d images_per_sec=%.0f gflops=%.1f%s" %
+              (a.batch, ips, ips * TRAIN_MFLOP_PER_IMAGE / 1e3,
+               " benchmark=on" if bench else ""), flush=True)
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", default="1,2")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=0, help="default: 40 on the CPU, 200 on a GPU")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
+    if a.device == "cuda":
+        main_cuda(a)
+        return
+    a.steps = a.steps if a.steps else 40
     print("# pytorch %s batch=%d (median of %d x %d steps)" % (torch.__version__, a.batch, a.reps,
                                                               a.steps), flush=True)
     for t in a.threads.split(","):

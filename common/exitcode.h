@@ -9,6 +9,7 @@ enum {
     EXIT_OK = 0,
     EXIT_USAGE = 2,         /* bad flag, config key or value, model spec, TF_CONFIG */
     EXIT_DATAERR = 65,      /* input data is corrupt or does not fit the model */
+    EXIT_NODEVICE = 69,     /* device=gpu, but no GPU is usable (plugin, driver or device) */
     EXIT_UNAVAILABLE = 129, /* a peer stayed unreachable: may pass */
     EXIT_IOERR = 130,       /* could not write model_dir (disk full, NFS away): may pass */
 };

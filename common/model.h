@@ -107,6 +107,10 @@ void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
 /* Backend buffers for one batch of input and labels, filled by the caller. */
 float *model_exec_input(model_exec_t *e);
 int32_t *model_exec_labels(model_exec_t *e);
+/* Runs on the caller's buffers of max_batch examples from now on (a device
+ * trainer's second batch slot, filled while the first computes); NULL goes
+ * back to the exec's own. The caller keeps them until then. */
+void model_exec_set_input(model_exec_t *e, float *input, int32_t *labels);
 
 /* Runs the layers on the n examples in model_exec_input, against the labels
  * in model_exec_labels (fill them with any valid class when there are none:

@@ -11,8 +11,10 @@ struct model_exec {
     const model_t *m;
     const backend_t *be;
     size_t max_batch;
-    float *input; /* [max_batch, input size] */
+    float *input; /* [max_batch, input size]: own_input, or a buffer set by model_exec_set_input */
     int32_t *labels;
+    float *own_input;
+    int32_t *own_labels;
     float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
     const float **out; /* out[i]: where the last forward left layer i's output (a view for
                         * flatten, and for dropout outside training) */
@@ -61,25 +63,14 @@ static pool2d_shape_t pool_shape(const layer_t *l, size_t n) {
     return s;
 }
 
-/* Backend memory is sized from the model, which was validated: running out
- * is fatal, as with xmalloc. */
-static void *be_alloc(const backend_t *be, size_t bytes) {
-    void *p = be->alloc(bytes ? bytes : 64);
-    if (!p) {
-        fprintf(stderr, "fatal: backend %s could not allocate %zu bytes\n", be->name, bytes);
-        abort();
-    }
-    return p;
-}
-
 model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t max_batch) {
     model_exec_t *e = xcalloc(1, sizeof *e);
     e->m = m;
     e->be = be;
     e->max_batch = max_batch;
     size_t in_size = m->input[0] * m->input[1] * m->input[2];
-    e->input = be_alloc(be, max_batch * in_size * sizeof(float));
-    e->labels = be_alloc(be, max_batch * sizeof(int32_t));
+    e->input = e->own_input = BACKEND_XALLOC(be, max_batch * in_size * sizeof(float));
+    e->labels = e->own_labels = BACKEND_XALLOC(be, max_batch * sizeof(int32_t));
     be->zero(e->labels, max_batch * sizeof(int32_t));
     e->act = xcalloc(m->nlayers, sizeof *e->act);
     e->out = xcalloc(m->nlayers, sizeof *e->out);
@@ -88,17 +79,17 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
         const layer_t *l = &m->layers[i];
         max_out = PS_MAX(max_out, l->out_size);
         if (l->kind != LAYER_FLATTEN)
-            e->act[i] = be_alloc(be, max_batch * l->out_size * sizeof(float));
+            e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (l->kind == LAYER_CONV2D) {
             conv2d_shape_t s = conv_shape(l, max_batch);
             ws = PS_MAX(ws, be->conv2d_workspace(&s));
         }
     }
-    e->logits = be_alloc(be, max_batch * m->nclasses * sizeof(float));
-    e->row_loss = be_alloc(be, max_batch * sizeof(float));
-    e->grad[0] = be_alloc(be, max_batch * max_out * sizeof(float));
-    e->grad[1] = be_alloc(be, max_batch * max_out * sizeof(float));
-    e->ws = be_alloc(be, ws);
+    e->logits = BACKEND_XALLOC(be, max_batch * m->nclasses * sizeof(float));
+    e->row_loss = BACKEND_XALLOC(be, max_batch * sizeof(float));
+    e->grad[0] = BACKEND_XALLOC(be, max_batch * max_out * sizeof(float));
+    e->grad[1] = BACKEND_XALLOC(be, max_batch * max_out * sizeof(float));
+    e->ws = BACKEND_XALLOC(be, ws);
     e->host_probs = xmalloc(max_batch * m->nclasses * sizeof(float));
     e->host_loss = xmalloc(max_batch * sizeof(float));
     e->host_labels = xmalloc(max_batch * sizeof(int32_t));
@@ -114,8 +105,8 @@ void model_exec_free(model_exec_t *e) {
             be->free(e->act[i]);
     free(e->act);
     free(e->out);
-    be->free(e->input);
-    be->free(e->labels);
+    be->free(e->own_input);
+    be->free(e->own_labels);
     be->free(e->logits);
     be->free(e->row_loss);
     be->free(e->grad[0]);
@@ -133,6 +124,11 @@ float *model_exec_input(model_exec_t *e) {
 
 int32_t *model_exec_labels(model_exec_t *e) {
     return e->labels;
+}
+
+void model_exec_set_input(model_exec_t *e, float *input, int32_t *labels) {
+    e->input = input ? input : e->own_input;
+    e->labels = labels ? labels : e->own_labels;
 }
 
 static uint64_t dropout_key(const layer_t *l, uint64_t seed) {

@@ -31,7 +31,9 @@
  * RMSprop and Adagrad put epsilon inside the square root, as Keras 3 does (and
  * tf.keras 2.x's momentum RMSprop); Adam puts it outside, as every Keras does.
  * Scalars (lr_t, alpha) are computed in double and rounded to float once; the
- * per-element math is float, like Keras on float32 variables. */
+ * per-element math is float, like Keras on float32 variables. The rules run
+ * as a backend op: kernels/cpu/cpu_optim.c on the CPU, the CUDA plugin's
+ * kernel for a store kept on a GPU. */
 #include "optim.h"
 
 #include <math.h>
@@ -107,125 +109,30 @@ double optim_lr(const optim_cfg_t *c, uint64_t iterations) {
     return c->learning_rate / (1.0 + c->decay * (double)iterations);
 }
 
-/* Each rule is written once per element (the *_at functions) and run by a
- * driver over blocks of BLOCK elements, then over the tail. The PS runs these
- * over every parameter on every push, so they must vectorize, and GCC 12 at
- * -O2 (its "very cheap" cost model) vectorizes only loops whose trip count is
- * a known multiple of the vector width: the fixed-size inner loop is one. The
- * square-root rules vectorize only where libm's errno is off
- * (-fno-math-errno); without it they run scalar, with the same results. */
-#define BLOCK 16
-
-/* Runs stmt for every i in [0, n): blocks of BLOCK, then the tail. */
-#define FOR_EACH_BLOCKED(i, n, stmt)                                                               \
-    do {                                                                                           \
-        size_t block_ = 0;                                                                         \
-        for (; block_ + BLOCK <= (n); block_ += BLOCK)                                             \
-            for (size_t i = block_; i < block_ + BLOCK; i++)                                       \
-                stmt;                                                                              \
-        for (size_t i = block_; i < (n); i++)                                                      \
-            stmt;                                                                                  \
-    } while (0)
-
-/* Drivers stay out of line: GCC forgets their restrict parameters when it
- * inlines them into optim_apply, whose pointers are not restrict, and then
- * does not vectorize. */
-#define DRIVER __attribute__((noinline))
-
-/* The constants of one update, rounded to float once. The complements
- * (1 - beta) are taken in double before rounding, as Keras takes them in
- * Python: 1 - 0.999f would be off by 1.3e-5 relative. Passed by value, so
- * that no store through a weight pointer can be taken to change them. */
-typedef struct {
-    float lr;    /* lr_t */
-    float mom;   /* momentum */
-    float alpha; /* Adam: lr_t * sqrt(1 - beta2^t) / (1 - beta1^t) */
-    float b1, one_minus_b1, b2, one_minus_b2;
-    float rho, one_minus_rho;
-    float eps;
-} coef_t;
-
-static inline void sgd_at(float *restrict w, const float *restrict g, size_t i, coef_t k) {
-    w[i] -= k.lr * g[i];
+/* The rule a configuration applies. */
+static update_rule_t rule_of(const optim_cfg_t *c) {
+    bool momentum = c->momentum > 0;
+    switch (c->kind) {
+    case OPTIM_SGD:
+        return !momentum ? UPDATE_SGD : c->nesterov ? UPDATE_SGD_NESTEROV : UPDATE_SGD_MOMENTUM;
+    case OPTIM_ADAM:
+        return UPDATE_ADAM;
+    case OPTIM_RMSPROP:
+        return momentum ? UPDATE_RMSPROP_MOMENTUM : UPDATE_RMSPROP;
+    case OPTIM_ADAGRAD:
+        return UPDATE_ADAGRAD;
+    }
+    return UPDATE_SGD;
 }
 
-static inline void sgd_momentum_at(float *restrict w, float *restrict v, const float *restrict g,
-                                   size_t i, coef_t k) {
-    v[i] = k.mom * v[i] - k.lr * g[i];
-    w[i] += v[i];
-}
-
-static inline void sgd_nesterov_at(float *restrict w, float *restrict v, const float *restrict g,
-                                   size_t i, coef_t k) {
-    v[i] = k.mom * v[i] - k.lr * g[i];
-    w[i] += k.mom * v[i] - k.lr * g[i];
-}
-
-static inline void adam_at(float *restrict w, float *restrict m, float *restrict v,
-                           const float *restrict g, size_t i, coef_t k) {
-    m[i] = k.b1 * m[i] + k.one_minus_b1 * g[i];
-    v[i] = k.b2 * v[i] + k.one_minus_b2 * g[i] * g[i];
-    w[i] -= k.alpha * m[i] / (sqrtf(v[i]) + k.eps);
-}
-
-static inline void rmsprop_at(float *restrict w, float *restrict ms, const float *restrict g,
-                              size_t i, coef_t k) {
-    ms[i] = k.rho * ms[i] + k.one_minus_rho * g[i] * g[i];
-    w[i] -= k.lr * g[i] / sqrtf(ms[i] + k.eps);
-}
-
-static inline void rmsprop_momentum_at(float *restrict w, float *restrict ms, float *restrict mom,
-                                       const float *restrict g, size_t i, coef_t k) {
-    ms[i] = k.rho * ms[i] + k.one_minus_rho * g[i] * g[i];
-    mom[i] = k.mom * mom[i] + k.lr * g[i] / sqrtf(ms[i] + k.eps);
-    w[i] -= mom[i];
-}
-
-static inline void adagrad_at(float *restrict w, float *restrict acc, const float *restrict g,
-                              size_t i, coef_t k) {
-    acc[i] += g[i] * g[i];
-    w[i] -= k.lr * g[i] / sqrtf(acc[i] + k.eps);
-}
-
-static DRIVER void sgd(float *restrict w, const float *restrict g, size_t n, coef_t k) {
-    FOR_EACH_BLOCKED(i, n, sgd_at(w, g, i, k));
-}
-
-static DRIVER void sgd_momentum(float *restrict w, float *restrict v, const float *restrict g,
-                                size_t n, coef_t k) {
-    FOR_EACH_BLOCKED(i, n, sgd_momentum_at(w, v, g, i, k));
-}
-
-static DRIVER void sgd_nesterov(float *restrict w, float *restrict v, const float *restrict g,
-                                size_t n, coef_t k) {
-    FOR_EACH_BLOCKED(i, n, sgd_nesterov_at(w, v, g, i, k));
-}
-
-static DRIVER void adam(float *restrict w, float *restrict m, float *restrict v,
-                        const float *restrict g, size_t n, coef_t k) {
-    FOR_EACH_BLOCKED(i, n, adam_at(w, m, v, g, i, k));
-}
-
-static DRIVER void rmsprop(float *restrict w, float *restrict ms, const float *restrict g, size_t n,
-                           coef_t k) {
-    FOR_EACH_BLOCKED(i, n, rmsprop_at(w, ms, g, i, k));
-}
-
-static DRIVER void rmsprop_momentum(float *restrict w, float *restrict ms, float *restrict mom,
-                                    const float *restrict g, size_t n, coef_t k) {
-    FOR_EACH_BLOCKED(i, n, rmsprop_momentum_at(w, ms, mom, g, i, k));
-}
-
-static DRIVER void adagrad(float *restrict w, float *restrict acc, const float *restrict g,
-                           size_t n, coef_t k) {
-    FOR_EACH_BLOCKED(i, n, adagrad_at(w, acc, g, i, k));
-}
-
-static coef_t coefficients(const optim_cfg_t *c, uint64_t iterations) {
+/* The complements (1 - beta) are taken in double before rounding, as Keras
+ * takes them in Python: 1 - 0.999f would be off by 1.3e-5 relative. */
+void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t *out) {
     double lr = optim_lr(c, iterations);
     double t = (double)iterations + 1.0; /* Adam's step number */
     double alpha = lr * sqrt(1.0 - pow(c->beta2, t)) / (1.0 - pow(c->beta1, t));
-    return (coef_t){
+    *out = (update_step_t){
+        .rule = rule_of(c),
         .lr = (float)lr,
         .mom = (float)c->momentum,
         .alpha = (float)alpha,
@@ -241,30 +148,11 @@ static coef_t coefficients(const optim_cfg_t *c, uint64_t iterations) {
 
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
                  size_t n) {
-    coef_t k = coefficients(c, iterations);
-    bool momentum = c->momentum > 0;
-    switch (c->kind) {
-    case OPTIM_SGD:
-        if (momentum && c->nesterov)
-            sgd_nesterov(w, slots[0], g, n, k);
-        else if (momentum)
-            sgd_momentum(w, slots[0], g, n, k);
-        else
-            sgd(w, g, n, k);
-        break;
-    case OPTIM_ADAM:
-        adam(w, slots[0], slots[1], g, n, k);
-        break;
-    case OPTIM_RMSPROP:
-        if (momentum)
-            rmsprop_momentum(w, slots[0], slots[1], g, n, k);
-        else
-            rmsprop(w, slots[0], g, n, k);
-        break;
-    case OPTIM_ADAGRAD:
-        adagrad(w, slots[0], g, n, k);
-        break;
-    }
+    update_step_t k;
+    optim_update_step(c, iterations, &k);
+    size_t nslots = optim_nslots(c);
+    cpu_backend()->apply_update(&k, w, nslots > 0 ? slots[0] : NULL, nslots > 1 ? slots[1] : NULL,
+                                g, n);
 }
 
 int optim_from_config(optim_cfg_t *o, const config_t *c, char *err, size_t errlen) {

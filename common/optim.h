@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "kernels/backend.h"
 
 typedef enum { OPTIM_SGD = 0, OPTIM_ADAM, OPTIM_RMSPROP, OPTIM_ADAGRAD } optim_kind_t;
 
@@ -50,6 +51,10 @@ double optim_lr(const optim_cfg_t *c, uint64_t iterations);
  * formulas are written out at the top of optim.c. */
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
                  size_t n);
+
+/* The rule and constants of the update that follows `iterations` updates,
+ * for a backend's apply_update (optim_apply is that on the CPU). */
+void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t *out);
 
 /* The optimizer the configuration names, with its train.* values. */
 int optim_from_config(optim_cfg_t *o, const config_t *c, char *err, size_t errlen);

@@ -4,44 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trainer_internal.h"
 #include "util.h"
-
-typedef void (*job_fn)(trainer_t *t, size_t k);
-
-struct trainer {
-    const model_t *m;
-    const backend_t *be;
-    size_t nthreads, max_batch;
-    model_exec_t **exec;
-    float **grads;  /* per thread; grads[0] is unused on host memory (thread 0 writes out) */
-    float *dparams; /* backend copy of the parameters when backend memory is not host memory */
-    pthread_t *tids;
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    uint64_t generation;
-    size_t pending;
-    bool stop;
-    job_fn job;
-    /* Arguments of the job in flight. */
-    const float *params;
-    const float *x;
-    const int32_t *y;
-    size_t n;
-    uint64_t seed;
-    float *out;
-    double *loss;    /* per thread */
-    size_t *correct; /* per thread */
-    int32_t *pred;   /* [max_batch] predictions of an evaluation batch */
-    trainer_overlap_t overlap;
-    bool overlap_on;   /* overlap set, and a gradient is being computed */
-    size_t heads_done; /* threads past the head's backward in this step */
-    struct hook_ctx {
-        trainer_t *t;
-        size_t k;
-    } * hooks;
-    float *xbuf; /* evaluation batch, scaled */
-    int32_t *ybuf;
-};
 
 /* Thread k's slice of n examples. */
 static void slice(size_t n, size_t k, size_t nthreads, size_t *begin, size_t *end) {
@@ -78,11 +42,13 @@ static void hook_after_backward(void *arg, size_t layer) {
 }
 
 void trainer_set_overlap(trainer_t *t, const trainer_overlap_t *o) {
-    if (!o || !t->be->host_memory) {
+    if (!o) {
         t->overlap.wait_head_params = NULL;
         return;
     }
     t->overlap = *o;
+    if (t->dev)
+        return; /* the device path's own hooks move the head */
     for (size_t k = 0; k < t->nthreads; k++) {
         t->hooks[k] = (struct hook_ctx){.t = t, .k = k};
         model_exec_set_hooks(t->exec[k], hook_before_forward, hook_after_backward, &t->hooks[k]);
@@ -139,7 +105,8 @@ trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
     trainer_t *t = xcalloc(1, sizeof *t);
     t->m = m;
     t->be = be;
-    t->nthreads = threads ? threads : 1;
+    /* A device runs one stream: the batch is not split. */
+    t->nthreads = threads && be->host_memory ? threads : 1;
     t->max_batch = max_batch;
     size_t per_thread = (max_batch + t->nthreads - 1) / t->nthreads;
     t->exec = xcalloc(t->nthreads, sizeof *t->exec);
@@ -158,6 +125,8 @@ trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
     size_t in_size = m->input[0] * m->input[1] * m->input[2];
     t->xbuf = xalloc_aligned(max_batch * in_size * sizeof(float));
     t->ybuf = xcalloc(max_batch, sizeof *t->ybuf);
+    if (!be->host_memory)
+        t->dev = trainer_device_create(t);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->go, NULL);
     pthread_cond_init(&t->done, NULL);
@@ -183,6 +152,9 @@ void trainer_free(trainer_t *t) {
     pthread_mutex_unlock(&t->mu);
     for (size_t k = 1; k < t->nthreads; k++)
         pthread_join(t->tids[k], NULL);
+    if (t->dev)
+        trainer_device_free(t);
+    free(t->step_grads);
     for (size_t k = 0; k < t->nthreads; k++) {
         model_exec_free(t->exec[k]);
         if (t->grads[k])
@@ -257,6 +229,11 @@ static void set_params(trainer_t *t, const float *params) {
         t->params = params;
         return;
     }
+    const float *resident = trainer_device_store_weights(t, params);
+    if (resident) {
+        t->params = resident;
+        return;
+    }
     t->be->upload(t->dparams, params, t->m->nparams * sizeof(float));
     t->params = t->dparams;
 }
@@ -272,6 +249,10 @@ static void sum_metrics(const trainer_t *t, double *loss, size_t *correct) {
 
 void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y, size_t n,
                       uint64_t dropout_seed, float *grads, step_metrics_t *out) {
+    if (t->dev) {
+        trainer_device_gradient(t, params, x, y, n, dropout_seed, grads, out);
+        return;
+    }
     set_params(t, params);
     t->x = x;
     t->y = y;
@@ -284,9 +265,7 @@ void trainer_gradient(trainer_t *t, const float *params, const float *x, const i
     t->heads_done = 0;
     run_all(t, gradient_job);
     t->pred = pred;
-    if (!t->be->host_memory)
-        t->be->download(grads, t->grads[0], t->m->nparams * sizeof(float));
-    else if (t->nthreads > 1)
+    if (t->nthreads > 1)
         run_all(t, reduce_job);
     t->overlap_on = false;
     double loss;
@@ -295,6 +274,43 @@ void trainer_gradient(trainer_t *t, const float *params, const float *x, const i
     out->n = n;
     out->loss = loss / (double)n;
     out->accuracy = (double)correct / (double)n;
+}
+
+void trainer_attach_store(trainer_t *t, store_t *s) {
+    t->store = s;
+    if (t->dev)
+        trainer_device_attach(t);
+    else if (!t->step_grads)
+        t->step_grads = xalloc_aligned(t->m->nparams * sizeof(float));
+}
+
+void trainer_step(trainer_t *t, const float *x, const int32_t *y, size_t n, uint64_t dropout_seed,
+                  step_metrics_t *out) {
+    if (t->dev) {
+        trainer_device_step(t, x, y, n, dropout_seed, out);
+        return;
+    }
+    trainer_gradient(t, t->store->w, x, y, n, dropout_seed, t->step_grads, out);
+    store_apply(t->store, t->step_grads);
+}
+
+void trainer_sync_store(trainer_t *t) {
+    if (t->dev)
+        trainer_device_sync_store(t);
+}
+
+void trainer_set_prefetch(trainer_t *t, void (*fn)(void *arg), void *arg) {
+    t->prefetch = fn;
+    t->prefetch_arg = arg;
+}
+
+void trainer_stage(trainer_t *t, const float *x, const int32_t *y, size_t n) {
+    if (t->dev)
+        trainer_device_stage(t, x, y, n);
+}
+
+const backend_t *trainer_backend(const trainer_t *t) {
+    return t->be;
 }
 
 static void eval_job(trainer_t *t, size_t k) {

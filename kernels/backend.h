@@ -7,13 +7,21 @@
  * Ops are synchronous from the caller's view on the CPU; a GPU backend may
  * queue them on its stream, and ->download waits for the work before it. Ops
  * never allocate: whatever scratch they need comes from the caller as a
- * workspace of the size the matching *_workspace query returned. */
+ * workspace of the size the matching *_workspace query returned.
+ *
+ * A GPU backend is a plugin (libpstrain_cuda.so) that backend_open loads
+ * with dlopen, so the binaries need no CUDA library unless a GPU is asked
+ * for. Its ops run on one stream from one thread; an error inside an op (a
+ * device fault) is fatal: it prints file, line and the library's message
+ * and aborts. */
 #ifndef PSTRAIN_BACKEND_H
 #define PSTRAIN_BACKEND_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define PSTRAIN_BACKEND_WHY 512
 
 /* Geometry of a 2-D convolution. Output size and padding follow Keras/TF:
  * 'valid': oh = (h - kh) / sh + 1, no padding;
@@ -50,6 +58,36 @@ uint64_t rng_mix(uint64_t key, uint64_t counter);
 float rng_uniform(uint64_t key, uint64_t counter);
 /* Derives a key from a seed and a name (FNV-1a of the name mixed with the seed). */
 uint64_t rng_key(uint64_t seed, const char *name, uint64_t extra);
+/* rng_uniform(key, i) >= rate exactly when rng_mix(key, i) >> 40 >= this:
+ * dropout's keep test in integers, the same on every backend. */
+uint64_t rng_threshold(float rate);
+
+/* One optimizer update with its constants already worked out (common/optim.c
+ * writes the rules down and computes the constants in double, rounded to
+ * float once). The update is a backend op so that a store kept on a GPU is
+ * updated there. */
+typedef enum {
+    UPDATE_SGD = 0,
+    UPDATE_SGD_MOMENTUM,
+    UPDATE_SGD_NESTEROV,
+    UPDATE_ADAM,
+    UPDATE_RMSPROP,
+    UPDATE_RMSPROP_MOMENTUM,
+    UPDATE_ADAGRAD,
+} update_rule_t;
+
+typedef struct {
+    update_rule_t rule;
+    float lr;    /* lr_t */
+    float mom;   /* momentum */
+    float alpha; /* Adam: lr_t * sqrt(1 - beta2^t) / (1 - beta1^t) */
+    float b1, one_minus_b1, b2, one_minus_b2;
+    float rho, one_minus_rho;
+    float eps;
+} update_step_t;
+
+/* A point in a backend's queue of copies (a CUDA event); opaque. */
+typedef struct backend_event backend_event_t;
 
 typedef struct backend backend_t;
 
@@ -120,7 +158,43 @@ struct backend {
     void (*axpy)(float *y, float a, const float *x, size_t n);
     /* y[i] = x[i] * scale for bytes x (pixels to [0, 1]). */
     void (*scale_u8)(float *y, const uint8_t *x, size_t n, float scale);
+
+    /* w[n] and its slots updated with gradient g[n] by rule k->rule; slot0
+     * and slot1 are the rule's slots in common/optim.c's order (NULL where it
+     * has fewer). w, the slots and g must not overlap. */
+    void (*apply_update)(const update_step_t *k, float *w, float *slot0, float *slot1,
+                         const float *g, size_t n);
+
+    /* Host memory for buffers that move to and from the backend every step
+     * (pulled weights, gradients, batches): page-locked on a GPU, so copies
+     * run without the CPU; aligned host memory on the CPU. NULL on failure. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
+
+    /* Copies beside the computation. A GPU queues uploads on one copy queue
+     * and downloads on another, each beside the compute queue that runs the
+     * ops; an event marks where a copy ends. On the CPU the copies happen at
+     * once and the events do nothing. event_create returns NULL on failure. */
+    backend_event_t *(*event_create)(void);
+    void (*event_free)(backend_event_t *e);
+    /* Queues dst <- host_src (stay untouched until e is reached), then marks e. */
+    void (*upload_async)(void *dst, const void *host_src, size_t bytes, backend_event_t *e);
+    /* Queues host_dst <- src after every op queued so far, then marks e. */
+    void (*download_async)(void *host_dst, const void *src, size_t bytes, backend_event_t *e);
+    /* Ops queued from now on start after e is reached (the host goes on). */
+    void (*wait_event)(backend_event_t *e);
+    /* The host waits until e is reached. */
+    void (*sync_event)(backend_event_t *e);
 };
+
+/* be->alloc for memory sized from a validated model: running out is fatal
+ * (file, line), as with xmalloc. */
+void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int line);
+#define BACKEND_XALLOC(be, bytes) backend_xalloc((be), (bytes), __FILE__, __LINE__)
+
+/* Bumped whenever backend_t changes: a plugin built against another table
+ * is refused at load. */
+#define BACKEND_ABI 2
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one
@@ -131,5 +205,36 @@ void cpu_backend_init(void);
  * "+avx512" is appended when the backend's own AVX-512 kernel takes the
  * products it suits (PSTRAIN_CPU_GEMM=openblas leaves them all to OpenBLAS). */
 const char *cpu_backend_blas_core(void);
+
+/* The backend a `device` setting names: "cpu"; "gpu", the CUDA plugin on
+ * the first GPU that CUDA_VISIBLE_DEVICES shows; "auto", that GPU when one is
+ * usable, else the CPU. The plugin is $PSTRAIN_CUDA_PLUGIN when set, else
+ * libpstrain_cuda.so beside the executable, else wherever the dynamic loader
+ * finds it. */
+typedef struct {
+    const backend_t *be;
+    bool gpu;
+    char about[256]; /* the device in one phrase: GPU name and libraries, or the BLAS core */
+    char why_cpu[PSTRAIN_BACKEND_WHY]; /* auto without a usable GPU: the reason; else "" */
+} backend_choice_t;
+
+/* Returns 0 with *out filled, or -1 with err saying why (an unknown device
+ * name, or "gpu" with no usable GPU: no plugin, no driver, no device). */
+int backend_open(const char *device, backend_choice_t *out, char *err, size_t errlen);
+
+/* The plugin's one exported function: fills *out with its table and about
+ * with the device in one phrase; on failure returns a BACKEND_PLUGIN_* code
+ * with about saying why. abi and table_size must be BACKEND_ABI and
+ * sizeof(backend_t) as the caller was built. Safe to call more than once. */
+#define BACKEND_PLUGIN_ENTRY "pstrain_cuda_backend"
+enum {
+    BACKEND_PLUGIN_OK = 0,
+    BACKEND_PLUGIN_NO_DEVICE = 1, /* no GPU visible, or none it can run on */
+    BACKEND_PLUGIN_NO_DRIVER = 2, /* no NVIDIA driver, or one too old */
+    BACKEND_PLUGIN_ABI = 3,       /* built against another backend_t */
+    BACKEND_PLUGIN_ERROR = 4,     /* a library failed to start */
+};
+typedef int (*backend_plugin_fn)(unsigned abi, size_t table_size, const backend_t **out,
+                                 char *about, size_t aboutlen);
 
 #endif

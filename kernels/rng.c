@@ -1,5 +1,7 @@
 #include "backend.h"
 
+#include <math.h>
+
 /* splitmix64's finalizer over key + counter * golden ratio: a counter-based
  * generator (the stream for a key is splitmix64 seeded with the key), cheap
  * enough to draw a dropout mask per element and easy to mirror on a GPU. */
@@ -21,4 +23,14 @@ uint64_t rng_key(uint64_t seed, const char *name, uint64_t extra) {
         h *= 0x100000001b3ull;
     }
     return rng_mix(rng_mix(seed, h), extra);
+}
+
+/* rng_uniform is u * 2^-24 for a 24-bit u, exact in float, so it is >= rate
+ * exactly when u >= ceil(rate * 2^24); rates above 1 keep nothing. */
+uint64_t rng_threshold(float rate) {
+    if (!(rate > 0.0f))
+        return 0;
+    if (rate >= 1.0f)
+        return (uint64_t)1 << 24;
+    return (uint64_t)ceil((double)rate * 16777216.0);
 }

@@ -6,8 +6,11 @@
 # line to training_log.md and prints the final metrics. Other arguments
 # (--set key=value, --config FILE) go to every process.
 #   scripts/train_local_dist.sh --workers 3 --set train.mode=sync
-# Worker i gets CUDA_VISIBLE_DEVICES=i (or the i-th entry of --gpus 0,1,...);
-# the PS and the master get an empty CUDA_VISIBLE_DEVICES.
+# Worker i gets CUDA_VISIBLE_DEVICES=i (or the i-th entry of --gpus 0,1,...)
+# and device=auto: it computes on that GPU when it is usable, else on the CPU
+# (one log line says why); --set device=gpu makes a missing GPU an error
+# (exit 69), --set device=cpu keeps every worker on the CPU. The PS and the
+# master get an empty CUDA_VISIBLE_DEVICES and stay on the CPU.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     --workers) nworkers=$2; shift 2 ;;
     --gpus) gpus=$2; shift 2 ;;
     --runlogs) runlogs=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -39,6 +42,15 @@ threads=$(( $(nproc) / nworkers )); [ "$threads" -ge 1 ] || threads=1
 thread_args=(--set "threads=$threads")
 for a in "${args[@]}"; do
   case "$a" in threads=*|--set=threads=*) thread_args=() ;; esac
+done
+# Workers compute on their GPU when they have one (device=auto), unless the
+# arguments or a --config file choose the device themselves.
+worker_device=(--set device=auto)
+prev=""
+for a in "${args[@]}"; do
+  case "$a" in device=*|--set=device=*) worker_device=() ;; esac
+  if [ "$prev" = --config ] && grep -q '"device' "$a" 2> /dev/null; then worker_device=(); fi
+  prev=$a
 done
 
 mkdir -p "$runlogs"
@@ -79,12 +91,14 @@ model_dir=$(build/pstrain-worker "${args[@]}" --print-config checkpoint.model_di
 start() {
   local role=$1 index=$2 bin=$3 gpu=$4
   local name=$role$index
+  local device_args=()
+  if [ "$role" = worker ]; then device_args=("${worker_device[@]}"); fi
   local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$role\", \"index\": $index}, \"environment\": \"local\"}"
   {
     printf 'export TF_CONFIG=%q\n' "$tf"
     printf 'export CUDA_VISIBLE_DEVICES=%q\n' "$gpu"
     printf 'exec %q' "$root/build/$bin"
-    printf ' %q' "${thread_args[@]}" "${args[@]}" --pid-file "$runlogs/$name.pid"
+    printf ' %q' "${device_args[@]}" "${thread_args[@]}" "${args[@]}" --pid-file "$runlogs/$name.pid"
     printf '\n'
   } > "$runlogs/$name.cmd"
   bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 &

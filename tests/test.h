@@ -11,6 +11,9 @@
 extern int test_failures;
 void test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Marks the test skipped with a reason (the caller then returns): the runner
+ * prints it and exits 77, which CTest counts as skipped, never as passed. */
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

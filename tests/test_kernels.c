@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "test_helpers.h"
 
 /* ---- test memory: backend buffers freed together at the end of a test ---- */
 
@@ -283,11 +284,6 @@ static void ref_conv(int mode, double *out, const float *x, const float *w, cons
                     }
 }
 
-typedef struct {
-    size_t n, h, w, c, kh, kw, f, sh, sw;
-    bool same;
-} conv_case_t;
-
 static const conv_case_t conv_cases[] = {
     {3, 7, 5, 3, 3, 3, 4, 1, 1, true},
     {3, 7, 5, 3, 3, 3, 4, 2, 2, true},
@@ -316,20 +312,6 @@ static const conv_case_t conv_cases[] = {
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
-static conv2d_shape_t conv_shape(const conv_case_t *t) {
-    conv2d_shape_t s = {.n = t->n,
-                        .h = t->h,
-                        .w = t->w,
-                        .c = t->c,
-                        .kh = t->kh,
-                        .kw = t->kw,
-                        .f = t->f,
-                        .sh = t->sh,
-                        .sw = t->sw};
-    conv2d_shape_init(&s, t->same);
-    return s;
-}
-
 static size_t conv_x_size(const conv2d_shape_t *s) {
     return s->n * s->h * s->w * s->c;
 }
@@ -342,11 +324,6 @@ static size_t conv_w_size(const conv2d_shape_t *s) {
 
 static void *conv_ws(const conv2d_shape_t *s) {
     return buffer(be()->conv2d_workspace(s));
-}
-
-static void describe_conv(const conv2d_shape_t *s) {
-    fprintf(stderr, "  conv n=%zu h=%zu w=%zu c=%zu k=%zux%zu f=%zu stride=%zux%zu pad=%zu,%zu\n",
-            s->n, s->h, s->w, s->c, s->kh, s->kw, s->f, s->sh, s->sw, s->pad_top, s->pad_left);
 }
 
 /* One of the three ops against ref_conv; outputs start as NaN so that an
@@ -371,7 +348,7 @@ static void check_conv(int mode, const conv2d_shape_t *s) {
 
 static void check_conv_cases(int mode) {
     for (size_t i = 0; i < N_CONV_CASES; i++) {
-        conv2d_shape_t s = conv_shape(&conv_cases[i]);
+        conv2d_shape_t s = conv_case_shape(&conv_cases[i]);
         check_conv(mode, &s);
         release_buffers();
         if (test_failures) {
@@ -404,7 +381,7 @@ void test_kernels_conv2d_empty(void) {
     /* 'valid' with a kernel taller than the input: no output rows, so the
      * gradients are all zero */
     conv_case_t t = {2, 2, 5, 3, 3, 3, 16, 1, 1, false};
-    conv2d_shape_t s = conv_shape(&t);
+    conv2d_shape_t s = conv_case_shape(&t);
     CHECK_INT_EQ(s.oh, 0);
     size_t nx = conv_x_size(&s), nw = conv_w_size(&s);
     float *dx = filled(nx, NAN), *dw = filled(nw, NAN), *w = random_floats(nw, 1, -1, 1);
@@ -463,7 +440,7 @@ static void check_conv_gradients(const conv2d_shape_t *s) {
 void test_kernels_conv2d_gradcheck(void) {
     size_t picks[] = {1, 2, 4, 9, 11};
     for (size_t i = 0; i < sizeof picks / sizeof picks[0]; i++) {
-        conv2d_shape_t s = conv_shape(&conv_cases[picks[i]]);
+        conv2d_shape_t s = conv_case_shape(&conv_cases[picks[i]]);
         check_conv_gradients(&s);
         release_buffers();
         if (test_failures) {
@@ -508,11 +485,6 @@ static void ref_pool(float *y, double *dx, const float *x, const float *dy,
                 }
 }
 
-typedef struct {
-    size_t n, h, w, c, p, stride;
-    bool same;
-} pool_case_t;
-
 static const pool_case_t pool_cases[] = {
     {2, 8, 6, 3, 2, 2, false}, {2, 7, 5, 3, 2, 2, false},  {2, 7, 5, 3, 2, 2, true},
     {2, 7, 5, 3, 3, 1, true},  {2, 7, 5, 3, 3, 2, true},   {2, 7, 5, 3, 3, 2, false},
@@ -521,24 +493,6 @@ static const pool_case_t pool_cases[] = {
     {1, 1, 1, 3, 2, 2, true},
 };
 #define N_POOL_CASES (sizeof pool_cases / sizeof pool_cases[0])
-
-static pool2d_shape_t pool_shape(const pool_case_t *t) {
-    pool2d_shape_t s = {.n = t->n,
-                        .h = t->h,
-                        .w = t->w,
-                        .c = t->c,
-                        .ph = t->p,
-                        .pw = t->p,
-                        .sh = t->stride,
-                        .sw = t->stride};
-    pool2d_shape_init(&s, t->same);
-    return s;
-}
-
-static void describe_pool(const pool2d_shape_t *s) {
-    fprintf(stderr, "  pool n=%zu h=%zu w=%zu c=%zu pool=%zux%zu stride=%zux%zu pad=%zu,%zu\n",
-            s->n, s->h, s->w, s->c, s->ph, s->pw, s->sh, s->sw, s->pad_top, s->pad_left);
-}
 
 /* x with values from only 3 levels, so that most windows hold ties and the
  * first-max rule decides where the gradient goes; negative values too, so
@@ -564,7 +518,7 @@ static void check_pool(const pool2d_shape_t *s) {
 
 void test_kernels_maxpool2d(void) {
     for (size_t i = 0; i < N_POOL_CASES; i++) {
-        pool2d_shape_t s = pool_shape(&pool_cases[i]);
+        pool2d_shape_t s = pool_case_shape(&pool_cases[i]);
         check_pool(&s);
         release_buffers();
         if (test_failures) {
@@ -587,7 +541,7 @@ static double pool_loss(void *p) {
 
 void test_kernels_maxpool2d_gradcheck(void) {
     for (size_t k = 0; k < N_POOL_CASES; k++) {
-        pool2d_shape_t s = pool_shape(&pool_cases[k]);
+        pool2d_shape_t s = pool_case_shape(&pool_cases[k]);
         size_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.oh * s.ow * s.c;
         /* distinct values 0.01 apart, so a step of 0.002 never changes a max */
         pool_ctx_t c = {&s, buffer(nx * sizeof(float)), buffer(ny * sizeof(float)),
@@ -915,7 +869,7 @@ static void *conv_job_thread(void *p) {
 
 static void conv_job_init(conv_job_t *j, uint64_t seed) {
     conv_case_t t = {4, 14, 14, 16, 3, 3, 24, 1, 1, true};
-    j->s = conv_shape(&t);
+    j->s = conv_case_shape(&t);
     j->x = random_floats(conv_x_size(&j->s), seed, -1, 1);
     j->w = random_floats(conv_w_size(&j->s), seed + 1, -1, 1);
     j->y = buffer(conv_y_size(&j->s) * sizeof(float));

@@ -1,6 +1,7 @@
 /* The model spec, its validation, the initializer, the summary, and
  * finite-difference gradient checks of every layer through forward/backward. */
 #include "test.h"
+#include "test_helpers.h"
 
 #include <stdlib.h>
 
@@ -152,15 +153,6 @@ void test_model_init_deterministic(void) {
     model_free(&m);
 }
 
-/* Loss sum of the model on a fixed batch, in training mode (fixed dropout). */
-static double batch_loss(model_exec_t *e, const float *params, size_t n) {
-    double loss;
-    size_t correct;
-    model_forward(e, params, n, true, 7, 0);
-    model_loss(e, n, &loss, &correct, NULL);
-    return loss;
-}
-
 /* Compares model_backward with central differences of the loss for a sample
  * of parameters of every variable. */
 static void check_gradients(const char *spec, size_t n) {
@@ -183,7 +175,7 @@ static void check_gradients(const char *spec, size_t n) {
     /* Biases start at zero; move them so that their gradients are exercised. */
     for (size_t i = 0; i < m.nparams; i++)
         params[i] += 0.05f * (rng_uniform(6, i) - 0.5f);
-    batch_loss(e, params, n);
+    fixed_batch_loss(e, params, n);
     model_backward(e, params, n, 1.0f, grads);
     size_t bad = 0, checked = 0;
     for (size_t v = 0; v < m.nvars; v++) {
@@ -194,9 +186,9 @@ static void check_gradients(const char *spec, size_t n) {
             float saved = params[idx];
             float h = 1e-3f;
             params[idx] = saved + h;
-            double up = batch_loss(e, params, n);
+            double up = fixed_batch_loss(e, params, n);
             params[idx] = saved - h;
-            double down = batch_loss(e, params, n);
+            double down = fixed_batch_loss(e, params, n);
             params[idx] = saved;
             double numeric = (up - down) / (2.0 * (double)h);
             double analytic = grads[idx];

@@ -21,12 +21,14 @@
 
 typedef struct {
     daemon_t *d;
+    const backend_t *be;
     model_t model;
     dataset_t train;
     psclient_t *ps;
     trainer_t *trainer;
     loader_t *loader;
-    float *params[2], *grads[2]; /* two of each for the pipeline */
+    const batch_t *next;         /* fetched (and staged on a device) during the last step */
+    float *params[2], *grads[2]; /* two of each for the pipeline; the backend's host memory */
     rpc_channel_t *master;
     heartbeat_t *hb;
     heartbeat_progress_t progress;
@@ -60,6 +62,25 @@ static int connect_peers(worker_t *w) {
         return EXIT_USAGE;
     }
     return 0;
+}
+
+/* The trainer's prefetch hook: the next batch, staged while a step computes. */
+static void prefetch(void *arg) {
+    worker_t *w = arg;
+    w->next = loader_next(w->loader);
+    trainer_stage(w->trainer, w->next->x, w->next->y, w->next->n);
+}
+
+/* Weights and gradients in the backend's host memory: page-locked on a GPU,
+ * so that their copies run beside the computation. */
+static float *host_buffer(const backend_t *be, size_t floats) {
+    float *p = be->host_alloc(floats * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "fatal: backend %s could not allocate %zu bytes of host memory\n", be->name,
+                floats * sizeof(float));
+        abort();
+    }
+    return p;
 }
 
 /* Where this worker's data resumes when the PS restored a checkpoint (or it
@@ -102,23 +123,27 @@ static int setup(worker_t *w) {
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
     size_t threads = config_threads(c);
-    w->trainer = trainer_create(&w->model, cpu_backend(), threads, batch);
+    w->trainer = trainer_create(&w->model, w->be, threads, batch);
     loader_opts_t lo = {.batch_size = batch,
                         .seed = (uint64_t)c->train.seed,
                         .shard = (size_t)cl->task_index,
                         .nshards = nworkers,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
-                        .start_step = resume_batches(w, nworkers, replicas)};
+                        .start_step = resume_batches(w, nworkers, replicas),
+                        .alloc = w->be->host_alloc,
+                        .free = w->be->host_free};
     w->loader = loader_create(&w->train, &lo, err, sizeof err);
     if (!w->loader) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
     for (size_t i = 0; i < 2; i++) {
-        w->params[i] = xalloc_aligned(w->model.nparams * sizeof(float));
-        w->grads[i] = xalloc_aligned(w->model.nparams * sizeof(float));
+        w->params[i] = host_buffer(w->be, w->model.nparams);
+        w->grads[i] = host_buffer(w->be, w->model.nparams);
     }
+    if (!w->be->host_memory)
+        trainer_set_prefetch(w->trainer, prefetch, w);
     return 0;
 }
 
@@ -142,8 +167,10 @@ static void teardown(worker_t *w) {
     if (w->master)
         rpc_channel_destroy(w->master);
     for (size_t i = 0; i < 2; i++) {
-        free(w->params[i]);
-        free(w->grads[i]);
+        if (w->params[i])
+            w->be->host_free(w->params[i]);
+        if (w->grads[i])
+            w->be->host_free(w->grads[i]);
     }
     dataset_free(&w->train);
     model_free(&w->model);
@@ -262,9 +289,11 @@ static void account(worker_t *w, run_stats_t *r, const step_metrics_t *sm) {
     r->since_log = 0;
 }
 
-/* The gradient of the next batch at params into grads. */
+/* The gradient of the next batch at params into grads. The prefetch hook
+ * may fetch the batch after it during the step (which ends this one). */
 static void compute(worker_t *w, const float *params, float *grads, step_metrics_t *sm) {
-    const batch_t *b = loader_next(w->loader);
+    const batch_t *b = w->next ? w->next : loader_next(w->loader);
+    w->next = NULL;
     uint64_t seed = rng_key((uint64_t)w->d->cfg.train.seed, "dropout",
                             b->step * 1000003ull + (uint64_t)w->d->cluster.task_index);
     trainer_gradient(w->trainer, params, b->x, b->y, b->n, seed, grads, sm);
@@ -454,10 +483,11 @@ static int train(worker_t *w) {
     return EXIT_OK;
 }
 
-int cluster_train(daemon_t *d) {
+int cluster_train(daemon_t *d, const backend_t *be) {
     worker_t w;
     memset(&w, 0, sizeof w);
     w.d = d;
+    w.be = be;
     int rc = setup(&w);
     if (rc == 0) {
         start_heartbeat(&w);

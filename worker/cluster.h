@@ -3,9 +3,11 @@
 #define PSTRAIN_WORKER_CLUSTER_H
 
 #include "common/daemon.h"
+#include "kernels/backend.h"
 
-/* Trains until the global step reaches its target, the master says training
- * is over, or a stop signal; returns an exit code (common/exitcode.h). */
-int cluster_train(daemon_t *d);
+/* Trains on backend be until the global step reaches its target, the master
+ * says training is over, or a stop signal; returns an exit code
+ * (common/exitcode.h). */
+int cluster_train(daemon_t *d, const backend_t *be);
 
 #endif

@@ -25,7 +25,7 @@ typedef struct {
     store_t store;
     trainer_t *trainer;
     loader_t *loader;
-    float *grads;
+    const batch_t *next; /* fetched (and staged on a device) during the last step */
 } local_t;
 
 /* Running means over the current epoch, as Keras's progress bar shows. */
@@ -47,6 +47,13 @@ static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) 
         trainer_check_data(&L->model, &L->test, c->data.dir, err, errlen))
         return EXIT_DATAERR;
     return 0;
+}
+
+/* The trainer's prefetch hook: the next batch, staged while a step computes. */
+static void prefetch(void *arg) {
+    local_t *L = arg;
+    L->next = loader_next(L->loader);
+    trainer_stage(L->trainer, L->next->x, L->next->y, L->next->n);
 }
 
 /* The starting point: model_dir's latest checkpoint (resume, optimizer
@@ -76,7 +83,7 @@ static int load_start(local_t *L, const config_t *c, char *err, size_t errlen) {
     return 0;
 }
 
-static int setup(local_t *L, const config_t *c, char *err, size_t errlen) {
+static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, size_t errlen) {
     int rc = load_inputs(L, c, err, errlen);
     if (rc)
         return rc;
@@ -90,23 +97,27 @@ static int setup(local_t *L, const config_t *c, char *err, size_t errlen) {
     size_t batch = (size_t)c->train.batch_size;
     /* Evaluation reuses the training batch's buffers (eval batches are capped
      * at train.batch_size), which keeps peak memory at one batch's worth. */
-    L->trainer = trainer_create(&L->model, cpu_backend(), threads, batch);
+    L->trainer = trainer_create(&L->model, be, threads, batch);
+    trainer_attach_store(L->trainer, &L->store);
+    /* Batches in the backend's host memory (page-locked for a GPU). */
     loader_opts_t lo = {.batch_size = batch,
                         .seed = (uint64_t)c->train.seed,
                         .shard = 0,
                         .nshards = 1,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
-                        .start_step = L->store.iterations};
+                        .start_step = L->store.iterations,
+                        .alloc = be->host_alloc,
+                        .free = be->host_free};
     L->loader = loader_create(&L->train, &lo, err, errlen);
     if (!L->loader)
         return EXIT_USAGE;
-    L->grads = xalloc_aligned(L->model.nparams * sizeof(float));
+    if (!be->host_memory)
+        trainer_set_prefetch(L->trainer, prefetch, L);
     return 0;
 }
 
 static void teardown(local_t *L) {
-    free(L->grads);
     if (L->loader)
         loader_free(L->loader);
     trainer_free(L->trainer);
@@ -170,6 +181,7 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
 static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) {
     char err[PS_ERRLEN];
     double t0 = ps_now();
+    trainer_sync_store(L->trainer); /* a device's weights and slots to the host store */
     if (ckpt_take_local(&L->store, c->checkpoint.model_dir, step, (size_t)c->checkpoint.keep, final,
                         err, sizeof err)) {
         log_error("checkpoint at step %llu: %s", (unsigned long long)step, err);
@@ -206,19 +218,22 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
     uint64_t step = L->store.iterations, last_ckpt = step;
     double last_ckpt_time = ps_now();
     for (; step < total && !*stop; step++) {
-        const batch_t *b = loader_next(L->loader);
+        /* The prefetch hook may fetch the next batch during the step, which
+         * ends this one: what the loop needs of it is copied first. */
+        const batch_t *next = L->next ? L->next : loader_next(L->loader);
+        batch_t b = *next;
+        L->next = NULL;
         step_metrics_t sm;
         uint64_t dropout_seed = rng_key((uint64_t)c->train.seed, "dropout", step);
-        trainer_gradient(L->trainer, L->store.w, b->x, b->y, b->n, dropout_seed, L->grads, &sm);
-        store_apply(&L->store, L->grads);
+        trainer_step(L->trainer, b.x, b.y, b.n, dropout_seed, &sm);
         es.loss_sum += sm.loss * (double)sm.n;
         es.correct += sm.accuracy * (double)sm.n;
         es.n += sm.n;
         es.images_since_log += sm.n;
         double now = ps_now();
-        bool epoch_end = b->step_in_epoch + 1 == spe || step + 1 == total;
+        bool epoch_end = b.step_in_epoch + 1 == spe || step + 1 == total;
         if (now - es.last_log >= c->log.every_secs || epoch_end) {
-            log_progress(&es, b->epoch, epochs, (size_t)b->step_in_epoch + 1, spe,
+            log_progress(&es, b.epoch, epochs, (size_t)b.step_in_epoch + 1, spe,
                          (double)es.images_since_log / (now - es.last_log));
             es.last_log = now;
             es.images_since_log = 0;
@@ -231,7 +246,7 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
                 return rc;
             evaluated_last = true;
         }
-        if (b->step_in_epoch + 1 == spe) {
+        if (b.step_in_epoch + 1 == spe) {
             es = (epoch_stats_t){.start = ps_now()};
             es.last_log = es.start;
         }
@@ -256,20 +271,21 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
     return checkpoint(L, c, step, true);
 }
 
-int local_train(const config_t *cfg, volatile sig_atomic_t *stop) {
+int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t *stop) {
     char err[PS_ERRLEN];
     local_t L;
     memset(&L, 0, sizeof L);
-    int rc = setup(&L, cfg, err, sizeof err);
+    int rc = setup(&L, cfg, be, err, sizeof err);
     if (rc) {
         log_error("%s", err);
         teardown(&L);
         return rc;
     }
     log_info("model %s: %zu parameters; %zu training and %zu test examples; batch %lld on %zu "
-             "threads; %zu steps per epoch",
+             "%s thread%s; %zu steps per epoch",
              cfg->model, L.model.nparams, L.train.n, L.test.n, (long long)cfg->train.batch_size,
-             trainer_threads(L.trainer), loader_steps_per_epoch(L.loader));
+             trainer_threads(L.trainer), be->name, trainer_threads(L.trainer) == 1 ? "" : "s",
+             loader_steps_per_epoch(L.loader));
     rc = train_loop(&L, cfg, stop);
     teardown(&L);
     struct rusage ru;

@@ -6,9 +6,11 @@
 #include <signal.h>
 
 #include "common/config.h"
+#include "kernels/backend.h"
 
-/* Trains as the config says; returns an exit code (common/exitcode.h). A
- * non-zero *stop (a signal number) ends training after the current step. */
-int local_train(const config_t *cfg, volatile sig_atomic_t *stop);
+/* Trains as the config says on backend be; returns an exit code
+ * (common/exitcode.h). A non-zero *stop (a signal number) ends training
+ * after the current step. */
+int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t *stop);
 
 #endif

@@ -49,14 +49,20 @@ static int print_config(int argc, char **argv) {
     return -1;
 }
 
-static int check_device(const config_t *cfg) {
-    if (!strcmp(cfg->device, "gpu")) {
-        log_error("device=gpu: this build has no GPU backend (built without CUDA); use "
-                  "device=cpu or device=auto");
-        return EXIT_USAGE;
+/* The backend `device` names. device=gpu without a usable GPU is permanent
+ * (a restart finds no GPU either): EXIT_NODEVICE; device=auto without one
+ * says why in one line and computes on the CPU. */
+static int open_device(const config_t *cfg, const backend_t **be) {
+    char err[PS_ERRLEN];
+    backend_choice_t choice;
+    if (backend_open(cfg->device, &choice, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_NODEVICE;
     }
-    if (!strcmp(cfg->device, "auto"))
-        log_info("device=auto: this build has no GPU backend; using the CPU");
+    if (choice.why_cpu[0])
+        log_info("device=auto: no usable GPU (%s); using the CPU", choice.why_cpu);
+    log_info("%s backend: %s", choice.gpu ? "GPU" : "CPU", choice.about);
+    *be = choice.be;
     return 0;
 }
 
@@ -69,13 +75,13 @@ int main(int argc, char **argv) {
     rc = daemon_parse(&d, "pstrain-worker", CLUSTER_WORKER, false, argc, argv, describe);
     if (rc >= 0)
         return rc;
-    if ((rc = daemon_start(&d)) != 0 || (rc = check_device(&d.cfg)) != 0) {
+    cpu_backend_init();
+    const backend_t *be = NULL;
+    if ((rc = daemon_start(&d)) != 0 || (rc = open_device(&d.cfg, &be)) != 0) {
         daemon_finish(&d);
         return rc;
     }
-    cpu_backend_init();
-    log_info("CPU backend, BLAS core %s", cpu_backend_blas_core());
-    rc = d.have_cluster ? cluster_train(&d) : local_train(&d.cfg, &daemon_stop_signal);
+    rc = d.have_cluster ? cluster_train(&d, be) : local_train(&d.cfg, be, &daemon_stop_signal);
     daemon_finish(&d);
     return rc;
 }

@@ -5,6 +5,7 @@
  * caller may run several at once on different threads; OpenBLAS is pinned to
  * one thread so it never competes with them. */
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_optim.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -705,21 +706,11 @@ static inline uint64_t dropout_mix(uint64_t key, uint64_t counter) {
     return z ^ (z >> 31);
 }
 
-/* rng_uniform(u) >= rate compared in integers: rng_uniform is u * 2^-24 for a
- * 24-bit u, exact in float, so it is >= rate exactly when u >= ceil(rate * 2^24). */
-static uint64_t dropout_threshold(float rate) {
-    if (!(rate > 0.0f))
-        return 0;
-    if (rate >= 1.0f)
-        return (uint64_t)1 << 24;
-    return (uint64_t)ceil((double)rate * 16777216.0);
-}
-
 /* y[i] = x[i] / (1 - rate) where rng_uniform(key, offset + i) >= rate, else
  * 0; forward and backward are the same masking. In place allowed. */
 CPU_HOT static void cpu_dropout(float *y, const float *x, size_t n, float rate, uint64_t key,
                                 uint64_t offset) {
-    uint64_t threshold = dropout_threshold(rate);
+    uint64_t threshold = rng_threshold(rate);
     float scale = rate < 1.0f ? 1.0f / (1.0f - rate) : 0.0f;
     for (size_t i = 0; i < n; i++) {
         bool keep = dropout_mix(key, offset + i) >> 40 >= threshold;
@@ -739,6 +730,27 @@ CPU_HOT static void cpu_axpy(float *y, float a, const float *x, size_t n) {
 CPU_HOT static void cpu_scale_u8(float *y, const uint8_t *x, size_t n, float scale) {
     for (size_t i = 0; i < n; i++)
         y[i] = (float)x[i] * scale;
+}
+
+/* ---- copies beside the computation: none on the CPU ---- */
+
+/* Events do nothing here, but callers take NULL for failure. */
+static backend_event_t *cpu_event_create(void) {
+    static char one;
+    return (backend_event_t *)&one;
+}
+
+static void cpu_event_free(backend_event_t *e) {
+    (void)e;
+}
+
+static void cpu_copy_now(void *dst, const void *src, size_t bytes, backend_event_t *e) {
+    (void)e;
+    cpu_copy(dst, src, bytes);
+}
+
+static void cpu_event_nothing(backend_event_t *e) {
+    (void)e;
 }
 
 static const backend_t cpu_table = {
@@ -766,6 +778,15 @@ static const backend_t cpu_table = {
     .dropout_backward = cpu_dropout,
     .axpy = cpu_axpy,
     .scale_u8 = cpu_scale_u8,
+    .apply_update = cpu_apply_update,
+    .host_alloc = cpu_alloc,
+    .host_free = cpu_free,
+    .event_create = cpu_event_create,
+    .event_free = cpu_event_free,
+    .upload_async = cpu_copy_now,
+    .download_async = cpu_copy_now,
+    .wait_event = cpu_event_nothing,
+    .sync_event = cpu_event_nothing,
 };
 
 const backend_t *cpu_backend(void) {
