@@ -20,6 +20,10 @@ void log_init(const char *role, int index) {
         snprintf(log_role, sizeof log_role, "%s", role);
 }
 
+const char *log_name(void) {
+    return log_role;
+}
+
 int log_set_level(const char *name) {
     static const char *names[] = {"debug", "info", "warn", "error"};
     for (int i = 0; i < 4; i++) {

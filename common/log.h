@@ -9,6 +9,8 @@ extern log_level_t log_threshold;
 
 /* role is e.g. "worker", index -1 for none. */
 void log_init(const char *role, int index);
+/* The name lines carry, e.g. "ps1". */
+const char *log_name(void);
 /* Accepts debug|info|warn|error; returns -1 on anything else. */
 int log_set_level(const char *name);
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -46,9 +46,12 @@ int pidfile_write(const char *path, char *err, size_t errlen) {
         if (theirs[0] && strcmp(theirs, ours) == 0)
             return ps_errf(err, errlen, "pid file %s: process %d (%s) is still running", path,
                            (int)old, theirs);
-    }
-    if (old > 0 && old != getpid())
+        /* The pid was reused by another program: ours is gone. */
+        log_info("pid file %s named process %d, now %s, not ours; replacing it", path, (int)old,
+                 theirs[0] ? theirs : "another program");
+    } else if (old > 0 && old != getpid()) {
         log_info("pid file %s named process %d, which is gone; replacing it", path, (int)old);
+    }
     char text[32];
     int n = snprintf(text, sizeof text, "%d\n", (int)getpid());
     return ps_write_file_atomic(path, text, (size_t)n, err, errlen);

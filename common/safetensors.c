@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "failpoint.h"
 #include "util.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -75,6 +76,8 @@ int st_write(const char *path, const st_tensor_t *t, size_t n, const st_meta_t *
     if (ps_atomic_write(&a, len8, 8, err, errlen) || ps_atomic_write(&a, header, hlen, err, errlen))
         goto out;
     for (size_t i = 0; i < n; i++) {
+        if (i == n / 2)
+            failpoint("safetensors_write"); /* a test may kill us halfway */
         size_t bytes = count_of(t[i].shape, t[i].ndim) * sizeof(float);
         if (ps_atomic_write(&a, t[i].data, bytes, err, errlen))
             goto out;

@@ -120,30 +120,51 @@ echo "  watch: scripts/status.sh   stop: scripts/stop.sh"
 
 start_time=$(date +%s)
 # The master exits when training is done; everyone else follows. A master
-# killed and restarted (scripts/restart_role.sh) writes a new pid file; one
-# that exits on its own removes it.
+# killed (pid file left) or stopped (SIGTERM: pid file removed) before the end
+# is waited for, up to PSTRAIN_MASTER_WAIT seconds, until scripts/restart_role.sh
+# starts it again; training is done when the manifest is final and the
+# evaluation of its last checkpoint is written.
+done_training() {
+  python3 - "$model_dir" 2> /dev/null << 'PY'
+import json, sys
+m = json.load(open(sys.argv[1] + "/checkpoint"))
+r = json.load(open(sys.argv[1] + "/eval_results.json"))
+sys.exit(0 if m.get("final") and r.get("global_step") == m.get("latest_step") else 1)
+PY
+}
 master_pid=$(cat "$runlogs/master0.pid")
 status=0
 while true; do
-  pid=$(cat "$runlogs/master0.pid" 2> /dev/null) || break
-  [ "$pid" != "$master_pid" ] && restarted=1
-  if kill -0 "$pid" 2> /dev/null; then
+  pid=$(cat "$runlogs/master0.pid" 2> /dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2> /dev/null; then
+    [ "$pid" != "$master_pid" ] && restarted=1
     sleep 0.5
     continue
   fi
-  # Dead with its pid file left: killed. Wait for a restart.
+  if [ -z "${restarted:-}" ]; then # our own child: its exit status
+    rc=0
+    wait "$master_pid" 2> /dev/null || rc=$?
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 137 ]; then
+      status=$rc
+      break
+    fi
+  fi
+  done_training && break
+  # Gone before the end: wait for a restart (a live process in a new pid file).
+  echo "train_local_dist: the master stopped before the end of training; waiting for scripts/restart_role.sh master 0" >&2
   waited=0
-  while [ "$(cat "$runlogs/master0.pid" 2> /dev/null)" = "$pid" ] && [ "$waited" -lt "${PSTRAIN_MASTER_WAIT:-300}" ]; do
+  while [ "$waited" -lt "${PSTRAIN_MASTER_WAIT:-300}" ]; do
+    new=$(cat "$runlogs/master0.pid" 2> /dev/null || true)
+    [ -n "$new" ] && [ "$new" != "$pid" ] && kill -0 "$new" 2> /dev/null && break
     sleep 1
     waited=$((waited + 1))
   done
-  [ "$(cat "$runlogs/master0.pid" 2> /dev/null)" = "$pid" ] && { status=1; break; }
+  [ "$waited" -lt "${PSTRAIN_MASTER_WAIT:-300}" ] || {
+    status=1
+    break
+  }
   restarted=1
 done
-# Our own child's exit status; a restarted master's shows in its results.
-if [ "$status" -eq 0 ] && [ -z "${restarted:-}" ]; then
-  wait "$master_pid" 2> /dev/null || status=$?
-fi
 for f in "$runlogs"/*.pid; do
   pid=$(cat "$f" 2> /dev/null) || continue
   for _ in $(seq 1 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done

@@ -1,0 +1,11 @@
+/* Failpoints: named places where a test can stop a process, to kill it
+ * there (e.g. a PS halfway through writing a checkpoint). Off unless the
+ * environment holds PSTRAIN_FAILPOINT="WHO:NAME@N": the process whose log
+ * name is WHO (e.g. ps1) stops the N-th time it reaches failpoint NAME, logs
+ * "failpoint NAME reached" at WARN and sleeps until it is killed. */
+#ifndef PSTRAIN_FAILPOINT_H
+#define PSTRAIN_FAILPOINT_H
+
+void failpoint(const char *name);
+
+#endif
