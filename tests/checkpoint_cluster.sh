@@ -11,17 +11,13 @@ build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 cleanup() {
-  PSTRAIN_RUNLOGS=$tmp/runlogs PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
+  stop_cluster
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
-  exit 77
-fi
+need_fashion_mnist
 
 md=$tmp/md
 run() { # run NAME ARGS...: a local cluster, MLP, logs in $tmp/runlogs

@@ -9,11 +9,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
-  exit 77
-fi
+need_fashion_mnist
 model='{"input": [28, 28, 1], "layers": [{"type": "flatten"},
   {"type": "dense", "units": 64, "activation": "relu"}, {"type": "dropout", "rate": 0.3},
   {"type": "dense", "units": 10, "activation": "softmax"}]}'

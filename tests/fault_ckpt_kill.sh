@@ -10,27 +10,16 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 export PSTRAIN_RUNLOGS=$tmp/runlogs
 cleanup() {
-  PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
+  stop_cluster
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
-  exit 77
-fi
+need_fashion_mnist
 dir=$tmp/model
 manifest() { # manifest KEY: the manifest's KEY, space-separated when a list
   python3 -c "import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)" "$dir/checkpoint" "$1"
-}
-wait_log() { # wait_log FILE PATTERN WHAT: until FILE holds PATTERN (60 s)
-  for _ in $(seq 1 600); do
-    grep -q -- "$2" "$1" 2> /dev/null && return 0
-    sleep 0.1
-  done
-  fail "$3: no \"$2\" in $1"
 }
 loads() { # loads STEP: the checkpoint of STEP loads
   "$build/pstrain" export --checkpoint "$dir/ckpt-$1" --out "$tmp/x" > /dev/null ||
@@ -43,7 +32,7 @@ PSTRAIN_FAILPOINT=ps1:safetensors_write@3 "$root/scripts/train_local_dist.sh" \
   --set cluster.heartbeat_secs=0.5 --set cluster.dead_after_secs=2 \
   --set checkpoint.model_dir="$dir" > "$tmp/run.out" 2>&1 &
 run=$!
-wait_log "$tmp/runlogs/ps1.log" "failpoint safetensors_write reached" "ps1 never reached its third checkpoint"
+wait_log "$tmp/runlogs/ps1.log" "failpoint safetensors_write reached" "ps1 never reached its third checkpoint" 60
 partial=$(ls -d "$dir"/ckpt-*/ps-1-of-2.safetensors.tmp.* 2> /dev/null | head -1)
 [ -n "$partial" ] || fail "no partial checkpoint file of ps1: $(ls -R "$dir")"
 partial_dir=$(basename "$(dirname "$partial")")

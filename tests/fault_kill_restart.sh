@@ -20,17 +20,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 export PSTRAIN_RUNLOGS=$tmp/runlogs
 cleanup() {
-  PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
+  stop_cluster
   if [ -n "${PSTRAIN_TEST_KEEP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
-  exit 77
-fi
+need_fashion_mnist
 args=(--set model=mlp --set train.epochs=4 --set train.decay=0.002
   --set checkpoint.every_steps=100 --set log.every_secs=0.2
   --set cluster.heartbeat_secs=0.5 --set cluster.dead_after_secs=2)
@@ -45,13 +41,6 @@ wait_step() { # wait_step N: until a worker logged global step >= N
     sleep 0.1
   done
   fail "global step $1 never reached: $(tail -3 "$tmp/runlogs/master0.log")"
-}
-wait_log() { # wait_log FILE PATTERN WHAT: until FILE holds PATTERN (30 s)
-  for _ in $(seq 1 300); do
-    grep -q -- "$2" "$1" 2> /dev/null && return 0
-    sleep 0.1
-  done
-  fail "$3: no \"$2\" in $1"
 }
 checkpoints_load() { # every checkpoint the manifest of $1 names loads
   local step

@@ -13,7 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 export PSTRAIN_RUNLOGS=$tmp/runlogs
 cleanup() {
-  PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
+  stop_cluster
   [ -n "${ps_pid:-}" ] && kill -9 "$ps_pid" 2> /dev/null
   rm -rf "$tmp"
 }
@@ -25,13 +25,6 @@ free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',
 wait_gone() { # wait_gone PID: until PID has exited (20 s)
   for _ in $(seq 1 200); do kill -0 "$1" 2> /dev/null || return 0; sleep 0.1; done
   fail "process $1 is still running"
-}
-wait_log() { # wait_log FILE PATTERN WHAT: until FILE holds PATTERN (30 s)
-  for _ in $(seq 1 300); do
-    grep -q -- "$2" "$1" 2> /dev/null && return 0
-    sleep 0.1
-  done
-  fail "$3: no \"$2\" in $1"
 }
 
 # --- pid files and SIGTERM, one PS on its own ---
@@ -64,11 +57,7 @@ grep -q "stopping on signal 15: finishing calls in flight" "$tmp/ps.log" || fail
 unset TF_CONFIG
 
 # --- SIGTERM to a worker and to the master of a training cluster ---
-data=/usr/share/datasets/fashion-mnist
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
-  exit 77
-fi
+need_fashion_mnist
 dir=$tmp/model
 "$root/scripts/train_local_dist.sh" --set model=mlp --set train.epochs=3 \
   --set checkpoint.every_secs=600 --set log.every_secs=0.2 \

@@ -37,3 +37,28 @@ need_python3() {
       fail "/usr/bin/python3 cannot import $m: run scripts/setup.sh"
   done
 }
+
+# need_fashion_mnist: skips the test (exit 77) where the data set is missing.
+need_fashion_mnist() {
+  data=/usr/share/datasets/fashion-mnist
+  if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
+    echo "SKIP: $data is not installed (scripts/setup.sh installs it)"
+    exit 77
+  fi
+}
+
+# wait_log FILE PATTERN WHAT [SECS]: waits until FILE holds PATTERN (a grep
+# regex), at most SECS (30) seconds; fails with WHAT when it does not.
+wait_log() {
+  local i
+  for ((i = 0; i < ${4:-30} * 10; i++)); do
+    grep -q -- "$2" "$1" 2> /dev/null && return 0
+    sleep 0.1
+  done
+  fail "$3: no \"$2\" in $1"
+}
+
+# stop_cluster: stops what scripts/train_local_dist.sh started in $tmp/runlogs.
+stop_cluster() {
+  PSTRAIN_RUNLOGS=$tmp/runlogs PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
+}
