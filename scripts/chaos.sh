@@ -4,8 +4,8 @@
 # restarts it with scripts/restart_role.sh; stops killing after --kills
 # kills or --secs seconds; then waits for training to finish and reports
 # whether it did, with what accuracy, and whether every checkpoint the
-# manifest names loads. Recovery times (restart to the role's first
-# progress) are printed per kill.
+# manifest names loads, and each kill's recovery time: from the restart to
+# the cluster's next progress that needs the role (scripts/chaos_report.py).
 #   scripts/chaos.sh [--kills N] [--secs S] [--every-min S] [--every-max S]
 #                    [train_local_dist.sh args...]
 set -euo pipefail
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     --secs) secs=$2; shift 2 ;;
     --every-min) every_min=$2; shift 2 ;;
     --every-max) every_max=$2; shift 2 ;;
-    --help | -h) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help | -h) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -38,27 +38,8 @@ for _ in $(seq 1 100); do [ -f "$runlogs/master0.pid" ] && break; sleep 0.1; don
 sleep 2
 start=$(date +%s)
 n=0
-# ms since the epoch of a log line's timestamp ("YYYY-MM-DD HH:MM:SS.mmm ...")
-line_ms() { date -d "$(cut -c1-23 <<< "$1")" +%s%3N; }
-recovery() { # recovery NAME T0_MS: ms from the restart to the role's first progress
-  local name=$1 t0=$2 pat
-  case $name in
-    worker*) pat="first step done" ;;
-    ps*) pat="restored .*lineage" ;;
-    master*) pat="global step [0-9]*/" ;;
-  esac
-  for _ in $(seq 1 200); do
-    local line
-    line=$(awk -v pat="$pat" '/== restart/ { found = ""; after = 1; next }
-      after && found == "" && $0 ~ pat { found = $0 } END { print found }' "$runlogs/$name.log")
-    if [ -n "$line" ]; then
-      echo $(($(line_ms "$line") - t0))
-      return
-    fi
-    sleep 0.05
-  done
-  echo "never"
-}
+kills_file=$runlogs.chaos.kills
+: > "$kills_file"
 while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && kill -0 "$run" 2> /dev/null; do
   sleep "$(awk -v a="$every_min" -v b="$every_max" 'BEGIN { srand(); printf "%.2f", a + rand() * (b - a) }')"
   mapfile -t roles < <(cd "$runlogs" && ls ./*.cmd | sed 's|^\./||; s|\.cmd$||')
@@ -68,14 +49,15 @@ while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && kill 
   kill -9 "$pid" 2> /dev/null || continue
   n=$((n + 1))
   sleep 0.3
-  t0=$(date +%s%3N)
+  echo "$name $(date +%s%3N)" >> "$kills_file"
   "$root/scripts/restart_role.sh" "${name%%[0-9]*}" "${name##*[a-z]}" > /dev/null
-  echo "chaos: kill $n: $name (pid $pid), back to work in $(recovery "$name" "$t0") ms"
+  echo "chaos: kill $n: $name (pid $pid), restarted"
 done
 status=0
 wait "$run" || status=$?
 echo "chaos: $n kills; training $([ $status -eq 0 ] && echo finished || echo FAILED: status $status)"
 tail -1 "$runlogs.chaos.out"
+python3 "$root/scripts/chaos_report.py" "$runlogs" "$kills_file" | sed 's/^/chaos: /'
 bad=0
 for step in $(python3 -c "import json,sys; print(*json.load(open(sys.argv[1]))['kept_steps'])" "$model_dir/checkpoint"); do
   "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs.chaos.export" > /dev/null 2>&1 ||
