@@ -10,6 +10,7 @@
 #                    [train_local_dist.sh args...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib/alive.sh"
 runlogs=${PSTRAIN_RUNLOGS:-$root/runlogs}
 export PSTRAIN_RUNLOGS=$runlogs
 kills=20 secs=600 every_min=2 every_max=6
@@ -40,12 +41,12 @@ start=$(date +%s)
 n=0
 kills_file=$runlogs.chaos.kills
 : > "$kills_file"
-while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && kill -0 "$run" 2> /dev/null; do
+while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && alive "$run"; do
   sleep "$(awk -v a="$every_min" -v b="$every_max" 'BEGIN { srand(); printf "%.2f", a + rand() * (b - a) }')"
   mapfile -t roles < <(cd "$runlogs" && ls ./*.cmd | sed 's|^\./||; s|\.cmd$||')
   name=${roles[$((RANDOM % ${#roles[@]}))]}
   pid=$(cat "$runlogs/$name.pid" 2> /dev/null) || continue
-  kill -0 "$pid" 2> /dev/null || continue
+  alive "$pid" || continue
   kill -9 "$pid" 2> /dev/null || continue
   n=$((n + 1))
   sleep 0.3

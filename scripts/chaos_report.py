@@ -4,9 +4,10 @@
     chaos_report.py RUNLOGS KILLS_FILE
 
 KILLS_FILE has one line per kill: ROLE_NAME (e.g. ps1) and the time in ms
-since the epoch at which scripts/restart_role.sh was started for it. A role's
-recovery is the time from that moment to the cluster's next progress that
-needs the role:
+since the epoch just before scripts/restart_role.sh was started for it. A
+role's recovery is the time from its restart (the "== restart" line that
+restart_role.sh writes to its log just before it starts the daemon) to the
+cluster's next progress that needs the role:
   worker  its first step done (its gradient pushed) after the restart;
   ps      the first step any worker logs after the master rolled every PS
           back to the checkpoint the new PS restored (restore included);
@@ -23,8 +24,11 @@ import sys
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
 
 
+RESTART = re.compile(r"^== restart (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+
+
 def ms(line):
-    m = STAMP.match(line)
+    m = STAMP.match(line) or RESTART.match(line)
     if not m:
         return None
     t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
@@ -60,7 +64,11 @@ def main():
     with open(kills_file) as f:
         kills = [line.split() for line in f if line.strip()]
     for i, (name, t0s) in enumerate(kills, 1):
-        t0 = int(t0s)
+        # the restart marker after the kill (the log's clock)
+        t0 = first_after(logs.get(name, []), int(t0s), r"^== restart")
+        if t0 is None:
+            print("kill %d: %s: no restart in its log" % (i, name))
+            continue
         kind = re.sub(r"\d+$", "", name)
         done = None
         if kind == "worker":

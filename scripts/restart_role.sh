@@ -6,6 +6,7 @@
 #   scripts/restart_role.sh ROLE INDEX      e.g. scripts/restart_role.sh ps 1
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib/alive.sh"
 runlogs=${PSTRAIN_RUNLOGS:-$root/runlogs}
 grace=${PSTRAIN_STOP_GRACE:-10}
 if [ $# -ne 2 ] || [ "$1" = --help ]; then
@@ -26,11 +27,11 @@ if [ ! -f "$cmd" ]; then
   exit 2
 fi
 pidfile=$runlogs/$name.pid
-if pid=$(cat "$pidfile" 2> /dev/null) && kill -0 "$pid" 2> /dev/null; then
+if pid=$(cat "$pidfile" 2> /dev/null) && alive "$pid"; then
   kill -TERM "$pid"
   deadline=$(($(date +%s) + grace))
-  while kill -0 "$pid" 2> /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.05; done
-  kill -0 "$pid" 2> /dev/null && kill -KILL "$pid" && echo "restart_role: SIGKILL $name (pid $pid)"
+  while alive "$pid" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.05; done
+  alive "$pid" && kill -KILL "$pid" && echo "restart_role: SIGKILL $name (pid $pid)"
 fi
 echo "== restart $(date '+%F %T.%3N') by scripts/restart_role.sh" >> "$runlogs/$name.log"
 nohup bash "$cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &

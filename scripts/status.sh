@@ -3,13 +3,14 @@
 # master's view of the cluster (build/pstrain status).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib/alive.sh"
 runlogs=${PSTRAIN_RUNLOGS:-$root/runlogs}
 shopt -s nullglob
 printf '%-10s %-8s %s\n' ROLE PID STATE
 for f in "$runlogs"/*.pid; do
   pid=$(cat "$f" 2> /dev/null)
   state=dead
-  kill -0 "$pid" 2> /dev/null && state=alive
+  alive "$pid" && state=alive
   printf '%-10s %-8s %s\n' "$(basename "$f" .pid)" "$pid" "$state"
 done
 if [ -f "$runlogs/master.addr" ]; then

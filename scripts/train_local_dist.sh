@@ -13,6 +13,7 @@
 # master get an empty CUDA_VISIBLE_DEVICES and stay on the CPU.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib/alive.sh"
 cd "$root"
 nps=2
 nworkers=2
@@ -56,7 +57,7 @@ done
 mkdir -p "$runlogs"
 if ls "$runlogs"/*.pid > /dev/null 2>&1; then
   for f in "$runlogs"/*.pid; do
-    if kill -0 "$(cat "$f")" 2> /dev/null; then
+    if alive "$(cat "$f")"; then
       echo "train_local_dist: $(basename "$f" .pid) (pid $(cat "$f")) still runs; scripts/stop.sh first" >&2
       exit 2
     fi
@@ -136,7 +137,7 @@ master_pid=$(cat "$runlogs/master0.pid")
 status=0
 while true; do
   pid=$(cat "$runlogs/master0.pid" 2> /dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2> /dev/null; then
+  if [ -n "$pid" ] && alive "$pid"; then
     [ "$pid" != "$master_pid" ] && restarted=1
     sleep 0.5
     continue
@@ -155,7 +156,7 @@ while true; do
   waited=0
   while [ "$waited" -lt "${PSTRAIN_MASTER_WAIT:-300}" ]; do
     new=$(cat "$runlogs/master0.pid" 2> /dev/null || true)
-    [ -n "$new" ] && [ "$new" != "$pid" ] && kill -0 "$new" 2> /dev/null && break
+    [ -n "$new" ] && [ "$new" != "$pid" ] && alive "$new" && break
     sleep 1
     waited=$((waited + 1))
   done
@@ -167,7 +168,7 @@ while true; do
 done
 for f in "$runlogs"/*.pid; do
   pid=$(cat "$f" 2> /dev/null) || continue
-  for _ in $(seq 1 100); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
 done
 elapsed=$(( $(date +%s) - start_time ))
 

@@ -6,7 +6,10 @@
 # - in a training cluster, SIGTERM stops a worker after its step and the
 #   master after a checkpoint of the step it reached (pid files removed,
 #   so the daemons went through their clean exit); both restart through
-#   scripts/restart_role.sh and the run finishes.
+#   scripts/restart_role.sh and the run finishes;
+# - the stall watchdog: with every worker frozen (SIGSTOP) for longer than
+#   cluster.stall_secs, the master logs STALL and restores every PS from the
+#   latest checkpoint; thawed, the run finishes.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,3 +99,22 @@ for role in master0 ps0 ps1 worker0 worker1; do
   [ ! -e "$tmp/runlogs/$role.pid" ] || fail "$role left its pid file at the end"
 done
 echo "SIGTERM: worker1 stopped after its step, the master checkpointed ckpt-$step; the run finished"
+
+# --- the stall watchdog ---
+dir=$tmp/stall
+rm -rf "$tmp/runlogs"
+"$root/scripts/train_local_dist.sh" --set model=mlp --set train.epochs=2 \
+  --set checkpoint.every_steps=100 --set log.every_secs=0.2 --set cluster.stall_secs=2 \
+  --set cluster.heartbeat_secs=0.5 --set cluster.dead_after_secs=30 \
+  --set checkpoint.model_dir="$dir" > "$tmp/stall.out" 2>&1 &
+run=$!
+wait_log "$tmp/runlogs/worker1.log" "global step [3-9][0-9][0-9]/" "training never reached step 300"
+workers="$(cat "$tmp/runlogs/worker0.pid") $(cat "$tmp/runlogs/worker1.pid")"
+kill -STOP $workers
+wait_log "$tmp/runlogs/master0.log" "STALL: the global step has not moved" "no stall reported" 20
+wait_log "$tmp/runlogs/master0.log" "STALL.*every PS rolled back to ckpt-" "the stall did not restore the PS"
+kill -CONT $workers
+wait "$run" || fail "stall run: $(tail -5 "$tmp/stall.out")"
+python3 -c "import json,sys; a=json.load(open(sys.argv[1]))['accuracy']; assert a >= 0.80, a" \
+  "$dir/eval_results.json" || fail "accuracy after the stall: $(cat "$dir/eval_results.json")"
+echo "stall watchdog: $(grep -m1 'STALL.*rolled back' "$tmp/runlogs/master0.log" | sed 's/.*WARN //')"
