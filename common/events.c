@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "tensorboard.pb-c.h"
 #include "tfrecord.h"
 #include "util.h"
@@ -156,4 +157,33 @@ int events_close(events_writer_t *w, char *err, size_t errlen) {
     free(w->path);
     free(w);
     return rc;
+}
+
+void events_sink_init(events_sink_t *s, const char *dir, const char *what) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    s->what = what;
+}
+
+void events_sink_write(events_sink_t *s, uint64_t step, size_t n, const char *const *tags,
+                       const double *values) {
+    char err[PS_ERRLEN];
+    if (s->broken)
+        return;
+    if (!s->w && !(s->w = events_open(s->dir, err, sizeof err))) {
+        log_warn("no TensorBoard %s: %s", s->what, err);
+        s->broken = true;
+        return;
+    }
+    if (events_scalars(s->w, step, ps_wall_now(), n, tags, values, err, sizeof err) ||
+        events_flush(s->w, err, sizeof err)) {
+        log_warn("TensorBoard %s: %s; writing no more", s->what, err);
+        s->broken = true;
+    }
+}
+
+void events_sink_close(events_sink_t *s) {
+    if (s->w)
+        events_close(s->w, NULL, 0);
+    s->w = NULL;
 }

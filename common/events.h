@@ -6,6 +6,8 @@
 #ifndef PSTRAIN_EVENTS_H
 #define PSTRAIN_EVENTS_H
 
+#include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,5 +27,21 @@ int events_scalars(events_writer_t *w, uint64_t step, double wall_time, size_t n
 int events_flush(events_writer_t *w, char *err, size_t errlen);
 /* Flushes, closes and frees w (also after an error); err may be NULL. */
 int events_close(events_writer_t *w, char *err, size_t errlen);
+
+/* A sink for a run's scalars: it opens its event file in dir at the first
+ * write. Summaries must never stop training, so after an error it logs one
+ * WARN line naming what it is for and writes nothing more. */
+typedef struct {
+    events_writer_t *w;
+    char dir[PATH_MAX];
+    const char *what; /* e.g. "training scalars", for the warning */
+    bool broken;
+} events_sink_t;
+
+void events_sink_init(events_sink_t *s, const char *dir, const char *what);
+/* Writes n scalars at step (now as wall time) and flushes. */
+void events_sink_write(events_sink_t *s, uint64_t step, size_t n, const char *const *tags,
+                       const double *values);
+void events_sink_close(events_sink_t *s);
 
 #endif

@@ -36,7 +36,7 @@ struct evaluator {
     double best_accuracy; /* of export/best, -1 when none */
     trainer_t *trainer;
     float *params;
-    events_writer_t *events; /* model_dir/eval/, opened at the first evaluation */
+    events_sink_t events; /* model_dir/eval/, opened at the first evaluation */
 };
 
 /* The accuracy export/best was kept for, so a restarted master keeps it. */
@@ -84,17 +84,9 @@ static void log_metrics(uint64_t step, const eval_metrics_t *em, double secs) {
 
 /* Eval scalars for TensorBoard, in model_dir/eval/ as Estimator writes them. */
 static void write_events(evaluator_t *e, uint64_t step, const eval_metrics_t *em) {
-    char dir[PATH_MAX], err[PS_ERRLEN];
-    snprintf(dir, sizeof dir, "%s/eval", e->o.cfg->checkpoint.model_dir);
-    if (!e->events && !(e->events = events_open(dir, err, sizeof err))) {
-        log_warn("no TensorBoard eval events: %s", err);
-        return;
-    }
     const char *tags[] = {"loss", "accuracy"};
     double values[] = {em->loss, em->accuracy};
-    if (events_scalars(e->events, step, ps_wall_now(), 2, tags, values, err, sizeof err) ||
-        events_flush(e->events, err, sizeof err))
-        log_warn("TensorBoard eval events: %s", err);
+    events_sink_write(&e->events, step, 2, tags, values);
 }
 
 /* Evaluates the loaded weights, records the result, keeps the best. */
@@ -182,6 +174,9 @@ evaluator_t *evaluator_create(const evaluator_opts_t *o) {
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->best_accuracy = read_best(o->cfg->checkpoint.model_dir);
+    char eval_dir[PATH_MAX];
+    snprintf(eval_dir, sizeof eval_dir, "%s/eval", o->cfg->checkpoint.model_dir);
+    events_sink_init(&e->events, eval_dir, "eval scalars");
     size_t batch = (size_t)o->cfg->train.batch_size;
     e->trainer = trainer_create(o->model, cpu_backend(), config_threads(o->cfg), batch);
     e->params = xalloc_aligned(o->model->nparams * sizeof(float));
@@ -200,8 +195,7 @@ void evaluator_free(evaluator_t *e) {
     pthread_join(e->thread, NULL);
     trainer_free(e->trainer);
     free(e->params);
-    if (e->events)
-        events_close(e->events, NULL, 0);
+    events_sink_close(&e->events);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

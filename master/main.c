@@ -34,7 +34,7 @@ typedef struct {
     checkpointer_t ckpt;
     evaluator_t *ev;
     recovery_t recovery;
-    events_writer_t *events; /* training scalars, model_dir/events.out.tfevents.* */
+    events_sink_t events; /* training scalars, model_dir/events.out.tfevents.* */
     optim_cfg_t optim;
     uint64_t summary_step;
     double summary_time;
@@ -146,12 +146,6 @@ static void maybe_summary(master_run_t *r, uint64_t step) {
     double now = ps_now();
     if (step < r->summary_step + (uint64_t)c->log.summary_steps)
         return;
-    char err[PS_ERRLEN];
-    if (!r->events && !(r->events = events_open(c->checkpoint.model_dir, err, sizeof err))) {
-        log_warn("no TensorBoard events: %s", err);
-        r->summary_step = UINT64_MAX / 2;
-        return;
-    }
     results_context_t ctx;
     results_context(r, step, &ctx);
     double dt = now - r->summary_time, steps = (double)(step - r->summary_step);
@@ -159,13 +153,7 @@ static void maybe_summary(master_run_t *r, uint64_t step) {
     double values[] = {ctx.train_loss, ctx.train_accuracy, optim_lr(&r->optim, step),
                        dt > 0 ? steps / dt : 0.0,
                        dt > 0 ? steps * (double)examples_per_step(r) / dt : 0.0};
-    if (events_scalars(r->events, step, ps_wall_now(), PS_ARRAY_LEN(tags), tags, values, err,
-                       sizeof err) ||
-        events_flush(r->events, err, sizeof err)) {
-        log_warn("TensorBoard events: %s", err);
-        r->summary_step = UINT64_MAX / 2;
-        return;
-    }
+    events_sink_write(&r->events, step, PS_ARRAY_LEN(tags), tags, values);
     r->summary_step = step;
     r->summary_time = now;
 }
@@ -277,6 +265,7 @@ static int already_done(master_run_t *r) {
 static int run(master_run_t *r) {
     r->started = ps_now();
     r->summary_time = r->started;
+    events_sink_init(&r->events, r->d->cfg.checkpoint.model_dir, "training scalars");
     r->summary_step = r->ckpt.last_step;
     if (r->ckpt.final && r->ckpt.last_step >= r->state.target)
         return already_done(r);
@@ -365,8 +354,7 @@ int main(int argc, char **argv) {
         rc = run(&r);
     }
     evaluator_free(r.ev);
-    if (r.events)
-        events_close(r.events, NULL, 0);
+    events_sink_close(&r.events);
     if (r.recovery.stats)
         recovery_free(&r.recovery);
     psclient_free(r.ps);

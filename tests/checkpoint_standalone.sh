@@ -28,6 +28,32 @@ grep -q "resumed from $tmp/twice/ckpt-300: step 300" "$tmp/log" || fail "no resu
 cmp "$tmp/once/export/400/weights.safetensors" "$tmp/twice/export/400/weights.safetensors" ||
   fail "300 + 100 steps differ from 400"
 
+# TensorBoard: training scalars every log.summary_steps (100) steps in
+# model_dir, the evaluation in model_dir/eval, read by an independent decoder.
+root=$(cd "$(dirname "$0")/.." && pwd)
+need_python3 google.protobuf
+command -v protoc > /dev/null || fail "needs protoc (protobuf-compiler): run scripts/setup.sh"
+mkdir -p "$tmp/pb"
+protoc --python_out="$tmp/pb" -I"$root/proto" "$root/proto/tensorboard.proto"
+"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$tmp/once"/events.out.tfevents.* > "$tmp/train.ev" ||
+  fail "standalone train events do not decode"
+"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$tmp/once"/eval/events.out.tfevents.* > "$tmp/eval.ev" ||
+  fail "standalone eval events do not decode"
+"$py" - "$tmp/train.ev" "$tmp/eval.ev" "$tmp/once/eval_results.json" <<'PY'
+import json, sys
+train = [json.loads(l) for l in open(sys.argv[1])]
+ev = [json.loads(l) for l in open(sys.argv[2])]
+res = json.load(open(sys.argv[3]))
+want = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"}
+assert {e["tag"] for e in train} == want, train
+steps = sorted({e["step"] for e in train})
+assert steps == [100, 200, 300, 400], steps
+assert all(abs(e["value"] - 0.01) < 1e-8 for e in train if e["tag"] == "learning_rate"), train
+assert all(0 < e["value"] < 3 for e in train if e["tag"] == "loss"), train
+last = [e for e in ev if e["tag"] == "accuracy" and e["step"] == res["global_step"]]
+assert last and abs(last[-1]["value"] - res["accuracy"]) < 1e-6, (last, res)
+PY
+
 # SIGTERM: checkpoint, then exit 0; a new start goes on from that step.
 "$build/pstrain-worker" --set model="$tmp/model.json" --set train.epochs=50 --set train.optimizer=adam \
   --set checkpoint.model_dir="$tmp/term" --set checkpoint.every_secs=0 2> "$tmp/term.log" &

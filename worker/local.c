@@ -11,6 +11,7 @@
 #include "common/checkpoint.h"
 #include "common/dataset.h"
 #include "common/exitcode.h"
+#include "common/events.h"
 #include "common/export.h"
 #include "common/log.h"
 #include "common/model.h"
@@ -26,6 +27,7 @@ typedef struct {
     trainer_t *trainer;
     loader_t *loader;
     const batch_t *next; /* fetched (and staged on a device) during the last step */
+    events_sink_t train_events, eval_events; /* TensorBoard: model_dir/, model_dir/eval/ */
 } local_t;
 
 /* Running means over the current epoch, as Keras's progress bar shows. */
@@ -126,6 +128,8 @@ static void teardown(local_t *L) {
     dataset_free(&L->train);
     dataset_free(&L->test);
     model_free(&L->model);
+    events_sink_close(&L->train_events);
+    events_sink_close(&L->eval_events);
 }
 
 static void format_eta(char *buf, size_t len, double secs) {
@@ -169,6 +173,9 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
                              .elapsed_secs = elapsed,
                              .train_loss = es->n ? es->loss_sum / (double)es->n : 0.0,
                              .train_accuracy = es->n ? es->correct / (double)es->n : 0.0};
+    const char *tags[] = {"loss", "accuracy"};
+    double values[] = {em.loss, em.accuracy};
+    events_sink_write(&L->eval_events, step, 2, tags, values);
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     eval_metrics_free(&em);
     if (rc) {
@@ -201,6 +208,32 @@ static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) 
     return 0;
 }
 
+/* Training scalars for TensorBoard every log.summary_steps steps, as the
+ * master writes them for a cluster: loss and accuracy (means over the steps
+ * since the last summary), learning rate, steps and examples per second. */
+typedef struct {
+    uint64_t step; /* of the last summary */
+    double time, loss_sum, correct;
+    size_t n;
+} summary_t;
+
+static void summarize(local_t *L, const config_t *c, summary_t *sum, uint64_t step,
+                      const step_metrics_t *sm) {
+    sum->loss_sum += sm->loss * (double)sm->n;
+    sum->correct += sm->accuracy * (double)sm->n;
+    sum->n += sm->n;
+    if (step < sum->step + (uint64_t)c->log.summary_steps)
+        return;
+    double now = ps_now(), dt = now - sum->time;
+    const char *tags[] = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"};
+    double values[] = {sum->loss_sum / (double)sum->n, sum->correct / (double)sum->n,
+                       optim_lr(&L->store.opt, step),
+                       dt > 0 ? (double)(step - sum->step) / dt : 0.0,
+                       dt > 0 ? (double)sum->n / dt : 0.0};
+    events_sink_write(&L->train_events, step, PS_ARRAY_LEN(tags), tags, values);
+    *sum = (summary_t){.step = step, .time = now};
+}
+
 static uint64_t total_steps(const config_t *c, size_t steps_per_epoch) {
     if (c->train.max_steps > 0)
         return (uint64_t)c->train.max_steps;
@@ -217,6 +250,7 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
     bool evaluated_last = false;
     uint64_t step = L->store.iterations, last_ckpt = step;
     double last_ckpt_time = ps_now();
+    summary_t sum = {.step = step, .time = ps_now()};
     for (; step < total && !*stop; step++) {
         /* The prefetch hook may fetch the next batch during the step, which
          * ends this one: what the loop needs of it is copied first. */
@@ -230,6 +264,7 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
         es.correct += sm.accuracy * (double)sm.n;
         es.n += sm.n;
         es.images_since_log += sm.n;
+        summarize(L, c, &sum, step + 1, &sm);
         double now = ps_now();
         bool epoch_end = b.step_in_epoch + 1 == spe || step + 1 == total;
         if (now - es.last_log >= c->log.every_secs || epoch_end) {
@@ -275,6 +310,10 @@ int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t 
     char err[PS_ERRLEN];
     local_t L;
     memset(&L, 0, sizeof L);
+    char eval_dir[PATH_MAX];
+    snprintf(eval_dir, sizeof eval_dir, "%s/eval", cfg->checkpoint.model_dir);
+    events_sink_init(&L.train_events, cfg->checkpoint.model_dir, "training scalars");
+    events_sink_init(&L.eval_events, eval_dir, "eval scalars");
     int rc = setup(&L, cfg, be, err, sizeof err);
     if (rc) {
         log_error("%s", err);
