@@ -50,10 +50,7 @@ grep -q "evaluation of ckpt-" "$tmp/runlogs/master0.log" || fail "no checkpoint 
 # 1b. The export's npz holds what the safetensors hold, in Keras's
 # get_weights() order, read by numpy; TensorBoard event files for train and
 # eval decode with an independent reader (own CRC-32C, protoc's classes).
-need_python3 numpy google.protobuf
-command -v protoc > /dev/null || fail "needs protoc (protobuf-compiler): run scripts/setup.sh"
-mkdir -p "$tmp/pb"
-protoc --python_out="$tmp/pb" -I"$root/proto" "$root/proto/tensorboard.proto"
+need_python3 numpy
 "$py" - "$md/export/$step" <<'PY'
 import json, struct, sys
 import numpy as np
@@ -72,10 +69,7 @@ for k in z.keys():
     assert z[k].dtype == np.float32 and z[k].shape == want.shape and (z[k] == want).all(), k
 print("npz: %d arrays in get_weights() order" % len(z.keys()))
 PY
-"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$md"/events.out.tfevents.* > "$tmp/train.ev" ||
-  fail "train events do not decode"
-"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$md"/eval/events.out.tfevents.* > "$tmp/eval.ev" ||
-  fail "eval events do not decode"
+read_model_events "$md"
 "$py" - "$tmp/train.ev" "$tmp/eval.ev" "$md/eval_results.json" <<'PY'
 import json, sys
 train = [json.loads(l) for l in open(sys.argv[1])]

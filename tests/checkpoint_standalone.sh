@@ -30,15 +30,7 @@ cmp "$tmp/once/export/400/weights.safetensors" "$tmp/twice/export/400/weights.sa
 
 # TensorBoard: training scalars every log.summary_steps (100) steps in
 # model_dir, the evaluation in model_dir/eval, read by an independent decoder.
-root=$(cd "$(dirname "$0")/.." && pwd)
-need_python3 google.protobuf
-command -v protoc > /dev/null || fail "needs protoc (protobuf-compiler): run scripts/setup.sh"
-mkdir -p "$tmp/pb"
-protoc --python_out="$tmp/pb" -I"$root/proto" "$root/proto/tensorboard.proto"
-"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$tmp/once"/events.out.tfevents.* > "$tmp/train.ev" ||
-  fail "standalone train events do not decode"
-"$py" "$root/tests/lib/read_events.py" "$tmp/pb" "$tmp/once"/eval/events.out.tfevents.* > "$tmp/eval.ev" ||
-  fail "standalone eval events do not decode"
+read_model_events "$tmp/once"
 "$py" - "$tmp/train.ev" "$tmp/eval.ev" "$tmp/once/eval_results.json" <<'PY'
 import json, sys
 train = [json.loads(l) for l in open(sys.argv[1])]

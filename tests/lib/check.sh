@@ -62,3 +62,19 @@ wait_log() {
 stop_cluster() {
   PSTRAIN_RUNLOGS=$tmp/runlogs PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
 }
+
+# read_model_events MODEL_DIR: decodes MODEL_DIR's TensorBoard event files with
+# an independent reader (its own CRC-32C, protoc's classes) into
+# $tmp/train.ev and $tmp/eval.ev, one JSON scalar per line; sets $py.
+read_model_events() {
+  local lib
+  lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  need_python3 google.protobuf
+  command -v protoc > /dev/null || fail "needs protoc (protobuf-compiler): run scripts/setup.sh"
+  mkdir -p "$tmp/pb"
+  protoc --python_out="$tmp/pb" -I"$lib/../../proto" "$lib/../../proto/tensorboard.proto"
+  "$py" "$lib/read_events.py" "$tmp/pb" "$1"/events.out.tfevents.* > "$tmp/train.ev" ||
+    fail "train events of $1 do not decode"
+  "$py" "$lib/read_events.py" "$tmp/pb" "$1"/eval/events.out.tfevents.* > "$tmp/eval.ev" ||
+    fail "eval events of $1 do not decode"
+}
