@@ -157,6 +157,7 @@ while true; do
   while [ "$waited" -lt "${PSTRAIN_MASTER_WAIT:-300}" ]; do
     new=$(cat "$runlogs/master0.pid" 2> /dev/null || true)
     [ -n "$new" ] && [ "$new" != "$pid" ] && alive "$new" && break
+    done_training && break # restarted, and already finished
     sleep 1
     waited=$((waited + 1))
   done
