@@ -60,6 +60,10 @@ const char *rpc_channel_target(const rpc_channel_t *ch) {
     return ch->target;
 }
 
+rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len) {
+    return rpc__pool_blob(ch->pool, len);
+}
+
 /* ---- Calls -------------------------------------------------------------------- */
 
 /* One call in flight and what its batch fills in. */
@@ -109,14 +113,36 @@ static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method
     return 0;
 }
 
+/* Copies the response into resp, or hands it to consume in place. */
+static int take_response(pending_t *p) {
+    rpc_fanout_t *f = p->f;
+    if (!f->consume) {
+        f->resp->len = 0;
+        return p->recv ? rpc__flatten(p->recv, f->resp) : 0;
+    }
+    static const rpc_msg_t empty;
+    if (!p->recv) {
+        f->consume(f->consume_arg, &empty);
+        return 0;
+    }
+    rpc_segs_t segs = {0};
+    rpc_buf_t flat = {0};
+    rpc_msg_t m;
+    int rc = rpc__segments(p->recv, &segs, &flat, &m);
+    if (rc == 0)
+        f->consume(f->consume_arg, &m);
+    free(segs.seg);
+    rpc_buf_free(&flat);
+    return rc;
+}
+
 /* Reads a finished call's status and response into its fan-out entry. */
 static void finish_call(pending_t *p, const char *method, int ok) {
     rpc_fanout_t *f = p->f;
     f->code = ok ? (int)p->status : RPC_INTERNAL;
     f->err[0] = '\0';
     if (f->code == RPC_OK) {
-        f->resp->len = 0;
-        if (p->recv && rpc__flatten(p->recv, f->resp) < 0) {
+        if (take_response(p) < 0) {
             f->code = RPC_INTERNAL;
             ps_errf(f->err, sizeof f->err, "%s to %s: cannot read the response", method,
                     f->ch->target);
@@ -151,6 +177,8 @@ static grpc_slice request_body(rpc_fanout_t *calls, size_t i, grpc_slice *bodies
     for (size_t j = 0; j < i; j++)
         if (calls[j].req == f->req && calls[j].len == f->len)
             return grpc_slice_ref(bodies[j]);
+    if (f->blob)
+        return rpc__blob_slice(f->blob, f->req, f->len);
     if (f->release && f->len == 0) {
         f->release(f->release_arg);
         return grpc_empty_slice();
