@@ -496,6 +496,59 @@ grpc_slice rpc__blob_slice(rpc_blob_t *b, const void *start, size_t len) {
     return grpc_slice_sub(b->whole, off, off + len);
 }
 
+/* A wrapped blob's release: the owner's callback, then the blob itself. */
+typedef struct {
+    blob_t blob;
+    void (*release)(void *arg);
+    void *arg;
+} wrapped_t;
+
+static void wrapped_release(void *arg) {
+    wrapped_t *w = arg;
+    w->release(w->arg);
+    free(w);
+}
+
+rpc_blob_t *rpc_blob_wrap(void *data, size_t len, void (*release)(void *arg), void *arg) {
+    wrapped_t *w = xcalloc(1, sizeof *w);
+    w->blob.data = data;
+    w->blob.cap = len;
+    w->release = release;
+    w->arg = arg;
+    w->blob.whole = grpc_slice_new_with_user_data(data, len, wrapped_release, w);
+    return &w->blob;
+}
+
+grpc_byte_buffer *rpc__pieces_buffer(const rpc_piece_t *pieces, size_t n) {
+    grpc_slice one[16];
+    grpc_slice *slices = n <= 16 ? one : xcalloc(n, sizeof *slices);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        if (pieces[i].blob) {
+            slices[k++] = rpc__blob_slice(pieces[i].blob, pieces[i].data, pieces[i].len);
+            i++;
+            continue;
+        }
+        size_t j = i, len = 0;
+        for (; j < n && !pieces[j].blob; j++)
+            len += pieces[j].len;
+        grpc_slice s = grpc_slice_malloc(len);
+        uint8_t *at = GRPC_SLICE_START_PTR(s);
+        for (; i < j; i++) {
+            if (pieces[i].len)
+                memcpy(at, pieces[i].data, pieces[i].len);
+            at += pieces[i].len;
+        }
+        slices[k++] = s;
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, k);
+    for (size_t i = 0; i < k; i++)
+        grpc_slice_unref(slices[i]);
+    if (slices != one)
+        free(slices);
+    return bb;
+}
+
 uint8_t *rpc_blob_data(rpc_blob_t *b) {
     return b->data;
 }

@@ -180,11 +180,27 @@ typedef struct rpc_blob rpc_blob_t;
 
 /* A blob of at least len bytes from the server's pool (any thread). */
 rpc_blob_t *rpc_call_blob(rpc_call_t *call, size_t len);
+/* A blob over the caller's own memory (len bytes at data): release(arg) is
+ * called, once, on any thread, when the last reference is dropped; data must
+ * stay unchanged until then. */
+rpc_blob_t *rpc_blob_wrap(void *data, size_t len, void (*release)(void *arg), void *arg);
 uint8_t *rpc_blob_data(rpc_blob_t *b);
 void rpc_blob_unref(rpc_blob_t *b);
 /* Answers a call RPC_OK with the first len bytes of b, without copying them;
  * the caller keeps its reference. Otherwise as rpc_call_reply. */
 int rpc_call_reply_blob(rpc_call_t *call, rpc_blob_t *b, size_t len);
+
+/* A message sent as it lies, in pieces: len bytes at data, lent from blob
+ * (data points into it; the send takes a reference of its own) or, with blob
+ * NULL, copied (adjacent copied pieces into one buffer). */
+typedef struct {
+    const void *data;
+    size_t len;
+    rpc_blob_t *blob;
+} rpc_piece_t;
+
+/* Answers a call RPC_OK with the pieces joined. Otherwise as rpc_call_reply. */
+int rpc_call_reply_pieces(rpc_call_t *call, const rpc_piece_t *pieces, size_t n);
 
 /* 1 once gRPC has reported the call cancelled (on_cancel has then been or is
  * being called); any thread. */
@@ -272,6 +288,10 @@ typedef struct {
     /* Zero-copy send from a blob: req points into it; the call takes a
      * reference of its own. release must then be NULL. */
     rpc_blob_t *blob;
+    /* Or a request in pieces (req, len, blob and release unused): the calls
+     * of a fan-out that share one pieces array send it once. */
+    const rpc_piece_t *pieces;
+    size_t npieces;
     /* When set, a response that ended RPC_OK is handed to consume in place
      * (on the calling thread, before rpc_fanout returns) instead of being
      * copied into resp, which may then be NULL. */

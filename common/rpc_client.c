@@ -80,12 +80,12 @@ typedef struct {
 
 /* Starts one call: send the request, half-close, receive everything. */
 static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method,
-                      gpr_timespec deadline, grpc_slice body) {
+                      gpr_timespec deadline, grpc_byte_buffer *send) {
     rpc_fanout_t *f = p->f;
     grpc_metadata_array_init(&p->initial_md);
     grpc_metadata_array_init(&p->trailing_md);
     p->details = grpc_empty_slice();
-    p->send = grpc_raw_byte_buffer_create(&body, 1);
+    p->send = send;
     p->call = grpc_channel_create_call(f->ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method,
                                        NULL, deadline, NULL);
     grpc_op ops[6];
@@ -171,43 +171,51 @@ static void free_call(pending_t *p) {
     gpr_free((void *)p->error_string);
 }
 
-/* Entries sharing one request share one slice of it. */
-static grpc_slice request_body(rpc_fanout_t *calls, size_t i, grpc_slice *bodies) {
+/* Entries sharing one request share one copy of it. */
+static grpc_byte_buffer *request_body(rpc_fanout_t *calls, size_t i, grpc_byte_buffer **bodies) {
     rpc_fanout_t *f = &calls[i];
     for (size_t j = 0; j < i; j++)
-        if (calls[j].req == f->req && calls[j].len == f->len)
-            return grpc_slice_ref(bodies[j]);
-    if (f->blob)
-        return rpc__blob_slice(f->blob, f->req, f->len);
-    if (f->release && f->len == 0) {
+        if (calls[j].req == f->req && calls[j].len == f->len && calls[j].pieces == f->pieces &&
+            calls[j].npieces == f->npieces)
+            return grpc_byte_buffer_copy(bodies[j]);
+    if (f->pieces)
+        return rpc__pieces_buffer(f->pieces, f->npieces);
+    grpc_slice body;
+    if (f->blob) {
+        body = rpc__blob_slice(f->blob, f->req, f->len);
+    } else if (f->release && f->len == 0) {
         f->release(f->release_arg);
-        return grpc_empty_slice();
+        body = grpc_empty_slice();
+    } else if (f->release) {
+        body = grpc_slice_new_with_user_data((void *)f->req, f->len, f->release, f->release_arg);
+    } else {
+        body = rpc__pool_copy(f->ch->pool, f->req, f->len);
     }
-    if (f->release)
-        return grpc_slice_new_with_user_data((void *)f->req, f->len, f->release, f->release_arg);
-    return rpc__pool_copy(f->ch->pool, f->req, f->len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+    return bb;
 }
 
 size_t rpc_fanout(rpc_fanout_t *calls, size_t n, const char *method, double deadline_s) {
     pending_t one[4];
-    grpc_slice one_body[4];
+    grpc_byte_buffer *one_body[4];
     pending_t *p = n <= 4 ? one : xcalloc(n, sizeof *p);
-    grpc_slice *bodies = n <= 4 ? one_body : xcalloc(n, sizeof *bodies);
+    grpc_byte_buffer **bodies = n <= 4 ? one_body : xcalloc(n, sizeof *bodies);
     memset(p, 0, n * sizeof *p);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice m = grpc_slice_from_static_string(method);
     gpr_timespec deadline = rpc__deadline(deadline_s);
     size_t in_flight = 0, failed = 0;
+    /* Every body first: starting a call empties the byte buffer it sends. */
+    for (size_t i = 0; i < n; i++)
+        bodies[i] = request_body(calls, i, bodies);
     for (size_t i = 0; i < n; i++) {
         p[i].f = &calls[i];
-        bodies[i] = request_body(calls, i, bodies);
         if (start_call(&p[i], cq, m, deadline, bodies[i]) == 0)
             in_flight++;
         else
             failed++;
     }
-    for (size_t i = 0; i < n; i++)
-        grpc_slice_unref(bodies[i]);
     /* Every call has the deadline, so this ends; without one it waits for
      * the server, as asked. */
     while (in_flight > 0) {

@@ -72,6 +72,8 @@ grpc_slice rpc__pool_copy(rpc_pool_t *p, const void *data, size_t len);
 rpc_blob_t *rpc__pool_blob(rpc_pool_t *p, size_t len);
 /* A new reference to len bytes of b from start, which must lie in b. */
 grpc_slice rpc__blob_slice(rpc_blob_t *b, const void *start, size_t len);
+/* A byte buffer of the pieces (rpc.h), for a send. */
+grpc_byte_buffer *rpc__pieces_buffer(const rpc_piece_t *pieces, size_t n);
 
 /* A gpr deadline seconds from now on the monotonic clock; infinite if <= 0. */
 gpr_timespec rpc__deadline(double seconds);

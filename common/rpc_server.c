@@ -138,11 +138,12 @@ static void request_call(rpc_server_t *s) {
 
 /* ---- Replies ------------------------------------------------------------------ */
 
-/* Starts the send batch; consumes body and the owner's reference, which the
- * batch's event then drops. */
-static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) {
+/* Starts the send batch; consumes resp (the message when code is RPC_OK,
+ * else NULL) and the owner's reference, which the batch's event then drops. */
+static int reply_buffer(rpc_call_t *c, int code, const char *message, grpc_byte_buffer *resp) {
     if (atomic_fetch_or(&c->flags, F_REPLIED) & F_REPLIED) {
-        grpc_slice_unref(body);
+        if (resp)
+            grpc_byte_buffer_destroy(resp);
         log_error("rpc: a call to %s was answered twice", rpc_call_method(c));
         return -1;
     }
@@ -150,12 +151,11 @@ static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) 
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (code == RPC_OK) {
-        c->resp = grpc_raw_byte_buffer_create(&body, 1);
+    if (resp) {
+        c->resp = resp;
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->resp;
     }
-    grpc_slice_unref(body);
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = (grpc_status_code)code;
     if (message && message[0]) {
@@ -169,6 +169,13 @@ static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) 
         return -1;
     }
     return 0;
+}
+
+/* reply_buffer with a message of one slice, which it consumes. */
+static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) {
+    grpc_byte_buffer *resp = code == RPC_OK ? grpc_raw_byte_buffer_create(&body, 1) : NULL;
+    grpc_slice_unref(body);
+    return reply_buffer(c, code, message, resp);
 }
 
 int rpc_call_reply(rpc_call_t *c, int code, const char *message, const void *data, size_t len) {
@@ -190,6 +197,10 @@ rpc_blob_t *rpc_call_blob(rpc_call_t *c, size_t len) {
 
 int rpc_call_reply_blob(rpc_call_t *c, rpc_blob_t *b, size_t len) {
     return reply(c, RPC_OK, NULL, rpc__blob_slice(b, rpc_blob_data(b), len));
+}
+
+int rpc_call_reply_pieces(rpc_call_t *c, const rpc_piece_t *pieces, size_t n) {
+    return reply_buffer(c, RPC_OK, NULL, rpc__pieces_buffer(pieces, n));
 }
 
 int rpc_call_is_cancelled(const rpc_call_t *c) {

@@ -160,3 +160,21 @@ int wire_floats(const wire_bytes_t *b, wire_floats_fn fn, void *ctx) {
     });
     return rc;
 }
+
+size_t wire_varint_size(uint64_t v) {
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+uint8_t *wire_put_varint(uint8_t *p, uint64_t v) {
+    for (; v >= 0x80; v >>= 7)
+        *p++ = (uint8_t)(v | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+uint8_t *wire_put_key(uint8_t *p, uint32_t field, int type) {
+    return wire_put_varint(p, (uint64_t)field << 3 | (uint64_t)type);
+}

@@ -4,6 +4,8 @@
  * protobuf-c's unpack does). Only what hand-written decoders of pstrain's
  * tensor messages need: tags, varints, length-delimited fields as ranges,
  * skipping unknown fields; every length is checked against what is left.
+ * And the few writers an encoder of such messages needs, so that it can send
+ * the payloads from where they lie too.
  *
  * The reader is a cursor into a (sub)message; a length-delimited field is a
  * wire_bytes_t range that can be copied out, read as a submessage, or walked
@@ -62,5 +64,14 @@ typedef int (*wire_floats_fn)(void *ctx, size_t first, const uint8_t *bytes, siz
 /* Walks the range (whose length must be a multiple of 4) in place; a value
  * split between two segments is assembled on the stack and passed alone. */
 int wire_floats(const wire_bytes_t *b, wire_floats_fn fn, void *ctx);
+
+/* ---- Writing --------------------------------------------------------------- */
+
+/* Bytes that v takes as a varint (1 to 10). */
+size_t wire_varint_size(uint64_t v);
+/* Writes v as a varint at p; returns the end. */
+uint8_t *wire_put_varint(uint8_t *p, uint64_t v);
+/* Writes a field's key (number and wire type) at p; returns the end. */
+uint8_t *wire_put_key(uint8_t *p, uint32_t field, int type);
 
 #endif

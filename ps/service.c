@@ -14,26 +14,9 @@ static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
-/* Below this a response is copied by the RPC layer like any other. */
-#define PULL_BLOB_MIN ((size_t)64 << 10)
-
-/* Packs a pull's answer into a blob that is sent without a copy. */
-static rpc_blob_t *pack_pull(rpc_call_t *call, const Pstrain__PullResponse *resp, size_t len) {
-    rpc_blob_t *b = rpc_call_blob(call, len);
-    protobuf_c_message_pack(&resp->base, rpc_blob_data(b));
-    return b;
-}
-
-static bool pulled_is_current(const ps_service_t *s) {
-    return s->pulled && s->pulled_version == s->shard.version && s->pulled_lineage == s->lineage;
-}
-
+/* The answer is sent from the weights where they lie: only the framing
+ * around each tensor is copied. */
 static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRequest *req) {
-    bool whole = req->n_names == 0;
-    if (whole && pulled_is_current(s)) {
-        rpc_call_reply_blob(call, s->pulled, s->pulled_len);
-        return;
-    }
     Pstrain__PullResponse resp = PSTRAIN__PULL_RESPONSE__INIT;
     char err[PS_ERRLEN];
     if (ps_shard_pull(&s->shard, req, &resp, err, sizeof err)) {
@@ -41,22 +24,8 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
         return;
     }
     resp.lineage = s->lineage;
-    size_t len = protobuf_c_message_get_packed_size(&resp.base);
-    if (len < PULL_BLOB_MIN) {
-        msg_reply(call, &s->pack, &resp.base);
-        return;
-    }
-    rpc_blob_t *b = pack_pull(call, &resp, len);
-    rpc_call_reply_blob(call, b, len);
-    if (!whole) {
-        rpc_blob_unref(b);
-        return;
-    }
-    rpc_blob_unref(s->pulled);
-    s->pulled = b;
-    s->pulled_len = len;
-    s->pulled_version = s->shard.version;
-    s->pulled_lineage = s->lineage;
+    ps_pull_encode(&s->pull, &resp, ps_shard_weights(&s->shard));
+    rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
 }
 
 /* Answers the waiting pulls whose step has come. */
@@ -223,7 +192,7 @@ void ps_service_init(ps_service_t *s, uint64_t incarnation) {
     memset(&s->pack, 0, sizeof s->pack);
     msg_arena_init(&s->arena);
     ps_push_init(&s->push);
-    s->pulled = NULL;
+    ps_pull_init(&s->pull);
     atomic_store(&s->shutdown, false);
     s->bad_requests = 0;
 }
@@ -234,8 +203,7 @@ void ps_service_free(ps_service_t *s) {
     rpc_buf_free(&s->pack);
     msg_arena_free(&s->arena);
     ps_push_free(&s->push);
-    rpc_blob_unref(s->pulled);
-    s->pulled = NULL;
+    ps_pull_free(&s->pull);
 }
 
 const rpc_method_t ps_service_methods[] = {

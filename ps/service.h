@@ -9,6 +9,7 @@
 
 #include "common/msg.h"
 #include "common/rpc.h"
+#include "ps/pull.h"
 #include "ps/shard.h"
 
 typedef struct {
@@ -21,15 +22,10 @@ typedef struct {
     uint64_t incarnation;
     ps_wait_t *waits; /* sync pulls waiting for their step */
     size_t nwaits, capwaits;
-    rpc_buf_t pack;    /* reused for every small response */
-    msg_arena_t arena; /* requests unpack into it */
-    ps_push_t push;    /* pushes decode into it */
-    /* The last answer to a pull of every partition, kept while the weights
-     * and lineage it was packed from are current: sync workers waiting for
-     * one step, or several workers pulling between two pushes, share it. */
-    rpc_blob_t *pulled;
-    size_t pulled_len;
-    uint64_t pulled_version, pulled_lineage;
+    rpc_buf_t pack;        /* reused for every small response */
+    msg_arena_t arena;     /* requests unpack into it */
+    ps_push_t push;        /* pushes decode into it */
+    ps_pull_t pull;        /* answers to pulls encode into it */
     atomic_bool shutdown;  /* the master said training is over */
     uint64_t bad_requests; /* answered INVALID_ARGUMENT */
     const char *model_dir; /* where Save writes and Restore reads checkpoints */

@@ -1,6 +1,7 @@
 #include "shard.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,7 +51,72 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     return 0;
 }
 
+/* ---- Lending the weights to pull answers ---------------------------------------- */
+
+enum { LEND_SENDING, LEND_DONE, LEND_ABANDONED };
+
+/* Who frees a lent weights buffer: the shard, if the sends are done when it
+ * wants the weights back, else the last send. */
+struct ps_lend {
+    float *w;
+    atomic_int state;
+};
+
+/* The blob's release, on any thread: every send is done with the weights. */
+static void lend_done(void *arg) {
+    struct ps_lend *l = arg;
+    if (atomic_exchange(&l->state, LEND_DONE) == LEND_ABANDONED) {
+        free(l->w);
+        free(l);
+    }
+}
+
+rpc_blob_t *ps_shard_weights(ps_shard_t *s) {
+    if (!s->wblob) {
+        s->lend = xmalloc(sizeof *s->lend);
+        s->lend->w = s->store.w;
+        atomic_init(&s->lend->state, LEND_SENDING);
+        s->wblob = rpc_blob_wrap(s->store.w, s->store.size * sizeof(float), lend_done, s->lend);
+    }
+    return s->wblob;
+}
+
+/* Ends the lending of the weights; true when sends still hold them, which
+ * then own store.w: the caller must neither write it nor free it. */
+static bool take_back_weights(ps_shard_t *s) {
+    if (!s->wblob)
+        return false;
+    struct ps_lend *l = s->lend;
+    rpc_blob_unref(s->wblob); /* may run lend_done at once */
+    s->wblob = NULL;
+    s->lend = NULL;
+    if (atomic_exchange(&l->state, LEND_ABANDONED) == LEND_DONE) {
+        free(l);
+        return false;
+    }
+    return true;
+}
+
+static void point_tensors(ps_shard_t *s) {
+    for (size_t i = 0; i < s->store.nparts; i++)
+        s->tensors[i].data.data = (uint8_t *)(s->store.w + s->store.parts[i].offset);
+}
+
+/* Called before the weights change: they are changed in place, or on a copy
+ * when sends still hold them. */
+static void own_weights(ps_shard_t *s) {
+    if (!take_back_weights(s))
+        return;
+    size_t bytes = s->store.size * sizeof(float);
+    float *w = xalloc_aligned(bytes ? bytes : sizeof(float));
+    memcpy(w, s->store.w, bytes);
+    s->store.w = w;
+    point_tensors(s);
+}
+
 void ps_shard_free(ps_shard_t *s) {
+    if (take_back_weights(s))
+        s->store.w = NULL;
     free(s->tensors);
     free(s->tensor_ptrs);
     free(s->contributed);
@@ -206,10 +272,10 @@ static void apply_accumulated(ps_shard_t *s) {
     float scale = 1.0f / (float)s->accum_count;
     for (size_t i = 0; i < s->store.size; i++)
         s->accum[i] *= scale;
+    own_weights(s);
     for (size_t p = 0; p < s->store.nparts; p++)
         apply_range(&s->store, p, 0, s->accum + s->store.parts[p].offset, s->store.parts[p].size);
     s->store.iterations++;
-    s->version++;
     memset(s->accum, 0, s->store.size * sizeof(float));
     memset(s->contributed, 0, s->max_workers);
     s->accum_count = 0;
@@ -228,8 +294,8 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
         goto out;
     rc = 0;
     if (!s->sync) {
+        own_weights(s);
         take_grads(s, req, part_of, false);
-        s->version++;
         if (!req->partial) {
             s->store.iterations++;
             s->pushes++;
@@ -313,13 +379,13 @@ static void drop_step_in_progress(ps_shard_t *s) {
 }
 
 static void swap_store(ps_shard_t *s, store_t *fresh) {
+    if (take_back_weights(s))
+        s->store.w = NULL; /* the sends free it */
     store_t old = s->store;
     s->store = *fresh;
     store_free(&old);
-    for (size_t i = 0; i < s->store.nparts; i++)
-        s->tensors[i].data.data = (uint8_t *)(s->store.w + s->store.parts[i].offset);
+    point_tensors(s);
     drop_step_in_progress(s);
-    s->version++;
 }
 
 void ps_shard_reset(ps_shard_t *s) {
@@ -344,6 +410,6 @@ int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen) 
 int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, char *err,
                         size_t errlen) {
     ckpt_restore_opts_t o = {.pattern = pattern && pattern[0] ? pattern : NULL, .slots = false};
-    s->version++;
+    own_weights(s);
     return ckpt_restore_store(&s->store, path, &o, NULL, err, errlen);
 }
