@@ -553,6 +553,11 @@ uint8_t *rpc_blob_data(rpc_blob_t *b) {
     return b->data;
 }
 
+rpc_blob_t *rpc_blob_ref(rpc_blob_t *b) {
+    grpc_slice_ref(b->whole);
+    return b;
+}
+
 void rpc_blob_unref(rpc_blob_t *b) {
     if (!b)
         return;

@@ -185,6 +185,8 @@ rpc_blob_t *rpc_call_blob(rpc_call_t *call, size_t len);
  * stay unchanged until then. */
 rpc_blob_t *rpc_blob_wrap(void *data, size_t len, void (*release)(void *arg), void *arg);
 uint8_t *rpc_blob_data(rpc_blob_t *b);
+/* Another reference (returned: b). */
+rpc_blob_t *rpc_blob_ref(rpc_blob_t *b);
 void rpc_blob_unref(rpc_blob_t *b);
 /* Answers a call RPC_OK with the first len bytes of b, without copying them;
  * the caller keeps its reference. Otherwise as rpc_call_reply. */

@@ -1,5 +1,6 @@
 #include "wire.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "util.h"
@@ -43,9 +44,10 @@ static void advance(wire_bytes_t *at, size_t n) {
     }
 }
 
-int wire_varint(wire_reader_t *r, uint64_t *v) {
+/* A varint of at most max_bytes bytes. */
+static int varint_upto(wire_reader_t *r, int max_bytes, uint64_t *v) {
     uint64_t x = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
+    for (int shift = 0; shift < 7 * max_bytes; shift += 7) {
         uint8_t b;
         if (get_byte(r, &b) < 0)
             return -1;
@@ -58,11 +60,21 @@ int wire_varint(wire_reader_t *r, uint64_t *v) {
     return -1;
 }
 
+int wire_varint(wire_reader_t *r, uint64_t *v) {
+    return varint_upto(r, 10, v);
+}
+
 int wire_next(wire_reader_t *r, uint32_t *field, int *type) {
     if (r->at.len == 0)
         return 0;
+    /* As protobuf-c reads tags: at most 5 bytes, and a first byte that
+     * names no field and does not go on is malformed (field 0 written in
+     * more bytes passes, as an unknown field). */
+    settle(&r->at);
+    if ((r->at.seg->data[r->at.off] & 0xf8) == 0)
+        return -1;
     uint64_t tag;
-    if (wire_varint(r, &tag) < 0 || tag >> 3 == 0 || tag >> 3 > UINT32_MAX)
+    if (varint_upto(r, 5, &tag) < 0)
         return -1;
     *field = (uint32_t)(tag >> 3);
     *type = (int)(tag & 7);
@@ -72,8 +84,9 @@ int wire_next(wire_reader_t *r, uint32_t *field, int *type) {
 }
 
 int wire_bytes(wire_reader_t *r, wire_bytes_t *out) {
+    /* protobuf-c reads a length in at most 5 bytes, up to INT_MAX. */
     uint64_t n;
-    if (wire_varint(r, &n) < 0 || n > r->at.len)
+    if (varint_upto(r, 5, &n) < 0 || n > INT_MAX || n > r->at.len)
         return -1;
     settle(&r->at);
     *out = (wire_bytes_t){r->at.seg, r->at.off, (size_t)n};
@@ -99,6 +112,30 @@ int wire_skip(wire_reader_t *r, int type) {
     }
     }
     return -1;
+}
+
+int wire_bool(wire_reader_t *r, int type, int *v) {
+    /* protobuf-c takes a bool of any wire type: true when any byte of the
+     * field (a length's bytes included) has a low bit set. A length is
+     * nonzero exactly when its bytes are, and then so is the bool. */
+    *v = 0;
+    if (type == WIRE_VARINT || type == WIRE_FIXED32 || type == WIRE_FIXED64) {
+        size_t n = type == WIRE_FIXED32 ? 4 : 8;
+        for (size_t i = 0; type != WIRE_VARINT ? i < n : 1; i++) {
+            uint8_t b;
+            if (get_byte(r, &b) < 0 || (type == WIRE_VARINT && i == 10))
+                return -1;
+            *v |= (b & 0x7f) != 0;
+            if (type == WIRE_VARINT && !(b & 0x80))
+                return 0;
+        }
+        return 0;
+    }
+    wire_bytes_t b;
+    if (type != WIRE_LEN || wire_bytes(r, &b) < 0)
+        return -1;
+    *v = b.len > 0;
+    return 0;
 }
 
 /* Calls fn(ctx, piece, n) for each piece of the range, in order. */

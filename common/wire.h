@@ -38,15 +38,20 @@ void wire_reader_init(wire_reader_t *r, const rpc_msg_t *m);
 void wire_reader_sub(wire_reader_t *r, const wire_bytes_t *b);
 
 /* The next field's number and wire type: 1, or 0 at the end, or -1 when the
- * tag is malformed (a truncated varint, field number 0, a wire type that is
- * not one of the four above: protobuf-c refuses groups too). */
+ * tag is malformed, as protobuf-c decides: a truncated varint or one longer
+ * than 5 bytes, a first byte with no field bits and no continuation, a wire
+ * type that is not one of the four above (protobuf-c refuses groups too). */
 int wire_next(wire_reader_t *r, uint32_t *field, int *type);
 /* The value of a field of wire type WIRE_VARINT: 0, or -1 when truncated or
  * longer than 10 bytes. */
 int wire_varint(wire_reader_t *r, uint64_t *v);
 /* The range of a field of wire type WIRE_LEN, and steps past it: 0, or -1
- * when its length runs past the message. */
+ * when its length runs past the message or is malformed as protobuf-c sees
+ * it (more than 5 bytes, over INT_MAX). */
 int wire_bytes(wire_reader_t *r, wire_bytes_t *out);
+/* The value of a bool field read as protobuf-c reads one, whatever its wire
+ * type: 0, or -1 when truncated. */
+int wire_bool(wire_reader_t *r, int type, int *v);
 /* Steps past a field of the given wire type: 0, or -1 when truncated. */
 int wire_skip(wire_reader_t *r, int type);
 

@@ -72,7 +72,10 @@ static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
     wire_reader_sub(&r, b);
     uint32_t field;
     int type, more;
+    /* A second Caller replaces the first's numbers: protobuf-c's merge of
+     * proto3 scalars keeps the later message's, set or not. */
     p->has_caller = true;
+    p->caller_index = 0;
     while ((more = wire_next(&r, &field, &type)) == 1) {
         uint64_t v = 0;
         wire_bytes_t role;
@@ -108,7 +111,6 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
 }
 
 static int decode_field(ps_push_t *p, wire_reader_t *r, uint32_t field, int type) {
-    uint64_t v = 0;
     wire_bytes_t b;
     switch (field) {
     case PUSH_CALLER:
@@ -117,11 +119,13 @@ static int decode_field(ps_push_t *p, wire_reader_t *r, uint32_t field, int type
         return want_varint(r, type, &p->step);
     case PUSH_GRADS:
         return want_bytes(r, type, &b) < 0 ? -1 : decode_tensor(p, &b);
-    case PUSH_PARTIAL:
-        if (want_varint(r, type, &v) < 0)
+    case PUSH_PARTIAL: {
+        int v;
+        if (wire_bool(r, type, &v) < 0)
             return -1;
-        p->partial = v != 0;
+        p->partial = v;
         return 0;
+    }
     }
     return wire_skip(r, type);
 }
