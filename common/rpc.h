@@ -171,15 +171,14 @@ int rpc_call_reply_zc(rpc_call_t *call, int code, const char *message, const voi
  * A blob is a buffer to build a large message in and send without copying
  * it, once or many times: each send takes a reference of its own, which gRPC
  * holds until the bytes are written (possibly after the call completed, on
- * any thread). The owner holds one reference from rpc_channel_blob or
- * rpc_call_blob until rpc_blob_unref; after that last reference the blob goes
- * back to the pool of the channel or server it came from, whose blocks stay
- * mapped, so steady-state messages land in memory that is already faulted in.
- * The owner must not write to a blob once it has been sent. */
+ * any thread). The owner holds one reference from rpc_channel_blob until
+ * rpc_blob_unref; after that last reference the blob goes back to the
+ * channel's pool, whose blocks stay mapped, so steady-state messages land in
+ * memory that is already faulted in. rpc_blob_wrap lends memory of the
+ * caller's instead. The owner must not write to a blob once it has been
+ * sent. */
 typedef struct rpc_blob rpc_blob_t;
 
-/* A blob of at least len bytes from the server's pool (any thread). */
-rpc_blob_t *rpc_call_blob(rpc_call_t *call, size_t len);
 /* A blob over the caller's own memory (len bytes at data): release(arg) is
  * called, once, on any thread, when the last reference is dropped; data must
  * stay unchanged until then. */
@@ -188,9 +187,6 @@ uint8_t *rpc_blob_data(rpc_blob_t *b);
 /* Another reference (returned: b). */
 rpc_blob_t *rpc_blob_ref(rpc_blob_t *b);
 void rpc_blob_unref(rpc_blob_t *b);
-/* Answers a call RPC_OK with the first len bytes of b, without copying them;
- * the caller keeps its reference. Otherwise as rpc_call_reply. */
-int rpc_call_reply_blob(rpc_call_t *call, rpc_blob_t *b, size_t len);
 
 /* A message sent as it lies, in pieces: len bytes at data, lent from blob
  * (data points into it; the send takes a reference of its own) or, with blob
@@ -290,10 +286,6 @@ typedef struct {
     /* Zero-copy send from a blob: req points into it; the call takes a
      * reference of its own. release must then be NULL. */
     rpc_blob_t *blob;
-    /* Or a request in pieces (req, len, blob and release unused): the calls
-     * of a fan-out that share one pieces array send it once. */
-    const rpc_piece_t *pieces;
-    size_t npieces;
     /* When set, a response that ended RPC_OK is handed to consume in place
      * (on the calling thread, before rpc_fanout returns) instead of being
      * copied into resp, which may then be NULL. */

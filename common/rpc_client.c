@@ -175,11 +175,8 @@ static void free_call(pending_t *p) {
 static grpc_byte_buffer *request_body(rpc_fanout_t *calls, size_t i, grpc_byte_buffer **bodies) {
     rpc_fanout_t *f = &calls[i];
     for (size_t j = 0; j < i; j++)
-        if (calls[j].req == f->req && calls[j].len == f->len && calls[j].pieces == f->pieces &&
-            calls[j].npieces == f->npieces)
+        if (calls[j].req == f->req && calls[j].len == f->len)
             return grpc_byte_buffer_copy(bodies[j]);
-    if (f->pieces)
-        return rpc__pieces_buffer(f->pieces, f->npieces);
     grpc_slice body;
     if (f->blob) {
         body = rpc__blob_slice(f->blob, f->req, f->len);

@@ -191,14 +191,6 @@ int rpc_call_reply_zc(rpc_call_t *c, int code, const char *message, const void *
     return reply(c, code, message, body);
 }
 
-rpc_blob_t *rpc_call_blob(rpc_call_t *c, size_t len) {
-    return rpc__pool_blob(c->srv->pool, len);
-}
-
-int rpc_call_reply_blob(rpc_call_t *c, rpc_blob_t *b, size_t len) {
-    return reply(c, RPC_OK, NULL, rpc__blob_slice(b, rpc_blob_data(b), len));
-}
-
 int rpc_call_reply_pieces(rpc_call_t *c, const rpc_piece_t *pieces, size_t n) {
     return reply_buffer(c, RPC_OK, NULL, rpc__pieces_buffer(pieces, n));
 }
