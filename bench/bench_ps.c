@@ -4,7 +4,9 @@
  * worker does each step, through the same psclient code. Goodput counts
  * payload bytes pushed plus pulled per second; medians over --reps rounds.
  * The PS runs as its own process (build/pstrain-ps, started here on a free
- * port) unless --ps HOST:PORT names one already serving the same model.
+ * port). Each push+pull is followed by the same bytes echoed over a plain
+ * TCP socket to another process (tcp_echo.h), so that both see the same
+ * noise of a shared machine: vs_tcp is the fraction of that ceiling reached.
  * Usage: pstrain-bench-ps [--sizes 1,4,16,64] [--reps N] [--ps-binary PATH] */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/tcp_echo.h"
 #include "common/cluster.h"
 #include "common/log.h"
 #include "common/psclient.h"
@@ -91,27 +94,42 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
     caller.role = "worker";
     psclient_t *p = psclient_create(&cl, &m, &cfg, &caller, NULL, NULL, err, sizeof err);
-    float *w = xalloc_aligned(m.nparams * sizeof(float));
+    size_t bytes = m.nparams * sizeof(float);
+    float *w = xalloc_aligned(bytes);
     float *g = xcalloc(m.nparams, sizeof(float));
+    uint8_t *echo = xmalloc(bytes);
     double *rates = xcalloc((size_t)reps, sizeof *rates);
-    int rc = psclient_pull(p, w, false); /* waits for the PS to listen */
+    double *tcp = xcalloc((size_t)reps, sizeof *tcp);
+    int tcp_fd = -1;
+    pid_t tcp_pid = tcp_echo_fork(bytes, &tcp_fd);
+    int rc = tcp_pid < 0 ? -1 : psclient_pull(p, w, false); /* waits for the PS to listen */
     for (int r = -3; r < reps && rc == 0; r++) {
         double t0 = ps_now();
         size_t stale;
         rc = psclient_push(p, g, &stale);
         if (rc == 0)
             rc = psclient_pull(p, w, false);
-        if (r >= 0)
-            rates[r] = 2.0 * (double)m.nparams * 4.0 / (ps_now() - t0) / 1e9;
+        double dt = ps_now() - t0, dtcp = tcp_echo_round(tcp_fd, g, echo, bytes);
+        if (dtcp < 0)
+            rc = -1;
+        if (r >= 0) {
+            rates[r] = 2.0 * (double)bytes / dt / 1e9;
+            tcp[r] = 2.0 * (double)bytes / dtcp / 1e9;
+        }
     }
     if (rc == 0) {
         qsort(rates, (size_t)reps, sizeof *rates, cmp_double);
-        printf("size_mib=%zu goodput_gbps=%.2f best_gbps=%.2f ms_per_push_pull=%.2f\n", mib,
-               rates[reps / 2], rates[reps - 1],
-               2.0 * (double)m.nparams * 4.0 / rates[reps / 2] / 1e6);
+        qsort(tcp, (size_t)reps, sizeof *tcp, cmp_double);
+        printf("size_mib=%zu goodput_gbps=%.2f best_gbps=%.2f ms_per_push_pull=%.2f "
+               "tcp_echo_gbps=%.2f vs_tcp=%.2f\n",
+               mib, rates[reps / 2], rates[reps - 1], 2.0 * (double)bytes / rates[reps / 2] / 1e6,
+               tcp[reps / 2], rates[reps / 2] / tcp[reps / 2]);
         fflush(stdout);
     }
+    tcp_echo_stop(tcp_pid, tcp_fd);
     free(rates);
+    free(tcp);
+    free(echo);
     free(w);
     free(g);
     psclient_free(p);

@@ -17,10 +17,7 @@
  *
  * Usage: pstrain-bench-rpc [--reps N] [--sizes 1,4,16,64] [--split K]
  *                          [--inproc] [--send zc|copy] [--reply zc|copy] [--no-tune] */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -31,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench/tcp_echo.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
@@ -101,58 +99,11 @@ static void on_ping(void *ctx, rpc_call_t *call, const uint8_t *req, size_t len)
 
 static const rpc_method_t methods[] = {{PUSH_PULL, on_push_pull}, {PING, on_ping}};
 
-static int read_full(int fd, void *buf, size_t n) {
-    for (size_t got = 0; got < n;) {
-        ssize_t r = read(fd, (uint8_t *)buf + got, PS_MIN(n - got, (size_t)1 << 20));
-        if (r <= 0 && !(r < 0 && errno == EINTR))
-            return -1;
-        got += r > 0 ? (size_t)r : 0;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t n) {
-    for (size_t put = 0; put < n;) {
-        ssize_t r = write(fd, (const uint8_t *)buf + put, PS_MIN(n - put, (size_t)1 << 20));
-        if (r <= 0 && !(r < 0 && errno == EINTR))
-            return -1;
-        put += r > 0 ? (size_t)r : 0;
-    }
-    return 0;
-}
-
-/* The plain TCP echo: length-prefixed messages, one connection at a time,
- * into a buffer of its own. */
+/* The plain TCP echo, on a thread of the server process. */
 static void *tcp_echo(void *arg) {
     server_t *s = arg;
-    uint8_t *buf = xmalloc(s->cap);
-    for (;;) {
-        int fd = accept(s->tcp_listener, NULL, NULL);
-        if (fd < 0)
-            break;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        uint64_t n;
-        while (read_full(fd, &n, sizeof n) == 0 && n <= s->cap && read_full(fd, buf, n) == 0 &&
-               write_full(fd, buf, n) == 0) {
-        }
-        close(fd);
-    }
-    free(buf);
+    tcp_echo_serve(s->tcp_listener, s->cap);
     return NULL;
-}
-
-static int listen_tcp(int *port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 4) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
-        perror("bench: tcp listener");
-        return -1;
-    }
-    *port = ntohs(a.sin_port);
-    return fd;
 }
 
 /* Starts both servers; ports[0] is gRPC's, ports[1] the TCP echo's. */
@@ -176,7 +127,7 @@ static int server_start(server_t *s, const opts_t *o, int ports[2]) {
         return -1;
     }
     ports[0] = rpc_server_port(s->srv);
-    s->tcp_listener = listen_tcp(&ports[1]);
+    s->tcp_listener = tcp_echo_listen(&ports[1]);
     if (s->tcp_listener < 0)
         return -1;
     pthread_create(&s->tcp_thread, NULL, tcp_echo, s);
@@ -266,14 +217,7 @@ static double grpc_push_pull(client_t *c, size_t n) {
 }
 
 static double tcp_push_pull(client_t *c, size_t n) {
-    uint64_t len = n;
-    double t0 = ps_now();
-    if (write_full(c->tcp, &len, sizeof len) < 0 || write_full(c->tcp, c->req, n) < 0 ||
-        read_full(c->tcp, c->tcp_resp, n) < 0) {
-        perror("bench: tcp echo");
-        return -1;
-    }
-    return ps_now() - t0;
+    return tcp_echo_round(c->tcp, c->req, c->tcp_resp, n);
 }
 
 static void summarize(double *t, int reps, double *med, double *best, double *p90) {
@@ -336,19 +280,6 @@ static int bench_ping(client_t *c) {
     return rc;
 }
 
-static int connect_tcp(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        perror("bench: tcp connect");
-        return -1;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-
 static int run_client(const opts_t *o, const int ports[2]) {
     client_t c;
     memset(&c, 0, sizeof c);
@@ -361,7 +292,7 @@ static int run_client(const opts_t *o, const int ports[2]) {
         fprintf(stderr, "bench: %s\n", err);
         return 1;
     }
-    c.tcp = connect_tcp(ports[1]);
+    c.tcp = tcp_echo_connect(ports[1]);
     c.req = xmalloc(o->max_bytes);
     c.tcp_resp = xmalloc(o->max_bytes);
     for (size_t i = 0; i < o->max_bytes; i++)

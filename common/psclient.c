@@ -12,10 +12,30 @@
 #include "rpc.h"
 #include "store.h"
 #include "util.h"
+#include "wire.h"
+
+/* Field numbers of proto/pstrain.proto. */
+enum { PULL_STEP = 1, PULL_TENSORS = 2, PULL_LINEAGE = 3 };
+enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
+
+/* Longest variable name a pull is checked against; a longer one names no
+ * variable of the model. */
+#define NAME_MAX_LEN 256
+
+/* Where one PS's pull response goes, and what went wrong with it. */
+typedef struct {
+    psclient_t *p;
+    size_t ps;
+    float *params;
+    int rc;
+    char err[PS_ERRLEN];
+} pull_sink_t;
 
 typedef struct {
     rpc_channel_t *ch;
     rpc_buf_t req, resp;
+    rpc_blob_t *push;      /* the packed push in flight */
+    pull_sink_t sink;      /* the pull in flight */
     uint64_t step;         /* this PS's step at our last pull */
     uint64_t lineage;      /* this PS's lineage at our last pull */
     Pstrain__Tensor *t;    /* push tensors: their data points into the caller's gradients */
@@ -34,8 +54,7 @@ struct psclient {
     size_t *which;
     psclient_stop_fn stop;
     void *stop_arg;
-    bool pulled;       /* a pull has set every link's step */
-    msg_arena_t arena; /* responses unpack into it */
+    bool pulled; /* a pull has set every link's step */
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -74,7 +93,6 @@ psclient_t *psclient_create(const cluster_t *c, const model_t *m, const config_t
     p->caller = *caller;
     p->stop = stop;
     p->stop_arg = arg;
-    msg_arena_init(&p->arena);
     p->nps = c->jobs[CLUSTER_PS].span;
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
@@ -107,7 +125,6 @@ void psclient_free(psclient_t *p) {
         free(p->ps[i].sel);
     }
     placement_free(&p->placement);
-    msg_arena_free(&p->arena);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -187,35 +204,82 @@ static void prepare(psclient_t *p, size_t i) {
                                .resp = &p->ps[i].resp};
 }
 
-/* Copies one PS's PullResponse into params, checking each tensor against the
- * placement every role computes. */
-static int take_pull(psclient_t *p, size_t ps, float *params, char *err, size_t errlen) {
-    Pstrain__PullResponse *r =
-        pstrain__pull_response__unpack(&p->arena.base, p->ps[ps].resp.len, p->ps[ps].resp.data);
-    if (!r)
-        return ps_errf(err, errlen, "ps%zu sent a malformed PullResponse", ps);
-    int rc = 0;
-    for (size_t i = 0; i < r->n_tensors; i++) {
-        const Pstrain__Tensor *t = r->tensors[i];
-        int v = model_find_var(p->model, t->name);
-        const placement_part_t *part =
-            v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
-        if (!part || part->ps != (int)ps || part->row_begin != t->row_begin ||
-            part->rows != t->rows || t->data.len != part->size * sizeof(float)) {
-            rc =
-                ps_errf(err, errlen,
-                        "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
-                        "all roles run the same model and cluster spec?",
-                        ps, t->name, (unsigned long long)t->row_begin, (unsigned long long)t->rows);
-            break;
-        }
-        memcpy(params + part_offset(p->model, part), t->data.data, t->data.len);
+/* One Tensor of a PullResponse, read in place. */
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    size_t name_len;
+    uint64_t row_begin, rows;
+    wire_bytes_t data;
+} pulled_t;
+
+static int decode_pulled(pulled_t *t, const wire_bytes_t *b) {
+    wire_reader_t r;
+    wire_reader_sub(&r, b);
+    memset(t, 0, sizeof *t);
+    uint32_t field;
+    int type, more;
+    while ((more = wire_next(&r, &field, &type)) == 1) {
+        wire_bytes_t name;
+        int rc = field == TENSOR_NAME && type == WIRE_LEN           ? wire_bytes(&r, &name)
+                 : field == TENSOR_ROW_BEGIN && type == WIRE_VARINT ? wire_varint(&r, &t->row_begin)
+                 : field == TENSOR_ROWS && type == WIRE_VARINT      ? wire_varint(&r, &t->rows)
+                 : field == TENSOR_DATA && type == WIRE_LEN         ? wire_bytes(&r, &t->data)
+                 : field >= TENSOR_NAME && field <= TENSOR_DATA     ? -1
+                                                                    : wire_skip(&r, type);
+        if (rc < 0)
+            return -1;
+        if (field == TENSOR_NAME)
+            t->name_len = wire_string(&name, t->name, sizeof t->name);
     }
-    p->ps[ps].step = r->step;
-    p->ps[ps].lineage = r->lineage;
-    pstrain__pull_response__free_unpacked(r, &p->arena.base);
-    msg_arena_reset(&p->arena);
-    return rc;
+    return more;
+}
+
+/* Copies one tensor into params, checking it against the placement every
+ * role computes. */
+static int take_tensor(pull_sink_t *k, const wire_bytes_t *b) {
+    psclient_t *p = k->p;
+    pulled_t t;
+    if (decode_pulled(&t, b) < 0)
+        return ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
+    int v = t.name_len <= NAME_MAX_LEN ? model_find_var(p->model, t.name) : -1;
+    const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t.row_begin) : NULL;
+    if (!part || part->ps != (int)k->ps || part->row_begin != t.row_begin || part->rows != t.rows ||
+        t.data.len != part->size * sizeof(float))
+        return ps_errf(k->err, sizeof k->err,
+                       "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
+                       "all roles run the same model and cluster spec?",
+                       k->ps, t.name, (unsigned long long)t.row_begin, (unsigned long long)t.rows);
+    wire_copy(&t.data, k->params + part_offset(p->model, part));
+    return 0;
+}
+
+/* The fan-out's consume callback: reads one PS's PullResponse where gRPC
+ * received it and copies each tensor straight into params. */
+static void take_pull(void *arg, const rpc_msg_t *m) {
+    pull_sink_t *k = arg;
+    wire_reader_t r;
+    wire_reader_init(&r, m);
+    uint64_t step = 0, lineage = 0;
+    uint32_t field;
+    int type, more;
+    k->rc = 0;
+    while (k->rc == 0 && (more = wire_next(&r, &field, &type)) == 1) {
+        wire_bytes_t b;
+        if (field == PULL_TENSORS && type == WIRE_LEN)
+            k->rc = wire_bytes(&r, &b) < 0 ? -1 : take_tensor(k, &b);
+        else if ((field == PULL_STEP || field == PULL_LINEAGE) && type == WIRE_VARINT)
+            k->rc = wire_varint(&r, field == PULL_STEP ? &step : &lineage);
+        else if (field >= PULL_STEP && field <= PULL_LINEAGE)
+            k->rc = -1;
+        else
+            k->rc = wire_skip(&r, type);
+    }
+    if (k->rc == 0 && more < 0)
+        k->rc = -1;
+    if (k->rc < 0 && !k->err[0])
+        ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
+    k->p->ps[k->ps].step = step;
+    k->p->ps[k->ps].lineage = lineage;
 }
 
 /* The names of the variables in mask (all when mask is NULL: no names). */
@@ -239,15 +303,18 @@ int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8
         req.names = names;
         msg_pack(&p->ps[i].req, &req.base);
         prepare(p, i);
+        pull_sink_t *k = &p->ps[i].sink;
+        *k = (pull_sink_t){.p = p, .ps = i, .params = params};
+        p->fan[i].consume = take_pull;
+        p->fan[i].consume_arg = k;
     }
     free(names);
     int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Pull");
     if (rc)
         return rc;
-    char err[PS_ERRLEN];
     for (size_t i = 0; i < p->nps; i++) {
-        if (take_pull(p, i, params, err, sizeof err)) {
-            log_error("%s", err);
+        if (p->ps[i].sink.rc) {
+            log_error("%s", p->ps[i].sink.err);
             return EXIT_USAGE;
         }
     }
@@ -279,8 +346,12 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     req.n_grads = n;
     req.grads = l->sel;
     req.partial = partial;
-    msg_pack(&l->req, &req.base);
-    prepare(p, i);
+    /* Packed once into a blob that gRPC sends as it is (retries too). */
+    size_t len = protobuf_c_message_get_packed_size(&req.base);
+    l->push = rpc_channel_blob(l->ch, len);
+    protobuf_c_message_pack(&req.base, rpc_blob_data(l->push));
+    p->fan[i] = (rpc_fanout_t){
+        .ch = l->ch, .req = rpc_blob_data(l->push), .len = len, .blob = l->push, .resp = &l->resp};
 }
 
 int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
@@ -288,6 +359,10 @@ int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, b
     for (size_t i = 0; i < p->nps; i++)
         pack_push(p, i, grads, mask, partial);
     int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");
+    for (size_t i = 0; i < p->nps; i++) {
+        rpc_blob_unref(p->ps[i].push);
+        p->ps[i].push = NULL;
+    }
     if (rc)
         return rc;
     *stale = 0;

@@ -313,6 +313,33 @@ int rpc__flatten(grpc_byte_buffer *bb, rpc_buf_t *out) {
     return 0;
 }
 
+int rpc__segments(grpc_byte_buffer *bb, rpc_segs_t *segs, rpc_buf_t *flat, rpc_msg_t *out) {
+    if (bb->type != GRPC_BB_RAW || bb->data.raw.compression != GRPC_COMPRESS_NONE) {
+        if (rpc__flatten(bb, flat) < 0)
+            return -1;
+        if (segs->cap < 1) {
+            segs->seg = xrealloc(segs->seg, sizeof *segs->seg);
+            segs->cap = 1;
+        }
+        segs->seg[0] = (rpc_seg_t){flat->data, flat->len};
+        *out = (rpc_msg_t){segs->seg, 1, flat->len};
+        return 0;
+    }
+    const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+    if (segs->cap < sb->count) {
+        segs->cap = PS_MAX(sb->count, 2 * segs->cap);
+        segs->seg = xrealloc(segs->seg, segs->cap * sizeof *segs->seg);
+    }
+    size_t len = 0;
+    for (size_t i = 0; i < sb->count; i++) {
+        segs->seg[i] =
+            (rpc_seg_t){GRPC_SLICE_START_PTR(sb->slices[i]), GRPC_SLICE_LENGTH(sb->slices[i])};
+        len += segs->seg[i].len;
+    }
+    *out = (rpc_msg_t){segs->seg, sb->count, len};
+    return 0;
+}
+
 gpr_timespec rpc__deadline(double seconds) {
     if (seconds <= 0)
         return gpr_inf_future(GPR_CLOCK_MONOTONIC);
@@ -326,11 +353,14 @@ gpr_timespec rpc__deadline(double seconds) {
 #define POOL_MIN_BYTES ((size_t)64 << 10)
 #define POOL_KEEP 4
 
-typedef struct {
+typedef struct rpc_blob blob_t;
+
+struct rpc_blob {
     rpc_pool_t *pool;
     size_t cap;
     uint8_t *data;
-} blob_t;
+    grpc_slice whole; /* rpc_blob_t: all of data; the owner's reference */
+};
 
 struct rpc_pool {
     pthread_mutex_t mu;
@@ -435,15 +465,104 @@ static blob_t *pool_take(rpc_pool_t *p, size_t len) {
     return b;
 }
 
-grpc_slice rpc__pool_copy(rpc_pool_t *p, const void *data, size_t len) {
-    if (len < POOL_MIN_BYTES)
-        return grpc_slice_from_copied_buffer(data, len);
+/* A blob of at least len bytes, grown (in whole MiB) when the one taken is
+ * too small. */
+static blob_t *pool_take_fit(rpc_pool_t *p, size_t len) {
     blob_t *b = pool_take(p, len);
     if (b->cap < len) {
         free(b->data);
-        b->cap = (len + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+        b->cap = (PS_MAX(len, 1) + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
         b->data = xmalloc(b->cap);
     }
+    return b;
+}
+
+grpc_slice rpc__pool_copy(rpc_pool_t *p, const void *data, size_t len) {
+    if (len < POOL_MIN_BYTES)
+        return grpc_slice_from_copied_buffer(data, len);
+    blob_t *b = pool_take_fit(p, len);
     memcpy(b->data, data, len);
     return grpc_slice_new_with_user_data(b->data, len, blob_return, b);
+}
+
+rpc_blob_t *rpc__pool_blob(rpc_pool_t *p, size_t len) {
+    blob_t *b = pool_take_fit(p, len);
+    b->whole = grpc_slice_new_with_user_data(b->data, b->cap, blob_return, b);
+    return b;
+}
+
+grpc_slice rpc__blob_slice(rpc_blob_t *b, const void *start, size_t len) {
+    size_t off = (size_t)((const uint8_t *)start - b->data);
+    return grpc_slice_sub(b->whole, off, off + len);
+}
+
+/* A wrapped blob's release: the owner's callback, then the blob itself. */
+typedef struct {
+    blob_t blob;
+    void (*release)(void *arg);
+    void *arg;
+} wrapped_t;
+
+static void wrapped_release(void *arg) {
+    wrapped_t *w = arg;
+    w->release(w->arg);
+    free(w);
+}
+
+rpc_blob_t *rpc_blob_wrap(void *data, size_t len, void (*release)(void *arg), void *arg) {
+    wrapped_t *w = xcalloc(1, sizeof *w);
+    w->blob.data = data;
+    w->blob.cap = len;
+    w->release = release;
+    w->arg = arg;
+    w->blob.whole = grpc_slice_new_with_user_data(data, len, wrapped_release, w);
+    return &w->blob;
+}
+
+grpc_byte_buffer *rpc__pieces_buffer(const rpc_piece_t *pieces, size_t n) {
+    grpc_slice one[16];
+    grpc_slice *slices = n <= 16 ? one : xcalloc(n, sizeof *slices);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        if (pieces[i].blob) {
+            slices[k++] = rpc__blob_slice(pieces[i].blob, pieces[i].data, pieces[i].len);
+            i++;
+            continue;
+        }
+        size_t j = i, len = 0;
+        for (; j < n && !pieces[j].blob; j++)
+            len += pieces[j].len;
+        grpc_slice s = grpc_slice_malloc(len);
+        uint8_t *at = GRPC_SLICE_START_PTR(s);
+        for (; i < j; i++) {
+            if (pieces[i].len)
+                memcpy(at, pieces[i].data, pieces[i].len);
+            at += pieces[i].len;
+        }
+        slices[k++] = s;
+    }
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(slices, k);
+    for (size_t i = 0; i < k; i++)
+        grpc_slice_unref(slices[i]);
+    if (slices != one)
+        free(slices);
+    return bb;
+}
+
+uint8_t *rpc_blob_data(rpc_blob_t *b) {
+    return b->data;
+}
+
+rpc_blob_t *rpc_blob_ref(rpc_blob_t *b) {
+    grpc_slice_ref(b->whole);
+    return b;
+}
+
+void rpc_blob_unref(rpc_blob_t *b) {
+    if (!b)
+        return;
+    /* The last reference hands b back to its pool, where another owner may
+     * take it at once: read the slice out first. */
+    grpc_slice whole = b->whole;
+    grpc_slice_unref(whole);
 }

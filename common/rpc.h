@@ -97,10 +97,36 @@ typedef struct {
     rpc_handler_fn fn;
 } rpc_method_t;
 
+/* A received message as gRPC holds it: a run of segments (a large message
+ * arrives in pieces of about 64 KiB) whose lengths add up to len. Reading it
+ * in place saves the copy that flattening it costs. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+} rpc_seg_t;
+
+typedef struct {
+    const rpc_seg_t *seg;
+    size_t nseg;
+    size_t len;
+} rpc_msg_t;
+
+/* A handler that reads its request in place: req and its segments are valid
+ * only until the handler returns. Otherwise as rpc_handler_fn. */
+typedef void (*rpc_msg_handler_fn)(void *ctx, rpc_call_t *call, const rpc_msg_t *req);
+
+typedef struct {
+    const char *method;
+    rpc_msg_handler_fn fn;
+} rpc_msg_method_t;
+
 typedef struct {
     const char *addr; /* bound exactly as given; port 0 picks a free port */
     const rpc_method_t *methods;
     size_t n_methods;
+    /* Methods whose handlers read the request in place (large messages). */
+    const rpc_msg_method_t *msg_methods;
+    size_t n_msg_methods;
     void *ctx; /* passed to handlers and callbacks */
     /* Called (on the server thread) when a call that has not been answered yet
      * is cancelled: the client gave up, its deadline passed, or the server is
@@ -140,6 +166,40 @@ int rpc_call_reply(rpc_call_t *call, int code, const char *message, const void *
  * stay unchanged for as long as the server lives. */
 int rpc_call_reply_zc(rpc_call_t *call, int code, const char *message, const void *data, size_t len,
                       void (*release)(void *arg), void *arg);
+/* ---- Send buffers ------------------------------------------------------------
+ *
+ * A blob is a buffer to build a large message in and send without copying
+ * it, once or many times: each send takes a reference of its own, which gRPC
+ * holds until the bytes are written (possibly after the call completed, on
+ * any thread). The owner holds one reference from rpc_channel_blob until
+ * rpc_blob_unref; after that last reference the blob goes back to the
+ * channel's pool, whose blocks stay mapped, so steady-state messages land in
+ * memory that is already faulted in. rpc_blob_wrap lends memory of the
+ * caller's instead. The owner must not write to a blob once it has been
+ * sent. */
+typedef struct rpc_blob rpc_blob_t;
+
+/* A blob over the caller's own memory (len bytes at data): release(arg) is
+ * called, once, on any thread, when the last reference is dropped; data must
+ * stay unchanged until then. */
+rpc_blob_t *rpc_blob_wrap(void *data, size_t len, void (*release)(void *arg), void *arg);
+uint8_t *rpc_blob_data(rpc_blob_t *b);
+/* Another reference (returned: b). */
+rpc_blob_t *rpc_blob_ref(rpc_blob_t *b);
+void rpc_blob_unref(rpc_blob_t *b);
+
+/* A message sent as it lies, in pieces: len bytes at data, lent from blob
+ * (data points into it; the send takes a reference of its own) or, with blob
+ * NULL, copied (adjacent copied pieces into one buffer). */
+typedef struct {
+    const void *data;
+    size_t len;
+    rpc_blob_t *blob;
+} rpc_piece_t;
+
+/* Answers a call RPC_OK with the pieces joined. Otherwise as rpc_call_reply. */
+int rpc_call_reply_pieces(rpc_call_t *call, const rpc_piece_t *pieces, size_t n);
+
 /* 1 once gRPC has reported the call cancelled (on_cancel has then been or is
  * being called); any thread. */
 int rpc_call_is_cancelled(const rpc_call_t *call);
@@ -169,6 +229,8 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
                        size_t errlen);
 void rpc_channel_destroy(rpc_channel_t *ch);
 const char *rpc_channel_target(const rpc_channel_t *ch);
+/* A blob of at least len bytes from the channel's pool (any thread). */
+rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len);
 
 /* One unary call. Returns the gRPC status code (RPC_OK = 0). On RPC_OK the
  * response is in resp (len set, grown only when too small); otherwise err holds
@@ -221,6 +283,14 @@ typedef struct {
      * With release NULL (the default), req is copied first. */
     void (*release)(void *arg);
     void *release_arg;
+    /* Zero-copy send from a blob: req points into it; the call takes a
+     * reference of its own. release must then be NULL. */
+    rpc_blob_t *blob;
+    /* When set, a response that ended RPC_OK is handed to consume in place
+     * (on the calling thread, before rpc_fanout returns) instead of being
+     * copied into resp, which may then be NULL. */
+    void (*consume)(void *arg, const rpc_msg_t *resp);
+    void *consume_arg;
     int code;
     char err[512]; /* PS_ERRLEN */
 } rpc_fanout_t;

@@ -60,6 +60,10 @@ const char *rpc_channel_target(const rpc_channel_t *ch) {
     return ch->target;
 }
 
+rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len) {
+    return rpc__pool_blob(ch->pool, len);
+}
+
 /* ---- Calls -------------------------------------------------------------------- */
 
 /* One call in flight and what its batch fills in. */
@@ -76,12 +80,12 @@ typedef struct {
 
 /* Starts one call: send the request, half-close, receive everything. */
 static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method,
-                      gpr_timespec deadline, grpc_slice body) {
+                      gpr_timespec deadline, grpc_byte_buffer *send) {
     rpc_fanout_t *f = p->f;
     grpc_metadata_array_init(&p->initial_md);
     grpc_metadata_array_init(&p->trailing_md);
     p->details = grpc_empty_slice();
-    p->send = grpc_raw_byte_buffer_create(&body, 1);
+    p->send = send;
     p->call = grpc_channel_create_call(f->ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method,
                                        NULL, deadline, NULL);
     grpc_op ops[6];
@@ -109,14 +113,36 @@ static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method
     return 0;
 }
 
+/* Copies the response into resp, or hands it to consume in place. */
+static int take_response(pending_t *p) {
+    rpc_fanout_t *f = p->f;
+    if (!f->consume) {
+        f->resp->len = 0;
+        return p->recv ? rpc__flatten(p->recv, f->resp) : 0;
+    }
+    static const rpc_msg_t empty;
+    if (!p->recv) {
+        f->consume(f->consume_arg, &empty);
+        return 0;
+    }
+    rpc_segs_t segs = {0};
+    rpc_buf_t flat = {0};
+    rpc_msg_t m;
+    int rc = rpc__segments(p->recv, &segs, &flat, &m);
+    if (rc == 0)
+        f->consume(f->consume_arg, &m);
+    free(segs.seg);
+    rpc_buf_free(&flat);
+    return rc;
+}
+
 /* Reads a finished call's status and response into its fan-out entry. */
 static void finish_call(pending_t *p, const char *method, int ok) {
     rpc_fanout_t *f = p->f;
     f->code = ok ? (int)p->status : RPC_INTERNAL;
     f->err[0] = '\0';
     if (f->code == RPC_OK) {
-        f->resp->len = 0;
-        if (p->recv && rpc__flatten(p->recv, f->resp) < 0) {
+        if (take_response(p) < 0) {
             f->code = RPC_INTERNAL;
             ps_errf(f->err, sizeof f->err, "%s to %s: cannot read the response", method,
                     f->ch->target);
@@ -145,41 +171,48 @@ static void free_call(pending_t *p) {
     gpr_free((void *)p->error_string);
 }
 
-/* Entries sharing one request share one slice of it. */
-static grpc_slice request_body(rpc_fanout_t *calls, size_t i, grpc_slice *bodies) {
+/* Entries sharing one request share one copy of it. */
+static grpc_byte_buffer *request_body(rpc_fanout_t *calls, size_t i, grpc_byte_buffer **bodies) {
     rpc_fanout_t *f = &calls[i];
     for (size_t j = 0; j < i; j++)
         if (calls[j].req == f->req && calls[j].len == f->len)
-            return grpc_slice_ref(bodies[j]);
-    if (f->release && f->len == 0) {
+            return grpc_byte_buffer_copy(bodies[j]);
+    grpc_slice body;
+    if (f->blob) {
+        body = rpc__blob_slice(f->blob, f->req, f->len);
+    } else if (f->release && f->len == 0) {
         f->release(f->release_arg);
-        return grpc_empty_slice();
+        body = grpc_empty_slice();
+    } else if (f->release) {
+        body = grpc_slice_new_with_user_data((void *)f->req, f->len, f->release, f->release_arg);
+    } else {
+        body = rpc__pool_copy(f->ch->pool, f->req, f->len);
     }
-    if (f->release)
-        return grpc_slice_new_with_user_data((void *)f->req, f->len, f->release, f->release_arg);
-    return rpc__pool_copy(f->ch->pool, f->req, f->len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+    return bb;
 }
 
 size_t rpc_fanout(rpc_fanout_t *calls, size_t n, const char *method, double deadline_s) {
     pending_t one[4];
-    grpc_slice one_body[4];
+    grpc_byte_buffer *one_body[4];
     pending_t *p = n <= 4 ? one : xcalloc(n, sizeof *p);
-    grpc_slice *bodies = n <= 4 ? one_body : xcalloc(n, sizeof *bodies);
+    grpc_byte_buffer **bodies = n <= 4 ? one_body : xcalloc(n, sizeof *bodies);
     memset(p, 0, n * sizeof *p);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice m = grpc_slice_from_static_string(method);
     gpr_timespec deadline = rpc__deadline(deadline_s);
     size_t in_flight = 0, failed = 0;
+    /* Every body first: starting a call empties the byte buffer it sends. */
+    for (size_t i = 0; i < n; i++)
+        bodies[i] = request_body(calls, i, bodies);
     for (size_t i = 0; i < n; i++) {
         p[i].f = &calls[i];
-        bodies[i] = request_body(calls, i, bodies);
         if (start_call(&p[i], cq, m, deadline, bodies[i]) == 0)
             in_flight++;
         else
             failed++;
     }
-    for (size_t i = 0; i < n; i++)
-        grpc_slice_unref(bodies[i]);
     /* Every call has the deadline, so this ends; without one it waits for
      * the server, as asked. */
     while (in_flight > 0) {

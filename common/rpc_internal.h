@@ -45,6 +45,18 @@ int rpc__channel_creds(const rpc_options_t *opt, grpc_channel_credentials **out,
  * when too small. Returns -1 when gRPC cannot read it (bad compression). */
 int rpc__flatten(grpc_byte_buffer *bb, rpc_buf_t *out);
 
+/* A growable array of segments, reused from message to message. */
+typedef struct {
+    rpc_seg_t *seg;
+    size_t cap;
+} rpc_segs_t;
+
+/* Describes a received message in out without copying it: its slices as
+ * segments (kept in segs). A buffer gRPC has not decompressed is flattened
+ * into flat instead, as one segment. Valid while bb lives (and segs and flat
+ * are unchanged); -1 when gRPC cannot read it. */
+int rpc__segments(grpc_byte_buffer *bb, rpc_segs_t *segs, rpc_buf_t *flat, rpc_msg_t *out);
+
 /* Send buffers: a pool keeps a few big blocks and lends them out as slices, so
  * that large sends copy into warm memory instead of a fresh allocation. A
  * block comes back when gRPC drops its last reference, maybe after the call
@@ -56,6 +68,12 @@ rpc_pool_t *rpc__pool_new(void);
 void rpc__pool_release(rpc_pool_t *p);
 /* A slice holding a copy of data; the caller owns one reference. */
 grpc_slice rpc__pool_copy(rpc_pool_t *p, const void *data, size_t len);
+/* A blob of at least len bytes (rpc.h); the caller owns one reference. */
+rpc_blob_t *rpc__pool_blob(rpc_pool_t *p, size_t len);
+/* A new reference to len bytes of b from start, which must lie in b. */
+grpc_slice rpc__blob_slice(rpc_blob_t *b, const void *start, size_t len);
+/* A byte buffer of the pieces (rpc.h), for a send. */
+grpc_byte_buffer *rpc__pieces_buffer(const rpc_piece_t *pieces, size_t n);
 
 /* A gpr deadline seconds from now on the monotonic clock; infinite if <= 0. */
 gpr_timespec rpc__deadline(double seconds);

@@ -44,6 +44,7 @@ struct rpc_call {
     grpc_byte_buffer *req;
     int close_cancelled;
     const rpc_method_t *method;
+    const rpc_msg_method_t *msg_method; /* instead of method */
     atomic_int refs;
     atomic_int flags;
     void *user;
@@ -61,11 +62,14 @@ struct rpc_server {
     char addr[256];
     const rpc_method_t *methods;
     size_t n_methods;
+    const rpc_msg_method_t *msg_methods;
+    size_t n_msg_methods;
     void *ctx;
     void (*on_cancel)(void *ctx, rpc_call_t *call);
     void (*on_tick)(void *ctx);
     double tick_s;
     rpc_buf_t flat;   /* the request being handled; server thread only */
+    rpc_segs_t segs;  /* its segments, for msg_methods; server thread only */
     rpc_pool_t *pool; /* copies of replies */
     pthread_mutex_t mu;
     pthread_cond_t done; /* signalled when live drops to 0 while stopping */
@@ -134,11 +138,12 @@ static void request_call(rpc_server_t *s) {
 
 /* ---- Replies ------------------------------------------------------------------ */
 
-/* Starts the send batch; consumes body and the owner's reference, which the
- * batch's event then drops. */
-static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) {
+/* Starts the send batch; consumes resp (the message when code is RPC_OK,
+ * else NULL) and the owner's reference, which the batch's event then drops. */
+static int reply_buffer(rpc_call_t *c, int code, const char *message, grpc_byte_buffer *resp) {
     if (atomic_fetch_or(&c->flags, F_REPLIED) & F_REPLIED) {
-        grpc_slice_unref(body);
+        if (resp)
+            grpc_byte_buffer_destroy(resp);
         log_error("rpc: a call to %s was answered twice", rpc_call_method(c));
         return -1;
     }
@@ -146,12 +151,11 @@ static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) 
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (code == RPC_OK) {
-        c->resp = grpc_raw_byte_buffer_create(&body, 1);
+    if (resp) {
+        c->resp = resp;
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->resp;
     }
-    grpc_slice_unref(body);
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = (grpc_status_code)code;
     if (message && message[0]) {
@@ -167,6 +171,13 @@ static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) 
     return 0;
 }
 
+/* reply_buffer with a message of one slice, which it consumes. */
+static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) {
+    grpc_byte_buffer *resp = code == RPC_OK ? grpc_raw_byte_buffer_create(&body, 1) : NULL;
+    grpc_slice_unref(body);
+    return reply_buffer(c, code, message, resp);
+}
+
 int rpc_call_reply(rpc_call_t *c, int code, const char *message, const void *data, size_t len) {
     grpc_slice body =
         code == RPC_OK && len ? rpc__pool_copy(c->srv->pool, data, len) : grpc_empty_slice();
@@ -178,6 +189,10 @@ int rpc_call_reply_zc(rpc_call_t *c, int code, const char *message, const void *
     grpc_slice body = release ? grpc_slice_new_with_user_data((void *)data, len, release, arg)
                               : grpc_slice_from_static_buffer(data, len);
     return reply(c, code, message, body);
+}
+
+int rpc_call_reply_pieces(rpc_call_t *c, const rpc_piece_t *pieces, size_t n) {
+    return reply_buffer(c, RPC_OK, NULL, rpc__pieces_buffer(pieces, n));
 }
 
 int rpc_call_is_cancelled(const rpc_call_t *c) {
@@ -193,6 +208,8 @@ void *rpc_call_user(const rpc_call_t *c) {
 }
 
 const char *rpc_call_method(const rpc_call_t *c) {
+    if (c->msg_method)
+        return c->msg_method->method;
     return c->method ? c->method->method : "(unknown method)";
 }
 
@@ -204,11 +221,31 @@ void rpc_call_peer(rpc_call_t *c, char *buf, size_t len) {
 
 /* ---- Events ------------------------------------------------------------------- */
 
-static const rpc_method_t *find_method(const rpc_server_t *s, grpc_slice name) {
+/* Sets c->method or c->msg_method; 0 when the method is known. */
+static int find_method(const rpc_server_t *s, rpc_call_t *c) {
+    grpc_slice name = c->details.method;
     for (size_t i = 0; i < s->n_methods; i++)
         if (grpc_slice_str_cmp(name, s->methods[i].method) == 0)
-            return &s->methods[i];
-    return NULL;
+            c->method = &s->methods[i];
+    for (size_t i = 0; i < s->n_msg_methods; i++)
+        if (grpc_slice_str_cmp(name, s->msg_methods[i].method) == 0)
+            c->msg_method = &s->msg_methods[i];
+    return c->method || c->msg_method ? 0 : -1;
+}
+
+/* Has the call's handler take the request, flattened or in place. */
+static int run_handler(rpc_server_t *s, rpc_call_t *c) {
+    if (c->method) {
+        if (rpc__flatten(c->req, &s->flat) < 0)
+            return -1;
+        c->method->fn(s->ctx, c, s->flat.data, s->flat.len);
+        return 0;
+    }
+    rpc_msg_t m;
+    if (rpc__segments(c->req, &s->segs, &s->flat, &m) < 0)
+        return -1;
+    c->msg_method->fn(s->ctx, c, &m);
+    return 0;
 }
 
 /* A new call: ask for the next one, then start reading this one. */
@@ -246,27 +283,23 @@ static void on_recv(rpc_server_t *s, rpc_call_t *c, int ok) {
         call_unref(c);
         return;
     }
-    int readable = rpc__flatten(c->req, &s->flat) == 0;
-    grpc_byte_buffer_destroy(c->req);
-    c->req = NULL;
-    c->method = find_method(s, c->details.method);
-    if (!c->method) {
+    if (find_method(s, c) < 0) {
         char msg[PS_ERRLEN];
         snprintf(msg, sizeof msg, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
                  (const char *)GRPC_SLICE_START_PTR(c->details.method));
         rpc_call_reply(c, RPC_UNIMPLEMENTED, msg, NULL, 0);
         return;
     }
-    if (!readable) {
-        rpc_call_reply(c, RPC_INVALID_ARGUMENT, "cannot read the request message", NULL, 0);
-        return;
-    }
     /* Our own reference, so that c outlives a reply made and completed on
      * another thread while the handler still runs. */
     atomic_fetch_add(&c->refs, 1);
-    c->method->fn(s->ctx, c, s->flat.data, s->flat.len);
+    int readable = run_handler(s, c) == 0;
+    grpc_byte_buffer_destroy(c->req);
+    c->req = NULL;
+    if (!readable)
+        rpc_call_reply(c, RPC_INVALID_ARGUMENT, "cannot read the request message", NULL, 0);
     /* Cancelled before it was handed over, and kept: the owner must hear of it. */
-    if (atomic_load(&c->flags) == F_CANCELLED && s->on_cancel)
+    else if (atomic_load(&c->flags) == F_CANCELLED && s->on_cancel)
         s->on_cancel(s->ctx, c);
     call_unref(c);
 }
@@ -276,7 +309,7 @@ static void on_close(rpc_server_t *s, rpc_call_t *c, int ok) {
     if (!ok || c->close_cancelled) {
         int old = atomic_fetch_or(&c->flags, F_CANCELLED);
         /* Tell the owner, if the handler has had the call and not answered. */
-        if (!(old & F_REPLIED) && c->method && s->on_cancel)
+        if (!(old & F_REPLIED) && (c->method || c->msg_method) && s->on_cancel)
             s->on_cancel(s->ctx, c);
     }
     call_unref(c);
@@ -345,6 +378,13 @@ static int check_config(const rpc_server_config_t *cfg, char *err, size_t errlen
                            "rpc: method %zu: want \"/package.Service/Method\" and a "
                            "handler",
                            i);
+    for (size_t i = 0; i < cfg->n_msg_methods; i++)
+        if (!cfg->msg_methods[i].method || cfg->msg_methods[i].method[0] != '/' ||
+            !cfg->msg_methods[i].fn)
+            return ps_errf(err, errlen,
+                           "rpc: msg method %zu: want \"/package.Service/Method\" and a "
+                           "handler",
+                           i);
     return 0;
 }
 
@@ -391,6 +431,8 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     snprintf(s->addr, sizeof s->addr, "%s", cfg->addr);
     s->methods = cfg->methods;
     s->n_methods = cfg->n_methods;
+    s->msg_methods = cfg->msg_methods;
+    s->n_msg_methods = cfg->n_msg_methods;
     s->ctx = cfg->ctx;
     s->on_cancel = cfg->on_cancel;
     s->on_tick = cfg->on_tick;
@@ -462,6 +504,7 @@ void rpc_server_stop(rpc_server_t *s) {
     grpc_completion_queue_destroy(s->cq);
     rpc__pool_release(s->pool);
     rpc_buf_free(&s->flat);
+    free(s->segs.seg);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->done);
     free(s);

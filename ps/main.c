@@ -104,6 +104,8 @@ static int serve(daemon_t *d, ps_service_t *s) {
     rpc_server_config_t sc = {.addr = d->self,
                               .methods = ps_service_methods,
                               .n_methods = ps_service_nmethods,
+                              .msg_methods = ps_service_msg_methods,
+                              .n_msg_methods = ps_service_n_msg_methods,
                               .ctx = s,
                               .on_cancel = ps_service_on_cancel,
                               .on_tick = ps_service_on_tick,

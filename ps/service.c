@@ -14,6 +14,8 @@ static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
+/* The answer is sent from the weights where they lie: only the framing
+ * around each tensor is copied. */
 static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRequest *req) {
     Pstrain__PullResponse resp = PSTRAIN__PULL_RESPONSE__INIT;
     char err[PS_ERRLEN];
@@ -22,7 +24,8 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
         return;
     }
     resp.lineage = s->lineage;
-    msg_reply(call, &s->pack, &resp.base);
+    ps_pull_encode(&s->pull, &resp, ps_shard_weights(&s->shard));
+    rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
 }
 
 /* Answers the waiting pulls whose step has come. */
@@ -63,16 +66,17 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
     msg_arena_reset(&s->arena);
 }
 
-static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
+/* Pushes are read in place: the gradients go from the buffers gRPC received
+ * them in straight to the optimizer. */
+static void handle_push(void *ctx, rpc_call_t *call, const rpc_msg_t *m) {
     ps_service_t *s = ctx;
-    Pstrain__PushRequest *req = pstrain__push_request__unpack(&s->arena.base, len, data);
-    if (!req) {
+    if (ps_push_decode(&s->push, m)) {
         reply_invalid(s, call, "push: malformed PushRequest");
         return;
     }
     char err[PS_ERRLEN];
     bool stale = false;
-    if (ps_shard_push(&s->shard, req, &stale, err, sizeof err)) {
+    if (ps_shard_push_view(&s->shard, &s->push, &stale, err, sizeof err)) {
         reply_invalid(s, call, err);
     } else {
         Pstrain__PushResponse resp = PSTRAIN__PUSH_RESPONSE__INIT;
@@ -81,8 +85,6 @@ static void handle_push(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
         msg_reply(call, &s->pack, &resp.base);
         wake_waits(s);
     }
-    pstrain__push_request__free_unpacked(req, &s->arena.base);
-    msg_arena_reset(&s->arena);
 }
 
 static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
@@ -189,6 +191,8 @@ void ps_service_init(ps_service_t *s, uint64_t incarnation) {
     s->nwaits = s->capwaits = 0;
     memset(&s->pack, 0, sizeof s->pack);
     msg_arena_init(&s->arena);
+    ps_push_init(&s->push);
+    ps_pull_init(&s->pull);
     atomic_store(&s->shutdown, false);
     s->bad_requests = 0;
 }
@@ -198,17 +202,23 @@ void ps_service_free(ps_service_t *s) {
     free(s->waits);
     rpc_buf_free(&s->pack);
     msg_arena_free(&s->arena);
+    ps_push_free(&s->push);
+    ps_pull_free(&s->pull);
 }
 
 const rpc_method_t ps_service_methods[] = {
     {"/pstrain.ParameterServer/Pull", handle_pull},
-    {"/pstrain.ParameterServer/Push", handle_push},
     {"/pstrain.ParameterServer/Save", handle_save},
     {"/pstrain.ParameterServer/Restore", handle_restore},
     {"/pstrain.ParameterServer/Stats", handle_stats},
     {"/pstrain.ParameterServer/Shutdown", handle_shutdown},
 };
 const size_t ps_service_nmethods = PS_ARRAY_LEN(ps_service_methods);
+
+const rpc_msg_method_t ps_service_msg_methods[] = {
+    {"/pstrain.ParameterServer/Push", handle_push},
+};
+const size_t ps_service_n_msg_methods = PS_ARRAY_LEN(ps_service_msg_methods);
 
 void ps_service_on_tick(void *ctx) {
     ps_service_t *s = ctx;

@@ -9,6 +9,7 @@
 
 #include "common/msg.h"
 #include "common/rpc.h"
+#include "ps/pull.h"
 #include "ps/shard.h"
 
 typedef struct {
@@ -21,8 +22,10 @@ typedef struct {
     uint64_t incarnation;
     ps_wait_t *waits; /* sync pulls waiting for their step */
     size_t nwaits, capwaits;
-    rpc_buf_t pack;        /* reused for every response */
+    rpc_buf_t pack;        /* reused for every small response */
     msg_arena_t arena;     /* requests unpack into it */
+    ps_push_t push;        /* pushes decode into it */
+    ps_pull_t pull;        /* answers to pulls encode into it */
     atomic_bool shutdown;  /* the master said training is over */
     uint64_t bad_requests; /* answered INVALID_ARGUMENT */
     const char *model_dir; /* where Save writes and Restore reads checkpoints */
@@ -42,9 +45,12 @@ typedef struct {
 void ps_service_init(ps_service_t *s, uint64_t incarnation);
 void ps_service_free(ps_service_t *s);
 
-/* The method table for rpc_server_start; ctx is the ps_service_t. */
+/* The method tables for rpc_server_start (methods and msg_methods); ctx is
+ * the ps_service_t. */
 extern const rpc_method_t ps_service_methods[];
 extern const size_t ps_service_nmethods;
+extern const rpc_msg_method_t ps_service_msg_methods[];
+extern const size_t ps_service_n_msg_methods;
 /* on_tick for the server: applies the master's count of live workers. */
 void ps_service_on_tick(void *ctx);
 /* on_cancel for the server: releases a waiting pull whose client left. */

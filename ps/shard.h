@@ -14,7 +14,12 @@
 #include "common/optim.h"
 #include "common/placement.h"
 #include "common/store.h"
+#include "ps/push.h"
 #include "pstrain.pb-c.h"
+
+/* Floats a gradient run passes through on its way to the optimizer when it
+ * does not lie 4-byte aligned: 16 KiB, which stays in the L1 cache. */
+#define PS_SHARD_BOUNCE 4096
 
 typedef struct {
     const model_t *model;
@@ -22,12 +27,16 @@ typedef struct {
     placement_t placement;
     store_t store;
     bool sync;
-    size_t replicas;          /* sync: pushes averaged per step */
-    size_t max_workers;       /* worker indexes accepted: [0, max_workers) */
-    float *accum;             /* sync: sum of this step's gradients */
-    size_t accum_count;       /* pushes summed into accum */
-    uint8_t *contributed;     /* [max_workers]: pushed for the current step */
-    float *scratch;           /* one partition: aligned copy of an unaligned payload */
+    size_t replicas;      /* sync: pushes averaged per step */
+    size_t max_workers;   /* worker indexes accepted: [0, max_workers) */
+    float *accum;         /* sync: sum of this step's gradients */
+    size_t accum_count;   /* pushes summed into accum */
+    uint8_t *contributed; /* [max_workers]: pushed for the current step */
+    float *bounce;        /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
+    /* The weights as lent to the answers of pulls (ps_shard_weights), until
+     * they next change. */
+    rpc_blob_t *wblob;
+    struct ps_lend *lend;
     uint64_t pushes;          /* accepted pushes (applied or summed) */
     uint64_t stale_dropped;   /* sync: pushes for a step that is not the current one */
     uint64_t duplicates;      /* sync: a second push of a worker for the same step */
@@ -62,11 +71,20 @@ uint64_t ps_shard_step(const ps_shard_t *s);
  * a step (the rest of the step follows); sync mode refuses it. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);
+/* The same for a push decoded in place (ps_push_decode). */
+int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *err, size_t errlen);
 
 /* Fills resp with the partitions named (all when names is empty), pointing
  * into the store: valid until the next push. Unknown names are an error. */
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
+
+/* The weights (store.w, all of them) as a blob that answers to pulls send
+ * without a copy. Valid until the weights next change: a change takes them
+ * back, in place when no send holds them any more (the common case: a pull's
+ * answer is on the wire long before the next push arrives) and otherwise on
+ * a copy, leaving the old ones to the sends, which free them at the end. */
+rpc_blob_t *ps_shard_weights(ps_shard_t *s);
 
 /* Back to the initial weights and fresh slots, step 0. */
 void ps_shard_reset(ps_shard_t *s);

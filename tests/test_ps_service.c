@@ -34,6 +34,8 @@ static int env_start(env_t *e, bool sync) {
     rpc_server_config_t sc = {.addr = "127.0.0.1:0",
                               .methods = ps_service_methods,
                               .n_methods = ps_service_nmethods,
+                              .msg_methods = ps_service_msg_methods,
+                              .n_msg_methods = ps_service_n_msg_methods,
                               .ctx = &e->svc,
                               .on_cancel = ps_service_on_cancel};
     if (rpc_server_start(&e->server, &sc, err, sizeof err)) {

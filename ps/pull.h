@@ -1,0 +1,25 @@
+/* A PullResponse as the parameter server sends it: the framing of each
+ * tensor written out, the tensor data lent from the weights where they lie
+ * (a blob), so that answering a pull copies no weights. The bytes are
+ * exactly what protobuf-c's pack writes for the same message. */
+#ifndef PSTRAIN_PS_PULL_H
+#define PSTRAIN_PS_PULL_H
+
+#include "common/rpc.h"
+#include "pstrain.pb-c.h"
+
+typedef struct {
+    rpc_buf_t head;     /* the framing, pieces point into it */
+    rpc_piece_t *piece; /* 2 per tensor and one for the fields after them */
+    size_t npiece, cap;
+} ps_pull_t;
+
+void ps_pull_init(ps_pull_t *p);
+void ps_pull_free(ps_pull_t *p);
+
+/* Encodes resp into p->piece: every tensor's data must lie in `weights`
+ * (or weights is NULL, and the data is copied when sent). Valid until the
+ * next call or resp's data change. */
+void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *resp, rpc_blob_t *weights);
+
+#endif

@@ -1,0 +1,164 @@
+#include "push.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+/* Field numbers of proto/pstrain.proto. */
+enum { CALLER_ROLE = 1, CALLER_INDEX = 2, CALLER_INCARNATION = 3 };
+enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
+enum { PUSH_CALLER = 1, PUSH_STEP = 2, PUSH_GRADS = 3, PUSH_PARTIAL = 4 };
+
+void ps_push_init(ps_push_t *p) {
+    memset(p, 0, sizeof *p);
+}
+
+void ps_push_free(ps_push_t *p) {
+    free(p->grads);
+    free(p->names);
+    free(p->segs);
+    memset(p, 0, sizeof *p);
+}
+
+static void reset(ps_push_t *p) {
+    p->has_caller = false;
+    p->caller_index = 0;
+    p->step = 0;
+    p->partial = false;
+    p->n_grads = 0;
+}
+
+static ps_grad_t *add_grad(ps_push_t *p) {
+    if (p->n_grads == p->cap_grads) {
+        p->cap_grads = p->cap_grads ? 2 * p->cap_grads : 16;
+        p->grads = xrealloc(p->grads, p->cap_grads * sizeof *p->grads);
+    }
+    ps_grad_t *g = &p->grads[p->n_grads++];
+    memset(g, 0, sizeof *g);
+    return g;
+}
+
+/* A field's value when its wire type is the one wanted; -1 otherwise. */
+static int want_varint(wire_reader_t *r, int type, uint64_t *v) {
+    return type == WIRE_VARINT ? wire_varint(r, v) : -1;
+}
+
+static int want_bytes(wire_reader_t *r, int type, wire_bytes_t *b) {
+    return type == WIRE_LEN ? wire_bytes(r, b) : -1;
+}
+
+/* Copies every tensor's name out of the request into p->names and points
+ * the tensors at them (NUL-terminated, as protobuf-c's strings are). */
+static void keep_names(ps_push_t *p) {
+    size_t need = 0;
+    for (size_t i = 0; i < p->n_grads; i++)
+        need += p->grads[i].name_wire.len + 1;
+    if (need > p->names_cap) {
+        p->names_cap = PS_MAX(need, 2 * p->names_cap);
+        p->names = xrealloc(p->names, p->names_cap);
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < p->n_grads; i++) {
+        ps_grad_t *g = &p->grads[i];
+        wire_string(&g->name_wire, p->names + at, g->name_wire.len + 1);
+        g->name = p->names + at;
+        at += g->name_wire.len + 1;
+    }
+}
+
+static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
+    wire_reader_t r;
+    wire_reader_sub(&r, b);
+    uint32_t field;
+    int type, more;
+    /* A second Caller replaces the first's numbers: protobuf-c's merge of
+     * proto3 scalars keeps the later message's, set or not. */
+    p->has_caller = true;
+    p->caller_index = 0;
+    while ((more = wire_next(&r, &field, &type)) == 1) {
+        uint64_t v = 0;
+        wire_bytes_t role;
+        int rc = field == CALLER_ROLE          ? want_bytes(&r, type, &role)
+                 : field == CALLER_INDEX       ? want_varint(&r, type, &v)
+                 : field == CALLER_INCARNATION ? want_varint(&r, type, &v)
+                                               : wire_skip(&r, type);
+        if (rc < 0)
+            return -1;
+        if (field == CALLER_INDEX)
+            p->caller_index = (uint32_t)v;
+    }
+    return more;
+}
+
+/* Decodes one Tensor; its name is copied out at the end (keep_names). */
+static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
+    wire_reader_t r;
+    wire_reader_sub(&r, b);
+    ps_grad_t *g = add_grad(p);
+    uint32_t field;
+    int type, more;
+    while ((more = wire_next(&r, &field, &type)) == 1) {
+        int rc = field == TENSOR_NAME        ? want_bytes(&r, type, &g->name_wire)
+                 : field == TENSOR_ROW_BEGIN ? want_varint(&r, type, &g->row_begin)
+                 : field == TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
+                 : field == TENSOR_DATA      ? want_bytes(&r, type, &g->data)
+                                             : wire_skip(&r, type);
+        if (rc < 0)
+            return -1;
+    }
+    return more;
+}
+
+static int decode_field(ps_push_t *p, wire_reader_t *r, uint32_t field, int type) {
+    wire_bytes_t b;
+    switch (field) {
+    case PUSH_CALLER:
+        return want_bytes(r, type, &b) < 0 ? -1 : decode_caller(p, &b);
+    case PUSH_STEP:
+        return want_varint(r, type, &p->step);
+    case PUSH_GRADS:
+        return want_bytes(r, type, &b) < 0 ? -1 : decode_tensor(p, &b);
+    case PUSH_PARTIAL: {
+        int v;
+        if (wire_bool(r, type, &v) < 0)
+            return -1;
+        p->partial = v;
+        return 0;
+    }
+    }
+    return wire_skip(r, type);
+}
+
+int ps_push_decode(ps_push_t *p, const rpc_msg_t *m) {
+    reset(p);
+    wire_reader_t r;
+    wire_reader_init(&r, m);
+    uint32_t field;
+    int type, more;
+    while ((more = wire_next(&r, &field, &type)) == 1)
+        if (decode_field(p, &r, field, type) < 0)
+            return -1;
+    if (more < 0)
+        return -1;
+    keep_names(p);
+    return 0;
+}
+
+void ps_push_from_pb(ps_push_t *p, const Pstrain__PushRequest *r) {
+    reset(p);
+    p->has_caller = r->caller != NULL;
+    p->caller_index = r->caller ? r->caller->index : 0;
+    p->step = r->step;
+    p->partial = r->partial;
+    p->segs = xrealloc(p->segs, (r->n_grads ? r->n_grads : 1) * sizeof *p->segs);
+    for (size_t i = 0; i < r->n_grads; i++) {
+        const Pstrain__Tensor *t = r->grads[i];
+        ps_grad_t *g = add_grad(p);
+        g->name = t->name;
+        g->row_begin = t->row_begin;
+        g->rows = t->rows;
+        p->segs[i] = (rpc_seg_t){t->data.data, t->data.len};
+        g->data = (wire_bytes_t){&p->segs[i], 0, t->data.len};
+    }
+}

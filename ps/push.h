@@ -1,0 +1,52 @@
+/* A push as the parameter server reads it: decoded in place from the
+ * request's segments (the gradient payloads stay where gRPC received them,
+ * so a push is never copied before the optimizer reads it), or taken from a
+ * protobuf-c PushRequest (tests, tools). The storage is kept from push to
+ * push. */
+#ifndef PSTRAIN_PS_PUSH_H
+#define PSTRAIN_PS_PUSH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/rpc.h"
+#include "common/wire.h"
+#include "pstrain.pb-c.h"
+
+/* One Tensor of a push. */
+typedef struct {
+    const char *name;
+    uint64_t row_begin;
+    uint64_t rows;
+    wire_bytes_t data;      /* rows * row size little-endian float32, in place */
+    wire_bytes_t name_wire; /* where the name lies in the request (decoded pushes) */
+} ps_grad_t;
+
+typedef struct {
+    bool has_caller;
+    uint32_t caller_index;
+    uint64_t step;
+    bool partial;
+    size_t n_grads;
+    ps_grad_t *grads;
+    /* Storage: grads, the names (copied: they may straddle segments) and,
+     * for a protobuf-c push, one segment per payload. */
+    size_t cap_grads;
+    char *names;
+    size_t names_cap;
+    rpc_seg_t *segs;
+} ps_push_t;
+
+void ps_push_init(ps_push_t *p);
+void ps_push_free(ps_push_t *p);
+
+/* Decodes a serialized PushRequest, reading the same fields protobuf-c's
+ * unpack reads (unknown fields are skipped; a known field with another wire
+ * type is malformed, as for protobuf-c). p points into m until m changes.
+ * Returns 0, or -1 when the message is malformed. */
+int ps_push_decode(ps_push_t *p, const rpc_msg_t *m);
+/* The same push from an unpacked PushRequest, which must outlive p's use. */
+void ps_push_from_pb(ps_push_t *p, const Pstrain__PushRequest *r);
+
+#endif
