@@ -152,7 +152,9 @@ static int keep_retryable(psclient_t *p, size_t *n, bool *warned) {
         int code = p->pending[i].code;
         if (code == RPC_OK)
             continue;
-        if (code != RPC_UNAVAILABLE && code != RPC_DEADLINE_EXCEEDED) {
+        /* A PS that stops cancels the calls it cannot finish: as transient
+         * as one that cannot be reached. */
+        if (code != RPC_UNAVAILABLE && code != RPC_DEADLINE_EXCEEDED && code != RPC_CANCELLED) {
             log_error("%s", p->pending[i].err);
             return EXIT_USAGE;
         }
@@ -168,8 +170,8 @@ static int keep_retryable(psclient_t *p, size_t *n, bool *warned) {
     return 0;
 }
 
-/* Runs the prepared fan-out until every call is OK, retrying UNAVAILABLE and
- * DEADLINE_EXCEEDED with capped backoff. */
+/* Runs the prepared fan-out until every call is OK, retrying UNAVAILABLE,
+ * DEADLINE_EXCEEDED and CANCELLED with capped backoff. */
 static int fanout_until_ok(psclient_t *p, const char *method) {
     double backoff = 0.05, cap = p->cfg->rpc.retry_max_secs;
     bool warned = false;

@@ -146,10 +146,13 @@ typedef struct {
 int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *err, size_t errlen);
 /* The port actually bound (useful with port 0). */
 int rpc_server_port(const rpc_server_t *s);
-/* Stops accepting, cancels every call in flight (on_cancel runs for each one
- * not yet answered), waits until every call has been released by its
- * rpc_call_reply, joins the thread and frees everything. Must not be called
- * from a handler or callback. NULL is ignored. */
+/* Seconds rpc_server_stop gives the calls in flight to finish. */
+#define RPC_STOP_GRACE_S 0.5
+/* Stops accepting, gives the calls in flight RPC_STOP_GRACE_S to finish, then
+ * cancels the rest (on_cancel runs for each one not yet answered), waits
+ * until every call has been released by its rpc_call_reply, joins the thread
+ * and frees everything. Must not be called from a handler or callback. NULL
+ * is ignored. */
 void rpc_server_stop(rpc_server_t *s);
 
 /* Answers a call exactly once with a status, a message for the client (NULL or

@@ -475,15 +475,20 @@ void rpc_server_stop(rpc_server_t *s) {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_mutex_unlock(&s->mu);
-    /* Stop listening and fail the outstanding requests; cancel the calls in
-     * flight, whose owners hear of it through on_cancel and release them. */
+    /* Stop listening and fail the outstanding requests; give the calls in
+     * flight RPC_STOP_GRACE_S to finish, then cancel the rest (a deferred
+     * call's owner hears of it through on_cancel and releases it). */
     grpc_completion_queue *pq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->server, pq, s);
-    grpc_server_cancel_all_calls(s->server);
     double t0 = ps_now();
-    while (grpc_completion_queue_pluck(pq, s, rpc__deadline(5.0), NULL).type != GRPC_OP_COMPLETE)
-        log_warn("rpc: server %s still waits, after %.0f s, for calls to end", s->addr,
-                 ps_now() - t0);
+    if (grpc_completion_queue_pluck(pq, s, rpc__deadline(RPC_STOP_GRACE_S), NULL).type !=
+        GRPC_OP_COMPLETE) {
+        grpc_server_cancel_all_calls(s->server);
+        while (grpc_completion_queue_pluck(pq, s, rpc__deadline(5.0), NULL).type !=
+               GRPC_OP_COMPLETE)
+            log_warn("rpc: server %s still waits, after %.0f s, for calls to end", s->addr,
+                     ps_now() - t0);
+    }
     grpc_completion_queue_shutdown(pq);
     grpc_completion_queue_destroy(pq);
     pthread_mutex_lock(&s->mu);
