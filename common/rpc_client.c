@@ -4,6 +4,9 @@
 
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +16,42 @@
 #include "log.h"
 #include "util.h"
 
+/* A channel whose call failed UNAVAILABLE starts its next call on a new
+ * gRPC channel (and, with a local subchannel pool, a new connection
+ * attempt). gRPC 1.51 waits between connection attempts at least
+ * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, growing: a worker that started before
+ * its PS listened went on failing fast for over 20 s after the PS was up.
+ * Our own retries are what bound and space the attempts. */
 struct rpc_channel {
+    pthread_mutex_t mu; /* channel: replaced while other threads start calls */
     grpc_channel *channel;
+    grpc_channel_credentials *creds; /* kept to make the channel again */
+    grpc_arg args[RPC_MAX_ARGS];
+    size_t nargs;
+    atomic_int renew; /* a call failed UNAVAILABLE: the next one gets a new channel */
     rpc_pool_t *pool; /* copies of requests */
     char target[256];
 };
+
+static grpc_channel *make_channel(rpc_channel_t *ch) {
+    grpc_channel_args chargs = {ch->nargs, ch->args};
+    return grpc_channel_create(ch->target, ch->creds, &chargs);
+}
+
+/* Creates a call on ch's channel, made anew first when the last call failed
+ * UNAVAILABLE. Calls in flight on the old channel keep it alive. */
+static grpc_call *create_call(rpc_channel_t *ch, grpc_completion_queue *cq, grpc_slice method,
+                              gpr_timespec deadline) {
+    pthread_mutex_lock(&ch->mu);
+    if (atomic_exchange(&ch->renew, 0)) {
+        grpc_channel_destroy(ch->channel);
+        ch->channel = make_channel(ch);
+    }
+    grpc_call *call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               method, NULL, deadline, NULL);
+    pthread_mutex_unlock(&ch->mu);
+    return call;
+}
 
 int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_options_t *opt, char *err,
                        size_t errlen) {
@@ -38,10 +72,12 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
         return -1;
     rpc__init();
     rpc_channel_t *ch = xcalloc(1, sizeof *ch);
+    pthread_mutex_init(&ch->mu, NULL);
     snprintf(ch->target, sizeof ch->target, "%s", target);
-    grpc_channel_args chargs = {n_args, args};
-    ch->channel = grpc_channel_create(target, creds, &chargs);
-    grpc_channel_credentials_release(creds);
+    memcpy(ch->args, args, n_args * sizeof args[0]); /* static keys, integer values */
+    ch->nargs = n_args;
+    ch->creds = creds;
+    ch->channel = make_channel(ch);
     ch->pool = rpc__pool_new();
     *out = ch;
     return 0;
@@ -51,6 +87,8 @@ void rpc_channel_destroy(rpc_channel_t *ch) {
     if (!ch)
         return;
     grpc_channel_destroy(ch->channel);
+    grpc_channel_credentials_release(ch->creds);
+    pthread_mutex_destroy(&ch->mu);
     rpc__pool_release(ch->pool);
     free(ch);
     grpc_shutdown();
@@ -86,8 +124,7 @@ static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method
     grpc_metadata_array_init(&p->trailing_md);
     p->details = grpc_empty_slice();
     p->send = send;
-    p->call = grpc_channel_create_call(f->ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method,
-                                       NULL, deadline, NULL);
+    p->call = create_call(f->ch, cq, method, deadline);
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -148,6 +185,8 @@ static void finish_call(pending_t *p, const char *method, int ok) {
                     f->ch->target);
         }
     } else {
+        if (f->code == RPC_UNAVAILABLE)
+            atomic_store(&f->ch->renew, 1);
         char details[PS_ERRLEN];
         snprintf(details, sizeof details, "%.*s", (int)GRPC_SLICE_LENGTH(p->details),
                  (const char *)GRPC_SLICE_START_PTR(p->details));
@@ -301,11 +340,22 @@ int rpc_call_retry(rpc_channel_t *ch, const char *method, const void *req, size_
         attempt++;
         /* No attempt outlives the policy's time limit. */
         double dl = deadline_s;
+        bool clipped = false;
         if (p.max_total_s > 0) {
             double left = PS_MAX(t0 + p.max_total_s - ps_now(), 1e-3);
-            dl = dl > 0 ? PS_MIN(dl, left) : left;
+            clipped = dl <= 0 || left < dl;
+            dl = clipped ? left : dl;
         }
+        char prev[PS_ERRLEN];
+        memcpy(prev, last, sizeof prev);
         code = rpc_call(ch, method, req, len, dl, resp, last, sizeof last);
+        if (code == RPC_DEADLINE_EXCEEDED && clipped && attempt > 1) {
+            /* The policy's time ran out while this attempt was still
+             * connecting: what stands is the earlier attempts' answer. */
+            code = RPC_UNAVAILABLE;
+            memcpy(last, prev, sizeof last);
+            break;
+        }
         if (code != RPC_UNAVAILABLE)
             break;
         double sleep_s = wait * (1.0 + p.jitter * (2.0 * uniform01() - 1.0));

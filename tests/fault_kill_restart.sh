@@ -51,12 +51,21 @@ checkpoints_load() { # every checkpoint the manifest of $1 names loads
   done
 }
 
+# mode_args MODE: the flags of a run in train.mode MODE. A sync step takes a
+# batch from each worker, so sync runs twice the epochs (the same number of
+# steps), which leaves the restarted worker time to come back before the end.
+mode_args() {
+  echo "--set train.mode=$1"
+  [ "$1" = sync ] && echo "--set train.epochs=8"
+  return 0
+}
+
 # calm MODE: the undisturbed run's accuracy in train.mode MODE (run once).
 calm() {
   local dir=$tmp/calm-$1
   if [ ! -f "$dir/eval_results.json" ]; then
     rm -rf "$tmp/runlogs"
-    "$root/scripts/train_local_dist.sh" "${args[@]}" --set train.mode="$1" \
+    "$root/scripts/train_local_dist.sh" "${args[@]}" $(mode_args "$1") \
       --set checkpoint.model_dir="$dir" > "$tmp/calm-$1.out" 2>&1 ||
       fail "undisturbed $1 run: $(tail -5 "$tmp/calm-$1.out")"
     checkpoints_load "$dir"
@@ -72,7 +81,7 @@ disturbed() {
   [ "$role" = master ] && index=0
   calm=$(calm "$mode")
   rm -rf "$tmp/runlogs"
-  "$root/scripts/train_local_dist.sh" "${args[@]}" --set train.mode="$mode" \
+  "$root/scripts/train_local_dist.sh" "${args[@]}" $(mode_args "$mode") \
     --set checkpoint.model_dir="$dir" > "$tmp/$role.out" 2>&1 &
   local run=$!
   wait_step 600

@@ -7,6 +7,8 @@
 #   master after a checkpoint of the step it reached (pid files removed,
 #   so the daemons went through their clean exit); both restart through
 #   scripts/restart_role.sh and the run finishes;
+# - start order: a worker started before its PS listens gets through within
+#   seconds of the PS coming up (gRPC alone kept failing fast for over 20 s);
 # - the stall watchdog: with every worker frozen (SIGSTOP) for longer than
 #   cluster.stall_secs, the master logs STALL and restores every PS from the
 #   latest checkpoint; thawed, the run finishes.
@@ -18,6 +20,7 @@ export PSTRAIN_RUNLOGS=$tmp/runlogs
 cleanup() {
   stop_cluster
   [ -n "${ps_pid:-}" ] && kill -9 "$ps_pid" 2> /dev/null
+  [ -n "${worker_pid:-}" ] && kill -9 "$worker_pid" 2> /dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -59,8 +62,29 @@ grep -q "stopping on signal 15: finishing calls in flight" "$tmp/ps.log" || fail
 [ ! -e "$tmp/ps.pid" ] || fail "the PS left its pid file after a clean exit"
 unset TF_CONFIG
 
-# --- SIGTERM to a worker and to the master of a training cluster ---
+# --- a worker started before its PS ---
 need_fashion_mnist
+port=$(free_port)
+cl="{\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:$port\"], \"worker\": [\"127.0.0.1:2\"]}"
+TF_CONFIG="{\"cluster\": $cl, \"task\": {\"type\": \"worker\", \"index\": 0}}" \
+  "$build/pstrain-worker" --set model=mlp --set train.max_steps=20 \
+  --set checkpoint.model_dir="$tmp/early" > "$tmp/early-worker.log" 2>&1 &
+worker_pid=$!
+wait_log "$tmp/early-worker.log" "Pull to 127.0.0.1:$port: UNAVAILABLE" "the worker never tried the PS"
+sleep 1
+TF_CONFIG="{\"cluster\": $cl, \"task\": {\"type\": \"ps\", \"index\": 0}}" \
+  "$build/pstrain-ps" --set model=mlp --set checkpoint.model_dir="$tmp/early" > "$tmp/early-ps.log" 2>&1 &
+ps_pid=$!
+wait_log "$tmp/early-ps.log" "listening on" "the late PS never listened"
+# Our retries are at most rpc.retry_max_secs (2 s) apart: 10 s is ample.
+wait_log "$tmp/early-worker.log" "every PS answered again" "the worker never reached the PS that came up late" 10
+wait "$worker_pid" || fail "the early worker exited $?: $(tail -3 "$tmp/early-worker.log")"
+worker_pid=
+kill -TERM "$ps_pid"
+wait "$ps_pid" || fail "the late PS exited $? on SIGTERM"
+ps_pid=
+
+# --- SIGTERM to a worker and to the master of a training cluster ---
 dir=$tmp/model
 "$root/scripts/train_local_dist.sh" --set model=mlp --set train.epochs=3 \
   --set checkpoint.every_secs=600 --set log.every_secs=0.2 \
