@@ -49,7 +49,8 @@ sleep 2
 kill -CONT "$ps1"
 wait "$run_pid" || fail "async run with a frozen PS failed"
 check_run sync
-grep -q "stale 0\|0 stale" "$tmp/runlogs/worker0.log" || fail "sync run: stale pushes counted"
+grep -q "stale 0\|0 stale" "$tmp/runlogs/worker0.log" ||
+  fail "sync run: stale pushes counted: $(grep -h 'stale\|averaging\|marked dead\|retrying' "$tmp"/runlogs/*.log | tail -8)"
 
 # The CNN with one worker: moving the dense head during compute (overlap)
 # gives the same model as moving it between steps, bit for bit; the
