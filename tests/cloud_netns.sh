@@ -117,7 +117,8 @@ wait_step() {
     [ -n "$step" ] && [ "$step" -ge "$want" ] && return 0
     sleep 0.2
   done
-  fail "the global step never reached $want; status: $(cloud status "$tmp/hosts" 2>&1)"
+  fail "the global step never reached $want; status: $(cloud status "$tmp/hosts" 2>&1)
+errors: $(grep -h " ERROR " "$tmp"/home/*/pstrain/run/*.log 2> /dev/null | tail -6)"
 }
 # state NAME: the state the launcher's status gives for one role.
 state() {
