@@ -21,10 +21,17 @@
  * attempt). gRPC 1.51 waits between connection attempts at least
  * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, growing: a worker that started before
  * its PS listened went on failing fast for over 20 s after the PS was up.
- * Our own retries are what bound and space the attempts. */
-struct rpc_channel {
-    pthread_mutex_t mu; /* channel: replaced while other threads start calls */
+ * Our own retries are what bound and space the attempts. A gRPC channel is
+ * destroyed only when no call uses it any more: destroying it would
+ * disconnect the calls other threads still have in flight on it. */
+typedef struct {
     grpc_channel *channel;
+    int refs; /* the rpc_channel's (while current) and one per call; under mu */
+} chan_ref_t;
+
+struct rpc_channel {
+    pthread_mutex_t mu; /* cur and the refs of every chan_ref_t */
+    chan_ref_t *cur;
     grpc_channel_credentials *creds; /* kept to make the channel again */
     grpc_arg args[RPC_MAX_ARGS];
     size_t nargs;
@@ -33,24 +40,47 @@ struct rpc_channel {
     char target[256];
 };
 
-static grpc_channel *make_channel(rpc_channel_t *ch) {
+static chan_ref_t *make_channel(rpc_channel_t *ch) {
     grpc_channel_args chargs = {ch->nargs, ch->args};
-    return grpc_channel_create(ch->target, ch->creds, &chargs);
+    chan_ref_t *c = xcalloc(1, sizeof *c);
+    c->channel = grpc_channel_create(ch->target, ch->creds, &chargs);
+    c->refs = 1;
+    return c;
+}
+
+/* Drops a reference; the last one destroys the gRPC channel. Under ch->mu. */
+static void unref_channel_locked(chan_ref_t *c) {
+    if (--c->refs > 0)
+        return;
+    grpc_channel_destroy(c->channel);
+    free(c);
 }
 
 /* Creates a call on ch's channel, made anew first when the last call failed
- * UNAVAILABLE. Calls in flight on the old channel keep it alive. */
+ * UNAVAILABLE; *ref is the channel the call holds until release_call. */
 static grpc_call *create_call(rpc_channel_t *ch, grpc_completion_queue *cq, grpc_slice method,
-                              gpr_timespec deadline) {
+                              gpr_timespec deadline, chan_ref_t **ref) {
     pthread_mutex_lock(&ch->mu);
     if (atomic_exchange(&ch->renew, 0)) {
-        grpc_channel_destroy(ch->channel);
-        ch->channel = make_channel(ch);
+        unref_channel_locked(ch->cur);
+        ch->cur = make_channel(ch);
     }
-    grpc_call *call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+    *ref = ch->cur;
+    ch->cur->refs++;
+    grpc_call *call = grpc_channel_create_call(ch->cur->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                                method, NULL, deadline, NULL);
     pthread_mutex_unlock(&ch->mu);
     return call;
+}
+
+static void release_call(rpc_channel_t *ch, grpc_call *call, chan_ref_t *ref) {
+    if (call)
+        grpc_call_unref(call);
+    if (!ref)
+        return;
+    pthread_mutex_lock(&ch->mu);
+    unref_channel_locked(ref);
+    pthread_mutex_unlock(&ch->mu);
 }
 
 int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_options_t *opt, char *err,
@@ -77,7 +107,7 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
     memcpy(ch->args, args, n_args * sizeof args[0]); /* static keys, integer values */
     ch->nargs = n_args;
     ch->creds = creds;
-    ch->channel = make_channel(ch);
+    ch->cur = make_channel(ch);
     ch->pool = rpc__pool_new();
     *out = ch;
     return 0;
@@ -86,7 +116,7 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
 void rpc_channel_destroy(rpc_channel_t *ch) {
     if (!ch)
         return;
-    grpc_channel_destroy(ch->channel);
+    unref_channel_locked(ch->cur); /* every call has ended: the last reference */
     grpc_channel_credentials_release(ch->creds);
     pthread_mutex_destroy(&ch->mu);
     rpc__pool_release(ch->pool);
@@ -108,6 +138,7 @@ rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len) {
 typedef struct {
     rpc_fanout_t *f;
     grpc_call *call;
+    chan_ref_t *chan; /* the gRPC channel the call runs on */
     grpc_byte_buffer *send;
     grpc_byte_buffer *recv;
     grpc_metadata_array initial_md, trailing_md;
@@ -124,7 +155,7 @@ static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method
     grpc_metadata_array_init(&p->trailing_md);
     p->details = grpc_empty_slice();
     p->send = send;
-    p->call = create_call(f->ch, cq, method, deadline);
+    p->call = create_call(f->ch, cq, method, deadline, &p->chan);
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -198,8 +229,7 @@ static void finish_call(pending_t *p, const char *method, int ok) {
 }
 
 static void free_call(pending_t *p) {
-    if (p->call)
-        grpc_call_unref(p->call);
+    release_call(p->f->ch, p->call, p->chan);
     if (p->send)
         grpc_byte_buffer_destroy(p->send);
     if (p->recv)
