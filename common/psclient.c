@@ -54,7 +54,8 @@ struct psclient {
     size_t *which;
     psclient_stop_fn stop;
     void *stop_arg;
-    bool pulled; /* a pull has set every link's step */
+    bool pulled;       /* a pull has set every link's step */
+    uint64_t push_seq; /* the last push's number (a retry repeats it) */
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -348,6 +349,7 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     req.n_grads = n;
     req.grads = l->sel;
     req.partial = partial;
+    req.seq = p->push_seq;
     /* Packed once into a blob that gRPC sends as it is (retries too). */
     size_t len = protobuf_c_message_get_packed_size(&req.base);
     l->push = rpc_channel_blob(l->ch, len);
@@ -358,6 +360,7 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
 
 int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
                        size_t *stale) {
+    p->push_seq++;
     for (size_t i = 0; i < p->nps; i++)
         pack_push(p, i, grads, mask, partial);
     int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");

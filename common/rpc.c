@@ -190,9 +190,6 @@ int rpc__args(grpc_arg *args, size_t *n, const rpc_options_t *opt, int server, c
         args[k++] = int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
         args[k++] = int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, (int)(RPC_RECONNECT_MAX_S * 1000));
         args[k++] = int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
-        /* A channel made anew (rpc_client.c) gets a subchannel of its own,
-         * not the shared one still waiting out its backoff. */
-        args[k++] = int_arg(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     }
     *n = k;
     return 0;

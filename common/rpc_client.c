@@ -33,15 +33,23 @@ struct rpc_channel {
     pthread_mutex_t mu; /* cur and the refs of every chan_ref_t */
     chan_ref_t *cur;
     grpc_channel_credentials *creds; /* kept to make the channel again */
-    grpc_arg args[RPC_MAX_ARGS];
+    grpc_arg args[RPC_MAX_ARGS + 1]; /* + the local subchannel pool of a renewed channel */
     size_t nargs;
     atomic_int renew; /* a call failed UNAVAILABLE: the next one gets a new channel */
     rpc_pool_t *pool; /* copies of requests */
     char target[256];
 };
 
-static chan_ref_t *make_channel(rpc_channel_t *ch) {
-    grpc_channel_args chargs = {ch->nargs, ch->args};
+/* The first channel shares gRPC's global subchannel pool (channels to one
+ * address share one connection); a channel made anew after a failure gets a
+ * local pool, so a subchannel of its own instead of the shared one still
+ * waiting out its backoff. */
+static chan_ref_t *make_channel(rpc_channel_t *ch, bool renewed) {
+    grpc_arg local = {.type = GRPC_ARG_INTEGER,
+                      .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+                      .value.integer = 1};
+    ch->args[ch->nargs] = local;
+    grpc_channel_args chargs = {ch->nargs + (renewed ? 1 : 0), ch->args};
     chan_ref_t *c = xcalloc(1, sizeof *c);
     c->channel = grpc_channel_create(ch->target, ch->creds, &chargs);
     c->refs = 1;
@@ -63,7 +71,7 @@ static grpc_call *create_call(rpc_channel_t *ch, grpc_completion_queue *cq, grpc
     pthread_mutex_lock(&ch->mu);
     if (atomic_exchange(&ch->renew, 0)) {
         unref_channel_locked(ch->cur);
-        ch->cur = make_channel(ch);
+        ch->cur = make_channel(ch, true);
     }
     *ref = ch->cur;
     ch->cur->refs++;
@@ -107,7 +115,7 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
     memcpy(ch->args, args, n_args * sizeof args[0]); /* static keys, integer values */
     ch->nargs = n_args;
     ch->creds = creds;
-    ch->cur = make_channel(ch);
+    ch->cur = make_channel(ch, false);
     ch->pool = rpc__pool_new();
     *out = ch;
     return 0;

@@ -8,7 +8,7 @@
 /* Field numbers of proto/pstrain.proto. */
 enum { CALLER_ROLE = 1, CALLER_INDEX = 2, CALLER_INCARNATION = 3 };
 enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
-enum { PUSH_CALLER = 1, PUSH_STEP = 2, PUSH_GRADS = 3, PUSH_PARTIAL = 4 };
+enum { PUSH_CALLER = 1, PUSH_STEP = 2, PUSH_GRADS = 3, PUSH_PARTIAL = 4, PUSH_SEQ = 5 };
 
 void ps_push_init(ps_push_t *p) {
     memset(p, 0, sizeof *p);
@@ -24,8 +24,10 @@ void ps_push_free(ps_push_t *p) {
 static void reset(ps_push_t *p) {
     p->has_caller = false;
     p->caller_index = 0;
+    p->caller_incarnation = 0;
     p->step = 0;
     p->partial = false;
+    p->seq = 0;
     p->n_grads = 0;
 }
 
@@ -76,6 +78,7 @@ static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
      * proto3 scalars keeps the later message's, set or not. */
     p->has_caller = true;
     p->caller_index = 0;
+    p->caller_incarnation = 0;
     while ((more = wire_next(&r, &field, &type)) == 1) {
         uint64_t v = 0;
         wire_bytes_t role;
@@ -87,6 +90,8 @@ static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
             return -1;
         if (field == CALLER_INDEX)
             p->caller_index = (uint32_t)v;
+        else if (field == CALLER_INCARNATION)
+            p->caller_incarnation = v;
     }
     return more;
 }
@@ -117,6 +122,8 @@ static int decode_field(ps_push_t *p, wire_reader_t *r, uint32_t field, int type
         return want_bytes(r, type, &b) < 0 ? -1 : decode_caller(p, &b);
     case PUSH_STEP:
         return want_varint(r, type, &p->step);
+    case PUSH_SEQ:
+        return want_varint(r, type, &p->seq);
     case PUSH_GRADS:
         return want_bytes(r, type, &b) < 0 ? -1 : decode_tensor(p, &b);
     case PUSH_PARTIAL: {
@@ -149,8 +156,10 @@ void ps_push_from_pb(ps_push_t *p, const Pstrain__PushRequest *r) {
     reset(p);
     p->has_caller = r->caller != NULL;
     p->caller_index = r->caller ? r->caller->index : 0;
+    p->caller_incarnation = r->caller ? r->caller->incarnation : 0;
     p->step = r->step;
     p->partial = r->partial;
+    p->seq = r->seq;
     p->segs = xrealloc(p->segs, (r->n_grads ? r->n_grads : 1) * sizeof *p->segs);
     for (size_t i = 0; i < r->n_grads; i++) {
         const Pstrain__Tensor *t = r->grads[i];

@@ -26,8 +26,10 @@ typedef struct {
 typedef struct {
     bool has_caller;
     uint32_t caller_index;
+    uint64_t caller_incarnation;
     uint64_t step;
     bool partial;
+    uint64_t seq; /* the caller's push number; 0: none */
     size_t n_grads;
     ps_grad_t *grads;
     /* Storage: grads, the names (copied: they may straddle segments) and,

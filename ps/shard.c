@@ -35,6 +35,8 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     free(parts);
     s->accum = xcalloc(s->store.size ? s->store.size : 1, sizeof(float));
     s->contributed = xcalloc(s->max_workers, 1);
+    s->last_incarnation = xcalloc(s->max_workers, sizeof *s->last_incarnation);
+    s->last_seq = xcalloc(s->max_workers, sizeof *s->last_seq);
     s->bounce = xalloc_aligned(PS_SHARD_BOUNCE * sizeof(float));
     s->tensors = xcalloc(n ? n : 1, sizeof *s->tensors);
     s->tensor_ptrs = xcalloc(n ? n : 1, sizeof *s->tensor_ptrs);
@@ -120,6 +122,8 @@ void ps_shard_free(ps_shard_t *s) {
     free(s->tensors);
     free(s->tensor_ptrs);
     free(s->contributed);
+    free(s->last_incarnation);
+    free(s->last_seq);
     free(s->bounce);
     free(s->accum);
     store_free(&s->store);
@@ -292,7 +296,21 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
     int rc = -1;
     if (validate_push(s, req, part_of, err, errlen) || check_values(req, err, errlen))
         goto out;
+    if (s->sync && req->partial) {
+        ps_errf(err, errlen, "push: a partial push is for async mode; this PS is sync");
+        goto out;
+    }
     rc = 0;
+    uint32_t w = req->caller_index;
+    if (req->seq && s->last_incarnation[w] == req->caller_incarnation &&
+        req->seq <= s->last_seq[w]) {
+        s->replayed++; /* a retry: the answer to it was lost, the push was not */
+        goto out;
+    }
+    if (req->seq) {
+        s->last_incarnation[w] = req->caller_incarnation;
+        s->last_seq[w] = req->seq;
+    }
     if (!s->sync) {
         own_weights(s);
         take_grads(s, req, part_of, false);
@@ -300,10 +318,6 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
             s->store.iterations++;
             s->pushes++;
         }
-        goto out;
-    }
-    if (req->partial) {
-        rc = ps_errf(err, errlen, "push: a partial push is for async mode; this PS is sync");
         goto out;
     }
     if (req->step != s->store.iterations) {

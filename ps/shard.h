@@ -32,7 +32,10 @@ typedef struct {
     float *accum;         /* sync: sum of this step's gradients */
     size_t accum_count;   /* pushes summed into accum */
     uint8_t *contributed; /* [max_workers]: pushed for the current step */
-    float *bounce;        /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
+    /* [max_workers]: the incarnation and number of each worker's last push
+     * handled, so a retried push is not applied twice. */
+    uint64_t *last_incarnation, *last_seq;
+    float *bounce; /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
     /* The weights as lent to the answers of pulls (ps_shard_weights), until
      * they next change. */
     rpc_blob_t *wblob;
@@ -40,6 +43,7 @@ typedef struct {
     uint64_t pushes;          /* accepted pushes (applied or summed) */
     uint64_t stale_dropped;   /* sync: pushes for a step that is not the current one */
     uint64_t duplicates;      /* sync: a second push of a worker for the same step */
+    uint64_t replayed;        /* retries of pushes handled already: answered, not applied */
     uint64_t seed;            /* of the initial weights */
     Pstrain__Tensor *tensors; /* one per partition, pointing into the store (for Pull) */
     Pstrain__Tensor **tensor_ptrs;

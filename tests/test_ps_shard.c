@@ -146,6 +146,49 @@ void test_ps_shard_partial_push(void) {
     teardown(&f);
 }
 
+/* A retried push (same incarnation, same number: its answer was lost) is
+ * answered without being applied again; a new number, or the same number
+ * from a new incarnation of the worker, is applied. Sync mode too. */
+void test_ps_shard_push_retry_once(void) {
+    for (int sync = 0; sync <= 1; sync++) {
+        fixture_t f;
+        CHECK(setup(&f, 0, 1, sync, 1, 0.5f) == 0);
+        float w = f.s.store.w[3];
+        bool stale;
+        char err[PS_ERRLEN];
+        f.caller.incarnation = 7;
+        f.req.seq = 1;
+        CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+        CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+        CHECK_NEAR(f.s.store.w[3], w - 0.25f, 1e-6);
+        f.req.step = 0; /* the retry carries what the first try carried */
+        CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+        CHECK(!stale);
+        CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+        CHECK_NEAR(f.s.store.w[3], w - 0.25f, 1e-6);
+        CHECK_INT_EQ(f.s.replayed, 1);
+        f.req.seq = 2;
+        f.req.step = 1;
+        CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+        CHECK_INT_EQ(ps_shard_step(&f.s), 2);
+        CHECK_NEAR(f.s.store.w[3], w - 0.5f, 1e-6);
+        f.caller.incarnation = 8; /* the worker restarted: its numbers start again */
+        f.req.seq = 1;
+        f.req.step = 2;
+        CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+        CHECK_INT_EQ(ps_shard_step(&f.s), 3);
+        CHECK_NEAR(f.s.store.w[3], w - 0.75f, 1e-6);
+        f.req.seq = 0; /* unnumbered pushes are always applied */
+        f.req.step = 3;
+        CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+        f.req.step = 4;
+        CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) == 0);
+        CHECK_INT_EQ(ps_shard_step(&f.s), 5);
+        CHECK_INT_EQ(f.s.replayed, 1);
+        teardown(&f);
+    }
+}
+
 /* Each bad push is refused with a message naming the problem, and nothing changes. */
 void test_ps_shard_rejects_bad_push(void) {
     fixture_t f;

@@ -139,6 +139,7 @@ static void push_msg(push_msg_t *m) {
     m->req.caller = &m->caller;
     m->req.step = 12345678901ull;
     m->req.partial = true;
+    m->req.seq = 4242;
     m->req.n_grads = 3;
     m->req.grads = m->tp;
     size_t len = pstrain__push_request__get_packed_size(&m->req);
@@ -161,7 +162,9 @@ static void push_msg(push_msg_t *m) {
 /* 0 when the decoded push p is the one protobuf-c unpacked. */
 static int same_push(const ps_push_t *p, const Pstrain__PushRequest *r) {
     if (p->has_caller != (r->caller != NULL) || p->step != r->step || p->partial != r->partial ||
-        p->n_grads != r->n_grads || (r->caller && p->caller_index != r->caller->index))
+        p->seq != r->seq || p->n_grads != r->n_grads ||
+        (r->caller &&
+         (p->caller_index != r->caller->index || p->caller_incarnation != r->caller->incarnation)))
         return -1;
     for (size_t i = 0; i < r->n_grads; i++) {
         const ps_grad_t *g = &p->grads[i];
