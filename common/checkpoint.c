@@ -96,15 +96,9 @@ static int manifest_write(const char *model_dir, const ckpt_manifest_t *m, char 
     json_object_object_add(o, "kept_steps", steps);
     json_object_object_add(o, "final", json_object_new_boolean(m->final));
     json_object_object_add(o, "written", json_object_new_double(ps_wall_now()));
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
     char path[PATH_MAX];
     manifest_path(path, sizeof path, model_dir);
-    char *data = xmalloc(strlen(text) + 2);
-    size_t n = (size_t)sprintf(data, "%s\n", text);
-    int rc = ps_write_file_atomic(path, data, n, err, errlen);
-    free(data);
-    json_object_put(o);
-    return rc;
+    return ps_write_json_atomic(path, o, err, errlen);
 }
 
 static bool is_kept(const ckpt_manifest_t *m, uint64_t step) {

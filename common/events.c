@@ -187,3 +187,16 @@ void events_sink_close(events_sink_t *s) {
         events_close(s->w, NULL, 0);
     s->w = NULL;
 }
+
+void events_sink_train(events_sink_t *s, uint64_t step, double loss, double accuracy,
+                       double learning_rate, double steps_per_sec, double examples_per_sec) {
+    const char *tags[] = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"};
+    double values[] = {loss, accuracy, learning_rate, steps_per_sec, examples_per_sec};
+    events_sink_write(s, step, PS_ARRAY_LEN(tags), tags, values);
+}
+
+void events_sink_eval(events_sink_t *s, uint64_t step, double loss, double accuracy) {
+    const char *tags[] = {"loss", "accuracy"};
+    double values[] = {loss, accuracy};
+    events_sink_write(s, step, PS_ARRAY_LEN(tags), tags, values);
+}

@@ -43,5 +43,12 @@ void events_sink_init(events_sink_t *s, const char *dir, const char *what);
 void events_sink_write(events_sink_t *s, uint64_t step, size_t n, const char *const *tags,
                        const double *values);
 void events_sink_close(events_sink_t *s);
+/* The training scalars of a run, as the master writes them for a cluster and
+ * a standalone worker for itself: loss, accuracy, learning_rate,
+ * global_step/sec, examples/sec. */
+void events_sink_train(events_sink_t *s, uint64_t step, double loss, double accuracy,
+                       double learning_rate, double steps_per_sec, double examples_per_sec);
+/* An evaluation's scalars (model_dir/eval/): loss and accuracy. */
+void events_sink_eval(events_sink_t *s, uint64_t step, double loss, double accuracy);
 
 #endif

@@ -33,13 +33,7 @@ int results_write(const char *model_dir, const eval_metrics_t *e, const results_
     json_object_object_add(o, "train_loss", rounded(ctx->train_loss));
     json_object_object_add(o, "train_accuracy", rounded(ctx->train_accuracy));
     json_object_object_add(o, "elapsed_secs", rounded(ctx->elapsed_secs));
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/eval_results.json", model_dir);
-    char *data = xmalloc(strlen(text) + 2);
-    size_t n = (size_t)sprintf(data, "%s\n", text);
-    int rc = ps_write_file_atomic(path, data, n, err, errlen);
-    free(data);
-    json_object_put(o);
-    return rc;
+    return ps_write_json_atomic(path, o, err, errlen);
 }

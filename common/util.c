@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <limits.h>
 #include <math.h>
 #include <sched.h>
@@ -230,6 +231,18 @@ int ps_write_file_atomic(const char *path, const void *data, size_t len, char *e
     if (ps_atomic_open(&a, path, err, errlen) || ps_atomic_write(&a, data, len, err, errlen))
         return -1;
     return ps_atomic_commit(&a, err, errlen);
+}
+
+int ps_write_json_atomic(const char *path, struct json_object *o, char *err, size_t errlen) {
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+    size_t n = strlen(text);
+    char *data = xmalloc(n + 1);
+    memcpy(data, text, n);
+    data[n] = '\n';
+    int rc = ps_write_file_atomic(path, data, n + 1, err, errlen);
+    free(data);
+    json_object_put(o);
+    return rc;
 }
 
 int ps_path_join(char *out, size_t len, const char *dir, const char *name, char *err,

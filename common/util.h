@@ -50,6 +50,10 @@ int ps_mkdirs(const char *path, char *err, size_t errlen);
 /* Writes data to path through a temp file, fsync and rename, so readers never
  * see a partial file. */
 int ps_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+/* Writes o to path as pretty JSON and a newline, as ps_write_file_atomic
+ * does, and releases o (json_object_put) whatever happens. */
+struct json_object;
+int ps_write_json_atomic(const char *path, struct json_object *o, char *err, size_t errlen);
 
 /* The same in pieces: open a temp file beside path, write, then commit
  * (fsync, rename over path, fsync the directory) or abort (unlink). A failed

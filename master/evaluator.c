@@ -62,11 +62,8 @@ static int write_best(const evaluator_t *e, const eval_metrics_t *em, uint64_t s
     json_object_object_add(o, "global_step", json_object_new_int64((int64_t)step));
     json_object_object_add(o, "accuracy", json_object_new_double(em->accuracy));
     json_object_object_add(o, "loss", json_object_new_double(em->loss));
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
     snprintf(path, sizeof path, "%s/eval.json", dir);
-    int rc = ps_write_file_atomic(path, text, strlen(text), err, errlen);
-    json_object_put(o);
-    return rc;
+    return ps_write_json_atomic(path, o, err, errlen);
 }
 
 static void log_metrics(uint64_t step, const eval_metrics_t *em, double secs) {
@@ -80,13 +77,6 @@ static void log_metrics(uint64_t step, const eval_metrics_t *em, double secs) {
     log_info("evaluation of ckpt-%llu: loss: %.4f - accuracy: %.4f - per class: %s (%zu "
              "examples, %.1fs)",
              (unsigned long long)step, em->loss, em->accuracy, per_class, em->n, secs);
-}
-
-/* Eval scalars for TensorBoard, in model_dir/eval/ as Estimator writes them. */
-static void write_events(evaluator_t *e, uint64_t step, const eval_metrics_t *em) {
-    const char *tags[] = {"loss", "accuracy"};
-    double values[] = {em->loss, em->accuracy};
-    events_sink_write(&e->events, step, 2, tags, values);
 }
 
 /* Evaluates the loaded weights, records the result, keeps the best. */
@@ -112,7 +102,7 @@ static int evaluate(evaluator_t *e, uint64_t step) {
     }
     if (rc)
         log_error("evaluation of ckpt-%llu: %s", (unsigned long long)step, err);
-    write_events(e, step, &em);
+    events_sink_eval(&e->events, step, em.loss, em.accuracy); /* model_dir/eval/, as Estimator */
     pthread_mutex_lock(&e->mu);
     e->have_last = true;
     e->last_step = step;

@@ -149,11 +149,9 @@ static void maybe_summary(master_run_t *r, uint64_t step) {
     results_context_t ctx;
     results_context(r, step, &ctx);
     double dt = now - r->summary_time, steps = (double)(step - r->summary_step);
-    const char *tags[] = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"};
-    double values[] = {ctx.train_loss, ctx.train_accuracy, optim_lr(&r->optim, step),
-                       dt > 0 ? steps / dt : 0.0,
-                       dt > 0 ? steps * (double)examples_per_step(r) / dt : 0.0};
-    events_sink_write(&r->events, step, PS_ARRAY_LEN(tags), tags, values);
+    events_sink_train(&r->events, step, ctx.train_loss, ctx.train_accuracy,
+                      optim_lr(&r->optim, step), dt > 0 ? steps / dt : 0.0,
+                      dt > 0 ? steps * (double)examples_per_step(r) / dt : 0.0);
     r->summary_step = step;
     r->summary_time = now;
 }

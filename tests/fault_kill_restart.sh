@@ -35,6 +35,13 @@ accuracy() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['ac
 logged_step() {
   cat "$tmp"/runlogs/worker*.log 2> /dev/null | sed -n 's/.*global step \([0-9]*\)\/.*/\1/p' | sort -n | tail -1
 }
+step_rises() { # step_rises SECS WHAT: the logged global step rises within SECS
+  local down up
+  down=$(logged_step)
+  sleep "$1"
+  up=$(logged_step)
+  [ "$up" -gt "$down" ] || fail "global step stuck at $down $2"
+}
 wait_step() { # wait_step N: until a worker logged global step >= N
   for _ in $(seq 1 600); do
     [ "$(logged_step || echo 0)" -ge "$1" ] 2> /dev/null && return 0
@@ -91,11 +98,7 @@ disturbed() {
     # The PS average over the one worker left instead of waiting for the
     # dead one, then over both again once it is back.
     wait_log "$tmp/runlogs/ps0.log" "averaging 1 pushes per step" "sync: no PS dropped the dead worker"
-    local down up
-    down=$(logged_step)
-    sleep 1
-    up=$(logged_step)
-    [ "$up" -gt "$down" ] || fail "sync: global step stuck at $down while worker1 was dead"
+    step_rises 1 "while worker1 was dead (sync)"
     "$root/scripts/restart_role.sh" worker 1 > /dev/null
     wait_log "$tmp/runlogs/ps0.log" "averaging 2 pushes per step" "sync: the PS never counted worker1 again"
     ;;
@@ -110,11 +113,7 @@ disturbed() {
     grep -q "resumed from $dir/ckpt-" "$tmp/runlogs/ps1.log" || fail "ps1 did not restore a checkpoint"
     ;;
   master-*)
-    local down up
-    down=$(logged_step)
-    sleep 2
-    up=$(logged_step)
-    [ "$up" -gt "$down" ] || fail "global step stuck at $down while the master was down"
+    step_rises 2 "while the master was down"
     "$root/scripts/restart_role.sh" master 0 > /dev/null
     ;;
   esac

@@ -173,9 +173,7 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
                              .elapsed_secs = elapsed,
                              .train_loss = es->n ? es->loss_sum / (double)es->n : 0.0,
                              .train_accuracy = es->n ? es->correct / (double)es->n : 0.0};
-    const char *tags[] = {"loss", "accuracy"};
-    double values[] = {em.loss, em.accuracy};
-    events_sink_write(&L->eval_events, step, 2, tags, values);
+    events_sink_eval(&L->eval_events, step, em.loss, em.accuracy);
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     eval_metrics_free(&em);
     if (rc) {
@@ -225,12 +223,10 @@ static void summarize(local_t *L, const config_t *c, summary_t *sum, uint64_t st
     if (step < sum->step + (uint64_t)c->log.summary_steps)
         return;
     double now = ps_now(), dt = now - sum->time;
-    const char *tags[] = {"loss", "accuracy", "learning_rate", "global_step/sec", "examples/sec"};
-    double values[] = {sum->loss_sum / (double)sum->n, sum->correct / (double)sum->n,
-                       optim_lr(&L->store.opt, step),
-                       dt > 0 ? (double)(step - sum->step) / dt : 0.0,
-                       dt > 0 ? (double)sum->n / dt : 0.0};
-    events_sink_write(&L->train_events, step, PS_ARRAY_LEN(tags), tags, values);
+    events_sink_train(&L->train_events, step, sum->loss_sum / (double)sum->n,
+                      sum->correct / (double)sum->n, optim_lr(&L->store.opt, step),
+                      dt > 0 ? (double)(step - sum->step) / dt : 0.0,
+                      dt > 0 ? (double)sum->n / dt : 0.0);
     *sum = (summary_t){.step = step, .time = now};
 }
 
