@@ -68,6 +68,9 @@ static pid_t start_ps(const char *bin, const char *tf_config, const char *model_
     return pid;
 }
 
+/* Tensors over gRPC even where the PS offers its tensor stream. */
+static bool over_grpc;
+
 static int bench_size(const char *bin, size_t mib, int reps) {
     char err[PS_ERRLEN], spec[256], path[] = "/tmp/pstrain-bench-ps-XXXXXX";
     int fd = mkstemp(path);
@@ -84,6 +87,7 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     pid_t pid = start_ps(bin, tf, path);
     config_t cfg;
     config_defaults(&cfg);
+    cfg.rpc.stream = !over_grpc;
     snprintf(cfg.model, sizeof cfg.model, "%s", path);
     model_t m;
     cluster_t cl;
@@ -120,9 +124,9 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     if (rc == 0) {
         qsort(rates, (size_t)reps, sizeof *rates, cmp_double);
         qsort(tcp, (size_t)reps, sizeof *tcp, cmp_double);
-        printf("size_mib=%zu goodput_gbps=%.2f best_gbps=%.2f ms_per_push_pull=%.2f "
+        printf("transport=%s size_mib=%zu goodput_gbps=%.2f best_gbps=%.2f ms_per_push_pull=%.2f "
                "tcp_echo_gbps=%.2f vs_tcp=%.2f\n",
-               mib, rates[reps / 2], rates[reps - 1], 2.0 * (double)bytes / rates[reps / 2] / 1e6,
+               over_grpc ? "grpc" : "stream", mib, rates[reps / 2], rates[reps - 1], 2.0 * (double)bytes / rates[reps / 2] / 1e6,
                tcp[reps / 2], rates[reps / 2] / tcp[reps / 2]);
         fflush(stdout);
     }
@@ -144,16 +148,19 @@ static int bench_size(const char *bin, size_t mib, int reps) {
 int main(int argc, char **argv) {
     const char *sizes = "1,4,16,64", *bin = "build/pstrain-ps";
     int reps = 20;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--sizes"))
-            sizes = argv[i + 1];
-        else if (!strcmp(argv[i], "--reps"))
-            reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--ps-binary"))
-            bin = argv[i + 1];
-        else {
+    for (int i = 1; i < argc; i++) {
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--grpc")) {
+            over_grpc = true;
+        } else if (!strcmp(argv[i], "--sizes") && val) {
+            sizes = argv[++i];
+        } else if (!strcmp(argv[i], "--reps") && val) {
+            reps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--ps-binary") && val) {
+            bin = argv[++i];
+        } else {
             fprintf(stderr, "usage: pstrain-bench-ps [--sizes 1,4,16,64] [--reps N] "
-                            "[--ps-binary PATH]\n");
+                            "[--ps-binary PATH] [--grpc]\n");
             return 2;
         }
     }

@@ -136,6 +136,11 @@ static const config_key_t keys[] = {
               "longest wait between retries of an unreachable peer (backoff doubles up to it)"),
     INT_KEY("rpc.max_message_mb", rpc.max_message_mb, "256", 1, 2047,
             "largest RPC message sent or received, MiB"),
+    BOOL_KEY("rpc.stream", rpc.stream, "true",
+             "pushes and pulls over a plain TCP connection beside gRPC (a PS's tensor stream; "
+             "not with TLS, where they go over gRPC)"),
+    INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
+            "port of a PS's tensor stream, on the host of its cluster address; 0 = any free port"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

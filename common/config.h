@@ -54,6 +54,8 @@ typedef struct {
         double deadline_secs;
         double retry_max_secs;
         int64_t max_message_mb;
+        bool stream;
+        int64_t stream_port;
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

@@ -177,6 +177,8 @@ rpc_options_t daemon_rpc_options(const config_t *cfg) {
     rpc_options_t o;
     memset(&o, 0, sizeof o);
     o.max_recv = o.max_send = (size_t)cfg->rpc.max_message_mb << 20;
+    o.stream = cfg->rpc.stream;
+    o.stream_port = (int)cfg->rpc.stream_port;
     if (cfg->tls.ca[0]) {
         o.tls_ca = cfg->tls.ca;
         o.tls_cert = cfg->tls.cert[0] ? cfg->tls.cert : NULL;

@@ -38,6 +38,7 @@ typedef struct {
     pull_sink_t sink;      /* the pull in flight */
     uint64_t step;         /* this PS's step at our last pull */
     uint64_t lineage;      /* this PS's lineage at our last pull */
+    int stream_port;       /* the tensor stream port last logged; -1 before */
     Pstrain__Tensor *t;    /* push tensors: their data points into the caller's gradients */
     Pstrain__Tensor **sel; /* the tensors of one push */
     size_t nt;
@@ -107,6 +108,7 @@ psclient_t *psclient_create(const cluster_t *c, const model_t *m, const config_t
         if (rpc_channel_create(&p->ps[i].ch, a->text, &o, err, errlen))
             goto fail;
         build_views(p, i);
+        p->ps[i].stream_port = -1;
     }
     return p;
 fail:
@@ -322,6 +324,16 @@ int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8
         }
     }
     p->pulled = true;
+    for (size_t i = 0; i < p->nps; i++) {
+        int port = rpc_channel_stream_port(p->ps[i].ch);
+        if (port == p->ps[i].stream_port)
+            continue;
+        p->ps[i].stream_port = port;
+        if (port)
+            log_info("ps%zu: pushes and pulls over its tensor stream (port %d)", i, port);
+        else
+            log_info("ps%zu: pushes and pulls over gRPC", i);
+    }
     return 0;
 }
 

@@ -53,6 +53,15 @@ typedef struct {
     const char *tls_ca;
     const char *tls_cert;
     const char *tls_key;
+    /* The tensor stream: a plain TCP connection beside gRPC that carries the
+     * same calls framed by pstrain instead of HTTP/2, for large messages at
+     * close to what TCP itself moves here. A server offers one (on
+     * stream_port of its host; 0 = a free port) when stream is set and TLS is
+     * not; a channel with stream set asks the server for it once and then
+     * makes its calls over it, over gRPC where none is offered or it cannot
+     * be reached. */
+    int stream;
+    int stream_port;
 } rpc_options_t;
 
 /* A growable byte buffer the caller owns and reuses across calls, so that
@@ -146,6 +155,8 @@ typedef struct {
 int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *err, size_t errlen);
 /* The port actually bound (useful with port 0). */
 int rpc_server_port(const rpc_server_t *s);
+/* The port of its tensor stream; 0 when it offers none. */
+int rpc_server_stream_port(const rpc_server_t *s);
 /* Seconds rpc_server_stop gives the calls in flight to finish. */
 #define RPC_STOP_GRACE_S 0.5
 /* Stops accepting, gives the calls in flight RPC_STOP_GRACE_S to finish, then
@@ -232,6 +243,8 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
                        size_t errlen);
 void rpc_channel_destroy(rpc_channel_t *ch);
 const char *rpc_channel_target(const rpc_channel_t *ch);
+/* The tensor stream port its calls go over; 0 while they go over gRPC. */
+int rpc_channel_stream_port(rpc_channel_t *ch);
 /* A blob of at least len bytes from the channel's pool (any thread). */
 rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len);
 

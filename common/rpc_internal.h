@@ -78,4 +78,54 @@ grpc_byte_buffer *rpc__pieces_buffer(const rpc_piece_t *pieces, size_t n);
 /* A gpr deadline seconds from now on the monotonic clock; infinite if <= 0. */
 gpr_timespec rpc__deadline(double seconds);
 
+/* ---- The tensor stream (rpc_stream.c) -------------------------------------------
+ *
+ * A plain TCP connection beside gRPC carrying the same unary calls, framed
+ * by pstrain instead of HTTP/2: one call at a time per connection, a
+ * request then its response. Little-endian, RPC_STREAM_HDR bytes of header:
+ *   request:  magic "PSR1" u32 | method length u32 | deadline, microseconds
+ *             from receipt (0: none) u64 | body length u64; then the method
+ *             name and the body (the serialized message).
+ *   response: magic "PSA1" u32 | status code u32 | message length u32 |
+ *             flags u32 | body length u64; then the status message and, for
+ *             RPC_OK, the body.
+ * A server that cannot make sense of a frame answers it when it can (an
+ * unknown method, an oversized body) and closes the connection. */
+#define RPC_STREAM_REQ_MAGIC 0x31525350u  /* "PSR1" */
+#define RPC_STREAM_RESP_MAGIC 0x31415350u /* "PSA1" */
+#define RPC_STREAM_HDR 24
+#define RPC_STREAM_METHOD_MAX 256
+#define RPC_STREAM_MSG_MAX 1024
+/* Response flags: the server closes the connection after this response. */
+#define RPC_STREAM_CLOSING 1u
+/* The method a channel asks a server's stream port with, over gRPC. The
+ * answer is the port in decimal; "0" when the server offers none. */
+#define RPC_STREAM_PORT_METHOD "/pstrain.Rpc/StreamPort"
+
+struct iovec;
+void rpc__stream_req_put(uint8_t h[RPC_STREAM_HDR], size_t method_len, double deadline_s,
+                         size_t body_len);
+/* -1 when h is not a request header. */
+int rpc__stream_req_get(const uint8_t h[RPC_STREAM_HDR], size_t *method_len, double *deadline_s,
+                        uint64_t *body_len);
+void rpc__stream_resp_put(uint8_t h[RPC_STREAM_HDR], int code, size_t msg_len, size_t body_len,
+                          uint32_t flags);
+/* -1 when h is not a response header. */
+int rpc__stream_resp_get(const uint8_t h[RPC_STREAM_HDR], int *code, size_t *msg_len,
+                         uint64_t *body_len, uint32_t *flags);
+/* Blocking reads and writes of whole runs: 0; -1 with errno on an error or
+ * an end of stream within the run; read_full returns 1 at an end of stream
+ * before its first byte. write_iov consumes iov. */
+int rpc__read_full(int fd, void *buf, size_t n);
+int rpc__write_iov(int fd, struct iovec *iov, int n);
+/* Steps *iov and *n past done bytes written. */
+void rpc__iov_advance(struct iovec **iov, int *n, size_t done);
+/* The host of "host:port" or "[v6]:port" into host, the port into *port
+ * (may be NULL); -1 when target has no such form. */
+int rpc__split_host(const char *target, char *host, size_t hostlen, int *port);
+/* TCP_NODELAY and larger socket buffers. */
+void rpc__stream_tune(int fd);
+/* A listening socket on addr's host and the given port (0: a free one). */
+int rpc__stream_listen(const char *addr, int port, int *fd, int *bound, char *err, size_t errlen);
+
 #endif

@@ -9,17 +9,30 @@
  * message is in; rpc_call_reply, from any thread, starts the one send batch.
  * A reference count keeps the call until the receive batches, the owner (the
  * handler, until it replies) and the send batch are all done with it; since
- * every batch ends in an event, the call is normally freed on the thread. */
+ * every batch ends in an event, the call is normally freed on the thread.
+ *
+ * The tensor stream (rpc_internal.h), when offered: an accept thread and a
+ * thread per connection, which reads a request into the connection's buffer,
+ * runs the handler, waits for the reply if it was deferred (and cancels the
+ * call when its deadline passes, the client goes away or the server stops)
+ * and writes the reply from where it lies. Handlers of both transports take
+ * one mutex, so they still run one at a time. */
 #include "rpc_internal.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -36,8 +49,11 @@ typedef struct {
 
 enum { F_REPLIED = 1, F_CANCELLED = 2 };
 
+typedef struct stream_conn stream_conn_t;
+
 struct rpc_call {
     rpc_server_t *srv;
+    stream_conn_t *conn; /* a call over the tensor stream; NULL over gRPC */
     grpc_call *call; /* set when the request completes */
     grpc_call_details details;
     grpc_metadata_array request_md;
@@ -71,6 +87,13 @@ struct rpc_server {
     rpc_buf_t flat;   /* the request being handled; server thread only */
     rpc_segs_t segs;  /* its segments, for msg_methods; server thread only */
     rpc_pool_t *pool; /* copies of replies */
+    pthread_mutex_t hmu; /* held while a handler, on_cancel or on_tick runs */
+    size_t max_recv, max_send;
+    /* The tensor stream: stream_fd < 0 when not offered. */
+    int stream_fd, stream_port;
+    pthread_t stream_thread;
+    stream_conn_t *conns; /* under mu */
+    atomic_int stream_cancel; /* stopping: cancel what still waits */
     pthread_mutex_t mu;
     pthread_cond_t done; /* signalled when live drops to 0 while stopping */
     size_t live;         /* call objects, requested or in flight */
@@ -178,7 +201,14 @@ static int reply(rpc_call_t *c, int code, const char *message, grpc_slice body) 
     return reply_buffer(c, code, message, resp);
 }
 
+static int stream_reply(rpc_call_t *c, int code, const char *message, const rpc_piece_t *pieces,
+                        size_t n, int borrowed, void (*release)(void *arg), void *arg);
+
 int rpc_call_reply(rpc_call_t *c, int code, const char *message, const void *data, size_t len) {
+    if (c->conn) {
+        rpc_piece_t one = {data, len, NULL};
+        return stream_reply(c, code, message, &one, len ? 1 : 0, 0, NULL, NULL);
+    }
     grpc_slice body =
         code == RPC_OK && len ? rpc__pool_copy(c->srv->pool, data, len) : grpc_empty_slice();
     return reply(c, code, message, body);
@@ -186,12 +216,18 @@ int rpc_call_reply(rpc_call_t *c, int code, const char *message, const void *dat
 
 int rpc_call_reply_zc(rpc_call_t *c, int code, const char *message, const void *data, size_t len,
                       void (*release)(void *arg), void *arg) {
+    if (c->conn) {
+        rpc_piece_t one = {data, len, NULL};
+        return stream_reply(c, code, message, &one, len ? 1 : 0, 1, release, arg);
+    }
     grpc_slice body = release ? grpc_slice_new_with_user_data((void *)data, len, release, arg)
                               : grpc_slice_from_static_buffer(data, len);
     return reply(c, code, message, body);
 }
 
 int rpc_call_reply_pieces(rpc_call_t *c, const rpc_piece_t *pieces, size_t n) {
+    if (c->conn)
+        return stream_reply(c, RPC_OK, NULL, pieces, n, 0, NULL, NULL);
     return reply_buffer(c, RPC_OK, NULL, rpc__pieces_buffer(pieces, n));
 }
 
@@ -213,7 +249,13 @@ const char *rpc_call_method(const rpc_call_t *c) {
     return c->method ? c->method->method : "(unknown method)";
 }
 
+static void stream_peer(stream_conn_t *k, char *buf, size_t len);
+
 void rpc_call_peer(rpc_call_t *c, char *buf, size_t len) {
+    if (c->conn) {
+        stream_peer(c->conn, buf, len);
+        return;
+    }
     char *peer = grpc_call_get_peer(c->call);
     snprintf(buf, len, "%s", peer ? peer : "?");
     gpr_free(peer);
@@ -283,6 +325,12 @@ static void on_recv(rpc_server_t *s, rpc_call_t *c, int ok) {
         call_unref(c);
         return;
     }
+    if (grpc_slice_str_cmp(c->details.method, RPC_STREAM_PORT_METHOD) == 0) {
+        char port[16];
+        snprintf(port, sizeof port, "%d", s->stream_fd >= 0 ? s->stream_port : 0);
+        rpc_call_reply(c, RPC_OK, NULL, port, strlen(port));
+        return;
+    }
     if (find_method(s, c) < 0) {
         char msg[PS_ERRLEN];
         snprintf(msg, sizeof msg, "unknown method %.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
@@ -293,6 +341,7 @@ static void on_recv(rpc_server_t *s, rpc_call_t *c, int ok) {
     /* Our own reference, so that c outlives a reply made and completed on
      * another thread while the handler still runs. */
     atomic_fetch_add(&c->refs, 1);
+    pthread_mutex_lock(&s->hmu);
     int readable = run_handler(s, c) == 0;
     grpc_byte_buffer_destroy(c->req);
     c->req = NULL;
@@ -301,16 +350,19 @@ static void on_recv(rpc_server_t *s, rpc_call_t *c, int ok) {
     /* Cancelled before it was handed over, and kept: the owner must hear of it. */
     else if (atomic_load(&c->flags) == F_CANCELLED && s->on_cancel)
         s->on_cancel(s->ctx, c);
+    pthread_mutex_unlock(&s->hmu);
     call_unref(c);
 }
 
 /* The call is over on the wire. */
 static void on_close(rpc_server_t *s, rpc_call_t *c, int ok) {
     if (!ok || c->close_cancelled) {
+        pthread_mutex_lock(&s->hmu);
         int old = atomic_fetch_or(&c->flags, F_CANCELLED);
         /* Tell the owner, if the handler has had the call and not answered. */
         if (!(old & F_REPLIED) && (c->method || c->msg_method) && s->on_cancel)
             s->on_cancel(s->ctx, c);
+        pthread_mutex_unlock(&s->hmu);
     }
     call_unref(c);
 }
@@ -345,11 +397,416 @@ static void *serve(void *arg) {
         if (ev.type == GRPC_OP_COMPLETE)
             dispatch(s, ev.tag, ev.success);
         if (next_tick > 0 && ps_now() >= next_tick) {
+            pthread_mutex_lock(&s->hmu);
             s->on_tick(s->ctx);
+            pthread_mutex_unlock(&s->hmu);
             next_tick = ps_now() + s->tick_s;
         }
     }
     return NULL;
+}
+
+/* ---- The tensor stream -------------------------------------------------------- */
+
+struct stream_conn {
+    rpc_server_t *srv;
+    int fd;      /* -1 once closed; under srv->mu */
+    int busy;    /* between a request's header and its reply; under srv->mu */
+    int done;    /* the thread has finished; under srv->mu */
+    pthread_t thread;
+    stream_conn_t *next;
+    rpc_buf_t in; /* the request's body */
+    char method[RPC_STREAM_METHOD_MAX + 1];
+    /* The reply of the call in hand, from rpc_call_reply on any thread. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int replied;
+    int code;
+    char msg[RPC_STREAM_MSG_MAX];
+    rpc_buf_t out;    /* the copied pieces of the body */
+    struct iovec *iov; /* the body: copied pieces point into out */
+    size_t niov, capiov;
+    rpc_blob_t **blobs; /* references the body holds */
+    size_t nblobs, capblobs;
+    void (*release)(void *arg); /* a zero-copy body's owner */
+    void *release_arg;
+};
+
+static int stream_reply(rpc_call_t *c, int code, const char *message, const rpc_piece_t *pieces,
+                        size_t n, int borrowed, void (*release)(void *arg), void *arg) {
+    stream_conn_t *k = c->conn;
+    if (atomic_fetch_or(&c->flags, F_REPLIED) & F_REPLIED) {
+        log_error("rpc: a call to %s was answered twice", rpc_call_method(c));
+        if (release)
+            release(arg);
+        return -1;
+    }
+    size_t total = 0;
+    for (size_t i = 0; code == RPC_OK && i < n; i++)
+        total += pieces[i].len;
+    char over[128];
+    if (total > k->srv->max_send) { /* as gRPC refuses it */
+        snprintf(over, sizeof over, "response of %zu bytes is over the send limit of %zu", total,
+                 k->srv->max_send);
+        code = RPC_RESOURCE_EXHAUSTED;
+        message = over;
+    }
+    pthread_mutex_lock(&k->mu);
+    k->code = code;
+    snprintf(k->msg, sizeof k->msg, "%s", message ? message : "");
+    k->niov = k->nblobs = 0;
+    k->out.len = 0;
+    if (code == RPC_OK) {
+        size_t copied = 0;
+        for (size_t i = 0; i < n; i++)
+            copied += pieces[i].blob || borrowed ? 0 : pieces[i].len;
+        rpc_buf_reserve(&k->out, copied); /* fixed from here: the iov point into it */
+        if (n > k->capiov) {
+            k->capiov = n;
+            k->iov = xrealloc(k->iov, n * sizeof *k->iov);
+            k->blobs = xrealloc(k->blobs, n * sizeof *k->blobs);
+        }
+        for (size_t i = 0; i < n; i++) {
+            const rpc_piece_t *p = &pieces[i];
+            void *at = (void *)p->data;
+            if (p->blob) {
+                k->blobs[k->nblobs++] = rpc_blob_ref(p->blob);
+            } else if (!borrowed && p->len) {
+                at = k->out.data + k->out.len;
+                memcpy(at, p->data, p->len);
+                k->out.len += p->len;
+            }
+            k->iov[k->niov++] = (struct iovec){at, p->len};
+        }
+        k->release = release;
+        k->release_arg = arg;
+        release = NULL;
+    }
+    k->replied = 1;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    if (release) /* an error carries no body */
+        release(arg);
+    return 0;
+}
+
+/* Drops what the sent (or abandoned) reply held. */
+static void stream_reply_done(stream_conn_t *k) {
+    for (size_t i = 0; i < k->nblobs; i++)
+        rpc_blob_unref(k->blobs[i]);
+    k->nblobs = k->niov = 0;
+    if (k->release)
+        k->release(k->release_arg);
+    k->release = NULL;
+}
+
+/* Writes the reply frame: header, status message, body. */
+static int stream_write_reply(stream_conn_t *k) {
+    size_t body = 0;
+    for (size_t i = 0; i < k->niov; i++)
+        body += k->iov[i].iov_len;
+    size_t msg_len = strlen(k->msg);
+    uint8_t h[RPC_STREAM_HDR];
+    rpc__stream_resp_put(h, k->code, msg_len, k->code == RPC_OK ? body : 0, 0);
+    struct iovec head[2] = {{h, sizeof h}, {k->msg, msg_len}};
+    if (rpc__write_iov(k->fd, head, 2) < 0)
+        return -1;
+    return k->code == RPC_OK && k->niov ? rpc__write_iov(k->fd, k->iov, (int)k->niov) : 0;
+}
+
+/* An answer made here, not by a handler: the stream port, an unknown
+ * method, an oversized request (flags RPC_STREAM_CLOSING). */
+static int stream_answer(stream_conn_t *k, int code, const char *msg, const char *body,
+                         uint32_t flags) {
+    snprintf(k->msg, sizeof k->msg, "%s", msg);
+    k->code = code;
+    struct iovec one = {(void *)body, body ? strlen(body) : 0};
+    uint8_t h[RPC_STREAM_HDR];
+    rpc__stream_resp_put(h, code, strlen(k->msg), one.iov_len, flags);
+    struct iovec all[3] = {{h, sizeof h}, {k->msg, strlen(k->msg)}, one};
+    return rpc__write_iov(k->fd, all, 3);
+}
+
+static void stream_peer(stream_conn_t *k, char *buf, size_t len) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[128] = "?";
+    int port = 0;
+    if (getpeername(k->fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(buf, len, "%s:%s:%d (stream)", ss.ss_family == AF_INET6 ? "ipv6" : "ipv4", host, port);
+}
+
+/* Closes our side and reads what the client still sends, for a while: a
+ * close with unread bytes would reset the connection, and the client could
+ * lose the answer it has not read yet. */
+static void stream_linger(stream_conn_t *k) {
+    shutdown(k->fd, SHUT_WR);
+    double until = ps_now() + 1.0;
+    uint8_t sink[65536];
+    struct pollfd p = {.fd = k->fd, .events = POLLIN};
+    while (ps_now() < until && poll(&p, 1, 100) >= 0 && !atomic_load(&k->srv->stream_cancel)) {
+        if ((p.revents & POLLIN) && recv(k->fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+            break;
+        if (p.revents & (POLLHUP | POLLERR))
+            break;
+    }
+}
+
+/* Whether a deferred call must be given up: its deadline passed, the client
+ * hung up (or sent more while waiting, which it must not), or the server
+ * stops. */
+static int stream_gone(stream_conn_t *k, double deadline) {
+    if (atomic_load(&k->srv->stream_cancel) || (deadline > 0 && ps_now() >= deadline))
+        return 1;
+    struct pollfd p = {.fd = k->fd, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* Runs one request (in k->in) through its handler and sends the reply.
+ * -1 when the connection must close. */
+static int stream_call(stream_conn_t *k, size_t len, double deadline) {
+    rpc_server_t *s = k->srv;
+    if (strcmp(k->method, RPC_STREAM_PORT_METHOD) == 0) {
+        char port[16];
+        snprintf(port, sizeof port, "%d", s->stream_port);
+        return stream_answer(k, RPC_OK, "", port, 0);
+    }
+    rpc_call_t *c = xcalloc(1, sizeof *c);
+    c->srv = s;
+    c->conn = k;
+    for (size_t i = 0; i < s->n_methods; i++)
+        if (strcmp(k->method, s->methods[i].method) == 0)
+            c->method = &s->methods[i];
+    for (size_t i = 0; i < s->n_msg_methods; i++)
+        if (strcmp(k->method, s->msg_methods[i].method) == 0)
+            c->msg_method = &s->msg_methods[i];
+    if (!c->method && !c->msg_method) {
+        free(c);
+        char msg[RPC_STREAM_MSG_MAX];
+        snprintf(msg, sizeof msg, "unknown method %s", k->method);
+        return stream_answer(k, RPC_UNIMPLEMENTED, msg, NULL, 0);
+    }
+    k->replied = 0;
+    pthread_mutex_lock(&s->hmu);
+    if (c->method) {
+        c->method->fn(s->ctx, c, k->in.data, len);
+    } else {
+        rpc_seg_t seg = {k->in.data, len};
+        rpc_msg_t m = {&seg, 1, len};
+        c->msg_method->fn(s->ctx, c, &m);
+    }
+    pthread_mutex_unlock(&s->hmu);
+    /* A deferred reply comes from another thread; until then, watch for a
+     * reason to give the call up. */
+    int gone = 0;
+    pthread_mutex_lock(&k->mu);
+    while (!k->replied && !(gone = stream_gone(k, deadline))) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 20 * 1000 * 1000;
+        until.tv_sec += until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&k->cv, &k->mu, &until);
+    }
+    pthread_mutex_unlock(&k->mu);
+    if (gone) {
+        /* The owner releases it; under the handler lock, so that no handler
+         * answers it meanwhile. */
+        pthread_mutex_lock(&s->hmu);
+        int old = atomic_fetch_or(&c->flags, F_CANCELLED);
+        if (!(old & F_REPLIED) && s->on_cancel)
+            s->on_cancel(s->ctx, c);
+        pthread_mutex_unlock(&s->hmu);
+        pthread_mutex_lock(&k->mu);
+        while (!k->replied)
+            pthread_cond_wait(&k->cv, &k->mu);
+        pthread_mutex_unlock(&k->mu);
+    }
+    /* A cancelled call's answer goes nowhere: the client has gone, or its
+     * deadline has passed and it has closed the connection. */
+    int rc = gone ? -1 : stream_write_reply(k);
+    stream_reply_done(k);
+    free(c);
+    return rc;
+}
+
+static void stream_set_busy(stream_conn_t *k, int busy) {
+    pthread_mutex_lock(&k->srv->mu);
+    k->busy = busy;
+    pthread_mutex_unlock(&k->srv->mu);
+}
+
+/* Reads and answers requests until the client closes the connection, sends
+ * something that is not a request, or the server stops. */
+static void *stream_serve(void *arg) {
+    stream_conn_t *k = arg;
+    rpc_server_t *s = k->srv;
+    char peer[160];
+    stream_peer(k, peer, sizeof peer);
+    for (;;) {
+        uint8_t h[RPC_STREAM_HDR];
+        if (rpc__read_full(k->fd, h, sizeof h) != 0)
+            break; /* closed between calls, or stopping */
+        stream_set_busy(k, 1);
+        size_t method_len;
+        double deadline_s;
+        uint64_t body_len;
+        if (rpc__stream_req_get(h, &method_len, &deadline_s, &body_len) < 0 || method_len == 0 ||
+            method_len > RPC_STREAM_METHOD_MAX) {
+            log_warn("rpc: %s sent bytes that are not a pstrain stream request; connection "
+                     "closed",
+                     peer);
+            break;
+        }
+        if (body_len > s->max_recv) {
+            char msg[RPC_STREAM_MSG_MAX];
+            snprintf(msg, sizeof msg,
+                     "request of %llu bytes is over the limit of %zu (rpc.max_message_mb)",
+                     (unsigned long long)body_len, s->max_recv);
+            log_warn("rpc: %s: %s; connection closed", peer, msg);
+            stream_answer(k, RPC_RESOURCE_EXHAUSTED, msg, NULL, RPC_STREAM_CLOSING);
+            stream_linger(k);
+            break;
+        }
+        double deadline = deadline_s > 0 ? ps_now() + deadline_s : 0;
+        rpc_buf_reserve(&k->in, body_len);
+        if (rpc__read_full(k->fd, k->method, method_len) != 0 ||
+            rpc__read_full(k->fd, k->in.data, body_len) != 0)
+            break; /* the client went away mid-request */
+        k->method[method_len] = '\0';
+        if (stream_call(k, body_len, deadline) < 0)
+            break;
+        stream_set_busy(k, 0);
+    }
+    pthread_mutex_lock(&s->mu);
+    close(k->fd);
+    k->fd = -1;
+    k->busy = 0;
+    k->done = 1;
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void stream_conn_free(stream_conn_t *k) {
+    pthread_join(k->thread, NULL);
+    rpc_buf_free(&k->in);
+    rpc_buf_free(&k->out);
+    free(k->iov);
+    free(k->blobs);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    free(k);
+}
+
+/* Joins and frees the connections whose threads have finished. Under s->mu. */
+static void stream_reap_locked(rpc_server_t *s) {
+    for (stream_conn_t **at = &s->conns; *at;) {
+        stream_conn_t *k = *at;
+        if (k->done) {
+            *at = k->next;
+            stream_conn_free(k);
+        } else {
+            at = &k->next;
+        }
+    }
+}
+
+static void *stream_accept(void *arg) {
+    rpc_server_t *s = arg;
+    for (;;) {
+        int fd = accept4(s->stream_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            pthread_mutex_lock(&s->mu);
+            int stopping = s->stopping;
+            pthread_mutex_unlock(&s->mu);
+            if (stopping)
+                break;
+            /* Out of descriptors or memory: keep serving the connections
+             * there are, and try again shortly. */
+            log_warn("rpc: tensor stream on port %d: accept: %s", s->stream_port, strerror(errno));
+            ps_sleep(0.1);
+            continue;
+        }
+        rpc__stream_tune(fd);
+        stream_conn_t *k = xcalloc(1, sizeof *k);
+        k->srv = s;
+        k->fd = fd;
+        pthread_mutex_init(&k->mu, NULL);
+        pthread_cond_init(&k->cv, NULL);
+        pthread_mutex_lock(&s->mu);
+        stream_reap_locked(s);
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            close(fd);
+            pthread_mutex_destroy(&k->mu);
+            pthread_cond_destroy(&k->cv);
+            free(k);
+            break;
+        }
+        k->next = s->conns;
+        s->conns = k;
+        int rc = pthread_create(&k->thread, NULL, stream_serve, k);
+        pthread_mutex_unlock(&s->mu);
+        if (rc != 0) {
+            log_error("rpc: cannot start a tensor stream thread: %s", strerror(rc));
+            abort();
+        }
+    }
+    return NULL;
+}
+
+/* Stops accepting and closes idle connections; busy ones get the grace
+ * (until t0 + RPC_STOP_GRACE_S) to finish, then whatever still waits is
+ * cancelled, and every connection thread is joined. */
+static void stream_stop_accepting(rpc_server_t *s) {
+    if (s->stream_fd < 0)
+        return;
+    shutdown(s->stream_fd, SHUT_RDWR);
+    pthread_join(s->stream_thread, NULL);
+    close(s->stream_fd);
+}
+
+static void stream_stop(rpc_server_t *s, double t0) {
+    if (s->stream_fd < 0)
+        return;
+    for (;;) {
+        int busy = 0;
+        pthread_mutex_lock(&s->mu);
+        for (stream_conn_t *k = s->conns; k; k = k->next) {
+            if (k->fd >= 0 && !k->busy)
+                shutdown(k->fd, SHUT_RDWR);
+            busy += k->fd >= 0 && k->busy;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!busy || ps_now() - t0 >= RPC_STOP_GRACE_S)
+            break;
+        ps_sleep(0.01);
+    }
+    atomic_store(&s->stream_cancel, 1);
+    pthread_mutex_lock(&s->mu);
+    for (stream_conn_t *k = s->conns; k; k = k->next)
+        if (k->fd >= 0)
+            shutdown(k->fd, SHUT_RDWR);
+    stream_conn_t *all = s->conns;
+    s->conns = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (all) {
+        stream_conn_t *next = all->next;
+        stream_conn_free(all);
+        all = next;
+    }
 }
 
 /* ---- Start and stop ----------------------------------------------------------- */
@@ -437,11 +894,20 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     s->on_cancel = cfg->on_cancel;
     s->on_tick = cfg->on_tick;
     s->tick_s = cfg->tick_s;
+    s->max_recv = cfg->opt.max_recv ? cfg->opt.max_recv : RPC_DEFAULT_MAX_MESSAGE;
+    s->max_send = cfg->opt.max_send ? cfg->opt.max_send : RPC_DEFAULT_MAX_MESSAGE;
+    s->stream_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->hmu, NULL);
     pthread_cond_init(&s->done, NULL);
-    if (server_bind(s, cfg, err, errlen) < 0) {
+    int tls = cfg->opt.tls_ca || cfg->opt.tls_cert || cfg->opt.tls_key;
+    if (server_bind(s, cfg, err, errlen) < 0 ||
+        (cfg->opt.stream && !tls &&
+         rpc__stream_listen(cfg->addr, cfg->opt.stream_port, &s->stream_fd, &s->stream_port, err,
+                            errlen) < 0)) {
         server_unbind(s);
         pthread_mutex_destroy(&s->mu);
+        pthread_mutex_destroy(&s->hmu);
         pthread_cond_destroy(&s->done);
         free(s);
         grpc_shutdown();
@@ -456,6 +922,8 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     for (int i = 0; i < REQUEST_SLOTS; i++)
         request_call(s);
     int rc = pthread_create(&s->thread, NULL, serve, s);
+    if (rc == 0 && s->stream_fd >= 0)
+        rc = pthread_create(&s->stream_thread, NULL, stream_accept, s);
     if (rc != 0) {
         /* Like an allocation failure: the process is out of resources. */
         log_error("rpc: cannot start the server thread: %s", strerror(rc));
@@ -469,6 +937,10 @@ int rpc_server_port(const rpc_server_t *s) {
     return s->port;
 }
 
+int rpc_server_stream_port(const rpc_server_t *s) {
+    return s->stream_fd >= 0 ? s->stream_port : 0;
+}
+
 void rpc_server_stop(rpc_server_t *s) {
     if (!s)
         return;
@@ -478,9 +950,10 @@ void rpc_server_stop(rpc_server_t *s) {
     /* Stop listening and fail the outstanding requests; give the calls in
      * flight RPC_STOP_GRACE_S to finish, then cancel the rest (a deferred
      * call's owner hears of it through on_cancel and releases it). */
+    double t0 = ps_now();
+    stream_stop_accepting(s);
     grpc_completion_queue *pq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_server_shutdown_and_notify(s->server, pq, s);
-    double t0 = ps_now();
     if (grpc_completion_queue_pluck(pq, s, rpc__deadline(RPC_STOP_GRACE_S), NULL).type !=
         GRPC_OP_COMPLETE) {
         grpc_server_cancel_all_calls(s->server);
@@ -491,6 +964,7 @@ void rpc_server_stop(rpc_server_t *s) {
     }
     grpc_completion_queue_shutdown(pq);
     grpc_completion_queue_destroy(pq);
+    stream_stop(s, t0);
     pthread_mutex_lock(&s->mu);
     s->server_down = 1;
     maybe_finish_locked(s);
@@ -511,6 +985,7 @@ void rpc_server_stop(rpc_server_t *s) {
     rpc_buf_free(&s->flat);
     free(s->segs.seg);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->hmu);
     pthread_cond_destroy(&s->done);
     free(s);
     grpc_shutdown();

@@ -3,9 +3,13 @@
  * sleeping; every wait is bounded so that a bug fails instead of hanging. */
 #include "test.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/rpc.h"
 #include "common/util.h"
@@ -20,6 +24,10 @@
 
 /* A generous bound on every wait in these tests, also under ASan. */
 #define WAIT_S 10.0
+
+/* Set while a test runs again over the tensor stream (rpc_stream_*): its
+ * servers offer one and its channels use it. */
+static int g_stream;
 
 /* ---- The test service --------------------------------------------------------- */
 
@@ -145,6 +153,7 @@ static rpc_server_config_t config(service_t *sv, const char *addr) {
     c.n_methods = PS_ARRAY_LEN(methods);
     c.ctx = sv;
     c.on_cancel = on_cancel;
+    c.opt.stream = g_stream;
     return c;
 }
 
@@ -153,6 +162,7 @@ static int start(rpc_server_t **srv, service_t *sv, const rpc_options_t *opt) {
     rpc_server_config_t c = config(sv, "127.0.0.1:0");
     if (opt)
         c.opt = *opt;
+    c.opt.stream = g_stream;
     char err[PS_ERRLEN];
     if (rpc_server_start(srv, &c, err, sizeof err) < 0) {
         test_fail(__FILE__, __LINE__, "rpc_server_start: %s", err);
@@ -162,11 +172,13 @@ static int start(rpc_server_t **srv, service_t *sv, const rpc_options_t *opt) {
     return sv->port;
 }
 
-static rpc_channel_t *connect_to(int port, const rpc_options_t *opt) {
+static rpc_channel_t *connect_to(int port, const rpc_options_t *given) {
+    rpc_options_t opt = given ? *given : (rpc_options_t){0};
+    opt.stream = g_stream;
     char target[64], err[PS_ERRLEN];
     snprintf(target, sizeof target, "127.0.0.1:%d", port);
     rpc_channel_t *ch = NULL;
-    if (rpc_channel_create(&ch, target, opt, err, sizeof err) < 0)
+    if (rpc_channel_create(&ch, target, &opt, err, sizeof err) < 0)
         test_fail(__FILE__, __LINE__, "rpc_channel_create: %s", err);
     return ch;
 }
@@ -266,6 +278,9 @@ void test_rpc_echo(void) {
         free(req);
     }
     CHECK(strcmp(rpc_channel_target(ch), "") != 0);
+    /* Over the transport asked for. */
+    CHECK_INT_EQ(rpc_server_stream_port(srv) > 0, g_stream);
+    CHECK_INT_EQ(rpc_channel_stream_port(ch), rpc_server_stream_port(srv));
     rpc_buf_free(&resp);
     rpc_channel_destroy(ch);
     rpc_server_stop(srv);
@@ -901,8 +916,12 @@ void test_rpc_tls(void) {
                                 .tls_cert = test_path("server.pem"),
                                 .tls_key = test_path("server.key")};
     rpc_server_t *srv = NULL;
+    /* Asked for a tensor stream: none with TLS (it would be plaintext). */
+    g_stream = 1;
     int port = start(&srv, &sv, &server_opt);
+    g_stream = 0;
     CHECK(port > 0);
+    CHECK_INT_EQ(rpc_server_stream_port(srv), 0);
     char err[PS_ERRLEN] = "";
     /* A client with a certificate from the cluster CA gets in. */
     rpc_options_t good = {.tls_ca = test_path("ca.pem"),
@@ -959,3 +978,116 @@ void test_rpc_tls_errors(void) {
     CHECK_STR_CONTAINS(err, "no-port");
     service_free(&sv);
 }
+
+/* ---- The tensor stream -------------------------------------------------------- */
+
+/* The tests above again, their servers offering a tensor stream and their
+ * channels using it (test_rpc_echo checks that they do). */
+#define OVER_STREAM(name)                                                                          \
+    void test_rpc_stream_##name(void) {                                                            \
+        g_stream = 1;                                                                              \
+        test_rpc_##name();                                                                         \
+        g_stream = 0;                                                                              \
+    }
+OVER_STREAM(echo)
+OVER_STREAM(concurrent)
+OVER_STREAM(large)
+OVER_STREAM(too_large)
+OVER_STREAM(unimplemented)
+OVER_STREAM(handler_error)
+OVER_STREAM(deadline)
+OVER_STREAM(deferred)
+OVER_STREAM(cancel_and_tick)
+OVER_STREAM(retry)
+OVER_STREAM(fanout)
+OVER_STREAM(zero_copy)
+
+/* Bytes that are not a request close that connection, and only that one:
+ * the server answers the next client. A frame announcing more than the
+ * receive limit is answered RESOURCE_EXHAUSTED without its body being read. */
+void test_rpc_stream_garbage(void) {
+    g_stream = 1;
+    service_t sv;
+    service_init(&sv);
+    rpc_server_t *srv = NULL;
+    rpc_options_t small = {.max_recv = 1 << 20};
+    CHECK(start(&srv, &sv, &small) > 0);
+    int sport = rpc_server_stream_port(srv);
+    CHECK(sport > 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sport),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* Garbage: the connection is closed. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(fd, junk, sizeof junk - 1) == (ssize_t)(sizeof junk - 1));
+    char buf[64];
+    CHECK(read(fd, buf, sizeof buf) <= 0); /* closed, or reset for the unread junk */
+    close(fd);
+    /* A header announcing 2 GiB: answered, then closed. */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    uint8_t h[24] = {'P', 'S', 'R', '1', 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                     0,   0,   0,   0x80, 0, 0, 0, 0};
+    CHECK(write(fd, h, sizeof h) == (ssize_t)sizeof h);
+    uint8_t resp[24];
+    CHECK(read(fd, resp, sizeof resp) == (ssize_t)sizeof resp);
+    CHECK(memcmp(resp, "PSA1", 4) == 0);
+    CHECK_INT_EQ(resp[4], RPC_RESOURCE_EXHAUSTED);
+    close(fd);
+    /* A client that hangs up halfway through its request. */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(write(fd, h, 10) == 10);
+    close(fd);
+    /* The server goes on. */
+    rpc_channel_t *ch = connect_to(sv.port, NULL);
+    rpc_buf_t r = {0};
+    char err[PS_ERRLEN] = "";
+    CHECK_INT_EQ(rpc_call(ch, ECHO, "still here", 10, WAIT_S, &r, err, sizeof err), RPC_OK);
+    CHECK(resp_is(&r, "still here"));
+    CHECK(rpc_channel_stream_port(ch) == sport);
+    rpc_buf_free(&r);
+    rpc_channel_destroy(ch);
+    rpc_server_stop(srv);
+    service_free(&sv);
+    g_stream = 0;
+}
+
+/* A server restarted on the same gRPC port gets a new stream port: the
+ * channel's next call fails over to it after one UNAVAILABLE. */
+void test_rpc_stream_restart(void) {
+    g_stream = 1;
+    service_t sv;
+    service_init(&sv);
+    rpc_server_t *srv = NULL;
+    int port = start(&srv, &sv, NULL);
+    CHECK(port > 0);
+    rpc_channel_t *ch = connect_to(port, NULL);
+    rpc_buf_t r = {0};
+    char err[PS_ERRLEN] = "";
+    CHECK_INT_EQ(rpc_call(ch, ECHO, "one", 3, WAIT_S, &r, err, sizeof err), RPC_OK);
+    int first = rpc_channel_stream_port(ch);
+    CHECK(first > 0);
+    rpc_server_stop(srv);
+    int code = rpc_call(ch, ECHO, "two", 3, WAIT_S, &r, err, sizeof err);
+    CHECK_INT_EQ(code, RPC_UNAVAILABLE);
+    CHECK_STR_CONTAINS(err, "UNAVAILABLE");
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rpc_server_config_t c = config(&sv, addr);
+    CHECK(rpc_server_start(&srv, &c, err, sizeof err) == 0);
+    rpc_retry_t p = rpc_retry_default();
+    p.initial_s = 0.02;
+    p.max_total_s = WAIT_S;
+    p.max_attempts = 0;
+    CHECK_INT_EQ(rpc_call_retry(ch, ECHO, "three", 5, WAIT_S, &p, &r, err, sizeof err), RPC_OK);
+    CHECK(resp_is(&r, "three"));
+    CHECK_INT_EQ(rpc_channel_stream_port(ch), rpc_server_stream_port(srv));
+    rpc_buf_free(&r);
+    rpc_channel_destroy(ch);
+    rpc_server_stop(srv);
+    service_free(&sv);
+    g_stream = 0;
+}
+
