@@ -68,8 +68,12 @@ static pid_t start_ps(const char *bin, const char *tf_config, const char *model_
     return pid;
 }
 
-/* Tensors over gRPC even where the PS offers its tensor stream. */
-static bool over_grpc;
+/* What the tensors go over: by default the PS's tensor stream through
+ * shared memory (what a worker on the PS's host uses), --tcp its stream over
+ * TCP (a worker on another host), --grpc gRPC. */
+enum { OVER_SHM, OVER_TCP, OVER_GRPC };
+static int transport = OVER_SHM;
+static const char *const transport_name[] = {"shm", "stream-tcp", "grpc"};
 
 static int bench_size(const char *bin, size_t mib, int reps) {
     char err[PS_ERRLEN], spec[256], path[] = "/tmp/pstrain-bench-ps-XXXXXX";
@@ -87,7 +91,8 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     pid_t pid = start_ps(bin, tf, path);
     config_t cfg;
     config_defaults(&cfg);
-    cfg.rpc.stream = !over_grpc;
+    cfg.rpc.stream = transport != OVER_GRPC;
+    cfg.rpc.shm = transport == OVER_SHM;
     snprintf(cfg.model, sizeof cfg.model, "%s", path);
     model_t m;
     cluster_t cl;
@@ -126,8 +131,9 @@ static int bench_size(const char *bin, size_t mib, int reps) {
         qsort(tcp, (size_t)reps, sizeof *tcp, cmp_double);
         printf("transport=%s size_mib=%zu goodput_gbps=%.2f best_gbps=%.2f ms_per_push_pull=%.2f "
                "tcp_echo_gbps=%.2f vs_tcp=%.2f\n",
-               over_grpc ? "grpc" : "stream", mib, rates[reps / 2], rates[reps - 1], 2.0 * (double)bytes / rates[reps / 2] / 1e6,
-               tcp[reps / 2], rates[reps / 2] / tcp[reps / 2]);
+               transport_name[transport], mib, rates[reps / 2], rates[reps - 1],
+               2.0 * (double)bytes / rates[reps / 2] / 1e6, tcp[reps / 2],
+               rates[reps / 2] / tcp[reps / 2]);
         fflush(stdout);
     }
     tcp_echo_stop(tcp_pid, tcp_fd);
@@ -151,7 +157,9 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--grpc")) {
-            over_grpc = true;
+            transport = OVER_GRPC;
+        } else if (!strcmp(argv[i], "--tcp")) {
+            transport = OVER_TCP;
         } else if (!strcmp(argv[i], "--sizes") && val) {
             sizes = argv[++i];
         } else if (!strcmp(argv[i], "--reps") && val) {
@@ -160,7 +168,7 @@ int main(int argc, char **argv) {
             bin = argv[++i];
         } else {
             fprintf(stderr, "usage: pstrain-bench-ps [--sizes 1,4,16,64] [--reps N] "
-                            "[--ps-binary PATH] [--grpc]\n");
+                            "[--ps-binary PATH] [--tcp | --grpc]\n");
             return 2;
         }
     }

@@ -141,6 +141,9 @@ static const config_key_t keys[] = {
              "not with TLS, where they go over gRPC)"),
     INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
             "port of a PS's tensor stream, on the host of its cluster address; 0 = any free port"),
+    BOOL_KEY("rpc.shm", rpc.shm, "true",
+             "between a PS and a worker or master on one host, the tensor stream moves tensors "
+             "through shared memory instead of TCP"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

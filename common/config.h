@@ -56,6 +56,7 @@ typedef struct {
         int64_t max_message_mb;
         bool stream;
         int64_t stream_port;
+        bool shm;
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

@@ -329,8 +329,11 @@ int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8
         if (port == p->ps[i].stream_port)
             continue;
         p->ps[i].stream_port = port;
-        if (port)
-            log_info("ps%zu: pushes and pulls over its tensor stream (port %d)", i, port);
+        const char *t = rpc_channel_transport(p->ps[i].ch);
+        if (strcmp(t, "shm") == 0)
+            log_info("ps%zu: pushes and pulls through shared memory (same host)", i);
+        else if (port)
+            log_info("ps%zu: pushes and pulls over its tensor stream (TCP port %d)", i, port);
         else
             log_info("ps%zu: pushes and pulls over gRPC", i);
     }

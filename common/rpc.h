@@ -62,6 +62,10 @@ typedef struct {
      * be reached. */
     int stream;
     int stream_port;
+    /* With stream: between processes on one host, the tensor stream passes
+     * message bodies through memory both map instead of through the kernel's
+     * TCP (a server offers it with the stream; a channel uses it when set). */
+    int shm;
 } rpc_options_t;
 
 /* A growable byte buffer the caller owns and reuses across calls, so that
@@ -245,6 +249,9 @@ void rpc_channel_destroy(rpc_channel_t *ch);
 const char *rpc_channel_target(const rpc_channel_t *ch);
 /* The tensor stream port its calls go over; 0 while they go over gRPC. */
 int rpc_channel_stream_port(rpc_channel_t *ch);
+/* What its calls went over last: "grpc", "stream" (TCP) or "shm" (the
+ * stream through shared memory). */
+const char *rpc_channel_transport(rpc_channel_t *ch);
 /* A blob of at least len bytes from the channel's pool (any thread). */
 rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len);
 

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -56,7 +58,10 @@ struct rpc_channel {
     int stream_want;
     int stream_state;
     int stream_port;
-    int fresh; /* no call has completed over the port since it was named */
+    int shm_want;        /* opt.shm */
+    int unix_ok;         /* the server's Unix socket may be reachable */
+    char unix_name[108]; /* its abstract name; "" when none */
+    int fresh;           /* no call has completed over the port since it was named */
     struct sockaddr_storage saddr;
     socklen_t saddr_len;
     sconn_t *idle;
@@ -140,6 +145,7 @@ int rpc_channel_create(rpc_channel_t **out, const char *target, const rpc_option
     ch->max_recv = opt->max_recv ? opt->max_recv : RPC_DEFAULT_MAX_MESSAGE;
     ch->max_send = opt->max_send ? opt->max_send : RPC_DEFAULT_MAX_MESSAGE;
     ch->stream_want = opt->stream && !opt->tls_ca && !opt->tls_cert && !opt->tls_key;
+    ch->shm_want = opt->shm;
     memcpy(ch->args, args, n_args * sizeof args[0]); /* static keys, integer values */
     ch->nargs = n_args;
     ch->creds = creds;
@@ -169,6 +175,15 @@ rpc_blob_t *rpc_channel_blob(rpc_channel_t *ch, size_t len) {
     return rpc__pool_blob(ch->pool, len);
 }
 
+const char *rpc_channel_transport(rpc_channel_t *ch) {
+    pthread_mutex_lock(&ch->mu);
+    const char *t = ch->stream_state != STREAM_ON ? "grpc"
+                    : ch->shm_want && ch->unix_ok ? "shm"
+                                                  : "stream";
+    pthread_mutex_unlock(&ch->mu);
+    return t;
+}
+
 int rpc_channel_stream_port(rpc_channel_t *ch) {
     pthread_mutex_lock(&ch->mu);
     int port = ch->stream_state == STREAM_ON ? ch->stream_port : 0;
@@ -185,19 +200,22 @@ int rpc_channel_stream_port(rpc_channel_t *ch) {
  * idle connection per call or opens one, drives them all at once with poll,
  * and gives the connections back when their calls completed cleanly. */
 
-
 /* Idle connections kept per channel. */
 #define STREAM_IDLE_MAX 4
 
 struct sconn {
     int fd;
     rpc_buf_t buf; /* responses handed to consume are read into it */
+    uint8_t *shm;  /* same host: the request area, then the response area */
+    size_t req_cap, resp_cap;
     sconn_t *next;
 };
 
 static void sconn_free(sconn_t *c) {
     if (!c)
         return;
+    if (c->shm)
+        munmap(c->shm, c->req_cap + c->resp_cap);
     close(c->fd);
     rpc_buf_free(&c->buf);
     free(c);
@@ -235,11 +253,15 @@ static bool stream_ready(rpc_channel_t *ch, double deadline_s) {
     rpc_fanout_t *one = &f;
     grpc_fanout(&one, 1, RPC_STREAM_PORT_METHOD, deadline_s > 0 ? PS_MIN(deadline_s, 5.0) : 5.0);
     int port = 0;
-    if (f.code == RPC_OK && resp.len > 0 && resp.len < 8) {
-        char text[8];
+    char name[sizeof ch->unix_name] = "";
+    if (f.code == RPC_OK && resp.len > 0 && resp.len < 128) {
+        char text[128];
         memcpy(text, resp.data, resp.len);
         text[resp.len] = '\0';
-        port = atoi(text);
+        port = atoi(text); /* "PORT" or "PORT NAME" */
+        const char *sp = strchr(text, ' ');
+        if (sp && strlen(sp + 1) < sizeof name)
+            snprintf(name, sizeof name, "%s", sp + 1);
     }
     rpc_buf_free(&resp);
     struct addrinfo *res = NULL;
@@ -257,6 +279,8 @@ static bool stream_ready(rpc_channel_t *ch, double deadline_s) {
         ch->stream_port = port;
         ch->stream_state = STREAM_ON;
         ch->fresh = 1;
+        snprintf(ch->unix_name, sizeof ch->unix_name, "%s", name);
+        ch->unix_ok = name[0] != '\0';
     } else if (f.code == RPC_OK || f.code == RPC_UNIMPLEMENTED) {
         ch->stream_state = STREAM_NONE; /* none offered, or a server that predates it */
     }
@@ -265,6 +289,38 @@ static bool stream_ready(rpc_channel_t *ch, double deadline_s) {
     if (res)
         freeaddrinfo(res);
     return state == STREAM_ON;
+}
+
+/* A same-host connection: the server's Unix socket, and memory for the
+ * bodies both ways (sparse until written), sent in the hello. NULL when
+ * the socket cannot be reached or anything fails. */
+static sconn_t *shm_connect(const char *name, size_t req_cap, size_t resp_cap) {
+    int fd = rpc__stream_unix_connect(name);
+    if (fd < 0)
+        return NULL;
+    int mfd = memfd_create("pstrain-stream", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    uint8_t *m = MAP_FAILED;
+    uint8_t h[RPC_STREAM_HDR];
+    rpc__stream_hello_put(h, req_cap, resp_cap);
+    if (mfd >= 0 && ftruncate(mfd, (off_t)(req_cap + resp_cap)) == 0 &&
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) == 0)
+        m = mmap(NULL, req_cap + resp_cap, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (m == MAP_FAILED || rpc__send_fd(fd, h, sizeof h, mfd) < 0) {
+        if (m != MAP_FAILED)
+            munmap(m, req_cap + resp_cap);
+        if (mfd >= 0)
+            close(mfd);
+        close(fd);
+        return NULL;
+    }
+    close(mfd);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    sconn_t *c = xcalloc(1, sizeof *c);
+    c->fd = fd;
+    c->shm = m;
+    c->req_cap = req_cap;
+    c->resp_cap = resp_cap;
+    return c;
 }
 
 /* An idle connection of ch, or a new one (connecting, non-blocking). */
@@ -279,6 +335,9 @@ static sconn_t *stream_take(rpc_channel_t *ch, bool *connecting, char *err, size
     socklen_t sl = ch->saddr_len;
     pthread_mutex_unlock(&ch->mu);
     *connecting = false;
+    bool try_unix = ch->shm_want && ch->unix_ok;
+    char name[sizeof ch->unix_name];
+    memcpy(name, ch->unix_name, sizeof name);
     /* An idle connection the server has closed meanwhile (it restarted, or
      * it stops) reads as ready: a new one instead. */
     while (c) {
@@ -292,6 +351,15 @@ static sconn_t *stream_take(rpc_channel_t *ch, bool *connecting, char *err, size
             ch->idle = c->next;
             ch->nidle--;
         }
+        pthread_mutex_unlock(&ch->mu);
+    }
+    if (try_unix) {
+        c = shm_connect(name, ch->max_send, ch->max_recv);
+        if (c)
+            return c;
+        /* Another host, or another network namespace: TCP from now on. */
+        pthread_mutex_lock(&ch->mu);
+        ch->unix_ok = 0;
         pthread_mutex_unlock(&ch->mu);
     }
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -391,6 +459,10 @@ static void scall_finish(scall_t *s, const char *method) {
         s->msg[s->msg_len] = '\0';
         rpc__status_err(f->err, sizeof f->err, method, f->ch->target, s->code, s->msg, __FILE__,
                         __LINE__);
+    } else if (s->c->shm && f->resp && !f->consume) {
+        rpc_buf_reserve(f->resp, s->body_len);
+        memcpy(f->resp->data, s->body, s->body_len);
+        f->resp->len = s->body_len;
     } else if (f->consume) {
         rpc_seg_t seg = {s->body, (size_t)s->body_len};
         rpc_msg_t m = {&seg, 1, (size_t)s->body_len};
@@ -424,6 +496,15 @@ static void scall_head(scall_t *s, const char *method) {
     }
     if (flags & RPC_STREAM_CLOSING)
         s->cut = true;
+    if (s->c->shm) {
+        if (s->body_len > s->c->resp_cap) {
+            scall_fail(s, method, RPC_INTERNAL, "the server sent a malformed response");
+            return;
+        }
+        s->body = s->c->shm + s->c->req_cap; /* read in place */
+        scall_expect(s, S_MSG, (uint8_t *)s->msg, s->msg_len);
+        return;
+    }
     rpc_buf_t *dst = s->f->consume ? &s->c->buf : s->f->resp;
     if (dst) {
         rpc_buf_reserve(dst, s->body_len);
@@ -478,7 +559,10 @@ static void scall_step(scall_t *s, const char *method, bool readable) {
             if (s->phase == S_HEAD) {
                 scall_head(s, method);
             } else if (s->phase == S_MSG) {
-                scall_expect(s, S_BODY, s->body, s->body_len);
+                if (s->c->shm) /* the body lies in the response area */
+                    scall_expect(s, S_BODY, NULL, 0);
+                else
+                    scall_expect(s, S_BODY, s->body, s->body_len);
             } else {
                 scall_finish(s, method);
                 return;
@@ -535,6 +619,11 @@ static size_t stream_fanout(rpc_fanout_t **calls, size_t n, const char *method, 
         c->iov[2] = (struct iovec){(void *)c->f->req, c->f->len};
         c->cur = c->iov;
         c->ncur = c->f->len ? 3 : 2;
+        if (c->c->shm) {
+            if (c->f->len)
+                memcpy(c->c->shm, c->f->req, c->f->len);
+            c->ncur = 2;
+        }
         c->phase = connecting ? S_CONNECT : S_SEND;
         scall_step(c, method, false);
     }

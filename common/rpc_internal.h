@@ -128,4 +128,24 @@ void rpc__stream_tune(int fd);
 /* A listening socket on addr's host and the given port (0: a free one). */
 int rpc__stream_listen(const char *addr, int port, int *fd, int *bound, char *err, size_t errlen);
 
+/* Same host: the server also listens on a Unix socket with an abstract name
+ * (reachable only in its network namespace, so only on its host), which it
+ * names after the port when a channel asks ("PORT NAME"). A client that
+ * reaches it first sends a hello with a memfd (SCM_RIGHTS) holding two
+ * areas, sealed against shrinking: requests (req_cap bytes) and after them
+ * responses (resp_cap). On such a connection every body lies in its area
+ * instead of following its header: the header's body length says how much
+ * of the area it fills.
+ *   hello: magic "PSM1" u32 | 0 u32 | req_cap u64 | resp_cap u64 */
+#define RPC_STREAM_SHM_MAGIC 0x314d5350u /* "PSM1" */
+int rpc__stream_unix_listen(int tcp_port, char *name, size_t namelen, int *fd, char *err,
+                            size_t errlen);
+/* A connected socket, or -1 (errno set). */
+int rpc__stream_unix_connect(const char *name);
+/* len bytes of buf with a descriptor; 0 or -1. recv_fd reads exactly len. */
+int rpc__send_fd(int sock, const void *buf, size_t len, int fd);
+int rpc__recv_fd(int sock, void *buf, size_t len, int *fd);
+void rpc__stream_hello_put(uint8_t h[RPC_STREAM_HDR], uint64_t req_cap, uint64_t resp_cap);
+int rpc__stream_hello_get(const uint8_t h[RPC_STREAM_HDR], uint64_t *req_cap, uint64_t *resp_cap);
+
 #endif

@@ -21,6 +21,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <poll.h>
@@ -29,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,7 +57,7 @@ typedef struct stream_conn stream_conn_t;
 struct rpc_call {
     rpc_server_t *srv;
     stream_conn_t *conn; /* a call over the tensor stream; NULL over gRPC */
-    grpc_call *call; /* set when the request completes */
+    grpc_call *call;     /* set when the request completes */
     grpc_call_details details;
     grpc_metadata_array request_md;
     grpc_byte_buffer *req;
@@ -84,15 +87,17 @@ struct rpc_server {
     void (*on_cancel)(void *ctx, rpc_call_t *call);
     void (*on_tick)(void *ctx);
     double tick_s;
-    rpc_buf_t flat;   /* the request being handled; server thread only */
-    rpc_segs_t segs;  /* its segments, for msg_methods; server thread only */
-    rpc_pool_t *pool; /* copies of replies */
+    rpc_buf_t flat;      /* the request being handled; server thread only */
+    rpc_segs_t segs;     /* its segments, for msg_methods; server thread only */
+    rpc_pool_t *pool;    /* copies of replies */
     pthread_mutex_t hmu; /* held while a handler, on_cancel or on_tick runs */
     size_t max_recv, max_send;
     /* The tensor stream: stream_fd < 0 when not offered. */
     int stream_fd, stream_port;
+    int unix_fd; /* same host: < 0 when not offered */
+    char unix_name[108];
     pthread_t stream_thread;
-    stream_conn_t *conns; /* under mu */
+    stream_conn_t *conns;     /* under mu */
     atomic_int stream_cancel; /* stopping: cancel what still waits */
     pthread_mutex_t mu;
     pthread_cond_t done; /* signalled when live drops to 0 while stopping */
@@ -326,8 +331,9 @@ static void on_recv(rpc_server_t *s, rpc_call_t *c, int ok) {
         return;
     }
     if (grpc_slice_str_cmp(c->details.method, RPC_STREAM_PORT_METHOD) == 0) {
-        char port[16];
-        snprintf(port, sizeof port, "%d", s->stream_fd >= 0 ? s->stream_port : 0);
+        char port[160];
+        snprintf(port, sizeof port, "%d%s%s", s->stream_fd >= 0 ? s->stream_port : 0,
+                 s->unix_fd >= 0 ? " " : "", s->unix_fd >= 0 ? s->unix_name : "");
         rpc_call_reply(c, RPC_OK, NULL, port, strlen(port));
         return;
     }
@@ -410,12 +416,16 @@ static void *serve(void *arg) {
 
 struct stream_conn {
     rpc_server_t *srv;
-    int fd;      /* -1 once closed; under srv->mu */
-    int busy;    /* between a request's header and its reply; under srv->mu */
-    int done;    /* the thread has finished; under srv->mu */
+    int fd;   /* -1 once closed; under srv->mu */
+    int busy; /* between a request's header and its reply; under srv->mu */
+    int done; /* the thread has finished; under srv->mu */
     pthread_t thread;
     stream_conn_t *next;
-    rpc_buf_t in; /* the request's body */
+    rpc_buf_t in;        /* the request's body, over TCP */
+    const uint8_t *body; /* where the request's body lies */
+    int is_unix;         /* a same-host connection: bodies in shm */
+    uint8_t *shm;        /* its areas: requests, then responses */
+    size_t req_cap, resp_cap;
     char method[RPC_STREAM_METHOD_MAX + 1];
     /* The reply of the call in hand, from rpc_call_reply on any thread. */
     pthread_mutex_t mu;
@@ -423,7 +433,7 @@ struct stream_conn {
     int replied;
     int code;
     char msg[RPC_STREAM_MSG_MAX];
-    rpc_buf_t out;    /* the copied pieces of the body */
+    rpc_buf_t out;     /* the copied pieces of the body */
     struct iovec *iov; /* the body: copied pieces point into out */
     size_t niov, capiov;
     rpc_blob_t **blobs; /* references the body holds */
@@ -500,18 +510,34 @@ static void stream_reply_done(stream_conn_t *k) {
     k->release = NULL;
 }
 
-/* Writes the reply frame: header, status message, body. */
+/* Writes the reply frame: header, status message, body (into the response
+ * area on a same-host connection). */
 static int stream_write_reply(stream_conn_t *k) {
     size_t body = 0;
     for (size_t i = 0; i < k->niov; i++)
         body += k->iov[i].iov_len;
+    if (k->shm && k->code == RPC_OK) {
+        if (body > k->resp_cap) {
+            k->code = RPC_RESOURCE_EXHAUSTED;
+            snprintf(k->msg, sizeof k->msg,
+                     "response of %zu bytes is over the client's limit of %zu", body, k->resp_cap);
+        } else {
+            uint8_t *at = k->shm + k->req_cap;
+            for (size_t i = 0; i < k->niov; i++) {
+                if (k->iov[i].iov_len)
+                    memcpy(at, k->iov[i].iov_base, k->iov[i].iov_len);
+                at += k->iov[i].iov_len;
+            }
+        }
+    }
     size_t msg_len = strlen(k->msg);
     uint8_t h[RPC_STREAM_HDR];
     rpc__stream_resp_put(h, k->code, msg_len, k->code == RPC_OK ? body : 0, 0);
     struct iovec head[2] = {{h, sizeof h}, {k->msg, msg_len}};
     if (rpc__write_iov(k->fd, head, 2) < 0)
         return -1;
-    return k->code == RPC_OK && k->niov ? rpc__write_iov(k->fd, k->iov, (int)k->niov) : 0;
+    return k->code == RPC_OK && k->niov && !k->shm ? rpc__write_iov(k->fd, k->iov, (int)k->niov)
+                                                   : 0;
 }
 
 /* An answer made here, not by a handler: the stream port, an unknown
@@ -521,17 +547,31 @@ static int stream_answer(stream_conn_t *k, int code, const char *msg, const char
     snprintf(k->msg, sizeof k->msg, "%s", msg);
     k->code = code;
     struct iovec one = {(void *)body, body ? strlen(body) : 0};
+    if (k->shm) {
+        if (one.iov_len > k->resp_cap)
+            one.iov_len = 0;
+        if (one.iov_len)
+            memcpy(k->shm + k->req_cap, one.iov_base, one.iov_len);
+    }
     uint8_t h[RPC_STREAM_HDR];
     rpc__stream_resp_put(h, code, strlen(k->msg), one.iov_len, flags);
     struct iovec all[3] = {{h, sizeof h}, {k->msg, strlen(k->msg)}, one};
-    return rpc__write_iov(k->fd, all, 3);
+    return rpc__write_iov(k->fd, all, k->shm ? 2 : 3);
 }
 
 static void stream_peer(stream_conn_t *k, char *buf, size_t len) {
+    if (k->is_unix) {
+        struct ucred cred = {0};
+        socklen_t cl = sizeof cred;
+        getsockopt(k->fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
+        snprintf(buf, len, "local pid %d (stream, shared memory)", (int)cred.pid);
+        return;
+    }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char host[128] = "?";
     int port = 0;
+    memset(&ss, 0, sizeof ss);
     if (getpeername(k->fd, (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
@@ -577,8 +617,9 @@ static int stream_gone(stream_conn_t *k, double deadline) {
 static int stream_call(stream_conn_t *k, size_t len, double deadline) {
     rpc_server_t *s = k->srv;
     if (strcmp(k->method, RPC_STREAM_PORT_METHOD) == 0) {
-        char port[16];
-        snprintf(port, sizeof port, "%d", s->stream_port);
+        char port[160];
+        snprintf(port, sizeof port, "%d%s%s", s->stream_port, s->unix_fd >= 0 ? " " : "",
+                 s->unix_fd >= 0 ? s->unix_name : "");
         return stream_answer(k, RPC_OK, "", port, 0);
     }
     rpc_call_t *c = xcalloc(1, sizeof *c);
@@ -599,9 +640,9 @@ static int stream_call(stream_conn_t *k, size_t len, double deadline) {
     k->replied = 0;
     pthread_mutex_lock(&s->hmu);
     if (c->method) {
-        c->method->fn(s->ctx, c, k->in.data, len);
+        c->method->fn(s->ctx, c, k->body, len);
     } else {
-        rpc_seg_t seg = {k->in.data, len};
+        rpc_seg_t seg = {k->body, len};
         rpc_msg_t m = {&seg, 1, len};
         c->msg_method->fn(s->ctx, c, &m);
     }
@@ -646,6 +687,37 @@ static void stream_set_busy(stream_conn_t *k, int busy) {
     pthread_mutex_unlock(&k->srv->mu);
 }
 
+/* A same-host connection starts with the client's hello and memory. */
+static int stream_hello(stream_conn_t *k, const char *peer) {
+    uint8_t h[RPC_STREAM_HDR];
+    int fd;
+    uint64_t rq = 0, rs = 0;
+    struct stat st;
+    const char *why = NULL;
+    if (rpc__recv_fd(k->fd, h, sizeof h, &fd) < 0 || rpc__stream_hello_get(h, &rq, &rs) < 0)
+        why = "did not open with a hello and its memory";
+    else if (rq > ((uint64_t)1 << 40) || rs > ((uint64_t)1 << 40) || fstat(fd, &st) < 0 ||
+             (uint64_t)st.st_size < rq + rs)
+        why = "sent memory smaller than its hello says";
+    else if (!(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK))
+        why = "sent memory that can shrink";
+    if (!why) {
+        void *m = mmap(NULL, rq + rs, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) {
+            why = "sent memory that cannot be mapped";
+        } else {
+            k->shm = m;
+            k->req_cap = rq;
+            k->resp_cap = rs;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (why)
+        log_warn("rpc: %s %s; connection closed", peer, why);
+    return why ? -1 : 0;
+}
+
 /* Reads and answers requests until the client closes the connection, sends
  * something that is not a request, or the server stops. */
 static void *stream_serve(void *arg) {
@@ -653,7 +725,7 @@ static void *stream_serve(void *arg) {
     rpc_server_t *s = k->srv;
     char peer[160];
     stream_peer(k, peer, sizeof peer);
-    for (;;) {
+    for (int ok = !k->is_unix || stream_hello(k, peer) == 0; ok;) {
         uint8_t h[RPC_STREAM_HDR];
         if (rpc__read_full(k->fd, h, sizeof h) != 0)
             break; /* closed between calls, or stopping */
@@ -668,7 +740,7 @@ static void *stream_serve(void *arg) {
                      peer);
             break;
         }
-        if (body_len > s->max_recv) {
+        if (body_len > s->max_recv || (k->shm && body_len > k->req_cap)) {
             char msg[RPC_STREAM_MSG_MAX];
             snprintf(msg, sizeof msg,
                      "request of %llu bytes is over the limit of %zu (rpc.max_message_mb)",
@@ -679,9 +751,11 @@ static void *stream_serve(void *arg) {
             break;
         }
         double deadline = deadline_s > 0 ? ps_now() + deadline_s : 0;
-        rpc_buf_reserve(&k->in, body_len);
+        if (!k->shm)
+            rpc_buf_reserve(&k->in, body_len);
+        k->body = k->shm ? k->shm : k->in.data;
         if (rpc__read_full(k->fd, k->method, method_len) != 0 ||
-            rpc__read_full(k->fd, k->in.data, body_len) != 0)
+            (!k->shm && rpc__read_full(k->fd, k->in.data, body_len) != 0))
             break; /* the client went away mid-request */
         k->method[method_len] = '\0';
         if (stream_call(k, body_len, deadline) < 0)
@@ -699,6 +773,8 @@ static void *stream_serve(void *arg) {
 
 static void stream_conn_free(stream_conn_t *k) {
     pthread_join(k->thread, NULL);
+    if (k->shm)
+        munmap(k->shm, k->req_cap + k->resp_cap);
     rpc_buf_free(&k->in);
     rpc_buf_free(&k->out);
     free(k->iov);
@@ -724,7 +800,17 @@ static void stream_reap_locked(rpc_server_t *s) {
 static void *stream_accept(void *arg) {
     rpc_server_t *s = arg;
     for (;;) {
-        int fd = accept4(s->stream_fd, NULL, NULL, SOCK_CLOEXEC);
+        struct pollfd p[2] = {{.fd = s->stream_fd, .events = POLLIN},
+                              {.fd = s->unix_fd, .events = POLLIN}};
+        int n = poll(p, s->unix_fd >= 0 ? 2 : 1, -1);
+        int is_unix = n > 0 && s->unix_fd >= 0 && (p[1].revents & POLLIN);
+        int fd = n < 0 ? -1
+                       : accept4(is_unix ? s->unix_fd : s->stream_fd, NULL, NULL,
+                                 SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0)
+            fcntl(fd, F_SETFL, 0); /* blocking, but the accept above must not wait */
+        if (fd < 0 && errno == EAGAIN)
+            continue;
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -739,10 +825,12 @@ static void *stream_accept(void *arg) {
             ps_sleep(0.1);
             continue;
         }
-        rpc__stream_tune(fd);
+        if (!is_unix)
+            rpc__stream_tune(fd);
         stream_conn_t *k = xcalloc(1, sizeof *k);
         k->srv = s;
         k->fd = fd;
+        k->is_unix = is_unix;
         pthread_mutex_init(&k->mu, NULL);
         pthread_cond_init(&k->cv, NULL);
         pthread_mutex_lock(&s->mu);
@@ -774,8 +862,12 @@ static void stream_stop_accepting(rpc_server_t *s) {
     if (s->stream_fd < 0)
         return;
     shutdown(s->stream_fd, SHUT_RDWR);
+    if (s->unix_fd >= 0)
+        shutdown(s->unix_fd, SHUT_RDWR);
     pthread_join(s->stream_thread, NULL);
     close(s->stream_fd);
+    if (s->unix_fd >= 0)
+        close(s->unix_fd);
 }
 
 static void stream_stop(rpc_server_t *s, double t0) {
@@ -896,15 +988,20 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     s->tick_s = cfg->tick_s;
     s->max_recv = cfg->opt.max_recv ? cfg->opt.max_recv : RPC_DEFAULT_MAX_MESSAGE;
     s->max_send = cfg->opt.max_send ? cfg->opt.max_send : RPC_DEFAULT_MAX_MESSAGE;
-    s->stream_fd = -1;
+    s->stream_fd = s->unix_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
     pthread_cond_init(&s->done, NULL);
     int tls = cfg->opt.tls_ca || cfg->opt.tls_cert || cfg->opt.tls_key;
     if (server_bind(s, cfg, err, errlen) < 0 ||
         (cfg->opt.stream && !tls &&
-         rpc__stream_listen(cfg->addr, cfg->opt.stream_port, &s->stream_fd, &s->stream_port, err,
-                            errlen) < 0)) {
+         (rpc__stream_listen(cfg->addr, cfg->opt.stream_port, &s->stream_fd, &s->stream_port, err,
+                             errlen) < 0 ||
+          (cfg->opt.shm &&
+           rpc__stream_unix_listen(s->stream_port, s->unix_name, sizeof s->unix_name, &s->unix_fd,
+                                   err, errlen) < 0)))) {
+        if (s->stream_fd >= 0)
+            close(s->stream_fd);
         server_unbind(s);
         pthread_mutex_destroy(&s->mu);
         pthread_mutex_destroy(&s->hmu);

@@ -8,10 +8,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -159,7 +161,8 @@ int rpc__stream_listen(const char *addr, int port, int *fd_out, int *bound, char
     if (rpc__split_host(addr, host, sizeof host, NULL) < 0)
         return ps_errf(err, errlen, "rpc: tensor stream: address %s is not host:port", addr);
     snprintf(service, sizeof service, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(host, service, &hints, &res);
@@ -191,5 +194,115 @@ int rpc__stream_listen(const char *addr, int port, int *fd_out, int *bound, char
     *bound = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     *fd_out = fd;
+    return 0;
+}
+
+/* ---- Same host: a Unix socket and shared memory ---------------------------- */
+
+int rpc__stream_unix_listen(int tcp_port, char *name, size_t namelen, int *fd_out, char *err,
+                            size_t errlen) {
+    /* An abstract name: no file to clean up, and only processes in this
+     * network namespace (so on this host) can reach it. */
+    snprintf(name, namelen, "pstrain-%d-%d", (int)getpid(), tcp_port);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    size_t n = strlen(name);
+    if (n + 1 > sizeof a.sun_path)
+        return ps_errf(err, errlen, "rpc: tensor stream: socket name %s too long", name);
+    memcpy(a.sun_path + 1, name, n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 ||
+        bind(fd, (struct sockaddr *)&a,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0 ||
+        listen(fd, 64) < 0) {
+        int why = errno;
+        if (fd >= 0)
+            close(fd);
+        return ps_errf(err, errlen, "rpc: tensor stream: cannot listen on @%s: %s", name,
+                       strerror(why));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int rpc__stream_unix_connect(const char *name) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    size_t n = strlen(name);
+    if (n == 0 || n + 1 > sizeof a.sun_path)
+        return -1;
+    memcpy(a.sun_path + 1, name, n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&a,
+                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int rpc__send_fd(int sock, const void *buf, size_t len, int fd) {
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {(void *)buf, len};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.space,
+                        .msg_controllen = sizeof ctl.space};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t w;
+    do
+        w = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    return w == (ssize_t)len ? 0 : -1;
+}
+
+int rpc__recv_fd(int sock, void *buf, size_t len, int *fd) {
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {buf, len};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.space,
+                        .msg_controllen = sizeof ctl.space};
+    *fd = -1;
+    ssize_t r;
+    do
+        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    while (r < 0 && errno == EINTR);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(fd, CMSG_DATA(c), sizeof *fd);
+    if (r != (ssize_t)len || *fd < 0 || (mh.msg_flags & MSG_CTRUNC)) {
+        if (*fd >= 0)
+            close(*fd);
+        *fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+void rpc__stream_hello_put(uint8_t h[RPC_STREAM_HDR], uint64_t req_cap, uint64_t resp_cap) {
+    put_u32(h, RPC_STREAM_SHM_MAGIC);
+    put_u32(h + 4, 0);
+    put_u64(h + 8, req_cap);
+    put_u64(h + 16, resp_cap);
+}
+
+int rpc__stream_hello_get(const uint8_t h[RPC_STREAM_HDR], uint64_t *req_cap, uint64_t *resp_cap) {
+    if (get_u32(h) != RPC_STREAM_SHM_MAGIC)
+        return -1;
+    *req_cap = get_u64(h + 8);
+    *resp_cap = get_u64(h + 16);
     return 0;
 }

@@ -28,6 +28,8 @@
 /* Set while a test runs again over the tensor stream (rpc_stream_*): its
  * servers offer one and its channels use it. */
 static int g_stream;
+/* And through shared memory (rpc_shm_*). */
+static int g_shm;
 
 /* ---- The test service --------------------------------------------------------- */
 
@@ -154,6 +156,7 @@ static rpc_server_config_t config(service_t *sv, const char *addr) {
     c.ctx = sv;
     c.on_cancel = on_cancel;
     c.opt.stream = g_stream;
+    c.opt.shm = g_shm;
     return c;
 }
 
@@ -163,6 +166,7 @@ static int start(rpc_server_t **srv, service_t *sv, const rpc_options_t *opt) {
     if (opt)
         c.opt = *opt;
     c.opt.stream = g_stream;
+    c.opt.shm = g_shm;
     char err[PS_ERRLEN];
     if (rpc_server_start(srv, &c, err, sizeof err) < 0) {
         test_fail(__FILE__, __LINE__, "rpc_server_start: %s", err);
@@ -175,6 +179,7 @@ static int start(rpc_server_t **srv, service_t *sv, const rpc_options_t *opt) {
 static rpc_channel_t *connect_to(int port, const rpc_options_t *given) {
     rpc_options_t opt = given ? *given : (rpc_options_t){0};
     opt.stream = g_stream;
+    opt.shm = g_shm;
     char target[64], err[PS_ERRLEN];
     snprintf(target, sizeof target, "127.0.0.1:%d", port);
     rpc_channel_t *ch = NULL;
@@ -281,6 +286,7 @@ void test_rpc_echo(void) {
     /* Over the transport asked for. */
     CHECK_INT_EQ(rpc_server_stream_port(srv) > 0, g_stream);
     CHECK_INT_EQ(rpc_channel_stream_port(ch), rpc_server_stream_port(srv));
+    CHECK(strcmp(rpc_channel_transport(ch), g_shm ? "shm" : g_stream ? "stream" : "grpc") == 0);
     rpc_buf_free(&resp);
     rpc_channel_destroy(ch);
     rpc_server_stop(srv);
@@ -1002,6 +1008,23 @@ OVER_STREAM(retry)
 OVER_STREAM(fanout)
 OVER_STREAM(zero_copy)
 
+/* And between processes of one host, through shared memory. */
+#define OVER_SHM(name)                                                                             \
+    void test_rpc_shm_##name(void) {                                                               \
+        g_stream = g_shm = 1;                                                                      \
+        test_rpc_##name();                                                                         \
+        g_stream = g_shm = 0;                                                                      \
+    }
+OVER_SHM(echo)
+OVER_SHM(concurrent)
+OVER_SHM(large)
+OVER_SHM(too_large)
+OVER_SHM(deadline)
+OVER_SHM(deferred)
+OVER_SHM(cancel_and_tick)
+OVER_SHM(fanout)
+OVER_SHM(zero_copy)
+
 /* Bytes that are not a request close that connection, and only that one:
  * the server answers the next client. A frame announcing more than the
  * receive limit is answered RESOURCE_EXHAUSTED without its body being read. */
@@ -1014,7 +1037,8 @@ void test_rpc_stream_garbage(void) {
     CHECK(start(&srv, &sv, &small) > 0);
     int sport = rpc_server_stream_port(srv);
     CHECK(sport > 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sport),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)sport),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     /* Garbage: the connection is closed. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1027,8 +1051,8 @@ void test_rpc_stream_garbage(void) {
     /* A header announcing 2 GiB: answered, then closed. */
     fd = socket(AF_INET, SOCK_STREAM, 0);
     CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    uint8_t h[24] = {'P', 'S', 'R', '1', 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                     0,   0,   0,   0x80, 0, 0, 0, 0};
+    uint8_t h[24] = {'P', 'S', 'R', '1', 5, 0, 0, 0,    0, 0, 0, 0,
+                     0,   0,   0,   0,   0, 0, 0, 0x80, 0, 0, 0, 0};
     CHECK(write(fd, h, sizeof h) == (ssize_t)sizeof h);
     uint8_t resp[24];
     CHECK(read(fd, resp, sizeof resp) == (ssize_t)sizeof resp);
@@ -1090,4 +1114,3 @@ void test_rpc_stream_restart(void) {
     service_free(&sv);
     g_stream = 0;
 }
-
