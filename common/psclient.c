@@ -34,13 +34,13 @@ typedef struct {
 typedef struct {
     rpc_channel_t *ch;
     rpc_buf_t req, resp;
-    rpc_blob_t *push;      /* the packed push in flight */
-    pull_sink_t sink;      /* the pull in flight */
-    uint64_t step;         /* this PS's step at our last pull */
-    uint64_t lineage;      /* this PS's lineage at our last pull */
-    int stream_port;       /* the tensor stream port last logged; -1 before */
-    Pstrain__Tensor *t;    /* push tensors: their data points into the caller's gradients */
-    Pstrain__Tensor **sel; /* the tensors of one push */
+    Pstrain__PushRequest push; /* the push in flight, packed where it goes */
+    pull_sink_t sink;          /* the pull in flight */
+    uint64_t step;             /* this PS's step at our last pull */
+    uint64_t lineage;          /* this PS's lineage at our last pull */
+    int stream_port;           /* the tensor stream port last logged; -1 before */
+    Pstrain__Tensor *t;        /* push tensors: their data points into the caller's gradients */
+    Pstrain__Tensor **sel;     /* the tensors of one push */
     size_t nt;
 } ps_link_t;
 
@@ -344,7 +344,14 @@ int psclient_pull(psclient_t *p, float *params, bool wait_next) {
     return psclient_pull_vars(p, params, wait_next, NULL);
 }
 
-/* Packs PS i's push of the masked variables' partitions of grads. */
+/* rpc_fanout_t.pack: the push written straight into the memory it is sent
+ * from (the tensor stream's shared memory, or a send buffer). */
+static void write_push(void *arg, uint8_t *dst) {
+    ps_link_t *l = arg;
+    protobuf_c_message_pack(&l->push.base, dst);
+}
+
+/* Sets up PS i's push of the masked variables' partitions of grads. */
 static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t *mask,
                       bool partial) {
     ps_link_t *l = &p->ps[i];
@@ -365,12 +372,12 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     req.grads = l->sel;
     req.partial = partial;
     req.seq = p->push_seq;
-    /* Packed once into a blob that gRPC sends as it is (retries too). */
-    size_t len = protobuf_c_message_get_packed_size(&req.base);
-    l->push = rpc_channel_blob(l->ch, len);
-    protobuf_c_message_pack(&req.base, rpc_blob_data(l->push));
-    p->fan[i] = (rpc_fanout_t){
-        .ch = l->ch, .req = rpc_blob_data(l->push), .len = len, .blob = l->push, .resp = &l->resp};
+    l->push = req;
+    p->fan[i] = (rpc_fanout_t){.ch = l->ch,
+                               .len = protobuf_c_message_get_packed_size(&l->push.base),
+                               .pack = write_push,
+                               .pack_arg = l,
+                               .resp = &l->resp};
 }
 
 int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
@@ -379,10 +386,6 @@ int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, b
     for (size_t i = 0; i < p->nps; i++)
         pack_push(p, i, grads, mask, partial);
     int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");
-    for (size_t i = 0; i < p->nps; i++) {
-        rpc_blob_unref(p->ps[i].push);
-        p->ps[i].push = NULL;
-    }
     if (rc)
         return rc;
     *stale = 0;

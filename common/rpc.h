@@ -309,6 +309,13 @@ typedef struct {
     /* Zero-copy send from a blob: req points into it; the call takes a
      * reference of its own. release must then be NULL. */
     rpc_blob_t *blob;
+    /* Or the request written where it goes: with pack set (and req, release
+     * and blob not), pack(pack_arg, dst) writes the len bytes of the request
+     * at dst, which is the shared memory of a same-host tensor stream or a
+     * blob of the channel's. Called once per call and attempt, on the calling
+     * thread, before rpc_fanout returns. */
+    void (*pack)(void *arg, uint8_t *dst);
+    void *pack_arg;
     /* When set, a response that ended RPC_OK is handed to consume in place
      * (on the calling thread, before rpc_fanout returns) instead of being
      * copied into resp, which may then be NULL. */

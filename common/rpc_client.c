@@ -587,6 +587,22 @@ static void scall_step(scall_t *s, const char *method, bool readable) {
     }
 }
 
+/* A request written by its pack callback into a blob of the channel's, for
+ * a send that is not through shared memory; unpacked() undoes it. */
+static void packed_blob(rpc_fanout_t *f) {
+    f->blob = rpc_channel_blob(f->ch, f->len);
+    f->pack(f->pack_arg, rpc_blob_data(f->blob));
+    f->req = rpc_blob_data(f->blob);
+}
+
+static void unpacked(rpc_fanout_t *f) {
+    if (!f->pack || !f->blob)
+        return;
+    rpc_blob_unref(f->blob);
+    f->blob = NULL;
+    f->req = NULL;
+}
+
 /* Runs the calls over their channels' streams, all at once. */
 static size_t stream_fanout(rpc_fanout_t **calls, size_t n, const char *method, double deadline_s) {
     scall_t *s = xcalloc(n, sizeof *s);
@@ -620,9 +636,14 @@ static size_t stream_fanout(rpc_fanout_t **calls, size_t n, const char *method, 
         c->cur = c->iov;
         c->ncur = c->f->len ? 3 : 2;
         if (c->c->shm) {
-            if (c->f->len)
+            if (c->f->pack)
+                c->f->pack(c->f->pack_arg, c->c->shm);
+            else if (c->f->len)
                 memcpy(c->c->shm, c->f->req, c->f->len);
             c->ncur = 2;
+        } else if (c->f->pack) {
+            packed_blob(c->f);
+            c->iov[2].iov_base = (void *)c->f->req;
         }
         c->phase = connecting ? S_CONNECT : S_SEND;
         scall_step(c, method, false);
@@ -860,6 +881,9 @@ size_t rpc_fanout(rpc_fanout_t *calls, size_t n, const char *method, double dead
             over_grpc[ng++] = &calls[i];
     }
     size_t failed = 0;
+    for (size_t i = 0; i < ng; i++)
+        if (over_grpc[i]->pack)
+            packed_blob(over_grpc[i]);
     if (ns > 0) {
         failed += stream_fanout(over_stream, ns, method, deadline_s);
         /* Zero-copy requests are written: give each back once, unless a
@@ -877,6 +901,8 @@ size_t rpc_fanout(rpc_fanout_t *calls, size_t n, const char *method, double dead
     }
     if (ng > 0)
         failed += grpc_fanout(over_grpc, ng, method, deadline_s);
+    for (size_t i = 0; i < n; i++)
+        unpacked(&calls[i]);
     if (by != one)
         free(by);
     return failed;

@@ -116,7 +116,13 @@ static int serve(daemon_t *d, ps_service_t *s) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
-    log_info("listening on %s", d->self);
+    int sport = rpc_server_stream_port(server);
+    if (sport)
+        log_info("listening on %s; tensor stream on port %d%s", d->self, sport,
+                 d->cfg.rpc.shm ? " (and through shared memory on this host)" : "");
+    else
+        log_info("listening on %s; tensors over gRPC%s", d->self,
+                 d->cfg.rpc.stream ? " (no tensor stream with TLS)" : "");
     rpc_options_t co = daemon_rpc_options(&d->cfg);
     rpc_channel_t *master = NULL;
     heartbeat_t *hb = NULL;

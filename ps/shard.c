@@ -105,15 +105,30 @@ static void point_tensors(ps_shard_t *s) {
 }
 
 /* Called before the weights change: they are changed in place, or on a copy
- * when sends still hold them. */
+ * when sends still hold them. The copy is taken before the old weights are
+ * abandoned: once they are, the last send frees them, possibly while the
+ * copy would still be reading them. */
 static void own_weights(ps_shard_t *s) {
-    if (!take_back_weights(s))
+    if (!s->wblob)
         return;
+    struct ps_lend *l = s->lend;
+    rpc_blob_unref(s->wblob); /* runs lend_done here when no send holds them */
+    s->wblob = NULL;
+    s->lend = NULL;
+    if (atomic_load(&l->state) == LEND_DONE) {
+        free(l);
+        return;
+    }
+    /* Sends still hold them; until they are abandoned, none frees them. */
     size_t bytes = s->store.size * sizeof(float);
-    float *w = xalloc_aligned(bytes ? bytes : sizeof(float));
-    memcpy(w, s->store.w, bytes);
+    float *w = xalloc_aligned(bytes ? bytes : sizeof(float)), *old = s->store.w;
+    memcpy(w, old, bytes);
     s->store.w = w;
     point_tensors(s);
+    if (atomic_exchange(&l->state, LEND_ABANDONED) == LEND_DONE) {
+        free(old); /* the sends finished during the copy */
+        free(l);
+    }
 }
 
 void ps_shard_free(ps_shard_t *s) {

@@ -64,12 +64,16 @@ if ls "$runlogs"/*.pid > /dev/null 2>&1; then
   done
 fi
 
-# A port nothing listens on (bash's /dev/tcp fails to connect to it).
+# A port nothing listens on (bash's /dev/tcp fails to connect to it), below
+# the kernel's range for ephemeral ports: a port taken from that range could
+# be handed to another socket before its daemon binds it.
 used_ports=" "
+ephemeral_low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || echo 32768)
+[ "$ephemeral_low" -gt 12000 ] 2> /dev/null || ephemeral_low=32768
 free_port() {
   local p
   while :; do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( 10000 + (RANDOM * 32768 + RANDOM) % (ephemeral_low - 10000) ))
     case "$used_ports" in *" $p "*) continue ;; esac
     if ! (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null; then
       used_ports+="$p "
@@ -89,17 +93,22 @@ model_dir=$(build/pstrain-worker "${args[@]}" --print-config checkpoint.model_di
 
 # start ROLE INDEX BINARY GPU: one daemon with its TF_CONFIG, log and pid file.
 # Its command line is kept in runlogs/<role><i>.cmd for scripts/restart_role.sh.
+# Each PS gets a port of its own for its tensor stream (rpc.stream_port),
+# kept across restarts.
 start() {
   local role=$1 index=$2 bin=$3 gpu=$4
   local name=$role$index
   local device_args=()
   if [ "$role" = worker ]; then device_args=("${worker_device[@]}"); fi
+  local role_args=()
+  if [ "$role" = ps ]; then role_args=(--set "rpc.stream_port=$(free_port)"); fi
   local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$role\", \"index\": $index}, \"environment\": \"local\"}"
   {
     printf 'export TF_CONFIG=%q\n' "$tf"
     printf 'export CUDA_VISIBLE_DEVICES=%q\n' "$gpu"
     printf 'exec %q' "$root/build/$bin"
-    printf ' %q' "${device_args[@]}" "${thread_args[@]}" "${args[@]}" --pid-file "$runlogs/$name.pid"
+    printf ' %q' "${device_args[@]}" "${thread_args[@]}" "${args[@]}" "${role_args[@]}" \
+      --pid-file "$runlogs/$name.pid"
     printf '\n'
   } > "$runlogs/$name.cmd"
   bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 &

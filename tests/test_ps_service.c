@@ -4,6 +4,7 @@
  * pull for a step not reached yet waits until a push makes it. */
 #include "test.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -20,7 +21,7 @@ typedef struct {
     char addr[64];
 } env_t;
 
-static int env_start(env_t *e, bool sync) {
+static int env_start_with(env_t *e, bool sync, const rpc_options_t *opt) {
     char err[PS_ERRLEN];
     memset(e, 0, sizeof *e);
     if (model_load(&e->m, "mlp", err, sizeof err))
@@ -38,12 +39,18 @@ static int env_start(env_t *e, bool sync) {
                               .n_msg_methods = ps_service_n_msg_methods,
                               .ctx = &e->svc,
                               .on_cancel = ps_service_on_cancel};
+    if (opt)
+        sc.opt = *opt;
     if (rpc_server_start(&e->server, &sc, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
     snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", rpc_server_port(e->server));
-    return rpc_channel_create(&e->ch, e->addr, NULL, err, sizeof err);
+    return rpc_channel_create(&e->ch, e->addr, opt, err, sizeof err);
+}
+
+static int env_start(env_t *e, bool sync) {
+    return env_start_with(e, sync, NULL);
 }
 
 static void env_stop(env_t *e) {
@@ -186,4 +193,116 @@ void test_ps_service_sync_pull_waits(void) {
     CHECK_INT_EQ(e.svc.nwaits, 0);
     rpc_buf_free(&resp);
     env_stop(&e);
+}
+
+/* Every float of a pull's tensors, in the order they come. */
+static size_t pulled_floats(const rpc_buf_t *resp, float *out, size_t cap) {
+    Pstrain__PullResponse *r = pstrain__pull_response__unpack(NULL, resp->len, resp->data);
+    if (!r)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        size_t k = r->tensors[i]->data.len / sizeof(float);
+        if (n + k > cap)
+            break;
+        memcpy(out + n, r->tensors[i]->data.data, k * sizeof(float));
+        n += k;
+    }
+    pstrain__pull_response__free_unpacked(r, NULL);
+    return n;
+}
+
+typedef struct {
+    env_t *e;
+    const rpc_options_t *opt;
+    const float *w0;
+    size_t n;
+    int bad, failed;
+    char err[PS_ERRLEN];
+} hammer_t;
+
+/* Pushes gradients of 1 and pulls, over and over, on a channel of its own:
+ * every pull must see the same update count in every weight (each push
+ * moves all of them by the same step), whatever the other thread does. */
+static void *hammer(void *arg) {
+    hammer_t *h = arg;
+    rpc_channel_t *ch = NULL;
+    if (rpc_channel_create(&ch, h->e->addr, h->opt, h->err, sizeof h->err)) {
+        h->failed++;
+        return NULL;
+    }
+    uint8_t *push;
+    size_t len = pack_push(h->e, 0, 0, 1.0f, &push);
+    Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+    uint8_t pull[32];
+    size_t plen = pstrain__pull_request__pack(&req, pull);
+    float *w = xmalloc(h->n * sizeof(float));
+    rpc_buf_t resp = {0};
+    for (int i = 0; i < 150 && !h->failed; i++) {
+        if (rpc_call(ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, h->err,
+                     sizeof h->err) != RPC_OK ||
+            rpc_call(ch, "/pstrain.ParameterServer/Pull", pull, plen, 10.0, &resp, h->err,
+                     sizeof h->err) != RPC_OK ||
+            pulled_floats(&resp, w, h->n) != h->n) {
+            h->failed++;
+            break;
+        }
+        float d0 = h->w0[0] - w[0];
+        for (size_t j = 1; j < h->n; j++)
+            if (fabsf((h->w0[j] - w[j]) - d0) > 1e-3f) {
+                if (!h->bad)
+                    fprintf(stderr, "pull %d: weight 0 moved %g, weight %zu moved %g\n", i, d0, j,
+                            h->w0[j] - w[j]);
+                h->bad++;
+                break;
+            }
+    }
+    free(push);
+    free(w);
+    rpc_buf_free(&resp);
+    rpc_channel_destroy(ch);
+    return NULL;
+}
+
+/* Two clients push and pull at once over each transport: no pull ever sees
+ * a model torn between two updates, and every push is applied once. */
+static void concurrent_over(const rpc_options_t *opt) {
+    env_t e;
+    CHECK(env_start_with(&e, false, opt) == 0);
+    size_t n = e.svc.shard.store.size;
+    float *w0 = xmalloc(n * sizeof(float));
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN];
+    Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+    uint8_t pull[32];
+    size_t plen = pstrain__pull_request__pack(&req, pull);
+    CHECK_INT_EQ(
+        rpc_call(e.ch, "/pstrain.ParameterServer/Pull", pull, plen, 10.0, &resp, err, sizeof err),
+        RPC_OK);
+    CHECK_INT_EQ(pulled_floats(&resp, w0, n), n);
+    hammer_t h[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        h[i] = (hammer_t){.e = &e, .opt = opt, .w0 = w0, .n = n};
+        CHECK(pthread_create(&t[i], NULL, hammer, &h[i]) == 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        if (h[i].failed || h[i].bad)
+            fprintf(stderr, "over %s, client %d: %d torn pulls; %s\n", rpc_channel_transport(e.ch),
+                    i, h[i].bad, h[i].failed ? h[i].err : "");
+        CHECK_INT_EQ(h[i].failed, 0);
+        CHECK_INT_EQ(h[i].bad, 0);
+    }
+    CHECK_INT_EQ(e.svc.shard.pushes, 300);
+    free(w0);
+    rpc_buf_free(&resp);
+    env_stop(&e);
+}
+
+void test_ps_service_concurrent(void) {
+    rpc_options_t grpc = {0}, tcp = {.stream = 1}, shm = {.stream = 1, .shm = 1};
+    concurrent_over(&grpc);
+    concurrent_over(&tcp);
+    concurrent_over(&shm);
 }
