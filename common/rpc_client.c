@@ -202,6 +202,9 @@ int rpc_channel_stream_port(rpc_channel_t *ch) {
 
 /* Idle connections kept per channel. */
 #define STREAM_IDLE_MAX 4
+/* How long a connection to a stream port may take: a firewall that drops
+ * the packets would otherwise hold every call until its deadline. */
+#define STREAM_CONNECT_S 3.0
 
 struct sconn {
     int fd;
@@ -609,6 +612,7 @@ static size_t stream_fanout(rpc_fanout_t **calls, size_t n, const char *method, 
     struct pollfd *pf = xcalloc(n, sizeof *pf);
     size_t method_len = strlen(method);
     double deadline = deadline_s > 0 ? ps_now() + deadline_s : 0;
+    double connect_by = ps_now() + STREAM_CONNECT_S;
     for (size_t i = 0; i < n; i++) {
         scall_t *c = &s[i];
         c->f = calls[i];
@@ -660,10 +664,24 @@ static size_t stream_fanout(rpc_fanout_t **calls, size_t n, const char *method, 
         }
         if (np == 0)
             break;
+        bool connecting = false;
+        for (size_t i = 0; i < n; i++)
+            connecting |= s[i].phase == S_CONNECT;
+        double until =
+            connecting && (deadline <= 0 || connect_by < deadline) ? connect_by : deadline;
         int wait_ms = -1;
-        if (deadline > 0)
-            wait_ms = (int)PS_MAX(0.0, PS_MIN((deadline - ps_now()) * 1e3 + 1, 1e9));
+        if (until > 0)
+            wait_ms = (int)PS_MAX(0.0, PS_MIN((until - ps_now()) * 1e3 + 1, 1e9));
         int r = poll(pf, np, wait_ms);
+        if (connecting && ps_now() >= connect_by) {
+            char what[64];
+            snprintf(what, sizeof what, "cannot connect: no answer within %.0f s",
+                     STREAM_CONNECT_S);
+            for (size_t i = 0; i < n; i++)
+                if (s[i].phase == S_CONNECT)
+                    scall_fail(&s[i], method, RPC_UNAVAILABLE, what);
+            continue; /* the descriptors polled may have closed */
+        }
         if (r < 0 && errno != EINTR)
             break; /* cannot happen with valid descriptors */
         if (r == 0 && deadline > 0 && ps_now() >= deadline) {

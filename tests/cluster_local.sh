@@ -8,6 +8,8 @@ build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 cleanup() {
+  # A run still going in the background (a check failed) ends with the test.
+  [ -n "${run_pid:-}" ] && pkill -f -- "checkpoint.model_dir=$tmp/" 2> /dev/null
   stop_cluster
   [ -n "${holder:-}" ] && kill "$holder" 2> /dev/null
   rm -rf "$tmp"
@@ -18,10 +20,10 @@ trap cleanup EXIT
 need_fashion_mnist
 
 check_run() {
-  local mode=$1
+  local mode=$1 epochs=$2
   local dir=$tmp/run-$mode
   PSTRAIN_RUNLOGS=$tmp/runlogs "$root/scripts/train_local_dist.sh" --set model=mlp \
-    --set train.epochs=2 --set train.mode="$mode" --set checkpoint.model_dir="$dir" \
+    --set train.epochs="$epochs" --set train.mode="$mode" --set checkpoint.model_dir="$dir" \
     --set log.every_secs=2 > "$tmp/out-$mode" 2>&1 || fail "$mode run: $(tail -5 "$tmp/out-$mode")"
   python3 - "$dir/eval_results.json" "$mode" <<'PY'
 import json, sys
@@ -37,18 +39,20 @@ PY
   grep -q "training is over" "$tmp/runlogs/ps1.log" || fail "ps1 did not hear that training is over"
   grep -q "registered with the master" "$tmp/runlogs/worker1.log" || fail "worker1 never registered"
 }
-check_run async &
+check_run async 3 &
 run_pid=$!
 # A PS frozen for 2 s mid-run (SIGSTOP): workers wait for it, without
-# crashing or spinning, and the run finishes when it thaws.
-for _ in $(seq 1 100); do [ -f "$tmp/runlogs/ps1.pid" ] && break; sleep 0.1; done
-sleep 1.5
+# crashing or spinning, and the run finishes when it thaws. The run takes
+# seconds, so the PS is frozen as soon as a worker has made its first step.
+wait_log "$tmp/runlogs/worker0.log" "first step done" "worker0 never made a step"
 ps1=$(cat "$tmp/runlogs/ps1.pid")
 kill -STOP "$ps1"
+[ -f "$tmp/run-async/eval_results.json" ] && fail "the async run was over before ps1 froze"
 sleep 2
 kill -CONT "$ps1"
 wait "$run_pid" || fail "async run with a frozen PS failed"
-check_run sync
+run_pid=
+check_run sync 2
 grep -q "stale 0\|0 stale" "$tmp/runlogs/worker0.log" ||
   fail "sync run: stale pushes counted: $(grep -h 'stale\|averaging\|marked dead\|retrying' "$tmp"/runlogs/*.log | tail -8)"
 
