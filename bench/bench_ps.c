@@ -60,8 +60,9 @@ static pid_t start_ps(const char *bin, const char *tf_config, const char *model_
         setenv("TF_CONFIG", tf_config, 1);
         char set_model[600];
         snprintf(set_model, sizeof set_model, "model=%s", model_file);
+        /* It offers every transport; the client picks one. */
         execl(bin, bin, "--set", set_model, "--set", "train.momentum=0", "--set", "log.level=warn",
-              (char *)NULL);
+              "--set", "rpc.stream=true", (char *)NULL);
         perror(bin);
         _exit(127);
     }
@@ -91,7 +92,7 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     pid_t pid = start_ps(bin, tf, path);
     config_t cfg;
     config_defaults(&cfg);
-    cfg.rpc.stream = transport != OVER_GRPC;
+    cfg.rpc.stream = transport == OVER_TCP;
     cfg.rpc.shm = transport == OVER_SHM;
     snprintf(cfg.model, sizeof cfg.model, "%s", path);
     model_t m;

@@ -136,14 +136,15 @@ static const config_key_t keys[] = {
               "longest wait between retries of an unreachable peer (backoff doubles up to it)"),
     INT_KEY("rpc.max_message_mb", rpc.max_message_mb, "256", 1, 2047,
             "largest RPC message sent or received, MiB"),
-    BOOL_KEY("rpc.stream", rpc.stream, "true",
-             "pushes and pulls over a plain TCP connection beside gRPC (a PS's tensor stream; "
-             "not with TLS, where they go over gRPC)"),
-    INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
-            "port of a PS's tensor stream, on the host of its cluster address; 0 = any free port"),
     BOOL_KEY("rpc.shm", rpc.shm, "true",
-             "between a PS and a worker or master on one host, the tensor stream moves tensors "
-             "through shared memory instead of TCP"),
+             "a worker or master on a PS's host moves tensors to and from it through shared "
+             "memory instead of gRPC (not with TLS)"),
+    BOOL_KEY("rpc.stream", rpc.stream, "false",
+             "calls to a PS on another host over a plain TCP connection beside gRPC, framed by "
+             "pstrain (both sides must set it; not with TLS)"),
+    INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
+            "port of a PS's TCP stream (rpc.stream), on the host of its cluster address; 0 = "
+            "any free port"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

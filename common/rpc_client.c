@@ -242,11 +242,18 @@ static size_t grpc_fanout(rpc_fanout_t **calls, size_t n, const char *method, do
 
 /* Asks the server for its stream port (a gRPC call): whether calls on ch go
  * over the stream now. */
+static sconn_t *shm_connect(const char *name, size_t req_cap, size_t resp_cap);
+
+/* Asks the server where its stream is (a gRPC call) and picks what calls
+ * on ch go over: its Unix socket and shared memory when that is offered and
+ * can be reached from here (same host, same network namespace: a connection
+ * is made at once and kept), else its TCP stream when both sides want one,
+ * else gRPC. Whether calls on ch go over the stream now. */
 static bool stream_ready(rpc_channel_t *ch, double deadline_s) {
     pthread_mutex_lock(&ch->mu);
     int state = ch->stream_state;
     pthread_mutex_unlock(&ch->mu);
-    if (!ch->stream_want || state != STREAM_UNKNOWN)
+    if ((!ch->stream_want && !ch->shm_want) || state != STREAM_UNKNOWN)
         return state == STREAM_ON;
     rpc_buf_t resp = {0};
     rpc_fanout_t f;
@@ -261,14 +268,17 @@ static bool stream_ready(rpc_channel_t *ch, double deadline_s) {
         char text[128];
         memcpy(text, resp.data, resp.len);
         text[resp.len] = '\0';
-        port = atoi(text); /* "PORT" or "PORT NAME" */
+        port = atoi(text); /* "PORT" or "PORT NAME"; PORT 0: no TCP stream */
         const char *sp = strchr(text, ' ');
         if (sp && strlen(sp + 1) < sizeof name)
             snprintf(name, sizeof name, "%s", sp + 1);
     }
     rpc_buf_free(&resp);
+    sconn_t *local = ch->shm_want && name[0] ? shm_connect(name, ch->max_send, ch->max_recv) : NULL;
     struct addrinfo *res = NULL;
-    if (port > 0 && port < 65536) {
+    if (!ch->stream_want || port <= 0 || port >= 65536) {
+        port = 0;
+    } else {
         char service[16];
         snprintf(service, sizeof service, "%d", port);
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
@@ -276,16 +286,24 @@ static bool stream_ready(rpc_channel_t *ch, double deadline_s) {
             port = 0;
     }
     pthread_mutex_lock(&ch->mu);
-    if (port > 0) {
-        memcpy(&ch->saddr, res->ai_addr, res->ai_addrlen);
-        ch->saddr_len = res->ai_addrlen;
+    if (local || port > 0) {
+        if (res) {
+            memcpy(&ch->saddr, res->ai_addr, res->ai_addrlen);
+            ch->saddr_len = res->ai_addrlen;
+        }
         ch->stream_port = port;
         ch->stream_state = STREAM_ON;
         ch->fresh = 1;
         snprintf(ch->unix_name, sizeof ch->unix_name, "%s", name);
-        ch->unix_ok = name[0] != '\0';
+        ch->unix_ok = local != NULL;
+        if (local) { /* the first idle connection */
+            local->next = ch->idle;
+            ch->idle = local;
+            ch->nidle++;
+        }
     } else if (f.code == RPC_OK || f.code == RPC_UNIMPLEMENTED) {
-        ch->stream_state = STREAM_NONE; /* none offered, or a server that predates it */
+        /* Nothing offered that can be reached, or a server that predates it. */
+        ch->stream_state = STREAM_NONE;
     }
     state = ch->stream_state;
     pthread_mutex_unlock(&ch->mu);
@@ -338,9 +356,12 @@ static sconn_t *stream_take(rpc_channel_t *ch, bool *connecting, char *err, size
     socklen_t sl = ch->saddr_len;
     pthread_mutex_unlock(&ch->mu);
     *connecting = false;
+    pthread_mutex_lock(&ch->mu);
     bool try_unix = ch->shm_want && ch->unix_ok;
+    int tcp_port = ch->stream_port;
     char name[sizeof ch->unix_name];
     memcpy(name, ch->unix_name, sizeof name);
+    pthread_mutex_unlock(&ch->mu);
     /* An idle connection the server has closed meanwhile (it restarted, or
      * it stops) reads as ready: a new one instead. */
     while (c) {
@@ -360,7 +381,11 @@ static sconn_t *stream_take(rpc_channel_t *ch, bool *connecting, char *err, size
         c = shm_connect(name, ch->max_send, ch->max_recv);
         if (c)
             return c;
-        /* Another host, or another network namespace: TCP from now on. */
+        if (!tcp_port) { /* the server went away since it named its socket */
+            ps_errf(err, errlen, "its Unix socket: %s", strerror(errno));
+            return NULL;
+        }
+        /* Another network namespace: its TCP stream from now on. */
         pthread_mutex_lock(&ch->mu);
         ch->unix_ok = 0;
         pthread_mutex_unlock(&ch->mu);

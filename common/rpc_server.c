@@ -94,7 +94,8 @@ struct rpc_server {
     size_t max_recv, max_send;
     /* The tensor stream: stream_fd < 0 when not offered. */
     int stream_fd, stream_port;
-    int unix_fd; /* same host: < 0 when not offered */
+    int unix_fd;   /* same host: < 0 when not offered */
+    int streaming; /* either is offered: the accept thread runs */
     char unix_name[108];
     pthread_t stream_thread;
     stream_conn_t *conns;     /* under mu */
@@ -802,7 +803,7 @@ static void *stream_accept(void *arg) {
     for (;;) {
         struct pollfd p[2] = {{.fd = s->stream_fd, .events = POLLIN},
                               {.fd = s->unix_fd, .events = POLLIN}};
-        int n = poll(p, s->unix_fd >= 0 ? 2 : 1, -1);
+        int n = poll(p, 2, -1); /* a descriptor of -1 is not polled */
         int is_unix = n > 0 && s->unix_fd >= 0 && (p[1].revents & POLLIN);
         int fd = n < 0 ? -1
                        : accept4(is_unix ? s->unix_fd : s->stream_fd, NULL, NULL,
@@ -859,19 +860,21 @@ static void *stream_accept(void *arg) {
  * (until t0 + RPC_STOP_GRACE_S) to finish, then whatever still waits is
  * cancelled, and every connection thread is joined. */
 static void stream_stop_accepting(rpc_server_t *s) {
-    if (s->stream_fd < 0)
+    if (!s->streaming)
         return;
-    shutdown(s->stream_fd, SHUT_RDWR);
+    if (s->stream_fd >= 0)
+        shutdown(s->stream_fd, SHUT_RDWR);
     if (s->unix_fd >= 0)
         shutdown(s->unix_fd, SHUT_RDWR);
     pthread_join(s->stream_thread, NULL);
-    close(s->stream_fd);
+    if (s->stream_fd >= 0)
+        close(s->stream_fd);
     if (s->unix_fd >= 0)
         close(s->unix_fd);
 }
 
 static void stream_stop(rpc_server_t *s, double t0) {
-    if (s->stream_fd < 0)
+    if (!s->streaming)
         return;
     for (;;) {
         int busy = 0;
@@ -995,13 +998,15 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     int tls = cfg->opt.tls_ca || cfg->opt.tls_cert || cfg->opt.tls_key;
     if (server_bind(s, cfg, err, errlen) < 0 ||
         (cfg->opt.stream && !tls &&
-         (rpc__stream_listen(cfg->addr, cfg->opt.stream_port, &s->stream_fd, &s->stream_port, err,
-                             errlen) < 0 ||
-          (cfg->opt.shm &&
-           rpc__stream_unix_listen(s->stream_port, s->unix_name, sizeof s->unix_name, &s->unix_fd,
-                                   err, errlen) < 0)))) {
+         rpc__stream_listen(cfg->addr, cfg->opt.stream_port, &s->stream_fd, &s->stream_port, err,
+                            errlen) < 0) ||
+        (cfg->opt.shm && !tls &&
+         rpc__stream_unix_listen(s->port, s->unix_name, sizeof s->unix_name, &s->unix_fd, err,
+                                 errlen) < 0)) {
         if (s->stream_fd >= 0)
             close(s->stream_fd);
+        if (s->unix_fd >= 0)
+            close(s->unix_fd);
         server_unbind(s);
         pthread_mutex_destroy(&s->mu);
         pthread_mutex_destroy(&s->hmu);
@@ -1019,7 +1024,8 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     for (int i = 0; i < REQUEST_SLOTS; i++)
         request_call(s);
     int rc = pthread_create(&s->thread, NULL, serve, s);
-    if (rc == 0 && s->stream_fd >= 0)
+    s->streaming = s->stream_fd >= 0 || s->unix_fd >= 0;
+    if (rc == 0 && s->streaming)
         rc = pthread_create(&s->stream_thread, NULL, stream_accept, s);
     if (rc != 0) {
         /* Like an allocation failure: the process is out of resources. */

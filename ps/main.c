@@ -117,12 +117,12 @@ static int serve(daemon_t *d, ps_service_t *s) {
         return EXIT_USAGE;
     }
     int sport = rpc_server_stream_port(server);
+    bool shm = d->cfg.rpc.shm && !d->cfg.tls.ca[0];
+    char tcp[64] = "";
     if (sport)
-        log_info("listening on %s; tensor stream on port %d%s", d->self, sport,
-                 d->cfg.rpc.shm ? " (and through shared memory on this host)" : "");
-    else
-        log_info("listening on %s; tensors over gRPC%s", d->self,
-                 d->cfg.rpc.stream ? " (no tensor stream with TLS)" : "");
+        snprintf(tcp, sizeof tcp, "%sover TCP on port %d", shm ? " and " : "", sport);
+    log_info("listening on %s%s%s%s", d->self, shm || sport ? "; tensors also " : "",
+             shm ? "through shared memory on this host" : "", tcp);
     rpc_options_t co = daemon_rpc_options(&d->cfg);
     rpc_channel_t *master = NULL;
     heartbeat_t *hb = NULL;

@@ -1025,6 +1025,15 @@ OVER_SHM(cancel_and_tick)
 OVER_SHM(fanout)
 OVER_SHM(zero_copy)
 
+/* Shared memory without a TCP stream (the daemons' default). */
+void test_rpc_shm_only(void) {
+    g_shm = 1;
+    test_rpc_echo();
+    test_rpc_deadline();
+    test_rpc_zero_copy();
+    g_shm = 0;
+}
+
 /* Bytes that are not a request close that connection, and only that one:
  * the server answers the next client. A frame announcing more than the
  * receive limit is answered RESOURCE_EXHAUSTED without its body being read. */
