@@ -447,7 +447,10 @@ static void scall_fail(scall_t *s, const char *method, int code, const char *wha
     rpc_channel_t *ch = f->ch;
     f->code = code;
     char details[PS_ERRLEN];
-    snprintf(details, sizeof details, "tensor stream port %d: %s", ch->stream_port, what);
+    if (s->c && s->c->shm)
+        snprintf(details, sizeof details, "tensor stream (shared memory): %s", what);
+    else
+        snprintf(details, sizeof details, "tensor stream port %d: %s", ch->stream_port, what);
     rpc__status_err(f->err, sizeof f->err, method, ch->target, code, details, __FILE__, __LINE__);
     sconn_free(s->c);
     s->c = NULL;
@@ -460,7 +463,7 @@ static void scall_fail(scall_t *s, const char *method, int code, const char *wha
     pthread_mutex_lock(&ch->mu);
     bool fresh = ch->fresh;
     pthread_mutex_unlock(&ch->mu);
-    if (fresh && strncmp(what, "cannot connect", 14) == 0) {
+    if (fresh && ch->stream_port > 0 && strncmp(what, "cannot connect", 14) == 0) {
         pthread_mutex_lock(&ch->mu);
         ch->stream_state = STREAM_NONE;
         pthread_mutex_unlock(&ch->mu);
