@@ -321,7 +321,7 @@ cmd_start() {
     clear=""
     for n in $(names_on "$host"); do clear+=" : > run/$n.log;"; done
     tar -C "$stage_dir/$host" -cf - . |
-      on "$host" "mkdir -p $remote_dir && tar -xf - -C $remote_dir && cd $remote_dir &&$clear true" ||
+      on "$host" "mkdir -p $remote_dir && rm -rf $remote_dir/etc/tls && tar -xf - -C $remote_dir && cd $remote_dir &&$clear true" ||
       die "copying to $host failed (transport: ${transport[*]})"
     echo "$host: copied to $remote_dir; starting $(names_on "$host")"
     agent "$host" start "$(names_on "$host")" || rc=1

@@ -194,14 +194,23 @@ sed -n '/restarted by train_cloud.sh/,$p' "$tmp/logs/ps1.log" | grep -q "restore
 grep -q "rolled back to ckpt-" "$tmp/logs/master0.log" ||
   fail "the master did not roll the PS back: $(grep -i -E 'roll|restart' "$tmp/logs/master0.log")"
 
-# A cluster started again is stopped by the launcher mid-run: SIGTERM by
-# pid file on every host, every daemon exits 0 and removes its pid file.
-cloud start "$tmp/hosts" "${args[@]}" --set train.max_steps=1000000 \
+# A cluster started again, without TLS and with the TCP tensor stream, is
+# stopped by the launcher mid-run: SIGTERM by pid file on every host, every
+# daemon exits 0 and removes its pid file. Meanwhile a worker reaches the
+# PS of its own VM through shared memory and the other VM's PS over the
+# stream (its Unix socket is out of reach from another namespace).
+plain=(--set model=mlp --set threads=1 --set log.every_secs=2 --set rpc.stream=true)
+cloud start "$tmp/hosts" "${plain[@]}" --set train.max_steps=1000000 \
   --set checkpoint.model_dir="$tmp/shared/model2" > "$tmp/start2.out" 2>&1 ||
   fail "second start: $(cat "$tmp/start2.out")"
-expect_error 2 "master0 still runs on ${ips[0]}" cloud start "$tmp/hosts" "${args[@]}" \
+expect_error 2 "master0 still runs on ${ips[0]}" cloud start "$tmp/hosts" "${plain[@]}" \
   --set checkpoint.model_dir="$tmp/shared/model3"
 wait_step 50
+w0=$(home_of "${ips[1]}")/run/worker0.log
+grep -q "ps1: pushes and pulls through shared memory" "$w0" ||
+  fail "worker0 does not reach ps1 on its VM through shared memory: $(grep 'pushes and pulls' "$w0")"
+grep -q "ps0: pushes and pulls over its tensor stream (TCP port" "$w0" ||
+  fail "worker0 does not reach ps0 on another VM over the stream: $(grep 'pushes and pulls' "$w0")"
 cloud stop "$tmp/hosts" > "$tmp/stop.out" 2>&1 || fail "stop: $(cat "$tmp/stop.out")"
 grep -q "SIGKILL" "$tmp/stop.out" && fail "stop needed SIGKILL: $(cat "$tmp/stop.out")"
 for name in master0 ps0 ps1 worker0 worker1; do
