@@ -53,19 +53,19 @@ typedef struct {
     const char *tls_ca;
     const char *tls_cert;
     const char *tls_key;
-    /* The tensor stream: a plain TCP connection beside gRPC that carries the
-     * same calls framed by pstrain instead of HTTP/2, for large messages at
-     * close to what TCP itself moves here. A server offers one (on
-     * stream_port of its host; 0 = a free port) when stream is set and TLS is
-     * not; a channel with stream set asks the server for it once and then
-     * makes its calls over it, over gRPC where none is offered or it cannot
-     * be reached. */
+    /* The tensor stream: the same calls beside gRPC, framed by pstrain
+     * instead of HTTP/2, which a server offers and a channel uses when both
+     * set the same flag (never with TLS). A channel asks the server where
+     * its stream is once, and makes its calls over gRPC when it offers none
+     * the channel can reach.
+     * shm: between processes of one host (one network namespace), over a
+     *   Unix socket with message bodies in memory both map: no byte goes
+     *   through the kernel's TCP.
+     * stream: over TCP, on stream_port of the server's host (0 = a free
+     *   port); for clients on other hosts. */
+    int shm;
     int stream;
     int stream_port;
-    /* With stream: between processes on one host, the tensor stream passes
-     * message bodies through memory both map instead of through the kernel's
-     * TCP (a server offers it with the stream; a channel uses it when set). */
-    int shm;
 } rpc_options_t;
 
 /* A growable byte buffer the caller owns and reuses across calls, so that

@@ -193,12 +193,13 @@ int rpc_channel_stream_port(rpc_channel_t *ch) {
 
 /* ---- The tensor stream ---------------------------------------------------------
  *
- * A channel with opt.stream asks its server, over gRPC, for the port of its
- * tensor stream before its first call, and again after any call failed
- * UNAVAILABLE (the server may have restarted on another port). Calls then go
- * over connections to that port, one call at a time each: a fan-out takes an
- * idle connection per call or opens one, drives them all at once with poll,
- * and gives the connections back when their calls completed cleanly. */
+ * A channel with opt.shm or opt.stream asks its server, over gRPC, where its
+ * tensor stream is before its first call, and again after any call failed
+ * UNAVAILABLE (the server may have restarted elsewhere). Calls then go over
+ * connections to the server's Unix socket (shared memory) or TCP stream port,
+ * one call at a time each: a fan-out takes an idle connection per call or
+ * opens one, drives them all at once with poll, and gives the connections
+ * back when their calls completed cleanly. */
 
 /* Idle connections kept per channel. */
 #define STREAM_IDLE_MAX 4
@@ -239,9 +240,6 @@ static void stream_forget(rpc_channel_t *ch) {
 }
 
 static size_t grpc_fanout(rpc_fanout_t **calls, size_t n, const char *method, double deadline_s);
-
-/* Asks the server for its stream port (a gRPC call): whether calls on ch go
- * over the stream now. */
 static sconn_t *shm_connect(const char *name, size_t req_cap, size_t resp_cap);
 
 /* Asks the server where its stream is (a gRPC call) and picks what calls

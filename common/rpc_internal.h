@@ -98,8 +98,10 @@ gpr_timespec rpc__deadline(double seconds);
 #define RPC_STREAM_MSG_MAX 1024
 /* Response flags: the server closes the connection after this response. */
 #define RPC_STREAM_CLOSING 1u
-/* The method a channel asks a server's stream port with, over gRPC. The
- * answer is the port in decimal; "0" when the server offers none. */
+/* The method a channel asks a server where its stream is with, over gRPC.
+ * The answer is the TCP stream's port in decimal (0: none) and, when the
+ * server offers shared memory, a space and its Unix socket's abstract name
+ * ("0 pstrain-1234-2222"). */
 #define RPC_STREAM_PORT_METHOD "/pstrain.Rpc/StreamPort"
 
 struct iovec;
