@@ -140,8 +140,7 @@ int rpc__stream_listen(const char *addr, int port, int *fd, int *bound, char *er
  * of the area it fills.
  *   hello: magic "PSM1" u32 | 0 u32 | req_cap u64 | resp_cap u64 */
 #define RPC_STREAM_SHM_MAGIC 0x314d5350u /* "PSM1" */
-int rpc__stream_unix_listen(int tcp_port, char *name, size_t namelen, int *fd, char *err,
-                            size_t errlen);
+int rpc__stream_unix_listen(char *name, size_t namelen, int *fd, char *err, size_t errlen);
 /* A connected socket, or -1 (errno set). */
 int rpc__stream_unix_connect(const char *name);
 /* len bytes of buf with a descriptor; 0 or -1. recv_fd reads exactly len. */

@@ -996,13 +996,15 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
     pthread_mutex_init(&s->hmu, NULL);
     pthread_cond_init(&s->done, NULL);
     int tls = cfg->opt.tls_ca || cfg->opt.tls_cert || cfg->opt.tls_key;
-    if (server_bind(s, cfg, err, errlen) < 0 ||
-        (cfg->opt.stream && !tls &&
+    /* The streams first: a gRPC server that has bound its port cannot be
+     * destroyed without having started. */
+    if ((cfg->opt.stream && !tls &&
          rpc__stream_listen(cfg->addr, cfg->opt.stream_port, &s->stream_fd, &s->stream_port, err,
                             errlen) < 0) ||
         (cfg->opt.shm && !tls &&
-         rpc__stream_unix_listen(s->port, s->unix_name, sizeof s->unix_name, &s->unix_fd, err,
-                                 errlen) < 0)) {
+         rpc__stream_unix_listen(s->unix_name, sizeof s->unix_name, &s->unix_fd, err, errlen) <
+             0) ||
+        server_bind(s, cfg, err, errlen) < 0) {
         if (s->stream_fd >= 0)
             close(s->stream_fd);
         if (s->unix_fd >= 0)

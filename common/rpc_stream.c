@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,11 +200,12 @@ int rpc__stream_listen(const char *addr, int port, int *fd_out, int *bound, char
 
 /* ---- Same host: a Unix socket and shared memory ---------------------------- */
 
-int rpc__stream_unix_listen(int tcp_port, char *name, size_t namelen, int *fd_out, char *err,
-                            size_t errlen) {
+int rpc__stream_unix_listen(char *name, size_t namelen, int *fd_out, char *err, size_t errlen) {
     /* An abstract name: no file to clean up, and only processes in this
-     * network namespace (so on this host) can reach it. */
-    snprintf(name, namelen, "pstrain-%d-%d", (int)getpid(), tcp_port);
+     * network namespace (so on this host) can reach it. The process's pid
+     * and its count of servers make it unique there. */
+    static atomic_int servers;
+    snprintf(name, namelen, "pstrain-%d-%d", (int)getpid(), atomic_fetch_add(&servers, 1));
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     size_t n = strlen(name);
     if (n + 1 > sizeof a.sun_path)

@@ -1123,3 +1123,28 @@ void test_rpc_stream_restart(void) {
     service_free(&sv);
     g_stream = 0;
 }
+
+/* A busy stream port is one error naming it, and the server does not start
+ * (its gRPC port, bound after, is not left behind). */
+void test_rpc_stream_busy_port(void) {
+    g_stream = 1;
+    service_t sv;
+    service_init(&sv);
+    rpc_server_t *srv = NULL;
+    CHECK(start(&srv, &sv, NULL) > 0);
+    int busy = rpc_server_stream_port(srv);
+    CHECK(busy > 0);
+    rpc_server_config_t c = config(&sv, "127.0.0.1:0");
+    c.opt.stream_port = busy;
+    rpc_server_t *second = NULL;
+    char err[PS_ERRLEN] = "", want[32];
+    CHECK(rpc_server_start(&second, &c, err, sizeof err) < 0);
+    CHECK(second == NULL);
+    snprintf(want, sizeof want, "port %d", busy);
+    CHECK_STR_CONTAINS(err, want);
+    CHECK_STR_CONTAINS(err, "Address already in use");
+    rpc_server_stop(srv);
+    service_free(&sv);
+    g_stream = 0;
+}
+
