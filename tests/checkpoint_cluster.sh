@@ -10,12 +10,8 @@ set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
-cleanup() {
-  stop_cluster
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
 . "$(dirname "$0")/lib/check.sh"
+trap cluster_test_cleanup EXIT
 
 need_fashion_mnist
 

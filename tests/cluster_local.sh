@@ -7,15 +7,13 @@ set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
-cleanup() {
+. "$(dirname "$0")/lib/check.sh"
+test_cleanup() {
   # A run still going in the background (a check failed) ends with the test.
   [ -n "${run_pid:-}" ] && pkill -f -- "checkpoint.model_dir=$tmp/" 2> /dev/null
-  stop_cluster
   [ -n "${holder:-}" ] && kill "$holder" 2> /dev/null
-  rm -rf "$tmp"
 }
-trap cleanup EXIT
-. "$(dirname "$0")/lib/check.sh"
+trap cluster_test_cleanup EXIT
 
 need_fashion_mnist
 

@@ -9,12 +9,8 @@ build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 export PSTRAIN_RUNLOGS=$tmp/runlogs
-cleanup() {
-  stop_cluster
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
 . "$(dirname "$0")/lib/check.sh"
+trap cluster_test_cleanup EXIT
 
 need_fashion_mnist
 dir=$tmp/model

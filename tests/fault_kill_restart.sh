@@ -19,12 +19,8 @@ build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 export PSTRAIN_RUNLOGS=$tmp/runlogs
-cleanup() {
-  stop_cluster
-  if [ -n "${PSTRAIN_TEST_KEEP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
 . "$(dirname "$0")/lib/check.sh"
+trap cluster_test_cleanup EXIT
 
 need_fashion_mnist
 # Enough steps that a restarted role has the run's second half to show what

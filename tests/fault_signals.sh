@@ -17,14 +17,12 @@ build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 export PSTRAIN_RUNLOGS=$tmp/runlogs
-cleanup() {
-  stop_cluster
+. "$(dirname "$0")/lib/check.sh"
+test_cleanup() {
   [ -n "${ps_pid:-}" ] && kill -9 "$ps_pid" 2> /dev/null
   [ -n "${worker_pid:-}" ] && kill -9 "$worker_pid" 2> /dev/null
-  rm -rf "$tmp"
 }
-trap cleanup EXIT
-. "$(dirname "$0")/lib/check.sh"
+trap cluster_test_cleanup EXIT
 unset TF_CONFIG
 
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }

@@ -1034,6 +1034,19 @@ void test_rpc_shm_only(void) {
     g_shm = 0;
 }
 
+/* A plain TCP connection to the loopback port; -1 on an error. */
+static int raw_connect(int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 /* Bytes that are not a request close that connection, and only that one:
  * the server answers the next client. A frame announcing more than the
  * receive limit is answered RESOURCE_EXHAUSTED without its body being read. */
@@ -1046,20 +1059,17 @@ void test_rpc_stream_garbage(void) {
     CHECK(start(&srv, &sv, &small) > 0);
     int sport = rpc_server_stream_port(srv);
     CHECK(sport > 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)sport),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     /* Garbage: the connection is closed. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    int fd = raw_connect(sport);
+    CHECK(fd >= 0);
     const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     CHECK(write(fd, junk, sizeof junk - 1) == (ssize_t)(sizeof junk - 1));
     char buf[64];
     CHECK(read(fd, buf, sizeof buf) <= 0); /* closed, or reset for the unread junk */
     close(fd);
     /* A header announcing 2 GiB: answered, then closed. */
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    fd = raw_connect(sport);
+    CHECK(fd >= 0);
     uint8_t h[24] = {'P', 'S', 'R', '1', 5, 0, 0, 0,    0, 0, 0, 0,
                      0,   0,   0,   0,   0, 0, 0, 0x80, 0, 0, 0, 0};
     CHECK(write(fd, h, sizeof h) == (ssize_t)sizeof h);
@@ -1069,8 +1079,8 @@ void test_rpc_stream_garbage(void) {
     CHECK_INT_EQ(resp[4], RPC_RESOURCE_EXHAUSTED);
     close(fd);
     /* A client that hangs up halfway through its request. */
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    fd = raw_connect(sport);
+    CHECK(fd >= 0);
     CHECK(write(fd, h, 10) == 10);
     close(fd);
     /* The server goes on. */
@@ -1147,4 +1157,3 @@ void test_rpc_stream_busy_port(void) {
     service_free(&sv);
     g_stream = 0;
 }
-

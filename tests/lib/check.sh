@@ -58,6 +58,16 @@ wait_log() {
   fail "$3: no \"$2\" in $1"
 }
 
+# cluster_test_cleanup: the EXIT trap of a test that starts clusters in
+# $tmp/runlogs: runs the test's own test_cleanup, when it defines one, stops
+# what is left of the clusters and removes $tmp (PSTRAIN_TEST_KEEP=1 keeps it
+# and names it).
+cluster_test_cleanup() {
+  if declare -F test_cleanup > /dev/null; then test_cleanup || true; fi
+  stop_cluster
+  if [ -n "${PSTRAIN_TEST_KEEP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+
 # stop_cluster: stops what scripts/train_local_dist.sh started in $tmp/runlogs.
 stop_cluster() {
   PSTRAIN_RUNLOGS=$tmp/runlogs PSTRAIN_STOP_GRACE=2 "$root/scripts/stop.sh" > /dev/null 2>&1 || true
