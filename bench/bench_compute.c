@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/dataset.h"
-#include "common/model.h"
-#include "common/store.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/data/dataset.h"
+#include "common/model/model.h"
+#include "common/train/store.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 
 typedef struct {
     const char *model;

@@ -20,11 +20,12 @@
 #include <unistd.h>
 
 #include "bench/tcp_echo.h"
-#include "common/cluster.h"
-#include "common/log.h"
-#include "common/psclient.h"
-#include "common/rpc.h"
-#include "common/util.h"
+#include "common/daemon/cluster.h"
+#include "common/daemon/daemon.h"
+#include "common/base/log.h"
+#include "common/peers/psclient.h"
+#include "common/rpc/rpc.h"
+#include "common/base/util.h"
 
 /* A loopback port nothing listens on now. */
 static int free_port(void) {
@@ -103,7 +104,13 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     }
     Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
     caller.role = "worker";
-    psclient_t *p = psclient_create(&cl, &m, &cfg, &caller, NULL, NULL, err, sizeof err);
+    const char *addr = cluster_find(&cl, CLUSTER_PS, 0)->text;
+    psclient_options_t po = {.addrs = &addr,
+                             .nps = 1,
+                             .rpc = daemon_rpc_options(&cfg),
+                             .deadline_secs = cfg.rpc.deadline_secs,
+                             .retry_max_secs = cfg.rpc.retry_max_secs};
+    psclient_t *p = psclient_create(&po, &m, &caller, NULL, NULL, err, sizeof err);
     size_t bytes = m.nparams * sizeof(float);
     float *w = xalloc_aligned(bytes);
     float *g = xcalloc(m.nparams, sizeof(float));

@@ -29,9 +29,9 @@
 #include <unistd.h>
 
 #include "bench/tcp_echo.h"
-#include "common/log.h"
-#include "common/rpc.h"
-#include "common/util.h"
+#include "common/base/log.h"
+#include "common/rpc/rpc.h"
+#include "common/base/util.h"
 
 #define PUSH_PULL "/pstrain.Bench/PushPull"
 #define PING "/pstrain.Bench/Ping"

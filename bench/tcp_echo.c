@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/util.h"
+#include "common/base/util.h"
 
 static int read_full(int fd, void *buf, size_t n) {
     for (size_t got = 0; got < n;) {

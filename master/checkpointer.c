@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/checkpoint.h"
-#include "common/log.h"
-#include "common/util.h"
+#include "common/train/checkpoint.h"
+#include "common/base/log.h"
+#include "common/base/util.h"
 
 /* After a failed checkpoint (a PS down, the disk full), wait this long. */
 #define CHECKPOINT_RETRY_S 2.0
@@ -31,7 +31,9 @@ int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, co
 }
 
 bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now) {
-    return now >= c->retry_after && ckpt_due(c->cfg, step, c->last_step, c->last_time, now);
+    return now >= c->retry_after &&
+           ckpt_due(c->cfg->checkpoint.every_steps, c->cfg->checkpoint.every_secs, step,
+                    c->last_step, c->last_time, now);
 }
 
 int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen) {

@@ -9,9 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/config.h"
-#include "common/model.h"
-#include "common/psclient.h"
+#include "common/daemon/config.h"
+#include "common/model/model.h"
+#include "common/peers/psclient.h"
 
 typedef struct {
     psclient_t *ps;

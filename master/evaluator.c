@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/checkpoint.h"
-#include "common/events.h"
-#include "common/export.h"
-#include "common/log.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/train/checkpoint.h"
+#include "common/formats/events.h"
+#include "common/train/export.h"
+#include "common/base/log.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 #include "kernels/backend.h"
 
 typedef struct {

@@ -13,10 +13,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/config.h"
-#include "common/dataset.h"
-#include "common/model.h"
-#include "common/results.h"
+#include "common/daemon/config.h"
+#include "common/data/dataset.h"
+#include "common/model/model.h"
+#include "common/train/results.h"
 
 typedef struct {
     const model_t *model;

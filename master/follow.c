@@ -1,10 +1,10 @@
 #include "follow.h"
 
-#include "common/checkpoint.h"
-#include "common/exitcode.h"
-#include "common/log.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/train/checkpoint.h"
+#include "common/base/exitcode.h"
+#include "common/base/log.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 #include "master/evaluator.h"
 
 /* How often the manifest is read. */

@@ -5,7 +5,7 @@
 #ifndef PSTRAIN_MASTER_FOLLOW_H
 #define PSTRAIN_MASTER_FOLLOW_H
 
-#include "common/daemon.h"
+#include "common/daemon/daemon.h"
 
 int follow_main(daemon_t *d);
 

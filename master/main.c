@@ -7,16 +7,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/daemon.h"
-#include "common/dataset.h"
-#include "common/events.h"
-#include "common/exitcode.h"
-#include "common/log.h"
-#include "common/optim.h"
-#include "common/psclient.h"
-#include "common/results.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/daemon/daemon.h"
+#include "common/data/dataset.h"
+#include "common/formats/events.h"
+#include "common/base/exitcode.h"
+#include "common/base/log.h"
+#include "common/train/optim.h"
+#include "common/peers/psclient.h"
+#include "common/train/results.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 #include "master/checkpointer.h"
 #include "master/evaluator.h"
 #include "master/follow.h"
@@ -105,8 +105,8 @@ static int start_server(master_run_t *r) {
     Pstrain__Caller init = PSTRAIN__CALLER__INIT;
     r->caller = init;
     r->caller.role = "master";
-    r->ps = psclient_create(&r->d->cluster, &r->model, &r->d->cfg, &r->caller, NULL, NULL, err,
-                            sizeof err);
+    psclient_options_t po = daemon_psclient_options(r->d);
+    r->ps = psclient_create(&po, &r->model, &r->caller, NULL, NULL, err, sizeof err);
     if (!r->ps) {
         log_error("%s", err);
         return EXIT_USAGE;
@@ -333,7 +333,7 @@ int main(int argc, char **argv) {
     rc = start_server(&r);
     if (rc == 0)
         rc = load_data(&r);
-    if (rc == 0 && optim_from_config(&r.optim, &d.cfg, err, sizeof err)) {
+    if (rc == 0 && daemon_optim_config(&r.optim, &d.cfg, err, sizeof err)) {
         log_error("%s", err);
         rc = EXIT_USAGE;
     }

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/log.h"
-#include "common/msg.h"
-#include "common/util.h"
+#include "common/base/log.h"
+#include "common/rpc/msg.h"
+#include "common/base/util.h"
 #include "pstrain.pb-c.h"
 
 static const char *state_names[] = {"unknown", "alive", "dead", "done"};

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/daemon.h"
+#include "common/daemon/daemon.h"
 
 typedef enum { MEMBER_UNKNOWN = 0, MEMBER_ALIVE, MEMBER_DEAD, MEMBER_DONE } member_state_t;
 

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/checkpoint.h"
-#include "common/log.h"
-#include "common/util.h"
+#include "common/train/checkpoint.h"
+#include "common/base/log.h"
+#include "common/base/util.h"
 
 /* How often the master compares the PS's lineages. */
 #define RECOVERY_CHECK_S 0.25

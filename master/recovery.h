@@ -12,8 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/config.h"
-#include "common/psclient.h"
+#include "common/daemon/config.h"
+#include "common/peers/psclient.h"
 
 typedef struct {
     psclient_t *ps;

@@ -8,11 +8,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/daemon.h"
-#include "common/exitcode.h"
-#include "common/heartbeat.h"
-#include "common/log.h"
-#include "common/util.h"
+#include "common/daemon/daemon.h"
+#include "common/base/exitcode.h"
+#include "common/peers/heartbeat.h"
+#include "common/base/log.h"
+#include "common/base/util.h"
 #include "ps/service.h"
 
 static void describe(FILE *out) {
@@ -32,7 +32,7 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                          .replicas = (size_t)c->train.replicas_to_aggregate,
                          .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
                          .seed = (uint64_t)c->train.seed};
-    if (optim_from_config(&o.optim, c, err, sizeof err)) {
+    if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;
     }

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/util.h"
-#include "common/wire.h"
+#include "common/base/util.h"
+#include "common/rpc/wire.h"
 
 /* Field numbers of proto/pstrain.proto. */
 enum { PULL_STEP = 1, PULL_TENSORS = 2, PULL_LINEAGE = 3 };

@@ -5,7 +5,7 @@
 #ifndef PSTRAIN_PS_PULL_H
 #define PSTRAIN_PS_PULL_H
 
-#include "common/rpc.h"
+#include "common/rpc/rpc.h"
 #include "pstrain.pb-c.h"
 
 typedef struct {

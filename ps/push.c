@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/util.h"
+#include "common/base/util.h"
 
 /* Field numbers of proto/pstrain.proto. */
 enum { CALLER_ROLE = 1, CALLER_INDEX = 2, CALLER_INCARNATION = 3 };

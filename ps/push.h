@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/rpc.h"
-#include "common/wire.h"
+#include "common/rpc/rpc.h"
+#include "common/rpc/wire.h"
 #include "pstrain.pb-c.h"
 
 /* One Tensor of a push. */

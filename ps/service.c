@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/log.h"
-#include "common/msg.h"
-#include "common/util.h"
+#include "common/base/log.h"
+#include "common/rpc/msg.h"
+#include "common/base/util.h"
 
 static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     s->bad_requests++;

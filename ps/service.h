@@ -7,8 +7,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "common/msg.h"
-#include "common/rpc.h"
+#include "common/rpc/msg.h"
+#include "common/rpc/rpc.h"
 #include "ps/pull.h"
 #include "ps/shard.h"
 

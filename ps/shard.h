@@ -9,11 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/checkpoint.h"
-#include "common/model.h"
-#include "common/optim.h"
-#include "common/placement.h"
-#include "common/store.h"
+#include "common/train/checkpoint.h"
+#include "common/model/model.h"
+#include "common/train/optim.h"
+#include "common/model/placement.h"
+#include "common/train/store.h"
 #include "ps/push.h"
 #include "pstrain.pb-c.h"
 

@@ -10,6 +10,7 @@ packages=(
   libzip-dev libpng-dev                  # npz weight files; PNG input
   protobuf-c-compiler libprotobuf-c-dev  # RPC messages (proto/pstrain.proto)
   libgrpc-dev                            # RPC between roles (gRPC C core)
+  libuv1-dev                             # the tensor stream's event loop
   openssl                                # certificates for the mutual TLS test
   dataset-fashion-mnist                  # the default data (/usr/share/datasets/fashion-mnist)
   clang-format                           # the format check of scripts/test.sh

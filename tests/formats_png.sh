@@ -2,7 +2,7 @@
 # PNG input as users' files come: PIL writes gray, gray+alpha, RGB, RGBA,
 # palette, 16-bit and 1-bit images, and images to shrink and to enlarge; the
 # C loader (through pstrain_formats_tool) must give the values that PIL and
-# numpy compute for the rules of common/image.h. Damaged files are refused
+# numpy compute for the rules of common/formats/image.h. Damaged files are refused
 # with one error line naming the file.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}

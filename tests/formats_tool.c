@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/events.h"
-#include "../common/image.h"
-#include "../common/npz.h"
-#include "../common/util.h"
+#include "common/formats/events.h"
+#include "common/formats/image.h"
+#include "common/formats/npz.h"
+#include "common/base/util.h"
 
 /* Scalars of step s: the Python side computes the same numbers. */
 static int cmd_events(const char *dir, const char *steps_arg, char *err) {

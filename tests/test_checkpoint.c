@@ -7,9 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/checkpoint.h"
-#include "common/safetensors.h"
-#include "common/util.h"
+#include "common/train/checkpoint.h"
+#include "common/formats/safetensors.h"
+#include "common/base/util.h"
 #include "kernels/backend.h"
 #include "ps/shard.h"
 

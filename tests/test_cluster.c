@@ -4,8 +4,8 @@
 
 #include <stdlib.h>
 
-#include "common/cluster.h"
-#include "common/util.h"
+#include "common/daemon/cluster.h"
+#include "common/base/util.h"
 
 #define TF_EXAMPLE                                                                                 \
     "{\"cluster\": {\"master\": [\"h0:2222\"], \"ps\": [\"h1:2222\",\"h2:2222\"], "                \

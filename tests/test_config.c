@@ -5,8 +5,8 @@
 #include <json-c/json.h>
 #include <stdlib.h>
 
-#include "../common/config.h"
-#include "../common/util.h"
+#include "common/daemon/config.h"
+#include "common/base/util.h"
 
 /* Writes text to a file in the test's directory and returns its path. */
 static const char *write_tmp(const char *name, const char *text) {

@@ -17,10 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/model.h"
-#include "../common/store.h"
-#include "../common/trainer.h"
-#include "../common/util.h"
+#include "common/model/model.h"
+#include "common/train/store.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 #include "kernels/backend.h"
 #include "test_helpers.h"
 

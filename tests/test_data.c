@@ -11,8 +11,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "../common/dataset.h"
-#include "../common/util.h"
+#include "common/data/dataset.h"
+#include "common/base/util.h"
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
 

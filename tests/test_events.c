@@ -10,10 +10,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "../common/crc32c.h"
-#include "../common/events.h"
-#include "../common/tfrecord.h"
-#include "../common/util.h"
+#include "common/formats/crc32c.h"
+#include "common/formats/events.h"
+#include "common/formats/tfrecord.h"
+#include "common/base/util.h"
 #include "tensorboard.pb-c.h"
 
 /* The definition, one bit at a time, to check the sliced tables against. */

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../common/model.h"
+#include "common/model/model.h"
 #include "kernels/backend.h"
 
 typedef struct {

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../common/image.h"
-#include "../common/util.h"
+#include "common/formats/image.h"
+#include "common/base/util.h"
 
 /* A PNG to write: samples[h][w][channels] in the bit depth's range. */
 typedef struct {

@@ -7,7 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "../common/log.h"
+#include "common/base/log.h"
 
 int test_failures;
 static char tmpdir[256];

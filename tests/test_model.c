@@ -5,10 +5,10 @@
 
 #include <stdlib.h>
 
-#include "common/model.h"
-#include "common/store.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/model/model.h"
+#include "common/train/store.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 
 void test_model_cnn_shapes(void) {
     model_t m;

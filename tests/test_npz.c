@@ -11,8 +11,8 @@
 #include <unistd.h>
 #include <zip.h>
 
-#include "../common/npz.h"
-#include "../common/util.h"
+#include "common/formats/npz.h"
+#include "common/base/util.h"
 
 /* Arrays of ranks 0 to 4, one empty, with values that tell them apart. */
 typedef struct {

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "../common/optim.h"
+#include "common/train/optim.h"
 
 #define N 37
 #define STEPS 3

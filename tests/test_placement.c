@@ -5,9 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "common/model.h"
-#include "common/placement.h"
-#include "common/util.h"
+#include "common/model/model.h"
+#include "common/model/placement.h"
+#include "common/base/util.h"
 
 static size_t model_bytes(const model_t *m) {
     return m->nparams * sizeof(float);

@@ -4,7 +4,7 @@
 
 #include <stdlib.h>
 
-#include "common/util.h"
+#include "common/base/util.h"
 #include "ps/shard.h"
 
 typedef struct {

@@ -6,8 +6,8 @@
 
 #include <stdlib.h>
 
-#include "common/util.h"
-#include "common/wire.h"
+#include "common/base/util.h"
+#include "common/rpc/wire.h"
 #include "ps/pull.h"
 #include "ps/push.h"
 #include "ps/shard.h"

@@ -11,8 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/rpc.h"
-#include "common/util.h"
+#include "common/rpc/rpc.h"
+#include "common/base/util.h"
 
 #define ECHO "/pstrain.Test/Echo"
 #define FAIL "/pstrain.Test/Fail"

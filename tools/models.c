@@ -12,15 +12,15 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include "common/checkpoint.h"
-#include "common/config.h"
-#include "common/dataset.h"
-#include "common/exitcode.h"
-#include "common/export.h"
-#include "common/image.h"
-#include "common/safetensors.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/train/checkpoint.h"
+#include "common/daemon/config.h"
+#include "common/data/dataset.h"
+#include "common/base/exitcode.h"
+#include "common/train/export.h"
+#include "common/formats/image.h"
+#include "common/formats/safetensors.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 #include "kernels/backend.h"
 
 /* A checkpoint or export directory: a model_dir stands for its latest

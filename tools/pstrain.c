@@ -4,12 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/config.h"
-#include "common/daemon.h"
-#include "common/exitcode.h"
-#include "common/model.h"
-#include "common/rpc.h"
-#include "common/util.h"
+#include "common/daemon/config.h"
+#include "common/daemon/daemon.h"
+#include "common/base/exitcode.h"
+#include "common/model/model.h"
+#include "common/rpc/rpc.h"
+#include "common/base/util.h"
 #include "pstrain.pb-c.h"
 #include "tools/models.h"
 

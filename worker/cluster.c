@@ -9,14 +9,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/dataset.h"
-#include "common/exitcode.h"
-#include "common/heartbeat.h"
-#include "common/log.h"
-#include "common/model.h"
-#include "common/psclient.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/data/dataset.h"
+#include "common/base/exitcode.h"
+#include "common/peers/heartbeat.h"
+#include "common/base/log.h"
+#include "common/model/model.h"
+#include "common/peers/psclient.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 #include "pstrain.pb-c.h"
 
 typedef struct {
@@ -50,7 +50,8 @@ static int connect_peers(worker_t *w) {
     w->caller.role = "worker";
     w->caller.index = (uint32_t)c->task_index;
     w->caller.incarnation = (uint64_t)(ps_wall_now() * 1e6);
-    w->ps = psclient_create(c, &w->model, &w->d->cfg, &w->caller, should_stop, w, err, sizeof err);
+    psclient_options_t po = daemon_psclient_options(w->d);
+    w->ps = psclient_create(&po, &w->model, &w->caller, should_stop, w, err, sizeof err);
     if (!w->ps) {
         log_error("%s", err);
         return EXIT_USAGE;

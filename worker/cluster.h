@@ -2,7 +2,7 @@
 #ifndef PSTRAIN_WORKER_CLUSTER_H
 #define PSTRAIN_WORKER_CLUSTER_H
 
-#include "common/daemon.h"
+#include "common/daemon/daemon.h"
 #include "kernels/backend.h"
 
 /* Trains on backend be until the global step reaches its target, the master

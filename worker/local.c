@@ -8,17 +8,18 @@
 
 #include <limits.h>
 
-#include "common/checkpoint.h"
-#include "common/dataset.h"
-#include "common/exitcode.h"
-#include "common/events.h"
-#include "common/export.h"
-#include "common/log.h"
-#include "common/model.h"
-#include "common/results.h"
-#include "common/store.h"
-#include "common/trainer.h"
-#include "common/util.h"
+#include "common/daemon/daemon.h"
+#include "common/train/checkpoint.h"
+#include "common/data/dataset.h"
+#include "common/base/exitcode.h"
+#include "common/formats/events.h"
+#include "common/train/export.h"
+#include "common/base/log.h"
+#include "common/model/model.h"
+#include "common/train/results.h"
+#include "common/train/store.h"
+#include "common/train/trainer.h"
+#include "common/base/util.h"
 
 typedef struct {
     model_t model;
@@ -90,7 +91,7 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
     if (rc)
         return rc;
     optim_cfg_t oc;
-    if (optim_from_config(&oc, c, err, errlen))
+    if (daemon_optim_config(&oc, c, err, errlen))
         return EXIT_USAGE;
     store_init_full(&L->store, &L->model, &oc, (uint64_t)c->train.seed);
     if ((rc = load_start(L, c, err, errlen)) != 0)
@@ -281,7 +282,8 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
             es = (epoch_stats_t){.start = ps_now()};
             es.last_log = es.start;
         }
-        if (step + 1 < total && ckpt_due(c, step + 1, last_ckpt, last_ckpt_time, ps_now())) {
+        if (step + 1 < total && ckpt_due(c->checkpoint.every_steps, c->checkpoint.every_secs,
+                                         step + 1, last_ckpt, last_ckpt_time, ps_now())) {
             int rc = checkpoint(L, c, step + 1, false);
             if (rc)
                 return rc;

@@ -5,7 +5,7 @@
 
 #include <signal.h>
 
-#include "common/config.h"
+#include "common/daemon/config.h"
 #include "kernels/backend.h"
 
 /* Trains as the config says on backend be; returns an exit code

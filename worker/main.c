@@ -3,10 +3,10 @@
  * (TensorFlow's local Estimator path). */
 #include <string.h>
 
-#include "common/daemon.h"
-#include "common/exitcode.h"
-#include "common/log.h"
-#include "common/util.h"
+#include "common/daemon/daemon.h"
+#include "common/base/exitcode.h"
+#include "common/base/log.h"
+#include "common/base/util.h"
 #include "kernels/backend.h"
 #include "worker/cluster.h"
 #include "worker/local.h"

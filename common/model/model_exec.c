@@ -1,0 +1,308 @@
+/* Forward and backward over the layers of a model on one backend. Every
+ * buffer is allocated once, for max_batch examples, when the exec is made. */
+#include "common/model/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/util.h"
+
+struct model_exec {
+    const model_t *m;
+    const backend_t *be;
+    size_t max_batch;
+    float *input; /* [max_batch, input size]: own_input, or a buffer set by model_exec_set_input */
+    int32_t *labels;
+    float *own_input;
+    int32_t *own_labels;
+    float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
+    const float **out; /* out[i]: where the last forward left layer i's output (a view for
+                        * flatten, and for dropout outside training) */
+    float *logits;     /* last layer before softmax */
+    float *row_loss;
+    float *grad[2];                /* ping-pong gradients of layer outputs */
+    void *ws;                      /* conv workspace */
+    float *host_probs, *host_loss; /* downloads for model_loss */
+    int32_t *host_labels;
+    uint64_t dropout_seed, example_offset; /* of the last forward, for backward */
+    model_hook_fn before_forward, after_backward;
+    void *hook_arg;
+};
+
+void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
+                          model_hook_fn after_backward, void *arg) {
+    e->before_forward = before_forward;
+    e->after_backward = after_backward;
+    e->hook_arg = arg;
+}
+
+static conv2d_shape_t conv_shape(const layer_t *l, size_t n) {
+    conv2d_shape_t s = {.n = n,
+                        .h = l->in[0],
+                        .w = l->in[1],
+                        .c = l->in[2],
+                        .kh = l->kernel[0],
+                        .kw = l->kernel[1],
+                        .f = l->filters,
+                        .sh = l->strides[0],
+                        .sw = l->strides[1]};
+    conv2d_shape_init(&s, l->same);
+    return s;
+}
+
+static pool2d_shape_t pool_shape(const layer_t *l, size_t n) {
+    pool2d_shape_t s = {.n = n,
+                        .h = l->in[0],
+                        .w = l->in[1],
+                        .c = l->in[2],
+                        .ph = l->pool[0],
+                        .pw = l->pool[1],
+                        .sh = l->strides[0],
+                        .sw = l->strides[1]};
+    pool2d_shape_init(&s, l->same);
+    return s;
+}
+
+model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t max_batch) {
+    model_exec_t *e = xcalloc(1, sizeof *e);
+    e->m = m;
+    e->be = be;
+    e->max_batch = max_batch;
+    size_t in_size = m->input[0] * m->input[1] * m->input[2];
+    e->input = e->own_input = BACKEND_XALLOC(be, max_batch * in_size * sizeof(float));
+    e->labels = e->own_labels = BACKEND_XALLOC(be, max_batch * sizeof(int32_t));
+    be->zero(e->labels, max_batch * sizeof(int32_t));
+    e->act = xcalloc(m->nlayers, sizeof *e->act);
+    e->out = xcalloc(m->nlayers, sizeof *e->out);
+    size_t max_out = in_size, ws = 0;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const layer_t *l = &m->layers[i];
+        max_out = PS_MAX(max_out, l->out_size);
+        if (l->kind != LAYER_FLATTEN)
+            e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
+        if (l->kind == LAYER_CONV2D) {
+            conv2d_shape_t s = conv_shape(l, max_batch);
+            ws = PS_MAX(ws, be->conv2d_workspace(&s));
+        }
+    }
+    e->logits = BACKEND_XALLOC(be, max_batch * m->nclasses * sizeof(float));
+    e->row_loss = BACKEND_XALLOC(be, max_batch * sizeof(float));
+    e->grad[0] = BACKEND_XALLOC(be, max_batch * max_out * sizeof(float));
+    e->grad[1] = BACKEND_XALLOC(be, max_batch * max_out * sizeof(float));
+    e->ws = BACKEND_XALLOC(be, ws);
+    e->host_probs = xmalloc(max_batch * m->nclasses * sizeof(float));
+    e->host_loss = xmalloc(max_batch * sizeof(float));
+    e->host_labels = xmalloc(max_batch * sizeof(int32_t));
+    return e;
+}
+
+void model_exec_free(model_exec_t *e) {
+    if (!e)
+        return;
+    const backend_t *be = e->be;
+    for (size_t i = 0; i < e->m->nlayers; i++)
+        if (e->m->layers[i].kind != LAYER_FLATTEN)
+            be->free(e->act[i]);
+    free(e->act);
+    free(e->out);
+    be->free(e->own_input);
+    be->free(e->own_labels);
+    be->free(e->logits);
+    be->free(e->row_loss);
+    be->free(e->grad[0]);
+    be->free(e->grad[1]);
+    be->free(e->ws);
+    free(e->host_probs);
+    free(e->host_loss);
+    free(e->host_labels);
+    free(e);
+}
+
+float *model_exec_input(model_exec_t *e) {
+    return e->input;
+}
+
+int32_t *model_exec_labels(model_exec_t *e) {
+    return e->labels;
+}
+
+void model_exec_set_input(model_exec_t *e, float *input, int32_t *labels) {
+    e->input = input ? input : e->own_input;
+    e->labels = labels ? labels : e->own_labels;
+}
+
+static uint64_t dropout_key(const layer_t *l, uint64_t seed) {
+    return rng_key(seed, l->name, 0);
+}
+
+/* y = act(x W + b) for a dense layer; the last layer writes logits and
+ * leaves softmax to the loss. */
+static void dense_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
+                          float *y, size_t n) {
+    const backend_t *be = e->be;
+    const var_t *k = &e->m->vars[l->kernel_var];
+    be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, y);
+    if (l->bias_var >= 0)
+        be->bias_add(y, params + e->m->vars[l->bias_var].offset, n, l->units);
+    if (l->activation == ACT_RELU)
+        be->relu_forward(y, y, n * l->units);
+}
+
+static void conv_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
+                         float *y, size_t n) {
+    const backend_t *be = e->be;
+    conv2d_shape_t s = conv_shape(l, n);
+    be->conv2d_forward(y, x, params + e->m->vars[l->kernel_var].offset, &s, e->ws);
+    if (l->bias_var >= 0)
+        be->bias_add(y, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
+    if (l->activation == ACT_RELU)
+        be->relu_forward(y, y, n * l->out_size);
+}
+
+const float *model_forward(model_exec_t *e, const float *params, size_t n, bool training,
+                           uint64_t dropout_seed, uint64_t example_offset) {
+    const model_t *m = e->m;
+    const backend_t *be = e->be;
+    e->dropout_seed = dropout_seed;
+    e->example_offset = example_offset;
+    const float *x = e->input;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const layer_t *l = &m->layers[i];
+        bool last = i + 1 == m->nlayers;
+        float *y = last ? e->logits : e->act[i];
+        if (e->before_forward)
+            e->before_forward(e->hook_arg, i);
+        switch (l->kind) {
+        case LAYER_CONV2D:
+            conv_forward(e, l, params, x, y, n);
+            break;
+        case LAYER_DENSE:
+            dense_forward(e, l, params, x, y, n);
+            break;
+        case LAYER_MAX_POOL2D: {
+            pool2d_shape_t s = pool_shape(l, n);
+            be->maxpool2d_forward(y, x, &s);
+            break;
+        }
+        case LAYER_DROPOUT:
+            if (training && l->rate > 0.0f)
+                be->dropout_forward(y, x, n * l->out_size, l->rate, dropout_key(l, dropout_seed),
+                                    example_offset * l->out_size);
+            else
+                y = (float *)x; /* identity outside training */
+            break;
+        case LAYER_FLATTEN:
+            y = (float *)x;
+            break;
+        }
+        e->out[i] = y;
+        x = y;
+    }
+    float *probs = e->act[m->nlayers - 1];
+    e->out[m->nlayers - 1] = probs;
+    be->softmax_xent_forward(probs, e->row_loss, e->logits, e->labels, n, m->nclasses);
+    return probs;
+}
+
+void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, int32_t *pred) {
+    const backend_t *be = e->be;
+    size_t k = e->m->nclasses;
+    be->download(e->host_probs, e->out[e->m->nlayers - 1], n * k * sizeof(float));
+    be->download(e->host_loss, e->row_loss, n * sizeof(float));
+    be->download(e->host_labels, e->labels, n * sizeof(int32_t));
+    double sum = 0.0;
+    size_t right = 0;
+    for (size_t r = 0; r < n; r++) {
+        const float *p = e->host_probs + r * k;
+        size_t best = 0;
+        for (size_t c = 1; c < k; c++)
+            if (p[c] > p[best])
+                best = c;
+        right += (int32_t)best == e->host_labels[r];
+        if (pred)
+            pred[r] = (int32_t)best;
+        sum += e->host_loss[r];
+    }
+    *loss_sum = sum;
+    *correct = right;
+}
+
+const float *model_exec_probs(model_exec_t *e, size_t n) {
+    e->be->download(e->host_probs, e->out[e->m->nlayers - 1], n * e->m->nclasses * sizeof(float));
+    return e->host_probs;
+}
+
+/* Index of the first layer with variables: no layer before it needs the
+ * gradient of its input. */
+static size_t first_trainable(const model_t *m) {
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (m->layers[i].kernel_var >= 0)
+            return i;
+    return m->nlayers;
+}
+
+/* Backward through layer i: dy is the gradient of its output (may be
+ * modified), dx receives the gradient of its input when need_dx. Returns
+ * where the input gradient is (dx, or dy for layers that work in place). */
+static float *layer_backward(model_exec_t *e, size_t i, const float *params, size_t n, float *dy,
+                             float *dx, bool need_dx, float *grads) {
+    const model_t *m = e->m;
+    const backend_t *be = e->be;
+    const layer_t *l = &m->layers[i];
+    const float *x = i ? e->out[i - 1] : e->input;
+    const float *y = e->out[i];
+    const var_t *kv = l->kernel_var >= 0 ? &m->vars[l->kernel_var] : NULL;
+    const var_t *bv = l->bias_var >= 0 ? &m->vars[l->bias_var] : NULL;
+    switch (l->kind) {
+    case LAYER_DENSE:
+        if (l->activation == ACT_RELU)
+            be->relu_backward(dy, dy, y, n * l->units);
+        be->gemm(true, false, l->in_size, l->units, n, 1.0f, x, dy, 0.0f, grads + kv->offset);
+        if (bv)
+            be->bias_grad(grads + bv->offset, dy, n, l->units);
+        if (!need_dx)
+            return dy;
+        be->gemm(false, true, n, l->in_size, l->units, 1.0f, dy, params + kv->offset, 0.0f, dx);
+        return dx;
+    case LAYER_CONV2D: {
+        conv2d_shape_t s = conv_shape(l, n);
+        if (l->activation == ACT_RELU)
+            be->relu_backward(dy, dy, y, n * l->out_size);
+        if (bv)
+            be->bias_grad(grads + bv->offset, dy, n * s.oh * s.ow, s.f);
+        be->conv2d_backward_filter(grads + kv->offset, dy, x, &s, e->ws);
+        if (!need_dx)
+            return dy;
+        be->conv2d_backward_data(dx, dy, params + kv->offset, &s, e->ws);
+        return dx;
+    }
+    case LAYER_MAX_POOL2D: {
+        if (!need_dx)
+            return dy;
+        pool2d_shape_t s = pool_shape(l, n);
+        be->maxpool2d_backward(dx, dy, x, y, &s);
+        return dx;
+    }
+    case LAYER_DROPOUT:
+        if (need_dx && l->rate > 0.0f)
+            be->dropout_backward(dy, dy, n * l->out_size, l->rate, dropout_key(l, e->dropout_seed),
+                                 e->example_offset * l->out_size);
+        return dy;
+    case LAYER_FLATTEN:
+        return dy;
+    }
+    return dy;
+}
+
+void model_backward(model_exec_t *e, const float *params, size_t n, float scale, float *grads) {
+    const model_t *m = e->m;
+    size_t first = first_trainable(m);
+    float *dy = e->grad[0];
+    e->be->softmax_xent_backward(dy, e->out[m->nlayers - 1], e->labels, n, m->nclasses, scale);
+    for (size_t i = m->nlayers; i-- > first;) {
+        float *spare = dy == e->grad[0] ? e->grad[1] : e->grad[0];
+        dy = layer_backward(e, i, params, n, dy, spare, i > first, grads);
+        if (e->after_backward)
+            e->after_backward(e->hook_arg, i);
+    }
+}

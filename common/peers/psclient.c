@@ -1,0 +1,487 @@
+#include "common/peers/psclient.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/base/exitcode.h"
+#include "common/base/log.h"
+#include "common/rpc/msg.h"
+#include "common/model/placement.h"
+#include "common/rpc/rpc.h"
+#include "common/train/store.h"
+#include "common/base/util.h"
+#include "common/rpc/wire.h"
+
+/* Field numbers of proto/pstrain.proto. */
+enum { PULL_STEP = 1, PULL_TENSORS = 2, PULL_LINEAGE = 3 };
+enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
+
+/* Longest variable name a pull is checked against; a longer one names no
+ * variable of the model. */
+#define NAME_MAX_LEN 256
+
+/* Where one PS's pull response goes, and what went wrong with it. */
+typedef struct {
+    psclient_t *p;
+    size_t ps;
+    float *params;
+    int rc;
+    char err[PS_ERRLEN];
+} pull_sink_t;
+
+typedef struct {
+    rpc_channel_t *ch;
+    rpc_buf_t req, resp;
+    Pstrain__PushRequest push; /* the push in flight, packed where it goes */
+    pull_sink_t sink;          /* the pull in flight */
+    uint64_t step;             /* this PS's step at our last pull */
+    uint64_t lineage;          /* this PS's lineage at our last pull */
+    int stream_port;           /* the tensor stream port last logged; -1 before */
+    Pstrain__Tensor *t;        /* push tensors: their data points into the caller's gradients */
+    Pstrain__Tensor **sel;     /* the tensors of one push */
+    size_t nt;
+} ps_link_t;
+
+struct psclient {
+    const model_t *model;
+    rpc_options_t rpc;
+    double deadline_secs, retry_max_secs;
+    const volatile sig_atomic_t *stop_flag;
+    Pstrain__Caller caller;
+    placement_t placement;
+    size_t nps;
+    ps_link_t *ps;
+    rpc_fanout_t *fan, *pending;
+    size_t *which;
+    psclient_stop_fn stop;
+    void *stop_arg;
+    bool pulled;       /* a pull has set every link's step */
+    uint64_t push_seq; /* the last push's number (a retry repeats it) */
+};
+
+/* Where a partition's rows start in a model slab, in elements. */
+static size_t part_offset(const model_t *m, const placement_part_t *part) {
+    const var_t *v = &m->vars[part->var];
+    return v->offset + part->row_begin * store_row_size(v);
+}
+
+/* The tensors a push to PS k carries; pack_push points their data at the
+ * gradient slab of each push. */
+static void build_views(psclient_t *p, size_t k) {
+    const size_t *idx;
+    size_t n = placement_ps_parts(&p->placement, (int)k, &idx);
+    ps_link_t *l = &p->ps[k];
+    l->nt = n;
+    l->t = xcalloc(n ? n : 1, sizeof *l->t);
+    l->sel = xcalloc(n ? n : 1, sizeof *l->sel);
+    for (size_t i = 0; i < n; i++) {
+        const placement_part_t *part = &p->placement.parts[idx[i]];
+        const var_t *v = &p->model->vars[part->var];
+        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
+        l->t[i] = init;
+        l->t[i].name = (char *)v->name;
+        l->t[i].row_begin = part->row_begin;
+        l->t[i].rows = part->rows;
+        l->t[i].data.len = part->size * sizeof(float);
+    }
+}
+
+psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
+                            const Pstrain__Caller *caller, psclient_stop_fn stop, void *arg,
+                            char *err, size_t errlen) {
+    psclient_t *p = xcalloc(1, sizeof *p);
+    p->model = m;
+    p->rpc = o->rpc;
+    p->deadline_secs = o->deadline_secs;
+    p->retry_max_secs = o->retry_max_secs;
+    p->stop_flag = o->stop_flag;
+    p->caller = *caller;
+    p->stop = stop;
+    p->stop_arg = arg;
+    p->nps = o->nps;
+    p->ps = xcalloc(p->nps, sizeof *p->ps);
+    p->fan = xcalloc(p->nps, sizeof *p->fan);
+    p->pending = xcalloc(p->nps, sizeof *p->pending);
+    p->which = xcalloc(p->nps, sizeof *p->which);
+    if (placement_compute(&p->placement, m, (int)p->nps, NULL, err, errlen))
+        goto fail;
+    for (size_t i = 0; i < p->nps; i++) {
+        if (rpc_channel_create(&p->ps[i].ch, o->addrs[i], &p->rpc, err, errlen))
+            goto fail;
+        build_views(p, i);
+        p->ps[i].stream_port = -1;
+    }
+    return p;
+fail:
+    psclient_free(p);
+    return NULL;
+}
+
+void psclient_free(psclient_t *p) {
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->nps; i++) {
+        if (p->ps[i].ch)
+            rpc_channel_destroy(p->ps[i].ch);
+        rpc_buf_free(&p->ps[i].req);
+        rpc_buf_free(&p->ps[i].resp);
+        free(p->ps[i].t);
+        free(p->ps[i].sel);
+    }
+    placement_free(&p->placement);
+    free(p->ps);
+    free(p->fan);
+    free(p->pending);
+    free(p->which);
+    free(p);
+}
+
+size_t psclient_nps(const psclient_t *p) {
+    return p->nps;
+}
+
+uint64_t psclient_step(const psclient_t *p, size_t ps) {
+    return p->ps[ps].step;
+}
+
+static bool stopped(const psclient_t *p) {
+    return (p->stop_flag && *p->stop_flag) || (p->stop && p->stop(p->stop_arg));
+}
+
+/* Keeps only the calls that failed in a way worth retrying; logs the first. */
+static int keep_retryable(psclient_t *p, size_t *n, bool *warned) {
+    size_t left = 0;
+    for (size_t i = 0; i < *n; i++) {
+        p->fan[p->which[i]] = p->pending[i];
+        int code = p->pending[i].code;
+        if (code == RPC_OK)
+            continue;
+        /* A PS that stops cancels the calls it cannot finish: as transient
+         * as one that cannot be reached. */
+        if (code != RPC_UNAVAILABLE && code != RPC_DEADLINE_EXCEEDED && code != RPC_CANCELLED) {
+            log_error("%s", p->pending[i].err);
+            return EXIT_USAGE;
+        }
+        if (!*warned) {
+            log_warn("%s; retrying with backoff up to %.1fs", p->pending[i].err, p->retry_max_secs);
+            *warned = true;
+        }
+        p->pending[left] = p->pending[i];
+        p->which[left++] = p->which[i];
+    }
+    *n = left;
+    return 0;
+}
+
+/* Runs the prepared fan-out until every call is OK, retrying UNAVAILABLE,
+ * DEADLINE_EXCEEDED and CANCELLED with capped backoff. */
+static int fanout_until_ok(psclient_t *p, const char *method) {
+    double backoff = 0.05, cap = p->retry_max_secs;
+    bool warned = false;
+    size_t n = p->nps;
+    for (size_t i = 0; i < n; i++) {
+        p->pending[i] = p->fan[i];
+        p->which[i] = i;
+    }
+    while (n > 0) {
+        rpc_fanout(p->pending, n, method, p->deadline_secs);
+        int rc = keep_retryable(p, &n, &warned);
+        if (rc)
+            return rc;
+        if (n == 0)
+            break;
+        if (stopped(p))
+            return 1;
+        /* A deadline already waited; an unreachable peer fails at once. */
+        if (p->pending[0].code == RPC_UNAVAILABLE)
+            ps_sleep(backoff);
+        backoff = PS_MIN(backoff * 2, cap);
+    }
+    if (warned)
+        log_info("%s: every PS answered again", method);
+    return 0;
+}
+
+static void prepare(psclient_t *p, size_t i) {
+    p->fan[i] = (rpc_fanout_t){.ch = p->ps[i].ch,
+                               .req = p->ps[i].req.data,
+                               .len = p->ps[i].req.len,
+                               .resp = &p->ps[i].resp};
+}
+
+/* One Tensor of a PullResponse, read in place. */
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    size_t name_len;
+    uint64_t row_begin, rows;
+    wire_bytes_t data;
+} pulled_t;
+
+static int decode_pulled(pulled_t *t, const wire_bytes_t *b) {
+    wire_reader_t r;
+    wire_reader_sub(&r, b);
+    memset(t, 0, sizeof *t);
+    uint32_t field;
+    int type, more;
+    while ((more = wire_next(&r, &field, &type)) == 1) {
+        wire_bytes_t name;
+        int rc = field == TENSOR_NAME && type == WIRE_LEN           ? wire_bytes(&r, &name)
+                 : field == TENSOR_ROW_BEGIN && type == WIRE_VARINT ? wire_varint(&r, &t->row_begin)
+                 : field == TENSOR_ROWS && type == WIRE_VARINT      ? wire_varint(&r, &t->rows)
+                 : field == TENSOR_DATA && type == WIRE_LEN         ? wire_bytes(&r, &t->data)
+                 : field >= TENSOR_NAME && field <= TENSOR_DATA     ? -1
+                                                                    : wire_skip(&r, type);
+        if (rc < 0)
+            return -1;
+        if (field == TENSOR_NAME)
+            t->name_len = wire_string(&name, t->name, sizeof t->name);
+    }
+    return more;
+}
+
+/* Copies one tensor into params, checking it against the placement every
+ * role computes. */
+static int take_tensor(pull_sink_t *k, const wire_bytes_t *b) {
+    psclient_t *p = k->p;
+    pulled_t t;
+    if (decode_pulled(&t, b) < 0)
+        return ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
+    int v = t.name_len <= NAME_MAX_LEN ? model_find_var(p->model, t.name) : -1;
+    const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t.row_begin) : NULL;
+    if (!part || part->ps != (int)k->ps || part->row_begin != t.row_begin || part->rows != t.rows ||
+        t.data.len != part->size * sizeof(float))
+        return ps_errf(k->err, sizeof k->err,
+                       "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
+                       "all roles run the same model and cluster spec?",
+                       k->ps, t.name, (unsigned long long)t.row_begin, (unsigned long long)t.rows);
+    wire_copy(&t.data, k->params + part_offset(p->model, part));
+    return 0;
+}
+
+/* The fan-out's consume callback: reads one PS's PullResponse where gRPC
+ * received it and copies each tensor straight into params. */
+static void take_pull(void *arg, const rpc_msg_t *m) {
+    pull_sink_t *k = arg;
+    wire_reader_t r;
+    wire_reader_init(&r, m);
+    uint64_t step = 0, lineage = 0;
+    uint32_t field;
+    int type, more;
+    k->rc = 0;
+    while (k->rc == 0 && (more = wire_next(&r, &field, &type)) == 1) {
+        wire_bytes_t b;
+        if (field == PULL_TENSORS && type == WIRE_LEN)
+            k->rc = wire_bytes(&r, &b) < 0 ? -1 : take_tensor(k, &b);
+        else if ((field == PULL_STEP || field == PULL_LINEAGE) && type == WIRE_VARINT)
+            k->rc = wire_varint(&r, field == PULL_STEP ? &step : &lineage);
+        else if (field >= PULL_STEP && field <= PULL_LINEAGE)
+            k->rc = -1;
+        else
+            k->rc = wire_skip(&r, type);
+    }
+    if (k->rc == 0 && more < 0)
+        k->rc = -1;
+    if (k->rc < 0 && !k->err[0])
+        ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
+    k->p->ps[k->ps].step = step;
+    k->p->ps[k->ps].lineage = lineage;
+}
+
+/* The names of the variables in mask (all when mask is NULL: no names). */
+static size_t mask_names(const psclient_t *p, const uint8_t *mask, char **names) {
+    size_t n = 0;
+    for (size_t v = 0; mask && v < p->model->nvars; v++)
+        if (mask[v])
+            names[n++] = (char *)p->model->vars[v].name;
+    return n;
+}
+
+int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8_t *mask) {
+    char **names = xcalloc(p->model->nvars, sizeof *names);
+    size_t nnames = mask_names(p, mask, names);
+    for (size_t i = 0; i < p->nps; i++) {
+        Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+        req.caller = &p->caller;
+        req.min_step = wait_next && p->pulled ? p->ps[i].step + 1 : 0;
+        req.lineage = p->ps[i].lineage;
+        req.n_names = nnames;
+        req.names = names;
+        msg_pack(&p->ps[i].req, &req.base);
+        prepare(p, i);
+        pull_sink_t *k = &p->ps[i].sink;
+        *k = (pull_sink_t){.p = p, .ps = i, .params = params};
+        p->fan[i].consume = take_pull;
+        p->fan[i].consume_arg = k;
+    }
+    free(names);
+    int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Pull");
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < p->nps; i++) {
+        if (p->ps[i].sink.rc) {
+            log_error("%s", p->ps[i].sink.err);
+            return EXIT_USAGE;
+        }
+    }
+    p->pulled = true;
+    for (size_t i = 0; i < p->nps; i++) {
+        int port = rpc_channel_stream_port(p->ps[i].ch);
+        if (port == p->ps[i].stream_port)
+            continue;
+        p->ps[i].stream_port = port;
+        const char *t = rpc_channel_transport(p->ps[i].ch);
+        if (strcmp(t, "shm") == 0)
+            log_info("ps%zu: pushes and pulls through shared memory (same host)", i);
+        else if (port)
+            log_info("ps%zu: pushes and pulls over its tensor stream (TCP port %d)", i, port);
+        else
+            log_info("ps%zu: pushes and pulls over gRPC", i);
+    }
+    return 0;
+}
+
+int psclient_pull(psclient_t *p, float *params, bool wait_next) {
+    return psclient_pull_vars(p, params, wait_next, NULL);
+}
+
+/* rpc_fanout_t.pack: the push written straight into the memory it is sent
+ * from (the tensor stream's shared memory, or a send buffer). */
+static void write_push(void *arg, uint8_t *dst) {
+    ps_link_t *l = arg;
+    protobuf_c_message_pack(&l->push.base, dst);
+}
+
+/* Sets up PS i's push of the masked variables' partitions of grads. */
+static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t *mask,
+                      bool partial) {
+    ps_link_t *l = &p->ps[i];
+    const size_t *idx;
+    placement_ps_parts(&p->placement, (int)i, &idx);
+    size_t n = 0;
+    for (size_t k = 0; k < l->nt; k++) {
+        const placement_part_t *part = &p->placement.parts[idx[k]];
+        if (mask && !mask[part->var])
+            continue;
+        l->t[k].data.data = (uint8_t *)(grads + part_offset(p->model, part));
+        l->sel[n++] = &l->t[k];
+    }
+    Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
+    req.caller = &p->caller;
+    req.step = l->step;
+    req.n_grads = n;
+    req.grads = l->sel;
+    req.partial = partial;
+    req.seq = p->push_seq;
+    l->push = req;
+    p->fan[i] = (rpc_fanout_t){.ch = l->ch,
+                               .len = protobuf_c_message_get_packed_size(&l->push.base),
+                               .pack = write_push,
+                               .pack_arg = l,
+                               .resp = &l->resp};
+}
+
+int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
+                       size_t *stale) {
+    p->push_seq++;
+    for (size_t i = 0; i < p->nps; i++)
+        pack_push(p, i, grads, mask, partial);
+    int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");
+    if (rc)
+        return rc;
+    *stale = 0;
+    for (size_t i = 0; i < p->nps; i++) {
+        Pstrain__PushResponse *r =
+            pstrain__push_response__unpack(NULL, p->ps[i].resp.len, p->ps[i].resp.data);
+        if (r && r->stale)
+            (*stale)++;
+        if (r)
+            pstrain__push_response__free_unpacked(r, NULL);
+    }
+    return 0;
+}
+
+int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
+    return psclient_push_vars(p, grads, NULL, false, stale);
+}
+
+/* Sends one request to every PS at once; the number that failed. */
+static size_t fanout_send(psclient_t *p, const ProtobufCMessage *req, const char *method,
+                          double deadline_s) {
+    for (size_t i = 0; i < p->nps; i++) {
+        msg_pack(&p->ps[i].req, req);
+        prepare(p, i);
+    }
+    return rpc_fanout(p->fan, p->nps, method, deadline_s);
+}
+
+/* fanout_send; 0 when all answered OK, else -1 with the first failure in err. */
+static int fanout_all(psclient_t *p, const ProtobufCMessage *req, const char *method,
+                      double deadline_s, char *err, size_t errlen) {
+    if (fanout_send(p, req, method, deadline_s) == 0)
+        return 0;
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code != RPC_OK)
+            return ps_errf(err, errlen, "%s", p->fan[i].err);
+    return -1;
+}
+
+void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s) {
+    Pstrain__ShutdownRequest req = PSTRAIN__SHUTDOWN_REQUEST__INIT;
+    req.reason = (char *)reason;
+    fanout_send(p, &req.base, "/pstrain.ParameterServer/Shutdown", deadline_s);
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code != RPC_OK)
+            log_warn("shutdown of ps%zu: %s", i, p->fan[i].err);
+}
+
+int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen) {
+    Pstrain__SaveRequest req = PSTRAIN__SAVE_REQUEST__INIT;
+    req.step = step;
+    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Save", deadline_s, err, errlen);
+}
+
+int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_restore_t how,
+                     double deadline_s, char *err, size_t errlen) {
+    Pstrain__RestoreRequest req = PSTRAIN__RESTORE_REQUEST__INIT;
+    req.step = step;
+    req.lineage = lineage;
+    req.initial = how == PSCLIENT_RESTORE_INITIAL;
+    req.adopt = how == PSCLIENT_ADOPT;
+    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Restore", deadline_s, err, errlen);
+}
+
+int psclient_stats(psclient_t *p, double deadline_s, psclient_stats_t *out) {
+    Pstrain__StatsRequest req = PSTRAIN__STATS_REQUEST__INIT;
+    char err[PS_ERRLEN];
+    if (fanout_all(p, &req.base, "/pstrain.ParameterServer/Stats", deadline_s, err, sizeof err))
+        return -1;
+    for (size_t i = 0; i < p->nps; i++) {
+        Pstrain__StatsResponse *r =
+            pstrain__stats_response__unpack(NULL, p->ps[i].resp.len, p->ps[i].resp.data);
+        if (!r)
+            return -1;
+        out[i] = (psclient_stats_t){.step = r->step,
+                                    .lineage = r->lineage,
+                                    .origin_step = r->origin_step,
+                                    .incarnation = r->incarnation};
+        pstrain__stats_response__free_unpacked(r, NULL);
+    }
+    return 0;
+}
+
+int64_t psclient_poll_step(psclient_t *p, double deadline_s) {
+    Pstrain__StatsRequest req = PSTRAIN__STATS_REQUEST__INIT;
+    ps_link_t *l = &p->ps[0];
+    msg_pack(&l->req, &req.base);
+    char err[PS_ERRLEN];
+    if (rpc_call(l->ch, "/pstrain.ParameterServer/Stats", l->req.data, l->req.len, deadline_s,
+                 &l->resp, err, sizeof err) != RPC_OK)
+        return -1;
+    Pstrain__StatsResponse *r = pstrain__stats_response__unpack(NULL, l->resp.len, l->resp.data);
+    if (!r)
+        return -1;
+    int64_t step = (int64_t)r->step;
+    pstrain__stats_response__free_unpacked(r, NULL);
+    return step;
+}

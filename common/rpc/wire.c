@@ -1,0 +1,217 @@
+#include "common/rpc/wire.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "common/base/util.h"
+
+void wire_reader_init(wire_reader_t *r, const rpc_msg_t *m) {
+    static const rpc_seg_t none = {NULL, 0};
+    r->at = (wire_bytes_t){m->nseg ? m->seg : &none, 0, m->len};
+}
+
+void wire_reader_sub(wire_reader_t *r, const wire_bytes_t *b) {
+    r->at = *b;
+}
+
+/* Moves past empty segments and the end of the current one, so that at
+ * points at a byte whenever at.len > 0. The lengths of the segments add up
+ * to at least at.len, which the callers keep true. */
+static void settle(wire_bytes_t *at) {
+    while (at->len > 0 && at->off == at->seg->len) {
+        at->seg++;
+        at->off = 0;
+    }
+}
+
+static int get_byte(wire_reader_t *r, uint8_t *out) {
+    if (r->at.len == 0)
+        return -1;
+    settle(&r->at);
+    *out = r->at.seg->data[r->at.off++];
+    r->at.len--;
+    return 0;
+}
+
+/* Steps n bytes on (n <= at.len). */
+static void advance(wire_bytes_t *at, size_t n) {
+    while (n > 0) {
+        settle(at);
+        size_t k = PS_MIN(n, at->seg->len - at->off);
+        at->off += k;
+        at->len -= k;
+        n -= k;
+    }
+}
+
+/* A varint of at most max_bytes bytes. */
+static int varint_upto(wire_reader_t *r, int max_bytes, uint64_t *v) {
+    uint64_t x = 0;
+    for (int shift = 0; shift < 7 * max_bytes; shift += 7) {
+        uint8_t b;
+        if (get_byte(r, &b) < 0)
+            return -1;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int wire_varint(wire_reader_t *r, uint64_t *v) {
+    return varint_upto(r, 10, v);
+}
+
+int wire_next(wire_reader_t *r, uint32_t *field, int *type) {
+    if (r->at.len == 0)
+        return 0;
+    /* As protobuf-c reads tags: at most 5 bytes, and a first byte that
+     * names no field and does not go on is malformed (field 0 written in
+     * more bytes passes, as an unknown field). */
+    settle(&r->at);
+    if ((r->at.seg->data[r->at.off] & 0xf8) == 0)
+        return -1;
+    uint64_t tag;
+    if (varint_upto(r, 5, &tag) < 0)
+        return -1;
+    *field = (uint32_t)(tag >> 3);
+    *type = (int)(tag & 7);
+    if (*type != WIRE_VARINT && *type != WIRE_FIXED64 && *type != WIRE_LEN && *type != WIRE_FIXED32)
+        return -1;
+    return 1;
+}
+
+int wire_bytes(wire_reader_t *r, wire_bytes_t *out) {
+    /* protobuf-c reads a length in at most 5 bytes, up to INT_MAX. */
+    uint64_t n;
+    if (varint_upto(r, 5, &n) < 0 || n > INT_MAX || n > r->at.len)
+        return -1;
+    settle(&r->at);
+    *out = (wire_bytes_t){r->at.seg, r->at.off, (size_t)n};
+    advance(&r->at, (size_t)n);
+    return 0;
+}
+
+int wire_skip(wire_reader_t *r, int type) {
+    uint64_t v;
+    wire_bytes_t b;
+    switch (type) {
+    case WIRE_VARINT:
+        return wire_varint(r, &v);
+    case WIRE_LEN:
+        return wire_bytes(r, &b);
+    case WIRE_FIXED64:
+    case WIRE_FIXED32: {
+        size_t n = type == WIRE_FIXED64 ? 8 : 4;
+        if (n > r->at.len)
+            return -1;
+        advance(&r->at, n);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+int wire_bool(wire_reader_t *r, int type, int *v) {
+    /* protobuf-c takes a bool of any wire type: true when any byte of the
+     * field (a length's bytes included) has a low bit set. A length is
+     * nonzero exactly when its bytes are, and then so is the bool. */
+    *v = 0;
+    if (type == WIRE_VARINT || type == WIRE_FIXED32 || type == WIRE_FIXED64) {
+        size_t n = type == WIRE_FIXED32 ? 4 : 8;
+        for (size_t i = 0; type != WIRE_VARINT ? i < n : 1; i++) {
+            uint8_t b;
+            if (get_byte(r, &b) < 0 || (type == WIRE_VARINT && i == 10))
+                return -1;
+            *v |= (b & 0x7f) != 0;
+            if (type == WIRE_VARINT && !(b & 0x80))
+                return 0;
+        }
+        return 0;
+    }
+    wire_bytes_t b;
+    if (type != WIRE_LEN || wire_bytes(r, &b) < 0)
+        return -1;
+    *v = b.len > 0;
+    return 0;
+}
+
+/* Calls fn(ctx, piece, n) for each piece of the range, in order. */
+#define FOR_EACH_PIECE(b, p, n, body)                                                              \
+    do {                                                                                           \
+        wire_bytes_t at_ = *(b);                                                                   \
+        while (at_.len > 0) {                                                                      \
+            settle(&at_);                                                                          \
+            size_t n = PS_MIN(at_.len, at_.seg->len - at_.off);                                    \
+            const uint8_t *p = at_.seg->data + at_.off;                                            \
+            at_.off += n;                                                                          \
+            at_.len -= n;                                                                          \
+            body;                                                                                  \
+        }                                                                                          \
+    } while (0)
+
+void wire_copy(const wire_bytes_t *b, void *dst) {
+    uint8_t *out = dst;
+    FOR_EACH_PIECE(b, p, n, {
+        memcpy(out, p, n);
+        out += n;
+    });
+}
+
+size_t wire_string(const wire_bytes_t *b, char *dst, size_t cap) {
+    size_t put = 0;
+    FOR_EACH_PIECE(b, p, n, {
+        size_t k = PS_MIN(n, cap - 1 - put);
+        memcpy(dst + put, p, k);
+        put += k;
+    });
+    dst[put] = '\0';
+    return b->len;
+}
+
+int wire_floats(const wire_bytes_t *b, wire_floats_fn fn, void *ctx) {
+    uint8_t split[4];
+    size_t have = 0, first = 0;
+    int rc = 0;
+    FOR_EACH_PIECE(b, p, n, {
+        if (have > 0) { /* finish the value the last piece began */
+            size_t k = PS_MIN(n, 4 - have);
+            memcpy(split + have, p, k);
+            have += k;
+            p += k;
+            n -= k;
+            if (have < 4)
+                continue;
+            if ((rc = fn(ctx, first++, split, 1)) != 0)
+                return rc;
+            have = 0;
+        }
+        size_t whole = n / 4;
+        if (whole > 0 && (rc = fn(ctx, first, p, whole)) != 0)
+            return rc;
+        first += whole;
+        have = n - 4 * whole;
+        memcpy(split, p + 4 * whole, have);
+    });
+    return rc;
+}
+
+size_t wire_varint_size(uint64_t v) {
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+uint8_t *wire_put_varint(uint8_t *p, uint64_t v) {
+    for (; v >= 0x80; v >>= 7)
+        *p++ = (uint8_t)(v | 0x80);
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+uint8_t *wire_put_key(uint8_t *p, uint32_t field, int type) {
+    return wire_put_varint(p, (uint64_t)field << 3 | (uint64_t)type);
+}

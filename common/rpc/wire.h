@@ -1,0 +1,82 @@
+/* Reads protobuf's wire format in place, from a message in the segments the
+ * RPC layer received it in, so that a decoder for a hot message can leave
+ * its large `bytes` fields where they lie instead of copying them (what
+ * protobuf-c's unpack does). Only what hand-written decoders of pstrain's
+ * tensor messages need: tags, varints, length-delimited fields as ranges,
+ * skipping unknown fields; every length is checked against what is left.
+ * And the few writers an encoder of such messages needs, so that it can send
+ * the payloads from where they lie too.
+ *
+ * The reader is a cursor into a (sub)message; a length-delimited field is a
+ * wire_bytes_t range that can be copied out, read as a submessage, or walked
+ * as float32 values. */
+#ifndef PSTRAIN_WIRE_H
+#define PSTRAIN_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/rpc/rpc.h"
+
+enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LEN = 2, WIRE_FIXED32 = 5 };
+
+/* A run of len bytes that starts off bytes into seg[0] and goes on through
+ * the segments after it. */
+typedef struct {
+    const rpc_seg_t *seg;
+    size_t off;
+    size_t len;
+} wire_bytes_t;
+
+typedef struct {
+    wire_bytes_t at; /* what is left to read */
+} wire_reader_t;
+
+/* A reader over a whole message. */
+void wire_reader_init(wire_reader_t *r, const rpc_msg_t *m);
+/* A reader over a length-delimited field, read as a submessage. */
+void wire_reader_sub(wire_reader_t *r, const wire_bytes_t *b);
+
+/* The next field's number and wire type: 1, or 0 at the end, or -1 when the
+ * tag is malformed, as protobuf-c decides: a truncated varint or one longer
+ * than 5 bytes, a first byte with no field bits and no continuation, a wire
+ * type that is not one of the four above (protobuf-c refuses groups too). */
+int wire_next(wire_reader_t *r, uint32_t *field, int *type);
+/* The value of a field of wire type WIRE_VARINT: 0, or -1 when truncated or
+ * longer than 10 bytes. */
+int wire_varint(wire_reader_t *r, uint64_t *v);
+/* The range of a field of wire type WIRE_LEN, and steps past it: 0, or -1
+ * when its length runs past the message or is malformed as protobuf-c sees
+ * it (more than 5 bytes, over INT_MAX). */
+int wire_bytes(wire_reader_t *r, wire_bytes_t *out);
+/* The value of a bool field read as protobuf-c reads one, whatever its wire
+ * type: 0, or -1 when truncated. */
+int wire_bool(wire_reader_t *r, int type, int *v);
+/* Steps past a field of the given wire type: 0, or -1 when truncated. */
+int wire_skip(wire_reader_t *r, int type);
+
+/* Copies the range into dst (b->len bytes). */
+void wire_copy(const wire_bytes_t *b, void *dst);
+/* Copies at most cap - 1 bytes of the range into dst as a NUL-terminated
+ * string; returns b->len (compare with cap to see whether it was cut). */
+size_t wire_string(const wire_bytes_t *b, char *dst, size_t cap);
+
+/* Called with the float32 values of a range in order, in runs of whole
+ * values: n values from bytes (which may be unaligned; read them with
+ * memcpy), the first being value number `first` of the range. A nonzero
+ * return stops the walk and is returned. */
+typedef int (*wire_floats_fn)(void *ctx, size_t first, const uint8_t *bytes, size_t n);
+/* Walks the range (whose length must be a multiple of 4) in place; a value
+ * split between two segments is assembled on the stack and passed alone. */
+int wire_floats(const wire_bytes_t *b, wire_floats_fn fn, void *ctx);
+
+/* ---- Writing --------------------------------------------------------------- */
+
+/* Bytes that v takes as a varint (1 to 10). */
+size_t wire_varint_size(uint64_t v);
+/* Writes v as a varint at p; returns the end. */
+uint8_t *wire_put_varint(uint8_t *p, uint64_t v);
+/* Writes a field's key (number and wire type) at p; returns the end. */
+uint8_t *wire_put_key(uint8_t *p, uint32_t field, int type);
+
+#endif

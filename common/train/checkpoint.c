@@ -1,0 +1,494 @@
+#include "common/train/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/formats/safetensors.h"
+#include "common/base/util.h"
+
+/* Paths are built in PATH_MAX buffers from a configured model_dir that is
+ * far shorter (a config string is at most CONFIG_STR bytes), so they fit. */
+void ckpt_dir(char *out, size_t len, const char *model_dir, uint64_t step) {
+    if (snprintf(out, len, "%s/ckpt-%" PRIu64, model_dir, step) >= (int)len)
+        out[0] = '\0';
+}
+
+void ckpt_shard_path(char *out, size_t len, const char *dir, int index, int nps) {
+    if (snprintf(out, len, "%s/ps-%d-of-%d.safetensors", dir, index, nps) >= (int)len)
+        out[0] = '\0';
+}
+
+/* ---- the manifest ---- */
+
+static void manifest_path(char *out, size_t len, const char *model_dir) {
+    snprintf(out, len, "%s/checkpoint", model_dir);
+}
+
+static int manifest_parse(json_object *o, ckpt_manifest_t *m, const char *path, char *err,
+                          size_t errlen) {
+    json_object *latest, *kept, *final;
+    if (!json_object_is_type(o, json_type_object) ||
+        !json_object_object_get_ex(o, "latest_step", &latest) ||
+        !json_object_is_type(latest, json_type_int) ||
+        !json_object_object_get_ex(o, "kept_steps", &kept) ||
+        !json_object_is_type(kept, json_type_array))
+        return ps_errf(err, errlen, "%s: want an object with latest_step and kept_steps", path);
+    m->latest = (uint64_t)json_object_get_int64(latest);
+    m->nkept = json_object_array_length(kept);
+    if (m->nkept > CKPT_MAX_KEPT)
+        return ps_errf(err, errlen, "%s: %zu kept checkpoints (at most %d)", path, m->nkept,
+                       CKPT_MAX_KEPT);
+    for (size_t i = 0; i < m->nkept; i++) {
+        json_object *x = json_object_array_get_idx(kept, i);
+        if (!json_object_is_type(x, json_type_int) || json_object_get_int64(x) < 0)
+            return ps_errf(err, errlen, "%s: kept_steps[%zu] is not a step", path, i);
+        m->kept[i] = (uint64_t)json_object_get_int64(x);
+    }
+    if (m->nkept == 0 || m->kept[m->nkept - 1] != m->latest)
+        return ps_errf(err, errlen, "%s: latest_step is not the last of kept_steps", path);
+    m->final = json_object_object_get_ex(o, "final", &final) && json_object_get_boolean(final);
+    return 0;
+}
+
+int ckpt_manifest_read(const char *model_dir, ckpt_manifest_t *m, char *err, size_t errlen) {
+    char path[PATH_MAX];
+    manifest_path(path, sizeof path, model_dir);
+    memset(m, 0, sizeof *m);
+    if (access(path, F_OK) != 0 && (errno == ENOENT || errno == ENOTDIR))
+        return 1;
+    char *text;
+    size_t len;
+    if (ps_read_file(path, &text, &len, err, errlen))
+        return -1;
+    json_tokener *tok = json_tokener_new();
+    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
+    json_tokener_free(tok);
+    int rc = o ? manifest_parse(o, m, path, err, errlen)
+               : ps_errf(err, errlen, "%s: not JSON (a broken manifest)", path);
+    json_object_put(o);
+    free(text);
+    return rc;
+}
+
+static int manifest_write(const char *model_dir, const ckpt_manifest_t *m, char *err,
+                          size_t errlen) {
+    json_object *o = json_object_new_object(), *kept = json_object_new_array(),
+                *steps = json_object_new_array();
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-%" PRIu64, m->latest);
+    json_object_object_add(o, "latest", json_object_new_string(name));
+    json_object_object_add(o, "latest_step", json_object_new_int64((int64_t)m->latest));
+    for (size_t i = 0; i < m->nkept; i++) {
+        snprintf(name, sizeof name, "ckpt-%" PRIu64, m->kept[i]);
+        json_object_array_add(kept, json_object_new_string(name));
+        json_object_array_add(steps, json_object_new_int64((int64_t)m->kept[i]));
+    }
+    json_object_object_add(o, "kept", kept);
+    json_object_object_add(o, "kept_steps", steps);
+    json_object_object_add(o, "final", json_object_new_boolean(m->final));
+    json_object_object_add(o, "written", json_object_new_double(ps_wall_now()));
+    char path[PATH_MAX];
+    manifest_path(path, sizeof path, model_dir);
+    return ps_write_json_atomic(path, o, err, errlen);
+}
+
+static bool is_kept(const ckpt_manifest_t *m, uint64_t step) {
+    for (size_t i = 0; i < m->nkept; i++)
+        if (m->kept[i] == step)
+            return true;
+    return false;
+}
+
+/* Deletes every ckpt-<step> directory the manifest does not keep. */
+static void prune(const char *model_dir, const ckpt_manifest_t *m) {
+    DIR *d = opendir(model_dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[PATH_MAX];
+    while ((e = readdir(d)) != NULL) {
+        int64_t step;
+        if (strncmp(e->d_name, "ckpt-", 5) != 0 || ps_parse_i64(e->d_name + 5, &step) || step < 0 ||
+            is_kept(m, (uint64_t)step))
+            continue;
+        if (snprintf(path, sizeof path, "%s/%s", model_dir, e->d_name) < (int)sizeof path)
+            ps_remove_flat_dir(path);
+    }
+    closedir(d);
+}
+
+int ckpt_manifest_commit(const char *model_dir, uint64_t step, size_t keep, bool final, char *err,
+                         size_t errlen) {
+    ckpt_manifest_t m;
+    int rc = ckpt_manifest_read(model_dir, &m, err, errlen);
+    if (rc < 0)
+        return -1;
+    /* A step at or before the latest (a rollback, or the same step again)
+     * drops the newer ones: the manifest stays ordered by step. */
+    while (m.nkept > 0 && m.kept[m.nkept - 1] >= step)
+        m.nkept--;
+    if (keep < 1)
+        keep = 1;
+    if (keep > CKPT_MAX_KEPT)
+        keep = CKPT_MAX_KEPT;
+    if (m.nkept + 1 > keep) {
+        size_t drop = m.nkept + 1 - keep;
+        memmove(m.kept, m.kept + drop, (m.nkept - drop) * sizeof m.kept[0]);
+        m.nkept -= drop;
+    }
+    m.kept[m.nkept++] = step;
+    m.latest = step;
+    m.final = final;
+    if (manifest_write(model_dir, &m, err, errlen))
+        return -1;
+    prune(model_dir, &m);
+    return 0;
+}
+
+int ckpt_write_model(const char *dir, const model_t *m, char *err, size_t errlen) {
+    char path[PATH_MAX];
+    if (ps_path_join(path, sizeof path, dir, "model.json", err, errlen))
+        return -1;
+    size_t n = strlen(m->json);
+    char *text = xmalloc(n + 2);
+    memcpy(text, m->json, n);
+    text[n] = '\n';
+    int rc = ps_write_file_atomic(path, text, n + 1, err, errlen);
+    free(text);
+    return rc;
+}
+
+int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size_t keep, bool final,
+                    char *err, size_t errlen) {
+    char dir[PATH_MAX], path[PATH_MAX];
+    ckpt_manifest_t m;
+    if (ckpt_manifest_read(model_dir, &m, err, errlen) == 0 && m.latest == step)
+        /* Already safe (a resumed run with nothing left to do). */
+        return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
+    ckpt_dir(dir, sizeof dir, model_dir, step);
+    ckpt_shard_path(path, sizeof path, dir, 0, 1);
+    ps_remove_flat_dir(dir);
+    if (ps_mkdirs(dir, err, errlen) || ckpt_save_store(s, path, step, err, errlen) ||
+        ckpt_write_model(dir, s->model, err, errlen))
+        return -1;
+    return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
+}
+
+bool ckpt_due(int64_t every_steps, double every_secs, uint64_t step, uint64_t last_step,
+              double last_time, double now) {
+    if (step <= last_step)
+        return false;
+    if (every_steps > 0 && step - last_step >= (uint64_t)every_steps)
+        return true;
+    return every_secs > 0 && now - last_time >= every_secs;
+}
+
+/* ---- saving a store ---- */
+
+static void tensor_name(char *out, size_t len, const store_t *s, const store_part_t *p,
+                        const char *slot) {
+    const var_t *v = &s->model->vars[p->var];
+    int n = snprintf(out, len, "%s%s%s", v->name, slot ? "/" : "", slot ? slot : "");
+    if (p->row_begin != 0 || p->rows != v->shape[0])
+        snprintf(out + n, len - (size_t)n, "@%zu", p->row_begin);
+}
+
+int ckpt_save_store(const store_t *s, const char *path, uint64_t step, char *err, size_t errlen) {
+    size_t nslots = optim_nslots(&s->opt), n = s->nparts * (1 + nslots);
+    st_tensor_t *t = xcalloc(n ? n : 1, sizeof *t);
+    char(*names)[256] = xcalloc(n ? n : 1, sizeof *names);
+    size_t k = 0;
+    for (size_t slab = 0; slab <= nslots; slab++) {
+        for (size_t i = 0; i < s->nparts; i++, k++) {
+            const store_part_t *p = &s->parts[i];
+            const var_t *v = &s->model->vars[p->var];
+            tensor_name(names[k], sizeof names[k], s, p,
+                        slab ? optim_slot_name(&s->opt, slab - 1) : NULL);
+            t[k].name = names[k];
+            t[k].ndim = v->ndim;
+            memcpy(t[k].shape, v->shape, v->ndim * sizeof v->shape[0]);
+            t[k].shape[0] = p->rows;
+            t[k].data = (slab ? s->slots[slab - 1] : s->w) + p->offset;
+        }
+    }
+    char step_s[32], iter_s[32], slots_s[64] = "";
+    snprintf(step_s, sizeof step_s, "%" PRIu64, step);
+    snprintf(iter_s, sizeof iter_s, "%" PRIu64, s->iterations);
+    for (size_t i = 0; i < nslots; i++)
+        snprintf(slots_s + strlen(slots_s), sizeof slots_s - strlen(slots_s), "%s%s", i ? "," : "",
+                 optim_slot_name(&s->opt, i));
+    st_meta_t meta[] = {{"format", "pstrain"},
+                        {"step", step_s},
+                        {"iterations", iter_s},
+                        {"optimizer", optim_kind_name(s->opt.kind)},
+                        {"slots", slots_s}};
+    int rc = st_write(path, t, n, meta, PS_ARRAY_LEN(meta), err, errlen);
+    free(names);
+    free(t);
+    return rc;
+}
+
+/* ---- restoring a store ---- */
+
+typedef struct {
+    int var;
+    size_t slab; /* 0: weights; 1 + k: slot k */
+    size_t row_begin;
+    const st_file_t *f;
+    const st_entry_t *e;
+} piece_t;
+
+typedef struct {
+    st_file_t *files;
+    size_t nfiles;
+    piece_t *pieces;
+    size_t npieces;
+    uint64_t step;
+} source_t;
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* Lists the safetensors files `path` stands for into paths (caller frees). */
+static int list_files(const char *path, char ***paths, size_t *n, char *err, size_t errlen) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return ps_errf(err, errlen, "%s: %s", path, strerror(errno));
+    *n = 0;
+    *paths = NULL;
+    if (S_ISREG(sb.st_mode)) {
+        *paths = xcalloc(1, sizeof **paths);
+        (*paths)[(*n)++] = xstrdup(path);
+        return 0;
+    }
+    char dir[PATH_MAX];
+    ckpt_manifest_t m;
+    int mrc = ckpt_manifest_read(path, &m, err, errlen);
+    if (mrc < 0)
+        return -1;
+    if (mrc == 0)
+        ckpt_dir(dir, sizeof dir, path, m.latest);
+    else
+        snprintf(dir, sizeof dir, "%s", path);
+    DIR *d = opendir(dir);
+    if (!d)
+        return ps_errf(err, errlen, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!has_suffix(e->d_name, ".safetensors"))
+            continue;
+        *paths = xrealloc(*paths, (*n + 1) * sizeof **paths);
+        char *p = xmalloc(strlen(dir) + strlen(e->d_name) + 2);
+        sprintf(p, "%s/%s", dir, e->d_name);
+        (*paths)[(*n)++] = p;
+    }
+    closedir(d);
+    if (*n == 0)
+        return ps_errf(err, errlen, "%s holds no .safetensors files", dir);
+    return 0;
+}
+
+/* Splits "<var>[/<slot>][@<row>]" into a piece of this store's model;
+ * returns 1 for a name the store has no use for. */
+static int name_to_piece(const store_t *s, const char *name, bool slots, piece_t *p) {
+    char base[512];
+    snprintf(base, sizeof base, "%s", name);
+    p->row_begin = 0;
+    char *at = strrchr(base, '@');
+    int64_t row;
+    if (at && ps_parse_i64(at + 1, &row) == 0 && row >= 0) {
+        *at = '\0';
+        p->row_begin = (size_t)row;
+    }
+    p->var = model_find_var(s->model, base);
+    p->slab = 0;
+    if (p->var >= 0)
+        return 0;
+    char *slash = strrchr(base, '/');
+    if (!slots || !slash)
+        return 1;
+    *slash = '\0';
+    for (size_t k = 0; k < optim_nslots(&s->opt); k++) {
+        if (!strcmp(slash + 1, optim_slot_name(&s->opt, k))) {
+            p->var = model_find_var(s->model, base);
+            p->slab = 1 + k;
+            return p->var >= 0 ? 0 : 1;
+        }
+    }
+    return 1;
+}
+
+static void shape_text(char *out, size_t len, const size_t *shape, size_t ndim) {
+    size_t n = (size_t)snprintf(out, len, "[");
+    for (size_t d = 0; d < ndim && n < len; d++)
+        n += (size_t)snprintf(out + n, len - n, "%s%zu", d ? ", " : "", shape[d]);
+    if (n < len)
+        snprintf(out + n, len - n, "]");
+}
+
+static int check_piece(const store_t *s, const piece_t *p, char *err, size_t errlen) {
+    const var_t *v = &s->model->vars[p->var];
+    const st_entry_t *e = p->e;
+    bool ok = e->ndim == v->ndim && p->row_begin + e->shape[0] <= v->shape[0];
+    for (size_t d = 1; ok && d < v->ndim; d++)
+        ok = e->shape[d] == v->shape[d];
+    if (ok)
+        return 0;
+    char have[128], want[128];
+    shape_text(have, sizeof have, e->shape, e->ndim);
+    shape_text(want, sizeof want, v->shape, v->ndim);
+    return ps_errf(err, errlen, "%s: \"%s\" has shape %s from row %zu; the model's %s is %s",
+                   p->f->path, e->name, have, p->row_begin, v->name, want);
+}
+
+static int check_optimizer(const store_t *s, const st_file_t *f, char *err, size_t errlen) {
+    const char *opt = st_meta_get(f, "optimizer");
+    const char *want = optim_kind_name(s->opt.kind);
+    if (!opt)
+        return ps_errf(err, errlen, "%s has no optimizer state (an export?): it cannot resume %s",
+                       f->path, want);
+    if (strcmp(opt, want) != 0)
+        return ps_errf(err, errlen, "%s was written by optimizer %s; train.optimizer is %s",
+                       f->path, opt, want);
+    return 0;
+}
+
+static void source_free(source_t *src) {
+    for (size_t i = 0; i < src->nfiles; i++)
+        st_close(&src->files[i]);
+    free(src->files);
+    free(src->pieces);
+    memset(src, 0, sizeof *src);
+}
+
+static int add_file_pieces(source_t *src, const store_t *s, const st_file_t *f, bool slots,
+                           char *err, size_t errlen) {
+    const char *step = st_meta_get(f, "step");
+    int64_t st;
+    if (step && ps_parse_i64(step, &st) == 0 && st >= 0 && (uint64_t)st > src->step)
+        src->step = (uint64_t)st;
+    if (slots && check_optimizer(s, f, err, errlen))
+        return -1;
+    src->pieces = xrealloc(src->pieces, (src->npieces + f->n) * sizeof *src->pieces);
+    for (size_t i = 0; i < f->n; i++) {
+        piece_t *p = &src->pieces[src->npieces];
+        if (name_to_piece(s, f->entries[i].name, slots, p))
+            continue;
+        p->f = f;
+        p->e = &f->entries[i];
+        if (check_piece(s, p, err, errlen))
+            return -1;
+        src->npieces++;
+    }
+    return 0;
+}
+
+static int source_open(source_t *src, const store_t *s, const char *path, bool slots, char *err,
+                       size_t errlen) {
+    memset(src, 0, sizeof *src);
+    char **paths;
+    size_t n;
+    if (list_files(path, &paths, &n, err, errlen))
+        return -1;
+    src->files = xcalloc(n, sizeof *src->files);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0 && (rc = st_open(&src->files[src->nfiles], paths[i], err, errlen)) == 0)
+            src->nfiles++;
+        free(paths[i]);
+    }
+    free(paths);
+    for (size_t i = 0; rc == 0 && i < src->nfiles; i++)
+        rc = add_file_pieces(src, s, &src->files[i], slots, err, errlen);
+    if (rc)
+        source_free(src);
+    return rc;
+}
+
+/* Copies the rows of one partition's slab from the pieces that hold them. */
+static int fill_part(const store_t *s, const source_t *src, const store_part_t *p, size_t slab,
+                     float *dst, const char *path, char *err, size_t errlen) {
+    const var_t *v = &s->model->vars[p->var];
+    size_t row = store_row_size(v), found = 0;
+    for (size_t i = 0; i < src->npieces; i++) {
+        const piece_t *x = &src->pieces[i];
+        if (x->var != p->var || x->slab != slab)
+            continue;
+        size_t lo = PS_MAX(p->row_begin, x->row_begin);
+        size_t hi = PS_MIN(p->row_begin + p->rows, x->row_begin + x->e->shape[0]);
+        if (lo >= hi)
+            continue;
+        if (st_read(x->f, x->e, (lo - x->row_begin) * row, (hi - lo) * row,
+                    dst + (lo - p->row_begin) * row, err, errlen))
+            return -1;
+        found += hi - lo;
+    }
+    if (found == p->rows)
+        return 0;
+    const char *what = slab ? optim_slot_name(&s->opt, slab - 1) : "weights";
+    if (found < p->rows)
+        return ps_errf(err, errlen, "%s lacks rows [%zu, %zu) of %s (%s): found %zu of %zu", path,
+                       p->row_begin, p->row_begin + p->rows, v->name, what, found, p->rows);
+    return ps_errf(err, errlen, "%s holds rows of %s (%s) more than once", path, v->name, what);
+}
+
+static int compile_pattern(regex_t *re, const char *pattern, char *err, size_t errlen) {
+    int rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (rc == 0)
+        return 0;
+    char msg[128];
+    regerror(rc, re, msg, sizeof msg);
+    return ps_errf(err, errlen, "bad variable pattern \"%s\": %s", pattern, msg);
+}
+
+int ckpt_restore_store(store_t *s, const char *path, const ckpt_restore_opts_t *o, uint64_t *step,
+                       char *err, size_t errlen) {
+    regex_t re;
+    if (o->pattern && compile_pattern(&re, o->pattern, err, errlen))
+        return -1;
+    source_t src;
+    int rc = source_open(&src, s, path, o->slots, err, errlen);
+    size_t nslabs = o->slots ? 1 + optim_nslots(&s->opt) : 1;
+    for (size_t i = 0; rc == 0 && i < s->nparts; i++) {
+        const store_part_t *p = &s->parts[i];
+        if (o->pattern && regexec(&re, s->model->vars[p->var].name, 0, NULL, 0) != 0)
+            continue;
+        for (size_t slab = 0; rc == 0 && slab < nslabs; slab++)
+            rc = fill_part(s, &src, p, slab, (slab ? s->slots[slab - 1] : s->w) + p->offset, path,
+                           err, errlen);
+    }
+    if (rc == 0 && o->slots)
+        s->iterations = src.step;
+    if (rc == 0 && step)
+        *step = src.step;
+    source_free(&src);
+    if (o->pattern)
+        regfree(&re);
+    return rc;
+}
+
+int ckpt_load_params(const model_t *m, const char *path, float *params, uint64_t *step, char *err,
+                     size_t errlen) {
+    store_t s;
+    optim_cfg_t plain;
+    optim_defaults(&plain, OPTIM_SGD);
+    plain.momentum = 0.0;
+    store_init_full(&s, m, &plain, 0);
+    ckpt_restore_opts_t o = {.pattern = NULL, .slots = false};
+    int rc = ckpt_restore_store(&s, path, &o, step, err, errlen);
+    if (rc == 0)
+        memcpy(params, s.w, m->nparams * sizeof(float));
+    store_free(&s);
+    return rc;
+}

@@ -1,0 +1,58 @@
+/* Optimizers with Keras's update rules and defaults, applied to a flat run of
+ * floats with its slots. Used by the parameter server for each partition it
+ * holds and, linked in, by a standalone worker. */
+#ifndef PSTRAIN_OPTIM_H
+#define PSTRAIN_OPTIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+
+typedef enum { OPTIM_SGD = 0, OPTIM_ADAM, OPTIM_RMSPROP, OPTIM_ADAGRAD } optim_kind_t;
+
+#define OPTIM_MAX_SLOTS 2
+
+typedef struct {
+    optim_kind_t kind;
+    double learning_rate;
+    double decay;               /* lr_t = lr / (1 + decay * iterations) (Keras SGD decay) */
+    double momentum;            /* SGD: velocity; RMSprop: momentum (0 = none) */
+    bool nesterov;              /* SGD only */
+    double beta1, beta2;        /* Adam */
+    double epsilon;             /* Adam, RMSprop, Adagrad */
+    double rho;                 /* RMSprop */
+    double initial_accumulator; /* Adagrad */
+} optim_cfg_t;
+
+/* Keras defaults for each optimizer (lr 0.01 for SGD, 0.001 otherwise). */
+void optim_defaults(optim_cfg_t *c, optim_kind_t kind);
+/* "sgd", "adam", "rmsprop", "adagrad"; -1 if unknown. */
+int optim_kind_from_name(const char *name, optim_kind_t *out);
+const char *optim_kind_name(optim_kind_t kind);
+
+/* Number of slot arrays (each as long as the weights) and their names, which
+ * are the suffixes in checkpoints: "momentum"; "m", "v"; "rms", "momentum";
+ * "accumulator". */
+size_t optim_nslots(const optim_cfg_t *c);
+const char *optim_slot_name(const optim_cfg_t *c, size_t i);
+/* The value a fresh slot starts at (0, or initial_accumulator for Adagrad). */
+float optim_slot_init(const optim_cfg_t *c, size_t i);
+
+/* Learning rate in effect for the update that follows `iterations` updates. */
+double optim_lr(const optim_cfg_t *c, uint64_t iterations);
+
+/* One update of w[n] with gradient g[n]; `iterations` is the number of updates
+ * applied before this one (Keras's optimizer.iterations), which drives decay
+ * and Adam's bias correction. slots has optim_nslots entries of n floats.
+ * w, g and the slots must not overlap (the loops are vectorized on that). The
+ * formulas are written out at the top of optim.c. */
+void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
+                 size_t n);
+
+/* The rule and constants of the update that follows `iterations` updates,
+ * for a backend's apply_update (optim_apply is that on the CPU). */
+void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t *out);
+
+#endif
