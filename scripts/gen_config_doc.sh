@@ -8,7 +8,7 @@ build=${1:-$root/build}
   cat <<'HEAD'
 # Configuration
 
-Every role reads the same table of keys (`common/daemon/config.c`). Defaults train the
+Every role reads the same table of keys (`common/daemon/config_keys.c`). Defaults train the
 Fashion-MNIST CNN with no file at all. A JSON file given with `--config FILE`
 overrides only the keys it names, nested (`{"train": {"batch_size": 32}}`) or
 dotted (`{"train.batch_size": 32}`); each `--set key=value` overrides that, in

@@ -1,7 +1,8 @@
 /* The configuration table and everything that reads or writes through it.
  *
- * Each key is one row of `keys[]`: its dotted name, type, where it lives in
- * config_t, its default as text, bounds or choices, and one line of help.
+ * Each key is one row of `config_keys[]` (config_keys.c): its dotted name,
+ * type, where it lives in config_t, its default as text, bounds or choices,
+ * and one line of help.
  * Every way of setting a key (defaults, --set, a JSON file) goes through the
  * same checks, so a default cannot be something --set would refuse, and every
  * error is one line that starts with the key's name. Files and command lines
@@ -16,170 +17,22 @@
 #include <string.h>
 
 #include "common/base/util.h"
-
-typedef enum { KEY_INT, KEY_FLOAT, KEY_BOOL, KEY_STRING, KEY_ENUM } key_type_t;
-
-/* Float bounds are inclusive unless these flags say otherwise. */
-#define MIN_EXCL 1u
-#define MAX_EXCL 2u
-
-typedef struct {
-    const char *name;
-    key_type_t type;
-    size_t offset;   /* of the field in config_t */
-    const char *def; /* default, in the text form config_set takes */
-    int64_t imin;    /* ints: bounds; strings: minimum length */
-    int64_t imax;
-    double fmin, fmax; /* floats: bounds, see MIN_EXCL/MAX_EXCL */
-    unsigned flags;
-    const char *choices; /* enums: "a|b|c" */
-    const char *help;
-} config_key_t;
-
-#define NO_LIMIT INT64_MAX
-
-#define INT_KEY(n, field, d, lo, hi, h)                                                            \
-    {                                                                                              \
-        .name = n, .type = KEY_INT, .offset = offsetof(config_t, field), .def = d, .imin = lo,     \
-        .imax = hi, .help = h                                                                      \
-    }
-#define FLOAT_KEY(n, field, d, lo, hi, fl, h)                                                      \
-    {                                                                                              \
-        .name = n, .type = KEY_FLOAT, .offset = offsetof(config_t, field), .def = d, .fmin = lo,   \
-        .fmax = hi, .flags = fl, .help = h                                                         \
-    }
-#define BOOL_KEY(n, field, d, h)                                                                   \
-    { .name = n, .type = KEY_BOOL, .offset = offsetof(config_t, field), .def = d, .help = h }
-#define STRING_KEY(n, field, d, h)                                                                 \
-    {                                                                                              \
-        .name = n, .type = KEY_STRING, .offset = offsetof(config_t, field), .def = d, .imin = 1,   \
-        .imax = CONFIG_STR - 1, .help = h                                                          \
-    }
-/* A string that may be empty (an optional path). */
-#define OPT_STRING_KEY(n, field, h)                                                                \
-    {                                                                                              \
-        .name = n, .type = KEY_STRING, .offset = offsetof(config_t, field), .def = "", .imin = 0,  \
-        .imax = CONFIG_STR - 1, .help = h                                                          \
-    }
-#define ENUM_KEY(n, field, d, ch, h)                                                               \
-    {                                                                                              \
-        .name = n, .type = KEY_ENUM, .offset = offsetof(config_t, field), .def = d, .choices = ch, \
-        .help = h                                                                                  \
-    }
-
-static const config_key_t keys[] = {
-    STRING_KEY("model", model, "cnn",
-               "builtin model \"cnn\" or \"mlp\", or the path of a JSON model file"),
-    ENUM_KEY("device", device, "cpu", "cpu|gpu|auto",
-             "where a worker computes: cpu; gpu (an error when no GPU backend loads); auto (a GPU "
-             "when one is usable, else the CPU)"),
-    INT_KEY("threads", threads, "0", 0, 256, "compute threads of a worker; 0 = one per CPU"),
-    STRING_KEY("data.dir", data.dir, "/usr/share/datasets/fashion-mnist",
-               "directory holding the dataset files"),
-    BOOL_KEY("data.shuffle", data.shuffle, "true", "reshuffle the training examples every epoch"),
-    INT_KEY("data.prefetch", data.prefetch, "4", 1, 64,
-            "batches decoded ahead of the training step"),
-    INT_KEY("train.batch_size", train.batch_size, "64", 1, 65536, "examples in a worker's batch"),
-    INT_KEY("train.epochs", train.epochs, "3", 0, 1000000,
-            "passes over the training data (when train.max_steps is 0)"),
-    INT_KEY("train.max_steps", train.max_steps, "0", 0, NO_LIMIT,
-            "global steps to train for; 0 = train.epochs decides"),
-    ENUM_KEY("train.optimizer", train.optimizer, "sgd", "sgd|adam|rmsprop|adagrad",
-             "update rule, with Keras's semantics"),
-    FLOAT_KEY("train.learning_rate", train.learning_rate, "0.01", 0, HUGE_VAL, MIN_EXCL,
-              "learning rate before decay (Keras uses 0.001 for adam, rmsprop, adagrad)"),
-    FLOAT_KEY("train.momentum", train.momentum, "0.9", 0, 1, MAX_EXCL,
-              "SGD momentum (decay of the velocity); 0 = plain SGD"),
-    BOOL_KEY("train.nesterov", train.nesterov, "false", "Nesterov momentum (SGD)"),
-    FLOAT_KEY("train.decay", train.decay, "0", 0, HUGE_VAL, 0,
-              "learning rate = learning_rate / (1 + decay * step) (Keras's legacy decay)"),
-    FLOAT_KEY("train.beta1", train.beta1, "0.9", 0, 1, MAX_EXCL, "Adam: decay of the first moment"),
-    FLOAT_KEY("train.beta2", train.beta2, "0.999", 0, 1, MAX_EXCL,
-              "Adam: decay of the second moment"),
-    FLOAT_KEY("train.epsilon", train.epsilon, "1e-7", 0, HUGE_VAL, MIN_EXCL,
-              "Adam, RMSprop, Adagrad: added to the denominator"),
-    FLOAT_KEY("train.rho", train.rho, "0.9", 0, 1, MAX_EXCL,
-              "RMSprop: decay of the mean square gradient"),
-    FLOAT_KEY("train.initial_accumulator", train.initial_accumulator, "0.1", 0, HUGE_VAL, 0,
-              "Adagrad: starting value of the accumulator"),
-    BOOL_KEY("train.pipeline", train.pipeline, "false",
-             "async: push and pull one step while the next computes (its gradient is one step "
-             "staler)"),
-    BOOL_KEY("train.overlap", train.overlap, "true",
-             "async: move a CNN's dense head (its pull and push) while the convolutions compute"),
-    ENUM_KEY("train.mode", train.mode, "async", "async|sync",
-             "async: each push applies at once; sync: pushes of a step are averaged"),
-    INT_KEY("train.replicas_to_aggregate", train.replicas_to_aggregate, "0", 0, NO_LIMIT,
-            "sync mode: gradients averaged per step; 0 = number of workers"),
-    INT_KEY("train.seed", train.seed, "42", 0, NO_LIMIT,
-            "seed of the initial weights, shuffling and dropout"),
-    OPT_STRING_KEY("train.warm_start_from", train.warm_start_from,
-                   "export, checkpoint or model_dir whose weights start a new run (when "
-                   "model_dir holds no checkpoint)"),
-    STRING_KEY("train.warm_start_vars", train.warm_start_vars, ".*",
-               "POSIX extended regex: the variables train.warm_start_from initialises (the rest "
-               "start from the initializer)"),
-    STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
-               "directory of checkpoints, exports and event files"),
-    INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
-            "checkpoint every this many global steps; 0 = by time only"),
-    FLOAT_KEY("checkpoint.every_secs", checkpoint.every_secs, "60", 0, HUGE_VAL, 0,
-              "checkpoint when this many seconds passed since the last; 0 = by steps only"),
-    INT_KEY("checkpoint.keep", checkpoint.keep, "5", 1, 1000, "newest checkpoints kept"),
-    INT_KEY("eval.batch_size", eval.batch_size, "64", 1, 65536,
-            "examples in an evaluation batch; at most train.batch_size, whose buffers it reuses"),
-    BOOL_KEY("eval.every_epoch", eval.every_epoch, "true",
-             "evaluate on the test set after each epoch"),
-    FLOAT_KEY("rpc.deadline_secs", rpc.deadline_secs, "30", 0, 86400, MIN_EXCL,
-              "deadline of one RPC (a sync pull waits for its step at most this long)"),
-    FLOAT_KEY("rpc.retry_max_secs", rpc.retry_max_secs, "2", 0, 3600, MIN_EXCL,
-              "longest wait between retries of an unreachable peer (backoff doubles up to it)"),
-    INT_KEY("rpc.max_message_mb", rpc.max_message_mb, "256", 1, 2047,
-            "largest RPC message sent or received, MiB"),
-    BOOL_KEY("rpc.shm", rpc.shm, "true",
-             "a worker or master on a PS's host moves tensors to and from it through shared "
-             "memory instead of gRPC (not with TLS)"),
-    BOOL_KEY("rpc.stream", rpc.stream, "false",
-             "calls to a PS on another host over a plain TCP connection beside gRPC, framed by "
-             "pstrain (both sides must set it; not with TLS)"),
-    INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
-            "port of a PS's TCP stream (rpc.stream), on the host of its cluster address; 0 = "
-            "any free port"),
-    OPT_STRING_KEY(
-        "tls.ca", tls.ca,
-        "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),
-    OPT_STRING_KEY("tls.cert", tls.cert, "PEM certificate of this process, signed by tls.ca"),
-    OPT_STRING_KEY("tls.key", tls.key, "PEM private key of tls.cert"),
-    FLOAT_KEY("cluster.heartbeat_secs", cluster.heartbeat_secs, "1", 0, 3600, MIN_EXCL,
-              "seconds between a worker's or PS's heartbeats to the master"),
-    INT_KEY("log.summary_steps", log.summary_steps, "100", 1, NO_LIMIT,
-            "global steps between training scalars in the TensorBoard event file"),
-    FLOAT_KEY("cluster.dead_after_secs", cluster.dead_after_secs, "5", 0, 86400, MIN_EXCL,
-              "the master marks a role dead after this long without a heartbeat"),
-    FLOAT_KEY("cluster.stall_secs", cluster.stall_secs, "120", 0, HUGE_VAL, 0,
-              "no global-step progress this long: the master restores every PS from the last "
-              "checkpoint; 0 = never"),
-    ENUM_KEY("log.level", log.level, "info", "debug|info|warn|error", "least severe level logged"),
-    FLOAT_KEY("log.every_secs", log.every_secs, "5", 0, HUGE_VAL, MIN_EXCL,
-              "seconds between progress lines"),
-};
-
-#define NKEYS PS_ARRAY_LEN(keys)
+#include "common/daemon/config_internal.h"
 
 /* ---- lookup and suggestions ---- */
 
 static const config_key_t *find_key(const char *name) {
-    for (size_t i = 0; i < NKEYS; i++)
-        if (strcmp(keys[i].name, name) == 0)
-            return &keys[i];
+    for (size_t i = 0; i < config_nkeys; i++)
+        if (strcmp(config_keys[i].name, name) == 0)
+            return &config_keys[i];
     return NULL;
 }
 
 /* True when some key lives under "prefix." (a section such as "train"). */
 static bool is_section(const char *prefix) {
     size_t n = strlen(prefix);
-    for (size_t i = 0; i < NKEYS; i++)
-        if (strncmp(keys[i].name, prefix, n) == 0 && keys[i].name[n] == '.')
+    for (size_t i = 0; i < config_nkeys; i++)
+        if (strncmp(config_keys[i].name, prefix, n) == 0 && config_keys[i].name[n] == '.')
             return true;
     return false;
 }
@@ -219,11 +72,11 @@ static const char *last_segment(const char *name) {
 static void suggest(const char *name, char *out, size_t outlen) {
     const config_key_t *best = NULL;
     size_t best_d = SIZE_MAX;
-    for (size_t i = 0; i < NKEYS; i++) {
-        size_t d = edit_distance(name, keys[i].name);
+    for (size_t i = 0; i < config_nkeys; i++) {
+        size_t d = edit_distance(name, config_keys[i].name);
         if (d < best_d) {
             best_d = d;
-            best = &keys[i];
+            best = &config_keys[i];
         }
     }
     size_t limit = PS_MAX((size_t)2, strlen(name) / 4);
@@ -233,9 +86,9 @@ static void suggest(const char *name, char *out, size_t outlen) {
     }
     const char *found[2] = {NULL, NULL};
     size_t nfound = 0;
-    for (size_t i = 0; i < NKEYS && nfound < 2; i++)
-        if (strcmp(last_segment(keys[i].name), last_segment(name)) == 0)
-            found[nfound++] = keys[i].name;
+    for (size_t i = 0; i < config_nkeys && nfound < 2; i++)
+        if (strcmp(last_segment(config_keys[i].name), last_segment(name)) == 0)
+            found[nfound++] = config_keys[i].name;
     if (nfound == 1)
         snprintf(out, outlen, " (did you mean %s?)", found[0]);
     else if (nfound == 2)
@@ -392,8 +245,8 @@ static int set_text(config_t *c, const config_key_t *k, const char *s, char *err
 void config_defaults(config_t *c) {
     char err[PS_ERRLEN];
     memset(c, 0, sizeof *c);
-    for (size_t i = 0; i < NKEYS; i++) {
-        if (set_text(c, &keys[i], keys[i].def, err, sizeof err) != 0) {
+    for (size_t i = 0; i < config_nkeys; i++) {
+        if (set_text(c, &config_keys[i], config_keys[i].def, err, sizeof err) != 0) {
             /* Only an edit of the table can get here, and the tests check it. */
             fprintf(stderr, "fatal: bad default in the config table: %s\n", err);
             abort();
@@ -750,21 +603,22 @@ static const char *type_name(key_type_t t) {
 void config_print_help(FILE *out) {
     config_t defaults;
     config_defaults(&defaults);
-    char def[NKEYS][CONFIG_STR];
+    char def[config_nkeys][CONFIG_STR];
     int wname = 0, wdef = 0;
-    for (size_t i = 0; i < NKEYS; i++) {
-        format_value(&defaults, &keys[i], def[i], sizeof def[i]);
-        wname = PS_MAX(wname, (int)strlen(keys[i].name));
+    for (size_t i = 0; i < config_nkeys; i++) {
+        format_value(&defaults, &config_keys[i], def[i], sizeof def[i]);
+        wname = PS_MAX(wname, (int)strlen(config_keys[i].name));
         wdef = PS_MAX(wdef, (int)strlen(def[i]));
     }
     fprintf(out, "  %-*s  %-6s  %-*s  %s\n", wname, "KEY", "TYPE", wdef, "DEFAULT", "RANGE");
-    for (size_t i = 0; i < NKEYS; i++) {
+    for (size_t i = 0; i < config_nkeys; i++) {
         char range[128];
-        range_text(&keys[i], range, sizeof range);
+        range_text(&config_keys[i], range, sizeof range);
         bool ranged = range[0] != '\0'; /* no padding at the end of a row without a range */
-        fprintf(out, "  %-*s  %-6s  %-*s%s%s\n", wname, keys[i].name, type_name(keys[i].type),
-                ranged ? wdef : 0, def[i], ranged ? "  " : "", range);
-        fprintf(out, "      %s\n", keys[i].help);
+        fprintf(out, "  %-*s  %-6s  %-*s%s%s\n", wname, config_keys[i].name,
+                type_name(config_keys[i].type), ranged ? wdef : 0, def[i], ranged ? "  " : "",
+                range);
+        fprintf(out, "      %s\n", config_keys[i].help);
     }
 }
 
@@ -790,8 +644,8 @@ static json_object *json_value(const config_t *c, const config_key_t *k) {
 
 char *config_to_json(const config_t *c) {
     json_object *obj = json_object_new_object();
-    for (size_t i = 0; i < NKEYS; i++)
-        json_object_object_add(obj, keys[i].name, json_value(c, &keys[i]));
+    for (size_t i = 0; i < config_nkeys; i++)
+        json_object_object_add(obj, config_keys[i].name, json_value(c, &config_keys[i]));
     char *s = xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY |
                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(obj);

@@ -1,0 +1,135 @@
+/* The configuration table: every key, one row each, with its dotted name,
+ * type, where it lives in config_t, its default as text, bounds or choices,
+ * and one line of help (what --help and docs/configuration.md print). */
+#include <math.h>
+
+#include "common/base/util.h"
+#include "common/daemon/config_internal.h"
+
+#define INT_KEY(n, field, d, lo, hi, h)                                                            \
+    {                                                                                              \
+        .name = n, .type = KEY_INT, .offset = offsetof(config_t, field), .def = d, .imin = lo,     \
+        .imax = hi, .help = h                                                                      \
+    }
+#define FLOAT_KEY(n, field, d, lo, hi, fl, h)                                                      \
+    {                                                                                              \
+        .name = n, .type = KEY_FLOAT, .offset = offsetof(config_t, field), .def = d, .fmin = lo,   \
+        .fmax = hi, .flags = fl, .help = h                                                         \
+    }
+#define BOOL_KEY(n, field, d, h)                                                                   \
+    { .name = n, .type = KEY_BOOL, .offset = offsetof(config_t, field), .def = d, .help = h }
+#define STRING_KEY(n, field, d, h)                                                                 \
+    {                                                                                              \
+        .name = n, .type = KEY_STRING, .offset = offsetof(config_t, field), .def = d, .imin = 1,   \
+        .imax = CONFIG_STR - 1, .help = h                                                          \
+    }
+/* A string that may be empty (an optional path). */
+#define OPT_STRING_KEY(n, field, h)                                                                \
+    {                                                                                              \
+        .name = n, .type = KEY_STRING, .offset = offsetof(config_t, field), .def = "", .imin = 0,  \
+        .imax = CONFIG_STR - 1, .help = h                                                          \
+    }
+#define ENUM_KEY(n, field, d, ch, h)                                                               \
+    {                                                                                              \
+        .name = n, .type = KEY_ENUM, .offset = offsetof(config_t, field), .def = d, .choices = ch, \
+        .help = h                                                                                  \
+    }
+
+const config_key_t config_keys[] = {
+    STRING_KEY("model", model, "cnn",
+               "builtin model \"cnn\" or \"mlp\", or the path of a JSON model file"),
+    ENUM_KEY("device", device, "cpu", "cpu|gpu|auto",
+             "where a worker computes: cpu; gpu (an error when no GPU backend loads); auto (a GPU "
+             "when one is usable, else the CPU)"),
+    INT_KEY("threads", threads, "0", 0, 256, "compute threads of a worker; 0 = one per CPU"),
+    STRING_KEY("data.dir", data.dir, "/usr/share/datasets/fashion-mnist",
+               "directory holding the dataset files"),
+    BOOL_KEY("data.shuffle", data.shuffle, "true", "reshuffle the training examples every epoch"),
+    INT_KEY("data.prefetch", data.prefetch, "4", 1, 64,
+            "batches decoded ahead of the training step"),
+    INT_KEY("train.batch_size", train.batch_size, "64", 1, 65536, "examples in a worker's batch"),
+    INT_KEY("train.epochs", train.epochs, "3", 0, 1000000,
+            "passes over the training data (when train.max_steps is 0)"),
+    INT_KEY("train.max_steps", train.max_steps, "0", 0, NO_LIMIT,
+            "global steps to train for; 0 = train.epochs decides"),
+    ENUM_KEY("train.optimizer", train.optimizer, "sgd", "sgd|adam|rmsprop|adagrad",
+             "update rule, with Keras's semantics"),
+    FLOAT_KEY("train.learning_rate", train.learning_rate, "0.01", 0, HUGE_VAL, MIN_EXCL,
+              "learning rate before decay (Keras uses 0.001 for adam, rmsprop, adagrad)"),
+    FLOAT_KEY("train.momentum", train.momentum, "0.9", 0, 1, MAX_EXCL,
+              "SGD momentum (decay of the velocity); 0 = plain SGD"),
+    BOOL_KEY("train.nesterov", train.nesterov, "false", "Nesterov momentum (SGD)"),
+    FLOAT_KEY("train.decay", train.decay, "0", 0, HUGE_VAL, 0,
+              "learning rate = learning_rate / (1 + decay * step) (Keras's legacy decay)"),
+    FLOAT_KEY("train.beta1", train.beta1, "0.9", 0, 1, MAX_EXCL, "Adam: decay of the first moment"),
+    FLOAT_KEY("train.beta2", train.beta2, "0.999", 0, 1, MAX_EXCL,
+              "Adam: decay of the second moment"),
+    FLOAT_KEY("train.epsilon", train.epsilon, "1e-7", 0, HUGE_VAL, MIN_EXCL,
+              "Adam, RMSprop, Adagrad: added to the denominator"),
+    FLOAT_KEY("train.rho", train.rho, "0.9", 0, 1, MAX_EXCL,
+              "RMSprop: decay of the mean square gradient"),
+    FLOAT_KEY("train.initial_accumulator", train.initial_accumulator, "0.1", 0, HUGE_VAL, 0,
+              "Adagrad: starting value of the accumulator"),
+    BOOL_KEY("train.pipeline", train.pipeline, "false",
+             "async: push and pull one step while the next computes (its gradient is one step "
+             "staler)"),
+    BOOL_KEY("train.overlap", train.overlap, "true",
+             "async: move a CNN's dense head (its pull and push) while the convolutions compute"),
+    ENUM_KEY("train.mode", train.mode, "async", "async|sync",
+             "async: each push applies at once; sync: pushes of a step are averaged"),
+    INT_KEY("train.replicas_to_aggregate", train.replicas_to_aggregate, "0", 0, NO_LIMIT,
+            "sync mode: gradients averaged per step; 0 = number of workers"),
+    INT_KEY("train.seed", train.seed, "42", 0, NO_LIMIT,
+            "seed of the initial weights, shuffling and dropout"),
+    OPT_STRING_KEY("train.warm_start_from", train.warm_start_from,
+                   "export, checkpoint or model_dir whose weights start a new run (when "
+                   "model_dir holds no checkpoint)"),
+    STRING_KEY("train.warm_start_vars", train.warm_start_vars, ".*",
+               "POSIX extended regex: the variables train.warm_start_from initialises (the rest "
+               "start from the initializer)"),
+    STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
+               "directory of checkpoints, exports and event files"),
+    INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
+            "checkpoint every this many global steps; 0 = by time only"),
+    FLOAT_KEY("checkpoint.every_secs", checkpoint.every_secs, "60", 0, HUGE_VAL, 0,
+              "checkpoint when this many seconds passed since the last; 0 = by steps only"),
+    INT_KEY("checkpoint.keep", checkpoint.keep, "5", 1, 1000, "newest checkpoints kept"),
+    INT_KEY("eval.batch_size", eval.batch_size, "64", 1, 65536,
+            "examples in an evaluation batch; at most train.batch_size, whose buffers it reuses"),
+    BOOL_KEY("eval.every_epoch", eval.every_epoch, "true",
+             "evaluate on the test set after each epoch"),
+    FLOAT_KEY("rpc.deadline_secs", rpc.deadline_secs, "30", 0, 86400, MIN_EXCL,
+              "deadline of one RPC (a sync pull waits for its step at most this long)"),
+    FLOAT_KEY("rpc.retry_max_secs", rpc.retry_max_secs, "2", 0, 3600, MIN_EXCL,
+              "longest wait between retries of an unreachable peer (backoff doubles up to it)"),
+    INT_KEY("rpc.max_message_mb", rpc.max_message_mb, "256", 1, 2047,
+            "largest RPC message sent or received, MiB"),
+    BOOL_KEY("rpc.shm", rpc.shm, "true",
+             "a worker or master on a PS's host moves tensors to and from it through shared "
+             "memory instead of gRPC (not with TLS)"),
+    BOOL_KEY("rpc.stream", rpc.stream, "false",
+             "calls to a PS on another host over a plain TCP connection beside gRPC, framed by "
+             "pstrain (both sides must set it; not with TLS)"),
+    INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
+            "port of a PS's TCP stream (rpc.stream), on the host of its cluster address; 0 = "
+            "any free port"),
+    OPT_STRING_KEY(
+        "tls.ca", tls.ca,
+        "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),
+    OPT_STRING_KEY("tls.cert", tls.cert, "PEM certificate of this process, signed by tls.ca"),
+    OPT_STRING_KEY("tls.key", tls.key, "PEM private key of tls.cert"),
+    FLOAT_KEY("cluster.heartbeat_secs", cluster.heartbeat_secs, "1", 0, 3600, MIN_EXCL,
+              "seconds between a worker's or PS's heartbeats to the master"),
+    INT_KEY("log.summary_steps", log.summary_steps, "100", 1, NO_LIMIT,
+            "global steps between training scalars in the TensorBoard event file"),
+    FLOAT_KEY("cluster.dead_after_secs", cluster.dead_after_secs, "5", 0, 86400, MIN_EXCL,
+              "the master marks a role dead after this long without a heartbeat"),
+    FLOAT_KEY("cluster.stall_secs", cluster.stall_secs, "120", 0, HUGE_VAL, 0,
+              "no global-step progress this long: the master restores every PS from the last "
+              "checkpoint; 0 = never"),
+    ENUM_KEY("log.level", log.level, "info", "debug|info|warn|error", "least severe level logged"),
+    FLOAT_KEY("log.every_secs", log.every_secs, "5", 0, HUGE_VAL, MIN_EXCL,
+              "seconds between progress lines"),
+};
+
+const size_t config_nkeys = PS_ARRAY_LEN(config_keys);
