@@ -1,6 +1,7 @@
-/* pstrain's one gRPC layer (gRPC C core, no C++): a server that routes unary
- * calls by full method name ("/pstrain.ParameterServer/Push") to handlers run
- * on one completion-queue thread, client calls with deadlines, a retry wrapper
+/* pstrain's RPC layer (gRPC C core, no C++, and beside it the tensor stream):
+ * a server that routes unary calls by full method name
+ * ("/pstrain.ParameterServer/Push") to handlers run one at a time, client
+ * calls with deadlines, a retry wrapper
  * with capped exponential backoff, fan-out of calls to N servers at once, and
  * mutual TLS. Messages are opaque byte strings (serialized protobuf-c).
  *
@@ -66,7 +67,18 @@ typedef struct {
     int shm;
     int stream;
     int stream_port;
+    /* A server's stream connections at once, Unix socket and TCP together
+     * (0 = RPC_STREAM_MAX_CONNECTIONS): the next one is answered
+     * RESOURCE_EXHAUSTED and closed. */
+    int stream_max_connections;
+    /* Seconds a new stream connection has to open with its hello (Unix
+     * socket) or its first request's header (TCP) before the server closes
+     * it (0 = RPC_STREAM_HANDSHAKE_S). */
+    double stream_handshake_s;
 } rpc_options_t;
+
+#define RPC_STREAM_MAX_CONNECTIONS 1024
+#define RPC_STREAM_HANDSHAKE_S 5.0
 
 /* A growable byte buffer the caller owns and reuses across calls, so that
  * steady-state calls allocate nothing big. Zero-initialise it; free it with
@@ -87,10 +99,14 @@ void rpc_tune_malloc(void);
 
 /* ---- Server ------------------------------------------------------------------
  *
- * Threading: every handler, on_cancel and on_tick runs on the server's one
- * completion-queue thread, one at a time, so they may share the ctx without
- * locks among themselves; none may block, since each stalls every call.
- * rpc_call_reply may be called from any thread: from the handler itself, from
+ * Threading: a server has three threads: gRPC's completion-queue thread,
+ * and with a tensor stream its loop thread (every stream connection, on
+ * libuv) and its handler thread. Handlers and on_cancel run on the
+ * completion-queue thread (calls over gRPC) or the handler thread (calls
+ * over the stream), on_tick on the completion-queue thread, all under one
+ * server lock, so one at a time: they may share the ctx without locks among
+ * themselves, but none may block, since each stalls every call of both
+ * transports. rpc_call_reply may be called from any thread: from the handler itself, from
  * a later handler or on_tick (a deferred reply), or from a thread of the
  * owner's. A call's handle stays valid until that one reply; the owner keeps
  * the handles it defers in one place (its wait list) so that exactly one of
@@ -141,20 +157,21 @@ typedef struct {
     const rpc_msg_method_t *msg_methods;
     size_t n_msg_methods;
     void *ctx; /* passed to handlers and callbacks */
-    /* Called (on the server thread) when a call that has not been answered yet
+    /* Called (under the server lock) when a call that has not been answered yet
      * is cancelled: the client gave up, its deadline passed, or the server is
      * stopping. The call must still be released with rpc_call_reply (the
      * answer goes nowhere). May be NULL. */
     void (*on_cancel)(void *ctx, rpc_call_t *call);
-    /* Called every tick_s seconds on the server thread, e.g. to expire waits.
+    /* Called every tick_s seconds under the server lock, e.g. to expire waits.
      * May be NULL. */
     void (*on_tick)(void *ctx);
     double tick_s;
     rpc_options_t opt;
 } rpc_server_config_t;
 
-/* Binds, starts the server thread and returns once the port listens. A busy
- * port, an address that is not local, or unreadable TLS files are errors. The
+/* Binds, starts the server's threads and returns once the port listens. A
+ * busy port, an address that is not local, unreadable TLS files, or a
+ * process out of threads or descriptors are errors. The
  * method table and its strings must outlive the server. */
 int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *err, size_t errlen);
 /* The port actually bound (useful with port 0). */
@@ -165,7 +182,7 @@ int rpc_server_stream_port(const rpc_server_t *s);
 #define RPC_STOP_GRACE_S 0.5
 /* Stops accepting, gives the calls in flight RPC_STOP_GRACE_S to finish, then
  * cancels the rest (on_cancel runs for each one not yet answered), waits
- * until every call has been released by its rpc_call_reply, joins the thread
+ * until every call has been released by its rpc_call_reply, joins the threads
  * and frees everything. Must not be called from a handler or callback. NULL
  * is ignored. */
 void rpc_server_stop(rpc_server_t *s);

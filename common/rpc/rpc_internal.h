@@ -7,6 +7,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <stdatomic.h>
 
 #include "common/rpc/rpc.h"
 
@@ -78,75 +79,16 @@ grpc_byte_buffer *rpc__pieces_buffer(const rpc_piece_t *pieces, size_t n);
 /* A gpr deadline seconds from now on the monotonic clock; infinite if <= 0. */
 gpr_timespec rpc__deadline(double seconds);
 
-/* ---- The tensor stream (rpc_stream.c) -------------------------------------------
- *
- * A plain TCP connection beside gRPC carrying the same unary calls, framed
- * by pstrain instead of HTTP/2: one call at a time per connection, a
- * request then its response. Little-endian, RPC_STREAM_HDR bytes of header:
- *   request:  magic "PSR1" u32 | method length u32 | deadline, microseconds
- *             from receipt (0: none) u64 | body length u64; then the method
- *             name and the body (the serialized message).
- *   response: magic "PSA1" u32 | status code u32 | message length u32 |
- *             flags u32 | body length u64; then the status message and, for
- *             RPC_OK, the body.
- * A server that cannot make sense of a frame answers it when it can (an
- * unknown method, an oversized body) and closes the connection. */
-#define RPC_STREAM_REQ_MAGIC 0x31525350u  /* "PSR1" */
-#define RPC_STREAM_RESP_MAGIC 0x31415350u /* "PSA1" */
-#define RPC_STREAM_HDR 24
-#define RPC_STREAM_METHOD_MAX 256
-#define RPC_STREAM_MSG_MAX 1024
-/* Response flags: the server closes the connection after this response. */
-#define RPC_STREAM_CLOSING 1u
-/* The method a channel asks a server where its stream is with, over gRPC.
- * The answer is the TCP stream's port in decimal (0: none) and, when the
- * server offers shared memory, a space and its Unix socket's abstract name
- * ("0 pstrain-1234-2222"). */
-#define RPC_STREAM_PORT_METHOD "/pstrain.Rpc/StreamPort"
-
-struct iovec;
-void rpc__stream_req_put(uint8_t h[RPC_STREAM_HDR], size_t method_len, double deadline_s,
-                         size_t body_len);
-/* -1 when h is not a request header. */
-int rpc__stream_req_get(const uint8_t h[RPC_STREAM_HDR], size_t *method_len, double *deadline_s,
-                        uint64_t *body_len);
-void rpc__stream_resp_put(uint8_t h[RPC_STREAM_HDR], int code, size_t msg_len, size_t body_len,
-                          uint32_t flags);
-/* -1 when h is not a response header. */
-int rpc__stream_resp_get(const uint8_t h[RPC_STREAM_HDR], int *code, size_t *msg_len,
-                         uint64_t *body_len, uint32_t *flags);
-/* Blocking reads and writes of whole runs: 0; -1 with errno on an error or
- * an end of stream within the run; read_full returns 1 at an end of stream
- * before its first byte. write_iov consumes iov. */
-int rpc__read_full(int fd, void *buf, size_t n);
-int rpc__write_iov(int fd, struct iovec *iov, int n);
-/* Steps *iov and *n past done bytes written. */
-void rpc__iov_advance(struct iovec **iov, int *n, size_t done);
-/* The host of "host:port" or "[v6]:port" into host, the port into *port
- * (may be NULL); -1 when target has no such form. */
-int rpc__split_host(const char *target, char *host, size_t hostlen, int *port);
-/* TCP_NODELAY and larger socket buffers. */
-void rpc__stream_tune(int fd);
-/* A listening socket on addr's host and the given port (0: a free one). */
-int rpc__stream_listen(const char *addr, int port, int *fd, int *bound, char *err, size_t errlen);
-
-/* Same host: the server also listens on a Unix socket with an abstract name
- * (reachable only in its network namespace, so only on its host), which it
- * names after the port when a channel asks ("PORT NAME"). A client that
- * reaches it first sends a hello with a memfd (SCM_RIGHTS) holding two
- * areas, sealed against shrinking: requests (req_cap bytes) and after them
- * responses (resp_cap). On such a connection every body lies in its area
- * instead of following its header: the header's body length says how much
- * of the area it fills.
- *   hello: magic "PSM1" u32 | 0 u32 | req_cap u64 | resp_cap u64 */
-#define RPC_STREAM_SHM_MAGIC 0x314d5350u /* "PSM1" */
-int rpc__stream_unix_listen(char *name, size_t namelen, int *fd, char *err, size_t errlen);
-/* A connected socket, or -1 (errno set). */
-int rpc__stream_unix_connect(const char *name);
-/* len bytes of buf with a descriptor; 0 or -1. recv_fd reads exactly len. */
-int rpc__send_fd(int sock, const void *buf, size_t len, int fd);
-int rpc__recv_fd(int sock, void *buf, size_t len, int *fd);
-void rpc__stream_hello_put(uint8_t h[RPC_STREAM_HDR], uint64_t req_cap, uint64_t resp_cap);
-int rpc__stream_hello_get(const uint8_t h[RPC_STREAM_HDR], uint64_t *req_cap, uint64_t *resp_cap);
+/* What a call of either transport starts with, so that the rpc_call_*
+ * functions can tell a gRPC call (rpc_server.c) from a tensor stream call
+ * (stream_server.c) and read what both have. */
+enum { RPC_CALL_REPLIED = 1, RPC_CALL_CANCELLED = 2 };
+typedef struct {
+    int is_stream;
+    atomic_int flags; /* RPC_CALL_REPLIED, RPC_CALL_CANCELLED */
+    void *user;
+    const rpc_method_t *method;
+    const rpc_msg_method_t *msg_method; /* instead of method */
+} rpc_call_head_t;
 
 #endif

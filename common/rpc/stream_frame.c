@@ -1,7 +1,7 @@
-/* The tensor stream's frames and socket helpers, shared by the server and
- * the client sides (rpc_server.c, rpc_client.c). See rpc_internal.h for the
- * frame layout. */
-#include "common/rpc/rpc_internal.h"
+/* The tensor stream's frames and socket helpers, shared by its server and
+ * its client (stream_server.c, stream_client.c). See stream_internal.h for
+ * the frame layout. */
+#include "common/rpc/stream_internal.h"
 
 #include <errno.h>
 #include <netdb.h>
