@@ -56,6 +56,7 @@ typedef struct {
         int64_t max_message_mb;
         bool stream;
         int64_t stream_port;
+        int64_t stream_max_connections;
         bool shm;
     } rpc;
     struct {

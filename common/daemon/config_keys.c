@@ -113,6 +113,9 @@ const config_key_t config_keys[] = {
     INT_KEY("rpc.stream_port", rpc.stream_port, "0", 0, 65535,
             "port of a PS's TCP stream (rpc.stream), on the host of its cluster address; 0 = "
             "any free port"),
+    INT_KEY("rpc.stream_max_connections", rpc.stream_max_connections, "1024", 1, 1000000,
+            "tensor stream connections a PS holds at once (Unix socket and TCP together); the "
+            "next client is answered RESOURCE_EXHAUSTED"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

@@ -181,6 +181,7 @@ rpc_options_t daemon_rpc_options(const config_t *cfg) {
     o.max_recv = o.max_send = (size_t)cfg->rpc.max_message_mb << 20;
     o.stream = cfg->rpc.stream;
     o.stream_port = (int)cfg->rpc.stream_port;
+    o.stream_max_connections = (int)cfg->rpc.stream_max_connections;
     o.shm = cfg->rpc.shm;
     if (cfg->tls.ca[0]) {
         o.tls_ca = cfg->tls.ca;
