@@ -4,11 +4,8 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/peers/fields.h"
 #include "common/rpc/wire.h"
-
-/* Field numbers of proto/pstrain.proto. */
-enum { PULL_STEP = 1, PULL_TENSORS = 2, PULL_LINEAGE = 3 };
-enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
 
 /* The longest framing of one varint field: a key byte and 10 bytes. */
 #define VARINT_FIELD_MAX 11
@@ -43,17 +40,17 @@ static size_t tensor_size(const Pstrain__Tensor *t) {
 
 /* Writes a tensor's framing: everything but its data. */
 static uint8_t *put_tensor_head(uint8_t *at, const Pstrain__Tensor *t) {
-    at = wire_put_varint(wire_put_key(at, PULL_TENSORS, WIRE_LEN), tensor_size(t));
+    at = wire_put_varint(wire_put_key(at, FIELD_PULL_TENSORS, WIRE_LEN), tensor_size(t));
     size_t name = t->name ? strlen(t->name) : 0;
     if (name) {
-        at = wire_put_varint(wire_put_key(at, TENSOR_NAME, WIRE_LEN), name);
+        at = wire_put_varint(wire_put_key(at, FIELD_TENSOR_NAME, WIRE_LEN), name);
         memcpy(at, t->name, name);
         at += name;
     }
-    at = put_uint64(at, TENSOR_ROW_BEGIN, t->row_begin);
-    at = put_uint64(at, TENSOR_ROWS, t->rows);
+    at = put_uint64(at, FIELD_TENSOR_ROW_BEGIN, t->row_begin);
+    at = put_uint64(at, FIELD_TENSOR_ROWS, t->rows);
     if (t->data.len)
-        at = wire_put_varint(wire_put_key(at, TENSOR_DATA, WIRE_LEN), t->data.len);
+        at = wire_put_varint(wire_put_key(at, FIELD_TENSOR_DATA, WIRE_LEN), t->data.len);
     return at;
 }
 
@@ -83,7 +80,7 @@ void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *r, rpc_blob_t *we
     }
     p->npiece = 0;
     uint8_t *at = p->head.data, *from = at;
-    at = put_uint64(at, PULL_STEP, r->step);
+    at = put_uint64(at, FIELD_PULL_STEP, r->step);
     for (size_t i = 0; i < r->n_tensors; i++) {
         const Pstrain__Tensor *t = r->tensors[i];
         at = put_tensor_head(at, t);
@@ -91,7 +88,7 @@ void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *r, rpc_blob_t *we
         add_piece(p, t->data.data, t->data.len, weights);
         from = at;
     }
-    at = put_uint64(at, PULL_LINEAGE, r->lineage);
+    at = put_uint64(at, FIELD_PULL_LINEAGE, r->lineage);
     add_piece(p, from, (size_t)(at - from), NULL);
     p->head.len = (size_t)(at - p->head.data);
 }

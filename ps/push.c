@@ -4,11 +4,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
-
-/* Field numbers of proto/pstrain.proto. */
-enum { CALLER_ROLE = 1, CALLER_INDEX = 2, CALLER_INCARNATION = 3 };
-enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
-enum { PUSH_CALLER = 1, PUSH_STEP = 2, PUSH_GRADS = 3, PUSH_PARTIAL = 4, PUSH_SEQ = 5 };
+#include "common/peers/fields.h"
 
 void ps_push_init(ps_push_t *p) {
     memset(p, 0, sizeof *p);
@@ -82,15 +78,15 @@ static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
     while ((more = wire_next(&r, &field, &type)) == 1) {
         uint64_t v = 0;
         wire_bytes_t role;
-        int rc = field == CALLER_ROLE          ? want_bytes(&r, type, &role)
-                 : field == CALLER_INDEX       ? want_varint(&r, type, &v)
-                 : field == CALLER_INCARNATION ? want_varint(&r, type, &v)
-                                               : wire_skip(&r, type);
+        int rc = field == FIELD_CALLER_ROLE          ? want_bytes(&r, type, &role)
+                 : field == FIELD_CALLER_INDEX       ? want_varint(&r, type, &v)
+                 : field == FIELD_CALLER_INCARNATION ? want_varint(&r, type, &v)
+                                                     : wire_skip(&r, type);
         if (rc < 0)
             return -1;
-        if (field == CALLER_INDEX)
+        if (field == FIELD_CALLER_INDEX)
             p->caller_index = (uint32_t)v;
-        else if (field == CALLER_INCARNATION)
+        else if (field == FIELD_CALLER_INCARNATION)
             p->caller_incarnation = v;
     }
     return more;
@@ -104,11 +100,11 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
     uint32_t field;
     int type, more;
     while ((more = wire_next(&r, &field, &type)) == 1) {
-        int rc = field == TENSOR_NAME        ? want_bytes(&r, type, &g->name_wire)
-                 : field == TENSOR_ROW_BEGIN ? want_varint(&r, type, &g->row_begin)
-                 : field == TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
-                 : field == TENSOR_DATA      ? want_bytes(&r, type, &g->data)
-                                             : wire_skip(&r, type);
+        int rc = field == FIELD_TENSOR_NAME        ? want_bytes(&r, type, &g->name_wire)
+                 : field == FIELD_TENSOR_ROW_BEGIN ? want_varint(&r, type, &g->row_begin)
+                 : field == FIELD_TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
+                 : field == FIELD_TENSOR_DATA      ? want_bytes(&r, type, &g->data)
+                                                   : wire_skip(&r, type);
         if (rc < 0)
             return -1;
     }
@@ -118,15 +114,15 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
 static int decode_field(ps_push_t *p, wire_reader_t *r, uint32_t field, int type) {
     wire_bytes_t b;
     switch (field) {
-    case PUSH_CALLER:
+    case FIELD_PUSH_CALLER:
         return want_bytes(r, type, &b) < 0 ? -1 : decode_caller(p, &b);
-    case PUSH_STEP:
+    case FIELD_PUSH_STEP:
         return want_varint(r, type, &p->step);
-    case PUSH_SEQ:
+    case FIELD_PUSH_SEQ:
         return want_varint(r, type, &p->seq);
-    case PUSH_GRADS:
+    case FIELD_PUSH_GRADS:
         return want_bytes(r, type, &b) < 0 ? -1 : decode_tensor(p, &b);
-    case PUSH_PARTIAL: {
+    case FIELD_PUSH_PARTIAL: {
         int v;
         if (wire_bool(r, type, &v) < 0)
             return -1;
