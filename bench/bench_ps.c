@@ -119,13 +119,14 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     double *tcp = xcalloc((size_t)reps, sizeof *tcp);
     int tcp_fd = -1;
     pid_t tcp_pid = tcp_echo_fork(bytes, &tcp_fd);
-    int rc = tcp_pid < 0 ? -1 : psclient_pull(p, w, false); /* waits for the PS to listen */
+    /* The first pull waits for the PS to listen. */
+    int rc = tcp_pid < 0 ? -1 : (int)psclient_pull(p, w, false, err, sizeof err);
     for (int r = -3; r < reps && rc == 0; r++) {
         double t0 = ps_now();
         size_t stale;
-        rc = psclient_push(p, g, &stale);
+        rc = (int)psclient_push(p, g, &stale, err, sizeof err);
         if (rc == 0)
-            rc = psclient_pull(p, w, false);
+            rc = (int)psclient_pull(p, w, false, err, sizeof err);
         double dt = ps_now() - t0, dtcp = tcp_echo_round(tcp_fd, g, echo, bytes);
         if (dtcp < 0)
             rc = -1;
@@ -134,6 +135,8 @@ static int bench_size(const char *bin, size_t mib, int reps) {
             tcp[r] = 2.0 * (double)bytes / dtcp / 1e9;
         }
     }
+    if (rc > 0)
+        fprintf(stderr, "%s\n", err);
     if (rc == 0) {
         qsort(rates, (size_t)reps, sizeof *rates, cmp_double);
         qsort(tcp, (size_t)reps, sizeof *tcp, cmp_double);

@@ -18,6 +18,7 @@
 #include "common/train/trainer.h"
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
+#include "worker/progress.h"
 
 typedef struct {
     daemon_t *d;
@@ -35,11 +36,43 @@ typedef struct {
     uint64_t target, stale, global_step;
     bool sync;
     Pstrain__Caller caller;
+    char err[PS_ERRLEN]; /* why a pull or push of the training thread failed */
 } worker_t;
 
 static bool should_stop(void *arg) {
     const worker_t *w = arg;
     return daemon_stop_signal || (w->hb && heartbeat_done(w->hb));
+}
+
+int cluster_exit_code(psclient_status_t s) {
+    switch (s) {
+    case PSCLIENT_OK:
+    case PSCLIENT_STOPPED:
+        return EXIT_OK;
+    case PSCLIENT_INVALID:
+        return EXIT_USAGE;
+    case PSCLIENT_UNREACHABLE:
+        return EXIT_UNAVAILABLE;
+    }
+    return EXIT_USAGE;
+}
+
+/* psclient's events, as log lines. */
+static void on_retrying(void *arg, const char *err, double max_sleep_s) {
+    log_warn("%s; retrying with backoff up to %.1fs", err, max_sleep_s);
+}
+
+static void on_recovered(void *arg, const char *method) {
+    log_info("%s: every PS answered again", method);
+}
+
+static void on_transport(void *arg, size_t ps, const char *transport, int port) {
+    if (strcmp(transport, "shm") == 0)
+        log_info("ps%zu: pushes and pulls through shared memory (same host)", ps);
+    else if (port)
+        log_info("ps%zu: pushes and pulls over its tensor stream (TCP port %d)", ps, port);
+    else
+        log_info("ps%zu: pushes and pulls over gRPC", ps);
 }
 
 static int connect_peers(worker_t *w) {
@@ -56,6 +89,9 @@ static int connect_peers(worker_t *w) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
+    psclient_events_t ev = {
+        .retrying = on_retrying, .recovered = on_recovered, .transport = on_transport};
+    psclient_set_events(w->ps, &ev);
     rpc_options_t o = daemon_rpc_options(&w->d->cfg);
     const cluster_addr_t *m = cluster_find(c, CLUSTER_MASTER, 0);
     if (rpc_channel_create(&w->master, m->text, &o, err, sizeof err)) {
@@ -92,7 +128,7 @@ static uint64_t resume_batches(worker_t *w, size_t nworkers, size_t replicas) {
     int64_t step = psclient_poll_step(w->ps, w->d->cfg.rpc.deadline_secs);
     if (step <= 0)
         return 0;
-    uint64_t batches = (uint64_t)step * replicas / (nworkers ? nworkers : 1);
+    uint64_t batches = progress_resume_batches((uint64_t)step, replicas, nworkers);
     log_info("global step %lld: this worker's data resumes at batch %llu", (long long)step,
              (unsigned long long)batches);
     return batches;
@@ -180,7 +216,7 @@ static void teardown(worker_t *w) {
 /* A thread that moves weights and gradients while the compute threads run:
  * one job at a time, posted by one thread and waited for by any. */
 typedef struct courier courier_t;
-typedef int (*courier_job_fn)(courier_t *c);
+typedef psclient_status_t (*courier_job_fn)(courier_t *c, char *err, size_t errlen);
 
 struct courier {
     worker_t *w;
@@ -189,8 +225,9 @@ struct courier {
     pthread_cond_t cv;
     courier_job_fn job; /* the job posted or running, NULL when idle */
     bool quit;
-    int rc;             /* the first job that failed, 0 while none */
-    const float *grads; /* what the jobs move */
+    psclient_status_t rc; /* the first job that failed, PSCLIENT_OK while none */
+    char err[PS_ERRLEN];  /* its error */
+    const float *grads;   /* what the jobs move */
     float *params;
     const uint8_t *head_mask;
 };
@@ -205,10 +242,13 @@ static void *courier_main(void *arg) {
             break;
         courier_job_fn job = c->job;
         pthread_mutex_unlock(&c->mu);
-        int rc = job(c);
+        char err[PS_ERRLEN];
+        psclient_status_t rc = job(c, err, sizeof err);
         pthread_mutex_lock(&c->mu);
-        if (rc && !c->rc)
+        if (rc != PSCLIENT_OK && c->rc == PSCLIENT_OK) {
             c->rc = rc;
+            memcpy(c->err, err, sizeof c->err);
+        }
         c->job = NULL;
         pthread_cond_broadcast(&c->cv);
     }
@@ -227,12 +267,13 @@ static void courier_start(courier_t *c, worker_t *w) {
     }
 }
 
-/* Waits for the job in flight; returns the first error of any job. */
-static int courier_wait(courier_t *c) {
+/* Waits for the job in flight; returns the first failure of any job, its
+ * error in c->err. */
+static psclient_status_t courier_wait(courier_t *c) {
     pthread_mutex_lock(&c->mu);
     while (c->job)
         pthread_cond_wait(&c->cv, &c->mu);
-    int rc = c->rc;
+    psclient_status_t rc = c->rc;
     pthread_mutex_unlock(&c->mu);
     return rc;
 }
@@ -247,8 +288,8 @@ static void courier_post(courier_t *c, courier_job_fn job) {
     pthread_mutex_unlock(&c->mu);
 }
 
-static int courier_stop(courier_t *c) {
-    int rc = courier_wait(c);
+static psclient_status_t courier_stop(courier_t *c) {
+    psclient_status_t rc = courier_wait(c);
     pthread_mutex_lock(&c->mu);
     c->quit = true;
     pthread_cond_broadcast(&c->cv);
@@ -261,8 +302,9 @@ static int courier_stop(courier_t *c) {
 
 /* Running figures of the run, logged every log.every_secs. */
 typedef struct {
-    double start, last_log, loss_sum, correct;
-    size_t seen, since_log, local_steps;
+    double start, last_log;
+    progress_means_t means;
+    size_t since_log, local_steps;
     double pull_s, compute_s, push_s; /* time spent in each, serial mode */
 } run_stats_t;
 
@@ -270,22 +312,20 @@ static void account(worker_t *w, run_stats_t *r, const step_metrics_t *sm) {
     r->local_steps++;
     if (r->local_steps == 1)
         log_info("first step done at global step %llu", (unsigned long long)w->global_step);
-    r->loss_sum += sm->loss * (double)sm->n;
-    r->correct += sm->accuracy * (double)sm->n;
-    r->seen += sm->n;
+    progress_add(&r->means, sm->loss, sm->accuracy, sm->n);
     r->since_log += sm->n;
     atomic_store(&w->progress.step, w->global_step);
-    atomic_store(&w->progress.examples, (uint64_t)r->seen);
-    atomic_store(&w->progress.loss, r->loss_sum / (double)r->seen);
-    atomic_store(&w->progress.accuracy, r->correct / (double)r->seen);
+    atomic_store(&w->progress.examples, (uint64_t)r->means.n);
+    atomic_store(&w->progress.loss, progress_loss(&r->means));
+    atomic_store(&w->progress.accuracy, progress_accuracy(&r->means));
     double now = ps_now();
-    if (now - r->last_log < w->d->cfg.log.every_secs)
+    if (!progress_log_due(now, r->last_log, w->d->cfg.log.every_secs))
         return;
     log_info("global step %llu/%llu - local step %zu - loss: %.4f - accuracy: %.4f - %.0f "
              "images/s - stale %llu",
              (unsigned long long)w->global_step, (unsigned long long)w->target, r->local_steps,
-             r->loss_sum / (double)r->seen, r->correct / (double)r->seen,
-             (double)r->since_log / (now - r->last_log), (unsigned long long)w->stale);
+             progress_loss(&r->means), progress_accuracy(&r->means),
+             progress_rate(r->since_log, now - r->last_log), (unsigned long long)w->stale);
     r->last_log = now;
     r->since_log = 0;
 }
@@ -301,56 +341,62 @@ static void compute(worker_t *w, const float *params, float *grads, step_metrics
 }
 
 /* Pull, compute, push, one after the other (sync mode, or no pipeline). */
-static int train_serial(worker_t *w, run_stats_t *r) {
+static psclient_status_t train_serial(worker_t *w, run_stats_t *r) {
+    psclient_status_t s = PSCLIENT_OK;
     while (!should_stop(w)) {
         double t0 = ps_now();
-        int rc = psclient_pull(w->ps, w->params[0], w->sync);
-        if (rc)
-            return rc == 1 ? EXIT_OK : rc;
+        if ((s = psclient_pull(w->ps, w->params[0], w->sync, w->err, sizeof w->err)) != 0)
+            return s;
         w->global_step = psclient_step(w->ps, 0);
-        if (w->global_step >= w->target)
+        if (progress_target_reached(w->global_step, w->target))
             break;
         step_metrics_t sm;
         double t1 = ps_now();
         compute(w, w->params[0], w->grads[0], &sm);
         double t2 = ps_now();
         size_t stale = 0;
-        rc = psclient_push(w->ps, w->grads[0], &stale);
-        if (rc)
-            return rc == 1 ? EXIT_OK : rc;
+        if ((s = psclient_push(w->ps, w->grads[0], &stale, w->err, sizeof w->err)) != 0)
+            return s;
         r->pull_s += t1 - t0;
         r->compute_s += t2 - t1;
         r->push_s += ps_now() - t2;
         w->stale += stale > 0;
         account(w, r, &sm);
     }
-    return EXIT_OK;
+    return s;
 }
 
 /* The pipeline's job: push one step's gradient, pull for a later step. */
-static int push_then_pull(courier_t *c) {
+static psclient_status_t push_then_pull(courier_t *c, char *err, size_t errlen) {
     size_t stale = 0;
-    int rc = psclient_push(c->w->ps, c->grads, &stale);
-    return rc ? rc : psclient_pull(c->w->ps, c->params, false);
+    psclient_status_t s = psclient_push(c->w->ps, c->grads, &stale, err, errlen);
+    return s != PSCLIENT_OK ? s : psclient_pull(c->w->ps, c->params, false, err, errlen);
+}
+
+/* The courier's first failure as the training thread's. */
+static psclient_status_t courier_failure(worker_t *w, courier_t *c, psclient_status_t s) {
+    if (s != PSCLIENT_OK)
+        memcpy(w->err, c->err, sizeof w->err);
+    return s;
 }
 
 /* Step k computes while step k-1's push and the pull for step k+1 run:
  * compute waits only for what is slower, and each gradient is computed on
  * weights one step older than in train_serial. */
-static int train_pipelined(worker_t *w, run_stats_t *r) {
-    int rc = psclient_pull(w->ps, w->params[0], false);
-    if (rc)
-        return rc == 1 ? EXIT_OK : rc;
+static psclient_status_t train_pipelined(worker_t *w, run_stats_t *r) {
+    psclient_status_t s = psclient_pull(w->ps, w->params[0], false, w->err, sizeof w->err);
+    if (s != PSCLIENT_OK)
+        return s;
     w->global_step = psclient_step(w->ps, 0);
     courier_t c;
     courier_start(&c, w);
     size_t cur = 0, g = 0;
     bool pending = false;
-    while (!should_stop(w) && w->global_step < w->target) {
+    while (!should_stop(w) && !progress_target_reached(w->global_step, w->target)) {
         step_metrics_t sm;
         compute(w, w->params[cur], w->grads[g], &sm);
         if (pending) {
-            if ((rc = courier_wait(&c)) != 0)
+            if ((s = courier_wait(&c)) != PSCLIENT_OK)
                 break;
             w->global_step = psclient_step(w->ps, 0);
             cur ^= 1;
@@ -362,9 +408,7 @@ static int train_pipelined(worker_t *w, run_stats_t *r) {
         g ^= 1;
         account(w, r, &sm);
     }
-    int last = courier_stop(&c);
-    rc = rc ? rc : last;
-    return rc == 1 ? EXIT_OK : rc;
+    return courier_failure(w, &c, courier_stop(&c));
 }
 
 /* Overlap: the head of the model (its dense layers after the last conv or
@@ -372,13 +416,13 @@ static int train_pipelined(worker_t *w, run_stats_t *r) {
  * while the convolutions compute: its pull runs during the conv forward, its
  * push during the conv backward. Each step still computes on the weights of
  * every earlier push (nothing is staler than in train_serial). */
-static int pull_head(courier_t *c) {
-    return psclient_pull_vars(c->w->ps, c->params, false, c->head_mask);
+static psclient_status_t pull_head(courier_t *c, char *err, size_t errlen) {
+    return psclient_pull_vars(c->w->ps, c->params, false, c->head_mask, err, errlen);
 }
 
-static int push_head(courier_t *c) {
+static psclient_status_t push_head(courier_t *c, char *err, size_t errlen) {
     size_t stale = 0;
-    return psclient_push_vars(c->w->ps, c->grads, c->head_mask, true, &stale);
+    return psclient_push_vars(c->w->ps, c->grads, c->head_mask, true, &stale, err, errlen);
 }
 
 /* Compute threads, before the head's forward: the head's pull is the job in
@@ -408,26 +452,30 @@ static size_t head_layer(const model_t *m) {
     return 0;
 }
 
-static int overlapped_step(worker_t *w, courier_t *c, const uint8_t *early, run_stats_t *r) {
-    int rc = psclient_pull_vars(w->ps, w->params[0], false, early);
-    if (rc)
-        return rc;
+/* One overlapped step; *done once the target is reached. */
+static psclient_status_t overlapped_step(worker_t *w, courier_t *c, const uint8_t *early,
+                                         run_stats_t *r, bool *done) {
+    psclient_status_t s =
+        psclient_pull_vars(w->ps, w->params[0], false, early, w->err, sizeof w->err);
+    if (s != PSCLIENT_OK)
+        return s;
     w->global_step = psclient_step(w->ps, 0);
-    if (w->global_step >= w->target)
-        return -1;
+    if ((*done = progress_target_reached(w->global_step, w->target)))
+        return PSCLIENT_OK;
     courier_post(c, pull_head);
     step_metrics_t sm;
     compute(w, w->params[0], w->grads[0], &sm);
-    if ((rc = courier_wait(c)) != 0)
-        return rc;
+    if ((s = courier_wait(c)) != PSCLIENT_OK)
+        return courier_failure(w, c, s);
     size_t stale;
-    if ((rc = psclient_push_vars(w->ps, w->grads[0], early, false, &stale)) != 0)
-        return rc;
+    s = psclient_push_vars(w->ps, w->grads[0], early, false, &stale, w->err, sizeof w->err);
+    if (s != PSCLIENT_OK)
+        return s;
     account(w, r, &sm);
-    return 0;
+    return PSCLIENT_OK;
 }
 
-static int train_overlapped(worker_t *w, run_stats_t *r, size_t head) {
+static psclient_status_t train_overlapped(worker_t *w, run_stats_t *r, size_t head) {
     const model_t *m = &w->model;
     size_t first_head_var = (size_t)m->layers[head].kernel_var;
     uint8_t *head_mask = xcalloc(m->nvars, 1), *early = xcalloc(m->nvars, 1);
@@ -448,40 +496,49 @@ static int train_overlapped(worker_t *w, run_stats_t *r, size_t head) {
     trainer_set_overlap(w->trainer, &to);
     log_info("moving the head (layer %s on, %.2f MiB) while the layers below compute",
              m->layers[head].name, (double)(m->nparams - to.head_begin) * 4.0 / (1 << 20));
-    int rc = 0;
-    while (!should_stop(w) && (rc = overlapped_step(w, &c, early, r)) == 0)
+    psclient_status_t s = PSCLIENT_OK;
+    bool done = false;
+    while (!done && !should_stop(w) && (s = overlapped_step(w, &c, early, r, &done)) == 0)
         ;
     trainer_set_overlap(w->trainer, NULL);
-    courier_stop(&c);
+    /* The head's last push may still fail after the loop: a failure then
+     * stands as much as one during it. */
+    psclient_status_t last = courier_failure(w, &c, courier_stop(&c));
     free(head_mask);
     free(early);
-    return rc < 0 || rc == 1 ? EXIT_OK : rc;
+    return s != PSCLIENT_OK ? s : last;
+}
+
+static void log_end(const worker_t *w, const run_stats_t *r) {
+    if (daemon_stop_signal)
+        log_info("stopping on signal %d after local step %zu", (int)daemon_stop_signal,
+                 r->local_steps);
+    else
+        log_info("training is over at global step %llu (%zu local steps, %llu stale, %.0f "
+                 "images/s over the run)",
+                 (unsigned long long)w->global_step, r->local_steps, (unsigned long long)w->stale,
+                 progress_rate(r->means.n, ps_now() - r->start));
+    if (r->local_steps && r->compute_s > 0)
+        log_info("per step: pull %.1f ms, compute %.1f ms, push %.1f ms",
+                 1e3 * r->pull_s / (double)r->local_steps,
+                 1e3 * r->compute_s / (double)r->local_steps,
+                 1e3 * r->push_s / (double)r->local_steps);
 }
 
 static int train(worker_t *w) {
     run_stats_t r = {.start = ps_now()};
     r.last_log = r.start;
-    bool pipeline = !w->sync && w->d->cfg.train.pipeline;
     size_t head = head_layer(&w->model);
-    bool overlap = !w->sync && !pipeline && w->d->cfg.train.overlap && head > 0;
-    int rc = pipeline  ? train_pipelined(w, &r)
-             : overlap ? train_overlapped(w, &r, head)
-                       : train_serial(w, &r);
-    if (rc)
-        return rc;
-    if (daemon_stop_signal)
-        log_info("stopping on signal %d after local step %zu", (int)daemon_stop_signal,
-                 r.local_steps);
+    progress_loop_t loop =
+        progress_loop(w->sync, w->d->cfg.train.pipeline, w->d->cfg.train.overlap, head);
+    psclient_status_t s = loop == PROGRESS_PIPELINED    ? train_pipelined(w, &r)
+                          : loop == PROGRESS_OVERLAPPED ? train_overlapped(w, &r, head)
+                                                        : train_serial(w, &r);
+    if (s == PSCLIENT_OK || s == PSCLIENT_STOPPED)
+        log_end(w, &r);
     else
-        log_info("training is over at global step %llu (%zu local steps, %llu stale, %.0f "
-                 "images/s over the run)",
-                 (unsigned long long)w->global_step, r.local_steps, (unsigned long long)w->stale,
-                 (double)r.seen / (ps_now() - r.start));
-    if (r.local_steps && r.compute_s > 0)
-        log_info("per step: pull %.1f ms, compute %.1f ms, push %.1f ms",
-                 1e3 * r.pull_s / (double)r.local_steps, 1e3 * r.compute_s / (double)r.local_steps,
-                 1e3 * r.push_s / (double)r.local_steps);
-    return EXIT_OK;
+        log_error("%s", w->err);
+    return cluster_exit_code(s);
 }
 
 int cluster_train(daemon_t *d, const backend_t *be) {

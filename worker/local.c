@@ -20,6 +20,7 @@
 #include "common/train/store.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
+#include "worker/progress.h"
 
 typedef struct {
     model_t model;
@@ -33,8 +34,7 @@ typedef struct {
 
 /* Running means over the current epoch, as Keras's progress bar shows. */
 typedef struct {
-    double loss_sum, correct;
-    size_t n;
+    progress_means_t means;
     double start, last_log;
     size_t images_since_log;
 } epoch_stats_t;
@@ -133,32 +133,17 @@ static void teardown(local_t *L) {
     events_sink_close(&L->eval_events);
 }
 
-static void format_eta(char *buf, size_t len, double secs) {
-    long s = (long)(secs + 0.5);
-    if (s >= 3600)
-        snprintf(buf, len, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-    else if (s >= 60)
-        snprintf(buf, len, "%ld:%02ld", s / 60, s % 60);
-    else
-        snprintf(buf, len, "%lds", s);
-}
-
 /* "epoch 1/3  300/938 [=========>....................] - ETA: 25s - loss: 0.5123 -
  *  accuracy: 0.8123 - 1520 images/s" */
 static void log_progress(const epoch_stats_t *es, uint64_t epoch, uint64_t epochs, size_t step,
                          size_t steps, double images_per_sec) {
-    char bar[32];
-    size_t done = steps ? step * 30 / steps : 30;
-    for (size_t i = 0; i < 30; i++)
-        bar[i] = i < done ? '=' : i == done ? '>' : '.';
-    bar[30] = '\0';
-    char eta[32];
-    double per_step = step ? (ps_now() - es->start) / (double)step : 0.0;
-    format_eta(eta, sizeof eta, per_step * (double)(steps - step));
+    char bar[32], eta[32];
+    progress_bar(bar, step, steps);
+    progress_format_eta(eta, sizeof eta, progress_eta(ps_now() - es->start, step, steps));
     log_info("epoch %llu/%llu %5zu/%zu [%s] - ETA: %s - loss: %.4f - accuracy: %.4f - %.0f "
              "images/s",
              (unsigned long long)epoch + 1, (unsigned long long)epochs, step, steps, bar, eta,
-             es->loss_sum / (double)es->n, es->correct / (double)es->n, images_per_sec);
+             progress_loss(&es->means), progress_accuracy(&es->means), images_per_sec);
 }
 
 static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, double elapsed,
@@ -172,8 +157,8 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
     results_context_t ctx = {.global_step = step,
                              .epoch = epoch,
                              .elapsed_secs = elapsed,
-                             .train_loss = es->n ? es->loss_sum / (double)es->n : 0.0,
-                             .train_accuracy = es->n ? es->correct / (double)es->n : 0.0};
+                             .train_loss = progress_loss(&es->means),
+                             .train_accuracy = progress_accuracy(&es->means)};
     events_sink_eval(&L->eval_events, step, em.loss, em.accuracy);
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     eval_metrics_free(&em);
@@ -231,16 +216,10 @@ static void summarize(local_t *L, const config_t *c, summary_t *sum, uint64_t st
     *sum = (summary_t){.step = step, .time = now};
 }
 
-static uint64_t total_steps(const config_t *c, size_t steps_per_epoch) {
-    if (c->train.max_steps > 0)
-        return (uint64_t)c->train.max_steps;
-    return (uint64_t)c->train.epochs * steps_per_epoch;
-}
-
 static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop) {
     size_t spe = loader_steps_per_epoch(L->loader);
-    uint64_t total = total_steps(c, spe);
-    uint64_t epochs = (total + spe - 1) / spe;
+    uint64_t total = progress_total_steps(c->train.max_steps, c->train.epochs, spe);
+    uint64_t epochs = progress_epochs(total, spe);
     epoch_stats_t es = {.start = ps_now()};
     es.last_log = es.start;
     double train_start = es.start;
@@ -257,21 +236,19 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
         step_metrics_t sm;
         uint64_t dropout_seed = rng_key((uint64_t)c->train.seed, "dropout", step);
         trainer_step(L->trainer, b.x, b.y, b.n, dropout_seed, &sm);
-        es.loss_sum += sm.loss * (double)sm.n;
-        es.correct += sm.accuracy * (double)sm.n;
-        es.n += sm.n;
+        progress_add(&es.means, sm.loss, sm.accuracy, sm.n);
         es.images_since_log += sm.n;
         summarize(L, c, &sum, step + 1, &sm);
         double now = ps_now();
-        bool epoch_end = b.step_in_epoch + 1 == spe || step + 1 == total;
-        if (now - es.last_log >= c->log.every_secs || epoch_end) {
+        bool epoch_end = progress_epoch_end(b.step_in_epoch, spe, step, total);
+        if (progress_log_due(now, es.last_log, c->log.every_secs) || epoch_end) {
             log_progress(&es, b.epoch, epochs, (size_t)b.step_in_epoch + 1, spe,
-                         (double)es.images_since_log / (now - es.last_log));
+                         progress_rate(es.images_since_log, now - es.last_log));
             es.last_log = now;
             es.images_since_log = 0;
         }
         evaluated_last = false;
-        if (epoch_end && (c->eval.every_epoch || step + 1 == total)) {
+        if (progress_eval_due(epoch_end, c->eval.every_epoch, step, total)) {
             double epoch = (double)(step + 1) / (double)spe;
             int rc = evaluate(L, c, step + 1, epoch, ps_now() - train_start, &es);
             if (rc)

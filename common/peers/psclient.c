@@ -4,22 +4,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/base/exitcode.h"
 #include "common/base/log.h"
-#include "common/rpc/msg.h"
+#include "common/base/util.h"
 #include "common/model/placement.h"
+#include "common/peers/pull_read.h"
+#include "common/rpc/msg.h"
+#include "common/rpc/retry.h"
 #include "common/rpc/rpc.h"
 #include "common/train/store.h"
-#include "common/base/util.h"
-#include "common/rpc/wire.h"
-
-/* Field numbers of proto/pstrain.proto. */
-enum { PULL_STEP = 1, PULL_TENSORS = 2, PULL_LINEAGE = 3 };
-enum { TENSOR_NAME = 1, TENSOR_ROW_BEGIN = 2, TENSOR_ROWS = 3, TENSOR_DATA = 4 };
-
-/* Longest variable name a pull is checked against; a longer one names no
- * variable of the model. */
-#define NAME_MAX_LEN 256
 
 /* Where one PS's pull response goes, and what went wrong with it. */
 typedef struct {
@@ -37,7 +29,7 @@ typedef struct {
     pull_sink_t sink;          /* the pull in flight */
     uint64_t step;             /* this PS's step at our last pull */
     uint64_t lineage;          /* this PS's lineage at our last pull */
-    int stream_port;           /* the tensor stream port last logged; -1 before */
+    int stream_port;           /* the tensor stream port last told; -1 before */
     Pstrain__Tensor *t;        /* push tensors: their data points into the caller's gradients */
     Pstrain__Tensor **sel;     /* the tensors of one push */
     size_t nt;
@@ -46,8 +38,9 @@ typedef struct {
 struct psclient {
     const model_t *model;
     rpc_options_t rpc;
-    double deadline_secs, retry_max_secs;
-    const volatile sig_atomic_t *stop_flag;
+    double deadline_secs;
+    rpc_retry_t retry; /* the fan-out's backoff */
+    psclient_events_t ev;
     Pstrain__Caller caller;
     placement_t placement;
     size_t nps;
@@ -87,6 +80,31 @@ static void build_views(psclient_t *p, size_t k) {
     }
 }
 
+/* Doubling from 50 ms up to the cap, without a limit on attempts: a worker
+ * waits out a PS that restarts, however long, unless told a time limit. */
+static rpc_retry_t fanout_policy(const psclient_options_t *o) {
+    rpc_retry_t r = rpc_retry_default();
+    r.max_s = o->retry_max_secs;
+    r.max_attempts = 0;
+    r.max_total_s = o->retry_max_total_secs;
+    r.stop = o->stop_flag;
+    return r;
+}
+
+const char *psclient_status_name(psclient_status_t s) {
+    switch (s) {
+    case PSCLIENT_OK:
+        return "ok";
+    case PSCLIENT_STOPPED:
+        return "stopped";
+    case PSCLIENT_INVALID:
+        return "invalid";
+    case PSCLIENT_UNREACHABLE:
+        return "unreachable";
+    }
+    return "unknown";
+}
+
 psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
                             const Pstrain__Caller *caller, psclient_stop_fn stop, void *arg,
                             char *err, size_t errlen) {
@@ -94,8 +112,7 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
     p->model = m;
     p->rpc = o->rpc;
     p->deadline_secs = o->deadline_secs;
-    p->retry_max_secs = o->retry_max_secs;
-    p->stop_flag = o->stop_flag;
+    p->retry = fanout_policy(o);
     p->caller = *caller;
     p->stop = stop;
     p->stop_arg = arg;
@@ -137,6 +154,10 @@ void psclient_free(psclient_t *p) {
     free(p);
 }
 
+void psclient_set_events(psclient_t *p, const psclient_events_t *ev) {
+    p->ev = *ev;
+}
+
 size_t psclient_nps(const psclient_t *p) {
     return p->nps;
 }
@@ -146,61 +167,84 @@ uint64_t psclient_step(const psclient_t *p, size_t ps) {
 }
 
 static bool stopped(const psclient_t *p) {
-    return (p->stop_flag && *p->stop_flag) || (p->stop && p->stop(p->stop_arg));
+    return (p->retry.stop && *p->retry.stop) || (p->stop && p->stop(p->stop_arg));
 }
 
-/* Keeps only the calls that failed in a way worth retrying; logs the first. */
-static int keep_retryable(psclient_t *p, size_t *n, bool *warned) {
+/* A PS that stops cancels the calls it cannot finish: as transient as one
+ * that cannot be reached, or one whose deadline passed. */
+static bool transient(int code) {
+    return code == RPC_UNAVAILABLE || code == RPC_DEADLINE_EXCEEDED || code == RPC_CANCELLED;
+}
+
+/* Keeps only the calls that failed in a way worth retrying; a permanent
+ * failure ends the fan-out with its error in err. */
+static psclient_status_t keep_retryable(psclient_t *p, size_t *n, char *err, size_t errlen) {
     size_t left = 0;
     for (size_t i = 0; i < *n; i++) {
         p->fan[p->which[i]] = p->pending[i];
         int code = p->pending[i].code;
         if (code == RPC_OK)
             continue;
-        /* A PS that stops cancels the calls it cannot finish: as transient
-         * as one that cannot be reached. */
-        if (code != RPC_UNAVAILABLE && code != RPC_DEADLINE_EXCEEDED && code != RPC_CANCELLED) {
-            log_error("%s", p->pending[i].err);
-            return EXIT_USAGE;
-        }
-        if (!*warned) {
-            log_warn("%s; retrying with backoff up to %.1fs", p->pending[i].err, p->retry_max_secs);
-            *warned = true;
+        if (!transient(code)) {
+            ps_errf(err, errlen, "%s", p->pending[i].err);
+            return PSCLIENT_INVALID;
         }
         p->pending[left] = p->pending[i];
         p->which[left++] = p->which[i];
     }
     *n = left;
-    return 0;
+    return PSCLIENT_OK;
+}
+
+/* Sleeps before the next attempt; a status other than PSCLIENT_OK when the
+ * loop should end instead, with err filled. */
+static psclient_status_t before_retry(psclient_t *p, rpc_backoff_t *b, const char *method,
+                                      char *err, size_t errlen) {
+    const rpc_fanout_t *first = &p->pending[0];
+    double sleep_s = rpc_backoff_next(b);
+    /* A deadline already waited; an unreachable peer fails at once. */
+    if (first->code != RPC_UNAVAILABLE)
+        sleep_s = 0;
+    if (rpc_backoff_exhausted(b, sleep_s)) {
+        ps_errf(err, errlen, "%s (gave up after %d attempts in %.1f s)", first->err, b->attempts,
+                rpc_backoff_elapsed(b));
+        return PSCLIENT_UNREACHABLE;
+    }
+    if (stopped(p) || rpc_backoff_sleep(b, sleep_s) || stopped(p)) {
+        ps_errf(err, errlen, "%s: stopped while retrying: %s", method, first->err);
+        return PSCLIENT_STOPPED;
+    }
+    return PSCLIENT_OK;
 }
 
 /* Runs the prepared fan-out until every call is OK, retrying UNAVAILABLE,
- * DEADLINE_EXCEEDED and CANCELLED with capped backoff. */
-static int fanout_until_ok(psclient_t *p, const char *method) {
-    double backoff = 0.05, cap = p->retry_max_secs;
-    bool warned = false;
+ * DEADLINE_EXCEEDED and CANCELLED with capped backoff; only the calls that
+ * failed are sent again. */
+static psclient_status_t fanout_until_ok(psclient_t *p, const char *method, char *err,
+                                         size_t errlen) {
+    rpc_backoff_t b;
+    rpc_backoff_init(&b, &p->retry);
     size_t n = p->nps;
     for (size_t i = 0; i < n; i++) {
         p->pending[i] = p->fan[i];
         p->which[i] = i;
     }
-    while (n > 0) {
+    for (;;) {
+        rpc_backoff_attempt(&b);
         rpc_fanout(p->pending, n, method, p->deadline_secs);
-        int rc = keep_retryable(p, &n, &warned);
-        if (rc)
-            return rc;
+        psclient_status_t s = keep_retryable(p, &n, err, errlen);
+        if (s != PSCLIENT_OK)
+            return s;
         if (n == 0)
             break;
-        if (stopped(p))
-            return 1;
-        /* A deadline already waited; an unreachable peer fails at once. */
-        if (p->pending[0].code == RPC_UNAVAILABLE)
-            ps_sleep(backoff);
-        backoff = PS_MIN(backoff * 2, cap);
+        if (b.attempts == 1 && p->ev.retrying)
+            p->ev.retrying(p->ev.arg, p->pending[0].err, p->retry.max_s);
+        if ((s = before_retry(p, &b, method, err, errlen)) != PSCLIENT_OK)
+            return s;
     }
-    if (warned)
-        log_info("%s: every PS answered again", method);
-    return 0;
+    if (b.attempts > 1 && p->ev.recovered)
+        p->ev.recovered(p->ev.arg, method);
+    return PSCLIENT_OK;
 }
 
 static void prepare(psclient_t *p, size_t i) {
@@ -210,52 +254,21 @@ static void prepare(psclient_t *p, size_t i) {
                                .resp = &p->ps[i].resp};
 }
 
-/* One Tensor of a PullResponse, read in place. */
-typedef struct {
-    char name[NAME_MAX_LEN + 1];
-    size_t name_len;
-    uint64_t row_begin, rows;
-    wire_bytes_t data;
-} pulled_t;
-
-static int decode_pulled(pulled_t *t, const wire_bytes_t *b) {
-    wire_reader_t r;
-    wire_reader_sub(&r, b);
-    memset(t, 0, sizeof *t);
-    uint32_t field;
-    int type, more;
-    while ((more = wire_next(&r, &field, &type)) == 1) {
-        wire_bytes_t name;
-        int rc = field == TENSOR_NAME && type == WIRE_LEN           ? wire_bytes(&r, &name)
-                 : field == TENSOR_ROW_BEGIN && type == WIRE_VARINT ? wire_varint(&r, &t->row_begin)
-                 : field == TENSOR_ROWS && type == WIRE_VARINT      ? wire_varint(&r, &t->rows)
-                 : field == TENSOR_DATA && type == WIRE_LEN         ? wire_bytes(&r, &t->data)
-                 : field >= TENSOR_NAME && field <= TENSOR_DATA     ? -1
-                                                                    : wire_skip(&r, type);
-        if (rc < 0)
-            return -1;
-        if (field == TENSOR_NAME)
-            t->name_len = wire_string(&name, t->name, sizeof t->name);
-    }
-    return more;
-}
-
-/* Copies one tensor into params, checking it against the placement every
- * role computes. */
-static int take_tensor(pull_sink_t *k, const wire_bytes_t *b) {
+/* pull_read's callback: copies one tensor into params, checking it against
+ * the placement every role computes. */
+static int take_tensor(void *arg, const pull_tensor_t *t) {
+    pull_sink_t *k = arg;
     psclient_t *p = k->p;
-    pulled_t t;
-    if (decode_pulled(&t, b) < 0)
-        return ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
-    int v = t.name_len <= NAME_MAX_LEN ? model_find_var(p->model, t.name) : -1;
-    const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t.row_begin) : NULL;
-    if (!part || part->ps != (int)k->ps || part->row_begin != t.row_begin || part->rows != t.rows ||
-        t.data.len != part->size * sizeof(float))
+    int v = t->name_len <= PULL_READ_NAME_MAX ? model_find_var(p->model, t->name) : -1;
+    const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
+    if (!part || part->ps != (int)k->ps || part->row_begin != t->row_begin ||
+        part->rows != t->rows || t->data.len != part->size * sizeof(float))
         return ps_errf(k->err, sizeof k->err,
                        "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
                        "all roles run the same model and cluster spec?",
-                       k->ps, t.name, (unsigned long long)t.row_begin, (unsigned long long)t.rows);
-    wire_copy(&t.data, k->params + part_offset(p->model, part));
+                       k->ps, t->name, (unsigned long long)t->row_begin,
+                       (unsigned long long)t->rows);
+    wire_copy(&t->data, k->params + part_offset(p->model, part));
     return 0;
 }
 
@@ -263,29 +276,25 @@ static int take_tensor(pull_sink_t *k, const wire_bytes_t *b) {
  * received it and copies each tensor straight into params. */
 static void take_pull(void *arg, const rpc_msg_t *m) {
     pull_sink_t *k = arg;
-    wire_reader_t r;
-    wire_reader_init(&r, m);
-    uint64_t step = 0, lineage = 0;
-    uint32_t field;
-    int type, more;
-    k->rc = 0;
-    while (k->rc == 0 && (more = wire_next(&r, &field, &type)) == 1) {
-        wire_bytes_t b;
-        if (field == PULL_TENSORS && type == WIRE_LEN)
-            k->rc = wire_bytes(&r, &b) < 0 ? -1 : take_tensor(k, &b);
-        else if ((field == PULL_STEP || field == PULL_LINEAGE) && type == WIRE_VARINT)
-            k->rc = wire_varint(&r, field == PULL_STEP ? &step : &lineage);
-        else if (field >= PULL_STEP && field <= PULL_LINEAGE)
-            k->rc = -1;
-        else
-            k->rc = wire_skip(&r, type);
-    }
-    if (k->rc == 0 && more < 0)
-        k->rc = -1;
+    uint64_t step, lineage;
+    k->err[0] = '\0';
+    k->rc = pull_read(m, &step, &lineage, take_tensor, k);
     if (k->rc < 0 && !k->err[0])
         ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
     k->p->ps[k->ps].step = step;
     k->p->ps[k->ps].lineage = lineage;
+}
+
+/* Tells the events of a PS whose transport changed since the last pull. */
+static void note_transports(psclient_t *p) {
+    for (size_t i = 0; i < p->nps; i++) {
+        int port = rpc_channel_stream_port(p->ps[i].ch);
+        if (port == p->ps[i].stream_port)
+            continue;
+        p->ps[i].stream_port = port;
+        if (p->ev.transport)
+            p->ev.transport(p->ev.arg, i, rpc_channel_transport(p->ps[i].ch), port);
+    }
 }
 
 /* The names of the variables in mask (all when mask is NULL: no names). */
@@ -297,7 +306,8 @@ static size_t mask_names(const psclient_t *p, const uint8_t *mask, char **names)
     return n;
 }
 
-int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8_t *mask) {
+psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_next,
+                                     const uint8_t *mask, char *err, size_t errlen) {
     char **names = xcalloc(p->model->nvars, sizeof *names);
     size_t nnames = mask_names(p, mask, names);
     for (size_t i = 0; i < p->nps; i++) {
@@ -315,34 +325,22 @@ int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8
         p->fan[i].consume_arg = k;
     }
     free(names);
-    int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Pull");
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < p->nps; i++) {
+    psclient_status_t s = fanout_until_ok(p, "/pstrain.ParameterServer/Pull", err, errlen);
+    if (s != PSCLIENT_OK)
+        return s;
+    for (size_t i = 0; i < p->nps; i++)
         if (p->ps[i].sink.rc) {
-            log_error("%s", p->ps[i].sink.err);
-            return EXIT_USAGE;
+            ps_errf(err, errlen, "%s", p->ps[i].sink.err);
+            return PSCLIENT_INVALID;
         }
-    }
     p->pulled = true;
-    for (size_t i = 0; i < p->nps; i++) {
-        int port = rpc_channel_stream_port(p->ps[i].ch);
-        if (port == p->ps[i].stream_port)
-            continue;
-        p->ps[i].stream_port = port;
-        const char *t = rpc_channel_transport(p->ps[i].ch);
-        if (strcmp(t, "shm") == 0)
-            log_info("ps%zu: pushes and pulls through shared memory (same host)", i);
-        else if (port)
-            log_info("ps%zu: pushes and pulls over its tensor stream (TCP port %d)", i, port);
-        else
-            log_info("ps%zu: pushes and pulls over gRPC", i);
-    }
-    return 0;
+    note_transports(p);
+    return PSCLIENT_OK;
 }
 
-int psclient_pull(psclient_t *p, float *params, bool wait_next) {
-    return psclient_pull_vars(p, params, wait_next, NULL);
+psclient_status_t psclient_pull(psclient_t *p, float *params, bool wait_next, char *err,
+                                size_t errlen) {
+    return psclient_pull_vars(p, params, wait_next, NULL, err, errlen);
 }
 
 /* rpc_fanout_t.pack: the push written straight into the memory it is sent
@@ -381,14 +379,14 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
                                .resp = &l->resp};
 }
 
-int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
-                       size_t *stale) {
+psclient_status_t psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask,
+                                     bool partial, size_t *stale, char *err, size_t errlen) {
     p->push_seq++;
     for (size_t i = 0; i < p->nps; i++)
         pack_push(p, i, grads, mask, partial);
-    int rc = fanout_until_ok(p, "/pstrain.ParameterServer/Push");
-    if (rc)
-        return rc;
+    psclient_status_t s = fanout_until_ok(p, "/pstrain.ParameterServer/Push", err, errlen);
+    if (s != PSCLIENT_OK)
+        return s;
     *stale = 0;
     for (size_t i = 0; i < p->nps; i++) {
         Pstrain__PushResponse *r =
@@ -398,11 +396,12 @@ int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, b
         if (r)
             pstrain__push_response__free_unpacked(r, NULL);
     }
-    return 0;
+    return PSCLIENT_OK;
 }
 
-int psclient_push(psclient_t *p, const float *grads, size_t *stale) {
-    return psclient_push_vars(p, grads, NULL, false, stale);
+psclient_status_t psclient_push(psclient_t *p, const float *grads, size_t *stale, char *err,
+                                size_t errlen) {
+    return psclient_push_vars(p, grads, NULL, false, stale, err, errlen);
 }
 
 /* Sends one request to every PS at once; the number that failed. */

@@ -1,8 +1,14 @@
-/* A client of every parameter server at once: pulls the whole model (one call
- * per PS, all in flight together) into a parameter slab, checking every
- * tensor against the placement all roles compute; pushes a gradient slab cut
- * into each PS's partitions; retries unreachable PS with capped backoff.
- * Used by workers, and by the master for Save, Restore, Stats and Shutdown. */
+/* A client of every parameter server at once. Workers pull the whole model
+ * (one call per PS, all in flight together) into a parameter slab, each
+ * tensor checked against the placement every role computes, and push a
+ * gradient slab cut into each PS's partitions, retrying a PS that cannot be
+ * reached with capped backoff (rpc_backoff_t). The master never pulls or
+ * pushes: it polls PS 0's step, has every PS Save or Restore a checkpoint
+ * at once, reads their Stats to recover a cluster, and shuts them down.
+ *
+ * Errors: pulls and pushes return a psclient_status_t and fill the caller's
+ * err; nothing here logs an error or exits (what the caller should be told
+ * of retries comes through psclient_events_t). */
 #ifndef PSTRAIN_PSCLIENT_H
 #define PSTRAIN_PSCLIENT_H
 
@@ -17,6 +23,23 @@
 
 typedef struct psclient psclient_t;
 
+/* How a pull or a push ended. */
+typedef enum {
+    PSCLIENT_OK = 0,
+    /* The stop flag or callback ended the retries: not a failure of the
+     * cluster (a signal, or training is over). */
+    PSCLIENT_STOPPED,
+    /* Permanent: a PS refused the call (any status but UNAVAILABLE,
+     * DEADLINE_EXCEEDED and CANCELLED), or answered with tensors that the
+     * placement does not give it (another model or cluster spec). */
+    PSCLIENT_INVALID,
+    /* A PS stayed unreachable for retry_max_total_secs. */
+    PSCLIENT_UNREACHABLE,
+} psclient_status_t;
+
+/* "ok", "stopped", "invalid" or "unreachable". */
+const char *psclient_status_name(psclient_status_t s);
+
 /* Returns true when a retry loop should give up (a stop signal, training over). */
 typedef bool (*psclient_stop_fn)(void *arg);
 
@@ -29,33 +52,59 @@ typedef struct {
     rpc_options_t rpc;
     double deadline_secs;                   /* of every call */
     double retry_max_secs;                  /* the backoff's cap */
+    double retry_max_total_secs;            /* give up after this long; 0: retry until stopped */
     const volatile sig_atomic_t *stop_flag; /* non-zero: stop retrying; NULL: none */
 } psclient_options_t;
 
+/* What the caller is told while pulls and pushes go on; any may be NULL.
+ * Called on the thread that pulls or pushes. */
+typedef struct {
+    /* A pull or push found a PS unreachable and retries, sleeping at most
+     * max_sleep_s between attempts; once per pull or push, err the first
+     * failure. */
+    void (*retrying)(void *arg, const char *err, double max_sleep_s);
+    /* Every PS answered again after retrying (method: the gRPC method). */
+    void (*recovered)(void *arg, const char *method);
+    /* PS ps's pulls and pushes go over transport now ("grpc", "stream" or
+     * "shm"; port: the tensor stream's TCP port, 0 over gRPC). */
+    void (*transport)(void *arg, size_t ps, const char *transport, int port);
+    void *arg;
+} psclient_events_t;
+
+/* stop and arg: an optional stop callback (NULL for none), checked between
+ * retries beside o->stop_flag. */
 psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
                             const Pstrain__Caller *caller, psclient_stop_fn stop, void *arg,
                             char *err, size_t errlen);
 void psclient_free(psclient_t *p);
+/* Replaces the events (all NULL at create). */
+void psclient_set_events(psclient_t *p, const psclient_events_t *ev);
 size_t psclient_nps(const psclient_t *p);
 
 /* Pulls every partition into params (a model slab). With wait_next, each PS
- * answers once it has passed the step of our last pull (sync mode).
- * Returns 0; 1 when stopped; or an exit code for a permanent error (the
- * error is logged). */
-int psclient_pull(psclient_t *p, float *params, bool wait_next);
+ * answers once it has passed the step of our last pull (sync mode). On a
+ * status other than PSCLIENT_OK, err says what happened; params may then be
+ * partly written. */
+psclient_status_t psclient_pull(psclient_t *p, float *params, bool wait_next, char *err,
+                                size_t errlen);
 /* Updates applied by PS `ps` at our last pull; ps 0's is the global step. */
 uint64_t psclient_step(const psclient_t *p, size_t ps);
 /* Pushes grads (a model slab), each PS tagged with its step at our last
- * pull. *stale counts the PS that dropped it as stale (sync). Returns as
+ * pull. *stale counts the PS that dropped it as stale (sync). A push that
+ * is retried keeps its number, so no PS applies it twice. Returns as
  * psclient_pull. */
-int psclient_push(psclient_t *p, const float *grads, size_t *stale);
+psclient_status_t psclient_push(psclient_t *p, const float *grads, size_t *stale, char *err,
+                                size_t errlen);
 /* The same for the variables whose mask entry ([model nvars]) is set; mask
  * NULL means all. A partial push (async) is applied without counting a step:
  * the rest of the step follows in a push that is not partial. */
-int psclient_pull_vars(psclient_t *p, float *params, bool wait_next, const uint8_t *mask);
-int psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask, bool partial,
-                       size_t *stale);
-/* Asks every PS to exit (best effort, bounded by the deadline). */
+psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_next,
+                                     const uint8_t *mask, char *err, size_t errlen);
+psclient_status_t psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask,
+                                     bool partial, size_t *stale, char *err, size_t errlen);
+
+/* Asks every PS to exit, without retrying, bounded by deadline_s (best
+ * effort: a PS that does not answer is logged as a warning). */
 void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
 /* Every PS writes its part of checkpoint ckpt-<step> (Save), or replaces its
  * state with it (Restore), all at once, without retrying; 0 when every PS
@@ -68,9 +117,10 @@ typedef struct {
     uint64_t step, lineage, origin_step, incarnation;
 } psclient_stats_t;
 /* Stats of every PS at once (out has psclient_nps entries), without
- * retrying; 0 when every PS answered. */
+ * retrying; 0 when every PS answered, else -1. */
 int psclient_stats(psclient_t *p, double deadline_s, psclient_stats_t *out);
-/* PS 0's step by Stats, without waiting or retrying; -1 when unreachable. */
+/* PS 0's step by Stats (the global step), without waiting or retrying; -1
+ * when unreachable. Workers ask it once, to resume their data. */
 int64_t psclient_poll_step(psclient_t *p, double deadline_s);
 
 #endif
