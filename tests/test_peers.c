@@ -1,6 +1,4 @@
-/* common/peers/: the field numbers that the hand-written readers and writers
- * use, checked against protobuf-c's generated descriptors; the client's
- * reader of pull answers against protobuf-c's unpack on the same bytes
+/* common/peers/: the client's reader of pull answers against protobuf-c's unpack on the same bytes
  * (unknown fields, fields out of order, repeated scalars, every truncation);
  * and psclient's statuses against a real PS service on loopback. */
 #include "test.h"
@@ -13,73 +11,6 @@
 #include "common/peers/pull_read.h"
 #include "common/rpc/wire.h"
 #include "ps/service.h"
-
-/* ---- Field numbers ------------------------------------------------------------- */
-
-typedef struct {
-    const ProtobufCMessageDescriptor *msg;
-    const char *name;
-    unsigned number;
-    int wire; /* the wire type the hand-written code reads and writes */
-} field_case_t;
-
-static const field_case_t field_cases[] = {
-    {&pstrain__tensor__descriptor, "name", FIELD_TENSOR_NAME, WIRE_LEN},
-    {&pstrain__tensor__descriptor, "row_begin", FIELD_TENSOR_ROW_BEGIN, WIRE_VARINT},
-    {&pstrain__tensor__descriptor, "rows", FIELD_TENSOR_ROWS, WIRE_VARINT},
-    {&pstrain__tensor__descriptor, "data", FIELD_TENSOR_DATA, WIRE_LEN},
-    {&pstrain__caller__descriptor, "role", FIELD_CALLER_ROLE, WIRE_LEN},
-    {&pstrain__caller__descriptor, "index", FIELD_CALLER_INDEX, WIRE_VARINT},
-    {&pstrain__caller__descriptor, "incarnation", FIELD_CALLER_INCARNATION, WIRE_VARINT},
-    {&pstrain__pull_response__descriptor, "step", FIELD_PULL_STEP, WIRE_VARINT},
-    {&pstrain__pull_response__descriptor, "tensors", FIELD_PULL_TENSORS, WIRE_LEN},
-    {&pstrain__pull_response__descriptor, "lineage", FIELD_PULL_LINEAGE, WIRE_VARINT},
-    {&pstrain__push_request__descriptor, "caller", FIELD_PUSH_CALLER, WIRE_LEN},
-    {&pstrain__push_request__descriptor, "step", FIELD_PUSH_STEP, WIRE_VARINT},
-    {&pstrain__push_request__descriptor, "grads", FIELD_PUSH_GRADS, WIRE_LEN},
-    {&pstrain__push_request__descriptor, "partial", FIELD_PUSH_PARTIAL, WIRE_VARINT},
-    {&pstrain__push_request__descriptor, "seq", FIELD_PUSH_SEQ, WIRE_VARINT},
-};
-
-/* The wire type protobuf-c writes a field of this type with (unpacked). */
-static int wire_type_of(ProtobufCType t) {
-    switch (t) {
-    case PROTOBUF_C_TYPE_STRING:
-    case PROTOBUF_C_TYPE_BYTES:
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return WIRE_LEN;
-    case PROTOBUF_C_TYPE_FIXED32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_FLOAT:
-        return WIRE_FIXED32;
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return WIRE_FIXED64;
-    default:
-        return WIRE_VARINT;
-    }
-}
-
-/* Every constant has the number and wire type of its field, and every field
- * of the four messages has a constant (a field added to the .proto fails
- * here until the hand-written code knows of it). */
-void test_peers_fields_match_descriptors(void) {
-    for (size_t i = 0; i < PS_ARRAY_LEN(field_cases); i++) {
-        const field_case_t *c = &field_cases[i];
-        const ProtobufCFieldDescriptor *f =
-            protobuf_c_message_descriptor_get_field_by_name(c->msg, c->name);
-        if (!f)
-            fprintf(stderr, "%s has no field %s\n", c->msg->name, c->name);
-        CHECK(f != NULL);
-        CHECK_INT_EQ(f->id, c->number);
-        CHECK_INT_EQ(wire_type_of(f->type), c->wire);
-        size_t known = 0;
-        for (size_t j = 0; j < PS_ARRAY_LEN(field_cases); j++)
-            known += field_cases[j].msg == c->msg;
-        CHECK_INT_EQ(c->msg->n_fields, known);
-    }
-}
 
 /* ---- The client's reader of pull answers ----------------------------------------- */
 
