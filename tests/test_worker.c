@@ -1,8 +1,10 @@
 /* The worker's library: the step bookkeeping of both training loops
- * (worker/progress.c) and the exit codes a cluster worker ends with. */
+ * (worker/progress.c), the exit codes a cluster worker ends with, and
+ * --print-config (worker/cli.c). */
 #include "test.h"
 
 #include "common/base/exitcode.h"
+#include "worker/cli.h"
 #include "worker/cluster.h"
 #include "worker/progress.h"
 
@@ -88,4 +90,19 @@ void test_worker_progress_bar_and_eta(void) {
     CHECK(strcmp(eta, "2:05") == 0);
     progress_format_eta(eta, sizeof eta, 3723.0);
     CHECK(strcmp(eta, "1:02:03") == 0);
+}
+
+/* --print-config: absent, the worker goes on (-1); a known key is printed
+ * (EXIT_OK); an unknown key or a bad --set is a usage error. */
+void test_worker_print_config(void) {
+    char *none[] = {"pstrain-worker", "--set", "train.epochs=3", NULL};
+    CHECK_INT_EQ(worker_print_config(3, none), -1);
+    char *known[] = {"pstrain-worker", "--set",        "train.epochs=3",
+                     "--print-config", "train.epochs", NULL};
+    CHECK_INT_EQ(worker_print_config(5, known), EXIT_OK);
+    char *unknown[] = {"pstrain-worker", "--print-config", "train.no_such_key", NULL};
+    CHECK_INT_EQ(worker_print_config(3, unknown), EXIT_USAGE);
+    char *bad[] = {"pstrain-worker", "--set",        "train.epochs=lots",
+                   "--print-config", "train.epochs", NULL};
+    CHECK_INT_EQ(worker_print_config(5, bad), EXIT_USAGE);
 }
