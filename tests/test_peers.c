@@ -40,7 +40,8 @@ static int same_pull(const pulled_t *got, uint64_t step, uint64_t lineage,
         const pull_tensor_t *g = &got->t[i];
         const Pstrain__Tensor *r = ref->tensors[i];
         if (strcmp(g->name, r->name) || g->row_begin != r->row_begin || g->rows != r->rows ||
-            g->data.len != r->data.len || memcmp(got->data[i], r->data.data, r->data.len))
+            g->data.len != r->data.len ||
+            (r->data.len && memcmp(got->data[i], r->data.data, r->data.len)))
             return 0;
     }
     return 1;
