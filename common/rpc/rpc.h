@@ -251,8 +251,9 @@ void rpc_call_peer(rpc_call_t *call, char *buf, size_t len);
  * A channel is safe to use from several threads at once. Calls do not wait
  * for a server that is down: a refused connection fails them UNAVAILABLE at
  * once (a host that does not answer at all makes them wait for the connect
- * timeout or their deadline), and rpc_call_retry is the one place that waits
- * and tries again. The channel reconnects on its own with a backoff capped at
+ * timeout or their deadline); waiting and trying again is the caller's, with
+ * the one backoff of retry.h (rpc_call_retry for a single call, psclient for
+ * its fan-outs). The channel reconnects on its own with a backoff capped at
  * RPC_RECONNECT_MAX_S. */
 
 #define RPC_RECONNECT_MAX_S 1.0

@@ -1,5 +1,5 @@
 /* The client: channels, unary calls and fan-out on a completion queue of their
- * own, and the retry wrapper. A unary call is a fan-out of one; the calls of
+ * own (retries are retry.c's). A unary call is a fan-out of one; the calls of
  * a fan-out whose channels have a tensor stream go over it instead
  * (stream_client.c). */
 #include "common/rpc/stream_internal.h"
