@@ -42,8 +42,9 @@ echo "== unit tests and cluster test (TSan)"
 t0=$(date +%s)
 CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSTRAIN_SANITIZE=thread \
   -DPSTRAIN_CUDA=off > /dev/null
-cmake --build build-tsan -j "$jobs" --target pstrain_tests pstrain-ps pstrain-master \
-  pstrain-worker pstrain
+# All of it: the cluster test's scripts/train_local_dist.sh builds the whole
+# of $PSTRAIN_BUILD.
+cmake --build build-tsan -j "$jobs"
 export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:halt_on_error=1:exitcode=66:second_deadlock_stack=1"
 (cd build-tsan && ctest --output-on-failure -j "$jobs" -L unit)
 PSTRAIN_BUILD=$root/build-tsan bash tests/cluster_local.sh "$root/build-tsan"
