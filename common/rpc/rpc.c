@@ -36,11 +36,6 @@ SAME_CODE(RPC_UNAVAILABLE, GRPC_STATUS_UNAVAILABLE);
 SAME_CODE(RPC_DATA_LOSS, GRPC_STATUS_DATA_LOSS);
 SAME_CODE(RPC_UNAUTHENTICATED, GRPC_STATUS_UNAUTHENTICATED);
 
-#ifdef RPC_TSAN
-/* The one address every gRPC hand-off synchronises on (rpc_internal.h). */
-char rpc__grpc_handoff;
-#endif
-
 const char *rpc_status_name(int code) {
     static const char *const names[] = {
         "OK",
@@ -414,7 +409,6 @@ void rpc__pool_release(rpc_pool_t *p) {
 
 /* The slice's destroy callback: gRPC dropped its last reference, on any thread. */
 static void blob_return(void *arg) {
-    RPC_HANDOFF_IN();
     blob_t *b = arg;
     rpc_pool_t *p = b->pool;
     pthread_mutex_lock(&p->mu);
@@ -510,7 +504,6 @@ typedef struct {
 } wrapped_t;
 
 static void wrapped_release(void *arg) {
-    RPC_HANDOFF_IN();
     wrapped_t *w = arg;
     w->release(w->arg);
     free(w);
@@ -571,6 +564,5 @@ void rpc_blob_unref(rpc_blob_t *b) {
     /* The last reference hands b back to its pool, where another owner may
      * take it at once: read the slice out first. */
     grpc_slice whole = b->whole;
-    RPC_HANDOFF_OUT(); /* what this owner did with b comes before its release */
     grpc_slice_unref(whole);
 }

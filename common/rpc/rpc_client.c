@@ -222,7 +222,6 @@ static int start_call(pending_t *p, grpc_completion_queue *cq, grpc_slice method
     ops[5].data.recv_status_on_client.status_details = &p->details;
     ops[5].data.recv_status_on_client.error_string = &p->error_string;
     char why[PS_ERRLEN];
-    RPC_HANDOFF_OUT();
     if (RPC_CHECK(grpc_call_start_batch(p->call, ops, 6, p, NULL), "grpc_call_start_batch", why,
                   sizeof why) < 0) {
         f->code = RPC_INTERNAL;
@@ -339,7 +338,6 @@ static size_t grpc_fanout(rpc_fanout_t **calls, size_t n, const char *method, do
      * the server, as asked. */
     while (in_flight > 0) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-        RPC_HANDOFF_IN();
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         pending_t *done = ev.tag;

@@ -91,29 +91,4 @@ typedef struct {
     const rpc_msg_method_t *msg_method; /* instead of method */
 } rpc_call_head_t;
 
-/* gRPC is not built with ThreadSanitizer: TSan cannot see the atomics and
- * futexes by which gRPC passes our memory (a call's tag, a reply's bytes, a
- * slice's owner) from the thread that starts a batch to the thread that
- * takes its completion or drops the slice, and reports each hand-off as a
- * race. Under TSan, RPC_HANDOFF_OUT before handing memory to gRPC and
- * RPC_HANDOFF_IN where gRPC gives it back (a completion, a slice's destroy
- * callback) tell TSan that gRPC orders the two; elsewhere they are nothing. */
-#if defined(__SANITIZE_THREAD__)
-#define RPC_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RPC_TSAN 1
-#endif
-#endif
-#ifdef RPC_TSAN
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-extern char rpc__grpc_handoff;
-#define RPC_HANDOFF_OUT() __tsan_release(&rpc__grpc_handoff)
-#define RPC_HANDOFF_IN() __tsan_acquire(&rpc__grpc_handoff)
-#else
-#define RPC_HANDOFF_OUT() ((void)0)
-#define RPC_HANDOFF_IN() ((void)0)
-#endif
-
 #endif

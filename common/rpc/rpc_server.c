@@ -143,7 +143,6 @@ static void call_unref(rpc_call_t *c) {
 
 static void request_call(rpc_server_t *s) {
     rpc_call_t *c = call_new(s);
-    RPC_HANDOFF_OUT();
     grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md,
                                                  s->cq, s->cq, &c->t_request);
     if (RPC_CHECK(e, "grpc_server_request_call", NULL, 0) < 0)
@@ -177,9 +176,7 @@ static int reply_buffer(rpc_call_t *c, int code, const char *message, grpc_byte_
         ops[n].data.send_status_from_server.status_details = &c->status_details;
     }
     n++;
-    grpc_call *gc = c->call; /* read before the hand-off: c may be freed after it */
-    RPC_HANDOFF_OUT();
-    grpc_call_error e = grpc_call_start_batch(gc, ops, n, &c->t_send, NULL);
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL);
     if (RPC_CHECK(e, "grpc_call_start_batch (reply)", NULL, 0) < 0) {
         call_unref(c);
         return -1;
@@ -298,7 +295,6 @@ static void on_request(rpc_server_t *s, rpc_call_t *c, int ok) {
     memset(&close, 0, sizeof close);
     close.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     close.data.recv_close_on_server.cancelled = &c->close_cancelled;
-    RPC_HANDOFF_OUT();
     if (RPC_CHECK(grpc_call_start_batch(c->call, &recv, 1, &c->t_recv, NULL),
                   "grpc_call_start_batch (receive)", NULL, 0) < 0)
         call_unref(c);
@@ -383,7 +379,6 @@ static void *serve(void *arg) {
         if (next_tick > 0)
             until = rpc__deadline(PS_MAX(next_tick - ps_now(), 1e-6));
         grpc_event ev = grpc_completion_queue_next(s->cq, until, NULL);
-        RPC_HANDOFF_IN();
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type == GRPC_OP_COMPLETE)
