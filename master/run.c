@@ -215,6 +215,17 @@ static int already_done(master_run_t *r) {
     return evaluate_final(r, step);
 }
 
+/* Stopped by a signal: the cluster trains on without us, and a restarted
+ * master resumes from this checkpoint's step. */
+static void checkpoint_on_stop(master_run_t *r) {
+    log_info("stopping on signal %d: checkpoint first", (int)daemon_stop_signal);
+    int64_t step = psclient_poll_step(r->ps, 1.0);
+    char err[PS_ERRLEN];
+    if (step > 0 && (uint64_t)step > r->ckpt.last_step &&
+        checkpointer_take(&r->ckpt, (uint64_t)step, false, err, sizeof err))
+        log_warn("checkpoint on stop failed: %s", err);
+}
+
 static int serve(master_run_t *r) {
     r->started = ps_now();
     r->summary_time = r->started;
@@ -241,14 +252,7 @@ static int serve(master_run_t *r) {
         }
         ps_sleep(0.1);
     }
-    /* The cluster trains on without us: a restarted master resumes from
-     * this checkpoint's step. */
-    log_info("stopping on signal %d: checkpoint first", (int)daemon_stop_signal);
-    int64_t step = psclient_poll_step(r->ps, 1.0);
-    char err[PS_ERRLEN];
-    if (step > 0 && (uint64_t)step > r->ckpt.last_step &&
-        checkpointer_take(&r->ckpt, (uint64_t)step, false, err, sizeof err))
-        log_warn("checkpoint on stop failed: %s", err);
+    checkpoint_on_stop(r);
     return EXIT_OK;
 }
 
