@@ -227,7 +227,6 @@ static void checkpoint_on_stop(master_run_t *r) {
 }
 
 static int serve(master_run_t *r) {
-    r->started = ps_now();
     r->summary_time = r->started;
     events_sink_init(&r->events, r->d->cfg.checkpoint.model_dir, "training scalars");
     r->summary_step = r->ckpt.last_step;
@@ -277,6 +276,8 @@ static int start(master_run_t *r) {
     if (rc != 0)
         return rc;
     recovery_init(&r->recovery, r->ps, &d->cfg);
+    /* Before the evaluator's thread starts: it reads the time. */
+    r->started = ps_now();
     start_evaluator(r);
     master_set_target(&r->state, target_steps(r));
     log_info("target %llu global steps (%s mode)", (unsigned long long)master_target(&r->state),
