@@ -33,7 +33,9 @@ static int parse_opts(bench_opts_t *o, int argc, char **argv) {
                         .threads = "1,2",
                         .data_dir = "/usr/share/datasets/fashion-mnist",
                         .device = "cpu"};
-    for (int i = 1; i < argc; i++) {
+    /* Every option takes a value: two arguments a turn (clang's
+     * -Wfor-loop-analysis rejects a second increment in the body). */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t x;
@@ -54,7 +56,6 @@ static int parse_opts(bench_opts_t *o, int argc, char **argv) {
                             "[--device cpu|gpu|auto]\n");
             return -1;
         }
-        i++;
     }
     return 0;
 }

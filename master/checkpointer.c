@@ -36,6 +36,10 @@ bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now) {
                     c->last_step, c->last_time, now);
 }
 
+bool checkpointer_training_over(const checkpointer_t *c, uint64_t target) {
+    return c->final && c->last_step >= target;
+}
+
 int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen) {
     const char *md = c->cfg->checkpoint.model_dir;
     char dir[PATH_MAX];

@@ -27,6 +27,9 @@ typedef struct {
 int checkpointer_init(checkpointer_t *c, psclient_t *ps, const config_t *cfg, const model_t *m,
                       char *err, size_t errlen);
 bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now);
+/* A master restarted after the final checkpoint: the manifest says final
+ * and its step reached target. */
+bool checkpointer_training_over(const checkpointer_t *c, uint64_t target);
 /* Takes ckpt-<step>; final marks the manifest as the end of training. */
 int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen);
 

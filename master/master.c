@@ -4,11 +4,7 @@
 #include <string.h>
 
 #include "common/base/log.h"
-#include "common/rpc/msg.h"
 #include "common/base/util.h"
-#include "pstrain.pb-c.h"
-
-static const char *state_names[] = {"unknown", "alive", "dead", "done"};
 
 void master_init(master_t *m, const cluster_t *c, double dead_after_s, uint64_t target) {
     memset(m, 0, sizeof *m);
@@ -38,37 +34,16 @@ void master_free(master_t *m) {
     pthread_mutex_destroy(&m->mu);
 }
 
-static member_t *find_member(master_t *m, const Pstrain__Caller *c) {
-    if (!c)
-        return NULL;
-    cluster_role_t role = !strcmp(c->role, "ps")       ? CLUSTER_PS
-                          : !strcmp(c->role, "worker") ? CLUSTER_WORKER
-                                                       : CLUSTER_NROLES;
+static member_t *find_locked(master_t *m, cluster_role_t role, int index) {
     for (size_t i = 0; i < m->nmembers; i++)
-        if (m->members[i].role == role && m->members[i].index == (int)c->index)
+        if (m->members[i].role == role && m->members[i].index == index)
             return &m->members[i];
     return NULL;
 }
 
-void master_check_liveness(master_t *m) {
-    double now = ps_now();
-    pthread_mutex_lock(&m->mu);
-    for (size_t i = 0; i < m->nmembers; i++) {
-        member_t *x = &m->members[i];
-        if (x->state == MEMBER_ALIVE && now - x->last_beat > m->dead_after_s) {
-            x->state = MEMBER_DEAD;
-            log_warn("%s%d missed its heartbeats for %.1fs: marked dead",
-                     cluster_role_name(x->role), x->index, now - x->last_beat);
-        }
-    }
-    pthread_mutex_unlock(&m->mu);
-}
-
-/* A worker not heard from yet counts as alive for the first dead_after_s
- * (it is starting), so sync training does not start on too few replicas. */
-uint32_t master_live_workers(master_t *m) {
+static uint32_t live_workers_locked(const master_t *m, double now) {
     uint32_t n = 0;
-    bool starting = ps_now() - m->started < m->dead_after_s;
+    bool starting = now - m->started < m->dead_after_s;
     for (size_t i = 0; i < m->nmembers; i++) {
         const member_t *x = &m->members[i];
         n += x->role == CLUSTER_WORKER &&
@@ -77,113 +52,163 @@ uint32_t master_live_workers(master_t *m) {
     return n;
 }
 
-static void handle_register(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
-    master_t *m = ctx;
-    Pstrain__RegisterRequest *req = pstrain__register_request__unpack(NULL, len, data);
-    if (!req) {
-        rpc_call_reply(call, RPC_INVALID_ARGUMENT, "register: malformed RegisterRequest", NULL, 0);
-        return;
-    }
+static void answer_locked(const master_t *m, double now, master_answer_t *out) {
+    *out = (master_answer_t){.global_step = m->global_step,
+                             .done = m->done,
+                             .live_workers = live_workers_locked(m, now)};
+}
+
+int master_register(master_t *m, cluster_role_t role, int index, uint64_t incarnation, int32_t pid,
+                    double now, master_answer_t *out) {
     pthread_mutex_lock(&m->mu);
-    member_t *x = find_member(m, req->caller);
-    if (!x) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "register: %s %u is not in the cluster spec",
-                 req->caller ? req->caller->role : "?", req->caller ? req->caller->index : 0);
-        rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
-    } else {
-        if (x->incarnation && x->incarnation != req->caller->incarnation)
-            log_info("%s%d restarted (pid %d)", req->caller->role, x->index, req->pid);
+    member_t *x = find_locked(m, role, index);
+    if (x) {
+        const char *name = cluster_role_name(role);
+        if (x->incarnation && x->incarnation != incarnation)
+            log_info("%s%d restarted (pid %d)", name, index, pid);
         else
-            log_info("%s%d registered (pid %d)", req->caller->role, x->index, req->pid);
-        x->incarnation = req->caller->incarnation;
-        x->pid = req->pid;
+            log_info("%s%d registered (pid %d)", name, index, pid);
+        x->incarnation = incarnation;
+        x->pid = pid;
         x->state = MEMBER_ALIVE;
-        x->last_beat = ps_now();
-        Pstrain__RegisterResponse resp = PSTRAIN__REGISTER_RESPONSE__INIT;
-        resp.global_step = m->global_step;
-        resp.done = m->done;
-        msg_reply(call, &m->pack, &resp.base);
+        x->last_beat = now;
+        answer_locked(m, now, out);
     }
     pthread_mutex_unlock(&m->mu);
-    pstrain__register_request__free_unpacked(req, NULL);
+    return x ? RPC_OK : RPC_INVALID_ARGUMENT;
 }
 
-static void handle_heartbeat(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
-    master_t *m = ctx;
-    Pstrain__HeartbeatRequest *req = pstrain__heartbeat_request__unpack(NULL, len, data);
-    if (!req) {
-        rpc_call_reply(call, RPC_INVALID_ARGUMENT, "heartbeat: malformed HeartbeatRequest", NULL,
-                       0);
-        return;
-    }
+int master_heartbeat(master_t *m, cluster_role_t role, int index, const master_beat_t *b,
+                     double now, master_answer_t *out) {
     pthread_mutex_lock(&m->mu);
-    member_t *x = find_member(m, req->caller);
-    if (!x || x->incarnation != req->caller->incarnation) {
-        /* Not registered with this master (it restarted, or the role did). */
-        rpc_call_reply(call, RPC_NOT_FOUND, "heartbeat: register first", NULL, 0);
-    } else {
+    member_t *x = find_locked(m, role, index);
+    bool known = x && x->incarnation == b->incarnation;
+    if (known) {
         if (x->state == MEMBER_DEAD)
-            log_info("%s%d is beating again", req->caller->role, x->index);
+            log_info("%s%d is beating again", cluster_role_name(role), index);
         x->state = MEMBER_ALIVE;
-        x->last_beat = ps_now();
-        x->step = req->step;
-        x->examples = req->examples;
-        x->loss = req->loss;
-        x->accuracy = req->accuracy;
-        Pstrain__HeartbeatResponse resp = PSTRAIN__HEARTBEAT_RESPONSE__INIT;
-        resp.global_step = m->global_step;
-        resp.done = m->done;
-        resp.live_workers = master_live_workers(m);
-        msg_reply(call, &m->pack, &resp.base);
+        x->last_beat = now;
+        x->step = b->step;
+        x->examples = b->examples;
+        x->loss = b->loss;
+        x->accuracy = b->accuracy;
+        answer_locked(m, now, out);
     }
     pthread_mutex_unlock(&m->mu);
-    pstrain__heartbeat_request__free_unpacked(req, NULL);
+    return known ? RPC_OK : RPC_NOT_FOUND;
 }
 
-static void handle_status(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
-    master_t *m = ctx;
-    Pstrain__StatusRequest *req = pstrain__status_request__unpack(NULL, len, data);
-    if (!req) {
-        rpc_call_reply(call, RPC_INVALID_ARGUMENT, "status: malformed StatusRequest", NULL, 0);
-        return;
-    }
-    pstrain__status_request__free_unpacked(req, NULL);
+size_t master_check_liveness(master_t *m, double now) {
+    size_t n = 0;
     pthread_mutex_lock(&m->mu);
-    Pstrain__Member *ms = xcalloc(m->nmembers, sizeof *ms);
-    Pstrain__Member **mp = xcalloc(m->nmembers, sizeof *mp);
-    double now = ps_now();
+    for (size_t i = 0; i < m->nmembers; i++) {
+        member_t *x = &m->members[i];
+        if (x->state == MEMBER_ALIVE && now - x->last_beat > m->dead_after_s) {
+            x->state = MEMBER_DEAD;
+            n++;
+            log_warn("%s%d missed its heartbeats for %.1fs: marked dead",
+                     cluster_role_name(x->role), x->index, now - x->last_beat);
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+member_state_t master_member_state(master_t *m, cluster_role_t role, int index) {
+    pthread_mutex_lock(&m->mu);
+    const member_t *x = find_locked(m, role, index);
+    member_state_t s = x ? x->state : MEMBER_UNKNOWN;
+    pthread_mutex_unlock(&m->mu);
+    return s;
+}
+
+uint32_t master_live_workers(master_t *m, double now) {
+    pthread_mutex_lock(&m->mu);
+    uint32_t n = live_workers_locked(m, now);
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+size_t master_workers_beating(master_t *m, double within_s, double now) {
+    size_t n = 0;
+    pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < m->nmembers; i++) {
         const member_t *x = &m->members[i];
-        Pstrain__Member init = PSTRAIN__MEMBER__INIT;
-        ms[i] = init;
-        ms[i].role = (char *)cluster_role_name(x->role);
-        ms[i].index = (uint32_t)x->index;
-        ms[i].address = (char *)x->address;
-        ms[i].state = (char *)state_names[x->state];
-        ms[i].last_beat_secs = x->last_beat > 0 ? now - x->last_beat : -1.0;
-        ms[i].step = x->step;
-        ms[i].incarnation = x->incarnation;
-        ms[i].pid = x->pid;
-        mp[i] = &ms[i];
+        n += x->role == CLUSTER_WORKER && x->state == MEMBER_ALIVE && now - x->last_beat < within_s;
     }
-    Pstrain__StatusResponse resp = PSTRAIN__STATUS_RESPONSE__INIT;
-    resp.global_step = m->global_step;
-    resp.target_steps = m->target;
-    resp.done = m->done;
-    resp.n_members = m->nmembers;
-    resp.members = mp;
-    resp.final_accuracy = m->have_final ? m->final_accuracy : -1.0;
-    resp.final_loss = m->have_final ? m->final_loss : -1.0;
-    msg_reply(call, &m->pack, &resp.base);
     pthread_mutex_unlock(&m->mu);
-    free(ms);
-    free(mp);
+    return n;
 }
 
-const rpc_method_t master_methods[] = {
-    {"/pstrain.Master/Register", handle_register},
-    {"/pstrain.Master/Heartbeat", handle_heartbeat},
-    {"/pstrain.Master/Status", handle_status},
-};
-const size_t master_nmethods = PS_ARRAY_LEN(master_methods);
+bool master_train_metrics(master_t *m, double *loss, double *accuracy) {
+    double tl = 0.0, ta = 0.0;
+    size_t nw = 0;
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->nmembers; i++) {
+        const member_t *x = &m->members[i];
+        if (x->role == CLUSTER_WORKER && x->examples > 0) {
+            tl += x->loss;
+            ta += x->accuracy;
+            nw++;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    *loss = nw ? tl / (double)nw : 0.0;
+    *accuracy = nw ? ta / (double)nw : 0.0;
+    return nw > 0;
+}
+
+void master_set_target(master_t *m, uint64_t target) {
+    pthread_mutex_lock(&m->mu);
+    m->target = target;
+    pthread_mutex_unlock(&m->mu);
+}
+
+uint64_t master_target(master_t *m) {
+    pthread_mutex_lock(&m->mu);
+    uint64_t t = m->target;
+    pthread_mutex_unlock(&m->mu);
+    return t;
+}
+
+bool master_advance(master_t *m, uint64_t step) {
+    pthread_mutex_lock(&m->mu);
+    m->global_step = step;
+    bool reached = step >= m->target;
+    pthread_mutex_unlock(&m->mu);
+    return reached;
+}
+
+void master_set_done(master_t *m, uint64_t step) {
+    pthread_mutex_lock(&m->mu);
+    m->done = true;
+    m->global_step = step;
+    pthread_mutex_unlock(&m->mu);
+}
+
+bool master_done(master_t *m) {
+    pthread_mutex_lock(&m->mu);
+    bool d = m->done;
+    pthread_mutex_unlock(&m->mu);
+    return d;
+}
+
+void master_set_final(master_t *m, double loss, double accuracy) {
+    pthread_mutex_lock(&m->mu);
+    m->have_final = true;
+    m->final_loss = loss;
+    m->final_accuracy = accuracy;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void master_snapshot(master_t *m, member_t *out, master_summary_t *sum) {
+    pthread_mutex_lock(&m->mu);
+    memcpy(out, m->members, m->nmembers * sizeof *out);
+    *sum = (master_summary_t){.global_step = m->global_step,
+                              .target = m->target,
+                              .done = m->done,
+                              .have_final = m->have_final,
+                              .final_loss = m->final_loss,
+                              .final_accuracy = m->final_accuracy};
+    pthread_mutex_unlock(&m->mu);
+}

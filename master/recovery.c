@@ -52,64 +52,84 @@ int recovery_rollback(recovery_t *rv, const char *why) {
     return 0;
 }
 
-/* The first time the master sees every PS: PS that all started from the
- * same point (one checkpoint, or the initializer) hold one model although
- * each took its own lineage; they adopt one instead of rolling back. */
-static bool adopt(recovery_t *rv) {
-    size_t n = psclient_nps(rv->ps);
+recovery_action_t recovery_decide(const psclient_stats_t *stats, size_t n, bool adopted,
+                                  long *odd) {
+    *odd = -1;
+    for (size_t i = 1; i < n && *odd < 0; i++)
+        if (stats[i].lineage != stats[0].lineage)
+            *odd = (long)i;
+    if (*odd < 0)
+        return RECOVERY_NONE;
+    if (adopted)
+        return RECOVERY_ROLLBACK;
+    /* The first time the master sees every PS: PS that all started from the
+     * same point (one checkpoint, or the initializer) hold one model although
+     * each took its own lineage; they adopt one instead of rolling back. */
     for (size_t i = 1; i < n; i++)
-        if (rv->stats[i].origin_step != rv->stats[0].origin_step)
-            return false;
+        if (stats[i].origin_step != stats[0].origin_step)
+            return RECOVERY_ROLLBACK;
+    return RECOVERY_ADOPT;
+}
+
+bool recovery_stalled(const recovery_t *rv, double now) {
+    double stall = rv->cfg->cluster.stall_secs;
+    return stall > 0 && now - rv->last_progress >= stall;
+}
+
+void recovery_note_step(recovery_t *rv, int64_t step, double now) {
+    if (step >= 0 && (uint64_t)step != rv->last_step) {
+        rv->last_step = (uint64_t)step;
+        rv->last_progress = now;
+    }
+}
+
+/* Gives the PS one lineage; on failure the next check tries again. */
+static void adopt(recovery_t *rv) {
     char err[PS_ERRLEN];
     uint64_t lineage = (uint64_t)(ps_wall_now() * 1e6);
     if (psclient_restore(rv->ps, 0, lineage, PSCLIENT_ADOPT, rv->cfg->rpc.deadline_secs, err,
                          sizeof err)) {
         log_warn("cannot give the PS one lineage yet: %s", err);
-        return true; /* try again at the next check */
+        return;
     }
     rv->adopted = true;
-    return true;
 }
 
-/* The PS that disagrees with ps 0, or -1 when all agree (or one is down:
- * then wait for it, it will restore itself and register). */
-static long odd_ps(recovery_t *rv) {
+/* Asks every PS for its lineage and acts on recovery_decide; true when it
+ * tried a rollback. */
+static bool check_lineages(recovery_t *rv) {
     if (psclient_stats(rv->ps, 1.0, rv->stats))
-        return -1;
-    long odd = -1;
-    for (size_t i = 1; i < psclient_nps(rv->ps) && odd < 0; i++)
-        if (rv->stats[i].lineage != rv->stats[0].lineage)
-            odd = (long)i;
-    if (!rv->adopted && (odd < 0 || adopt(rv))) {
-        rv->adopted = odd < 0 ? true : rv->adopted;
-        return -1;
+        return false; /* one is down: wait for it, it will restore itself and register */
+    long odd;
+    switch (recovery_decide(rv->stats, psclient_nps(rv->ps), rv->adopted, &odd)) {
+    case RECOVERY_NONE:
+        rv->adopted = true;
+        return false;
+    case RECOVERY_ADOPT:
+        adopt(rv);
+        return false;
+    case RECOVERY_ROLLBACK:
+        break;
     }
-    return odd;
+    char why[160];
+    snprintf(why, sizeof why,
+             "ps%ld holds another history than ps0 (lineage %llu, from step %llu; ps0: "
+             "step %llu)",
+             odd, (unsigned long long)rv->stats[odd].lineage,
+             (unsigned long long)rv->stats[odd].origin_step, (unsigned long long)rv->stats[0].step);
+    recovery_rollback(rv, why);
+    return true;
 }
 
 void recovery_tick(recovery_t *rv, int64_t step) {
     double now = ps_now();
-    if (step >= 0 && (uint64_t)step != rv->last_step) {
-        rv->last_step = (uint64_t)step;
-        rv->last_progress = now;
-    }
+    recovery_note_step(rv, step, now);
     if (now - rv->last_check >= RECOVERY_CHECK_S) {
         rv->last_check = now;
-        long odd = odd_ps(rv);
-        if (odd >= 0) {
-            char why[160];
-            snprintf(why, sizeof why,
-                     "ps%ld holds another history than ps0 (lineage %llu, from step %llu; ps0: "
-                     "step %llu)",
-                     odd, (unsigned long long)rv->stats[odd].lineage,
-                     (unsigned long long)rv->stats[odd].origin_step,
-                     (unsigned long long)rv->stats[0].step);
-            recovery_rollback(rv, why);
+        if (check_lineages(rv))
             return;
-        }
     }
-    double stall = rv->cfg->cluster.stall_secs;
-    if (stall > 0 && now - rv->last_progress >= stall) {
+    if (recovery_stalled(rv, now)) {
         char why[160];
         snprintf(why, sizeof why, "STALL: the global step has not moved from %llu for %.0f s",
                  (unsigned long long)rv->last_step, now - rv->last_progress);

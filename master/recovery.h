@@ -26,6 +26,23 @@ typedef struct {
     bool adopted; /* the PS have shared one lineage since the master first saw them */
 } recovery_t;
 
+/* What the PS's lineages call for. */
+typedef enum {
+    RECOVERY_NONE,    /* they agree (or a PS did not answer: wait for it) */
+    RECOVERY_ADOPT,   /* first sight, each its own lineage from one starting point */
+    RECOVERY_ROLLBACK /* they hold different histories: roll every PS back */
+} recovery_action_t;
+
+/* The decision on n PS's stats (n >= 1), given whether they have shared
+ * one lineage since the master first saw them; *odd is the first PS whose
+ * lineage differs from ps 0's, or -1. A plain function: no RPC. */
+recovery_action_t recovery_decide(const psclient_stats_t *stats, size_t n, bool adopted, long *odd);
+/* Whether the global step has stood still for cluster.stall_secs at now,
+ * after recovery_tick noted the steps (0 turns the check off). */
+bool recovery_stalled(const recovery_t *rv, double now);
+/* Notes ps 0's step at now: progress when it moved. */
+void recovery_note_step(recovery_t *rv, int64_t step, double now);
+
 void recovery_init(recovery_t *rv, psclient_t *ps, const config_t *cfg);
 void recovery_free(recovery_t *rv);
 /* Called by the master's loop with ps 0's step (-1: unreachable). */

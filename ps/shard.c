@@ -147,7 +147,12 @@ void ps_shard_free(ps_shard_t *s) {
 }
 
 uint64_t ps_shard_step(const ps_shard_t *s) {
-    return s->store.iterations;
+    return atomic_load_explicit(&s->step, memory_order_acquire);
+}
+
+/* The owner thread tells the others the step (ps_shard_step) after changing it. */
+static void publish_step(ps_shard_t *s) {
+    atomic_store_explicit(&s->step, s->store.iterations, memory_order_release);
 }
 
 /* The partition of this shard that a tensor names exactly, or -1. */
@@ -295,6 +300,7 @@ static void apply_accumulated(ps_shard_t *s) {
     for (size_t p = 0; p < s->store.nparts; p++)
         apply_range(&s->store, p, 0, s->accum + s->store.parts[p].offset, s->store.parts[p].size);
     s->store.iterations++;
+    publish_step(s);
     memset(s->accum, 0, s->store.size * sizeof(float));
     memset(s->contributed, 0, s->max_workers);
     s->accum_count = 0;
@@ -331,6 +337,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
         take_grads(s, req, part_of, false);
         if (!req->partial) {
             s->store.iterations++;
+            publish_step(s);
             s->pushes++;
         }
         goto out;
@@ -415,6 +422,7 @@ static void swap_store(ps_shard_t *s, store_t *fresh) {
     store_free(&old);
     point_tensors(s);
     drop_step_in_progress(s);
+    publish_step(s);
 }
 
 void ps_shard_reset(ps_shard_t *s) {

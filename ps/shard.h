@@ -1,10 +1,12 @@
 /* One parameter server's shard: the partitions placement gives it, their
  * optimizer slots, and the rules of Pull and Push in async and sync mode.
  * Transport-free (the daemon's RPC handlers call it), single-threaded: the
- * caller serialises calls. */
+ * caller serialises calls, all but ps_shard_step, which any thread may call
+ * (the daemon's main loop reports the step in its heartbeats). */
 #ifndef PSTRAIN_PS_SHARD_H
 #define PSTRAIN_PS_SHARD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +28,9 @@ typedef struct {
     int index;
     placement_t placement;
     store_t store;
+    /* store.iterations as other threads see it: written (by the thread that
+     * changes the store) after every change of the step, read by any. */
+    _Atomic uint64_t step;
     bool sync;
     size_t replicas;      /* sync: pushes averaged per step */
     size_t max_workers;   /* worker indexes accepted: [0, max_workers) */
@@ -62,7 +67,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
                   size_t errlen);
 void ps_shard_free(ps_shard_t *s);
 
-/* The step of this shard: updates applied. */
+/* The step of this shard: updates applied. Any thread. */
 uint64_t ps_shard_step(const ps_shard_t *s);
 
 /* Applies (async) or sums (sync) a push. Everything is checked first: each

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, runs every test, then the unit tests again
-# under AddressSanitizer + UndefinedBehaviorSanitizer, and checks formatting.
+# under AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests and the
+# cluster test under ThreadSanitizer, and checks formatting.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -30,5 +31,24 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSTRAIN_SANITIZE=ON
 cmake --build build-asan -j "$jobs" --target pstrain_tests
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure -j "$jobs" -L unit)
+
+echo "== unit tests and cluster test (TSan)"
+# clang: GCC's TSan needs the CPU backend's target_clones off (they are, see
+# kernels/cpu/cpu_backend.c), clang has none and its TSan runtime is the
+# reference one. A race, a lock-order inversion or a report in a thread
+# leak fails the test (halt_on_error, exitcode 66); tests/tsan.supp lists
+# what is gRPC's own, each with its reason; tests/tsan_grpc.c shows TSan
+# gRPC's hand-offs. The stage prints its time.
+t0=$(date +%s)
+CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPSTRAIN_SANITIZE=thread \
+  -DPSTRAIN_CUDA=off > /dev/null
+# All of it: the cluster test's scripts/train_local_dist.sh builds the whole
+# of $PSTRAIN_BUILD.
+cmake --build build-tsan -j "$jobs"
+export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:halt_on_error=1:exitcode=66:second_deadlock_stack=1"
+(cd build-tsan && ctest --output-on-failure -j "$jobs" -L unit)
+PSTRAIN_BUILD=$root/build-tsan bash tests/cluster_local.sh "$root/build-tsan"
+unset TSAN_OPTIONS
+echo "TSan stage: $(($(date +%s) - t0)) s"
 
 echo "== all tests passed"

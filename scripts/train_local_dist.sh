@@ -15,6 +15,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"
 cd "$root"
+# The binaries of $PSTRAIN_BUILD (scripts/build.sh builds there too), else build/.
+build=${PSTRAIN_BUILD:-$root/build}
 nps=2
 nworkers=2
 gpus=""
@@ -89,7 +91,7 @@ worker_addrs=(); for ((i = 0; i < nworkers; i++)); do worker_addrs+=("\"127.0.0.
 cluster="{\"master\": [\"$master_addr\"], \"ps\": [$(join "${ps_addrs[@]}")], \"worker\": [$(join "${worker_addrs[@]}")]}"
 echo "$cluster" > "$runlogs/cluster.json"
 echo "$master_addr" > "$runlogs/master.addr"
-model_dir=$(build/pstrain-worker "${args[@]}" --print-config checkpoint.model_dir)
+model_dir=$("$build/pstrain-worker" "${args[@]}" --print-config checkpoint.model_dir)
 
 # start ROLE INDEX BINARY GPU: one daemon with its TF_CONFIG, log and pid file.
 # Its command line is kept in runlogs/<role><i>.cmd for scripts/restart_role.sh.
@@ -106,7 +108,7 @@ start() {
   {
     printf 'export TF_CONFIG=%q\n' "$tf"
     printf 'export CUDA_VISIBLE_DEVICES=%q\n' "$gpu"
-    printf 'exec %q' "$root/build/$bin"
+    printf 'exec %q' "$build/$bin"
     printf ' %q' "${device_args[@]}" "${thread_args[@]}" "${args[@]}" "${role_args[@]}" \
       --pid-file "$runlogs/$name.pid"
     printf '\n'

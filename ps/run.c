@@ -1,0 +1,162 @@
+/* The parameter server's life once its daemon has started: the shard, its
+ * starting weights, the RPC server, the heartbeats to the master and the
+ * loop that reports the step until the master or a signal ends it. */
+#include "ps/run.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/exitcode.h"
+#include "common/base/log.h"
+#include "common/base/util.h"
+#include "common/peers/heartbeat.h"
+#include "ps/service.h"
+
+static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
+    char err[PS_ERRLEN];
+    const config_t *c = &d->cfg;
+    ps_shard_opts_t o = {.index = d->cluster.task_index,
+                         .nps = (int)d->cluster.jobs[CLUSTER_PS].span,
+                         .sync = !strcmp(c->train.mode, "sync"),
+                         .replicas = (size_t)c->train.replicas_to_aggregate,
+                         .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
+                         .seed = (uint64_t)c->train.seed};
+    if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    if (ps_shard_init(&s->shard, m, &o, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    log_info("holding %zu partitions, %.2f MiB of weights, %zu optimizer slots; mode %s",
+             s->shard.store.nparts, (double)s->shard.store.size * 4.0 / (1 << 20),
+             optim_nslots(&o.optim), c->train.mode);
+    s->model_dir = c->checkpoint.model_dir;
+    s->nps = o.nps;
+    s->configured_replicas = s->shard.replicas;
+    return 0;
+}
+
+typedef struct {
+    ps_service_t *s;
+    const config_t *c;
+} reset_ctx_t;
+
+static int warm_start(ps_service_t *s, const config_t *c, char *err, size_t errlen) {
+    if (!c->train.warm_start_from[0])
+        return 0;
+    if (ps_shard_warm_start(&s->shard, c->train.warm_start_from, c->train.warm_start_vars, err,
+                            errlen))
+        return -1;
+    log_info("warm-started the variables matching \"%s\" from %s", c->train.warm_start_vars,
+             c->train.warm_start_from);
+    return 0;
+}
+
+/* Restore with no checkpoint yet: the weights the run started with. */
+static int reset_to_start(void *arg, char *err, size_t errlen) {
+    reset_ctx_t *r = arg;
+    ps_shard_reset(&r->s->shard);
+    return warm_start(r->s, r->c, err, errlen);
+}
+
+/* The starting weights: the latest checkpoint of model_dir (a resumed run or
+ * a restarted PS), else train.warm_start_from, else the initializer. */
+static int load_start(ps_service_t *s, const config_t *c) {
+    char err[PS_ERRLEN], dir[PATH_MAX];
+    ckpt_manifest_t man;
+    int mrc = ckpt_manifest_read(c->checkpoint.model_dir, &man, err, sizeof err);
+    if (mrc < 0) {
+        log_error("%s", err);
+        return EXIT_DATAERR;
+    }
+    if (mrc == 0) {
+        ckpt_dir(dir, sizeof dir, c->checkpoint.model_dir, man.latest);
+        if (ps_shard_restore(&s->shard, dir, err, sizeof err)) {
+            log_error("cannot resume: %s", err);
+            return EXIT_DATAERR;
+        }
+        s->origin_step = ps_shard_step(&s->shard);
+        log_info("resumed from %s: step %llu", dir, (unsigned long long)ps_shard_step(&s->shard));
+        return 0;
+    }
+    if (warm_start(s, c, err, sizeof err)) {
+        log_error("warm start: %s", err);
+        return EXIT_DATAERR;
+    }
+    return 0;
+}
+
+static int serve(daemon_t *d, ps_service_t *s) {
+    char err[PS_ERRLEN];
+    rpc_server_config_t sc = {.addr = d->self,
+                              .methods = ps_service_methods,
+                              .n_methods = ps_service_nmethods,
+                              .msg_methods = ps_service_msg_methods,
+                              .n_msg_methods = ps_service_n_msg_methods,
+                              .ctx = s,
+                              .on_cancel = ps_service_on_cancel,
+                              .on_tick = ps_service_on_tick,
+                              .tick_s = 0.05,
+                              .opt = daemon_rpc_options(&d->cfg)};
+    rpc_server_t *server;
+    if (rpc_server_start(&server, &sc, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    int sport = rpc_server_stream_port(server);
+    bool shm = d->cfg.rpc.shm && !d->cfg.tls.ca[0];
+    char tcp[64] = "";
+    if (sport)
+        snprintf(tcp, sizeof tcp, "%sover TCP on port %d", shm ? " and " : "", sport);
+    log_info("listening on %s%s%s%s", d->self, shm || sport ? "; tensors also " : "",
+             shm ? "through shared memory on this host" : "", tcp);
+    rpc_options_t co = daemon_rpc_options(&d->cfg);
+    rpc_channel_t *master = NULL;
+    heartbeat_t *hb = NULL;
+    heartbeat_progress_t progress = {0};
+    const cluster_addr_t *ma = cluster_find(&d->cluster, CLUSTER_MASTER, 0);
+    if (ma && rpc_channel_create(&master, ma->text, &co, err, sizeof err) == 0) {
+        heartbeat_opts_t ho = {.role = "ps",
+                               .index = d->cluster.task_index,
+                               .incarnation = s->incarnation,
+                               .address = d->self,
+                               .interval_s = d->cfg.cluster.heartbeat_secs,
+                               .deadline_s = d->cfg.cluster.heartbeat_secs * 2,
+                               .master = master};
+        hb = heartbeat_start(&ho, &progress);
+    }
+    while (!daemon_stop_signal && !atomic_load(&s->shutdown)) {
+        atomic_store(&progress.step, ps_shard_step(&s->shard));
+        if (hb)
+            atomic_store(&s->live_workers, heartbeat_live_workers(hb));
+        ps_sleep(0.02);
+    }
+    if (daemon_stop_signal)
+        log_info("stopping on signal %d: finishing calls in flight", (int)daemon_stop_signal);
+    else
+        log_info("training is over: exiting");
+    heartbeat_stop(hb);
+    if (master)
+        rpc_channel_destroy(master);
+    rpc_server_stop(server);
+    return EXIT_OK;
+}
+
+int ps_run(daemon_t *d, const model_t *m) {
+    ps_service_t s;
+    memset(&s, 0, sizeof s);
+    ps_service_init(&s, (uint64_t)(ps_wall_now() * 1e6));
+    int rc = init_shard(&s, d, m);
+    reset_ctx_t reset = {.s = &s, .c = &d->cfg};
+    s.reset = reset_to_start;
+    s.reset_arg = &reset;
+    if (rc == 0)
+        rc = load_start(&s, &d->cfg);
+    if (rc == 0)
+        rc = serve(d, &s);
+    ps_service_free(&s);
+    return rc;
+}
