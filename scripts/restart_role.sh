@@ -28,10 +28,11 @@ if [ ! -f "$cmd" ]; then
 fi
 pidfile=$runlogs/$name.pid
 if pid=$(cat "$pidfile" 2> /dev/null) && alive "$pid"; then
-  kill -TERM "$pid"
+  # It may still die between the check and the signal (a kill -9 just sent).
+  kill -TERM "$pid" 2> /dev/null || true
   deadline=$(($(date +%s) + grace))
   while alive "$pid" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.05; done
-  alive "$pid" && kill -KILL "$pid" && echo "restart_role: SIGKILL $name (pid $pid)"
+  alive "$pid" && kill -KILL "$pid" 2> /dev/null && echo "restart_role: SIGKILL $name (pid $pid)"
 fi
 echo "== restart $(date '+%F %T.%3N') by scripts/restart_role.sh" >> "$runlogs/$name.log"
 nohup bash "$cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &

@@ -12,7 +12,7 @@ for f in "$runlogs"/*.pid; do
   pid=$(cat "$f" 2> /dev/null) || continue
   if alive "$pid"; then
     echo "stop: SIGTERM $(basename "$f" .pid) (pid $pid)"
-    kill -TERM "$pid"
+    kill -TERM "$pid" 2> /dev/null || true # it may have exited since the check
     pids+=("$pid")
   fi
 done
@@ -21,7 +21,7 @@ for pid in "${pids[@]}"; do
   while alive "$pid" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
   if alive "$pid"; then
     echo "stop: SIGKILL pid $pid (still running after ${grace}s)"
-    kill -KILL "$pid"
+    kill -KILL "$pid" 2> /dev/null || true
   fi
 done
 for f in "$runlogs"/*.pid; do

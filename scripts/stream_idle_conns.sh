@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# Measures a PS holding many idle tensor stream connections: it starts
-# build/pstrain-ps with its TCP stream on, opens N connections (half over
-# TCP, half through shared memory on its Unix socket), each making one Stats
-# call and then idling, and prints the PS's thread count before and after,
-# that a new call still works beside them, and the PS's exit status after
-# SIGTERM. Usage: scripts/stream_idle_conns.sh [N] [BUILD_DIR] (N = 2000).
+# Measures a PS holding many idle tensor stream connections (half over TCP,
+# half through shared memory on its Unix socket, each after one Stats call).
+#   scripts/stream_idle_conns.sh [N] [BUILD_DIR]
+#     a lone build/pstrain-ps: its thread count before and while holding N
+#     (N = 2000), that calls still work beside them, its exit status after
+#     SIGTERM.
+#   scripts/stream_idle_conns.sh --cluster [N] [BUILD_DIR]
+#     the same N held on the PS of a training cluster (scripts/
+#     train_local_dist.sh: 1 PS, 2 workers, the MLP for one epoch, the TCP
+#     stream on) until the PS exits at the end of training: its most threads
+#     while holding them, the run's accuracy, the PS's last log line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+cluster=0
+if [ "${1:-}" = "--cluster" ]; then
+  cluster=1
+  shift
+fi
 n=${1:-2000}
 build=${2:-$root/build}
 ulimit -n 8192
 tmp=$(mktemp -d)
-trap 'kill "$ps" 2>/dev/null || true; rm -rf "$tmp"' EXIT
-echo '{"input": [16], "layers": [{"type": "dense", "units": 4, "activation": "softmax"}]}' \
-  >"$tmp/model.json"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-TF_CONFIG="{\"cluster\": {\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:$port\"], \"worker\": [\"127.0.0.1:2\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}" \
-  "$build/pstrain-ps" --set model="$tmp/model.json" --set log.level=warn --set rpc.stream=true \
-  --set rpc.stream_port="$sport" --set rpc.stream_max_connections=$((n + 100)) &
-ps=$!
-python3 - "$ps" "$sport" "$n" <<'PY'
+ps=""
+launcher=""
+trap '[ -n "$ps" ] && kill "$ps" 2>/dev/null; [ -n "$launcher" ] && PSTRAIN_RUNLOGS=$tmp "$root/scripts/stop.sh" > /dev/null 2>&1; rm -rf "$tmp"' EXIT
+
+hold() { # PID STREAM_PORT N MODE(lone|cluster)
+  python3 - "$@" <<'PY'
 import fcntl, os, socket, struct, sys, time
 pid, sport, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+mode = sys.argv[4]
 STATS = b"/pstrain.ParameterServer/Stats"
 def threads():
     return len(os.listdir(f"/proc/{pid}/task"))
@@ -85,11 +92,56 @@ print(f"connections held: {n} ({n // 2} TCP, {n - n // 2} shared memory), opened
 print(f"PS threads: before {before}, holding {n}: {during}")
 print(f"calls on held connections: {ok} of {len(range(0, n, max(1, n // 50)))} ok; "
       f"a new connection's call: ok in {1e3 * (time.time() - t1):.1f} ms")
+if mode == "cluster":
+    most = during
+    while os.path.exists(f"/proc/{pid}/task"):
+        try:
+            most = max(most, threads())
+        except OSError:
+            break
+        time.sleep(0.2)
+    print(f"PS threads while training beside them: at most {most}")
 PY
-kill -TERM "$ps"
+}
+
+if [ $cluster -eq 0 ]; then
+  echo '{"input": [16], "layers": [{"type": "dense", "units": 4, "activation": "softmax"}]}' \
+    > "$tmp/model.json"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  TF_CONFIG="{\"cluster\": {\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:$port\"], \"worker\": [\"127.0.0.1:2\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}" \
+    "$build/pstrain-ps" --set model="$tmp/model.json" --set log.level=warn --set rpc.stream=true \
+    --set rpc.stream_port="$sport" --set rpc.stream_max_connections=$((n + 100)) &
+  ps=$!
+  hold "$ps" "$sport" "$n" lone
+  kill -TERM "$ps"
+  set +e
+  wait "$ps"
+  rc=$?
+  set -e
+  ps=""
+  echo "PS exit status after SIGTERM: $rc"
+  exit "$rc"
+fi
+
+PSTRAIN_BUILD=$build PSTRAIN_RUNLOGS=$tmp "$root/scripts/train_local_dist.sh" --ps 1 --workers 2 \
+  --set model=mlp --set train.epochs=1 --set rpc.stream=true \
+  --set rpc.stream_max_connections=$((n + 100)) --set checkpoint.model_dir="$tmp/run" \
+  > "$tmp/launcher.out" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do # until the PS logs its stream port
+  sport=$(sed -n 's/.*over TCP on port \([0-9]*\).*/\1/p' "$tmp/ps0.log" 2>/dev/null | tail -1)
+  [ -n "$sport" ] && break
+  sleep 0.1
+done
+[ -n "$sport" ] || { echo "stream_idle_conns: the PS never logged its stream port" >&2; exit 1; }
+hold "$(cat "$tmp/ps0.pid")" "$sport" "$n" cluster
 set +e
-wait "$ps"
+wait "$launcher"
 rc=$?
 set -e
-echo "PS exit status after SIGTERM: $rc"
+launcher=""
+grep -i "accuracy" "$tmp/launcher.out" | tail -2 || true
+echo "PS's last line: $(tail -1 "$tmp/ps0.log")"
+echo "launcher exit status: $rc"
 exit "$rc"

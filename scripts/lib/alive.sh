@@ -4,7 +4,8 @@
 alive() {
   kill -0 "$1" 2> /dev/null || return 1
   local stat
-  stat=$(cat "/proc/$1/stat" 2> /dev/null) || return 0
+  # No stat to read: it was reaped since kill -0, so it is gone.
+  stat=$(cat "/proc/$1/stat" 2> /dev/null) || return 1
   stat=${stat##*) }
   [ "${stat%% *}" != Z ]
 }
