@@ -7,7 +7,7 @@
 #     SIGTERM.
 #   scripts/stream_idle_conns.sh --cluster [N] [BUILD_DIR]
 #     the same N held on the PS of a training cluster (scripts/
-#     train_local_dist.sh: 1 PS, 2 workers, the MLP for one epoch, the TCP
+#     train_local_dist.sh: 1 PS, 2 workers, the MLP for 3 epochs, the TCP
 #     stream on) until the PS exits at the end of training: its most threads
 #     while holding them, the run's accuracy, the PS's last log line.
 set -euo pipefail
@@ -125,12 +125,12 @@ if [ $cluster -eq 0 ]; then
 fi
 
 PSTRAIN_BUILD=$build PSTRAIN_RUNLOGS=$tmp "$root/scripts/train_local_dist.sh" --ps 1 --workers 2 \
-  --set model=mlp --set train.epochs=1 --set rpc.stream=true \
+  --set model=mlp --set train.epochs=3 --set rpc.stream=true \
   --set rpc.stream_max_connections=$((n + 100)) --set checkpoint.model_dir="$tmp/run" \
   > "$tmp/launcher.out" 2>&1 &
 launcher=$!
 for _ in $(seq 300); do # until the PS logs its stream port
-  sport=$(sed -n 's/.*over TCP on port \([0-9]*\).*/\1/p' "$tmp/ps0.log" 2>/dev/null | tail -1)
+  sport=$(sed -n 's/.*over TCP on port \([0-9]*\).*/\1/p' "$tmp/ps0.log" 2> /dev/null | tail -1 || true)
   [ -n "$sport" ] && break
   sleep 0.1
 done
