@@ -1,7 +1,10 @@
 /* Helpers that several test files share (tests/test_helpers.h). */
 #include "test_helpers.h"
 
+#include "common/base/util.h"
+
 #include <stdio.h>
+#include <string.h>
 
 conv2d_shape_t conv_case_shape(const conv_case_t *t) {
     conv2d_shape_t s = {.n = t->n,
@@ -46,4 +49,43 @@ double fixed_batch_loss(model_exec_t *e, const float *params, size_t n) {
     model_forward(e, params, n, true, 7, 0);
     model_loss(e, n, &loss, &correct, NULL);
     return loss;
+}
+
+int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt) {
+    char err[PS_ERRLEN];
+    memset(e, 0, sizeof *e);
+    if (model_load(&e->m, "mlp", err, sizeof err))
+        goto fail;
+    ps_service_init(&e->svc, 1);
+    ps_shard_opts_t o = {
+        .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
+        goto fail;
+    rpc_server_config_t sc = {.addr = "127.0.0.1:0",
+                              .methods = ps_service_methods,
+                              .n_methods = ps_service_nmethods,
+                              .msg_methods = ps_service_msg_methods,
+                              .n_msg_methods = ps_service_n_msg_methods,
+                              .ctx = &e->svc,
+                              .on_cancel = ps_service_on_cancel};
+    if (opt)
+        sc.opt = *opt;
+    if (rpc_server_start(&e->server, &sc, err, sizeof err))
+        goto fail;
+    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", rpc_server_port(e->server));
+    if (rpc_channel_create(&e->ch, e->addr, opt, err, sizeof err))
+        goto fail;
+    return 0;
+fail:
+    fprintf(stderr, "%s\n", err);
+    return -1;
+}
+
+void test_ps_stop(test_ps_t *e) {
+    if (e->ch)
+        rpc_channel_destroy(e->ch);
+    rpc_server_stop(e->server);
+    ps_service_free(&e->svc);
+    model_free(&e->m);
 }

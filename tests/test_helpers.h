@@ -1,5 +1,6 @@
 /* Helpers that several test files share: the shapes of convolution and
- * pooling test cases, and a model's loss on a fixed batch. */
+ * pooling test cases, a model's loss on a fixed batch, and a PS served in
+ * the test's own process. */
 #ifndef PSTRAIN_TEST_HELPERS_H
 #define PSTRAIN_TEST_HELPERS_H
 
@@ -7,7 +8,9 @@
 #include <stddef.h>
 
 #include "common/model/model.h"
+#include "common/rpc/rpc.h"
 #include "kernels/backend.h"
+#include "ps/service.h"
 
 typedef struct {
     size_t n, h, w, c, kh, kw, f, sh, sw;
@@ -29,5 +32,20 @@ void describe_pool(const pool2d_shape_t *s);
 /* The summed loss of the n examples in the exec's input, in training mode
  * with a fixed dropout seed, at params (backend memory). */
 double fixed_batch_loss(model_exec_t *e, const float *params, size_t n);
+
+/* One PS of the MLP (SGD, seed 1, one replica, two workers) served on a
+ * free loopback port in this process, with a channel to it. */
+typedef struct {
+    model_t m;
+    ps_service_t svc;
+    rpc_server_t *server;
+    rpc_channel_t *ch;
+    char addr[64];
+} test_ps_t;
+
+/* sync: train.mode sync; opt: the server's and channel's options (NULL:
+ * defaults). 0, or -1 with the error on stderr. */
+int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt);
+void test_ps_stop(test_ps_t *e);
 
 #endif

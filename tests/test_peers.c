@@ -11,6 +11,7 @@
 #include "common/peers/pull_read.h"
 #include "common/rpc/wire.h"
 #include "ps/service.h"
+#include "test_helpers.h"
 
 /* ---- The client's reader of pull answers ----------------------------------------- */
 
@@ -234,45 +235,6 @@ void test_pull_read_truncated_and_malformed(void) {
 /* ---- psclient's statuses ------------------------------------------------------------ */
 
 typedef struct {
-    model_t m;
-    ps_service_t svc;
-    rpc_server_t *server;
-    char addr[64];
-} ps_env_t;
-
-/* One PS of the MLP on a free loopback port. */
-static int ps_env_start(ps_env_t *e) {
-    char err[PS_ERRLEN];
-    memset(e, 0, sizeof *e);
-    if (model_load(&e->m, "mlp", err, sizeof err))
-        return -1;
-    ps_service_init(&e->svc, 1);
-    ps_shard_opts_t o = {.index = 0, .nps = 1, .replicas = 1, .max_workers = 2, .seed = 1};
-    optim_defaults(&o.optim, OPTIM_SGD);
-    if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
-        return -1;
-    rpc_server_config_t sc = {.addr = "127.0.0.1:0",
-                              .methods = ps_service_methods,
-                              .n_methods = ps_service_nmethods,
-                              .msg_methods = ps_service_msg_methods,
-                              .n_msg_methods = ps_service_n_msg_methods,
-                              .ctx = &e->svc,
-                              .on_cancel = ps_service_on_cancel};
-    if (rpc_server_start(&e->server, &sc, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", rpc_server_port(e->server));
-    return 0;
-}
-
-static void ps_env_stop(ps_env_t *e) {
-    rpc_server_stop(e->server);
-    ps_service_free(&e->svc);
-    model_free(&e->m);
-}
-
-typedef struct {
     int retrying, recovered;
 } events_seen_t;
 
@@ -309,8 +271,8 @@ static psclient_t *client_of(const char *addr, const model_t *m, double max_tota
  * gets PSCLIENT_INVALID for both (the answer does not fit its placement;
  * the PS refuses its push), with the reason in err. */
 void test_psclient_status_ok_and_invalid(void) {
-    ps_env_t e;
-    CHECK(ps_env_start(&e) == 0);
+    test_ps_t e;
+    CHECK(test_ps_start(&e, false, NULL) == 0);
     events_seen_t seen = {0};
     psclient_t *p = client_of(e.addr, &e.m, 0, NULL, &seen);
     CHECK(p != NULL);
@@ -341,18 +303,18 @@ void test_psclient_status_ok_and_invalid(void) {
     psclient_free(p);
     free(w);
     model_free(&other);
-    ps_env_stop(&e);
+    test_ps_stop(&e);
 }
 
 /* A PS that is not there: with a time limit the pull gives up
  * PSCLIENT_UNREACHABLE, saying so, after telling of its retries once; with
  * the stop flag raised it ends PSCLIENT_STOPPED instead. */
 void test_psclient_status_unreachable_and_stopped(void) {
-    ps_env_t e;
-    CHECK(ps_env_start(&e) == 0);
+    test_ps_t e;
+    CHECK(test_ps_start(&e, false, NULL) == 0);
     char addr[64];
     snprintf(addr, sizeof addr, "%s", e.addr);
-    ps_env_stop(&e); /* the port is free again: connections to it are refused */
+    test_ps_stop(&e); /* the port is free again: connections to it are refused */
     model_t m;
     char err[PS_ERRLEN] = "";
     CHECK(model_load(&m, "mlp", err, sizeof err) == 0);

@@ -12,56 +12,10 @@
 #include "common/rpc/rpc.h"
 #include "common/base/util.h"
 #include "ps/service.h"
-
-typedef struct {
-    model_t m;
-    ps_service_t svc;
-    rpc_server_t *server;
-    rpc_channel_t *ch;
-    char addr[64];
-} env_t;
-
-static int env_start_with(env_t *e, bool sync, const rpc_options_t *opt) {
-    char err[PS_ERRLEN];
-    memset(e, 0, sizeof *e);
-    if (model_load(&e->m, "mlp", err, sizeof err))
-        return -1;
-    ps_service_init(&e->svc, 1);
-    ps_shard_opts_t o = {
-        .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
-    optim_defaults(&o.optim, OPTIM_SGD);
-    if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
-        return -1;
-    rpc_server_config_t sc = {.addr = "127.0.0.1:0",
-                              .methods = ps_service_methods,
-                              .n_methods = ps_service_nmethods,
-                              .msg_methods = ps_service_msg_methods,
-                              .n_msg_methods = ps_service_n_msg_methods,
-                              .ctx = &e->svc,
-                              .on_cancel = ps_service_on_cancel};
-    if (opt)
-        sc.opt = *opt;
-    if (rpc_server_start(&e->server, &sc, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return -1;
-    }
-    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", rpc_server_port(e->server));
-    return rpc_channel_create(&e->ch, e->addr, opt, err, sizeof err);
-}
-
-static int env_start(env_t *e, bool sync) {
-    return env_start_with(e, sync, NULL);
-}
-
-static void env_stop(env_t *e) {
-    rpc_channel_destroy(e->ch);
-    rpc_server_stop(e->server);
-    ps_service_free(&e->svc);
-    model_free(&e->m);
-}
+#include "test_helpers.h"
 
 /* A full push of gradient `value` from worker `index` at `step`, packed. */
-static size_t pack_push(env_t *e, uint32_t index, uint64_t step, float value, uint8_t **out) {
+static size_t pack_push(test_ps_t *e, uint32_t index, uint64_t step, float value, uint8_t **out) {
     store_t *st = &e->svc.shard.store;
     float *g = xmalloc(st->size * sizeof(float));
     for (size_t i = 0; i < st->size; i++)
@@ -96,8 +50,8 @@ static size_t pack_push(env_t *e, uint32_t index, uint64_t step, float value, ui
 }
 
 void test_ps_service_bad_requests(void) {
-    env_t e;
-    CHECK(env_start(&e, false) == 0);
+    test_ps_t e;
+    CHECK(test_ps_start(&e, false, NULL) == 0);
     rpc_buf_t resp = {0};
     char err[PS_ERRLEN];
     uint8_t garbage[64];
@@ -136,11 +90,11 @@ void test_ps_service_bad_requests(void) {
     CHECK_INT_EQ(e.svc.bad_requests, 3);
     free(w0);
     rpc_buf_free(&resp);
-    env_stop(&e);
+    test_ps_stop(&e);
 }
 
 typedef struct {
-    env_t *e;
+    test_ps_t *e;
     int code;
     uint64_t step;
 } pull_arg_t;
@@ -166,8 +120,8 @@ static void *waiting_pull(void *p) {
 }
 
 void test_ps_service_sync_pull_waits(void) {
-    env_t e;
-    CHECK(env_start(&e, true) == 0);
+    test_ps_t e;
+    CHECK(test_ps_start(&e, true, NULL) == 0);
     pull_arg_t a = {.e = &e, .code = -1};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, waiting_pull, &a) == 0);
@@ -192,7 +146,7 @@ void test_ps_service_sync_pull_waits(void) {
         usleep(10000);
     CHECK_INT_EQ(e.svc.nwaits, 0);
     rpc_buf_free(&resp);
-    env_stop(&e);
+    test_ps_stop(&e);
 }
 
 /* Every float of a pull's tensors, in the order they come. */
@@ -213,7 +167,7 @@ static size_t pulled_floats(const rpc_buf_t *resp, float *out, size_t cap) {
 }
 
 typedef struct {
-    env_t *e;
+    test_ps_t *e;
     const rpc_options_t *opt;
     const float *w0;
     size_t n;
@@ -267,8 +221,8 @@ static void *hammer(void *arg) {
 /* Two clients push and pull at once over each transport: no pull ever sees
  * a model torn between two updates, and every push is applied once. */
 static void concurrent_over(const rpc_options_t *opt) {
-    env_t e;
-    CHECK(env_start_with(&e, false, opt) == 0);
+    test_ps_t e;
+    CHECK(test_ps_start(&e, false, opt) == 0);
     size_t n = e.svc.shard.store.size;
     float *w0 = xmalloc(n * sizeof(float));
     rpc_buf_t resp = {0};
@@ -297,7 +251,7 @@ static void concurrent_over(const rpc_options_t *opt) {
     CHECK_INT_EQ(e.svc.shard.pushes, 300);
     free(w0);
     rpc_buf_free(&resp);
-    env_stop(&e);
+    test_ps_stop(&e);
 }
 
 void test_ps_service_concurrent(void) {
