@@ -33,7 +33,7 @@ if [ ! -f "$stamp" ]; then
   echo "peers_venv: installing tensorflow-cpu (Keras 3, TensorBoard) into $venv" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check tensorflow-cpu >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check tensorflow-cpu tensorboard >&2
   "$venv/bin/python" -c 'import tensorflow, keras, tensorboard, h5py' >&2
   touch "$stamp"
 fi
