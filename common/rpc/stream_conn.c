@@ -271,7 +271,8 @@ void stream__conn_progress(stream_conn_t *k) {
         conn_late(k);
 }
 
-/* The request is whole: answered here, or handed to the handler thread. */
+/* The request is whole: answered here, run here (see stream__job_inline)
+ * or handed to the handler thread. */
 static void conn_dispatch(stream_conn_t *k) {
     stream_server_t *s = k->srv;
     if (strcmp(k->method, RPC_STREAM_PORT_METHOD) == 0) {
@@ -312,7 +313,8 @@ static void conn_dispatch(stream_conn_t *k) {
     k->late = 0;
     k->state = K_CALL;
     atomic_fetch_add(&k->refs, 1);
-    stream__job_push(s, 0, c, k);
+    if (!stream__job_inline(s, c, k))
+        stream__job_push(s, 0, c, k);
 }
 
 /* The header is in: checks it and sets up the method and body reads. */
