@@ -189,14 +189,22 @@ static rpc_channel_t *connect_to(int port, const rpc_options_t *given) {
 }
 
 /* A port that nothing listens on (it just did, so it is not reserved). */
-static int dead_port(void) {
-    service_t sv;
-    service_init(&sv);
-    rpc_server_t *srv = NULL;
-    int port = start(&srv, &sv, NULL);
-    rpc_server_stop(srv);
-    service_free(&sv);
-    return port;
+/* A loopback port nobody listens on, held so that no other test (ctest -j)
+ * can take it meanwhile: bound, never listening, so that a connect is
+ * refused. *holder: close it when done, or just before a server of this
+ * test binds the port (pstrain's servers turn SO_REUSEPORT off). */
+static int dead_port(int *holder) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *holder = fd;
+    return ntohs(a.sin_port);
 }
 
 /* Waits until *counter >= want, for at most WAIT_S; returns -1 on timeout. */
@@ -605,7 +613,7 @@ static void *retry_thread(void *arg) {
 void test_rpc_retry(void) {
     service_t sv;
     service_init(&sv);
-    int port = dead_port();
+    int holder = -1, port = dead_port(&holder);
     CHECK(port > 0);
     retry_run_t r;
     memset(&r, 0, sizeof r);
@@ -628,6 +636,7 @@ void test_rpc_retry(void) {
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     c.addr = addr;
     rpc_server_t *srv = NULL;
+    close(holder); /* the server binds it at once */
     CHECK(rpc_server_start(&srv, &c, err, sizeof err) == 0);
     pthread_join(th, NULL);
     CHECK_INT_EQ(r.code, RPC_OK);
@@ -642,7 +651,7 @@ void test_rpc_retry(void) {
 }
 
 void test_rpc_retry_gives_up(void) {
-    int port = dead_port();
+    int holder = -1, port = dead_port(&holder);
     CHECK(port > 0);
     rpc_channel_t *ch = connect_to(port, NULL);
     rpc_retry_t p = rpc_retry_default();
@@ -683,6 +692,7 @@ void test_rpc_retry_gives_up(void) {
     rpc_buf_free(&resp);
     rpc_channel_destroy(up);
     rpc_channel_destroy(ch);
+    close(holder);
     rpc_server_stop(srv);
     service_free(&sv);
 }
@@ -748,7 +758,7 @@ void test_rpc_fanout(void) {
         CHECK(start(&srv[i], &sv[i], NULL) > 0);
         ch[i] = connect_to(sv[i].port, NULL);
     }
-    int down = dead_port();
+    int holder = -1, down = dead_port(&holder);
     ch[2] = connect_to(down, NULL);
     rpc_buf_t resp[3];
     memset(resp, 0, sizeof resp);
@@ -782,6 +792,7 @@ void test_rpc_fanout(void) {
         rpc_buf_free(&resp[i]);
         rpc_channel_destroy(ch[i]);
     }
+    close(holder);
     for (int i = 0; i < 2; i++) {
         rpc_server_stop(srv[i]);
         service_free(&sv[i]);
