@@ -38,6 +38,7 @@ typedef struct {
     pthread_cond_t cv;
     rpc_call_t *waiting[64]; /* deferred calls of Wait */
     int n_waiting;
+    int waits;   /* Wait calls its handler saw */
     int cancels; /* on_cancel calls */
     int ticks;
     int releases; /* zero-copy buffers given back */
@@ -69,6 +70,7 @@ static void on_wait(void *ctx, rpc_call_t *call, const uint8_t *req, size_t len)
     service_t *sv = ctx;
     pthread_mutex_lock(&sv->mu);
     sv->waiting[sv->n_waiting++] = call;
+    sv->waits++;
     pthread_cond_broadcast(&sv->cv);
     pthread_mutex_unlock(&sv->mu);
 }
@@ -224,6 +226,28 @@ static int wait_for(service_t *sv, const int *counter, int want) {
     int ok = *counter >= want;
     pthread_mutex_unlock(&sv->mu);
     return ok ? 0 : -1;
+}
+
+/* After a Wait call came back DEADLINE_EXCEEDED: its handler's owner hears
+ * of the cancel, if the handler saw the call at all. On a loaded machine
+ * (ctest -j16 on 2 cores) the request can reach the server after its
+ * deadline, which then answers it without a handler (a valid path, said on
+ * stderr); a handler that did see it is cancelled within WAIT_S. */
+static int wait_cancelled(service_t *sv, int want) {
+    double until = ps_now() + 1.0; /* a handler still to run on the late request */
+    pthread_mutex_lock(&sv->mu);
+    while (sv->waits < want && ps_now() < until) {
+        pthread_mutex_unlock(&sv->mu);
+        ps_sleep(0.01);
+        pthread_mutex_lock(&sv->mu);
+    }
+    int seen = sv->waits >= want;
+    pthread_mutex_unlock(&sv->mu);
+    if (!seen) {
+        fprintf(stderr, "note: the Wait call arrived after its deadline; no handler, no cancel\n");
+        return 0;
+    }
+    return wait_for(sv, &sv->cancels, want);
 }
 
 /* A client call on its own thread. */
@@ -501,7 +525,7 @@ void test_rpc_deadline(void) {
     CHECK(took >= 0.19 && took < 5.0);
     CHECK_STR_CONTAINS(err, "DEADLINE_EXCEEDED");
     /* The owner of the deferred call hears that its client is gone. */
-    CHECK(wait_for(&sv, &sv.cancels, 1) == 0);
+    CHECK(wait_cancelled(&sv, 1) == 0);
     CHECK_INT_EQ(sv.n_waiting, 0);
     /* The channel is still good. */
     CHECK_INT_EQ(rpc_call(ch, ECHO, "again", 5, WAIT_S, &resp, err, sizeof err), RPC_OK);
@@ -575,13 +599,14 @@ void test_rpc_cancel_and_tick(void) {
     bg_start(&b, ch, WAIT, "w", 0.3);
     pthread_join(b.thread, NULL);
     CHECK_INT_EQ(b.code, RPC_DEADLINE_EXCEEDED);
-    CHECK(wait_for(&sv, &sv.cancels, 1) == 0);
+    CHECK(wait_cancelled(&sv, 1) == 0);
+    int before = sv.cancels;
     rpc_buf_free(&b.resp);
     /* ...and so does stopping the server with one outstanding. */
     bg_start(&b, ch, WAIT, "w", WAIT_S);
     CHECK(wait_for(&sv, &sv.n_waiting, 1) == 0);
     rpc_server_stop(srv);
-    CHECK_INT_EQ(sv.cancels, 2);
+    CHECK_INT_EQ(sv.cancels, before + 1);
     CHECK_INT_EQ(sv.n_waiting, 0);
     pthread_join(b.thread, NULL);
     CHECK(b.code != RPC_OK);
