@@ -8,9 +8,12 @@
 #include "common/rpc/msg.h"
 #include "common/base/util.h"
 
+/* Invalid requests, which any peer can send: their warnings are limited. */
+static log_limit_t invalid_limit;
+
 static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     s->bad_requests++;
-    log_warn("%s: %s", rpc_call_method(call), msg);
+    log_warn_limited(&invalid_limit, "%s: %s", rpc_call_method(call), msg);
     rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
