@@ -221,3 +221,65 @@ void test_hardening_model_units_too_large(void) {
     CHECK_INT_EQ(model_parse(&m, zero, err, sizeof err), -1);
     CHECK_STR_CONTAINS(err, "\"units\" must be a positive integer");
 }
+
+/* The PS of test_ps_start served again with the daemon's tick, and a cap
+ * of 0.3 s on waiting pulls; a channel over the given transport. */
+static int serve_capped(test_ps_t *e, const rpc_options_t *opt) {
+    char err[PS_ERRLEN];
+    rpc_channel_destroy(e->ch);
+    rpc_server_stop(e->server);
+    e->ch = NULL;
+    e->svc.max_wait_s = 0.3;
+    rpc_server_config_t sc = {.addr = "127.0.0.1:0",
+                              .methods = ps_service_methods,
+                              .n_methods = ps_service_nmethods,
+                              .msg_methods = ps_service_msg_methods,
+                              .n_msg_methods = ps_service_n_msg_methods,
+                              .ctx = &e->svc,
+                              .on_cancel = ps_service_on_cancel,
+                              .on_tick = ps_service_on_tick,
+                              .tick_s = 0.05,
+                              .opt = *opt};
+    if (rpc_server_start(&e->server, &sc, err, sizeof err) < 0)
+        return -1;
+    snprintf(e->addr, sizeof e->addr, "127.0.0.1:%d", rpc_server_port(e->server));
+    return rpc_channel_create(&e->ch, e->addr, opt, err, sizeof err);
+}
+
+/* Issue 17, item 9: an async pull for a step far ahead, sent without a
+ * deadline, waited for ever; now the PS's cap answers it. */
+static void pull_without_deadline(const rpc_options_t *opt, const char *transport) {
+    test_ps_t e;
+    CHECK(test_ps_start(&e, false, NULL) == 0);
+    CHECK_INT_EQ(serve_capped(&e, opt), 0);
+    Pstrain__PullRequest r = PSTRAIN__PULL_REQUEST__INIT;
+    r.min_step = UINT64_MAX - 1;
+    uint8_t buf[64];
+    size_t len = pstrain__pull_request__pack(&r, buf);
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN] = "";
+    double t0 = ps_now();
+    int code = rpc_call(e.ch, "/pstrain.ParameterServer/Pull", buf, len, 0, &resp, err, sizeof err);
+    CHECK_INT_EQ(code, RPC_DEADLINE_EXCEEDED);
+    CHECK_STR_CONTAINS(err, "not reached within");
+    CHECK(ps_now() - t0 < 10.0);
+    CHECK(strcmp(rpc_channel_transport(e.ch), transport) == 0);
+    /* The PS goes on serving. */
+    Pstrain__PullRequest now = PSTRAIN__PULL_REQUEST__INIT;
+    len = pstrain__pull_request__pack(&now, buf);
+    CHECK_INT_EQ(
+        rpc_call(e.ch, "/pstrain.ParameterServer/Pull", buf, len, 10.0, &resp, err, sizeof err),
+        RPC_OK);
+    rpc_buf_free(&resp);
+    test_ps_stop(&e);
+}
+
+void test_hardening_pull_no_deadline_grpc(void) {
+    rpc_options_t opt = {0};
+    pull_without_deadline(&opt, "grpc");
+}
+
+void test_hardening_pull_no_deadline_stream(void) {
+    rpc_options_t opt = {.stream = 1};
+    pull_without_deadline(&opt, "stream");
+}

@@ -293,14 +293,14 @@ static void refuse_peer(stream_server_t *s, int fd) {
              "uid %u may not use this server's shared memory (its uid is %u; see "
              "rpc.stream_allowed_uids)",
              (unsigned)cred.uid, (unsigned)geteuid());
+    log_warn_limited(&s->peer_limit, "rpc: tensor stream: refused local pid %d: %s", (int)cred.pid,
+                     msg);
     uint8_t h[RPC_STREAM_HDR];
     rpc__stream_resp_put(h, RPC_PERMISSION_DENIED, strlen(msg), 0, RPC_STREAM_CLOSING);
     struct iovec v[2] = {{h, sizeof h}, {msg, strlen(msg)}};
     struct msghdr mh = {.msg_iov = v, .msg_iovlen = 2};
     if (sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         log_debug("rpc: tensor stream: cannot answer a refused peer: %s", strerror(errno));
-    log_warn_limited(&s->peer_limit, "rpc: tensor stream: refused local pid %d: %s", (int)cred.pid,
-                     msg);
     shutdown(fd, SHUT_WR);
     close(fd);
 }
