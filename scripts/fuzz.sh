@@ -6,7 +6,7 @@
 # checkout; a crash, a leak, a sanitizer report or a hang keeps its input
 # under runs/fuzz/ (printed) and fails the script.
 #   scripts/fuzz.sh [SECONDS] [NAME...]   default 10 s each, every target
-#   NAME: tf_config config model idx safetensors manifest npz png push tfrecord stream
+#   NAME: log tf_config config model idx safetensors manifest npz png push tfrecord stream
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
