@@ -302,6 +302,9 @@ static void refuse_peer(stream_server_t *s, int fd) {
     if (sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         log_debug("rpc: tensor stream: cannot answer a refused peer: %s", strerror(errno));
     shutdown(fd, SHUT_WR);
+    uint8_t sink[4096]; /* its hello, and the descriptor with it, dropped */
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    }
     close(fd);
 }
 
