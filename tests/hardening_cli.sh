@@ -37,6 +37,17 @@ no_forgery "$tmp/expect.err"
 expect_error 2 'unknown config key' "$worker" --set "$(printf 'x\nERROR forged\033[2J')=1"
 ! grep -q "$esc" "$tmp/expect.err" || fail "an ESC byte reached stderr: $(cat -v "$tmp/expect.err")"
 
+# A checkpoint file's tensor names and metadata, as `pstrain inspect` prints them.
+python3 - "$tmp/evil.safetensors" << 'PY'
+import json, struct, sys
+bad = "x\nERROR forged\x1b[2J"
+h = json.dumps({"__metadata__": {bad: bad},
+                bad: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + struct.pack("<f", 1.0))
+PY
+"$build/pstrain" inspect "$tmp/evil.safetensors" > "$tmp/inspect.out" 2>&1 || true
+no_forgery "$tmp/inspect.out"
+
 # Item 9.
 TF_CONFIG=null expect_error 2 'got null' "$ps"
 TF_CONFIG='{"cluster": {"master": ["m:1"], "ps": ["127.0.0.1:31002\u0000junk"], "worker": ["w:1"]},

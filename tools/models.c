@@ -277,19 +277,23 @@ int cmd_predict(int argc, char **argv) {
 static void inspect_file(const char *path) {
     st_file_t f;
     char err[PS_ERRLEN];
+    /* Names and metadata come from the file: escaped (log_escape) before
+     * they reach a terminal. */
+    char key[256], v[256];
     if (st_open(&f, path, err, sizeof err)) {
-        printf("  %s\n", err);
+        log_print(stdout, "  %s", err);
         return;
     }
-    printf("%s:", path);
+    printf("%s:", log_escape(path, v, sizeof v));
     for (size_t i = 0; i < f.nmeta; i++)
-        printf(" %s=%s", f.meta[i].key, f.meta[i].value);
+        printf(" %s=%s", log_escape(f.meta[i].key, key, sizeof key),
+               log_escape(f.meta[i].value, v, sizeof v));
     printf("\n");
     for (size_t i = 0; i < f.n; i++) {
         const st_entry_t *e = &f.entries[i];
         float *x = xmalloc((e->count ? e->count : 1) * sizeof(float));
         if (st_read(&f, e, 0, e->count, x, err, sizeof err)) {
-            printf("  %s\n", err);
+            log_print(stdout, "  %s", err);
             free(x);
             continue;
         }
@@ -299,7 +303,7 @@ static void inspect_file(const char *path) {
             lo = PS_MIN(lo, (double)x[k]);
             hi = PS_MAX(hi, (double)x[k]);
         }
-        printf("  %-32s [", e->name);
+        printf("  %-32s [", log_escape(e->name, key, sizeof key));
         for (size_t d = 0; d < e->ndim; d++)
             printf("%s%zu", d ? ", " : "", e->shape[d]);
         printf("]  mean %.4g  min %.4g  max %.4g\n", e->count ? sum / (double)e->count : 0.0, lo,

@@ -75,14 +75,16 @@ static void print_status(const Pstrain__StatusResponse *r) {
            "STEP");
     for (size_t i = 0; i < r->n_members; i++) {
         const Pstrain__Member *m = r->members[i];
-        char name[32], beat[32];
-        snprintf(name, sizeof name, "%s%u", m->role, m->index);
+        /* What the master says is a peer's: escaped before the terminal. */
+        char name[32], beat[32], role[32], addr[128], state[32];
+        snprintf(name, sizeof name, "%s%u", log_escape(m->role, role, sizeof role), m->index);
         if (m->last_beat_secs >= 0)
             snprintf(beat, sizeof beat, "%.1fs ago", m->last_beat_secs);
         else
             snprintf(beat, sizeof beat, "never");
-        printf("%-10s %-22s %-8s %-8d %-10s %llu\n", name, m->address, m->state, m->pid, beat,
-               (unsigned long long)m->step);
+        printf("%-10s %-22s %-8s %-8d %-10s %llu\n", name,
+               log_escape(m->address, addr, sizeof addr), log_escape(m->state, state, sizeof state),
+               m->pid, beat, (unsigned long long)m->step);
     }
 }
 
