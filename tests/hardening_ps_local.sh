@@ -27,6 +27,7 @@ echo "{\"cluster\": {\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:$port\"
   --set checkpoint.model_dir="$tmp/md" 2> "$tmp/ps.log" &
 ps_pid=$!
 for _ in $(seq 1 100); do
+  kill -0 "$ps_pid" 2> /dev/null || fail "the PS did not start: $(cat "$tmp/ps.log")"
   grep -q "@pstrain-$ps_pid-" /proc/net/unix && (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null &&
     break
   sleep 0.1
