@@ -4,7 +4,7 @@
 # every seed and every reproducer of a fault found before), then fuzzes each
 # for SECONDS. New inputs go to a scratch copy of the corpus, never into the
 # checkout; a crash, a leak, a sanitizer report or a hang keeps its input
-# under runs/fuzz/ (printed) and fails the script.
+# in a temporary directory (printed) and fails the script.
 #   scripts/fuzz.sh [SECONDS] [NAME...]   default 10 s each, every target
 #   NAME: log tf_config config model idx safetensors manifest npz png push tfrecord stream
 set -euo pipefail
@@ -31,7 +31,8 @@ if [ ${#names[@]} -eq 0 ]; then
 fi
 
 scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
+found=$(mktemp -d -t pstrain-fuzz-found.XXXXXX)
+trap 'rm -rf "$scratch"; rmdir "$found"/* "$found" 2> /dev/null || true' EXIT
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 failed=0
@@ -40,21 +41,21 @@ for n in "${names[@]}"; do
   seeds=tests/fuzz/corpus/$n
   [ -x "$bin" ] || { echo "fuzz.sh: no target $n (tests/fuzz/fuzz_$n.c)" >&2; exit 2; }
   [ -d "$seeds" ] || { echo "fuzz.sh: no corpus $seeds" >&2; exit 2; }
-  out=$root/runs/fuzz/$n
+  out=$found/$n
   mkdir -p "$scratch/$n" "$out"
   cp "$seeds"/* "$scratch/$n/"
   t0=$(date +%s)
   # The committed inputs, once each, then fuzzing from them.
   if ! "$bin" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/" "$seeds"/* \
     > "$scratch/$n.replay" 2>&1; then
-    echo "FAIL fuzz_$n: a committed input fails; see runs/fuzz/$n/ and:" >&2
+    echo "FAIL fuzz_$n: a committed input fails; see $out/ and:" >&2
     tail -30 "$scratch/$n.replay" >&2
     failed=1
     continue
   fi
   if ! "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="$out/" "$scratch/$n" > "$scratch/$n.log" 2>&1; then
-    echo "FAIL fuzz_$n: an input fails; it is kept in runs/fuzz/$n/:" >&2
+    echo "FAIL fuzz_$n: an input fails; it is kept in $out/:" >&2
     tail -30 "$scratch/$n.log" >&2
     failed=1
     continue
