@@ -102,6 +102,7 @@ static int serve(daemon_t *d, ps_service_t *s) {
                               .tick_s = 0.05,
                               .opt = daemon_rpc_options(&d->cfg)};
     rpc_server_t *server;
+    s->max_wait_s = d->cfg.rpc.deadline_secs;
     if (rpc_server_start(&server, &sc, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

@@ -1,6 +1,7 @@
 #include "service.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,9 +9,12 @@
 #include "common/rpc/msg.h"
 #include "common/base/util.h"
 
+/* Invalid requests, which any peer can send: their warnings are limited. */
+static log_limit_t invalid_limit;
+
 static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     s->bad_requests++;
-    log_warn("%s: %s", rpc_call_method(call), msg);
+    log_warn_limited(&invalid_limit, "%s: %s", rpc_call_method(call), msg);
     rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
@@ -58,7 +62,8 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
             s->capwaits = s->capwaits ? 2 * s->capwaits : 8;
             s->waits = xrealloc(s->waits, s->capwaits * sizeof *s->waits);
         }
-        s->waits[s->nwaits++] = (ps_wait_t){.call = call, .min_step = req->min_step};
+        s->waits[s->nwaits++] =
+            (ps_wait_t){.call = call, .min_step = req->min_step, .since = ps_now()};
     } else {
         answer_pull(s, call, req);
     }
@@ -220,8 +225,30 @@ const rpc_msg_method_t ps_service_msg_methods[] = {
 };
 const size_t ps_service_n_msg_methods = PS_ARRAY_LEN(ps_service_msg_methods);
 
+/* Pulls that waited past the cap are answered DEADLINE_EXCEEDED: a caller
+ * that sent no deadline (or a far one) and a step that never comes must not
+ * hold the call for ever. */
+static void expire_waits(ps_service_t *s) {
+    double now = ps_now();
+    size_t kept = 0;
+    for (size_t i = 0; i < s->nwaits; i++) {
+        ps_wait_t *w = &s->waits[i];
+        if (now - w->since < s->max_wait_s) {
+            s->waits[kept++] = *w;
+            continue;
+        }
+        char msg[160];
+        snprintf(msg, sizeof msg, "pull: step %llu not reached within %.0f s (rpc.deadline_secs)",
+                 (unsigned long long)w->min_step, s->max_wait_s);
+        rpc_call_reply(w->call, RPC_DEADLINE_EXCEEDED, msg, NULL, 0);
+    }
+    s->nwaits = kept;
+}
+
 void ps_service_on_tick(void *ctx) {
     ps_service_t *s = ctx;
+    if (s->max_wait_s > 0)
+        expire_waits(s);
     if (!s->shard.sync)
         return;
     uint32_t live = atomic_load(&s->live_workers);

@@ -15,6 +15,7 @@
 typedef struct {
     rpc_call_t *call;
     uint64_t min_step;
+    double since; /* ps_now() when it began to wait */
 } ps_wait_t;
 
 typedef struct {
@@ -39,6 +40,10 @@ typedef struct {
      * 0 = as configured. Set by any thread, applied on the server's tick. */
     _Atomic uint32_t live_workers;
     size_t configured_replicas;
+    /* Seconds a pull may wait for its step, whatever deadline its caller
+     * sent (none: for ever); then it is answered DEADLINE_EXCEEDED on the
+     * server's tick. 0 = no cap. */
+    double max_wait_s;
 } ps_service_t;
 
 /* A service over an initialised shard (ps_shard_init) that it then owns. */

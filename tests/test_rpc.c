@@ -9,8 +9,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include "common/base/log.h"
 #include "common/rpc/rpc.h"
 #include "common/base/util.h"
 
@@ -1192,4 +1194,66 @@ void test_rpc_stream_busy_port(void) {
     rpc_server_stop(srv);
     service_free(&sv);
     g_stream = 0;
+}
+
+/* Issue 17, item 7: one warning per failed TLS handshake, unlimited. Now
+ * 30 clients that speak plaintext to a TLS server leave at most
+ * LOG_LIMIT_BURST lines, and a good client still gets in. */
+void test_rpc_tls_flood(void) {
+    if (system("command -v openssl >/dev/null 2>&1") != 0) {
+        test_skip("openssl is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    CHECK(make_certs() == 0);
+    service_t sv;
+    service_init(&sv);
+    rpc_options_t server_opt = {.tls_ca = test_path("ca.pem"),
+                                .tls_cert = test_path("server.pem"),
+                                .tls_key = test_path("server.key")};
+    rpc_server_t *srv = NULL;
+    int port = start(&srv, &sv, &server_opt);
+    CHECK(port > 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *log = fopen(test_path("stderr.log"), "w+");
+    CHECK(log != NULL);
+    dup2(fileno(log), STDERR_FILENO);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int closed = 0;
+    for (int i = 0; i < 30; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct timeval tv = {(time_t)WAIT_S, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        static const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        char buf[256];
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+            send(fd, junk, sizeof junk - 1, MSG_NOSIGNAL) > 0) {
+            /* The server closes once the handshake has failed (and was logged). */
+            while (read(fd, buf, sizeof buf) > 0) {
+            }
+            closed++;
+        }
+        close(fd);
+    }
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char text[65536];
+    rewind(log);
+    text[fread(text, 1, sizeof text - 1, log)] = '\0';
+    fclose(log);
+    fputs(text, stderr);
+    int lines = 0;
+    for (const char *p = text; (p = strstr(p, "Handshake failed")); p++)
+        lines++;
+    CHECK_INT_EQ(closed, 30);
+    CHECK(lines >= 1 && lines <= LOG_LIMIT_BURST);
+    rpc_options_t good = {.tls_ca = test_path("ca.pem"),
+                          .tls_cert = test_path("client.pem"),
+                          .tls_key = test_path("client.key")};
+    char err[PS_ERRLEN] = "";
+    CHECK_INT_EQ(echo_with(port, &good, err, sizeof err), RPC_OK);
+    rpc_server_stop(srv);
+    service_free(&sv);
 }

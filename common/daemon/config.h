@@ -58,6 +58,7 @@ typedef struct {
         int64_t stream_port;
         int64_t stream_max_connections;
         bool shm;
+        char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

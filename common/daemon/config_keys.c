@@ -116,6 +116,9 @@ const config_key_t config_keys[] = {
     INT_KEY("rpc.stream_max_connections", rpc.stream_max_connections, "1024", 1, 1000000,
             "tensor stream connections a PS holds at once (Unix socket and TCP together); the "
             "next client is answered RESOURCE_EXHAUSTED"),
+    OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
+                   "uids besides the PS's own whose local processes may use its shared memory "
+                   "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

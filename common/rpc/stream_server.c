@@ -298,6 +298,49 @@ static void refuse(stream_server_t *s, int fd) {
     s->refused = 0;
 }
 
+/* Whether the process at the other end of a Unix connection may use the
+ * server's memory: its uid is the server's or one of cfg.allowed_uids. An
+ * abstract socket has no file permissions, so this is the only check. */
+static int peer_allowed(stream_server_t *s, int fd) {
+    struct ucred cred = {0};
+    socklen_t cl = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+        return 0;
+    if (cred.uid == geteuid())
+        return 1;
+    for (size_t i = 0; i < s->cfg.n_allowed_uids; i++)
+        if (cred.uid == s->cfg.allowed_uids[i])
+            return 1;
+    return 0;
+}
+
+/* A local peer of another uid: answered PERMISSION_DENIED (its client then
+ * calls over the TCP stream or gRPC) and closed, with a rate-limited
+ * warning. */
+static void refuse_peer(stream_server_t *s, int fd) {
+    struct ucred cred = {0};
+    socklen_t cl = sizeof cred;
+    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "uid %u may not use this server's shared memory (its uid is %u; see "
+             "rpc.stream_allowed_uids)",
+             (unsigned)cred.uid, (unsigned)geteuid());
+    log_warn_limited(&s->peer_limit, "rpc: tensor stream: refused local pid %d: %s", (int)cred.pid,
+                     msg);
+    uint8_t h[RPC_STREAM_HDR];
+    rpc__stream_resp_put(h, RPC_PERMISSION_DENIED, strlen(msg), 0, RPC_STREAM_CLOSING);
+    struct iovec v[2] = {{h, sizeof h}, {msg, strlen(msg)}};
+    struct msghdr mh = {.msg_iov = v, .msg_iovlen = 2};
+    if (sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug("rpc: tensor stream: cannot answer a refused peer: %s", strerror(errno));
+    shutdown(fd, SHUT_WR);
+    uint8_t sink[4096]; /* its hello, and the descriptor with it, dropped */
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+    }
+    close(fd);
+}
+
 static void on_retry(uv_timer_t *t);
 
 static void on_accept(uv_poll_t *h, int status, int events) {
@@ -321,6 +364,8 @@ static void on_accept(uv_poll_t *h, int status, int events) {
         }
         if (s->nconns >= s->cfg.max_conns)
             refuse(s, fd);
+        else if (is_unix && !peer_allowed(s, fd))
+            refuse_peer(s, fd);
         else
             stream__conn_open(s, fd, is_unix);
     }

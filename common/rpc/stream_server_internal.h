@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <uv.h>
 
+#include "common/base/log.h"
 #include "common/rpc/stream_internal.h"
 
 typedef enum { K_HELLO, K_HEAD, K_METHOD, K_BODY, K_CALL, K_WRITE, K_LINGER } kstate_t;
@@ -98,6 +99,8 @@ struct stream_server {
     int stopping;
     size_t refused;
     double refusal_logged;
+    log_limit_t peer_limit; /* refused local peers */
+    log_limit_t bad_limit;  /* connections that broke the protocol */
     /* From any thread, under mu. */
     pthread_mutex_t mu;
     stream_call_t *replies, *handled;
