@@ -87,6 +87,10 @@ const config_key_t config_keys[] = {
     STRING_KEY("train.warm_start_vars", train.warm_start_vars, ".*",
                "POSIX extended regex: the variables train.warm_start_from initialises (the rest "
                "start from the initializer)"),
+    INT_KEY("train.synthetic_step_ms", train.synthetic_step_ms, "0", 0, 3600000,
+            "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
+            "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
+            "0 = compute"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
