@@ -275,8 +275,13 @@ PY
 )
     [ "$nw" -eq 1 ] && base_rate[$key]=$(awk '{ print $6 }' <<< "$row")
   fi
-  local errors
+  local errors f dead=""
   errors=$(cat "$dir"/*.log | grep -c " ERROR " || true)
+  # A daemon that ended by itself (a crash logs no ERROR line) spoils the row.
+  for f in master0 $(seq -f ps%g 0 $((nps - 1))) $(seq -f worker%g 0 $((nw - 1))); do
+    kill -0 "$(cat "$dir/$f.pid" 2> /dev/null || echo none)" 2> /dev/null || dead+=" $f"
+  done
+  [ -n "$dead" ] && row+="  DIED:$dead"
   echo "$row  errors=$errors"
   [ -n "$out" ] && printf '%s\t%s\t%s\t%s\n' "$model" "$step_ms" "$transport" "$row  errors=$errors" | tr -s ' ' '\t' >> "$out"
   stop_daemons "$dir"/worker*.pid
@@ -300,7 +305,7 @@ stop_daemons() {
 [ -n "$out" ] && : > "$out"
 params=$("$build/pstrain" summary --model "$model" | sed -n 's/^Total params: \([0-9,]*\).*/\1/p' | tr -d ,)
 echo "# model $model ($params parameters, $((params * 4)) bytes), $mode, synthetic step $step_ms ms," \
-  "transport $transport, window ${window}s after ${warmup}s; $(nproc) CPUs here"
+  "transport $transport, window ${window}s after ${warmup}s; $(nproc) CPUs here, load average $(cut -d" " -f1-3 /proc/loadavg)"
 echo "# workers ps Gbit/s delay_us gsteps/s wsteps/s eff_ideal eff_linear MB/step PS_ms/step W_ms/step PS_RSS0_MiB PS_RSS1_MiB startup_s"
 for rate in $rate_list; do
   for delay in $delay_list; do
