@@ -5,6 +5,10 @@
 # exits 0, every worker made steps and says it is synthetic, the global
 # step reaches the target, and the model the master evaluates is still
 # sane (finite loss, no worse than the initial model's chance level).
+# Bounded staleness (train.mode=ssp): with one worker 20x slower than the
+# others, no worker ends more than train.staleness (+1 for its last push,
+# +1 for counting) steps ahead of it; killed, the slow worker holds the
+# others only until cluster.dead_after_secs, and the run finishes.
 # A worker alone (no TF_CONFIG) refuses the key with one clear line.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
@@ -12,6 +16,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 . "$(dirname "$0")/lib/check.sh"
 pids=()
+declare -A wargs # extra arguments of worker i
+kill_worker=""   # a worker killed (SIGKILL) after its first step
+solo_first=""    # start worker 0 alone and the others once it has pushed
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill -KILL "$p" 2> /dev/null || true; done
@@ -61,23 +68,37 @@ run_cluster() {
   pids=()
   local names=()
   start() {
+    # shellcheck disable=SC2086
     TF_CONFIG="{\"cluster\": $cluster, \"task\": {\"type\": \"$1\", \"index\": $2}}" \
-      timeout 180 "$build/pstrain-$1" "${args[@]}" > "$logs/$1$2.log" 2>&1 &
+      timeout 180 "$build/pstrain-$1" "${args[@]}" ${3:-} --pid-file "$logs/$1$2.pid" \
+      > "$logs/$1$2.log" 2>&1 &
     pids+=($!)
     names+=("$1$2")
   }
   start master 0
   for ((i = 0; i < nps; i++)); do start ps "$i"; done
-  for ((i = 0; i < nw; i++)); do start worker "$i"; done
-  local rc
+  for ((i = 0; i < nw; i++)); do
+    start worker "$i" "${wargs[$i]:-}"
+    if [ "$i" = 0 ] && [ -n "$solo_first" ]; then
+      wait_log "$logs/worker0.log" "first step done" "$name: worker0 never stepped" 60
+    fi
+  done
+  if [ -n "$kill_worker" ]; then
+    wait_log "$logs/worker$kill_worker.log" "first step done" "$name: worker$kill_worker never stepped" 60
+    sleep 0.5
+    kill -KILL "$(cat "$logs/worker$kill_worker.pid")"
+  fi
+  local rc want
   for i in "${!pids[@]}"; do
     rc=0
     wait "${pids[$i]}" || rc=$?
-    [ "$rc" -eq 0 ] || fail "$name: ${names[$i]} exited $rc: $(tail -3 "$logs/${names[$i]}.log")"
+    want=0
+    [ "${names[$i]}" = "worker$kill_worker" ] && want=137
+    [ "$rc" -eq "$want" ] || fail "$name: ${names[$i]} exited $rc: $(tail -3 "$logs/${names[$i]}.log")"
   done
   pids=()
   for ((i = 0; i < nw; i++)); do
-    grep -q "synthetic, 20 ms a step" "$logs/worker$i.log" || fail "$name: worker$i is not synthetic"
+    grep -q "synthetic, [0-9]* ms a step" "$logs/worker$i.log" || fail "$name: worker$i is not synthetic"
     grep -q "first step done" "$logs/worker$i.log" || fail "$name: worker$i made no step"
   done
   if grep -H " ERROR " "$logs"/*.log; then fail "$name: a process logged an error"; fi
@@ -107,6 +128,44 @@ r = json.load(open(sys.argv[1]))
 assert r["global_step"] >= 30, r
 assert math.isfinite(r["loss"]) and r["loss"] < 3.0, r
 print("synthetic sync: global step %d, loss %.4f" % (r["global_step"], r["loss"]))
+PY
+
+# local_steps DIR I: the local steps worker I made, from its last line.
+local_steps() {
+  sed -n 's/.*training is over at global step [0-9]* (\([0-9]*\) local steps.*/\1/p' "$1/worker$2.log"
+}
+# ssp: worker 0 takes 200 ms a step, workers 1 and 2 take 10 ms. Worker 0
+# starts first: a worker counts for the bound once it has pushed, so the
+# others start level with it.
+wargs=([0]="--set train.synthetic_step_ms=200")
+solo_first=1
+run_cluster ssp 3 --set train.mode=ssp --set train.staleness=2 --set train.synthetic_step_ms=10 \
+  --set train.max_steps=60
+grep -q "ssp: a worker's pull waits while it is over 2 steps ahead" "$tmp/ssp/ps0.log" ||
+  fail "ssp: ps0 does not say it bounds staleness"
+slow=$(local_steps "$tmp/ssp" 0)
+for i in 1 2; do
+  fast=$(local_steps "$tmp/ssp" "$i")
+  [ -n "$fast" ] && [ -n "$slow" ] || fail "ssp: no local step counts: $(tail -2 "$tmp"/ssp/worker*.log)"
+  [ "$fast" -le $((slow + 4)) ] || fail "ssp: worker$i made $fast local steps, the slow worker $slow (staleness 2)"
+done
+echo "synthetic ssp: slow worker $slow local steps, fast ones $(local_steps "$tmp/ssp" 1) and $(local_steps "$tmp/ssp" 2)"
+# Without the bound (async), the fast workers run far ahead: the check above can fail.
+run_cluster async-skew 3 --set train.synthetic_step_ms=10 --set train.max_steps=60
+[ "$(local_steps "$tmp/async-skew" 1)" -gt $(($(local_steps "$tmp/async-skew" 0) + 4)) ] ||
+  fail "async: the fast workers did not run ahead; the ssp check proves nothing"
+# A dead slow worker holds the others only until it counts as dead.
+solo_first=""
+kill_worker=0
+run_cluster ssp-dead 3 --set train.mode=ssp --set train.staleness=2 --set train.synthetic_step_ms=10 \
+  --set train.max_steps=300 --set cluster.dead_after_secs=2
+kill_worker=""
+wargs=()
+"$py" - "$tmp/ssp-dead/model/eval_results.json" << 'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["global_step"] >= 300, r
+print("synthetic ssp, slow worker killed: global step %d" % r["global_step"])
 PY
 
 unset TF_CONFIG

@@ -163,7 +163,7 @@ void test_config_set_enum(void) {
     CHECK_SET_FAILS(&c, "train.optimizer", "sgd ", "is not one of");
     CHECK_SET_FAILS(&c, "train.optimizer", "", "is not one of");
     CHECK_SET_FAILS(&c, "device", "tpu", "is not one of cpu|gpu|auto");
-    CHECK_SET_FAILS(&c, "train.mode", "semi", "is not one of async|sync");
+    CHECK_SET_FAILS(&c, "train.mode", "semi", "is not one of async|sync|ssp");
     CHECK(strcmp(c.train.optimizer, "adam") == 0);
 }
 

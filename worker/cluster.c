@@ -37,6 +37,7 @@ typedef struct {
     uint64_t target, stale, global_step;
     bool sync;
     bool synthetic; /* train.synthetic_step_ms: no data, no trainer, a sleep for compute */
+    bool ssp;       /* train.mode ssp: async pushes, pulls the PS may hold back */
     Pstrain__Caller caller;
     char err[PS_ERRLEN]; /* why a pull or push of the training thread failed */
 } worker_t;
@@ -172,6 +173,7 @@ static int setup(worker_t *w) {
         return rc;
     size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
     w->sync = !strcmp(c->train.mode, "sync");
+    w->ssp = !strcmp(c->train.mode, "ssp");
     size_t replicas = config_replicas(c, nworkers);
     if (w->synthetic) {
         /* Without data, train.epochs has no length here: the master's
@@ -563,8 +565,9 @@ static int train(worker_t *w) {
     run_stats_t r = {.start = ps_now()};
     r.last_log = r.start;
     size_t head = w->synthetic ? 0 : head_layer(&w->model);
+    /* ssp runs the serial loop, as sync does: its bound holds at whole pulls. */
     progress_loop_t loop =
-        progress_loop(w->sync, w->d->cfg.train.pipeline, w->d->cfg.train.overlap, head);
+        progress_loop(w->sync || w->ssp, w->d->cfg.train.pipeline, w->d->cfg.train.overlap, head);
     psclient_status_t s = loop == PROGRESS_PIPELINED    ? train_pipelined(w, &r)
                           : loop == PROGRESS_OVERLAPPED ? train_overlapped(w, &r, head)
                                                         : train_serial(w, &r);
