@@ -188,6 +188,24 @@ global_step() {
 }
 sum() { paste -sd+ | bc; }
 
+# sleep_sampling SECS PID...: sleeps SECS; in windows of 2 minutes or more
+# prints the PS's RSS (together) every minute, so that growth shows.
+sleep_sampling() {
+  local secs=$1 t=0
+  shift
+  if [ "$secs" -lt 120 ]; then
+    sleep "$secs"
+    return
+  fi
+  while [ $((t + 60)) -le "$secs" ]; do
+    sleep 60
+    t=$((t + 60))
+    echo "#   ${t}s: PS RSS $(for p in "$@"; do rss_mib "$p"; done | sum) MiB, global step $(global_step)"
+  done
+  [ "$t" -lt "$secs" ] && sleep $((secs - t))
+  return 0
+}
+
 declare -A base_rate # 1-worker steps/s by "ps rate delay"
 # run_config NW NPS RATE DELAY: one measured run; prints one row.
 run_config() {
@@ -238,7 +256,7 @@ run_config() {
     wc0=$(for p in "${wpids[@]}"; do cpu_secs "$p"; done | sum)
     b0=$(for ((i = 0; i < nps; i++)); do nic_bytes "$(ps_ns $i)"; done | sum)
     r0=$(for p in "${pids[@]}"; do rss_mib "$p"; done | sum)
-    sleep "$window"
+    sleep_sampling "$window" "${pids[@]}"
     s1=$(global_step)
     tw1=$(date +%s.%N)
     c1=$(for p in "${pids[@]}"; do cpu_secs "$p"; done | sum)
