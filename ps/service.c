@@ -103,10 +103,12 @@ static void handle_push(void *ctx, rpc_call_t *call, const rpc_msg_t *m) {
     }
     char err[PS_ERRLEN];
     bool stale = false;
+    uint64_t replayed = s->shard.replayed;
     if (ps_shard_push_view(&s->shard, &s->push, &stale, err, sizeof err)) {
         reply_invalid(s, call, err);
     } else {
-        if (s->ssp && s->push.has_caller && !s->push.partial)
+        /* A retry of a push handled already does not move the clock again. */
+        if (s->ssp && s->push.has_caller && !s->push.partial && s->shard.replayed == replayed)
             ps_ssp_pushed(s->ssp, s->push.caller_index, s->push.caller_incarnation, ps_now());
         Pstrain__PushResponse resp = PSTRAIN__PUSH_RESPONSE__INIT;
         resp.step = ps_shard_step(&s->shard);
