@@ -16,7 +16,7 @@
 #   scripts/bench_scale.sh --workers 64 --ps 4 --window 600   # a long run: PS RSS over 10 minutes
 # Options: --workers LIST --ps LIST --rate LIST (Gbit/s) --delay LIST (us)
 #   --model cnn|mlp (mlp) --step-ms N (100) --window SECS (10) --warmup SECS (3)
-#   --start-timeout SECS (120) --transport stream|grpc (stream) --mode async|sync
+#   --start-timeout SECS (120) --transport stream|grpc (stream) --mode async|sync|ssp
 #   --out FILE (the rows as a TSV, for scripts/scale_model.py --check)
 #   --keep (keep the scratch folder and name it)
 # Needs root, ip (iproute2) and tc; exits 77 with one SKIP line where they
@@ -74,7 +74,7 @@ for n in $rate_list $delay_list $step_ms $window $warmup $start_timeout; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "\"$n\" is not a whole number"
 done
 case "$transport" in stream | grpc) ;; *) die "--transport wants stream or grpc, not \"$transport\"" ;; esac
-case "$mode" in async | sync) ;; *) die "--mode wants async or sync, not \"$mode\"" ;; esac
+case "$mode" in async | sync | ssp) ;; *) die "--mode wants async, sync or ssp, not \"$mode\"" ;; esac
 [ "$step_ms" -ge 1 ] || die "--step-ms wants at least 1"
 [ "$window" -ge 1 ] || die "--window wants at least 1 second"
 

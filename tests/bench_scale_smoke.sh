@@ -15,7 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 export PSTRAIN_BUILD=$build
-expect_error 2 '--mode wants async or sync' bash "$root/scripts/bench_scale.sh" --mode often
+expect_error 2 '--mode wants async, sync or ssp' bash "$root/scripts/bench_scale.sh" --mode often
 expect_error 2 '--workers: "0"' bash "$root/scripts/bench_scale.sh" --workers 0
 
 set +e
