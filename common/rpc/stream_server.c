@@ -222,10 +222,13 @@ static void run_job(stream_server_t *s, job_t *j) {
 int stream__job_inline(stream_server_t *s, stream_call_t *c, stream_conn_t *k) {
     if (!k->shm)
         return 0;
+    /* Calls stay in the order the loop read them: none may be queued or
+     * in the handler thread's hands (the loop is the only one that queues,
+     * so what is seen here holds until the handler below has run). */
     pthread_mutex_lock(&s->jmu);
-    int queued = s->jhead != NULL;
+    int busy = s->jhead != NULL || s->jbusy;
     pthread_mutex_unlock(&s->jmu);
-    if (queued || pthread_mutex_trylock(s->cfg.hmu) != 0)
+    if (busy || pthread_mutex_trylock(s->cfg.hmu) != 0)
         return 0;
     atomic_store(&c->inline_now, 1);
     call_handler(s, c, k);
@@ -257,6 +260,7 @@ static void *handler_main(void *arg) {
         job_t *j = s->jhead;
         if (j && !(s->jhead = j->next))
             s->jtail = NULL;
+        s->jbusy = j != NULL;
         pthread_mutex_unlock(&s->jmu);
         if (!j)
             return NULL;
@@ -265,6 +269,9 @@ static void *handler_main(void *arg) {
         else
             run_job(s, j);
         free(j);
+        pthread_mutex_lock(&s->jmu);
+        s->jbusy = 0;
+        pthread_mutex_unlock(&s->jmu);
     }
 }
 

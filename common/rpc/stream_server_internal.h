@@ -111,6 +111,7 @@ struct stream_server {
     pthread_mutex_t jmu;
     pthread_cond_t jcv;
     job_t *jhead, *jtail;
+    int jbusy; /* the handler thread holds a job */
     int jstop;
 };
 
