@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/train/checkpoint.h"
+#include "master/checkpointer.h"
 #include "common/base/log.h"
 #include "common/base/util.h"
 
@@ -22,19 +23,29 @@ void recovery_free(recovery_t *rv) {
     free(rv->stats);
 }
 
+/* The checkpoint a rollback restores: the newest that verifies (0 and
+ * *step), none yet (1), or none that verifies (CKPT_ECORRUPT: fatal). */
+static int rollback_target(recovery_t *rv, uint64_t *step, char *err, size_t errlen) {
+    int rc = checkpointer_newest_good(rv->cfg, step, err, errlen);
+    if (rc == CKPT_ECORRUPT) {
+        rv->fatal = true;
+        snprintf(rv->fatal_err, sizeof rv->fatal_err, "%s", err);
+    }
+    return rc;
+}
+
 int recovery_rollback(recovery_t *rv, const char *why) {
     char err[PS_ERRLEN];
-    const char *md = rv->cfg->checkpoint.model_dir;
-    ckpt_manifest_t man;
-    int mrc = ckpt_manifest_read(md, &man, err, sizeof err);
-    if (mrc < 0) {
+    uint64_t step = 0;
+    int rc = rollback_target(rv, &step, err, sizeof err);
+    if (rc < 0) {
         log_error("cannot roll back (%s): %s", why, err);
         return -1;
     }
-    bool initial = mrc == 1;
+    bool initial = rc == 1;
     uint64_t lineage = (uint64_t)(ps_wall_now() * 1e6);
     double t0 = ps_now();
-    if (psclient_restore(rv->ps, initial ? 0 : man.latest, lineage,
+    if (psclient_restore(rv->ps, step, lineage,
                          initial ? PSCLIENT_RESTORE_INITIAL : PSCLIENT_RESTORE_CKPT,
                          rv->cfg->rpc.deadline_secs, err, sizeof err)) {
         log_error("rollback (%s) failed, trying again: %s", why, err);
@@ -43,12 +54,16 @@ int recovery_rollback(recovery_t *rv, const char *why) {
     rv->rollbacks++;
     rv->adopted = true;
     rv->last_progress = ps_now();
+    /* The next checkpoint follows the one restored (a newer one may have
+     * been dropped as damaged). */
+    if (rv->ckpt && !initial)
+        rv->ckpt->last_step = step;
     if (initial)
         log_warn("%s: every PS is back at the initial weights (no checkpoint yet), in %.0f ms", why,
                  1e3 * (ps_now() - t0));
     else
-        log_warn("%s: every PS rolled back to ckpt-%llu in %.0f ms", why,
-                 (unsigned long long)man.latest, 1e3 * (ps_now() - t0));
+        log_warn("%s: every PS rolled back to ckpt-%llu in %.0f ms", why, (unsigned long long)step,
+                 1e3 * (ps_now() - t0));
     return 0;
 }
 
