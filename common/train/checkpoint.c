@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/formats/safetensors.h"
+#include "common/base/failpoint.h"
 #include "common/base/util.h"
 
 /* Paths are built in PATH_MAX buffers from a configured model_dir that is
@@ -82,6 +83,9 @@ static void tensor_name(char *out, size_t len, const store_t *s, const store_par
 }
 
 int ckpt_save_store(const store_t *s, const char *path, uint64_t step, char *err, size_t errlen) {
+    if (failpoint_error("checkpoint_write")) /* a test's full disk */
+        return ps_errf(err, errlen, "%s: No space left on device (failpoint checkpoint_write)",
+                       path);
     size_t nslots = optim_nslots(&s->opt), n = s->nparts * (1 + nslots);
     st_tensor_t *t = xcalloc(n ? n : 1, sizeof *t);
     char(*names)[256] = xcalloc(n ? n : 1, sizeof *names);
