@@ -94,15 +94,18 @@ bad=0
 for step in $(python3 -c "import json,sys; print(*json.load(open(sys.argv[1]))['kept_steps'])" "$model_dir/checkpoint"); do
   if ! "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs.chaos.export" > /dev/null 2> "$runlogs.chaos.err"; then
     case ${corrupted:-} in
-      ckpt-$step/*) echo "chaos: ckpt-$step (bits flipped on purpose) is refused: $(tail -1 "$runlogs.chaos.err")" ;;
+      ckpt-$step/*)
+        echo "chaos: ckpt-$step (bits flipped on purpose) is refused: $(tail -1 "$runlogs.chaos.err")"
+        refused=1
+        ;;
       *) echo "chaos: ckpt-$step does not load"; bad=1 ;;
     esac
   fi
 done
 if [ -n "${corrupted:-}" ]; then
-  seen=$(grep -h "$corrupted: " "$runlogs"/*.log | wc -l)
+  seen=$(cat "$runlogs"/*.log | grep -c "$corrupted: " || true)
   echo "chaos: $seen log lines name $corrupted"
 fi
 rm -rf "$runlogs.chaos.export"
-[ "$bad" -eq 0 ] && echo "chaos: every checkpoint in the manifest loads"
+[ "$bad" -eq 0 ] && echo "chaos: every checkpoint in the manifest loads${refused:+, but the one with bits flipped}"
 exit $((status != 0 || bad != 0))
