@@ -282,8 +282,17 @@ static void inspect_file(const char *path) {
     }
     printf("%s:", path);
     for (size_t i = 0; i < f.nmeta; i++)
-        printf(" %s=%s", f.meta[i].key, f.meta[i].value);
+        if (strncmp(f.meta[i].key, ST_CRC_PREFIX, strlen(ST_CRC_PREFIX)) != 0)
+            printf(" %s=%s", f.meta[i].key, f.meta[i].value);
     printf("\n");
+    /* The tensors' CRC32Cs and NaN/Inf, as a restore checks them. */
+    st_sum_t check;
+    if (st_verify(&f, true, &check, err, sizeof err))
+        printf("  DAMAGED: %s\n", err);
+    else
+        printf("  verified: %zu of %zu tensors have a CRC32C and match; no NaN or Inf; file CRC32C "
+               "%08x\n",
+               check.nsums, f.n, (unsigned)check.crc32c);
     for (size_t i = 0; i < f.n; i++) {
         const st_entry_t *e = &f.entries[i];
         float *x = xmalloc((e->count ? e->count : 1) * sizeof(float));
