@@ -34,6 +34,23 @@ static int rollback_target(recovery_t *rv, uint64_t *step, char *err, size_t err
     return rc;
 }
 
+/* A PS that refuses, again and again, to restore a checkpoint the master
+ * verified (its config does not fit the checkpoint, or it cannot read the
+ * files) will not change its mind: after RECOVERY_MAX_REFUSALS refusals in
+ * a row the master gives up rather than roll back for ever. */
+#define RECOVERY_MAX_REFUSALS 10
+
+static void note_refusal(recovery_t *rv, bool refused, uint64_t step, const char *err) {
+    if (!refused)
+        return;
+    if (++rv->refusals < RECOVERY_MAX_REFUSALS)
+        return;
+    rv->fatal = true;
+    snprintf(rv->fatal_err, sizeof rv->fatal_err,
+             "a PS refused to restore ckpt-%llu %d times in a row: %s", (unsigned long long)step,
+             RECOVERY_MAX_REFUSALS, err);
+}
+
 int recovery_rollback(recovery_t *rv, const char *why) {
     char err[PS_ERRLEN];
     uint64_t step = 0;
@@ -45,12 +62,15 @@ int recovery_rollback(recovery_t *rv, const char *why) {
     bool initial = rc == 1;
     uint64_t lineage = (uint64_t)(ps_wall_now() * 1e6);
     double t0 = ps_now();
-    if (psclient_restore(rv->ps, step, lineage,
-                         initial ? PSCLIENT_RESTORE_INITIAL : PSCLIENT_RESTORE_CKPT,
-                         rv->cfg->rpc.deadline_secs, err, sizeof err)) {
+    rc = psclient_restore(rv->ps, step, lineage,
+                          initial ? PSCLIENT_RESTORE_INITIAL : PSCLIENT_RESTORE_CKPT,
+                          rv->cfg->rpc.deadline_secs, err, sizeof err);
+    if (rc) {
         log_error("rollback (%s) failed, trying again: %s", why, err);
+        note_refusal(rv, rc == PSCLIENT_RESTORE_REFUSED, step, err);
         return -1;
     }
+    rv->refusals = 0;
     rv->rollbacks++;
     rv->adopted = true;
     rv->last_progress = ps_now();

@@ -27,8 +27,9 @@ typedef struct {
     uint64_t rollbacks;
     bool adopted;         /* the PS have shared one lineage since the master first saw them */
     checkpointer_t *ckpt; /* may be NULL: follows the checkpoint a rollback restores */
-    bool fatal;           /* no checkpoint verifies: the master must give up */
-    char fatal_err[PS_ERRLEN];
+    unsigned refusals;    /* rollbacks a PS refused (FAILED_PRECONDITION) in a row */
+    bool fatal;           /* no checkpoint verifies, or the PS keep refusing: give up */
+    char fatal_err[PS_ERRLEN + 128];
 } recovery_t;
 
 /* What the PS's lineages call for. */
@@ -54,7 +55,8 @@ void recovery_free(recovery_t *rv);
 void recovery_tick(recovery_t *rv, int64_t step);
 /* Restores every PS from the newest checkpoint that verifies (dropping newer
  * damaged ones from the manifest) under a new lineage; 0 when all did. When
- * no checkpoint verifies, sets fatal and fatal_err: the master gives up. */
+ * no checkpoint verifies, or a PS refused the restore 10 times in a row,
+ * sets fatal and fatal_err: the master gives up. */
 int recovery_rollback(recovery_t *rv, const char *why);
 
 #endif

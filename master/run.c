@@ -252,7 +252,7 @@ static int serve(master_run_t *r) {
         master_check_liveness(&r->state, ps_now());
         recovery_tick(&r->recovery, step);
         if (r->recovery.fatal) {
-            log_error("giving up: a PS must restore, and %s", r->recovery.fatal_err);
+            log_error("giving up on the rollback: %s", r->recovery.fatal_err);
             return EXIT_DATAERR;
         }
         if (step >= 0) {

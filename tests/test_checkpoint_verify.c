@@ -19,6 +19,7 @@
 #include "common/rpc/msg.h"
 #include "common/train/checkpoint.h"
 #include "master/checkpointer.h"
+#include "master/recovery.h"
 #include "ps/shard.h"
 #include "test_helpers.h"
 
@@ -427,4 +428,55 @@ void test_ps_service_save_step_bounds(void) {
     test_ps_stop(&e);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     CHECK(system(cmd) == 0);
+}
+
+/* A PS that cannot restore a checkpoint the master verified (it trains
+ * with SGD, the checkpoint holds Adam's slots) answers FAILED_PRECONDITION;
+ * after 10 such refusals in a row the master's recovery gives up (fatal)
+ * instead of rolling back for ever. Real gRPC to an in-process PS. */
+void test_master_rollback_refused_gives_up(void) {
+    char root[64] = "/tmp/pstrain-refuse-XXXXXX", err[PS_ERRLEN], dir[PATH_MAX], path[PATH_MAX];
+    CHECK(mkdtemp(root) != NULL);
+    model_t m;
+    CHECK(model_load(&m, "mlp", err, sizeof err) == 0);
+    ps_shard_t adam;
+    ps_shard_opts_t o = {.index = 0, .nps = 1, .max_workers = 1, .seed = 3};
+    optim_defaults(&o.optim, OPTIM_ADAM);
+    CHECK(ps_shard_init(&adam, &m, &o, err, sizeof err) == 0);
+    ckpt_dir(dir, sizeof dir, root, 5);
+    ckpt_sums_t sums = {0};
+    CHECK(ps_shard_save(&adam, dir, 1, 5, path, sizeof path, err, sizeof err) == 0);
+    CHECK(ckpt_verify(dir, NULL, &sums, NULL, err, sizeof err) == 0);
+    CHECK(ckpt_manifest_commit(root, 5, 5, false, &sums, err, sizeof err) == 0);
+    ckpt_sums_free(&sums);
+    ps_shard_free(&adam);
+    test_ps_t e;
+    CHECK(test_ps_start(&e, false, NULL) == 0);
+    e.svc.model_dir = root;
+    e.svc.nps = 1;
+    config_t cfg;
+    config_defaults(&cfg);
+    snprintf(cfg.checkpoint.model_dir, sizeof cfg.checkpoint.model_dir, "%s", root);
+    static Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
+    caller.role = "master";
+    const char *addrs[] = {e.addr};
+    psclient_options_t po = {.addrs = addrs, .nps = 1, .deadline_secs = 5.0};
+    psclient_t *ps = psclient_create(&po, &e.m, &caller, NULL, NULL, err, sizeof err);
+    CHECK(ps != NULL);
+    recovery_t rv;
+    recovery_init(&rv, ps, &cfg);
+    for (int i = 1; i <= 9; i++) {
+        CHECK(recovery_rollback(&rv, "test") != 0);
+        CHECK(!rv.fatal);
+    }
+    CHECK(recovery_rollback(&rv, "test") != 0);
+    CHECK(rv.fatal);
+    CHECK_STR_CONTAINS(rv.fatal_err, "a PS refused to restore ckpt-5 10 times in a row");
+    CHECK_STR_CONTAINS(rv.fatal_err, "written by optimizer adam; train.optimizer is sgd");
+    recovery_free(&rv);
+    psclient_free(ps);
+    test_ps_stop(&e);
+    model_free(&m);
+    snprintf(path, sizeof path, "rm -rf '%s'", root);
+    CHECK(system(path) == 0);
 }
