@@ -24,8 +24,10 @@ PSTRAIN_FAILPOINT=ps0:checkpoint_write@1-5 "$root/scripts/train_local_dist.sh" -
   --set train.max_steps=300 --set checkpoint.every_steps=0 --set checkpoint.every_secs=0 \
   --set cluster.heartbeat_secs=0.5 --set checkpoint.model_dir="$md" > "$tmp/run.out" 2>&1 &
 run=$!
-wait_log "$logs/master0.log" "attempt 5 of 5" "the master did not try the final checkpoint 5 times" 120
+# The pid now: the master removes its pid file when it exits.
+for _ in $(seq 1 100); do [ -s "$logs/master0.pid" ] && break; sleep 0.1; done
 master=$(cat "$logs/master0.pid")
+wait_log "$logs/master0.log" "attempt 5 of 5" "the master did not try the final checkpoint 5 times" 120
 for _ in $(seq 1 100); do alive_pid "$master" || break; sleep 0.1; done
 alive_pid "$master" && fail "the master still runs after 5 failed final checkpoints"
 set +e
@@ -44,7 +46,7 @@ done
 
 # Restarted, the master finishes the job from the PS's model.
 "$root/scripts/restart_role.sh" master 0 > /dev/null
-master=$(cat "$logs/master0.pid")
+master=$(cat "$logs/master0.pid" 2> /dev/null || true)
 for _ in $(seq 1 600); do alive_pid "$master" || break; sleep 0.1; done
 alive_pid "$master" && fail "the restarted master did not finish in 60 s"
 grep -q "final evaluation at global step" "$logs/master0.log" || fail "no final evaluation"
