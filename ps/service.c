@@ -124,6 +124,26 @@ static void handle_push(void *ctx, rpc_call_t *call, const rpc_msg_t *m) {
     }
 }
 
+/* A Save names the global step: ps 0's update count when the master polled
+ * it. Another PS's count may trail ps 0's by the pushes in flight and by
+ * those a worker lost when it died between two PS, so a step a little ahead
+ * of this PS's own is normal; one far ahead (2^64 - 1, or a rogue client's)
+ * would make a checkpoint no manifest can name and no prune removes. */
+#define PS_SAVE_AHEAD 10000
+
+static int save_step_bad(const ps_service_t *s, uint64_t step, char *err, size_t errlen) {
+    uint64_t own = ps_shard_step(&s->shard);
+    if (step > CKPT_MAX_STEP)
+        return ps_errf(err, errlen,
+                       "save: step %llu is over the limit of a checkpoint's step (%llu)",
+                       (unsigned long long)step, (unsigned long long)CKPT_MAX_STEP);
+    if (step > own + PS_SAVE_AHEAD)
+        return ps_errf(err, errlen,
+                       "save: step %llu is beyond this PS's step %llu (at most %d ahead)",
+                       (unsigned long long)step, (unsigned long long)own, PS_SAVE_AHEAD);
+    return 0;
+}
+
 static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
     ps_service_t *s = ctx;
     Pstrain__SaveRequest *req = pstrain__save_request__unpack(NULL, len, data);
@@ -132,6 +152,11 @@ static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
         return;
     }
     char dir[PATH_MAX], path[PATH_MAX], err[PS_ERRLEN];
+    if (save_step_bad(s, req->step, err, sizeof err)) {
+        reply_invalid(s, call, err);
+        pstrain__save_request__free_unpacked(req, NULL);
+        return;
+    }
     ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
     double t0 = ps_now();
     if (ps_shard_save(&s->shard, dir, s->nps, req->step, path, sizeof path, err, sizeof err)) {
@@ -161,7 +186,7 @@ static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, siz
     ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
     int rc = req->adopt     ? 0
              : req->initial ? s->reset(s->reset_arg, err, sizeof err)
-                            : ps_shard_restore(&s->shard, dir, err, sizeof err);
+                            : ps_shard_restore(&s->shard, dir, NULL, err, sizeof err);
     if (rc) {
         log_error("restore: %s", err);
         rpc_call_reply(call, RPC_FAILED_PRECONDITION, err, NULL, 0);

@@ -286,9 +286,18 @@ static void inspect_file(const char *path) {
     }
     printf("%s:", log_escape(path, v, sizeof v));
     for (size_t i = 0; i < f.nmeta; i++)
-        printf(" %s=%s", log_escape(f.meta[i].key, key, sizeof key),
-               log_escape(f.meta[i].value, v, sizeof v));
+        if (strncmp(f.meta[i].key, ST_CRC_PREFIX, strlen(ST_CRC_PREFIX)) != 0)
+            printf(" %s=%s", log_escape(f.meta[i].key, key, sizeof key),
+                   log_escape(f.meta[i].value, v, sizeof v));
     printf("\n");
+    /* The tensors' CRC32Cs and NaN/Inf, as a restore checks them. */
+    st_sum_t check;
+    if (st_verify(&f, true, &check, err, sizeof err))
+        log_print(stdout, "  DAMAGED: %s", err);
+    else
+        printf("  verified: %zu of %zu tensors have a CRC32C and match; no NaN or Inf; file CRC32C "
+               "%08x\n",
+               check.nsums, f.n, (unsigned)check.crc32c);
     for (size_t i = 0; i < f.n; i++) {
         const st_entry_t *e = &f.entries[i];
         float *x = xmalloc((e->count ? e->count : 1) * sizeof(float));
