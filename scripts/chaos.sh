@@ -33,7 +33,7 @@ if [ -e "$model_dir/checkpoint" ]; then
   echo "chaos: $model_dir already holds checkpoints; give a fresh --set checkpoint.model_dir=DIR" >&2
   exit 2
 fi
-"$root/scripts/train_local_dist.sh" "${args[@]}" > "$runlogs.chaos.out" 2>&1 &
+"$root/scripts/train_local_dist.sh" --no-restart "${args[@]}" > "$runlogs.chaos.out" 2>&1 &
 run=$!
 for _ in $(seq 1 100); do [ -f "$runlogs/master0.pid" ] && break; sleep 0.1; done
 sleep 2

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Stops every role of a local cluster by its pid file: SIGTERM (a graceful
 # stop), then SIGKILL after a grace period (PSTRAIN_STOP_GRACE seconds, 10).
+# It leaves runlogs/stopped behind, which ends scripts/train_local_dist.sh's
+# wait at once (its next start removes it).
+#   scripts/stop.sh        (PSTRAIN_RUNLOGS: the runlogs folder, runlogs/)
 set -uo pipefail
+if [ $# -gt 0 ]; then
+  case $1 in
+  -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "stop: unknown argument \"$1\" (usage: scripts/stop.sh; see --help)" >&2; exit 2 ;;
+  esac
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"
 runlogs=${PSTRAIN_RUNLOGS:-$root/runlogs}
 grace=${PSTRAIN_STOP_GRACE:-10}
 shopt -s nullglob
+[ -d "$runlogs" ] && date '+%F %T' > "$runlogs/stopped"
 pids=()
 for f in "$runlogs"/*.pid; do
   pid=$(cat "$f" 2> /dev/null) || continue
