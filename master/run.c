@@ -341,6 +341,19 @@ static void stop(master_run_t *r) {
     dataset_free(&r->test);
 }
 
+/* Stopped by a signal while the evaluator is busy: the checkpoint is taken,
+ * and an evaluation of the CNN can outlast the grace a supervisor gives
+ * (stop.sh's 10 s, then SIGKILL). The master returns without joining it;
+ * the evaluator's thread, the model, the test set and the state it reads
+ * are left to the process's exit, which follows at once. */
+static bool leave_evaluation(master_run_t *r) {
+    if (!daemon_stop_signal || !r->ev || evaluator_idle(r->ev))
+        return false;
+    log_info("stopping during an evaluation: not waiting for it");
+    events_sink_close(&r->events);
+    return true;
+}
+
 int master_run(daemon_t *d) {
     master_run_t *r = xcalloc(1, sizeof *r);
     r->d = d;
@@ -354,6 +367,8 @@ int master_run(daemon_t *d) {
     rc = start(r);
     if (rc == 0)
         rc = serve(r);
+    if (leave_evaluation(r))
+        return rc;
     stop(r);
     model_free(&r->model);
     free(r);

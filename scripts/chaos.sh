@@ -8,6 +8,7 @@
 # the cluster's next progress that needs the role (scripts/chaos_report.py).
 #   scripts/chaos.sh [--kills N] [--secs S] [--every-min S] [--every-max S]
 #                    [train_local_dist.sh args...]
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package that pstrain's build, tests and default data
 # need. Idempotent: installs only what is missing and says what that is.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 
 packages=(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shows each role of a local cluster: pid, whether it is alive, and the
 # master's view of the cluster (build/pstrain status).
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"

@@ -21,6 +21,7 @@
 # (one log line says why); --set device=gpu makes a missing GPU an error
 # (exit 69), --set device=cpu keeps every worker on the CPU. The PS and the
 # master get an empty CUDA_VISIBLE_DEVICES and stay on the CPU.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"
@@ -49,7 +50,6 @@ while [ $# -gt 0 ]; do
     --restart) restart=1; shift ;;
     --max-restarts) max_restarts=$2; shift 2 ;;
     --progress-secs) progress_secs=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -124,7 +124,9 @@ start() {
       --pid-file "$runlogs/$name.pid"
     printf '\n'
   } > "$runlogs/$name.cmd"
-  bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 &
+  # A session of its own: a Ctrl-C at the terminal reaches the launcher
+  # alone, which stops the master first (its checkpoint needs the PS).
+  setsid bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &
   cur_pid[$name]=$!
   is_child[$name]=1
   echo $! > "$runlogs/$name.pid"
@@ -228,6 +230,8 @@ progress() {
   echo "[$(($(date +%s) - start_time))s] ${line:-starting}; roles alive $(roles_alive)"
 }
 
+elapsed() { echo $(($(date +%s) - start_time)); }
+
 outcome=""
 while [ -z "$outcome" ]; do
   if [ -n "$stop_signal" ]; then outcome=signal; break; fi
@@ -238,10 +242,16 @@ while [ -z "$outcome" ]; do
     [ -z "$outcome" ] || break
   done
   [ -n "$outcome" ] || check_waits
+  # Every role gone before the end (a Ctrl-C reached them but not this
+  # shell, which started in the background with SIGINT ignored): no one is
+  # left to wait for.
+  if [ -z "$outcome" ] && [ "$(roles_alive)" = "0/${#roles[@]}" ]; then outcome=all_stopped; fi
   announce
   [ -n "$outcome" ] || progress
-  [ -n "$outcome" ] || sleep 0.5
+  [ -n "$outcome" ] || sleep 0.5 || true # a signal cuts it short
 done
+# A signal is why, when it came while the roles were ending.
+if [ -n "$stop_signal" ]; then outcome=signal; fi
 
 # stop_all: stops what still runs, by pid file (SIGTERM: the master
 # checkpoints first), and reaps this shell's children, keeping each one's
@@ -251,7 +261,6 @@ stop_all() {
   local name
   for name in "${roles[@]}"; do follow_role "$name" || true; done
 }
-elapsed() { echo $(($(date +%s) - start_time)); }
 
 case $outcome in
 signal)
@@ -267,6 +276,10 @@ stopped)
     follow_role "$name" || true
   done
   echo "train_local_dist: stopped by scripts/stop.sh at global step $(global_step) after $(elapsed)s; run the same command again to resume" >&2
+  exit 143
+  ;;
+all_stopped)
+  echo "train_local_dist: every role stopped before the end of training, at global step $(global_step) after $(elapsed)s; run the same command again to resume" >&2
   exit 143
   ;;
 already_over)

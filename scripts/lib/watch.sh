@@ -59,7 +59,7 @@ follow_role() {
 relaunch_role() {
   local name=$1
   echo "== restart $(date '+%F %T.%3N') by scripts/train_local_dist.sh" >> "$runlogs/$name.log"
-  bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &
+  setsid bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &
   cur_pid[$name]=$!
   is_child[$name]=1
   echo "$!" > "$runlogs/$name.pid.tmp" && mv "$runlogs/$name.pid.tmp" "$runlogs/$name.pid"
