@@ -34,13 +34,15 @@ if [ -e "$model_dir/checkpoint" ]; then
   echo "chaos: $model_dir already holds checkpoints; give a fresh --set checkpoint.model_dir=DIR" >&2
   exit 2
 fi
-"$root/scripts/train_local_dist.sh" --no-restart "${args[@]}" > "$runlogs.chaos.out" 2>&1 &
+# Its own files go in runlogs/ (chaos.out, chaos.kills), never the checkout's root.
+mkdir -p "$runlogs"
+"$root/scripts/train_local_dist.sh" --no-restart "${args[@]}" > "$runlogs/chaos.out" 2>&1 &
 run=$!
 for _ in $(seq 1 100); do [ -f "$runlogs/master0.pid" ] && break; sleep 0.1; done
 sleep 2
 start=$(date +%s)
 n=0
-kills_file=$runlogs.chaos.kills
+kills_file=$runlogs/chaos.kills
 : > "$kills_file"
 while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && alive "$run"; do
   sleep "$(awk -v a="$every_min" -v b="$every_max" 'BEGIN { srand(); printf "%.2f", a + rand() * (b - a) }')"
@@ -58,13 +60,13 @@ done
 status=0
 wait "$run" || status=$?
 echo "chaos: $n kills; training $([ $status -eq 0 ] && echo finished || echo FAILED: status $status)"
-tail -1 "$runlogs.chaos.out"
+tail -1 "$runlogs/chaos.out"
 python3 "$root/scripts/chaos_report.py" "$runlogs" "$kills_file" | sed 's/^/chaos: /'
 bad=0
 for step in $(python3 -c "import json,sys; print(*json.load(open(sys.argv[1]))['kept_steps'])" "$model_dir/checkpoint"); do
-  "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs.chaos.export" > /dev/null 2>&1 ||
+  "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs/chaos.export" > /dev/null 2>&1 ||
     { echo "chaos: ckpt-$step does not load"; bad=1; }
 done
-rm -rf "$runlogs.chaos.export"
+rm -rf "$runlogs/chaos.export"
 [ "$bad" -eq 0 ] && echo "chaos: every checkpoint in the manifest loads"
 exit $((status != 0 || bad != 0))
