@@ -69,6 +69,13 @@ thread_args=(--set "threads=$threads")
 for a in "${args[@]}"; do
   case "$a" in threads=*|--set=threads=*) thread_args=() ;; esac
 done
+# The master logs its progress line as often as the launcher shows it,
+# unless the arguments set log.every_secs.
+master_log_args=()
+[ "$progress_secs" -gt 0 ] && master_log_args=(--set "log.every_secs=$progress_secs")
+for a in "${args[@]}"; do
+  case "$a" in log.every_secs=*|--set=log.every_secs=*) master_log_args=() ;; esac
+done
 # Workers compute on their GPU when they have one (device=auto), unless the
 # arguments or a --config file choose the device themselves.
 worker_device=(--set device=auto)
@@ -114,6 +121,7 @@ start() {
   local device_args=()
   if [ "$role" = worker ]; then device_args=("${worker_device[@]}"); fi
   local role_args=()
+  if [ "$role" = master ]; then role_args=("${master_log_args[@]}"); fi
   if [ "$role" = ps ]; then role_args=(--set "rpc.stream_port=${stream_ports[$index]}"); fi
   local tf="{\"cluster\": $cluster, \"task\": {\"type\": \"$role\", \"index\": $index}, \"environment\": \"local\"}"
   {
