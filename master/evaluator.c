@@ -90,6 +90,7 @@ static int evaluate(evaluator_t *e, uint64_t step) {
     if (e->o.context)
         e->o.context(e->o.arg, step, &ctx);
     ctx.global_step = step;
+    ctx.class_names = results_default_class_names(c->data.dir, em.nclasses);
     char err[PS_ERRLEN];
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     if (rc == 0 && em.accuracy > e->best_accuracy) {

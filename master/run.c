@@ -6,6 +6,7 @@
 #include "common/base/exitcode.h"
 #include "common/base/log.h"
 #include "common/base/util.h"
+#include "common/daemon/record.h"
 #include "common/data/dataset.h"
 #include "common/formats/events.h"
 #include "common/peers/psclient.h"
@@ -304,6 +305,8 @@ static int start(master_run_t *r) {
     int rc = start_server(r);
     if (rc == 0)
         rc = load_data(r);
+    if (rc == 0 && daemon_record_config(d, err, sizeof err))
+        log_warn("the run's record: %s", err);
     if (rc == 0 && daemon_optim_config(&r->optim, &d->cfg, err, sizeof err)) {
         log_error("%s", err);
         rc = EXIT_USAGE;

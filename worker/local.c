@@ -158,7 +158,8 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
                              .epoch = epoch,
                              .elapsed_secs = elapsed,
                              .train_loss = progress_loss(&es->means),
-                             .train_accuracy = progress_accuracy(&es->means)};
+                             .train_accuracy = progress_accuracy(&es->means),
+                             .class_names = results_default_class_names(c->data.dir, em.nclasses)};
     events_sink_eval(&L->eval_events, step, em.loss, em.accuracy);
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     eval_metrics_free(&em);
