@@ -253,7 +253,9 @@ while [ -z "$outcome" ]; do
   # Every role gone before the end (a Ctrl-C reached them but not this
   # shell, which started in the background with SIGINT ignored): no one is
   # left to wait for.
-  if [ -z "$outcome" ] && [ "$(roles_alive)" = "0/${#roles[@]}" ]; then outcome=all_stopped; fi
+  # (Counted from gone[], which on_role_end has seen: a master that ended
+  # since its check this round is handled next round.)
+  if [ -z "$outcome" ] && [ "${#gone[@]}" -eq "${#roles[@]}" ]; then outcome=all_stopped; fi
   announce
   [ -n "$outcome" ] || progress
   [ -n "$outcome" ] || sleep 0.5 || true # a signal cuts it short
