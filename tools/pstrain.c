@@ -1,8 +1,11 @@
 /* pstrain: the user's command-line tool: the model's summary, the cluster's
  * status, the configuration keys, and export, evaluate, predict and inspect
  * of trained models (tools/models.c). */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
@@ -40,6 +43,11 @@ static void usage(FILE *out) {
             "                               files; with --labels, the accuracy\n"
             "  inspect PATH                 the manifest, files, metadata and tensors of a\n"
             "                               model_dir, checkpoint, export or .safetensors\n"
+            "  sweep SPEC [--out DIR]       a hyper-parameter sweep of runs (docs/sweeps.md):\n"
+            "                               a results table, results.csv, training_log.md\n"
+            "  report MODEL_DIR... [--out FILE]\n"
+            "                               one self-contained HTML page: curves, confusion\n"
+            "                               matrix, per-class accuracy, cluster timeline\n"
             "  config                       list every configuration key: type, default,\n"
             "                               range and meaning (docs/configuration.md)\n"
             "  version                      print the version\n"
@@ -72,6 +80,23 @@ static int cmd_summary(int argc, char **argv) {
     return EXIT_OK;
 }
 
+/* sweep and report are Python programs of the source tree's scripts/
+ * (PSTRAIN_SCRIPTS overrides where): run with the arguments given. */
+static int run_script(const char *name, int argc, char **argv) {
+    const char *dir = getenv("PSTRAIN_SCRIPTS");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir && dir[0] ? dir : PSTRAIN_SCRIPTS_DIR, name);
+    char **args = xcalloc((size_t)argc + 3, sizeof *args);
+    args[0] = "python3";
+    args[1] = path;
+    for (int i = 0; i < argc; i++)
+        args[i + 2] = argv[i];
+    execvp("python3", args);
+    fprintf(stderr, "pstrain: cannot run python3 %s: %s\n", path, strerror(errno));
+    free(args);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -92,6 +117,10 @@ int main(int argc, char **argv) {
         return cmd_status(argc - 2, argv + 2);
     if (!strcmp(cmd, "top"))
         return cmd_top(argc - 2, argv + 2);
+    if (!strcmp(cmd, "sweep"))
+        return run_script("sweep.py", argc - 2, argv + 2);
+    if (!strcmp(cmd, "report"))
+        return run_script("report.py", argc - 2, argv + 2);
     if (!strcmp(cmd, "config")) {
         config_print_help(stdout);
         return EXIT_OK;
