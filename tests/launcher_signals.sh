@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Signals and stop.sh against scripts/train_local_dist.sh, real processes:
-# SIGINT to the launcher's process group (Ctrl-C) stops the whole cluster,
-# the master checkpointing first, and no pstrain process is left after 15 s;
+# SIGINT to the launcher's process group (Ctrl-C) and SIGTERM to the launcher
+# stop the whole cluster, the master checkpointing first, and no pstrain
+# process is left after 15 s;
 # `stop.sh --help` prints its usage and leaves a running cluster running;
 # stop.sh then ends the launcher's wait at once (exit 143, no metrics); every
 # script answers --help with usage and exit 0, doing nothing else.
@@ -56,6 +57,17 @@ grep -q "stopping on signal 15: checkpoint first" "$tmp/runlogs/master0.log" &&
 [ -f "$md/checkpoint" ] || fail "no checkpoint after SIGINT"
 grep -q "stopped at global step [1-9]" "$tmp/sigint.out" || fail "SIGINT: no stop line: $(cat "$tmp/sigint.out")"
 echo "SIGINT to the process group: exit 130, no process left"
+
+# SIGTERM to the launcher alone: the same, exit 143.
+start_run sigterm
+kill -TERM "$run"
+gone_within 15
+rc=0
+wait "$run" || rc=$?
+[ "$rc" -eq 143 ] || fail "SIGTERM: the launcher exited $rc, want 143: $(tail -5 "$tmp/sigterm.out")"
+grep -q "checkpoint .*/ckpt-[0-9]* written by 2 PS" "$tmp/runlogs/master0.log" ||
+  fail "the master did not checkpoint on the launcher's SIGTERM: $(tail -3 "$tmp/runlogs/master0.log")"
+echo "SIGTERM to the launcher: exit 143, no process left"
 
 # stop.sh --help stops nothing; stop.sh ends the launcher at once.
 start_run stophelp

@@ -24,7 +24,7 @@ one_line() {
   [ "$rc" -ne 0 ] || fail "$*: exit 0 without a cluster"
   [ "$(wc -l < "$tmp/one.out")" -eq 1 ] || fail "$*: more than one line: $(cat "$tmp/one.out")"
   grep -q "no cluster running" "$tmp/one.out" || fail "$*: $(cat "$tmp/one.out")"
-  grep -q "UNAVAILABLE" "$tmp/one.out" && fail "$*: a raw gRPC status: $(cat "$tmp/one.out")"
+  grep -q "failed to connect\|ipv4:" "$tmp/one.out" && fail "$*: a raw gRPC status: $(cat "$tmp/one.out")"
   return 0
 }
 one_line "$root/scripts/status.sh"

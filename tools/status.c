@@ -106,8 +106,12 @@ static int fetch(rpc_channel_t *ch, const status_args_t *a, Pstrain__StatusRespo
 /* The one line for an unreachable master, and its exit code. */
 static int no_cluster(const status_args_t *a, const char *cmd, int rc, const char *err) {
     if (rc == RPC_UNAVAILABLE || rc == RPC_DEADLINE_EXCEEDED) {
-        fprintf(stderr, "pstrain %s: no cluster running: the master at %s (%s) does not answer\n",
-                cmd, a->master, a->source);
+        /* gRPC's status name only: its full text is a dump of addresses. */
+        fprintf(stderr,
+                "pstrain %s: no cluster running: the master at %s (%s) does not answer (%s%s)\n",
+                cmd, a->master, a->source,
+                rc == RPC_UNAVAILABLE ? "UNAVAILABLE" : "DEADLINE_EXCEEDED",
+                a->cfg.tls.ca[0] ? "" : "; a TLS cluster wants --set tls.ca=... tls.cert tls.key");
         return EXIT_UNAVAILABLE;
     }
     fprintf(stderr, "pstrain %s: %s\n", cmd, err);
