@@ -189,11 +189,20 @@ class Trial:
 
     def history(self, metric):
         """[(step, metric)] of its evaluations so far."""
+        out = []
         try:
             with open(os.path.join(self.model_dir, "eval_history.jsonl")) as f:
-                return [(e["step"], e[metric]) for e in map(json.loads, f) if e.get("set", "test") == "test"]
-        except (OSError, ValueError, KeyError):
-            return []
+                lines = f.readlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:  # the last line may be half written
+                e = json.loads(line)
+                if e.get("set", "test") == "test":
+                    out.append((e["step"], e[metric]))
+            except (ValueError, KeyError):
+                continue
+        return out
 
     def stop(self):
         """SIGTERM to its session (a cluster's launcher stops its roles)."""

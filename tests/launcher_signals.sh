@@ -5,7 +5,8 @@
 # process is left after 15 s;
 # `stop.sh --help` prints its usage and leaves a running cluster running;
 # stop.sh then ends the launcher's wait at once (exit 143, no metrics); every
-# script answers --help with usage and exit 0, doing nothing else.
+# script answers --help with usage and exit 0, doing nothing else; a master
+# stopped during an evaluation does not wait for it.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,6 +69,24 @@ wait "$run" || rc=$?
 grep -q "checkpoint .*/ckpt-[0-9]* written by 2 PS" "$tmp/runlogs/master0.log" ||
   fail "the master did not checkpoint on the launcher's SIGTERM: $(tail -3 "$tmp/runlogs/master0.log")"
 echo "SIGTERM to the launcher: exit 143, no process left"
+
+# SIGTERM while the master evaluates (held there by a failpoint): the
+# master checkpoints and exits without waiting for the evaluation, within
+# stop.sh's grace (no SIGKILL).
+rm -rf "$tmp/runlogs"
+md=$tmp/evaluating
+PSTRAIN_FAILPOINT=master0:evaluate@1 "$root/scripts/train_local_dist.sh" --set model=mlp \
+  --set train.max_steps=100000 --set checkpoint.every_steps=100 --set checkpoint.model_dir="$md" \
+  > "$tmp/evaluating.out" 2>&1 &
+run=$!
+wait_log "$tmp/runlogs/master0.log" "failpoint evaluate reached" "the master never began an evaluation" 60
+PSTRAIN_STOP_GRACE=10 "$root/scripts/stop.sh" > "$tmp/stop.out"
+grep -q SIGKILL "$tmp/stop.out" && fail "the master needed SIGKILL during an evaluation: $(cat "$tmp/stop.out")"
+grep -q "stopping during an evaluation: not waiting for it" "$tmp/runlogs/master0.log" ||
+  fail "no line about the evaluation: $(tail -3 "$tmp/runlogs/master0.log")"
+wait "$run" || true
+gone_within 5
+echo "SIGTERM during an evaluation: the master exited within the grace"
 
 # stop.sh --help stops nothing; stop.sh ends the launcher at once.
 start_run stophelp

@@ -4,13 +4,14 @@
 # ends with a results table of 4 rows, printed, in results.csv and in the
 # training log, each trial in a model_dir of its own; a random search of 2
 # trials as local clusters (a log-scale range, YAML spec) ends the same way;
+# with median stopping a trial far below the finished ones is stopped early;
 # a bad spec is one clear line and exit 2.
 set -euo pipefail
 build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 . "$(dirname "$0")/lib/check.sh"
-test_cleanup() { pkill -f -- "checkpoint.model_dir=$tmp/" 2> /dev/null; return 0; }
+test_cleanup() { pkill -f -- "checkpoint.model_dir=$tmp/" 2> /dev/null || true; }
 trap 'test_cleanup; rm -rf "$tmp"' EXIT
 need_fashion_mnist
 export PSTRAIN_BUILD=$build
@@ -78,6 +79,26 @@ for r in rows[1:]:
 assert rows[1][1] != rows[2][1], rows
 PY
 [ -f "$tmp/random/trial-1/runlogs/cluster.json" ] || fail "the cluster trial has no runlogs of its own"
+
+# Median stopping: a third trial far below the median of the two finished
+# ones at the same global step is stopped early.
+cat > "$tmp/median.json" <<'JSON'
+{"goal": "MAXIMIZE", "hyperparameterMetricTag": "accuracy", "algorithm": "GRID_SEARCH",
+ "maxTrials": 3, "maxParallelTrials": 1, "enableTrialEarlyStopping": true,
+ "params": [{"parameterName": "train.learning_rate", "type": "DISCRETE", "discreteValues": [0.05, 0.04, 0.00001]}],
+ "trial": {"runner": "cluster", "ps": 1, "workers": 1,
+           "args": ["--set", "model=mlp", "--set", "train.max_steps=3000", "--set", "checkpoint.every_steps=100"]}}
+JSON
+timeout 600 "$root/scripts/sweep.sh" "$tmp/median.json" --out "$tmp/median" > "$tmp/median.out" 2>&1 ||
+  fail "median sweep: $(tail -8 "$tmp/median.out")"
+python3 - "$tmp/median" <<'PY' || fail "median stopping: $(cat "$tmp/median.out")"
+import csv, sys
+rows = {r[0]: r for r in csv.reader(open(sys.argv[1] + "/results.csv"))}
+assert rows["1"][5] == "done" and rows["2"][5] == "done", rows
+assert rows["3"][5] == "stopped early", rows
+assert int(rows["3"][3]) < 3000, rows["3"]
+PY
+pgrep -f -- "checkpoint.model_dir=$tmp/median/" > /dev/null && fail "the stopped trial left processes"
 
 echo '{"params": [{"parameterName": "train.learning_rate", "type": "DOUBLE", "minValue": 0, "maxValue": 1, "scaleType": "UNIT_LOG_SCALE"}]}' > "$tmp/bad.json"
 expect_error 2 "param train.learning_rate: a log scale needs minValue > 0" python3 "$root/scripts/sweep.py" "$tmp/bad.json" --out "$tmp/bad"
