@@ -127,7 +127,7 @@ def load_run(model_dir, runlogs):
 
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ([a-z]+\d+)\[(\d+)\] (\w+) (.*)$")
-RESTART = re.compile(r"^== restart (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) by (\S+)")
+RESTART = re.compile(r"^== restart (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) by (\S+)(?: \(it ended with status (\d+)\))?")
 
 
 def when(text):
@@ -151,6 +151,9 @@ def read_timeline(runlogs):
                     t = when(m.group(1))
                     if r["runs"] and last is not None:
                         r["runs"][-1][1] = last
+                    status = int(m.group(3)) if m.group(3) else None
+                    if status is not None and status >= 128 and last is not None:
+                        r["events"].append((last, "kill", "ended with status %d" % status))
                     r["events"].append((t, "restart", "restarted by " + m.group(2)))
                     continue
                 m = LINE.match(line.rstrip("\n"))

@@ -89,7 +89,7 @@ kill -9 "$(cat "$tmp/runlogs/worker1.pid")"
 wait "$run" || fail "run with a killed worker: $(tail -5 "$tmp/killed.out")"
 grep -q "worker1 ended with status 137 .*restarted it (pid [0-9]*, restart 1 of 3)" "$tmp/killed.out" ||
   fail "the killed worker was not restarted: $(cat "$tmp/killed.out")"
-grep -q "== restart .* by scripts/train_local_dist.sh" "$tmp/runlogs/worker1.log" || fail "no restart mark in worker1.log"
+grep -q "== restart .* by scripts/train_local_dist.sh (it ended with status 137)" "$tmp/runlogs/worker1.log" || fail "no restart mark in worker1.log"
 
 [ "$(user_log_lines)" -eq "$user_log_before" ] ||
   fail "the test appended to the checkout's training_log.md"

@@ -53,7 +53,7 @@ render "$tmp/a/model/report.html" one
 [ ! -s "$tmp/one.console" ] || fail "console messages: $(cat "$tmp/one.console")"
 for want in 'class="chart loss"' 'class="chart accuracy"' 'class="curve" data-series="train"' \
   'class="curve" data-series="test"' 'class="confusion"' '>Ankle boot<' 'class="per-class"' \
-  'class="timeline"' 'class="event restart"'; do
+  'class="timeline"' 'class="event restart"' 'class="event kill"'; do
   grep -qF "$want" "$tmp/one.dom" || fail "the rendered report lacks $want"
 done
 [ "$(grep -o 'class="curve"' "$tmp/one.dom" | wc -l)" -eq 4 ] || fail "want 4 curves (loss and accuracy, train and test)"

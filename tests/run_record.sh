@@ -61,7 +61,8 @@ PY
 
 # A secret in TF_CONFIG stays out of the record (a lone master writes
 # config.json once its data is loaded).
-port=$(( 20000 + RANDOM % 20000 ))
+. "$root/scripts/lib/ports.sh"
+free_port
 TF_CONFIG="{\"cluster\": {\"master\": [\"127.0.0.1:$port\"], \"ps\": [\"127.0.0.1:1\"], \"worker\": [\"127.0.0.1:2\"]}, \"task\": {\"type\": \"master\", \"index\": 0}, \"environment\": \"cloud\", \"auth_token\": \"s3cret-value\"}" \
   "$build/pstrain-master" --set model=mlp --set checkpoint.model_dir="$tmp/lone" 2> "$tmp/lone.log" &
 master=$!

@@ -58,7 +58,7 @@ follow_role() {
 # scripts/restart_role.sh does, but as this shell's child.
 relaunch_role() {
   local name=$1
-  echo "== restart $(date '+%F %T.%3N') by scripts/train_local_dist.sh" >> "$runlogs/$name.log"
+  echo "== restart $(date '+%F %T.%3N') by scripts/train_local_dist.sh (it ended with status ${gone[$name]:-?})" >> "$runlogs/$name.log"
   setsid bash "$runlogs/$name.cmd" >> "$runlogs/$name.log" 2>&1 < /dev/null &
   cur_pid[$name]=$!
   is_child[$name]=1
