@@ -341,6 +341,13 @@ def test_points(run, metric):
     return [(e["step"], e[metric]) for e in run["history"] if e.get("set", "test") == "test" and metric in e]
 
 
+def train_points(train):
+    """The training scalars without the steps before any worker reported
+    (the master writes loss 0 and accuracy 0 there)."""
+    empty = {s for s, v in train.get("loss", []) if v == 0.0}
+    return {tag: [(s, v) for s, v in pts if s not in empty] for tag, pts in train.items()}
+
+
 def run_section(run, i):
     r, parts = run["results"], []
     parts.append('<h2 id="run-%d">%s</h2><p>%s</p>' % (i, esc(run["name"]), esc(run["dir"])))
@@ -352,7 +359,7 @@ def run_section(run, i):
         parts.append("<table><tr>%s</tr><tr>%s</tr></table>" % (
             "".join("<th>%s</th>" % esc(k) for k in KEYS if k in cfg),
             "".join("<td>%s</td>" % esc(cfg[k]) for k in KEYS if k in cfg)))
-    tr = run["train"]
+    tr = train_points(run["train"])
     loss = [("train", COLORS[0], tr.get("loss", []), True), ("test", COLORS[1], test_points(run, "loss"), False)]
     acc = [("train", COLORS[0], tr.get("accuracy", []), True), ("test", COLORS[1], test_points(run, "accuracy"), False)]
     parts.append('<div class="row">%s%s</div>' % (line_chart(loss, "loss", "global step", "loss", "loss"),

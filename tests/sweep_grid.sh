@@ -101,5 +101,5 @@ PY
 pgrep -f -- "checkpoint.model_dir=$tmp/median/" > /dev/null && fail "the stopped trial left processes"
 
 echo '{"params": [{"parameterName": "train.learning_rate", "type": "DOUBLE", "minValue": 0, "maxValue": 1, "scaleType": "UNIT_LOG_SCALE"}]}' > "$tmp/bad.json"
-expect_error 2 "param train.learning_rate: a log scale needs minValue > 0" python3 "$root/scripts/sweep.py" "$tmp/bad.json" --out "$tmp/bad"
+expect_error 2 "param train.learning_rate: a log scale needs minValue > 0" "$build/pstrain" sweep "$tmp/bad.json" --out "$tmp/bad"
 echo ok
