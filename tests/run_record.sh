@@ -4,8 +4,9 @@
 # eval_history.jsonl (one line per evaluation: step, set, loss, accuracy,
 # per class, time) and eval_results.json with Fashion-MNIST's class names
 # and a confusion matrix that agrees with the accuracy; `pstrain evaluate`
-# prints the same matrix; a TF_CONFIG field that looks like a secret is
-# left out of config.json.
+# prints the same matrix; a standalone worker records itself once its data
+# is loaded (a run refused at start leaves no model_dir); a TF_CONFIG field
+# that looks like a secret is left out of config.json.
 set -euo pipefail
 build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,6 +59,15 @@ rows = [list(map(int, l[16:].split())) for l in lines[i + 2:i + 12]]
 assert lines[i + 11].startswith(" 9 Ankle boot"), lines[i + 11]
 assert rows == json.load(open(sys.argv[2]))["confusion_matrix"]["matrix"], rows
 PY
+
+# A standalone worker records itself too, once its data is loaded; one
+# refused at start (no data) leaves no model_dir.
+"$build/pstrain-worker" --set model=mlp --set train.max_steps=20 --set checkpoint.model_dir="$tmp/alone" \
+  > "$tmp/alone.log" 2>&1 || fail "standalone run: $(tail -3 "$tmp/alone.log")"
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["written_by"] == "pstrain-worker" and d["config"]["train.max_steps"] == 20, d' \
+  "$tmp/alone/config.json" || fail "standalone config.json"
+expect_error 65 "" "$build/pstrain-worker" --set model=mlp --set data.dir="$tmp/nodata" --set checkpoint.model_dir="$tmp/refused"
+[ ! -e "$tmp/refused" ] || fail "a run refused at start left its model_dir"
 
 # A secret in TF_CONFIG stays out of the record (a lone master writes
 # config.json once its data is loaded).

@@ -9,6 +9,7 @@
 #include <limits.h>
 
 #include "common/daemon/daemon.h"
+#include "common/daemon/record.h"
 #include "common/train/checkpoint.h"
 #include "common/data/dataset.h"
 #include "common/base/exitcode.h"
@@ -296,6 +297,8 @@ int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t 
         teardown(&L);
         return rc;
     }
+    if (daemon_record_run(cfg, "pstrain-worker", NULL, err, sizeof err))
+        log_warn("the run's record: %s", err);
     log_info("model %s: %zu parameters; %zu training and %zu test examples; batch %lld on %zu "
              "%s thread%s; %zu steps per epoch",
              cfg->model, L.model.nparams, L.train.n, L.test.n, (long long)cfg->train.batch_size,

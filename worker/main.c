@@ -2,10 +2,7 @@
  * cluster; without, it trains alone with the parameter store linked in
  * (TensorFlow's local Estimator path). */
 
-#include "common/base/log.h"
-#include "common/base/util.h"
 #include "common/daemon/daemon.h"
-#include "common/daemon/record.h"
 #include "kernels/backend.h"
 #include "worker/cli.h"
 #include "worker/cluster.h"
@@ -36,10 +33,6 @@ int main(int argc, char **argv) {
         daemon_finish(&d);
         return rc;
     }
-    char err[PS_ERRLEN];
-    /* A standalone run records itself; in a cluster the master does. */
-    if (!d.have_cluster && daemon_record_config(&d, err, sizeof err))
-        log_warn("the run's record: %s", err);
     rc = d.have_cluster ? cluster_train(&d, be) : local_train(&d.cfg, be, &daemon_stop_signal);
     daemon_finish(&d);
     return rc;

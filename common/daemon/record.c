@@ -48,10 +48,10 @@ static void strip_secrets(json_object *o) {
 
 /* TF_CONFIG as the daemon read it (file or environment), without secrets;
  * NULL when there is none. */
-static json_object *tf_config(const daemon_t *d) {
+static json_object *tf_config(const char *tf_config_file) {
     json_object *o = NULL;
-    if (d->tf_config_file) {
-        o = json_object_from_file(d->tf_config_file);
+    if (tf_config_file) {
+        o = json_object_from_file(tf_config_file);
     } else {
         const char *env = getenv("TF_CONFIG");
         if (env && env[0])
@@ -72,18 +72,23 @@ static json_object *versions(void) {
 }
 
 int daemon_record_config(const daemon_t *d, char *err, size_t errlen) {
-    const char *md = d->cfg.checkpoint.model_dir;
+    return daemon_record_run(&d->cfg, d->program, d->tf_config_file, err, errlen);
+}
+
+int daemon_record_run(const config_t *c, const char *program, const char *tf_config_file, char *err,
+                      size_t errlen) {
+    const char *md = c->checkpoint.model_dir;
     if (ps_mkdirs(md, err, errlen))
         return -1;
-    char *cfg_text = config_to_json(&d->cfg), host[256] = "";
+    char *cfg_text = config_to_json(c), host[256] = "";
     json_object *o = json_object_new_object(), *cfg = json_tokener_parse(cfg_text);
     free(cfg_text);
     gethostname(host, sizeof host - 1);
-    json_object_object_add(o, "written_by", json_object_new_string(d->program));
+    json_object_object_add(o, "written_by", json_object_new_string(program));
     json_object_object_add(o, "host", json_object_new_string(host));
     json_object_object_add(o, "time", json_object_new_int64((int64_t)time(NULL)));
     json_object_object_add(o, "config", cfg);
-    json_object_object_add(o, "tf_config", tf_config(d));
+    json_object_object_add(o, "tf_config", tf_config(tf_config_file));
     json_object_object_add(o, "versions", versions());
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", md);
