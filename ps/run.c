@@ -36,6 +36,14 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     s->model_dir = c->checkpoint.model_dir;
     s->nps = o.nps;
     s->configured_replicas = s->shard.replicas;
+    if (!strcmp(c->train.mode, "ssp")) {
+        s->ssp = xcalloc(1, sizeof *s->ssp);
+        ps_ssp_init(s->ssp, o.max_workers, (uint64_t)c->train.staleness,
+                    c->cluster.dead_after_secs);
+        log_info("ssp: a worker's pull waits while it is over %lld steps ahead of the slowest "
+                 "worker that pushed in the last %.1fs",
+                 (long long)c->train.staleness, c->cluster.dead_after_secs);
+    }
     return 0;
 }
 
@@ -102,6 +110,7 @@ static int serve(daemon_t *d, ps_service_t *s) {
                               .tick_s = 0.05,
                               .opt = daemon_rpc_options(&d->cfg)};
     rpc_server_t *server;
+    s->max_wait_s = d->cfg.rpc.deadline_secs;
     if (rpc_server_start(&server, &sc, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "common/base/log.h"
 #include "common/train/checkpoint.h"
 #include "common/daemon/config.h"
 #include "common/data/dataset.h"
@@ -31,7 +32,7 @@ static int resolve_dir(const char *path, char *out, size_t len) {
     char err[PS_ERRLEN];
     int rc = ckpt_manifest_read(path, &m, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "pstrain: %s\n", err);
+        log_print(stderr, "pstrain: %s", err);
         return -1;
     }
     if (rc == 0)
@@ -46,7 +47,7 @@ static int load_model(const char *path, model_t *m, float **params, uint64_t *st
     if (resolve_dir(path, dir, sizeof dir))
         return EXIT_DATAERR;
     if (export_load(dir, m, params, step, err, sizeof err)) {
-        fprintf(stderr, "pstrain: %s\n", err);
+        log_print(stderr, "pstrain: %s", err);
         return EXIT_DATAERR;
     }
     return 0;
@@ -76,7 +77,7 @@ int cmd_export(int argc, char **argv) {
         return rc;
     char err[PS_ERRLEN];
     if (export_write(&m, params, step, out, err, sizeof err)) {
-        fprintf(stderr, "pstrain export: %s\n", err);
+        log_print(stderr, "pstrain export: %s", err);
         rc = EXIT_IOERR;
     } else {
         printf("exported step %" PRIu64 " (%zu variables, %zu parameters) to %s\n", step, m.nvars,
@@ -121,7 +122,7 @@ int cmd_evaluate(int argc, char **argv) {
     char err[PS_ERRLEN];
     argc++, argv--; /* config_parse_args keeps argv[0] */
     if (config_parse_args(&cfg, &argc, argv, err, sizeof err)) {
-        fprintf(stderr, "pstrain evaluate: %s\n", err);
+        log_print(stderr, "pstrain evaluate: %s", err);
         return EXIT_USAGE;
     }
     const char *dir = NULL;
@@ -144,7 +145,7 @@ int cmd_evaluate(int argc, char **argv) {
     dataset_t test;
     if (dataset_load_split(&test, cfg.data.dir, false, err, sizeof err) ||
         trainer_check_data(&m, &test, cfg.data.dir, err, sizeof err)) {
-        fprintf(stderr, "pstrain evaluate: %s\n", err);
+        log_print(stderr, "pstrain evaluate: %s", err);
         free(params);
         model_free(&m);
         return EXIT_DATAERR;
@@ -177,7 +178,7 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
     char err[PS_ERRLEN];
     dataset_t d;
     if (dataset_load_idx(&d, path, o->labels, err, sizeof err)) {
-        fprintf(stderr, "pstrain predict: %s\n", err);
+        log_print(stderr, "pstrain predict: %s", err);
         return EXIT_DATAERR;
     }
     if (d.example_size != m->input[0] * m->input[1] * m->input[2]) {
@@ -228,7 +229,7 @@ static int predict_png(const model_t *m, const float *params, const char *path, 
     model_exec_t *e = model_exec_create(m, cpu_backend(), 1);
     if (image_load_png(path, m->input[0], m->input[1], m->input[2], model_exec_input(e), err,
                        sizeof err)) {
-        fprintf(stderr, "pstrain predict: %s\n", err);
+        log_print(stderr, "pstrain predict: %s", err);
         model_exec_free(e);
         return EXIT_DATAERR;
     }
@@ -293,19 +294,23 @@ int cmd_predict(int argc, char **argv) {
 static void inspect_file(const char *path) {
     st_file_t f;
     char err[PS_ERRLEN];
+    /* Names and metadata come from the file: escaped (log_escape) before
+     * they reach a terminal. */
+    char key[256], v[256];
     if (st_open(&f, path, err, sizeof err)) {
-        printf("  %s\n", err);
+        log_print(stdout, "  %s", err);
         return;
     }
-    printf("%s:", path);
+    printf("%s:", log_escape(path, v, sizeof v));
     for (size_t i = 0; i < f.nmeta; i++)
-        printf(" %s=%s", f.meta[i].key, f.meta[i].value);
+        printf(" %s=%s", log_escape(f.meta[i].key, key, sizeof key),
+               log_escape(f.meta[i].value, v, sizeof v));
     printf("\n");
     for (size_t i = 0; i < f.n; i++) {
         const st_entry_t *e = &f.entries[i];
         float *x = xmalloc((e->count ? e->count : 1) * sizeof(float));
         if (st_read(&f, e, 0, e->count, x, err, sizeof err)) {
-            printf("  %s\n", err);
+            log_print(stdout, "  %s", err);
             free(x);
             continue;
         }
@@ -315,7 +320,7 @@ static void inspect_file(const char *path) {
             lo = PS_MIN(lo, (double)x[k]);
             hi = PS_MAX(hi, (double)x[k]);
         }
-        printf("  %-32s [", e->name);
+        printf("  %-32s [", log_escape(e->name, key, sizeof key));
         for (size_t d = 0; d < e->ndim; d++)
             printf("%s%zu", d ? ", " : "", e->shape[d]);
         printf("]  mean %.4g  min %.4g  max %.4g\n", e->count ? sum / (double)e->count : 0.0, lo,
@@ -359,7 +364,7 @@ int cmd_inspect(int argc, char **argv) {
     char err[PS_ERRLEN], dir[PATH_MAX];
     int rc = ckpt_manifest_read(argv[0], &man, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "pstrain inspect: %s\n", err);
+        log_print(stderr, "pstrain inspect: %s", err);
         return EXIT_DATAERR;
     }
     if (rc == 0) {

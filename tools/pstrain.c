@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/base/log.h"
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
 #include "common/base/exitcode.h"
@@ -72,7 +73,7 @@ static int cmd_summary(int argc, char **argv) {
     model_t m;
     char err[PS_ERRLEN];
     if (model_load(&m, model_name, err, sizeof err)) {
-        fprintf(stderr, "pstrain summary: %s\n", err);
+        log_print(stderr, "pstrain summary: %s", err);
         return EXIT_USAGE;
     }
     model_summary(&m, stdout);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/base/exitcode.h"
+#include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
@@ -51,7 +52,7 @@ static int parse_args(status_args_t *a, const char *cmd, bool top, int argc, cha
     config_defaults(&a->cfg);
     argc++, argv--; /* config_parse_args keeps argv[0] */
     if (config_parse_args(&a->cfg, &argc, argv, err, sizeof err)) {
-        fprintf(stderr, "pstrain %s: %s\n", cmd, err);
+        log_print(stderr, "pstrain %s: %s", cmd, err);
         return EXIT_USAGE;
     }
     for (int i = 1; i < argc; i++) {
@@ -65,18 +66,18 @@ static int parse_args(status_args_t *a, const char *cmd, bool top, int argc, cha
         } else if (top && !strcmp(argv[i], "--count") && val && atol(val) >= 0) {
             a->count = atol(argv[++i]);
         } else {
-            fprintf(stderr, "pstrain %s: unknown or incomplete argument \"%s\" (usage: %s)\n", cmd,
-                    argv[i],
-                    top ? "pstrain top [--master HOST:PORT] [--interval SECS] [--count N]"
-                        : "pstrain status [--master HOST:PORT]");
+            log_print(stderr, "pstrain %s: unknown or incomplete argument \"%s\" (usage: %s)", cmd,
+                      argv[i],
+                      top ? "pstrain top [--master HOST:PORT] [--interval SECS] [--count N]"
+                          : "pstrain status [--master HOST:PORT]");
             return EXIT_USAGE;
         }
     }
     if (a->master)
         snprintf(a->source, sizeof a->source, "--master");
     else if (master_from_runlogs(a)) {
-        fprintf(stderr, "pstrain %s: no cluster running (no %s; give --master HOST:PORT)\n", cmd,
-                a->source);
+        log_print(stderr, "pstrain %s: no cluster running (no %s; give --master HOST:PORT)", cmd,
+                  a->source);
         return EXIT_UNAVAILABLE;
     }
     return -1;
@@ -107,14 +108,13 @@ static int fetch(rpc_channel_t *ch, const status_args_t *a, Pstrain__StatusRespo
 static int no_cluster(const status_args_t *a, const char *cmd, int rc, const char *err) {
     if (rc == RPC_UNAVAILABLE || rc == RPC_DEADLINE_EXCEEDED) {
         /* gRPC's status name only: its full text is a dump of addresses. */
-        fprintf(stderr,
-                "pstrain %s: no cluster running: the master at %s (%s) does not answer (%s%s)\n",
-                cmd, a->master, a->source,
-                rc == RPC_UNAVAILABLE ? "UNAVAILABLE" : "DEADLINE_EXCEEDED",
-                a->cfg.tls.ca[0] ? "" : "; a TLS cluster wants --set tls.ca=... tls.cert tls.key");
+        log_print(
+            stderr, "pstrain %s: no cluster running: the master at %s (%s) does not answer (%s%s)",
+            cmd, a->master, a->source, rc == RPC_UNAVAILABLE ? "UNAVAILABLE" : "DEADLINE_EXCEEDED",
+            a->cfg.tls.ca[0] ? "" : "; a TLS cluster wants --set tls.ca=... tls.cert tls.key");
         return EXIT_UNAVAILABLE;
     }
-    fprintf(stderr, "pstrain %s: %s\n", cmd, err);
+    log_print(stderr, "pstrain %s: %s", cmd, err);
     return rc == RPC_INTERNAL ? EXIT_DATAERR : EXIT_UNAVAILABLE;
 }
 
@@ -151,8 +151,9 @@ static void print_members(const Pstrain__StatusResponse *r) {
            "LAST BEAT", "STEP", "LOSS", "ACCURACY");
     for (size_t i = 0; i < r->n_members; i++) {
         const Pstrain__Member *m = r->members[i];
-        char name[32], beat[32], loss[16] = "-", acc[16] = "-";
-        snprintf(name, sizeof name, "%s%u", m->role, m->index);
+        /* What the master says is a peer's: escaped before the terminal. */
+        char name[32], beat[32], loss[16] = "-", acc[16] = "-", role[32], addr[128], state[32];
+        snprintf(name, sizeof name, "%s%u", log_escape(m->role, role, sizeof role), m->index);
         if (m->last_beat_secs >= 0)
             snprintf(beat, sizeof beat, "%.1fs ago", m->last_beat_secs);
         else
@@ -161,8 +162,9 @@ static void print_members(const Pstrain__StatusResponse *r) {
             snprintf(loss, sizeof loss, "%.4f", m->loss);
             snprintf(acc, sizeof acc, "%.4f", m->accuracy);
         }
-        printf("%-10s %-22s %-8s %-8d %-10s %-10llu %-8s %s\n", name, m->address, m->state, m->pid,
-               beat, (unsigned long long)m->step, loss, acc);
+        printf("%-10s %-22s %-8s %-8d %-10s %-10llu %-8s %s\n", name,
+               log_escape(m->address, addr, sizeof addr), log_escape(m->state, state, sizeof state),
+               m->pid, beat, (unsigned long long)m->step, loss, acc);
     }
 }
 
@@ -183,7 +185,7 @@ int cmd_status(int argc, char **argv) {
     rpc_channel_t *ch;
     char err[PS_ERRLEN];
     if (rpc_channel_create(&ch, a.master, &o, err, sizeof err)) {
-        fprintf(stderr, "pstrain status: %s\n", err);
+        log_print(stderr, "pstrain status: %s", err);
         return EXIT_USAGE;
     }
     Pstrain__StatusResponse *r = NULL;
@@ -246,7 +248,7 @@ int cmd_top(int argc, char **argv) {
     rpc_channel_t *ch;
     char err[PS_ERRLEN];
     if (rpc_channel_create(&ch, a.master, &o, err, sizeof err)) {
-        fprintf(stderr, "pstrain top: %s\n", err);
+        log_print(stderr, "pstrain top: %s", err);
         return EXIT_USAGE;
     }
     Pstrain__StatusResponse *prev = NULL;

@@ -284,6 +284,11 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
 }
 
 int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t *stop) {
+    if (cfg->train.synthetic_step_ms > 0) {
+        log_error("train.synthetic_step_ms needs a cluster (TF_CONFIG): a worker alone has no PS "
+                  "to measure");
+        return EXIT_USAGE;
+    }
     char err[PS_ERRLEN];
     local_t L;
     memset(&L, 0, sizeof L);
