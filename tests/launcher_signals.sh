@@ -111,7 +111,9 @@ echo "stop.sh --help: the cluster ran on; stop.sh: the launcher ended in ${secs}
 # Every script: --help prints usage, exits 0, starts nothing.
 export PSTRAIN_RUNLOGS=$tmp/help-runlogs
 for f in "$root"/scripts/*.sh; do
-  out=$(timeout 10 bash "$f" --help 2>&1) || fail "$(basename "$f") --help exited $?: $out"
+  rc=0
+  out=$(timeout 10 bash "$f" --help 2>&1) || rc=$?
+  [ "$rc" -eq 0 ] || fail "$(basename "$f") --help exited $rc: $out"
   grep -qi "usage\|scripts/" <<< "$out" || fail "$(basename "$f") --help: no usage: $out"
 done
 [ ! -e "$tmp/help-runlogs" ] || fail "a script's --help made $tmp/help-runlogs"
