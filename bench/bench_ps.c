@@ -9,6 +9,7 @@
  * noise of a shared machine: vs_tcp is the fraction of that ceiling reached.
  * Usage: pstrain-bench-ps [--sizes 1,4,16,64] [--reps N] [--ps-binary PATH] */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -54,19 +55,45 @@ static void model_spec(char *buf, size_t len, size_t mib) {
              mib * 256);
 }
 
-/* Starts pstrain-ps for the model file on addr; returns its pid. */
-static pid_t start_ps(const char *bin, const char *tf_config, const char *model_file) {
+/* The PS under test, and whether it has exited: the client's retries stop
+ * on it (a PS that exits for good, e.g. one that cannot resume, would
+ * otherwise be retried for ever). */
+static volatile pid_t ps_pid = -1;
+static volatile sig_atomic_t ps_exited;
+static volatile int ps_status;
+
+static void on_sigchld(int sig) {
+    (void)sig;
+    int saved = errno, status;
+    if (ps_pid > 0 && waitpid(ps_pid, &status, WNOHANG) == ps_pid) {
+        ps_status = status;
+        ps_exited = 1;
+    }
+    errno = saved;
+}
+
+/* Starts pstrain-ps for the model file on addr, with a model_dir of its own
+ * (never the checkout's runs/default); returns its pid. */
+static pid_t start_ps(const char *bin, const char *tf_config, const char *model_file,
+                      const char *model_dir) {
+    ps_exited = 0;
+    struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGCHLD, &sa, NULL);
     pid_t pid = fork();
     if (pid == 0) {
         setenv("TF_CONFIG", tf_config, 1);
-        char set_model[600];
+        char set_model[600], set_dir[600];
         snprintf(set_model, sizeof set_model, "model=%s", model_file);
+        snprintf(set_dir, sizeof set_dir, "checkpoint.model_dir=%s", model_dir);
         /* It offers every transport; the client picks one. */
-        execl(bin, bin, "--set", set_model, "--set", "train.momentum=0", "--set", "log.level=warn",
-              "--set", "rpc.stream=true", (char *)NULL);
+        execl(bin, bin, "--set", set_model, "--set", set_dir, "--set", "train.momentum=0", "--set",
+              "log.level=warn", "--set", "rpc.stream=true", (char *)NULL);
         perror(bin);
         _exit(127);
     }
+    ps_pid = pid;
+    on_sigchld(SIGCHLD); /* it may have exited before ps_pid was set */
     return pid;
 }
 
@@ -79,9 +106,10 @@ static const char *const transport_name[] = {"shm", "stream-tcp", "grpc"};
 
 static int bench_size(const char *bin, size_t mib, int reps) {
     char err[PS_ERRLEN], spec[256], path[] = "/tmp/pstrain-bench-ps-XXXXXX";
+    char model_dir[] = "/tmp/pstrain-bench-ps-dir-XXXXXX";
     int fd = mkstemp(path);
     model_spec(spec, sizeof spec, mib);
-    if (fd < 0 || write(fd, spec, strlen(spec)) != (ssize_t)strlen(spec))
+    if (fd < 0 || write(fd, spec, strlen(spec)) != (ssize_t)strlen(spec) || !mkdtemp(model_dir))
         return -1;
     close(fd);
     int port = free_port();
@@ -90,7 +118,7 @@ static int bench_size(const char *bin, size_t mib, int reps) {
              "{\"cluster\": {\"master\": [\"127.0.0.1:1\"], \"ps\": [\"127.0.0.1:%d\"], "
              "\"worker\": [\"127.0.0.1:2\"]}, \"task\": {\"type\": \"ps\", \"index\": 0}}",
              port);
-    pid_t pid = start_ps(bin, tf, path);
+    pid_t pid = start_ps(bin, tf, path, model_dir);
     config_t cfg;
     config_defaults(&cfg);
     cfg.rpc.stream = transport == OVER_TCP;
@@ -109,7 +137,8 @@ static int bench_size(const char *bin, size_t mib, int reps) {
                              .nps = 1,
                              .rpc = daemon_rpc_options(&cfg),
                              .deadline_secs = cfg.rpc.deadline_secs,
-                             .retry_max_secs = cfg.rpc.retry_max_secs};
+                             .retry_max_secs = cfg.rpc.retry_max_secs,
+                             .stop_flag = &ps_exited};
     psclient_t *p = psclient_create(&po, &m, &caller, NULL, NULL, err, sizeof err);
     size_t bytes = m.nparams * sizeof(float);
     float *w = xalloc_aligned(bytes);
@@ -135,7 +164,10 @@ static int bench_size(const char *bin, size_t mib, int reps) {
             tcp[r] = 2.0 * (double)bytes / dtcp / 1e9;
         }
     }
-    if (rc > 0)
+    if (ps_exited)
+        fprintf(stderr, "pstrain-bench-ps: %s exited (status %d) before the benchmark ended\n", bin,
+                WIFEXITED(ps_status) ? WEXITSTATUS(ps_status) : 128 + WTERMSIG(ps_status));
+    else if (rc > 0)
         fprintf(stderr, "%s\n", err);
     if (rc == 0) {
         qsort(rates, (size_t)reps, sizeof *rates, cmp_double);
@@ -156,9 +188,15 @@ static int bench_size(const char *bin, size_t mib, int reps) {
     psclient_free(p);
     cluster_free(&cl);
     model_free(&m);
-    kill(pid, SIGTERM);
-    waitpid(pid, NULL, 0);
+    if (!ps_exited) {
+        kill(pid, SIGTERM);
+        /* The handler may reap it first: then waitpid fails with ECHILD. */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    ps_pid = -1;
     unlink(path);
+    ps_remove_flat_dir(model_dir);
     return rc;
 }
 

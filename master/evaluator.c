@@ -10,6 +10,7 @@
 #include "common/train/checkpoint.h"
 #include "common/formats/events.h"
 #include "common/train/export.h"
+#include "common/base/failpoint.h"
 #include "common/base/log.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
@@ -90,6 +91,7 @@ static int evaluate(evaluator_t *e, uint64_t step) {
     if (e->o.context)
         e->o.context(e->o.arg, step, &ctx);
     ctx.global_step = step;
+    ctx.class_names = results_default_class_names(c->data.dir, em.nclasses);
     char err[PS_ERRLEN];
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     if (rc == 0 && em.accuracy > e->best_accuracy) {
@@ -121,6 +123,7 @@ static int run_job(evaluator_t *e, const job_t *j) {
         log_warn("cannot evaluate ckpt-%llu: %s", (unsigned long long)j->step, err);
         return -1;
     }
+    failpoint("evaluate"); /* a test stops here: SIGTERM must not wait for us */
     int rc = j->evaluate ? evaluate(e, j->step) : 0;
     if (j->export_final) {
         char out[PATH_MAX];

@@ -6,6 +6,7 @@
 #include "common/base/exitcode.h"
 #include "common/base/log.h"
 #include "common/base/util.h"
+#include "common/daemon/record.h"
 #include "common/data/dataset.h"
 #include "common/formats/events.h"
 #include "common/peers/psclient.h"
@@ -38,6 +39,8 @@ typedef struct {
     double summary_time;
     Pstrain__Caller caller;
     double started;
+    uint64_t log_step; /* the global step and time of the last progress line */
+    double log_time;
 } master_run_t;
 
 /* The data sets, loaded after the server listens (they take a second). */
@@ -240,12 +243,51 @@ static void checkpoint_on_stop(master_run_t *r) {
         log_warn("checkpoint on stop failed: %s", err);
 }
 
+/* ETA as "1h02m", "3m05s" or "42s" into buf. */
+static void format_eta(char *buf, size_t len, double secs) {
+    long s = (long)(secs + 0.5);
+    if (s >= 3600)
+        snprintf(buf, len, "%ldh%02ldm", s / 3600, s % 3600 / 60);
+    else if (s >= 60)
+        snprintf(buf, len, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(buf, len, "%lds", s);
+}
+
+/* The progress line, every log.every_secs: global step/target, workers
+ * alive, the workers' mean training loss and accuracy, images/s over all
+ * workers (the global step's rate times the examples each step takes) and
+ * the time left at that rate. scripts/train_local_dist.sh shows it as is. */
+static void log_progress(master_run_t *r, uint64_t step) {
+    double now = ps_now(), loss, acc, dt = now - r->log_time;
+    uint64_t target = master_target(&r->state);
+    char rate_eta[96] = "", metrics[64] = "";
+    /* Under half a second (the first poll) says nothing about the rate. */
+    if (dt >= 0.5 && step > r->log_step) {
+        double rate = (double)(step - r->log_step) / dt;
+        char eta[32];
+        format_eta(eta, sizeof eta, target > step ? (double)(target - step) / rate : 0.0);
+        snprintf(rate_eta, sizeof rate_eta, ", %.0f images/s, ETA %s",
+                 rate * (double)examples_per_step(r), eta);
+    }
+    if (master_train_metrics(&r->state, &loss, &acc))
+        snprintf(metrics, sizeof metrics, ", loss %.4f, accuracy %.4f", loss, acc);
+    log_info("global step %llu/%llu, %u workers alive%s%s", (unsigned long long)step,
+             (unsigned long long)target, master_live_workers(&r->state, now), metrics, rate_eta);
+    if (dt >= 0.5) {
+        r->log_step = step;
+        r->log_time = now;
+    }
+}
+
 static int serve(master_run_t *r) {
     r->summary_time = r->started;
     events_sink_init(&r->events, r->d->cfg.checkpoint.model_dir, "training scalars");
     r->summary_step = r->ckpt.last_step;
     if (checkpointer_training_over(&r->ckpt, master_target(&r->state)))
         return already_done(r);
+    r->log_step = r->ckpt.last_step;
+    r->log_time = ps_now();
     double last_log = 0.0;
     while (!daemon_stop_signal) {
         int64_t step = psclient_poll_step(r->ps, 1.0);
@@ -262,9 +304,7 @@ static int serve(master_run_t *r) {
             maybe_summary(r, (uint64_t)step);
         }
         if (ps_now() - last_log >= r->d->cfg.log.every_secs && step >= 0) {
-            log_info("global step %lld/%llu, %u workers alive", (long long)step,
-                     (unsigned long long)master_target(&r->state),
-                     master_live_workers(&r->state, ps_now()));
+            log_progress(r, (uint64_t)step);
             last_log = ps_now();
         }
         ps_sleep(0.1);
@@ -283,6 +323,8 @@ static int start(master_run_t *r) {
     int rc = start_server(r);
     if (rc == 0)
         rc = load_data(r);
+    if (rc == 0 && daemon_record_config(d, err, sizeof err))
+        log_warn("the run's record: %s", err);
     if (rc == 0 && daemon_optim_config(&r->optim, &d->cfg, err, sizeof err)) {
         log_error("%s", err);
         rc = EXIT_USAGE;
@@ -302,6 +344,10 @@ static int start(master_run_t *r) {
     master_set_target(&r->state, target_steps(r));
     log_info("target %llu global steps (%s mode)", (unsigned long long)master_target(&r->state),
              d->cfg.train.mode);
+    if (r->ckpt.last_step > 0 && !checkpointer_training_over(&r->ckpt, master_target(&r->state)))
+        log_info("resumed from ckpt-%llu (step %llu of %llu)",
+                 (unsigned long long)r->ckpt.last_step, (unsigned long long)r->ckpt.last_step,
+                 (unsigned long long)master_target(&r->state));
     return 0;
 }
 
@@ -318,6 +364,19 @@ static void stop(master_run_t *r) {
     dataset_free(&r->test);
 }
 
+/* Stopped by a signal while the evaluator is busy: the checkpoint is taken,
+ * and an evaluation of the CNN can outlast the grace a supervisor gives
+ * (stop.sh's 10 s, then SIGKILL). The master returns without joining it;
+ * the evaluator's thread, the model, the test set and the state it reads
+ * are left to the process's exit, which follows at once. */
+static bool leave_evaluation(master_run_t *r) {
+    if (!daemon_stop_signal || !r->ev || evaluator_idle(r->ev))
+        return false;
+    log_info("stopping during an evaluation: not waiting for it");
+    events_sink_close(&r->events);
+    return true;
+}
+
 int master_run(daemon_t *d) {
     master_run_t *r = xcalloc(1, sizeof *r);
     r->d = d;
@@ -331,6 +390,8 @@ int master_run(daemon_t *d) {
     rc = start(r);
     if (rc == 0)
         rc = serve(r);
+    if (leave_evaluation(r))
+        return rc;
     stop(r);
     model_free(&r->model);
     free(r);

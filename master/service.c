@@ -85,6 +85,9 @@ static void fill_member(Pstrain__Member *out, const member_t *x, double now) {
     out->step = x->step;
     out->incarnation = x->incarnation;
     out->pid = x->pid;
+    out->examples = x->examples;
+    out->loss = x->loss;
+    out->accuracy = x->accuracy;
 }
 
 static void handle_status(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {

@@ -14,6 +14,7 @@
 # With PyTorch installed it prints PyTorch's figures beside pstrain's
 # (--no-pytorch skips them). Other arguments go to pstrain-bench-compute
 # (--batch, --threads, --model, --steps, --reps).
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

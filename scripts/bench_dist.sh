@@ -6,6 +6,7 @@
 # Both with the same compute threads (--threads, default: all CPUs).
 # --set KEY=VALUE goes to the cluster (e.g. rpc.stream=false: tensors over
 # gRPC instead of the PS's tensor stream).
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

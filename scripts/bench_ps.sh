@@ -6,6 +6,7 @@
 # another host) and gRPC (the stream off, or TLS on). Arguments go to
 # pstrain-bench-ps (--sizes, --reps; --tcp or --grpc runs that transport
 # alone). The raw gRPC layer alone: build/pstrain-bench-rpc.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

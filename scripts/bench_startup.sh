@@ -2,6 +2,7 @@
 # Start-up: milliseconds from exec to a listening port for pstrain-ps and
 # pstrain-master (the CNN, defaults), median of --reps starts each, polling
 # the port with connect() every millisecond or so.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Configures and builds pstrain into build/ (or $PSTRAIN_BUILD); incremental.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${PSTRAIN_BUILD:-$root/build}

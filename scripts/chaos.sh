@@ -12,6 +12,7 @@
 # must be refused if the manifest still names it.
 #   scripts/chaos.sh [--kills N] [--secs S] [--every-min S] [--every-max S]
 #                    [--corrupt] [train_local_dist.sh args...]
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"
@@ -58,13 +59,15 @@ with open(p, "r+b") as f:
 print(ck + "/" + name)
 PY
 }
-"$root/scripts/train_local_dist.sh" "${args[@]}" > "$runlogs.chaos.out" 2>&1 &
+# Its own files go in runlogs/ (chaos.out, chaos.kills), never the checkout's root.
+mkdir -p "$runlogs"
+"$root/scripts/train_local_dist.sh" --no-restart "${args[@]}" > "$runlogs/chaos.out" 2>&1 &
 run=$!
 for _ in $(seq 1 100); do [ -f "$runlogs/master0.pid" ] && break; sleep 0.1; done
 sleep 2
 start=$(date +%s)
 n=0
-kills_file=$runlogs.chaos.kills
+kills_file=$runlogs/chaos.kills
 : > "$kills_file"
 while [ "$n" -lt "$kills" ] && [ $(($(date +%s) - start)) -lt "$secs" ] && alive "$run"; do
   sleep "$(awk -v a="$every_min" -v b="$every_max" 'BEGIN { srand(); printf "%.2f", a + rand() * (b - a) }')"
@@ -88,14 +91,14 @@ done
 status=0
 wait "$run" || status=$?
 echo "chaos: $n kills; training $([ $status -eq 0 ] && echo finished || echo FAILED: status $status)"
-tail -1 "$runlogs.chaos.out"
+tail -1 "$runlogs/chaos.out"
 python3 "$root/scripts/chaos_report.py" "$runlogs" "$kills_file" | sed 's/^/chaos: /'
 bad=0
 for step in $(python3 -c "import json,sys; print(*json.load(open(sys.argv[1]))['kept_steps'])" "$model_dir/checkpoint"); do
-  if ! "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs.chaos.export" > /dev/null 2> "$runlogs.chaos.err"; then
+  if ! "$root/build/pstrain" export --checkpoint "$model_dir/ckpt-$step" --out "$runlogs/chaos.export" > /dev/null 2> "$runlogs/chaos.err"; then
     case ${corrupted:-} in
       ckpt-$step/*)
-        echo "chaos: ckpt-$step (bits flipped on purpose) is refused: $(tail -1 "$runlogs.chaos.err")"
+        echo "chaos: ckpt-$step (bits flipped on purpose) is refused: $(tail -1 "$runlogs/chaos.err")"
         refused=1
         ;;
       *) echo "chaos: ckpt-$step does not load"; bad=1 ;;
@@ -106,6 +109,6 @@ if [ -n "${corrupted:-}" ]; then
   seen=$(cat "$runlogs"/*.log | grep -c "$corrupted: " || true)
   echo "chaos: $seen log lines name $corrupted"
 fi
-rm -rf "$runlogs.chaos.export"
+rm -rf "$runlogs/chaos.export"
 [ "$bad" -eq 0 ] && echo "chaos: every checkpoint in the manifest loads${refused:+, but the one with bits flipped}"
 exit $((status != 0 || bad != 0))

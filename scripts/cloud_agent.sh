@@ -150,6 +150,7 @@ case "$cmd" in
   status) cmd_status "$@" ;;
   stop) cmd_stop "$@" ;;
   restart) cmd_restart "$@" ;;
+  -h | --help) sed -n '2,/^[^#]/p' "$0" | sed '/^[^#]/d; s/^# \{0,1\}//' ;;
   *)
     echo "pstrain-agent: unknown command \"$cmd\" (want start, status, stop or restart)" >&2
     exit 2

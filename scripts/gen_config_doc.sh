@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Writes docs/configuration.md from the config table (build/pstrain config),
 # so that the document and --help never disagree; tests/docs_config.sh checks.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}

@@ -9,6 +9,7 @@
 #
 # Where: $PSTRAIN_PEERS_VENV, or ~/.cache/pstrain/peers-venv. A lock file
 # beside it lets concurrent tests share one install.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 
 case "${1:-}" in

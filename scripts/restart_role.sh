@@ -4,6 +4,7 @@
 # PSTRAIN_STOP_GRACE seconds), then starts it again with the same TF_CONFIG
 # and flags (runlogs/<role><index>.cmd), appending to the same log.
 #   scripts/restart_role.sh ROLE INDEX      e.g. scripts/restart_role.sh ps 1
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/alive.sh"

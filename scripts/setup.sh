@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package that pstrain's build, tests and default data
 # need. Idempotent: installs only what is missing and says what that is.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 
 packages=(
@@ -22,6 +23,7 @@ packages=(
   iproute2                               # ip netns: the multi-host test's "VMs"
   systemd                                # systemd-analyze verify of deploy/systemd's units
   clang libclang-rt-14-dev               # the TSan build; libFuzzer for scripts/fuzz.sh
+  chromium                               # the report test renders pstrain report's HTML headless
 )
 
 missing=()

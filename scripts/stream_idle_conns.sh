@@ -10,6 +10,7 @@
 #     train_local_dist.sh: 1 PS, 2 workers, the MLP for 3 epochs, the TCP
 #     stream on) until the PS exits at the end of training: its most threads
 #     while holding them, the run's accuracy, the PS's last log line.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cluster=0

@@ -2,6 +2,7 @@
 # Installs what is missing, builds, runs every test, then the unit tests again
 # under AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests and the
 # cluster test under ThreadSanitizer, and checks formatting.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

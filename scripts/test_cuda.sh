@@ -6,6 +6,7 @@
 # that finds no usable GPU is reported as skipped, never as passed; with
 # --require-gpu any skip fails the run. CUDA_VISIBLE_DEVICES picks the GPU.
 #   scripts/test_cuda.sh [--require-gpu]
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -32,6 +32,7 @@
 # default "ssh -o BatchMode=yes"), PSTRAIN_REMOTE_DIR, PSTRAIN_BUILD (the build
 # to copy; default: build/, built first), PSTRAIN_CLOUD_LOGS (default
 # runlogs/cloud), PSTRAIN_STOP_GRACE (seconds before SIGKILL, 10).
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 

@@ -2,6 +2,7 @@
 # Trains the default model (the Keras MNIST CNN on Fashion-MNIST) on the CPU
 # in one process, then prints the final test metrics. Extra arguments go to
 # pstrain-worker, e.g.: scripts/train_local_cpu.sh --set train.epochs=1
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

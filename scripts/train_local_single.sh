@@ -7,6 +7,7 @@
 # with exit 69 and one line saying why when the GPU is not usable. Extra
 # arguments go to pstrain-worker, e.g.
 #   scripts/train_local_single.sh 0 --set train.batch_size=256
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -23,7 +23,7 @@ loads() { # loads STEP: the checkpoint of STEP loads
   rm -rf "$tmp/x"
 }
 
-PSTRAIN_FAILPOINT=ps1:safetensors_write@3 "$root/scripts/train_local_dist.sh" \
+PSTRAIN_FAILPOINT=ps1:safetensors_write@3 "$root/scripts/train_local_dist.sh" --no-restart \
   --set model=mlp --set train.epochs=2 --set checkpoint.every_steps=150 --set checkpoint.keep=10 \
   --set cluster.heartbeat_secs=0.5 --set cluster.dead_after_secs=2 \
   --set checkpoint.model_dir="$dir" > "$tmp/run.out" 2>&1 &

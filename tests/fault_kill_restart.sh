@@ -74,7 +74,7 @@ calm() {
   local dir=$tmp/calm-$1
   if [ ! -f "$dir/eval_results.json" ]; then
     rm -rf "$tmp/runlogs"
-    "$root/scripts/train_local_dist.sh" "${args[@]}" $(mode_args "$1") \
+    "$root/scripts/train_local_dist.sh" --no-restart "${args[@]}" $(mode_args "$1") \
       --set checkpoint.model_dir="$dir" > "$tmp/calm-$1.out" 2>&1 ||
       fail "undisturbed $1 run: $(tail -5 "$tmp/calm-$1.out")"
     checkpoints_load "$dir"
@@ -90,7 +90,7 @@ disturbed() {
   [ "$role" = master ] && index=0
   calm=$(calm "$mode")
   rm -rf "$tmp/runlogs"
-  "$root/scripts/train_local_dist.sh" "${args[@]}" $(mode_args "$mode") \
+  "$root/scripts/train_local_dist.sh" --no-restart "${args[@]}" $(mode_args "$mode") \
     --set checkpoint.model_dir="$dir" > "$tmp/$role.out" 2>&1 &
   local run=$!
   wait_step 600

@@ -20,6 +20,7 @@
 #include "common/train/export.h"
 #include "common/formats/image.h"
 #include "common/formats/safetensors.h"
+#include "common/train/results.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
 #include "kernels/backend.h"
@@ -100,6 +101,21 @@ static void print_metrics(uint64_t step, const eval_metrics_t *em) {
     printf("\n");
 }
 
+/* The confusion matrix, one row per true class (with its name when known),
+ * one column per predicted class. */
+static void print_confusion(const eval_metrics_t *em, const char *const *names) {
+    printf("confusion matrix (rows: true class, columns: predicted class):\n%-16s", "");
+    for (size_t p = 0; p < em->nclasses; p++)
+        printf(" %5zu", p);
+    printf("\n");
+    for (size_t c = 0; c < em->nclasses; c++) {
+        printf("%2zu %-13.13s", c, names ? names[c] : "");
+        for (size_t p = 0; p < em->nclasses; p++)
+            printf(" %5zu", em->confusion[c * em->nclasses + p]);
+        printf("\n");
+    }
+}
+
 int cmd_evaluate(int argc, char **argv) {
     config_t cfg;
     config_defaults(&cfg);
@@ -140,6 +156,7 @@ int cmd_evaluate(int argc, char **argv) {
     eval_metrics_t em;
     trainer_evaluate(t, params, &test, (size_t)cfg.eval.batch_size, &em);
     print_metrics(step, &em);
+    print_confusion(&em, results_default_class_names(cfg.data.dir, em.nclasses));
     eval_metrics_free(&em);
     trainer_free(t);
     dataset_free(&test);

@@ -1,8 +1,11 @@
 /* pstrain: the user's command-line tool: the model's summary, the cluster's
  * status, the configuration keys, and export, evaluate, predict and inspect
  * of trained models (tools/models.c). */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/base/log.h"
 #include "common/daemon/config.h"
@@ -13,6 +16,7 @@
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
 #include "tools/models.h"
+#include "tools/status.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -20,9 +24,15 @@ static void usage(FILE *out) {
             "commands:\n"
             "  summary [--model NAME|FILE]  print the model's layer table, as Keras's\n"
             "                               model.summary() does (default model: cnn)\n"
-            "  status --master HOST:PORT [--set tls.ca=...]\n"
+            "  status [--master HOST:PORT] [--set tls.ca=...]\n"
             "                               the master's view of the cluster: every role,\n"
-            "                               its state and step, and the global step\n"
+            "                               its state, step, loss and accuracy, and the\n"
+            "                               global step; without --master, the local\n"
+            "                               cluster's (runlogs/master.addr, or\n"
+            "                               $PSTRAIN_RUNLOGS); \"no cluster running\" if none\n"
+            "  top [--master HOST:PORT] [--interval SECS] [--count N]\n"
+            "                               the same, refreshed in place every SECS (2)\n"
+            "                               with images/s and ETA, until training ends\n"
             "  export --checkpoint DIR --out DIR\n"
             "                               write a checkpoint (or a model_dir's latest) as\n"
             "                               an export: model.json + weights.safetensors\n"
@@ -35,6 +45,11 @@ static void usage(FILE *out) {
             "  inspect PATH                 the manifest, files, metadata and tensors of a\n"
             "                               model_dir, checkpoint, export or .safetensors,\n"
             "                               and whether each file's checksums verify\n"
+            "  sweep SPEC [--out DIR]       a hyper-parameter sweep of runs (docs/sweeps.md):\n"
+            "                               a results table, results.csv, training_log.md\n"
+            "  report MODEL_DIR... [--out FILE]\n"
+            "                               one self-contained HTML page: curves, confusion\n"
+            "                               matrix, per-class accuracy, cluster timeline\n"
             "  config                       list every configuration key: type, default,\n"
             "                               range and meaning (docs/configuration.md)\n"
             "  version                      print the version\n"
@@ -67,83 +82,21 @@ static int cmd_summary(int argc, char **argv) {
     return EXIT_OK;
 }
 
-static void print_status(const Pstrain__StatusResponse *r) {
-    printf("global step %llu of %llu%s\n", (unsigned long long)r->global_step,
-           (unsigned long long)r->target_steps, r->done ? " (training is over)" : "");
-    if (r->final_accuracy >= 0)
-        printf("final test loss %.4f accuracy %.4f\n", r->final_loss, r->final_accuracy);
-    printf("%-10s %-22s %-8s %-8s %-10s %s\n", "ROLE", "ADDRESS", "STATE", "PID", "LAST BEAT",
-           "STEP");
-    for (size_t i = 0; i < r->n_members; i++) {
-        const Pstrain__Member *m = r->members[i];
-        /* What the master says is a peer's: escaped before the terminal. */
-        char name[32], beat[32], role[32], addr[128], state[32];
-        snprintf(name, sizeof name, "%s%u", log_escape(m->role, role, sizeof role), m->index);
-        if (m->last_beat_secs >= 0)
-            snprintf(beat, sizeof beat, "%.1fs ago", m->last_beat_secs);
-        else
-            snprintf(beat, sizeof beat, "never");
-        printf("%-10s %-22s %-8s %-8d %-10s %llu\n", name,
-               log_escape(m->address, addr, sizeof addr), log_escape(m->state, state, sizeof state),
-               m->pid, beat, (unsigned long long)m->step);
-    }
-}
-
-static int cmd_status(int argc, char **argv) {
-    config_t cfg;
-    char err[PS_ERRLEN];
-    config_defaults(&cfg);
-    argc++, argv--; /* config_parse_args keeps argv[0] */
-    if (config_parse_args(&cfg, &argc, argv, err, sizeof err)) {
-        log_print(stderr, "pstrain status: %s", err);
-        return EXIT_USAGE;
-    }
-    const char *master = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--master") && i + 1 < argc)
-            master = argv[++i];
-        else if (!strncmp(argv[i], "--master=", 9))
-            master = argv[i] + 9;
-        else {
-            fprintf(stderr,
-                    "pstrain status: unknown argument \"%s\" (usage: pstrain status "
-                    "--master HOST:PORT)\n",
-                    argv[i]);
-            return EXIT_USAGE;
-        }
-    }
-    if (!master) {
-        fprintf(stderr, "pstrain status: --master HOST:PORT is required\n");
-        return EXIT_USAGE;
-    }
-    rpc_options_t o = daemon_rpc_options(&cfg);
-    rpc_channel_t *ch;
-    if (rpc_channel_create(&ch, master, &o, err, sizeof err)) {
-        log_print(stderr, "pstrain status: %s", err);
-        return EXIT_USAGE;
-    }
-    Pstrain__StatusRequest req = PSTRAIN__STATUS_REQUEST__INIT;
-    uint8_t buf[16];
-    size_t len = pstrain__status_request__pack(&req, buf);
-    rpc_buf_t resp = {0};
-    int rc = EXIT_OK;
-    if (rpc_call(ch, "/pstrain.Master/Status", buf, len, cfg.rpc.deadline_secs, &resp, err,
-                 sizeof err) != RPC_OK) {
-        log_print(stderr, "pstrain status: %s", err);
-        rc = EXIT_UNAVAILABLE;
-    } else {
-        Pstrain__StatusResponse *r = pstrain__status_response__unpack(NULL, resp.len, resp.data);
-        if (!r) {
-            fprintf(stderr, "pstrain status: %s sent a malformed StatusResponse\n", master);
-            rc = EXIT_DATAERR;
-        } else {
-            print_status(r);
-            pstrain__status_response__free_unpacked(r, NULL);
-        }
-    }
-    rpc_buf_free(&resp);
-    rpc_channel_destroy(ch);
-    return rc;
+/* sweep and report are Python programs of the source tree's scripts/
+ * (PSTRAIN_SCRIPTS overrides where): run with the arguments given. */
+static int run_script(const char *name, int argc, char **argv) {
+    const char *dir = getenv("PSTRAIN_SCRIPTS");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir && dir[0] ? dir : PSTRAIN_SCRIPTS_DIR, name);
+    char **args = xcalloc((size_t)argc + 3, sizeof *args);
+    args[0] = "python3";
+    args[1] = path;
+    for (int i = 0; i < argc; i++)
+        args[i + 2] = argv[i];
+    execvp("python3", args);
+    fprintf(stderr, "pstrain: cannot run python3 %s: %s\n", path, strerror(errno));
+    free(args);
+    return EXIT_USAGE;
 }
 
 int main(int argc, char **argv) {
@@ -164,6 +117,12 @@ int main(int argc, char **argv) {
         return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "status"))
         return cmd_status(argc - 2, argv + 2);
+    if (!strcmp(cmd, "top"))
+        return cmd_top(argc - 2, argv + 2);
+    if (!strcmp(cmd, "sweep"))
+        return run_script("sweep.py", argc - 2, argv + 2);
+    if (!strcmp(cmd, "report"))
+        return run_script("report.py", argc - 2, argv + 2);
     if (!strcmp(cmd, "config")) {
         config_print_help(stdout);
         return EXIT_OK;

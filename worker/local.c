@@ -9,6 +9,7 @@
 #include <limits.h>
 
 #include "common/daemon/daemon.h"
+#include "common/daemon/record.h"
 #include "common/train/checkpoint.h"
 #include "common/data/dataset.h"
 #include "common/base/exitcode.h"
@@ -192,7 +193,8 @@ static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, 
                              .epoch = epoch,
                              .elapsed_secs = elapsed,
                              .train_loss = progress_loss(&es->means),
-                             .train_accuracy = progress_accuracy(&es->means)};
+                             .train_accuracy = progress_accuracy(&es->means),
+                             .class_names = results_default_class_names(c->data.dir, em.nclasses)};
     events_sink_eval(&L->eval_events, step, em.loss, em.accuracy);
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     eval_metrics_free(&em);
@@ -334,6 +336,8 @@ int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t 
         teardown(&L);
         return rc;
     }
+    if (daemon_record_run(cfg, "pstrain-worker", NULL, err, sizeof err))
+        log_warn("the run's record: %s", err);
     log_info("model %s: %zu parameters; %zu training and %zu test examples; batch %lld on %zu "
              "%s thread%s; %zu steps per epoch",
              cfg->model, L.model.nparams, L.train.n, L.test.n, (long long)cfg->train.batch_size,

@@ -324,6 +324,7 @@ void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, siz
     out->nclasses = t->m->nclasses;
     out->class_total = xcalloc(out->nclasses, sizeof(size_t));
     out->class_correct = xcalloc(out->nclasses, sizeof(size_t));
+    out->confusion = xcalloc(out->nclasses * out->nclasses, sizeof(size_t));
     set_params(t, params);
     batch_size = PS_MIN(batch_size, t->max_batch);
     double loss_sum = 0.0;
@@ -350,6 +351,8 @@ void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, siz
                 continue;
             out->class_total[label]++;
             out->class_correct[label] += t->pred[i] == t->ybuf[i];
+            if (t->pred[i] >= 0 && (size_t)t->pred[i] < out->nclasses)
+                out->confusion[label * out->nclasses + (size_t)t->pred[i]]++;
         }
     }
     out->n = d->n;
@@ -360,7 +363,8 @@ void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, siz
 void eval_metrics_free(eval_metrics_t *e) {
     free(e->class_total);
     free(e->class_correct);
-    e->class_total = e->class_correct = NULL;
+    free(e->confusion);
+    e->class_total = e->class_correct = e->confusion = NULL;
 }
 
 uint64_t trainer_target_steps(int64_t max_steps, int64_t epochs, size_t train_examples,

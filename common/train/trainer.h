@@ -82,6 +82,7 @@ typedef struct {
     size_t nclasses;
     size_t *class_total;   /* [nclasses] examples per true class */
     size_t *class_correct; /* [nclasses] */
+    size_t *confusion;     /* [nclasses][nclasses]: row the true class, column the predicted */
 } eval_metrics_t;
 
 /* Loss and accuracy (also per class) of the model on a whole data set, in

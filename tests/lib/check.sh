@@ -88,3 +88,7 @@ read_model_events() {
   "$py" "$lib/read_events.py" "$tmp/pb" "$1"/eval/events.out.tfevents.* > "$tmp/eval.ev" ||
     fail "eval events of $1 do not decode"
 }
+
+# The tests' runs of scripts/train_local_dist.sh append to a training log in
+# the test's own folder, never to the checkout's training_log.md.
+if [ -n "${tmp:-}" ]; then export PSTRAIN_TRAINING_LOG=$tmp/training_log.md; fi
