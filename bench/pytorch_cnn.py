@@ -9,7 +9,12 @@ With --device cuda the model and batch live on the GPU and it prints
     pytorch device=cuda batch=B images_per_sec=X gflops=Y
 with PyTorch's defaults (TF32 convolutions, cuDNN's heuristics), then a
 line with cudnn.benchmark on (cuDNN timing its algorithms, as pstrain
-does), marked benchmark=on."""
+does), marked benchmark=on.
+With --infer it times inference instead (eval mode, no autograd, batch
+1000 unless --batch says otherwise), as pstrain-bench-compute --infer:
+    pytorch infer threads=N batch=B images_per_sec=X
+--about prints one line of what this PyTorch runs on: version, the CPU
+capability its kernels were dispatched for, BLAS, oneDNN and its ISA cap."""
 import argparse
 import statistics
 import time
@@ -60,6 +65,38 @@ def run(threads, batch, steps, reps, device="cpu"):
     return statistics.median(rates)
 
 
+def run_infer(threads, batch, reps):
+    """Median images/s of forward passes on one batch, as `pstrain evaluate`."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = cnn().eval()
+    x = torch.rand(batch, 1, 28, 28)
+    rates = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model(x)
+            rates.append(batch / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def about():
+    """One line: version, kernels' CPU capability, BLAS and oneDNN."""
+    cfg = torch.__config__.show()
+    cpu = getattr(torch.backends, "cpu", None)  # 2.x only
+    cap = cpu.get_cpu_capability() if cpu else next(
+        (ln.split(":")[1].strip() for ln in cfg.splitlines() if "CPU capability" in ln), "?")
+    blas = next((w.split("=")[1].rstrip(",") for w in cfg.split() if w.startswith("BLAS_INFO=")),
+                "?")
+    dnn = next((ln.strip(" -") for ln in cfg.splitlines() if "MKL-DNN" in ln or "oneDNN" in ln),
+               "no oneDNN")
+    import os
+    print("# pytorch %s capability=%s blas=%s mkldnn=%s (%s) ONEDNN_MAX_CPU_ISA=%s" %
+          (torch.__version__, cap, blas, torch.backends.mkldnn.is_available(), dnn,
+           os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")), flush=True)
+
+
 def main_cuda(a):
     steps = a.steps if a.steps else 200
     print("# pytorch %s device=cuda %s batch=%d (median of %d x %d steps)" %
@@ -79,7 +116,19 @@ def main():
     p.add_argument("--steps", type=int, default=0, help="default: 40 on the CPU, 200 on a GPU")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--infer", action="store_true")
+    p.add_argument("--about", action="store_true")
     a = p.parse_args()
+    if a.about:
+        about()
+        return
+    if a.infer:
+        batch = a.batch if a.batch != 64 else 1000
+        for t in a.threads.split(","):
+            ips = run_infer(int(t), batch, a.reps)
+            print("pytorch infer threads=%s batch=%d images_per_sec=%.0f" % (t, batch, ips),
+                  flush=True)
+        return
     if a.device == "cuda":
         main_cuda(a)
         return
