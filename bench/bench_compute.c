@@ -10,7 +10,8 @@
  * --infer times `pstrain evaluate`'s path instead (trainer_evaluate on
  * one batch of bytes, batch 1000 unless --batch says otherwise):
  *   infer threads=N batch=B images_per_sec=X
- * --layers prints each layer's ops on one thread instead (bench_layers.c). */
+ * --layers prints each layer's ops on one thread instead (bench_layers.c);
+ * --about only the device line (the CPU's kernels). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@ typedef struct {
     const char *threads;
     const char *data_dir;
     const char *device;
-    bool infer, layers;
+    bool infer, layers, about;
 } bench_opts_t;
 
 static int parse_opts(bench_opts_t *o, int argc, char **argv) {
@@ -46,8 +47,8 @@ static int parse_opts(bench_opts_t *o, int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t x;
-        if (!strcmp(a, "--infer") || !strcmp(a, "--layers")) {
-            *(a[2] == 'i' ? &o->infer : &o->layers) = true;
+        if (!strcmp(a, "--infer") || !strcmp(a, "--layers") || !strcmp(a, "--about")) {
+            *(a[2] == 'i' ? &o->infer : a[2] == 'l' ? &o->layers : &o->about) = true;
             i--; /* a flag: no value */
         } else if (!strcmp(a, "--model") && v)
             o->model = v;
@@ -63,7 +64,7 @@ static int parse_opts(bench_opts_t *o, int argc, char **argv) {
         else {
             fprintf(stderr, "usage: pstrain-bench-compute [--model NAME|FILE] [--batch N] "
                             "[--threads 1,2] [--steps N] [--reps N] [--data DIR] "
-                            "[--device cpu|gpu|auto] [--infer] [--layers]\n");
+                            "[--device cpu|gpu|auto] [--infer] [--layers] [--about]\n");
             return -1;
         }
     }
@@ -294,6 +295,10 @@ int main(int argc, char **argv) {
     if (backend_open(o.device, &dev, err, sizeof err)) {
         fprintf(stderr, "pstrain-bench-compute: %s\n", err);
         return 69; /* EXIT_NODEVICE */
+    }
+    if (o.about) { /* the device and kernels, for bench_compute.sh's header */
+        printf("device=\"%s\"\n", dev.about);
+        return 0;
     }
     if (dev.why_cpu[0])
         fprintf(stderr, "pstrain-bench-compute: device=auto: no usable GPU (%s); using the CPU\n",
