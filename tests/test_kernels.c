@@ -157,13 +157,15 @@ static void check_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alp
 }
 
 /* Sizes around the product kernels' tiles (6 rows by 16-float vectors for
- * AVX-512, by 8-float ones for AVX2; k in blocks of 128), and n that they
- * leave to OpenBLAS (not a multiple of 16, or of 8). */
+ * AVX-512, by 8-float ones for AVX2; k in blocks of 128), k from 1024 on
+ * (a copied into panels), and n that they leave to OpenBLAS (not a
+ * multiple of 16, or of 8). */
 static void check_gemm_sizes(void) {
-    size_t dims[][3] = {{1, 1, 1},     {5, 7, 3},     {33, 17, 65},  {64, 128, 300}, {7, 16, 1},
-                        {13, 48, 130}, {8, 80, 257},  {6, 32, 128},  {11, 112, 12},  {32, 128, 9},
-                        {2, 64, 1000}, {301, 16, 3},  {1100, 32, 5}, {9, 8, 129},    {7, 24, 33},
-                        {19, 40, 2},   {12, 288, 64}, {3, 72, 300}};
+    size_t dims[][3] = {{1, 1, 1},      {5, 7, 3},     {33, 17, 65},  {64, 128, 300}, {7, 16, 1},
+                        {13, 48, 130},  {8, 80, 257},  {6, 32, 128},  {11, 112, 12},  {32, 128, 9},
+                        {2, 64, 1000},  {301, 16, 3},  {1100, 32, 5}, {9, 8, 129},    {7, 24, 33},
+                        {19, 40, 2},    {12, 288, 64}, {3, 72, 300},  {13, 32, 1500}, {7, 24, 2100},
+                        {20, 128, 1024}};
     float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}};
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
         for (int t = 0; t < 4; t++)

@@ -48,6 +48,37 @@ static char name[64];
  * for AVX-512) stays in L1 while every row tile of c passes over it. */
 #define TILE_K 128
 
+/* Rows of a this many floats apart or more are copied into a panel first:
+ * a tile reads one cache line from each of its 6 rows, and rows 4 KiB or
+ * more apart (the dense layer's 12544 inputs) fall in a handful of L1 sets
+ * and evict each other; the CNN's dense forward ran at a third of the
+ * kernel's speed. A conv's im2col rows (K floats) are read in place. */
+#define PACK_STRIDE 1024
+
+/* Whether the product reads a through a panel. */
+static bool mm_packs(const mm_t *p) {
+    return p->acs == 1 && p->ars >= PACK_STRIDE;
+}
+
+/* panel[l * mr + r] = A(i + r, l0 + l) for a tile's mr rows and kc steps,
+ * and *q the product of that tile alone (rows [i, i + mr) of c, k block
+ * l0) reading it: the same sums in the same order as without the panel. */
+static void pack_panel(float *panel, mm_t *q, const mm_t *p, size_t i, size_t mr, size_t l0,
+                       size_t kc) {
+    const float *a = p->a + i * p->ars + l0;
+    for (size_t r = 0; r < mr; r++)
+        for (size_t l = 0; l < kc; l++)
+            panel[l * mr + r] = a[r * p->ars + l];
+    *q = *p;
+    q->a = panel;
+    q->ars = 1;
+    q->acs = mr;
+    q->b = p->b + l0 * p->ldb;
+    q->c = p->c + i * p->ldc;
+    q->m = mr;
+    q->k = kc;
+}
+
 /* ---- AVX-512: tiles of up to 6 rows by 4 x 16 floats (24 registers) ---- */
 
 #define AVX512_VECS 4
@@ -110,8 +141,28 @@ AVX512 static void tile512_any(const mm_t *p, size_t i, size_t j, size_t l0, siz
     }
 }
 
+/* mm_avx512 with a copied into a panel per row tile (see mm_packs). */
+AVX512 static void mm_avx512_packed(const mm_t *p) {
+    float panel[TILE_K * TILE_ROWS];
+    for (size_t l0 = 0; l0 < p->k; l0 += TILE_K) {
+        size_t kc = min_size(TILE_K, p->k - l0);
+        float beta = l0 ? 1.0f : p->beta;
+        for (size_t i = 0; i < p->m; i += TILE_ROWS) {
+            int mr = (int)min_size(TILE_ROWS, p->m - i);
+            mm_t q;
+            pack_panel(panel, &q, p, i, (size_t)mr, l0, kc);
+            for (size_t j = 0; j < p->n; j += 16 * AVX512_VECS)
+                tile512_any(&q, 0, j, 0, kc, beta, mr, (int)min_size(AVX512_VECS, (p->n - j) / 16));
+        }
+    }
+}
+
 /* The whole product; n must be a multiple of 16. */
 AVX512 static void mm_avx512(const mm_t *p) {
+    if (mm_packs(p)) {
+        mm_avx512_packed(p);
+        return;
+    }
     for (size_t l0 = 0; l0 < p->k; l0 += TILE_K) {
         size_t kc = min_size(TILE_K, p->k - l0);
         float beta = l0 ? 1.0f : p->beta;
@@ -187,10 +238,30 @@ AVX2 static void tile256_any(const mm_t *p, size_t i, size_t j, size_t l0, size_
     }
 }
 
+/* mm_avx2 with a copied into a panel per row tile (see mm_packs). */
+AVX2 static void mm_avx2_packed(const mm_t *p) {
+    float panel[TILE_K * TILE_ROWS];
+    for (size_t l0 = 0; l0 < p->k; l0 += TILE_K) {
+        size_t kc = min_size(TILE_K, p->k - l0);
+        float beta = l0 ? 1.0f : p->beta;
+        for (size_t i = 0; i < p->m; i += TILE_ROWS) {
+            int mr = (int)min_size(TILE_ROWS, p->m - i);
+            mm_t q;
+            pack_panel(panel, &q, p, i, (size_t)mr, l0, kc);
+            for (size_t j = 0; j < p->n; j += 8 * AVX2_VECS)
+                tile256_any(&q, 0, j, 0, kc, beta, mr, (int)min_size(AVX2_VECS, (p->n - j) / 8));
+        }
+    }
+}
+
 /* The whole product; n must be a multiple of 8. The 16 columns of a tile
  * are a quarter of AVX-512's, so b's block (128 x 16 floats, 8 KiB) leaves
  * room in L1 for the rows of a that every tile of the column strip rereads. */
 AVX2 static void mm_avx2(const mm_t *p) {
+    if (mm_packs(p)) {
+        mm_avx2_packed(p);
+        return;
+    }
     for (size_t l0 = 0; l0 < p->k; l0 += TILE_K) {
         size_t kc = min_size(TILE_K, p->k - l0);
         float beta = l0 ? 1.0f : p->beta;
