@@ -2,7 +2,7 @@
 python3-torch) on data already in memory, batch 64, SGD lr 0.01 momentum 0.9.
 On the CPU it prints one line per thread count, in pstrain-bench-compute's
 format:
-    pytorch threads=N images_per_sec=X gflops=Y
+    pytorch threads=N images_per_sec=X gflops=Y images_per_cpu_sec=Z
 Run it with GLIBC_TUNABLES raising the mmap and trim thresholds and
 OPENBLAS_NUM_THREADS=1 (scripts/bench_compute.sh does), PyTorch's best here.
 With --device cuda the model and batch live on the GPU and it prints
@@ -55,14 +55,15 @@ def run(threads, batch, steps, reps, device="cpu"):
     for _ in range(3 if device == "cpu" else 20):
         step()
     sync()
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step()
         sync()
         rates.append(steps * batch / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        cpu_rates.append(steps * batch / (time.process_time() - c0))
+    return statistics.median(rates), statistics.median(cpu_rates)
 
 
 def run_infer(threads, batch, reps):
@@ -103,7 +104,7 @@ def main_cuda(a):
           (torch.__version__, torch.cuda.get_device_name(0), a.batch, a.reps, steps), flush=True)
     for bench in (False, True):
         torch.backends.cudnn.benchmark = bench
-        ips = run(1, a.batch, steps, a.reps, "cuda")
+        ips, _ = run(1, a.batch, steps, a.reps, "cuda")
         print("pytorch device=cuda batch=%d images_per_sec=%.0f gflops=%.1f%s" %
               (a.batch, ips, ips * TRAIN_MFLOP_PER_IMAGE / 1e3,
                " benchmark=on" if bench else ""), flush=True)
@@ -136,9 +137,9 @@ def main():
     print("# pytorch %s batch=%d (median of %d x %d steps)" % (torch.__version__, a.batch, a.reps,
                                                               a.steps), flush=True)
     for t in a.threads.split(","):
-        ips = run(int(t), a.batch, a.steps, a.reps)
-        print("pytorch threads=%s images_per_sec=%.0f gflops=%.1f" %
-              (t, ips, ips * TRAIN_MFLOP_PER_IMAGE / 1e3), flush=True)
+        ips, cpu_ips = run(int(t), a.batch, a.steps, a.reps)
+        print("pytorch threads=%s images_per_sec=%.0f gflops=%.1f images_per_cpu_sec=%.0f" %
+              (t, ips, ips * TRAIN_MFLOP_PER_IMAGE / 1e3, cpu_ips), flush=True)
 
 
 if __name__ == "__main__":

@@ -103,23 +103,29 @@ describe() {
   done < <(torches)
 }
 
-# One round: pstrain, then each PyTorch; lines "SIDE THREADS IMAGES_PER_SEC".
+# One round: pstrain, then each PyTorch; lines "SIDE THREADS IMAGES_PER_SEC
+# ROUND [IMAGES_PER_CPU_SEC]" (the last in training only).
 one_round() {
   local r=$1 flag=()
   [ "$mode" = infer ] && flag=(--infer)
   env "${ps_env[@]}" build/pstrain-bench-compute "${flag[@]}" "${args[@]}" | tee /dev/stderr |
     awk -v r="$r" '/^# model=/ { next } { for (i = 1; i <= NF; i++) { split($i, kv, "=");
-      v[kv[1]] = kv[2] } print "pstrain", v["threads"], v["images_per_sec"], r }'
+      v[kv[1]] = kv[2] } print "pstrain", v["threads"], v["images_per_sec"], r, v["images_per_cpu_sec"] }'
   while read -r name pybin; do
     run_torch "$pybin" bench/pytorch_cnn.py "${flag[@]}" "${targs[@]}" | tee /dev/stderr |
       awk -v r="$r" -v s="pytorch-$name" '/^pytorch / { for (i = 2; i <= NF; i++) {
-        split($i, kv, "="); v[kv[1]] = kv[2] } print s, v["threads"], v["images_per_sec"], r }'
+        split($i, kv, "="); v[kv[1]] = kv[2] } print s, v["threads"], v["images_per_sec"], r,
+        v["images_per_cpu_sec"] }'
   done < <(torches)
 }
 
-# The medians per side and thread count, and pstrain over the faster PyTorch.
+# The medians per side and thread count, and pstrain over the faster PyTorch;
+# with "cpu", of images per CPU-second (column 5) at one thread instead.
 summarize() {
-  sort -k1,1 -k2,2n -k3,3n "$1" | awk '
+  local col=3 tag=""
+  if [ "${2:-}" = cpu ]; then col=5 tag=" per CPU-second"; fi
+  awk -v c="$col" '$c != "" && (c == 3 || $2 == 1) { print $1, $2, $c }' "$1" |
+    sort -k1,1 -k2,2n -k3,3n | awk -v tag="$tag" '
     { key = $1 " " $2; vals[key] = vals[key] " " $3; n[key]++; side[$1] = 1; th[$2] = 1 }
     END {
       for (k in vals) { split(substr(vals[k], 2), a, " "); med[k] = a[int((n[k] + 1) / 2)] }
@@ -128,7 +134,8 @@ summarize() {
         best = 0; who = "-"
         for (s in side) if (s != "pstrain" && med[s " " t] + 0 > best) { best = med[s " " t]; who = s }
         if (best > 0 && med["pstrain " t] > 0)
-          printf "~ratio threads=%s pstrain/%s (the faster) = %.2f\n", t, who, med["pstrain " t] / best
+          printf "~ratio%s threads=%s pstrain/%s (the faster) = %.2f\n", tag, t, who,
+            med["pstrain " t] / best
       }
     }' | sort | sed 's/^~//'
 }
@@ -154,6 +161,11 @@ if [ "$device" = cpu ]; then
   echo "== $mode images/s, median of $rounds rounds; load now $(cut -d' ' -f1-3 /proc/loadavg)"
   printf "%-16s %-8s %-10s %s\n" side threads median "rounds (sorted)"
   summarize "$out"
+  if [ "$mode" = train ]; then
+    echo "== images per CPU-second at 1 thread (what a step costs, whatever share of the core"
+    echo "   the other jobs left), median of $rounds rounds"
+    summarize "$out" cpu
+  fi
   exit 0
 fi
 
