@@ -108,11 +108,11 @@ describe() {
 one_round() {
   local r=$1 flag=()
   [ "$mode" = infer ] && flag=(--infer)
-  env "${ps_env[@]}" build/pstrain-bench-compute "${flag[@]}" "${args[@]}" | tee /dev/stderr |
+  env "${ps_env[@]}" build/pstrain-bench-compute "${flag[@]}" "${args[@]}" | tee -a "$raw" |
     awk -v r="$r" '/^# model=/ { next } { for (i = 1; i <= NF; i++) { split($i, kv, "=");
       v[kv[1]] = kv[2] } print "pstrain", v["threads"], v["images_per_sec"], r, v["images_per_cpu_sec"] }'
   while read -r name pybin; do
-    run_torch "$pybin" bench/pytorch_cnn.py "${flag[@]}" "${targs[@]}" | tee /dev/stderr |
+    run_torch "$pybin" bench/pytorch_cnn.py "${flag[@]}" "${targs[@]}" | tee -a "$raw" |
       awk -v r="$r" -v s="pytorch-$name" '/^pytorch / { for (i = 2; i <= NF; i++) {
         split($i, kv, "="); v[kv[1]] = kv[2] } print s, v["threads"], v["images_per_sec"], r,
         v["images_per_cpu_sec"] }'
@@ -153,10 +153,13 @@ if [ "$device" = cpu ]; then
   have_torch || [ "$pypi" = 1 ] || [ "$pytorch" = 0 ] ||
     echo "# pytorch: Debian's not installed (apt-get install python3-torch)"
   out=$(mktemp)
-  trap 'rm -f "$out"' EXIT
+  raw=$(mktemp)
+  trap 'rm -f "$out" "$raw"' EXIT
   for r in $(seq 1 "$rounds"); do
     echo "== round $r/$rounds ($mode)"
+    : > "$raw"
     one_round "$r" >> "$out"
+    cat "$raw"
   done
   echo "== $mode images/s, median of $rounds rounds; load now $(cut -d' ' -f1-3 /proc/loadavg)"
   printf "%-16s %-8s %-10s %s\n" side threads median "rounds (sorted)"
