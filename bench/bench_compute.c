@@ -9,7 +9,7 @@
  *   device=gpu batch=B mode=gradient images_per_sec=X gflops=Y
  * --infer times `pstrain evaluate`'s path instead (trainer_evaluate on
  * one batch of bytes, batch 1000 unless --batch says otherwise):
- *   infer threads=N batch=B images_per_sec=X
+ *   infer threads=N batch=B images_per_sec=X images_per_cpu_sec=Z
  * --layers prints each layer's ops on one thread instead (bench_layers.c);
  * --about only the device line (the CPU's kernels). */
 #include <stdio.h>
@@ -214,25 +214,30 @@ static void fill_bytes(const bench_opts_t *o, const model_t *m, dataset_t *d) {
 }
 
 /* Median images/s of trainer_evaluate over one batch: the path `pstrain
- * evaluate` and the master's checkpoint evaluation run. */
+ * evaluate` and the master's checkpoint evaluation run; *per_cpu_s the
+ * median of images per CPU-second. */
 static double run_infer(const model_t *m, const bench_opts_t *o, const backend_t *be,
-                        size_t threads, const dataset_t *d) {
+                        size_t threads, const dataset_t *d, double *per_cpu_s) {
     float *params = xmalloc(m->nparams * sizeof(float));
     model_init_params(m, 42, params);
     trainer_t *t = trainer_create(m, be, threads, o->batch);
-    double *rates = xcalloc(o->reps, sizeof *rates);
+    double *rates = xcalloc(o->reps, sizeof *rates), *cpu_rates = xcalloc(o->reps, sizeof *rates);
     eval_metrics_t e;
     trainer_evaluate(t, params, d, o->batch, &e); /* first touches */
     eval_metrics_free(&e);
     for (size_t r = 0; r < o->reps; r++) {
-        double t0 = ps_now();
+        double t0 = ps_now(), c0 = cpu_now();
         trainer_evaluate(t, params, d, o->batch, &e);
         rates[r] = (double)d->n / (ps_now() - t0);
+        cpu_rates[r] = (double)d->n / (cpu_now() - c0);
         eval_metrics_free(&e);
     }
     qsort(rates, o->reps, sizeof *rates, cmp_double);
+    qsort(cpu_rates, o->reps, sizeof *rates, cmp_double);
     double median = rates[o->reps / 2];
+    *per_cpu_s = cpu_rates[o->reps / 2];
     free(rates);
+    free(cpu_rates);
     trainer_free(t);
     free(params);
     return median;
@@ -260,8 +265,9 @@ static int run_cpu_infer(const model_t *m, const bench_opts_t *o, const backend_
             rc = 2;
             break;
         }
-        double ips = run_infer(m, o, be, th, &d);
-        printf("infer threads=%zu batch=%zu images_per_sec=%.0f\n", th, o->batch, ips);
+        double cpu_ips, ips = run_infer(m, o, be, th, &d, &cpu_ips);
+        printf("infer threads=%zu batch=%zu images_per_sec=%.0f images_per_cpu_sec=%.0f\n", th,
+               o->batch, ips, cpu_ips);
         fflush(stdout);
     }
     free(list);

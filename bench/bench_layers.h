@@ -12,7 +12,8 @@
  * one line each:
  *   layer=NAME op=OP ms=X gflops=Y
  * (gflops only for the products), then the sum. The median of reps runs of
- * each op. Returns 0, or 2 when a buffer cannot be had. */
+ * each op, in the thread's CPU time (a shared machine's other jobs left out). Returns 0, or 2 when
+ * a buffer cannot be had. */
 int bench_layers(const model_t *m, const backend_t *be, size_t n, size_t reps);
 
 #endif

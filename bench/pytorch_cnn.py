@@ -12,7 +12,7 @@ line with cudnn.benchmark on (cuDNN timing its algorithms, as pstrain
 does), marked benchmark=on.
 With --infer it times inference instead (eval mode, no autograd, batch
 1000 unless --batch says otherwise), as pstrain-bench-compute --infer:
-    pytorch infer threads=N batch=B images_per_sec=X
+    pytorch infer threads=N batch=B images_per_sec=X images_per_cpu_sec=Z
 --about prints one line of what this PyTorch runs on: version, the CPU
 capability its kernels were dispatched for, BLAS, oneDNN and its ISA cap."""
 import argparse
@@ -72,14 +72,15 @@ def run_infer(threads, batch, reps):
     torch.manual_seed(0)
     model = cnn().eval()
     x = torch.rand(batch, 1, 28, 28)
-    rates = []
+    rates, cpu_rates = [], []
     with torch.no_grad():
         model(x)
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model(x)
             rates.append(batch / (time.perf_counter() - t0))
-    return statistics.median(rates)
+            cpu_rates.append(batch / (time.process_time() - c0))
+    return statistics.median(rates), statistics.median(cpu_rates)
 
 
 def about():
@@ -126,9 +127,9 @@ def main():
     if a.infer:
         batch = a.batch if a.batch != 64 else 1000
         for t in a.threads.split(","):
-            ips = run_infer(int(t), batch, a.reps)
-            print("pytorch infer threads=%s batch=%d images_per_sec=%.0f" % (t, batch, ips),
-                  flush=True)
+            ips, cpu_ips = run_infer(int(t), batch, a.reps)
+            print("pytorch infer threads=%s batch=%d images_per_sec=%.0f images_per_cpu_sec=%.0f" %
+                  (t, batch, ips, cpu_ips), flush=True)
         return
     if a.device == "cuda":
         main_cuda(a)

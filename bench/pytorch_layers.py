@@ -4,7 +4,8 @@ timed op by op on one thread at the same batch, in the same line format:
 forward is the layer's module (conv or linear, bias included in PyTorch);
 bias_act is the ReLU after it and bias_act_grad its backward; backward_data
 and backward_filter are torch.autograd.grad of the layer's output w.r.t.
-its input and its weights (with the bias). Layer names are Keras's, as
+its input and its weights (with the bias). Times are the thread's CPU time
+(with one thread PyTorch computes on the caller's), as pstrain's. Layer names are Keras's, as
 pstrain names them. Then the profiler's table of one whole training step
 (self CPU time per aten op), which is where PyTorch itself says its time
 goes. Run with the environment bench_compute.sh gives PyTorch."""
@@ -26,9 +27,9 @@ def median_ms(fn, reps):
     fn()
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.thread_time() - t0)
     return statistics.median(times) * 1e3
 
 
@@ -109,7 +110,8 @@ def main():
     torch.manual_seed(0)
     model = cnn()
     model.train()
-    print("# pytorch %s per-layer ops, batch %d on one thread, median of %d runs each" %
+    print("# pytorch %s per-layer ops, batch %d on one thread, median of %d runs each "
+          "(thread CPU time)" %
           (torch.__version__, a.batch, a.reps), flush=True)
     x = torch.rand(a.batch, 1, 28, 28)
     total = 0.0

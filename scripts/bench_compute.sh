@@ -104,7 +104,7 @@ describe() {
 }
 
 # One round: pstrain, then each PyTorch; lines "SIDE THREADS IMAGES_PER_SEC
-# ROUND [IMAGES_PER_CPU_SEC]" (the last in training only).
+# ROUND IMAGES_PER_CPU_SEC".
 one_round() {
   local r=$1 flag=()
   [ "$mode" = infer ] && flag=(--infer)
@@ -164,7 +164,7 @@ if [ "$device" = cpu ]; then
   echo "== $mode images/s, median of $rounds rounds; load now $(cut -d' ' -f1-3 /proc/loadavg)"
   printf "%-16s %-8s %-10s %s\n" side threads median "rounds (sorted)"
   summarize "$out"
-  if [ "$mode" = train ]; then
+  if [ "$mode" != layers ]; then
     echo "== images per CPU-second at 1 thread (what a step costs, whatever share of the core"
     echo "   the other jobs left), median of $rounds rounds"
     summarize "$out" cpu
