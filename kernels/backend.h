@@ -202,8 +202,9 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 const backend_t *cpu_backend(void);
 void cpu_backend_init(void);
 /* The BLAS kernel in use, e.g. "SkylakeX" or "Haswell", for benchmark output;
- * "+avx512" is appended when the backend's own AVX-512 kernel takes the
- * products it suits (PSTRAIN_CPU_GEMM=openblas leaves them all to OpenBLAS). */
+ * "+avx512" or "+avx2" is appended when the backend's own kernel takes the
+ * products it suits (PSTRAIN_CPU_GEMM=openblas leaves them all to OpenBLAS;
+ * =avx2 forces the AVX2 kernel on an AVX-512 CPU). */
 const char *cpu_backend_blas_core(void);
 
 /* The backend a `device` setting names: "cpu"; "gpu", the CUDA plugin on

@@ -156,12 +156,16 @@ static void check_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alp
     CHECK_ARRAY_NEAR(what, c, want, m * n, 1e-4);
 }
 
-/* Sizes around the AVX-512 kernel's tiles (6 rows by 16-float vectors, k in
- * blocks of 128), and n that it leaves to OpenBLAS (not a multiple of 16). */
+/* Sizes around the product kernels' tiles (6 rows by 16-float vectors for
+ * AVX-512, by 8-float ones for AVX2; k in blocks of 128), k from 1024 on
+ * (a copied into panels), and n that they leave to OpenBLAS (not a
+ * multiple of 16, or of 8). */
 static void check_gemm_sizes(void) {
-    size_t dims[][3] = {{1, 1, 1},     {5, 7, 3},    {33, 17, 65}, {64, 128, 300}, {7, 16, 1},
-                        {13, 48, 130}, {8, 80, 257}, {6, 32, 128}, {11, 112, 12},  {32, 128, 9},
-                        {2, 64, 1000}, {301, 16, 3}, {1100, 32, 5}};
+    size_t dims[][3] = {{1, 1, 1},      {5, 7, 3},     {33, 17, 65},  {64, 128, 300}, {7, 16, 1},
+                        {13, 48, 130},  {8, 80, 257},  {6, 32, 128},  {11, 112, 12},  {32, 128, 9},
+                        {2, 64, 1000},  {301, 16, 3},  {1100, 32, 5}, {9, 8, 129},    {7, 24, 33},
+                        {19, 40, 2},    {12, 288, 64}, {3, 72, 300},  {13, 32, 1500}, {7, 24, 2100},
+                        {20, 128, 1024}};
     float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}};
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
         for (int t = 0; t < 4; t++)
@@ -192,6 +196,20 @@ void test_kernels_gemm_openblas(void) {
     force_openblas();
     CHECK(strstr(cpu_backend_blas_core(), "avx512") == NULL);
     check_gemm_sizes();
+}
+
+/* The AVX2 kernel on a CPU with AVX-512 too; skipped without AVX2 + FMA. */
+static bool force_avx2(void) {
+    setenv("PSTRAIN_CPU_GEMM", "avx2", 1);
+    if (strstr(cpu_backend_blas_core(), "+avx2"))
+        return true;
+    test_skip("no AVX2 + FMA on this CPU (kernel: %s)", cpu_backend_blas_core());
+    return false;
+}
+
+void test_kernels_gemm_avx2(void) {
+    if (force_avx2())
+        check_gemm_sizes();
 }
 
 void test_kernels_axpy_scale_u8(void) {
@@ -373,6 +391,13 @@ void test_kernels_conv2d_backward_filter(void) {
 void test_kernels_conv2d_openblas(void) {
     force_openblas();
     CHECK(strstr(cpu_backend_blas_core(), "avx512") == NULL);
+    for (int mode = 0; mode < 3 && !test_failures; mode++)
+        check_conv_cases(mode);
+}
+
+void test_kernels_conv2d_avx2(void) {
+    if (!force_avx2())
+        return;
     for (int mode = 0; mode < 3 && !test_failures; mode++)
         check_conv_cases(mode);
 }

@@ -1,15 +1,14 @@
-/* The CPU backend: matrix products in an AVX-512 kernel of its own where the
- * CPU has AVX-512 and the shape suits it, else OpenBLAS; plain C loops for
- * the rest. Every op is single-threaded and touches nothing but its
+/* The CPU backend: matrix products in an AVX-512 or AVX2 kernel of its own
+ * where the CPU has one and the shape suits it, else OpenBLAS (cpu_gemm.c);
+ * plain C loops for the rest. Every op is single-threaded and touches nothing but its
  * arguments (the only static state is set once by cpu_backend_init), so the
  * caller may run several at once on different threads; OpenBLAS is pinned to
  * one thread so it never competes with them. */
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_gemm.h"
 #include "kernels/cpu/cpu_optim.h"
 
-#include <cblas.h>
 #include <math.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,167 +65,6 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) {
 static void cpu_zero(void *p, size_t bytes) {
     if (bytes)
         memset(p, 0, bytes);
-}
-
-/* ---- an AVX-512 kernel for products with a narrow, unpacked b ----
- *
- * OpenBLAS copies ("packs") both operands of every call before its kernel
- * runs; for the convolutions' products (b a few dozen to a few hundred
- * columns, a an im2col chunk already laid out row by row) that copying was
- * 14% of a training step. This kernel reads both in place: a tile of 6 rows
- * of c by 64 columns lives in 24 registers while it walks k, broadcasting
- * one a value per row and loading 64 floats of a row of b. It reached the
- * FMA peak of the Zen 4 core it was measured on, against 85% for OpenBLAS. */
-
-/* c[m, n] = alpha * A[m, k] b[k, n] + beta * c[m, n], with A(r, l) at
- * a[r * ars + l * acs] so that a stored transposed needs no copy. */
-typedef struct {
-    const float *a;
-    size_t ars, acs;
-    const float *b;
-    size_t ldb;
-    float *c;
-    size_t ldc;
-    size_t m, n, k;
-    float alpha, beta;
-} mm_t;
-
-/* Whether mm_avx512 may run, and the name cpu_backend_blas_core reports:
- * written once, under kernels_once, by cpu_backend_init. */
-static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
-static bool use_avx512;
-static char blas_core[64];
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_MM_AVX512 1
-#define AVX512 __attribute__((target("avx512f")))
-#define TILE_ROWS 6
-#define TILE_VECS 4
-/* k is walked in blocks so that the block of b (128 x 64 floats, 32 KiB)
- * stays in L1 while every row tile of c passes over it. */
-#define TILE_K 128
-
-/* One tile: rows [i, i + mr) by 16-float vectors [j, j + 16 nv) of c, over
- * l in [l0, l0 + kc); beta applies to what c held. mr and nv are constants
- * at every call site, so the loops unroll and acc stays in registers. */
-AVX512 static inline __attribute__((always_inline)) void
-mm_tile(const mm_t *p, size_t i, size_t j, size_t l0, size_t kc, float beta, int mr, int nv) {
-    __m512 acc[TILE_ROWS][TILE_VECS];
-    const float *a = p->a + i * p->ars + l0 * p->acs, *b = p->b + l0 * p->ldb + j;
-#pragma GCC unroll 6
-    for (int r = 0; r < mr; r++)
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++)
-            acc[r][v] = _mm512_setzero_ps();
-    for (size_t l = 0; l < kc; l++, a += p->acs, b += p->ldb) {
-        __m512 bv[TILE_VECS];
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++)
-            bv[v] = _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 6
-        for (int r = 0; r < mr; r++) {
-            __m512 av = _mm512_set1_ps(a[(size_t)r * p->ars]);
-#pragma GCC unroll 4
-            for (int v = 0; v < nv; v++)
-                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-        }
-    }
-    __m512 alpha = _mm512_set1_ps(p->alpha), vbeta = _mm512_set1_ps(beta);
-#pragma GCC unroll 6
-    for (int r = 0; r < mr; r++) {
-        float *c = p->c + (i + (size_t)r) * p->ldc + j;
-#pragma GCC unroll 4
-        for (int v = 0; v < nv; v++) {
-            __m512 out = _mm512_mul_ps(acc[r][v], alpha);
-            if (beta != 0.0f) /* beta 0 overwrites c, NaN included */
-                out = _mm512_fmadd_ps(vbeta, _mm512_loadu_ps(c + 16 * v), out);
-            _mm512_storeu_ps(c + 16 * v, out);
-        }
-    }
-}
-
-#define MM_CASE(mr, nv)                                                                            \
-    case (mr)*8 + (nv):                                                                            \
-        mm_tile(p, i, j, l0, kc, beta, mr, nv);                                                    \
-        break;
-#define MM_CASES(mr) MM_CASE(mr, 1) MM_CASE(mr, 2) MM_CASE(mr, 3) MM_CASE(mr, 4)
-
-/* One tile of any size up to 6 x 4 vectors, each size compiled on its own. */
-AVX512 static void mm_tile_any(const mm_t *p, size_t i, size_t j, size_t l0, size_t kc, float beta,
-                               int mr, int nv) {
-    switch (mr * 8 + nv) {
-        MM_CASES(1)
-        MM_CASES(2)
-        MM_CASES(3)
-        MM_CASES(4)
-        MM_CASES(5)
-        MM_CASES(6)
-    }
-}
-
-/* The whole product; n must be a multiple of 16. */
-AVX512 static void mm_avx512(const mm_t *p) {
-    for (size_t l0 = 0; l0 < p->k; l0 += TILE_K) {
-        size_t kc = min_size(TILE_K, p->k - l0);
-        float beta = l0 ? 1.0f : p->beta;
-        for (size_t j = 0; j < p->n; j += 16 * TILE_VECS) {
-            int nv = (int)min_size(TILE_VECS, (p->n - j) / 16);
-            for (size_t i = 0; i < p->m; i += TILE_ROWS)
-                mm_tile_any(p, i, j, l0, kc, beta, (int)min_size(TILE_ROWS, p->m - i), nv);
-        }
-    }
-}
-#endif
-
-/* Whether mm_avx512 takes the product: AVX-512 present and n in whole vectors. */
-static bool mm_fast(size_t n) {
-#ifdef HAVE_MM_AVX512
-    return use_avx512 && n % 16 == 0;
-#else
-    return false;
-#endif
-}
-
-/* ---- gemm ---- */
-
-/* c[n] = beta * c[n] with BLAS's rule that beta == 0 overwrites (NaN too). */
-CPU_HOT static void scale_or_zero(float *c, float beta, size_t n) {
-    if (beta == 0.0f) {
-        memset(c, 0, n * sizeof(float));
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        c[i] *= beta;
-}
-
-/* c[m, n] = alpha * op(a)[m, k] op(b)[k, n] + beta * c; sizes must fit a
- * BLAS int, which every tensor of a model that fits in memory does. The
- * kernel above takes every product whose b is stored [k, n]. */
-static void cpu_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *a,
-                     const float *b, float beta, float *c) {
-    if (m == 0 || n == 0)
-        return;
-    if (k == 0 || alpha == 0.0f) {
-        scale_or_zero(c, beta, m * n);
-        return;
-    }
-#ifdef HAVE_MM_AVX512
-    /* With ta the kernel reads a down its columns: a tile takes one cache
-     * line from each of up to 128 rows of a. Rows over 4 KiB apart are
-     * neither prefetched nor kept in L1 together; the dense layer's dw
-     * (rows of 12544 floats, a out of cache) ran 10-25% slower than
-     * OpenBLAS, which copies a into a panel first. A conv's im2col chunk,
-     * just written and in L2, has rows of K floats. */
-    if (!tb && mm_fast(n) && !(ta && m > 1024)) {
-        mm_t p = {a, ta ? 1 : k, ta ? m : 1, b, n, c, n, m, n, k, alpha, beta};
-        mm_avx512(&p);
-        return;
-    }
-#endif
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (blasint)m, (blasint)n, (blasint)k, alpha, a, (blasint)(ta ? m : k), b,
-                (blasint)(tb ? k : n), beta, c, (blasint)n);
 }
 
 /* ---- convolution: im2col into the workspace, then one gemm per chunk ---- */
@@ -453,7 +291,7 @@ CPU_HOT static void transpose(float *restrict dst, const float *restrict src, si
 }
 
 /* out[rows, K] = dy[rows, f] x w[K, f]^T, from wt = w transposed when the
- * AVX-512 kernel takes it (it reads b stored [k, n] only) */
+ * product kernel takes it (it reads b stored [k, n] only) */
 static void dy_times_wt(float *out, const float *dy, size_t rows, const float *w, const float *wt,
                         const conv2d_shape_t *s) {
     size_t k = conv_k(s);
@@ -468,7 +306,7 @@ static void cpu_conv2d_backward_data(float *dx, const float *dy, const float *w,
                                      const conv2d_shape_t *s, void *ws) {
     size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
     float *col = ws, *wt = NULL;
-    if (mm_fast(k)) {
+    if (cpu_gemm_fast(k)) {
         wt = (float *)((char *)ws + conv_col_bytes(s));
         transpose(wt, w, k, s->f);
     }
@@ -796,29 +634,12 @@ const backend_t *cpu_backend(void) {
     return &cpu_table;
 }
 
-/* AVX-512 where the CPU has it, unless PSTRAIN_CPU_GEMM=openblas asks for
- * OpenBLAS alone (to compare the two, or to test the OpenBLAS path). */
-static void choose_kernels(void) {
-    const char *gemm = getenv("PSTRAIN_CPU_GEMM");
-    bool openblas_only = gemm && strcmp(gemm, "openblas") == 0;
-#ifdef HAVE_MM_AVX512
-    __builtin_cpu_init();
-    use_avx512 = !openblas_only && __builtin_cpu_supports("avx512f");
-#else
-    (void)openblas_only;
-#endif
-    snprintf(blas_core, sizeof blas_core, "%s%s", openblas_get_corename(),
-             use_avx512 ? "+avx512" : "");
-}
-
 void cpu_backend_init(void) {
-    openblas_set_num_threads(1);
-    pthread_once(&kernels_once, choose_kernels);
+    cpu_gemm_init();
 }
 
-/* OpenBLAS's kernel, e.g. "SkylakeX", with "+avx512" when pstrain's own
- * kernel takes the products it suits. */
+/* OpenBLAS's kernel, e.g. "SkylakeX", with "+avx512" or "+avx2" when
+ * pstrain's own kernel takes the products it suits. */
 const char *cpu_backend_blas_core(void) {
-    pthread_once(&kernels_once, choose_kernels);
-    return blas_core;
+    return cpu_gemm_name();
 }
