@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "common/daemon/datasets.h"
 #include "common/train/checkpoint.h"
 #include "common/daemon/config.h"
 #include "common/data/dataset.h"
@@ -126,8 +127,7 @@ int cmd_evaluate(int argc, char **argv) {
     if (rc)
         return rc;
     dataset_t test;
-    if (dataset_load_split(&test, cfg.data.dir, false, err, sizeof err) ||
-        trainer_check_data(&m, &test, cfg.data.dir, err, sizeof err)) {
+    if (datasets_load_test(&cfg, &m, &test, err, sizeof err)) {
         fprintf(stderr, "pstrain evaluate: %s\n", err);
         free(params);
         model_free(&m);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/data/dataset.h"
+#include "common/daemon/datasets.h"
 #include "common/base/exitcode.h"
 #include "common/peers/heartbeat.h"
 #include "common/base/log.h"
@@ -142,14 +143,12 @@ static int setup(worker_t *w) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
-    if (dataset_load_split(&w->train, c->data.dir, true, err, sizeof err)) {
+    dataset_t val; /* what data.val_split holds out; the master evaluates */
+    if (datasets_load_train(c, &w->model, &w->train, &val, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
-    if (trainer_check_data(&w->model, &w->train, c->data.dir, err, sizeof err)) {
-        log_error("%s", err);
-        return EXIT_DATAERR;
-    }
+    dataset_free(&val);
     int rc = connect_peers(w);
     if (rc)
         return rc;

@@ -392,8 +392,79 @@ void dataset_free(dataset_t *d) {
     if (!d)
         return;
     free(d->images);
+    free(d->features);
     free(d->labels);
+    for (size_t i = 0; i < d->nclass_names; i++)
+        free(d->class_names[i]);
+    free(d->class_names);
     memset(d, 0, sizeof *d);
+}
+
+void dataset_example(const dataset_t *d, size_t i, float *dst) {
+    size_t es = d->example_size;
+    if (d->features) {
+        memcpy(dst, d->features + i * es, es * sizeof *dst);
+        return;
+    }
+    const uint8_t *src = d->images + i * es;
+    for (size_t p = 0; p < es; p++)
+        dst[p] = (float)src[p] * (1.0f / 255.0f);
+}
+
+/* Copies example i of src to position j of dst (same shape). */
+static void copy_example(dataset_t *dst, size_t j, const dataset_t *src, size_t i) {
+    size_t es = src->example_size;
+    if (src->features)
+        memcpy(dst->features + j * es, src->features + i * es, es * sizeof(float));
+    else
+        memcpy(dst->images + j * es, src->images + i * es, es);
+    dst->labels[j] = src->labels[i];
+}
+
+/* An empty data set of n examples shaped like d. */
+static void dataset_like(dataset_t *out, const dataset_t *d, size_t n) {
+    *out = *d;
+    out->n = n;
+    out->images = d->images ? xmalloc(PS_MAX(n, 1) * d->example_size) : NULL;
+    out->features = d->features ? xmalloc(PS_MAX(n, 1) * d->example_size * sizeof(float)) : NULL;
+    out->labels = xmalloc(PS_MAX(n, 1));
+    out->class_names = d->nclass_names ? xcalloc(d->nclass_names, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < d->nclass_names; i++)
+        out->class_names[i] = xstrdup(d->class_names[i]);
+}
+
+int dataset_hold_out(dataset_t *d, double fraction, uint64_t seed, dataset_t *held, char *err,
+                     size_t errlen) {
+    memset(held, 0, sizeof *held);
+    uint64_t key = rng_key(seed, "data.val_split", 0);
+    /* Example i is held out when its draw, a uniform double in [0, 1), is below
+     * the fraction: independent of the order of the others. */
+    bool *out = xcalloc(PS_MAX(d->n, 1), sizeof *out);
+    size_t nheld = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        out[i] = (double)(rng_mix(key, i) >> 11) * 0x1.0p-53 < fraction;
+        nheld += out[i];
+    }
+    if (nheld == 0 || nheld == d->n) {
+        free(out);
+        return ps_errf(err, errlen,
+                       "data.val_split %g of %zu examples leaves %s empty: choose a fraction "
+                       "that holds out some but not all",
+                       fraction, d->n, nheld == 0 ? "the validation set" : "the training set");
+    }
+    dataset_t kept;
+    dataset_like(&kept, d, d->n - nheld);
+    dataset_like(held, d, nheld);
+    for (size_t i = 0, a = 0, b = 0; i < d->n; i++) {
+        if (out[i])
+            copy_example(held, b++, d, i);
+        else
+            copy_example(&kept, a++, d, i);
+    }
+    free(out);
+    dataset_free(d);
+    *d = kept;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -432,7 +503,7 @@ struct loader {
 };
 
 static int loader_check_opts(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen) {
-    if (!d || d->n == 0 || !d->images || !d->labels)
+    if (!d || d->n == 0 || !(d->images || d->features) || !d->labels)
         return ps_errf(err, errlen, "loader: the data set is empty");
     if (o->batch_size < 1)
         return ps_errf(err, errlen, "loader: batch_size must be >= 1, got %zu", o->batch_size);
@@ -502,10 +573,14 @@ static void loader_fill(loader_t *l, batch_t *b, uint64_t step) {
     size_t n = PS_MIN(l->o.batch_size, l->shard_size - first), es = d->example_size;
     for (size_t i = 0; i < n; i++) {
         size_t ex = l->o.shard + l->perm[first + i] * l->o.nshards;
-        const uint8_t *src = d->images + ex * es;
         float *dst = b->x + i * es;
-        for (size_t p = 0; p < es; p++)
-            dst[p] = l->lut[src[p]];
+        if (d->features) {
+            memcpy(dst, d->features + ex * es, es * sizeof *dst);
+        } else {
+            const uint8_t *src = d->images + ex * es;
+            for (size_t p = 0; p < es; p++)
+                dst[p] = l->lut[src[p]];
+        }
         b->y[i] = d->labels[ex];
     }
     b->n = n;

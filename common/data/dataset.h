@@ -1,5 +1,6 @@
 /* Training data: IDX files (MNIST, Fashion-MNIST; gzip or plain) read whole
- * into memory as bytes, and a loader that shards, shuffles (seeded per epoch),
+ * into memory as bytes (source.h reads the other formats into the same
+ * dataset_t), and a loader that shards, shuffles (seeded per epoch),
  * batches and scales pixels to [0, 1] on a background thread, so that compute
  * never waits for data. */
 #ifndef PSTRAIN_DATASET_H
@@ -11,11 +12,14 @@
 
 typedef struct {
     size_t n;            /* examples */
-    size_t h, w, c;      /* image shape; c = 1 for IDX */
-    size_t example_size; /* h * w * c bytes */
-    uint8_t *images;     /* [n, h, w, c] */
+    size_t h, w, c;      /* image shape; c = 1 for IDX; 1, 1, features for CSV */
+    size_t example_size; /* h * w * c values */
+    uint8_t *images;     /* [n, h, w, c] bytes, scaled by 1/255 on the way out; or NULL */
+    float *features;     /* [n, example_size], used as they are (CSV); or NULL */
     uint8_t *labels;     /* [n] */
     size_t nclasses;     /* max label + 1 */
+    char **class_names;  /* [nclass_names] (image folders), or NULL */
+    size_t nclass_names;
 } dataset_t;
 
 /* Reads an images file (magic 0x00000803, dims n, rows, cols) and a labels file
@@ -29,6 +33,14 @@ int dataset_load_idx(dataset_t *d, const char *images_path, const char *labels_p
  * (test), preferring the .gz name when both exist. */
 int dataset_load_split(dataset_t *d, const char *dir, bool train, char *err, size_t errlen);
 void dataset_free(dataset_t *d);
+/* Example i as the model sees it: image bytes / 255, or the features. */
+void dataset_example(const dataset_t *d, size_t i, float *dst);
+/* Moves every example whose seeded draw falls under `fraction` from d into
+ * *held (a fresh data set; class names copied): the same seed and fraction
+ * hold out the same examples on every machine. Fails when either side would
+ * be empty. */
+int dataset_hold_out(dataset_t *d, double fraction, uint64_t seed, dataset_t *held, char *err,
+                     size_t errlen);
 
 typedef struct {
     size_t n;               /* examples in this batch; the last of an epoch may be short */

@@ -12,6 +12,7 @@ typedef struct {
     double epoch;                      /* epochs done, fractional */
     double elapsed_secs;               /* training time so far */
     double train_loss, train_accuracy; /* running means of the last epoch */
+    const char *set;                   /* the evaluated set: "validation" or "test" (NULL) */
 } results_context_t;
 
 int results_write(const char *model_dir, const eval_metrics_t *e, const results_context_t *ctx,
