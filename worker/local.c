@@ -198,6 +198,10 @@ static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) 
         log_error("export: %s", err);
         return EXIT_IOERR;
     }
+    if (datasets_write_class_names(&L->train, out, err, sizeof err)) {
+        log_error("export: %s", err);
+        return EXIT_IOERR;
+    }
     log_info("exported the model to %s", out);
     return 0;
 }

@@ -3,6 +3,7 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/base/util.h"
 #include "common/data/source.h"
@@ -104,4 +105,42 @@ int datasets_write_class_names(const dataset_t *d, const char *model_dir, char *
     int rc = json_object_to_file_ext(path, a, JSON_C_TO_STRING_PRETTY);
     json_object_put(a);
     return rc == 0 ? 0 : ps_errf(err, errlen, "write %s: %s", path, json_util_get_last_err());
+}
+
+/* names from a parsed class_names.json; -1 unless an array of strings. */
+static int names_of(json_object *a, const char *file, char ***names, size_t *n, char *err,
+                    size_t errlen) {
+    if (!json_object_is_type(a, json_type_array))
+        return ps_errf(err, errlen, "%s: not a JSON array of class names", file);
+    *n = json_object_array_length(a);
+    *names = xcalloc(*n ? *n : 1, sizeof **names);
+    for (size_t i = 0; i < *n; i++) {
+        json_object *v = json_object_array_get_idx(a, i);
+        if (!json_object_is_type(v, json_type_string)) {
+            data_free_files(*names, i);
+            return ps_errf(err, errlen, "%s: element %zu is not a string", file, i);
+        }
+        (*names)[i] = xstrdup(json_object_get_string(v));
+    }
+    return 1;
+}
+
+int datasets_read_class_names(const char *path, char ***names, size_t *n, char *err,
+                              size_t errlen) {
+    static const char *const up[] = {"", "/..", "/../.."};
+    *names = NULL;
+    *n = 0;
+    for (size_t i = 0; i < sizeof up / sizeof *up; i++) {
+        char file[4096];
+        snprintf(file, sizeof file, "%s%s/class_names.json", path, up[i]);
+        if (access(file, F_OK) != 0)
+            continue;
+        json_object *a = json_object_from_file(file);
+        if (!a)
+            return ps_errf(err, errlen, "%s: %s", file, json_util_get_last_err());
+        int rc = names_of(a, file, names, n, err, errlen);
+        json_object_put(a);
+        return rc;
+    }
+    return 0;
 }

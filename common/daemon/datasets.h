@@ -25,4 +25,10 @@ const char *datasets_where(const config_t *c, const char *path);
  * that predict and evaluate print names; nothing otherwise. */
 int datasets_write_class_names(const dataset_t *d, const char *model_dir, char *err, size_t errlen);
 
+/* Reads class_names.json from path, or else from its parent or
+ * grandparent (an export or checkpoint directory inside a model_dir).
+ * Returns 1 with *names (free with data_free_files), 0 when there is none,
+ * -1 for a file that is not a JSON array of strings. */
+int datasets_read_class_names(const char *path, char ***names, size_t *n, char *err, size_t errlen);
+
 #endif
