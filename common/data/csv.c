@@ -139,6 +139,8 @@ static int first_row(dsb_t *b, const data_spec_t *s, csv_t *c, bool names, size_
     if (find_label(c, s, names, label_col, err, errlen) != 0)
         return -1;
     *ncols = c->nfield;
+    if (b->d->example_size == 0) /* no model: the first row decides */
+        dsb_reshape(b, 1, 1, c->nfield - 1);
     if (c->nfield - 1 != b->d->example_size)
         return ps_errf(err, errlen,
                        "%s: line %zu: %zu columns, so %zu features besides the label, but the "

@@ -17,6 +17,8 @@ typedef struct {
 /* Starts d as empty, examples of h * w * c values: bytes, or floats when
  * `features`. */
 void dsb_init(dsb_t *b, dataset_t *d, size_t h, size_t w, size_t c, bool features);
+/* Changes the shape of an empty data set (CSV read without a model). */
+void dsb_reshape(dsb_t *b, size_t h, size_t w, size_t c);
 /* Room for one more example, labelled `label`: returns where its bytes go
  * (dsb_add_floats: its floats). */
 uint8_t *dsb_add(dsb_t *b, uint8_t label);

@@ -54,8 +54,13 @@ static int get_bytes(const Features *fs, const char *key, example_t *e, char *er
     const Feature *f = find(fs, key);
     if (!f)
         return missing(fs, key, err, errlen);
+    if (f->kind_case == TENSORFLOW__FEATURE__KIND_FLOAT_LIST && f->float_list->n_value > 0) {
+        e->floats = f->float_list->value;
+        e->nfloats = f->float_list->n_value;
+        return 0;
+    }
     if (f->kind_case != TENSORFLOW__FEATURE__KIND_BYTES_LIST)
-        return ps_errf(err, errlen, "feature \"%s\" is not a bytes list", key);
+        return ps_errf(err, errlen, "feature \"%s\" is neither a bytes list nor a float list", key);
     if (f->bytes_list->n_value < 1)
         return ps_errf(err, errlen, "feature \"%s\" has no value", key);
     e->image = f->bytes_list->value[0].data;
@@ -87,4 +92,77 @@ void example_free(example_t *e) {
     if (e->msg)
         tensorflow__example__free_unpacked(e->msg, NULL);
     memset(e, 0, sizeof *e);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+typedef Tensorflow__Features__FeatureEntry Entry;
+
+/* Up to 5 features: image, label, height, width, depth; all on the stack. */
+typedef struct {
+    Entry entry[5];
+    Entry *entries[5];
+    Feature feature[5];
+    Tensorflow__Int64List ints[4];
+    int64_t values[4];
+    Tensorflow__BytesList bytes;
+    ProtobufCBinaryData blob;
+    Tensorflow__FloatList floats;
+    size_t n;
+} pack_t;
+
+static Feature *add(pack_t *p, const char *key) {
+    size_t i = p->n++;
+    tensorflow__features__feature_entry__init(&p->entry[i]);
+    tensorflow__feature__init(&p->feature[i]);
+    p->entry[i].key = (char *)key;
+    p->entry[i].value = &p->feature[i];
+    p->entries[i] = &p->entry[i];
+    return &p->feature[i];
+}
+
+static void add_int(pack_t *p, const char *key, int64_t v, size_t slot) {
+    Feature *f = add(p, key);
+    tensorflow__int64_list__init(&p->ints[slot]);
+    p->values[slot] = v;
+    p->ints[slot].n_value = 1;
+    p->ints[slot].value = &p->values[slot];
+    f->kind_case = TENSORFLOW__FEATURE__KIND_INT64_LIST;
+    f->int64_list = &p->ints[slot];
+}
+
+static void add_image(pack_t *p, const example_fields_t *x) {
+    Feature *f = add(p, x->image_key);
+    if (x->image) {
+        tensorflow__bytes_list__init(&p->bytes);
+        p->blob.data = (uint8_t *)x->image;
+        p->blob.len = x->image_len;
+        p->bytes.n_value = 1;
+        p->bytes.value = &p->blob;
+        f->kind_case = TENSORFLOW__FEATURE__KIND_BYTES_LIST;
+        f->bytes_list = &p->bytes;
+        return;
+    }
+    tensorflow__float_list__init(&p->floats);
+    p->floats.n_value = x->nfloats;
+    p->floats.value = (float *)x->floats;
+    f->kind_case = TENSORFLOW__FEATURE__KIND_FLOAT_LIST;
+    f->float_list = &p->floats;
+}
+
+void example_pack(const example_fields_t *x, uint8_t **out, size_t *len) {
+    static const char *const dims[3] = {"height", "width", "depth"};
+    pack_t p = {.n = 0};
+    add_image(&p, x);
+    add_int(&p, x->label_key, x->label, 0);
+    for (size_t i = 0; x->shape && i < 3; i++)
+        add_int(&p, dims[i], (int64_t)x->shape[i], i + 1);
+    Features fs = TENSORFLOW__FEATURES__INIT;
+    fs.n_feature = p.n;
+    fs.feature = p.entries;
+    Example ex = TENSORFLOW__EXAMPLE__INIT;
+    ex.features = &fs;
+    *len = tensorflow__example__get_packed_size(&ex);
+    *out = xmalloc(*len ? *len : 1);
+    tensorflow__example__pack(&ex, *out);
 }

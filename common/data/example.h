@@ -11,8 +11,10 @@
 
 typedef struct {
     void *msg;            /* the unpacked Tensorflow__Example; the fields point into it */
-    const uint8_t *image; /* the image feature's first value */
+    const uint8_t *image; /* the image feature's first value (a bytes list) */
     size_t image_len;
+    const float *floats; /* or the feature's values (a float list: tabular data) */
+    size_t nfloats;
     int64_t label;
     int64_t height, width, depth; /* -1 when absent */
 } example_t;
@@ -23,5 +25,20 @@ typedef struct {
 int example_parse(example_t *e, const uint8_t *buf, size_t len, const char *image_key,
                   const char *label_key, char *err, size_t errlen);
 void example_free(example_t *e);
+
+/* What example_pack writes: the image as bytes (with its shape as int64
+ * height, width, depth when shape is given) or as floats, and the label. */
+typedef struct {
+    const char *image_key, *label_key;
+    const uint8_t *image; /* or NULL and floats */
+    size_t image_len;
+    const float *floats;
+    size_t nfloats;
+    const size_t *shape; /* [3] or NULL */
+    int64_t label;
+} example_fields_t;
+
+/* Serializes an Example of f into *out (the caller frees it). */
+void example_pack(const example_fields_t *f, uint8_t **out, size_t *len);
 
 #endif

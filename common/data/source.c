@@ -23,12 +23,26 @@ void dsb_init(dsb_t *b, dataset_t *d, size_t h, size_t w, size_t c, bool feature
     d->w = w;
     d->c = c;
     d->example_size = h * w * c;
+    size_t es = PS_MAX(d->example_size, 1); /* 0 until a CSV's first row */
     if (features)
-        d->features = xmalloc(b->cap * d->example_size * sizeof(float));
+        d->features = xmalloc(b->cap * es * sizeof(float));
     else
-        d->images = xmalloc(b->cap * d->example_size);
+        d->images = xmalloc(b->cap * es);
     d->labels = xmalloc(b->cap);
-    b->scratch = xmalloc(d->example_size * sizeof(float));
+    b->scratch = xmalloc(es * sizeof(float));
+}
+
+void dsb_reshape(dsb_t *b, size_t h, size_t w, size_t c) {
+    dataset_t *d = b->d;
+    d->h = h;
+    d->w = w;
+    d->c = c;
+    d->example_size = h * w * c;
+    if (d->features)
+        d->features = xrealloc(d->features, b->cap * d->example_size * sizeof(float));
+    else
+        d->images = xrealloc(d->images, b->cap * d->example_size);
+    b->scratch = xrealloc(b->scratch, d->example_size * sizeof(float));
 }
 
 static void dsb_grow(dsb_t *b) {

@@ -18,7 +18,8 @@ typedef struct {
     const char *path;   /* a file, a glob of files, or a folder */
     const char *format; /* idx | tfrecord | images | csv | auto (from the names) */
     bool train;         /* IDX folder: the train-* pair, else the t10k-* pair */
-    size_t h, w, c;     /* the model's input: images decode and resize to it */
+    size_t h, w, c;     /* the model's input: images decode and resize to it; CSV:
+                         * 0, 0, 0 takes the columns of the first row */
     size_t nclasses;    /* labels must lie in [0, nclasses); at most 256 */
     const char *image_feature, *label_feature; /* tf.Example feature names */
     const char *label_column; /* CSV: the label's header name or 0-based number; "" = last */

@@ -36,15 +36,33 @@ static bool encoded(const example_t *e) {
            (e->image_len >= 8 && !memcmp(e->image, png_sig, 8));
 }
 
-/* One record's bytes to one example of b. where = "record N". */
+static int add_floats(dsb_t *b, const example_t *e, const char *file, const char *where, char *err,
+                      size_t errlen) {
+    if (e->nfloats != b->d->example_size)
+        return ps_errf(err, errlen, "%s: %s: %zu features, but the model's input has %zu values",
+                       file, where, e->nfloats, b->d->example_size);
+    memcpy(dsb_add_floats(b, (uint8_t)e->label), e->floats, e->nfloats * sizeof(float));
+    return 0;
+}
+
+/* One record's bytes to one example of b (started at the first record: bytes
+ * or floats as that record's image feature is). where = "record N". */
 static int add_record(dsb_t *b, const data_spec_t *s, const uint8_t *rec, size_t len,
                       const char *file, const char *where, char *err, size_t errlen) {
     char why[PS_ERRLEN];
     example_t e;
     if (example_parse(&e, rec, len, s->image_feature, s->label_feature, why, sizeof why) != 0)
         return ps_errf(err, errlen, "%s: %s: %s", file, where, why);
+    if (!b->d->images && !b->d->features)
+        dsb_init(b, b->d, s->h, s->w, s->c, e.floats != NULL);
     int rc = data_check_label(e.label, s, file, where, err, errlen);
-    if (rc == 0 && encoded(&e)) {
+    if (rc == 0 && (e.floats != NULL) != (b->d->features != NULL))
+        rc = ps_errf(
+            err, errlen, "%s: %s: feature \"%s\" is a %s list, the first record's a %s list", file,
+            where, s->image_feature, e.floats ? "float" : "bytes", e.floats ? "bytes" : "float");
+    else if (rc == 0 && e.floats)
+        rc = add_floats(b, &e, file, where, err, errlen);
+    else if (rc == 0 && encoded(&e)) {
         char name[4200];
         snprintf(name, sizeof name, "%s: %s", file, where);
         dataset_t *d = b->d;
@@ -83,12 +101,13 @@ static int load_file(dsb_t *b, const data_spec_t *s, const char *file, char *err
 
 int data_load_tfrecord(dataset_t *d, const data_spec_t *s, char **files, size_t nfiles, char *err,
                        size_t errlen) {
-    dsb_t b;
-    dsb_init(&b, d, s->h, s->w, s->c, false);
+    dsb_t b = {.d = d};
+    memset(d, 0, sizeof *d);
     int rc = 0;
     for (size_t i = 0; i < nfiles && rc == 0; i++)
         rc = load_file(&b, s, files[i], err, errlen);
-    dsb_finish(&b);
+    if (d->labels)
+        dsb_finish(&b);
     if (rc == 0 && d->n == 0)
         rc = ps_errf(err, errlen, "%s: no records", s->path);
     return rc;
