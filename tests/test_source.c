@@ -1,0 +1,321 @@
+/* The data readers of common/data/source.h on files written here: tf.Example
+ * records (packed by example.c, framed by formats/tfrecord.c), CSV, PNG
+ * class folders; their errors; the seeded validation hold-out. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/base/util.h"
+#include "common/data/example.h"
+#include "common/data/source.h"
+#include "common/formats/image.h"
+#include "common/formats/tfrecord.h"
+#include "test.h"
+
+static data_spec_t spec(const char *path, size_t h, size_t w, size_t c) {
+    return (data_spec_t){.path = path,
+                         .format = "auto",
+                         .h = h,
+                         .w = w,
+                         .c = c,
+                         .nclasses = 10,
+                         .image_feature = "image",
+                         .label_feature = "label",
+                         .label_column = "",
+                         .csv_header = "names"};
+}
+
+void test_source_example_roundtrip(void) {
+    uint8_t pix[6] = {1, 2, 3, 4, 5, 250};
+    size_t shape[3] = {2, 3, 1};
+    example_fields_t f = {.image_key = "image",
+                          .label_key = "label",
+                          .image = pix,
+                          .image_len = 6,
+                          .shape = shape,
+                          .label = 7};
+    uint8_t *rec;
+    size_t len;
+    example_pack(&f, &rec, &len);
+    example_t e;
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(example_parse(&e, rec, len, "image", "label", err, sizeof err), 0);
+    CHECK_INT_EQ(e.image_len, 6);
+    CHECK(memcmp(e.image, pix, 6) == 0);
+    CHECK_INT_EQ(e.label, 7);
+    CHECK_INT_EQ(e.height, 2);
+    CHECK_INT_EQ(e.width, 3);
+    CHECK_INT_EQ(e.depth, 1);
+    example_free(&e);
+    free(rec);
+    float x[3] = {0.5f, -1.0f, 1e3f};
+    f = (example_fields_t){
+        .image_key = "x", .label_key = "y", .floats = x, .nfloats = 3, .label = 2};
+    example_pack(&f, &rec, &len);
+    CHECK_INT_EQ(example_parse(&e, rec, len, "x", "y", err, sizeof err), 0);
+    CHECK_INT_EQ(e.nfloats, 3);
+    CHECK(e.floats && e.floats[2] == 1e3f && e.height == -1);
+    example_free(&e);
+    free(rec);
+}
+
+void test_source_example_errors(void) {
+    char err[PS_ERRLEN];
+    example_t e;
+    const uint8_t junk[4] = {0xff, 0xff, 0xff, 0xff};
+    CHECK_INT_EQ(example_parse(&e, junk, 4, "image", "label", err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "not a tf.train.Example");
+    uint8_t pix[2] = {1, 2}, *rec;
+    size_t len;
+    example_fields_t f = {
+        .image_key = "image", .label_key = "label", .image = pix, .image_len = 2, .label = 1};
+    example_pack(&f, &rec, &len);
+    CHECK_INT_EQ(example_parse(&e, rec, len, "image", "klass", err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "no feature \"klass\" (the example has: image, label)");
+    CHECK_INT_EQ(example_parse(&e, rec, len, "label", "label", err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "feature \"label\" is neither a bytes list nor a float list");
+    CHECK_INT_EQ(example_parse(&e, rec, len, "image", "image", err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "feature \"image\" is not an int64 list");
+    free(rec);
+    /* Every cut of a good record fails cleanly or parses: never a crash. */
+    example_fields_t g = {
+        .image_key = "image", .label_key = "label", .image = pix, .image_len = 2, .label = 1};
+    example_pack(&g, &rec, &len);
+    for (size_t cut = 0; cut < len; cut++)
+        if (example_parse(&e, rec, cut, "image", "label", err, sizeof err) == 0)
+            example_free(&e);
+    free(rec);
+}
+
+/* Writes n raw 2x2 examples labelled labels[i] to path. */
+static void write_records(const char *path, const int64_t *labels, size_t n) {
+    FILE *f = fopen(path, "wb");
+    char err[PS_ERRLEN];
+    size_t shape[3] = {2, 2, 1};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t pix[4] = {(uint8_t)i, 255, 0, 128}, *rec;
+        size_t len;
+        example_fields_t x = {.image_key = "image",
+                              .label_key = "label",
+                              .image = pix,
+                              .image_len = 4,
+                              .shape = shape,
+                              .label = labels[i]};
+        example_pack(&x, &rec, &len);
+        if (tfrecord_write(f, path, rec, len, err, sizeof err) != 0)
+            test_fail(__FILE__, __LINE__, "%s", err);
+        free(rec);
+    }
+    fclose(f);
+}
+
+void test_source_tfrecord_load(void) {
+    int64_t labels[5] = {3, 1, 4, 1, 5};
+    write_records(test_path("a.tfrecord"), labels, 3);
+    write_records(test_path("b.tfrecord"), labels + 3, 2);
+    char glob[512], err[PS_ERRLEN];
+    snprintf(glob, sizeof glob, "%s/*.tfrecord", test_tmpdir());
+    data_spec_t s = spec(glob, 2, 2, 1);
+    dataset_t d;
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0);
+    CHECK_INT_EQ(d.n, 5);
+    CHECK_INT_EQ(d.nclasses, 6);
+    for (size_t i = 0; i < 5; i++)
+        CHECK_INT_EQ(d.labels[i], labels[i]);
+    CHECK_INT_EQ(d.images[4 * 4], 1); /* b's first record is its record 0 */
+    CHECK_INT_EQ(d.images[4 * 2 + 3], 128);
+    dataset_free(&d);
+    s = spec(glob, 3, 3, 1);
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "a.tfrecord: record 0: raw image of 4 bytes");
+}
+
+void test_source_tfrecord_bad_label(void) {
+    int64_t labels[3] = {0, 10, 1};
+    write_records(test_path("l.tfrecords"), labels, 3);
+    data_spec_t s = spec(test_path("l.tfrecords"), 2, 2, 1);
+    dataset_t d;
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "l.tfrecords: record 1: label 10 is out of range [0, 10)");
+    labels[1] = -1;
+    write_records(test_path("l.tfrecords"), labels, 3);
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "record 1: label -1 is out of range");
+}
+
+static void write_text(const char *path, const char *text) {
+    test_write_bytes(path, text, strlen(text));
+}
+
+void test_source_csv_load(void) {
+    write_text(test_path("t.csv"), "f1, f2 ,label\n1.5,2,3\r\n\n-4,5e1,0\n");
+    data_spec_t s = spec(test_path("t.csv"), 1, 1, 2);
+    s.label_column = "label";
+    dataset_t d;
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0);
+    CHECK_INT_EQ(d.n, 2);
+    CHECK(d.features && !d.images);
+    CHECK(d.features[0] == 1.5f && d.features[1] == 2.0f && d.features[3] == 50.0f);
+    CHECK_INT_EQ(d.labels[0], 3);
+    CHECK_INT_EQ(d.labels[1], 0);
+    float x[2];
+    dataset_example(&d, 1, x);
+    CHECK(x[0] == -4.0f && x[1] == 50.0f);
+    dataset_free(&d);
+    write_text(test_path("s.csv"), "2,2,a,b\n7,1,2\n8,3,9\n");
+    s = spec(test_path("s.csv"), 1, 1, 2);
+    s.csv_header = "skip";
+    s.label_column = "0";
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0);
+    CHECK_INT_EQ(d.labels[1], 8);
+    CHECK(d.features[2] == 3.0f);
+    dataset_free(&d);
+}
+
+static void csv_fails(const char *text, const char *header, const char *want) {
+    write_text(test_path("bad.csv"), text);
+    data_spec_t s = spec(test_path("bad.csv"), 1, 1, 2);
+    s.csv_header = header;
+    dataset_t d;
+    char err[PS_ERRLEN] = "";
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, want);
+}
+
+void test_source_csv_errors(void) {
+    csv_fails("a,b,c\n1,2,3\n1,2\n", "names", "bad.csv: line 3: 2 fields, the first row has 3");
+    csv_fails("1,2,3\n1,x,3\n", "none", "bad.csv: line 2, column 2: \"x\" is not a finite number");
+    csv_fails("1,2,3\n1,nan,3\n", "none", "line 2, column 2: \"nan\" is not a finite number");
+    csv_fails("1,2,3\n1,2,\n", "none", "line 2, column 3: \"\" is not a finite number");
+    csv_fails("1,2,3.5\n", "none", "line 1, column 3: label 3.5 is not an integer");
+    csv_fails("1,2,30\n", "none", "line 1, column 3: label 30 is out of range [0, 10)");
+    csv_fails("1,2,3,4\n", "none", "line 1: 4 columns, so 3 features");
+    csv_fails("a,b,c\n", "names", "bad.csv: no data rows");
+}
+
+/* root/CLASS/NAME.png, a 4x4 gray image of value v. */
+static void write_png(const char *root, const char *cls, const char *name, uint8_t v) {
+    char dir[512], path[600], err[PS_ERRLEN];
+    snprintf(dir, sizeof dir, "%s/%s", root, cls);
+    mkdir(root, 0755);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/%s.png", dir, name);
+    uint8_t pix[16];
+    memset(pix, v, sizeof pix);
+    if (image_write_png_gray(path, 4, 4, pix, err, sizeof err) != 0)
+        test_fail(__FILE__, __LINE__, "%s", err);
+}
+
+void test_source_images_folders(void) {
+    char root[512], err[PS_ERRLEN];
+    snprintf(root, sizeof root, "%s/img", test_tmpdir());
+    write_png(root, "zebra", "a", 200);
+    write_png(root, "apple", "b", 10);
+    write_png(root, "apple", "a", 20);
+    write_text(test_path("img/apple/notes.txt"), "not an image");
+    data_spec_t s = spec(root, 2, 2, 3); /* shrunk to 2x2, gray to RGB */
+    dataset_t d;
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0);
+    CHECK_INT_EQ(d.n, 3);
+    CHECK_INT_EQ(d.nclass_names, 2);
+    CHECK(!strcmp(d.class_names[0], "apple") && !strcmp(d.class_names[1], "zebra"));
+    CHECK_INT_EQ(d.labels[0], 0);
+    CHECK_INT_EQ(d.images[0], 20); /* apple/a.png before apple/b.png */
+    CHECK_INT_EQ(d.images[12 + 11], 10);
+    CHECK_INT_EQ(d.labels[2], 1);
+    CHECK_INT_EQ(d.images[24 + 5], 200);
+    /* A test folder labelled by the training classes. */
+    char other[512];
+    snprintf(other, sizeof other, "%s/other", test_tmpdir());
+    write_png(other, "zebra", "c", 1);
+    data_spec_t t = spec(other, 2, 2, 1);
+    t.class_names = d.class_names;
+    t.nclass_names = d.nclass_names;
+    dataset_t e;
+    CHECK_INT_EQ(dataset_load(&e, &t, err, sizeof err), 0);
+    CHECK_INT_EQ(e.labels[0], 1);
+    dataset_free(&e);
+    write_png(other, "yak", "d", 1);
+    CHECK_INT_EQ(dataset_load(&e, &t, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "class \"yak\" is not one of the training set's 2 classes");
+    dataset_free(&d);
+}
+
+void test_source_format_auto(void) {
+    static const struct {
+        const char *path;
+        int format;
+    } cases[] = {{"x/train.tfrecords", DATA_TFRECORD},
+                 {"a.tfrec.gz", DATA_TFRECORD},
+                 {"b.tfrecord", DATA_TFRECORD},
+                 {"t.csv", DATA_CSV},
+                 {"t.csv.gz", DATA_CSV},
+                 {"train-images-idx3-ubyte.gz", DATA_IDX}};
+    char err[PS_ERRLEN];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        data_spec_t s = spec(cases[i].path, 1, 1, 1);
+        data_format_t f;
+        CHECK_INT_EQ(data_format_of(&s, &f, err, sizeof err), 0);
+        CHECK_INT_EQ(f, cases[i].format);
+    }
+    data_spec_t s = spec("data.bin", 1, 1, 1);
+    data_format_t f;
+    CHECK_INT_EQ(data_format_of(&s, &f, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "data.bin: cannot tell the format");
+    s.format = "parquet";
+    CHECK_INT_EQ(data_format_of(&s, &f, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "data.format: \"parquet\"");
+}
+
+static void make_set(dataset_t *d, size_t n) {
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->h = d->w = d->c = d->example_size = 1;
+    d->images = xmalloc(n);
+    d->labels = xmalloc(n);
+    for (size_t i = 0; i < n; i++) {
+        d->images[i] = (uint8_t)i;
+        d->labels[i] = (uint8_t)(i % 3);
+    }
+    d->nclasses = 3;
+}
+
+void test_source_hold_out(void) {
+    dataset_t a, b, va, vb;
+    char err[PS_ERRLEN];
+    make_set(&a, 200);
+    make_set(&b, 200);
+    CHECK_INT_EQ(dataset_hold_out(&a, 0.25, 11, &va, err, sizeof err), 0);
+    CHECK_INT_EQ(dataset_hold_out(&b, 0.25, 11, &vb, err, sizeof err), 0);
+    CHECK_INT_EQ(a.n + va.n, 200);
+    CHECK(va.n > 30 && va.n < 70);
+    CHECK_INT_EQ(va.n, vb.n); /* same seed, same hold-out */
+    CHECK(memcmp(va.images, vb.images, va.n) == 0);
+    /* Kept and held keep the file order and together hold every example. */
+    int seen[200] = {0};
+    for (size_t i = 0; i < a.n; i++)
+        seen[a.images[i]]++;
+    for (size_t i = 0; i < va.n; i++) {
+        seen[va.images[i]]++;
+        CHECK_INT_EQ(va.labels[i], va.images[i] % 3);
+    }
+    for (size_t i = 0; i < 200; i++)
+        CHECK_INT_EQ(seen[i], 1);
+    dataset_t c, vc;
+    make_set(&c, 200);
+    CHECK_INT_EQ(dataset_hold_out(&c, 0.25, 12, &vc, err, sizeof err), 0);
+    CHECK(vc.n != va.n || memcmp(vc.images, va.images, va.n) != 0);
+    dataset_free(&c);
+    dataset_free(&vc);
+    make_set(&c, 3);
+    CHECK_INT_EQ(dataset_hold_out(&c, 0.01, 1, &vc, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "leaves the validation set empty");
+    dataset_free(&c);
+    dataset_free(&a);
+    dataset_free(&b);
+    dataset_free(&va);
+    dataset_free(&vb);
+}
