@@ -319,3 +319,108 @@ void test_source_hold_out(void) {
     dataset_free(&va);
     dataset_free(&vb);
 }
+
+/* ---- augmentation ------------------------------------------------------- */
+
+/* Which (flip, dy, dx) turns src[4][4] into got, or -1 for none. */
+static int find_move(const float *got, const float *src, int *flip, int *dy, int *dx) {
+    float tmp[16], want[16];
+    for (*flip = 0; *flip < 2; (*flip)++)
+        for (*dy = -2; *dy <= 2; (*dy)++)
+            for (*dx = -2; *dx <= 2; (*dx)++) {
+                for (int y = 0; y < 4; y++)
+                    for (int x = 0; x < 4; x++) {
+                        int sy = y - *dy, sx = (*flip ? 3 - x : x) - *dx;
+                        want[y * 4 + x] =
+                            sy < 0 || sy > 3 || sx < 0 || sx > 3 ? 0.0f : src[sy * 4 + sx];
+                    }
+                memcpy(tmp, want, sizeof tmp);
+                if (memcmp(tmp, got, sizeof tmp) == 0)
+                    return 0;
+            }
+    return -1;
+}
+
+void test_source_augment_moves(void) {
+    float src[16], x[16], tmp[16];
+    for (int i = 0; i < 16; i++)
+        src[i] = (float)(i + 1);
+    augment_opts_t o = {.flip = true, .crop_pad = 1, .translate = 0.25};
+    int flips = 0, shifted = 0;
+    for (uint64_t i = 0; i < 200; i++) {
+        memcpy(x, src, sizeof x);
+        augment_example(x, tmp, 4, 4, 1, &o, 99, i);
+        int f, dy, dx;
+        if (find_move(x, src, &f, &dy, &dx) != 0) {
+            test_fail(__FILE__, __LINE__, "example %llu is no flip and shift of the source",
+                      (unsigned long long)i);
+            return;
+        }
+        flips += f;
+        shifted += dy != 0 || dx != 0;
+        CHECK(dy >= -2 && dy <= 2 && dx >= -2 && dx <= 2);
+    }
+    printf("flipped %d, shifted %d of 200\n", flips, shifted);
+    CHECK(flips > 70 && flips < 130);
+    CHECK(shifted > 150);
+    augment_opts_t off = {0};
+    CHECK(!augment_enabled(&off));
+    memcpy(x, src, sizeof x);
+    augment_example(x, tmp, 4, 4, 1, &off, 99, 3);
+    CHECK(memcmp(x, src, sizeof x) == 0);
+}
+
+/* The rows of the first two epochs of a loader over 32 4x4 examples. */
+static void augmented_epochs(const dataset_t *d, uint64_t seed, float *out) {
+    loader_opts_t o = {.batch_size = 32,
+                       .seed = seed,
+                       .nshards = 1,
+                       .prefetch = 1,
+                       .augment = {.flip = true, .crop_pad = 1}};
+    char err[PS_ERRLEN];
+    loader_t *l = loader_create(d, &o, err, sizeof err);
+    if (!l) {
+        test_fail(__FILE__, __LINE__, "%s", err);
+        return;
+    }
+    for (int e = 0; e < 2; e++)
+        memcpy(out + e * 32 * 16, loader_next(l)->x, 32 * 16 * sizeof(float));
+    loader_free(l);
+}
+
+void test_source_augment_loader(void) {
+    dataset_t d;
+    memset(&d, 0, sizeof d);
+    d.n = 32;
+    d.h = d.w = 4;
+    d.c = 1;
+    d.example_size = 16;
+    d.images = xmalloc(32 * 16);
+    d.labels = xcalloc(32, 1);
+    for (size_t i = 0; i < 32 * 16; i++)
+        d.images[i] = (uint8_t)(1 + i % 200);
+    d.nclasses = 1;
+    float *a = xmalloc(2 * 32 * 16 * sizeof(float)), *b = xmalloc(2 * 32 * 16 * sizeof(float));
+    float *c = xmalloc(2 * 32 * 16 * sizeof(float));
+    augmented_epochs(&d, 5, a);
+    augmented_epochs(&d, 5, b);
+    augmented_epochs(&d, 6, c);
+    CHECK(memcmp(a, b, 2 * 32 * 16 * sizeof(float)) == 0);       /* seeded */
+    CHECK(memcmp(a, a + 32 * 16, 32 * 16 * sizeof(float)) != 0); /* per epoch */
+    CHECK(memcmp(a, c, 2 * 32 * 16 * sizeof(float)) != 0);       /* per seed */
+    /* Every row is a move of its own example (unshuffled: row i = example i). */
+    for (size_t i = 0; i < 32; i++) {
+        float src[16];
+        int f, dy, dx;
+        for (size_t p = 0; p < 16; p++) /* as the loader scales: byte / 255 */
+            src[p] = (float)d.images[i * 16 + p] / 255.0f;
+        if (find_move(a + i * 16, src, &f, &dy, &dx) != 0) {
+            test_fail(__FILE__, __LINE__, "row %zu is not a move of example %zu", i, i);
+            break;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    dataset_free(&d);
+}

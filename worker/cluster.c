@@ -168,7 +168,8 @@ static int setup(worker_t *w) {
                         .prefetch = (size_t)c->data.prefetch,
                         .start_step = resume_batches(w, nworkers, replicas),
                         .alloc = w->be->host_alloc,
-                        .free = w->be->host_free};
+                        .free = w->be->host_free,
+                        .augment = datasets_augment(c)};
     w->loader = loader_create(&w->train, &lo, err, sizeof err);
     if (!w->loader) {
         log_error("%s", err);

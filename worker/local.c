@@ -112,7 +112,8 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
                         .prefetch = (size_t)c->data.prefetch,
                         .start_step = L->store.iterations,
                         .alloc = be->host_alloc,
-                        .free = be->host_free};
+                        .free = be->host_free,
+                        .augment = datasets_augment(c)};
     L->loader = loader_create(&L->train, &lo, err, errlen);
     if (!L->loader)
         return EXIT_USAGE;

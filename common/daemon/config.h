@@ -27,6 +27,9 @@ typedef struct {
         char label_column[CONFIG_STR];                             /* CSV; "" = the last */
         char csv_header[CONFIG_STR];                               /* names|none|skip */
         double val_split;                                          /* 0 = none */
+        bool augment_flip; /* the loader's augmentation (augment.h) */
+        int64_t augment_crop_pad;
+        double augment_translate;
     } data;
     struct {
         int64_t batch_size;

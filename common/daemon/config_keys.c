@@ -70,6 +70,13 @@ const config_key_t config_keys[] = {
     FLOAT_KEY("data.val_split", data.val_split, "0", 0, 1, MAX_EXCL,
               "fraction of data.train held out (seeded by train.seed) as validation data when "
               "data.val is \"\"; 0 = none"),
+    BOOL_KEY("data.augment_flip", data.augment_flip, "false",
+             "training images: random horizontal flip (seeded per epoch and worker)"),
+    INT_KEY("data.augment_crop_pad", data.augment_crop_pad, "0", 0, 64,
+            "training images: zero-pad by this many pixels and crop back at random; 0 = off"),
+    FLOAT_KEY("data.augment_translate", data.augment_translate, "0", 0, 0.5, 0,
+              "training images: random shift by up to this fraction of height and width, zero "
+              "fill; 0 = off"),
     INT_KEY("train.batch_size", train.batch_size, "64", 1, 65536, "examples in a worker's batch"),
     INT_KEY("train.epochs", train.epochs, "3", 0, 1000000,
             "passes over the training data (when train.max_steps is 0)"),

@@ -144,3 +144,9 @@ int datasets_read_class_names(const char *path, char ***names, size_t *n, char *
     }
     return 0;
 }
+
+augment_opts_t datasets_augment(const config_t *c) {
+    return (augment_opts_t){.flip = c->data.augment_flip,
+                            .crop_pad = (size_t)c->data.augment_crop_pad,
+                            .translate = c->data.augment_translate};
+}

@@ -25,6 +25,9 @@ const char *datasets_where(const config_t *c, const char *path);
  * that predict and evaluate print names; nothing otherwise. */
 int datasets_write_class_names(const dataset_t *d, const char *model_dir, char *err, size_t errlen);
 
+/* The augmentation the data.augment_* keys ask for. */
+augment_opts_t datasets_augment(const config_t *c);
+
 /* Reads class_names.json from path, or else from its parent or
  * grandparent (an export or checkpoint directory inside a model_dir).
  * Returns 1 with *names (free with data_free_files), 0 when there is none,

@@ -485,6 +485,7 @@ struct loader {
     loader_opts_t o;
     size_t shard_size, steps, batch_cap;
     float lut[256]; /* byte -> byte / 255 */
+    float *aug_tmp; /* one example, for augmentation (producer thread) */
 
     /* Owned by the producer thread. */
     size_t *perm; /* positions in the shard, in this epoch's order */
@@ -583,6 +584,12 @@ static void loader_fill(loader_t *l, batch_t *b, uint64_t step) {
         }
         b->y[i] = d->labels[ex];
     }
+    if (l->aug_tmp) {
+        uint64_t key = rng_mix(rng_key(l->o.seed, "data.augment", epoch), l->o.shard);
+        for (size_t i = 0; i < n; i++)
+            augment_example(b->x + i * es, l->aug_tmp, d->h, d->w, d->c, &l->o.augment, key,
+                            l->o.shard + l->perm[first + i] * l->o.nshards);
+    }
     b->n = n;
     b->epoch = epoch;
     b->step_in_epoch = in_epoch;
@@ -660,6 +667,9 @@ loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, s
     for (int i = 0; i < 256; i++)
         l->lut[i] = (float)i / 255.0f;
     l->perm = xmalloc(l->shard_size * sizeof *l->perm);
+    /* Tabular features have no pixels to move. */
+    if (augment_enabled(&o->augment) && !d->features)
+        l->aug_tmp = xmalloc(d->example_size * sizeof *l->aug_tmp);
     if (loader_init_ring(l, err, errlen) != 0 || loader_start(l, err, errlen) != 0) {
         loader_free(l);
         return NULL;
@@ -712,5 +722,6 @@ void loader_free(loader_t *l) {
     }
     free(l->ring);
     free(l->perm);
+    free(l->aug_tmp);
     free(l);
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/data/augment.h"
+
 typedef struct {
     size_t n;            /* examples */
     size_t h, w, c;      /* image shape; c = 1 for IDX; 1, 1, features for CSV */
@@ -63,6 +65,9 @@ typedef struct {
      * NULL means aligned host memory. */
     void *(*alloc)(size_t bytes);
     void (*free)(void *p);
+    /* Augmentation of image examples (augment.h); all off = none. Keyed by
+     * (seed, epoch, shard) and the example's index. */
+    augment_opts_t augment;
 } loader_opts_t;
 
 typedef struct loader loader_t;
