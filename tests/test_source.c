@@ -424,3 +424,32 @@ void test_source_augment_loader(void) {
     free(c);
     dataset_free(&d);
 }
+
+void test_source_tfrecord_file_shards(void) {
+    int64_t labels[6] = {0, 1, 2, 3, 4, 5};
+    write_records(test_path("s-0.tfrecord"), labels, 2);
+    write_records(test_path("s-1.tfrecord"), labels + 2, 3);
+    write_records(test_path("s-2.tfrecord"), labels + 5, 1);
+    char glob[512], err[PS_ERRLEN];
+    snprintf(glob, sizeof glob, "%s/s-*.tfrecord", test_tmpdir());
+    data_spec_t s = spec(glob, 2, 2, 1);
+    s.nshards = 2;
+    dataset_t d;
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0); /* files 0 and 2 */
+    CHECK(d.file_shard);
+    CHECK_INT_EQ(d.n, 3);
+    CHECK_INT_EQ(d.total, 6);
+    CHECK_INT_EQ(d.labels[2], 5);
+    dataset_free(&d);
+    s.shard = 1;
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0); /* file 1 */
+    CHECK_INT_EQ(d.n, 3);
+    CHECK_INT_EQ(d.labels[0], 2);
+    dataset_free(&d);
+    s.nshards = 4; /* fewer files than workers: all of them, split by record */
+    CHECK_INT_EQ(dataset_load(&d, &s, err, sizeof err), 0);
+    CHECK(!d.file_shard);
+    CHECK_INT_EQ(d.n, 6);
+    CHECK_INT_EQ(d.total, 6);
+    dataset_free(&d);
+}

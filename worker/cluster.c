@@ -144,26 +144,31 @@ static int setup(worker_t *w) {
         return EXIT_USAGE;
     }
     dataset_t val; /* what data.val_split holds out; the master evaluates */
-    if (datasets_load_train(c, &w->model, &w->train, &val, err, sizeof err)) {
+    size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
+    if (datasets_load_train_shard(c, &w->model, (size_t)cl->task_index, nworkers, &w->train, &val,
+                                  err, sizeof err)) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
     dataset_free(&val);
+    if (w->train.file_shard)
+        log_info("reading %zu of the %zu training examples: this worker's share of the files",
+                 w->train.n, w->train.total);
     int rc = connect_peers(w);
     if (rc)
         return rc;
-    size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
     w->sync = !strcmp(c->train.mode, "sync");
     size_t replicas = config_replicas(c, nworkers);
-    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.n,
+    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.total,
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
     size_t threads = config_threads(c);
     w->trainer = trainer_create(&w->model, w->be, threads, batch);
     loader_opts_t lo = {.batch_size = batch,
                         .seed = (uint64_t)c->train.seed,
-                        .shard = (size_t)cl->task_index,
-                        .nshards = nworkers,
+                        /* A file shard is this worker's already. */
+                        .shard = w->train.file_shard ? 0 : (size_t)cl->task_index,
+                        .nshards = w->train.file_shard ? 1 : nworkers,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
                         .start_step = resume_batches(w, nworkers, replicas),

@@ -43,7 +43,16 @@ static int load_one(const config_t *c, const model_t *m, const data_spec_t *s, d
 
 int datasets_load_train(const config_t *c, const model_t *m, dataset_t *train, dataset_t *val,
                         char *err, size_t errlen) {
+    return datasets_load_train_shard(c, m, 0, 1, train, val, err, errlen);
+}
+
+int datasets_load_train_shard(const config_t *c, const model_t *m, size_t shard, size_t nshards,
+                              dataset_t *train, dataset_t *val, char *err, size_t errlen) {
     data_spec_t s = spec_of(c, m, c->data.train, true);
+    if (c->data.val_split <= 0) {
+        s.shard = shard;
+        s.nshards = nshards;
+    }
     if (val)
         memset(val, 0, sizeof *val);
     if (load_one(c, m, &s, train, err, errlen) != 0)

@@ -15,6 +15,11 @@
  * val may be NULL (a master counts the training examples only). */
 int datasets_load_train(const config_t *c, const model_t *m, dataset_t *train, dataset_t *val,
                         char *err, size_t errlen);
+/* The same for worker `shard` of `nshards`: with at least as many TFRecord
+ * files as workers (and no data.val_split, which holds out of the whole
+ * set), it reads only its files (train->file_shard; train->total counts all). */
+int datasets_load_train_shard(const config_t *c, const model_t *m, size_t shard, size_t nshards,
+                              dataset_t *train, dataset_t *val, char *err, size_t errlen);
 /* The test set: data.test, else data.dir's t10k-* IDX pair. Image folders
  * take the classes of data.train's folders. */
 int datasets_load_test(const config_t *c, const model_t *m, dataset_t *test, char *err,

@@ -462,6 +462,8 @@ int dataset_hold_out(dataset_t *d, double fraction, uint64_t seed, dataset_t *he
             copy_example(&kept, a++, d, i);
     }
     free(out);
+    kept.total = kept.n;
+    held->total = held->n;
     dataset_free(d);
     *d = kept;
     return 0;

@@ -22,6 +22,10 @@ typedef struct {
     size_t nclasses;     /* max label + 1 */
     char **class_names;  /* [nclass_names] (image folders), or NULL */
     size_t nclass_names;
+    /* A worker's share of files (source.h, data_spec_t.nshards): the loader
+     * takes all of it (shard 0 of 1), and total counts every worker's. */
+    bool file_shard;
+    size_t total; /* examples of all shards together (n when not file-sharded) */
 } dataset_t;
 
 /* Reads an images file (magic 0x00000803, dims n, rows, cols) and a labels file

@@ -279,7 +279,16 @@ static int check_idx_labels(const dataset_t *d, const data_spec_t *s, char *err,
     return 0;
 }
 
+static int load_any(dataset_t *d, const data_spec_t *s, char *err, size_t errlen);
+
 int dataset_load(dataset_t *d, const data_spec_t *s, char *err, size_t errlen) {
+    int rc = load_any(d, s, err, errlen);
+    if (rc == 0 && !d->file_shard)
+        d->total = d->n;
+    return rc;
+}
+
+static int load_any(dataset_t *d, const data_spec_t *s, char *err, size_t errlen) {
     data_format_t f;
     memset(d, 0, sizeof *d);
     if (s->nclasses < 1 || s->nclasses > 256)

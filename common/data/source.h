@@ -29,6 +29,12 @@ typedef struct {
      * folder's own subfolders, sorted. */
     char *const *class_names;
     size_t nclass_names;
+    /* Worker `shard` of `nshards` (0 and 0 or 1: one reader). TFRecord files
+     * at least as many as the workers are split by file (file i goes to
+     * worker i % nshards, whose dataset_t says file_shard, and the other
+     * files' records are only counted); otherwise every worker reads all
+     * and the loader splits by record. */
+    size_t shard, nshards;
 } data_spec_t;
 
 /* Reads the data set s names into d (which the caller frees with

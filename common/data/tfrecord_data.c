@@ -99,15 +99,34 @@ static int load_file(dsb_t *b, const data_spec_t *s, const char *file, char *err
     return rc;
 }
 
+/* Counts the records of a file another worker reads (framing checked). */
+static int count_file(const char *file, size_t *count, char *err, size_t errlen) {
+    tfrecord_reader_t *r = tfrecord_open(file, err, errlen);
+    if (!r)
+        return -1;
+    const uint8_t *rec;
+    size_t len;
+    int rc;
+    while ((rc = tfrecord_next(r, &rec, &len, err, errlen)) == 1)
+        (*count)++;
+    tfrecord_close(r);
+    return rc;
+}
+
 int data_load_tfrecord(dataset_t *d, const data_spec_t *s, char **files, size_t nfiles, char *err,
                        size_t errlen) {
     dsb_t b = {.d = d};
     memset(d, 0, sizeof *d);
+    bool by_file = s->nshards > 1 && nfiles >= s->nshards;
+    size_t others = 0;
     int rc = 0;
     for (size_t i = 0; i < nfiles && rc == 0; i++)
-        rc = load_file(&b, s, files[i], err, errlen);
+        rc = !by_file || i % s->nshards == s->shard ? load_file(&b, s, files[i], err, errlen)
+                                                    : count_file(files[i], &others, err, errlen);
     if (d->labels)
         dsb_finish(&b);
+    d->file_shard = by_file;
+    d->total = d->n + others;
     if (rc == 0 && d->n == 0)
         rc = ps_errf(err, errlen, "%s: no records", s->path);
     return rc;
