@@ -50,6 +50,14 @@ cat "$tmp/predict.out"
 grep -q "00000.png: class 0 (Ankle_boot)" "$tmp/predict.out" || fail "predict: no class name"
 grep -q "00001.png: class [0-9] (Pullover)" "$tmp/predict.out" || fail "predict: wrong or no name"
 
+# pstrain evaluate names its data: the same test folder, the same accuracy.
+"$build/pstrain" evaluate --model "$tmp/png" --set data.train="$tmp/img/train" \
+  --set data.test="$tmp/img/test" > "$tmp/evaluate.out"
+want=$(python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["accuracy"])' \
+  "$tmp/png/eval_results.json")
+grep -q "accuracy: $want (1000 examples)" "$tmp/evaluate.out" ||
+  fail "evaluate: $(cat "$tmp/evaluate.out"), want accuracy $want"
+
 # RGB JPEGs at 36x36 (test classes only: a subset of training's), with a
 # validation folder: gray, resized, labelled by the training classes.
 run rgb data.train="$tmp/img/train" data.val="$tmp/img/rgb" data.test="$tmp/img/rgb"

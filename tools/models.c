@@ -119,7 +119,9 @@ int cmd_evaluate(int argc, char **argv) {
             dir = NULL, i = argc;
     }
     if (!dir) {
-        fprintf(stderr, "usage: pstrain evaluate --model DIR [--set data.dir=DIR]...\n");
+        fprintf(
+            stderr,
+            "usage: pstrain evaluate --model DIR [--set data.test=PATH] [--set KEY=VALUE]...\n");
         return EXIT_USAGE;
     }
     model_t m;
