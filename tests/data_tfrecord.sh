@@ -56,6 +56,26 @@ echo "JPEG: $jpg"
 # Records of 887 bytes: 12 of length and its CRC, 871 of Example, 4 of CRC.
 awk -v a="${jpg##* }" 'BEGIN { exit !(a > 0.5) }' || fail "JPEG training did not learn: $jpg"
 
+# Streaming (data.stream): without shuffling it reads the files in order, so
+# it trains exactly as the in-memory loader without shuffling does.
+mem=$(train mem data.train="$tmp/train.tfrecords" data.test="$tmp/test.tfrecords" data.shuffle=false)
+st=$(train stream data.train="$tmp/train.tfrecords" data.test="$tmp/test.tfrecords" \
+  data.shuffle=false data.stream=true)
+echo "unshuffled in memory: $mem; streamed: $st"
+[ "$mem" = "$st" ] || fail "the stream trains differently from the in-memory loader"
+# Shuffled through a 5000-example buffer over 4 copies of the training set
+# (240000 examples, 212 MB of records): it learns, and memory holds the
+# buffer, not the data (whole, the images alone would take 188 MiB).
+for i in 1 2 3 4; do cp "$tmp/train.tfrecords" "$tmp/big-$i.tfrecords"; done
+big=$(train big data.train="$tmp/big-*.tfrecords" data.test="$tmp/test.tfrecords" \
+  data.stream=true data.shuffle_buffer=5000)
+rss=$(sed -n 's/.*peak RSS \([0-9.]*\) MiB.*/\1/p' "$tmp/big.log")
+echo "streamed 4 x 60000 examples: $big; peak RSS $rss MiB"
+grep -q "240000 training" "$tmp/big.log" || fail "stream size: $(grep 'model mlp' "$tmp/big.log")"
+awk -v a="${big##* }" -v r="$rss" 'BEGIN { exit !(a > 0.7 && r < 100) }' ||
+  fail "streaming: accuracy ${big##* } or peak RSS $rss MiB out of bounds"
+rm "$tmp"/big-*.tfrecords
+
 # Bad files: one error line naming the file and the record, exit 65.
 bad() {
   local sets=()

@@ -4,11 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/base/util.h"
 #include "common/data/example.h"
 #include "common/data/source.h"
+#include "common/data/stream.h"
 #include "common/formats/image.h"
 #include "common/formats/tfrecord.h"
 #include "test.h"
@@ -452,4 +455,110 @@ void test_source_tfrecord_file_shards(void) {
     CHECK_INT_EQ(d.n, 6);
     CHECK_INT_EQ(d.total, 6);
     dataset_free(&d);
+}
+
+/* ---- streaming ---------------------------------------------------------- */
+
+/* Writes n raw 2x2 examples whose first pixel is first + i (their id). */
+static void write_ids(const char *path, size_t first, size_t n) {
+    FILE *f = fopen(path, "wb");
+    char err[PS_ERRLEN];
+    size_t shape[3] = {2, 2, 1};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t pix[4] = {(uint8_t)(first + i), 1, 2, 3}, *rec;
+        size_t len;
+        example_fields_t x = {.image_key = "image",
+                              .label_key = "label",
+                              .image = pix,
+                              .image_len = 4,
+                              .shape = shape,
+                              .label = (int64_t)((first + i) % 10)};
+        example_pack(&x, &rec, &len);
+        if (tfrecord_write(f, path, rec, len, err, sizeof err) != 0)
+            test_fail(__FILE__, __LINE__, "%s", err);
+        free(rec);
+    }
+    fclose(f);
+}
+
+/* The ids of `steps` batches of a streaming loader from step `start`. */
+static int stream_ids(const char *glob, size_t shard, size_t nshards, size_t buffer, bool shuffle,
+                      uint64_t start, size_t steps, int *ids) {
+    char err[PS_ERRLEN];
+    data_spec_t s = spec(glob, 2, 2, 1);
+    s.shard = shard;
+    s.nshards = nshards;
+    data_stream_t *st = data_stream_open(&s, buffer, shuffle, 4, err, sizeof err);
+    if (!st) {
+        test_fail(__FILE__, __LINE__, "%s", err);
+        return -1;
+    }
+    loader_opts_t o = {
+        .batch_size = 4, .seed = 4, .nshards = 1, .prefetch = 2, .start_step = start};
+    loader_t *l = loader_create_stream(st, &o, err, sizeof err);
+    int k = 0;
+    for (size_t i = 0; l && i < steps; i++) {
+        const batch_t *b = loader_next(l);
+        for (size_t r = 0; r < b->n; r++)
+            ids[k++] = (int)lroundf(b->x[r * 4] * 255.0f);
+    }
+    loader_free(l);
+    data_stream_close(st);
+    return k;
+}
+
+void test_source_stream_epochs(void) {
+    write_ids(test_path("st-0.tfrecord"), 0, 10);
+    write_ids(test_path("st-1.tfrecord"), 10, 7);
+    write_ids(test_path("st-2.tfrecord"), 17, 3);
+    char glob[512];
+    snprintf(glob, sizeof glob, "%s/st-*.tfrecord", test_tmpdir());
+    int ids[200], again[200];
+    /* No shuffling: file order, epochs of 5 batches (the last short? 20 = 5 x 4). */
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 1, false, 0, 10, ids), 40);
+    for (int i = 0; i < 40; i++)
+        CHECK_INT_EQ(ids[i], i % 20);
+    /* Shuffled through a buffer of 3: each epoch a permutation, epochs differ. */
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 0, 15, ids), 60);
+    for (int e = 0; e < 3; e++) {
+        int seen[20] = {0};
+        for (int i = 0; i < 20; i++)
+            seen[ids[e * 20 + i]]++;
+        for (int i = 0; i < 20; i++)
+            CHECK_INT_EQ(seen[i], 1);
+    }
+    CHECK(memcmp(ids, ids + 20, 20 * sizeof *ids) != 0);
+    /* Seeded, and a resumed loader sees what an unbroken one saw. */
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 7, 8, again), 32);
+    CHECK(memcmp(again, ids + 28, 32 * sizeof *ids) == 0);
+    /* 3 files, 2 workers: by file; 3 files, 4 workers: by record. */
+    CHECK_INT_EQ(stream_ids(glob, 1, 2, 1, false, 0, 2, ids), 7); /* file 1 */
+    CHECK_INT_EQ(ids[0], 10);
+    CHECK_INT_EQ(stream_ids(glob, 3, 4, 1, false, 0, 2, ids), 5); /* ids 3, 7, 11, 15, 19 */
+    CHECK_INT_EQ(ids[4], 19);
+}
+
+void test_source_stream_errors(void) {
+    int64_t labels[3] = {1, 12, 2};
+    write_records(test_path("bad.tfrecord"), labels, 3);
+    char err[PS_ERRLEN];
+    data_spec_t s = spec(test_path("bad.tfrecord"), 2, 2, 1);
+    CHECK(data_stream_open(&s, 10, true, 1, err, sizeof err) == NULL);
+    CHECK_STR_CONTAINS(err, "bad.tfrecord: record 1: label 12 is out of range");
+    /* A file cut after opening: the batch is empty and the error names it. */
+    write_ids(test_path("cut.tfrecord"), 0, 8);
+    s = spec(test_path("cut.tfrecord"), 2, 2, 1);
+    data_stream_t *st = data_stream_open(&s, 1, false, 1, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    if (truncate(test_path("cut.tfrecord"), 75) != 0)
+        test_fail(__FILE__, __LINE__, "truncate failed");
+    loader_opts_t o = {.batch_size = 8, .nshards = 1, .prefetch = 1};
+    loader_t *l = loader_create_stream(st, &o, err, sizeof err);
+    const batch_t *b = loader_next(l);
+    CHECK_INT_EQ(b->n, 0);
+    CHECK_STR_CONTAINS(loader_error(l), "cut.tfrecord: record 0 at offset 0: truncated data");
+    loader_free(l);
+    data_stream_close(st);
 }

@@ -12,6 +12,7 @@
 #include "common/daemon/datasets.h"
 #include "common/train/checkpoint.h"
 #include "common/data/dataset.h"
+#include "common/data/stream.h"
 #include "common/base/exitcode.h"
 #include "common/formats/events.h"
 #include "common/train/export.h"
@@ -26,6 +27,7 @@
 typedef struct {
     model_t model;
     dataset_t train, val, test; /* val.n = 0: no validation set */
+    struct data_stream *stream; /* data.stream: the training data, and train is empty */
     store_t store;
     trainer_t *trainer;
     loader_t *loader;
@@ -45,8 +47,14 @@ typedef struct {
 static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
     if (model_load(&L->model, c->model, err, errlen))
         return EXIT_USAGE;
-    if (datasets_load_train(c, &L->model, &L->train, &L->val, err, errlen) ||
-        datasets_load_test(c, &L->model, &L->test, err, errlen))
+    if (c->data.stream) {
+        L->stream = datasets_open_stream(c, &L->model, 0, 1, &L->val, err, errlen);
+        if (!L->stream)
+            return EXIT_DATAERR;
+    } else if (datasets_load_train(c, &L->model, &L->train, &L->val, err, errlen)) {
+        return EXIT_DATAERR;
+    }
+    if (datasets_load_test(c, &L->model, &L->test, err, errlen))
         return EXIT_DATAERR;
     if (datasets_write_class_names(&L->train, c->checkpoint.model_dir, err, errlen))
         return EXIT_IOERR;
@@ -114,7 +122,8 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
                         .alloc = be->host_alloc,
                         .free = be->host_free,
                         .augment = datasets_augment(c)};
-    L->loader = loader_create(&L->train, &lo, err, errlen);
+    L->loader = L->stream ? loader_create_stream(L->stream, &lo, err, errlen)
+                          : loader_create(&L->train, &lo, err, errlen);
     if (!L->loader)
         return EXIT_USAGE;
     if (!be->host_memory)
@@ -125,6 +134,7 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
 static void teardown(local_t *L) {
     if (L->loader)
         loader_free(L->loader);
+    data_stream_close(L->stream);
     trainer_free(L->trainer);
     if (L->store.w)
         store_free(&L->store);
@@ -248,6 +258,11 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
         const batch_t *next = L->next ? L->next : loader_next(L->loader);
         batch_t b = *next;
         L->next = NULL;
+        if (b.n == 0) { /* a streamed file changed under the run */
+            log_error("%s", loader_error(L->loader));
+            int rc = step > last_ckpt ? checkpoint(L, c, step, false) : EXIT_OK;
+            return rc ? rc : EXIT_DATAERR;
+        }
         step_metrics_t sm;
         uint64_t dropout_seed = rng_key((uint64_t)c->train.seed, "dropout", step);
         trainer_step(L->trainer, b.x, b.y, b.n, dropout_seed, &sm);
@@ -315,9 +330,10 @@ int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t 
     }
     log_info("model %s: %zu parameters; %zu training, %zu validation and %zu test examples; "
              "batch %lld on %zu %s thread%s; %zu steps per epoch",
-             cfg->model, L.model.nparams, L.train.n, L.val.n, L.test.n,
-             (long long)cfg->train.batch_size, trainer_threads(L.trainer), be->name,
-             trainer_threads(L.trainer) == 1 ? "" : "s", loader_steps_per_epoch(L.loader));
+             cfg->model, L.model.nparams, L.stream ? loader_shard_size(L.loader) : L.train.n,
+             L.val.n, L.test.n, (long long)cfg->train.batch_size, trainer_threads(L.trainer),
+             be->name, trainer_threads(L.trainer) == 1 ? "" : "s",
+             loader_steps_per_epoch(L.loader));
     rc = train_loop(&L, cfg, stop);
     teardown(&L);
     struct rusage ru;

@@ -30,6 +30,8 @@ typedef struct {
         bool augment_flip; /* the loader's augmentation (augment.h) */
         int64_t augment_crop_pad;
         double augment_translate;
+        bool stream;            /* TFRecord training data streamed (stream.h) */
+        int64_t shuffle_buffer; /* examples the stream's shuffle buffer holds */
     } data;
     struct {
         int64_t batch_size;

@@ -7,6 +7,7 @@
 
 #include "common/base/util.h"
 #include "common/data/source.h"
+#include "common/data/stream.h"
 #include "common/train/trainer.h"
 
 /* The spec for one path of c, shaped by the model. */
@@ -71,6 +72,39 @@ int datasets_load_train_shard(const config_t *c, const model_t *m, size_t shard,
     if (rc != 0)
         dataset_free(train);
     return rc;
+}
+
+struct data_stream *datasets_open_stream(const config_t *c, const model_t *m, size_t shard,
+                                         size_t nshards, dataset_t *val, char *err, size_t errlen) {
+    data_spec_t s = spec_of(c, m, c->data.train, true);
+    data_format_t f;
+    memset(val, 0, sizeof *val);
+    if (data_format_of(&s, &f, err, errlen) != 0)
+        return NULL;
+    if (f != DATA_TFRECORD) {
+        ps_errf(err, errlen, "data.stream: %s is not TFRecord data (the only format streamed)",
+                s.path);
+        return NULL;
+    }
+    if (c->data.val_split > 0) {
+        ps_errf(err, errlen,
+                "data.stream: data.val_split needs the whole training set in "
+                "memory; name validation data with data.val");
+        return NULL;
+    }
+    s.shard = shard;
+    s.nshards = nshards;
+    data_stream_t *st = data_stream_open(&s, (size_t)c->data.shuffle_buffer, c->data.shuffle,
+                                         (uint64_t)c->train.seed, err, errlen);
+    if (!st)
+        return NULL;
+    data_spec_t v = spec_of(c, m, c->data.val, false);
+    if (trainer_check_data(m, data_stream_shape(st), s.path, err, errlen) != 0 ||
+        (c->data.val[0] && load_one(c, m, &v, val, err, errlen) != 0)) {
+        data_stream_close(st);
+        return NULL;
+    }
+    return st;
 }
 
 /* The class names of the training folders (image folders only). */

@@ -37,6 +37,12 @@ int data_check_label(long long label, const data_spec_t *s, const char *name, co
 /* "DIR/NAME", allocated. */
 char *data_join(const char *dir, const char *name);
 
+/* One TFRecord record (a tf.Example) as one more example of b, which it
+ * starts (dsb_init) at its first record: bytes or floats as that record's
+ * image feature is. where = "record N", for the errors. */
+int data_tfrecord_add(dsb_t *b, const data_spec_t *s, const uint8_t *rec, size_t len,
+                      const char *file, const char *where, char *err, size_t errlen);
+
 int data_load_tfrecord(dataset_t *d, const data_spec_t *s, char **files, size_t nfiles, char *err,
                        size_t errlen);
 int data_load_images(dataset_t *d, const data_spec_t *s, char *err, size_t errlen);

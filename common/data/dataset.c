@@ -12,6 +12,7 @@
 
 #include "kernels/backend.h"
 #include "common/base/util.h"
+#include "common/data/stream.h"
 
 /* ---------------------------------------------------------------------------
  * A byte source over a file that may be gzip-compressed. zlib's gzread would
@@ -486,8 +487,9 @@ struct loader {
     const dataset_t *d;
     loader_opts_t o;
     size_t shard_size, steps, batch_cap;
-    float lut[256]; /* byte -> byte / 255 */
-    float *aug_tmp; /* one example, for augmentation (producer thread) */
+    float lut[256];             /* byte -> byte / 255 */
+    float *aug_tmp;             /* one example, for augmentation (producer thread) */
+    struct data_stream *stream; /* or NULL: the examples come from d */
 
     /* Owned by the producer thread. */
     size_t *perm; /* positions in the shard, in this epoch's order */
@@ -567,9 +569,25 @@ static void loader_shuffle(loader_t *l, uint64_t epoch) {
     l->perm_valid = true;
 }
 
+/* Augments the n rows of b, row i being example ids[i] of the shard. */
+static void loader_augment(loader_t *l, batch_t *b, uint64_t epoch, const size_t *ids, size_t n,
+                           size_t first_id) {
+    const dataset_t *d = l->d;
+    uint64_t key = rng_mix(rng_key(l->o.seed, "data.augment", epoch), l->o.shard);
+    for (size_t i = 0; i < n; i++)
+        augment_example(b->x + i * d->example_size, l->aug_tmp, d->h, d->w, d->c, &l->o.augment,
+                        key, ids ? l->o.shard + ids[i] * l->o.nshards : first_id + i);
+}
+
 static void loader_fill(loader_t *l, batch_t *b, uint64_t step) {
     const dataset_t *d = l->d;
     uint64_t epoch = step / l->steps, in_epoch = step % l->steps;
+    if (l->stream) {
+        data_stream_fill(l->stream, b, step, l->o.batch_size, l->lut);
+        if (l->aug_tmp && b->n)
+            loader_augment(l, b, epoch, NULL, b->n, (size_t)in_epoch * l->o.batch_size);
+        return;
+    }
     if (!l->perm_valid || l->perm_epoch != epoch)
         loader_shuffle(l, epoch);
     size_t first = (size_t)in_epoch * l->o.batch_size;
@@ -586,12 +604,8 @@ static void loader_fill(loader_t *l, batch_t *b, uint64_t step) {
         }
         b->y[i] = d->labels[ex];
     }
-    if (l->aug_tmp) {
-        uint64_t key = rng_mix(rng_key(l->o.seed, "data.augment", epoch), l->o.shard);
-        for (size_t i = 0; i < n; i++)
-            augment_example(b->x + i * es, l->aug_tmp, d->h, d->w, d->c, &l->o.augment, key,
-                            l->o.shard + l->perm[first + i] * l->o.nshards);
-    }
+    if (l->aug_tmp)
+        loader_augment(l, b, epoch, l->perm + first, n, 0);
     b->n = n;
     b->epoch = epoch;
     b->step_in_epoch = in_epoch;
@@ -656,6 +670,23 @@ static int loader_start(loader_t *l, char *err, size_t errlen) {
     return 0;
 }
 
+/* What both kinds of loader share, once shard_size is known. */
+static loader_t *loader_finish(loader_t *l, char *err, size_t errlen) {
+    l->steps = (l->shard_size + l->o.batch_size - 1) / l->o.batch_size;
+    /* No batch holds more than the shard, so a huge batch_size costs nothing. */
+    l->batch_cap = PS_MIN(l->o.batch_size, l->shard_size);
+    for (int i = 0; i < 256; i++)
+        l->lut[i] = (float)i / 255.0f;
+    /* Tabular features have no pixels to move. */
+    if (augment_enabled(&l->o.augment) && !l->d->features)
+        l->aug_tmp = xmalloc(l->d->example_size * sizeof *l->aug_tmp);
+    if (loader_init_ring(l, err, errlen) != 0 || loader_start(l, err, errlen) != 0) {
+        loader_free(l);
+        return NULL;
+    }
+    return l;
+}
+
 loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen) {
     if (loader_check_opts(d, o, err, errlen) != 0)
         return NULL;
@@ -663,20 +694,31 @@ loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, s
     l->d = d;
     l->o = *o;
     l->shard_size = (d->n - o->shard + o->nshards - 1) / o->nshards;
-    l->steps = (l->shard_size + o->batch_size - 1) / o->batch_size;
-    /* No batch holds more than the shard, so a huge batch_size costs nothing. */
-    l->batch_cap = PS_MIN(o->batch_size, l->shard_size);
-    for (int i = 0; i < 256; i++)
-        l->lut[i] = (float)i / 255.0f;
     l->perm = xmalloc(l->shard_size * sizeof *l->perm);
-    /* Tabular features have no pixels to move. */
-    if (augment_enabled(&o->augment) && !d->features)
-        l->aug_tmp = xmalloc(d->example_size * sizeof *l->aug_tmp);
-    if (loader_init_ring(l, err, errlen) != 0 || loader_start(l, err, errlen) != 0) {
-        loader_free(l);
+    return loader_finish(l, err, errlen);
+}
+
+loader_t *loader_create_stream(struct data_stream *st, const loader_opts_t *o, char *err,
+                               size_t errlen) {
+    loader_opts_t one = *o;
+    one.shard = 0; /* the stream holds this worker's share already */
+    one.nshards = 1;
+    const dataset_t *shape = data_stream_shape(st);
+    dataset_t probe = *shape;
+    probe.n = data_stream_size(st);
+    probe.labels = shape->labels;
+    if (loader_check_opts(&probe, &one, err, errlen) != 0)
         return NULL;
-    }
-    return l;
+    loader_t *l = xcalloc(1, sizeof *l);
+    l->d = shape;
+    l->o = one;
+    l->stream = st;
+    l->shard_size = data_stream_size(st);
+    return loader_finish(l, err, errlen);
+}
+
+const char *loader_error(const loader_t *l) {
+    return l->stream ? data_stream_error(l->stream) : "";
 }
 
 const batch_t *loader_next(loader_t *l) {

@@ -80,6 +80,15 @@ typedef struct loader loader_t;
  * err names the option) on batch_size 0, nshards 0, shard >= nshards, a shard
  * with no examples, prefetch outside [1, 4096], or alloc without free. */
 loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen);
+/* A loader over a TFRecord stream (stream.h; it must outlive the loader):
+ * the stream shards and shuffles, so o->shard, nshards and shuffle are not
+ * used; batches are made in step order, start_step by replaying. */
+struct data_stream;
+loader_t *loader_create_stream(struct data_stream *st, const loader_opts_t *o, char *err,
+                               size_t errlen);
+/* A stream's batch with n = 0 is a read error (a file changed under the
+ * run): this says which. "" for in-memory loaders, which cannot fail. */
+const char *loader_error(const loader_t *l);
 /* The next batch, waiting for the prefetch thread if it is behind. The batch
  * stays valid until the next call. Epochs follow each other without end.
  * One consumer: calls on one loader must not overlap. */

@@ -47,7 +47,7 @@ static int add_floats(dsb_t *b, const example_t *e, const char *file, const char
 
 /* One record's bytes to one example of b (started at the first record: bytes
  * or floats as that record's image feature is). where = "record N". */
-static int add_record(dsb_t *b, const data_spec_t *s, const uint8_t *rec, size_t len,
+int data_tfrecord_add(dsb_t *b, const data_spec_t *s, const uint8_t *rec, size_t len,
                       const char *file, const char *where, char *err, size_t errlen) {
     char why[PS_ERRLEN];
     example_t e;
@@ -90,7 +90,7 @@ static int load_file(dsb_t *b, const data_spec_t *s, const char *file, char *err
     for (size_t i = 0; (rc = tfrecord_next(r, &rec, &len, err, errlen)) == 1; i++) {
         char where[64];
         snprintf(where, sizeof where, "record %zu", i);
-        if (add_record(b, s, rec, len, file, where, err, errlen) != 0) {
+        if (data_tfrecord_add(b, s, rec, len, file, where, err, errlen) != 0) {
             rc = -1;
             break;
         }
