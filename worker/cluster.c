@@ -143,6 +143,11 @@ static int setup(worker_t *w) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
+    if (c->data.stream) { /* not yet: a mid-run read error would need a path to stop the push */
+        log_error("data.stream is for standalone workers; a cluster's workers read their "
+                  "share of the data whole (docs/data.md)");
+        return EXIT_USAGE;
+    }
     dataset_t val; /* what data.val_split holds out; the master evaluates */
     size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
     if (datasets_load_train_shard(c, &w->model, (size_t)cl->task_index, nworkers, &w->train, &val,
