@@ -45,6 +45,9 @@ run() {
 run raw data.train="$digits" data.test="$digits" data.csv_header=none data.val_split=0.2
 grep -q "1797 test examples" "$tmp/raw.log" || fail "not all 1797 rows read: $(grep model "$tmp/raw.log")"
 grep -q "eval on validation" "$tmp/raw.log" || fail "no validation evaluation during training"
+ls "$tmp"/raw/validation/events.out.tfevents.* > /dev/null ||
+  fail "no TensorBoard validation scalars in model_dir/validation/"
+ls "$tmp"/raw/eval/events.out.tfevents.* > /dev/null || fail "no TensorBoard test scalars"
 python3 - "$tmp/raw" <<'PY' || fail "digits as shipped"
 import json, sys
 r = json.load(open(sys.argv[1] + "/eval_results.json"))
