@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# Each layer with the layers it may use.
+# Each layer with the layers it may use (data/'s readers use formats/).
 declare -A may=(
   [base]="base"
   [formats]="formats base"
