@@ -76,6 +76,28 @@ awk -v a="${big##* }" -v r="$rss" 'BEGIN { exit !(a > 0.7 && r < 100) }' ||
   fail "streaming: accuracy ${big##* } or peak RSS $rss MiB out of bounds"
 rm "$tmp"/big-*.tfrecords
 
+# A streamed file cut during the run: one error naming it, exit 65, and the
+# steps trained so far are kept in a checkpoint.
+cp "$tmp/train.tfrecords" "$tmp/cut-live.tfrecords"
+set +e
+"$worker" --set model=mlp --set train.max_steps=100000 --set threads=1 --set data.stream=true \
+  --set data.train="$tmp/cut-live.tfrecords" --set data.test="$tmp/test.tfrecords" \
+  --set checkpoint.model_dir="$tmp/live" --set checkpoint.every_secs=0 \
+  --set checkpoint.every_steps=0 2> "$tmp/live.log" &
+pid=$!
+set -e
+wait_log "$tmp/live.log" "steps per epoch" "the streaming run never started"
+truncate -s 20000000 "$tmp/cut-live.tfrecords"
+set +e
+wait "$pid"
+rc=$?
+set -e
+[ "$rc" -eq 65 ] || fail "a file cut mid-run exited $rc, want 65: $(tail -3 "$tmp/live.log")"
+grep -q "ERROR $tmp/cut-live.tfrecords: record [0-9]* at offset [0-9]*: truncated" "$tmp/live.log" ||
+  fail "no error naming the cut file's record: $(grep ERROR "$tmp/live.log")"
+ls -d "$tmp"/live/ckpt-* > /dev/null || fail "the steps trained before the cut were not checkpointed"
+echo "cut mid-run: $(grep ERROR "$tmp/live.log" | sed 's/.*ERROR //'); kept $(ls -d "$tmp"/live/ckpt-* | sed 's/.*ckpt-/step /')"
+
 # Bad files: one error line naming the file and the record, exit 65.
 bad() {
   local sets=()
