@@ -30,7 +30,17 @@ bool checkpointer_due(const checkpointer_t *c, uint64_t step, double now);
 /* A master restarted after the final checkpoint: the manifest says final
  * and its step reached target. */
 bool checkpointer_training_over(const checkpointer_t *c, uint64_t target);
-/* Takes ckpt-<step>; final marks the manifest as the end of training. */
+/* Takes ckpt-<step>; final marks the manifest as the end of training. The
+ * files are read back and verified before the manifest names them. */
 int checkpointer_take(checkpointer_t *c, uint64_t step, bool final, char *err, size_t errlen);
+/* The newest checkpoint of cfg's model_dir that verifies: 0 and *step, after
+ * logging one ERROR line for each newer one (naming the file and tensor) and
+ * dropping those from the manifest; 1 when there is no checkpoint;
+ * CKPT_ECORRUPT when none verifies (err says which file of the newest);
+ * -1 on a broken manifest. */
+int checkpointer_newest_good(const config_t *cfg, uint64_t *step, char *err, size_t errlen);
+/* At the master's start: checkpointer_newest_good, and the checkpointer
+ * follows the checkpoint found. -1 (err set) when none verifies. */
+int checkpointer_verify(checkpointer_t *c, char *err, size_t errlen);
 
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/train/checkpoint.h"
+#include "master/checkpointer.h"
 #include "common/base/log.h"
 #include "common/base/util.h"
 
@@ -22,33 +23,67 @@ void recovery_free(recovery_t *rv) {
     free(rv->stats);
 }
 
+/* The checkpoint a rollback restores: the newest that verifies (0 and
+ * *step), none yet (1), or none that verifies (CKPT_ECORRUPT: fatal). */
+static int rollback_target(recovery_t *rv, uint64_t *step, char *err, size_t errlen) {
+    int rc = checkpointer_newest_good(rv->cfg, step, err, errlen);
+    if (rc == CKPT_ECORRUPT) {
+        rv->fatal = true;
+        snprintf(rv->fatal_err, sizeof rv->fatal_err, "%s", err);
+    }
+    return rc;
+}
+
+/* A PS that refuses, again and again, to restore a checkpoint the master
+ * verified (its config does not fit the checkpoint, or it cannot read the
+ * files) will not change its mind: after RECOVERY_MAX_REFUSALS refusals in
+ * a row the master gives up rather than roll back for ever. */
+#define RECOVERY_MAX_REFUSALS 10
+
+static void note_refusal(recovery_t *rv, bool refused, uint64_t step, const char *err) {
+    if (!refused)
+        return;
+    if (++rv->refusals < RECOVERY_MAX_REFUSALS)
+        return;
+    rv->fatal = true;
+    snprintf(rv->fatal_err, sizeof rv->fatal_err,
+             "a PS refused to restore ckpt-%llu %d times in a row: %s", (unsigned long long)step,
+             RECOVERY_MAX_REFUSALS, err);
+}
+
 int recovery_rollback(recovery_t *rv, const char *why) {
     char err[PS_ERRLEN];
-    const char *md = rv->cfg->checkpoint.model_dir;
-    ckpt_manifest_t man;
-    int mrc = ckpt_manifest_read(md, &man, err, sizeof err);
-    if (mrc < 0) {
+    uint64_t step = 0;
+    int rc = rollback_target(rv, &step, err, sizeof err);
+    if (rc < 0) {
         log_error("cannot roll back (%s): %s", why, err);
         return -1;
     }
-    bool initial = mrc == 1;
+    bool initial = rc == 1;
     uint64_t lineage = (uint64_t)(ps_wall_now() * 1e6);
     double t0 = ps_now();
-    if (psclient_restore(rv->ps, initial ? 0 : man.latest, lineage,
-                         initial ? PSCLIENT_RESTORE_INITIAL : PSCLIENT_RESTORE_CKPT,
-                         rv->cfg->rpc.deadline_secs, err, sizeof err)) {
+    rc = psclient_restore(rv->ps, step, lineage,
+                          initial ? PSCLIENT_RESTORE_INITIAL : PSCLIENT_RESTORE_CKPT,
+                          rv->cfg->rpc.deadline_secs, err, sizeof err);
+    if (rc) {
         log_error("rollback (%s) failed, trying again: %s", why, err);
+        note_refusal(rv, rc == PSCLIENT_RESTORE_REFUSED, step, err);
         return -1;
     }
+    rv->refusals = 0;
     rv->rollbacks++;
     rv->adopted = true;
     rv->last_progress = ps_now();
+    /* The next checkpoint follows the one restored (a newer one may have
+     * been dropped as damaged). */
+    if (rv->ckpt && !initial)
+        rv->ckpt->last_step = step;
     if (initial)
         log_warn("%s: every PS is back at the initial weights (no checkpoint yet), in %.0f ms", why,
                  1e3 * (ps_now() - t0));
     else
-        log_warn("%s: every PS rolled back to ckpt-%llu in %.0f ms", why,
-                 (unsigned long long)man.latest, 1e3 * (ps_now() - t0));
+        log_warn("%s: every PS rolled back to ckpt-%llu in %.0f ms", why, (unsigned long long)step,
+                 1e3 * (ps_now() - t0));
     return 0;
 }
 

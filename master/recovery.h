@@ -12,8 +12,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/base/util.h"
 #include "common/daemon/config.h"
 #include "common/peers/psclient.h"
+#include "master/checkpointer.h"
 
 typedef struct {
     psclient_t *ps;
@@ -23,7 +25,11 @@ typedef struct {
     double last_progress; /* ps_now() when the global step last rose */
     uint64_t last_step;
     uint64_t rollbacks;
-    bool adopted; /* the PS have shared one lineage since the master first saw them */
+    bool adopted;         /* the PS have shared one lineage since the master first saw them */
+    checkpointer_t *ckpt; /* may be NULL: follows the checkpoint a rollback restores */
+    unsigned refusals;    /* rollbacks a PS refused (FAILED_PRECONDITION) in a row */
+    bool fatal;           /* no checkpoint verifies, or the PS keep refusing: give up */
+    char fatal_err[PS_ERRLEN + 128];
 } recovery_t;
 
 /* What the PS's lineages call for. */
@@ -47,8 +53,10 @@ void recovery_init(recovery_t *rv, psclient_t *ps, const config_t *cfg);
 void recovery_free(recovery_t *rv);
 /* Called by the master's loop with ps 0's step (-1: unreachable). */
 void recovery_tick(recovery_t *rv, int64_t step);
-/* Restores every PS from the latest checkpoint under a new lineage; 0 when
- * all did. */
+/* Restores every PS from the newest checkpoint that verifies (dropping newer
+ * damaged ones from the manifest) under a new lineage; 0 when all did. When
+ * no checkpoint verifies, or a PS refused the restore 10 times in a row,
+ * sets fatal and fatal_err: the master gives up. */
 int recovery_rollback(recovery_t *rv, const char *why);
 
 #endif

@@ -160,15 +160,22 @@ static void maybe_checkpoint(master_run_t *r, uint64_t step) {
         evaluator_submit(r->ev, step, true, false);
 }
 
-/* The final checkpoint, a few tries: without it the trained model is lost. */
+/* The final checkpoint: without it the trained model is lost. Tried
+ * FINAL_ATTEMPTS times, waiting 1, 2, 4, ... s between tries. */
+#define FINAL_ATTEMPTS 5
+
 static int final_checkpoint(master_run_t *r, uint64_t step) {
     char err[PS_ERRLEN];
-    for (int attempt = 1; attempt <= 3; attempt++) {
+    double wait = 1.0;
+    for (int attempt = 1; attempt <= FINAL_ATTEMPTS; attempt++) {
         if (checkpointer_take(&r->ckpt, step, true, err, sizeof err) == 0)
             return 0;
-        log_error("final checkpoint at step %llu, attempt %d of 3: %s", (unsigned long long)step,
-                  attempt, err);
-        ps_sleep(1.0);
+        log_error("final checkpoint at step %llu, attempt %d of %d: %s", (unsigned long long)step,
+                  attempt, FINAL_ATTEMPTS, err);
+        if (attempt == FINAL_ATTEMPTS || daemon_stop_signal)
+            break;
+        ps_sleep(wait);
+        wait *= 2;
     }
     return EXIT_IOERR;
 }
@@ -198,9 +205,16 @@ static int finish(master_run_t *r, uint64_t step) {
              (unsigned long long)master_target(&r->state));
     master_set_done(&r->state, step);
     int rc = final_checkpoint(r, step);
+    if (rc != 0) {
+        /* The PS still hold the trained model: they are not told training
+         * is over, and a restarted master takes the final checkpoint. */
+        log_error("no final checkpoint at step %llu: the PS keep the model; exiting %d so that a "
+                  "restarted master finishes",
+                  (unsigned long long)step, rc);
+        return rc;
+    }
     psclient_shutdown(r->ps, "training is over", r->d->cfg.rpc.deadline_secs);
-    if (rc == 0)
-        rc = evaluate_final(r, step);
+    rc = evaluate_final(r, step);
     /* Give workers a few beats to hear that training is over. */
     double until = ps_now() + 3.0 * r->d->cfg.cluster.heartbeat_secs;
     while (ps_now() < until && workers_alive(r) > 0 && !daemon_stop_signal)
@@ -240,6 +254,10 @@ static int serve(master_run_t *r) {
         int64_t step = psclient_poll_step(r->ps, 1.0);
         master_check_liveness(&r->state, ps_now());
         recovery_tick(&r->recovery, step);
+        if (r->recovery.fatal) {
+            log_error("giving up on the rollback: %s", r->recovery.fatal_err);
+            return EXIT_DATAERR;
+        }
         if (step >= 0) {
             if (master_advance(&r->state, (uint64_t)step))
                 return finish(r, (uint64_t)step);
@@ -272,13 +290,15 @@ static int start(master_run_t *r) {
         log_error("%s", err);
         rc = EXIT_USAGE;
     }
-    if (rc == 0 && checkpointer_init(&r->ckpt, r->ps, &d->cfg, &r->model, err, sizeof err)) {
+    if (rc == 0 && (checkpointer_init(&r->ckpt, r->ps, &d->cfg, &r->model, err, sizeof err) ||
+                    checkpointer_verify(&r->ckpt, err, sizeof err))) {
         log_error("%s", err);
         rc = EXIT_DATAERR;
     }
     if (rc != 0)
         return rc;
     recovery_init(&r->recovery, r->ps, &d->cfg);
+    r->recovery.ckpt = &r->ckpt;
     /* Before the evaluator's thread starts: it reads the time. */
     r->started = ps_now();
     start_evaluator(r);

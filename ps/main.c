@@ -12,7 +12,8 @@ static void describe(FILE *out) {
     fprintf(out, "A pstrain parameter server: holds its share of the model's variables\n"
                  "(placement splits large ones by rows over every PS) with their optimizer\n"
                  "slots, applies each push with the optimizer (train.mode async) or the mean\n"
-                 "of train.replicas_to_aggregate pushes per step (sync), and serves pulls.\n"
+                 "of train.replicas_to_aggregate pushes per step (sync), and serves pulls\n"
+                 "(in ssp mode holding those of a worker over train.staleness steps ahead).\n"
                  "TF_CONFIG's task must be a ps.\n");
 }
 

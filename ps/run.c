@@ -36,6 +36,14 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     s->model_dir = c->checkpoint.model_dir;
     s->nps = o.nps;
     s->configured_replicas = s->shard.replicas;
+    if (!strcmp(c->train.mode, "ssp")) {
+        s->ssp = xcalloc(1, sizeof *s->ssp);
+        ps_ssp_init(s->ssp, o.max_workers, (uint64_t)c->train.staleness,
+                    c->cluster.dead_after_secs);
+        log_info("ssp: a worker's pull waits while it is over %lld steps ahead of the slowest "
+                 "worker that pushed in the last %.1fs",
+                 (long long)c->train.staleness, c->cluster.dead_after_secs);
+    }
     return 0;
 }
 
@@ -62,26 +70,59 @@ static int reset_to_start(void *arg, char *err, size_t errlen) {
     return warm_start(r->s, r->c, err, errlen);
 }
 
-/* The starting weights: the latest checkpoint of model_dir (a resumed run or
- * a restarted PS), else train.warm_start_from, else the initializer. */
-static int load_start(ps_service_t *s, const config_t *c) {
+typedef struct {
+    ps_service_t *s;
+    bool unchecked;
+} resume_t;
+
+/* ckpt_try_fn: restores one checkpoint (verified on the way). */
+static int try_resume(void *arg, const char *dir, uint64_t step, char *err, size_t errlen) {
+    resume_t *r = arg;
+    (void)step;
+    return ps_shard_restore(&r->s->shard, dir, &r->unchecked, err, errlen);
+}
+
+/* ckpt_bad_fn: a checkpoint that does not verify. Every PS reads the same
+ * files, so every PS falls back to the same older checkpoint. */
+static void resume_bad(void *arg, uint64_t step, const char *why) {
+    (void)arg;
+    log_warn("%s: ckpt-%llu does not verify; trying the one before", why, (unsigned long long)step);
+}
+
+/* The newest checkpoint of model_dir that verifies; none is a permanent
+ * error (the PS cannot rebuild the model it held). */
+static int resume(ps_service_t *s, const config_t *c, const ckpt_manifest_t *man) {
     char err[PS_ERRLEN], dir[PATH_MAX];
+    resume_t r = {.s = s};
+    uint64_t step;
+    if (ckpt_try_newest(c->checkpoint.model_dir, man, try_resume, resume_bad, &r, &step, err,
+                        sizeof err)) {
+        log_error("cannot resume: %s", err);
+        return EXIT_DATAERR;
+    }
+    ckpt_dir(dir, sizeof dir, c->checkpoint.model_dir, step);
+    if (r.unchecked)
+        log_warn("%s has no checksums (written before pstrain kept them): restored with NaN and "
+                 "Inf checks only",
+                 dir);
+    s->origin_step = ps_shard_step(&s->shard);
+    log_info("resumed from %s: step %llu", dir, (unsigned long long)ps_shard_step(&s->shard));
+    return 0;
+}
+
+/* The starting weights: the newest checkpoint of model_dir that verifies (a
+ * resumed run or a restarted PS), else train.warm_start_from, else the
+ * initializer. */
+static int load_start(ps_service_t *s, const config_t *c) {
+    char err[PS_ERRLEN];
     ckpt_manifest_t man;
     int mrc = ckpt_manifest_read(c->checkpoint.model_dir, &man, err, sizeof err);
     if (mrc < 0) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
-    if (mrc == 0) {
-        ckpt_dir(dir, sizeof dir, c->checkpoint.model_dir, man.latest);
-        if (ps_shard_restore(&s->shard, dir, err, sizeof err)) {
-            log_error("cannot resume: %s", err);
-            return EXIT_DATAERR;
-        }
-        s->origin_step = ps_shard_step(&s->shard);
-        log_info("resumed from %s: step %llu", dir, (unsigned long long)ps_shard_step(&s->shard));
-        return 0;
-    }
+    if (mrc == 0)
+        return resume(s, c, &man);
     if (warm_start(s, c, err, sizeof err)) {
         log_error("warm start: %s", err);
         return EXIT_DATAERR;
@@ -102,6 +143,7 @@ static int serve(daemon_t *d, ps_service_t *s) {
                               .tick_s = 0.05,
                               .opt = daemon_rpc_options(&d->cfg)};
     rpc_server_t *server;
+    s->max_wait_s = d->cfg.rpc.deadline_secs;
     if (rpc_server_start(&server, &sc, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

@@ -1,6 +1,7 @@
 #include "service.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,9 +9,12 @@
 #include "common/rpc/msg.h"
 #include "common/base/util.h"
 
+/* Invalid requests, which any peer can send: their warnings are limited. */
+static log_limit_t invalid_limit;
+
 static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     s->bad_requests++;
-    log_warn("%s: %s", rpc_call_method(call), msg);
+    log_warn_limited(&invalid_limit, "%s: %s", rpc_call_method(call), msg);
     rpc_call_reply(call, RPC_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
@@ -28,18 +32,46 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
     rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
 }
 
-/* Answers the waiting pulls whose step has come. */
+/* Whether a waiting pull may be answered now. A held ssp pull is a sign of
+ * life of its worker: it is waiting, not dead. */
+static bool wait_over(const ps_service_t *s, const ps_wait_t *w, uint64_t step, double now) {
+    if (!w->ssp)
+        return w->min_step <= step;
+    ps_ssp_seen(s->ssp, w->worker, now);
+    return ps_ssp_may_pull(s->ssp, w->worker, now);
+}
+
+/* Answers the waiting pulls whose step has come (or, in ssp mode, whose
+ * worker is no longer too far ahead). */
 static void wake_waits(ps_service_t *s) {
     uint64_t step = ps_shard_step(&s->shard);
+    double now = ps_now();
     Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
     size_t kept = 0;
     for (size_t i = 0; i < s->nwaits; i++) {
-        if (s->waits[i].min_step <= step)
+        if (wait_over(s, &s->waits[i], step, now))
             answer_pull(s, s->waits[i].call, &all);
         else
             s->waits[kept++] = s->waits[i];
     }
     s->nwaits = kept;
+}
+
+static void add_wait(ps_service_t *s, ps_wait_t w) {
+    if (s->nwaits == s->capwaits) {
+        s->capwaits = s->capwaits ? 2 * s->capwaits : 8;
+        s->waits = xrealloc(s->waits, s->capwaits * sizeof *s->waits);
+    }
+    s->waits[s->nwaits++] = w;
+}
+
+/* ssp mode: a worker's full pull waits while it is too far ahead. */
+static bool ssp_holds(ps_service_t *s, const Pstrain__PullRequest *req) {
+    if (!s->ssp || !req->caller || !req->caller->role || strcmp(req->caller->role, "worker"))
+        return false;
+    double now = ps_now();
+    ps_ssp_seen(s->ssp, req->caller->index, now);
+    return !ps_ssp_may_pull(s->ssp, req->caller->index, now);
 }
 
 static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
@@ -52,13 +84,14 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
     /* A caller from another lineage pulled before a restore moved the step
      * back: it must not wait for a step that may never come. */
     bool same_lineage = req->lineage == 0 || req->lineage == s->lineage;
-    if (req->min_step > ps_shard_step(&s->shard) && req->n_names == 0 && !s->shutdown &&
-        same_lineage) {
-        if (s->nwaits == s->capwaits) {
-            s->capwaits = s->capwaits ? 2 * s->capwaits : 8;
-            s->waits = xrealloc(s->waits, s->capwaits * sizeof *s->waits);
-        }
-        s->waits[s->nwaits++] = (ps_wait_t){.call = call, .min_step = req->min_step};
+    bool waits = req->n_names == 0 && !s->shutdown && same_lineage;
+    if (waits && req->min_step > ps_shard_step(&s->shard)) {
+        add_wait(s, (ps_wait_t){.call = call, .min_step = req->min_step, .since = ps_now()});
+    } else if (waits && ssp_holds(s, req)) {
+        s->ssp_held++;
+        add_wait(s,
+                 (ps_wait_t){
+                     .call = call, .ssp = true, .worker = req->caller->index, .since = ps_now()});
     } else {
         answer_pull(s, call, req);
     }
@@ -76,15 +109,39 @@ static void handle_push(void *ctx, rpc_call_t *call, const rpc_msg_t *m) {
     }
     char err[PS_ERRLEN];
     bool stale = false;
+    uint64_t replayed = s->shard.replayed;
     if (ps_shard_push_view(&s->shard, &s->push, &stale, err, sizeof err)) {
         reply_invalid(s, call, err);
     } else {
+        /* A retry of a push handled already does not move the clock again. */
+        if (s->ssp && s->push.has_caller && !s->push.partial && s->shard.replayed == replayed)
+            ps_ssp_pushed(s->ssp, s->push.caller_index, s->push.caller_incarnation, ps_now());
         Pstrain__PushResponse resp = PSTRAIN__PUSH_RESPONSE__INIT;
         resp.step = ps_shard_step(&s->shard);
         resp.stale = stale;
         msg_reply(call, &s->pack, &resp.base);
         wake_waits(s);
     }
+}
+
+/* A Save names the global step: ps 0's update count when the master polled
+ * it. Another PS's count may trail ps 0's by the pushes in flight and by
+ * those a worker lost when it died between two PS, so a step a little ahead
+ * of this PS's own is normal; one far ahead (2^64 - 1, or a rogue client's)
+ * would make a checkpoint no manifest can name and no prune removes. */
+#define PS_SAVE_AHEAD 10000
+
+static int save_step_bad(const ps_service_t *s, uint64_t step, char *err, size_t errlen) {
+    uint64_t own = ps_shard_step(&s->shard);
+    if (step > CKPT_MAX_STEP)
+        return ps_errf(err, errlen,
+                       "save: step %llu is over the limit of a checkpoint's step (%llu)",
+                       (unsigned long long)step, (unsigned long long)CKPT_MAX_STEP);
+    if (step > own + PS_SAVE_AHEAD)
+        return ps_errf(err, errlen,
+                       "save: step %llu is beyond this PS's step %llu (at most %d ahead)",
+                       (unsigned long long)step, (unsigned long long)own, PS_SAVE_AHEAD);
+    return 0;
 }
 
 static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t len) {
@@ -95,6 +152,11 @@ static void handle_save(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
         return;
     }
     char dir[PATH_MAX], path[PATH_MAX], err[PS_ERRLEN];
+    if (save_step_bad(s, req->step, err, sizeof err)) {
+        reply_invalid(s, call, err);
+        pstrain__save_request__free_unpacked(req, NULL);
+        return;
+    }
     ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
     double t0 = ps_now();
     if (ps_shard_save(&s->shard, dir, s->nps, req->step, path, sizeof path, err, sizeof err)) {
@@ -124,7 +186,7 @@ static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, siz
     ckpt_dir(dir, sizeof dir, s->model_dir, req->step);
     int rc = req->adopt     ? 0
              : req->initial ? s->reset(s->reset_arg, err, sizeof err)
-                            : ps_shard_restore(&s->shard, dir, err, sizeof err);
+                            : ps_shard_restore(&s->shard, dir, NULL, err, sizeof err);
     if (rc) {
         log_error("restore: %s", err);
         rpc_call_reply(call, RPC_FAILED_PRECONDITION, err, NULL, 0);
@@ -199,6 +261,10 @@ void ps_service_init(ps_service_t *s, uint64_t incarnation) {
 
 void ps_service_free(ps_service_t *s) {
     ps_shard_free(&s->shard);
+    if (s->ssp) {
+        ps_ssp_free(s->ssp);
+        free(s->ssp);
+    }
     free(s->waits);
     rpc_buf_free(&s->pack);
     msg_arena_free(&s->arena);
@@ -220,8 +286,32 @@ const rpc_msg_method_t ps_service_msg_methods[] = {
 };
 const size_t ps_service_n_msg_methods = PS_ARRAY_LEN(ps_service_msg_methods);
 
+/* Pulls that waited past the cap are answered DEADLINE_EXCEEDED: a caller
+ * that sent no deadline (or a far one) and a step that never comes must not
+ * hold the call for ever. */
+static void expire_waits(ps_service_t *s) {
+    double now = ps_now();
+    size_t kept = 0;
+    for (size_t i = 0; i < s->nwaits; i++) {
+        ps_wait_t *w = &s->waits[i];
+        if (now - w->since < s->max_wait_s) {
+            s->waits[kept++] = *w;
+            continue;
+        }
+        char msg[160];
+        snprintf(msg, sizeof msg, "pull: step %llu not reached within %.0f s (rpc.deadline_secs)",
+                 (unsigned long long)w->min_step, s->max_wait_s);
+        rpc_call_reply(w->call, RPC_DEADLINE_EXCEEDED, msg, NULL, 0);
+    }
+    s->nwaits = kept;
+}
+
 void ps_service_on_tick(void *ctx) {
     ps_service_t *s = ctx;
+    if (s->max_wait_s > 0)
+        expire_waits(s);
+    if (s->ssp && s->nwaits)
+        wake_waits(s);
     if (!s->shard.sync)
         return;
     uint32_t live = atomic_load(&s->live_workers);

@@ -1,6 +1,7 @@
 /* The parameter server's RPC service: Pull, Push, Save, Restore, Stats and
  * Shutdown on top
- * of its shard, with sync-mode pulls that wait (long-poll) for their step. */
+ * of its shard, with sync-mode pulls that wait (long-poll) for their step
+ * and ssp-mode pulls that wait for the slowest worker. */
 #ifndef PSTRAIN_PS_SERVICE_H
 #define PSTRAIN_PS_SERVICE_H
 
@@ -11,10 +12,14 @@
 #include "common/rpc/rpc.h"
 #include "ps/pull.h"
 #include "ps/shard.h"
+#include "ps/ssp.h"
 
 typedef struct {
     rpc_call_t *call;
     uint64_t min_step;
+    double since;    /* ps_now() when it began to wait */
+    bool ssp;        /* held by the staleness bound, not for a step */
+    uint32_t worker; /* ssp: the worker that pulls */
 } ps_wait_t;
 
 typedef struct {
@@ -39,6 +44,14 @@ typedef struct {
      * 0 = as configured. Set by any thread, applied on the server's tick. */
     _Atomic uint32_t live_workers;
     size_t configured_replicas;
+    /* Seconds a pull may wait for its step, whatever deadline its caller
+     * sent (none: for ever); then it is answered DEADLINE_EXCEEDED on the
+     * server's tick. 0 = no cap. */
+    double max_wait_s;
+    /* train.mode ssp: the workers' clocks (ps/ssp.h); NULL in other modes.
+     * The service owns it once set. */
+    ps_ssp_t *ssp;
+    uint64_t ssp_held; /* pulls held by the staleness bound */
 } ps_service_t;
 
 /* A service over an initialised shard (ps_shard_init) that it then owns. */
@@ -51,7 +64,8 @@ extern const rpc_method_t ps_service_methods[];
 extern const size_t ps_service_nmethods;
 extern const rpc_msg_method_t ps_service_msg_methods[];
 extern const size_t ps_service_n_msg_methods;
-/* on_tick for the server: applies the master's count of live workers. */
+/* on_tick for the server: applies the master's count of live workers, and
+ * answers pulls the staleness bound held for a worker that has since died. */
 void ps_service_on_tick(void *ctx);
 /* on_cancel for the server: releases a waiting pull whose client left. */
 void ps_service_on_cancel(void *ctx, rpc_call_t *call);

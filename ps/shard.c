@@ -432,13 +432,14 @@ void ps_shard_reset(ps_shard_t *s) {
 }
 
 /* Restores into a fresh store and swaps it in only when all of it was read. */
-int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen) {
-    ckpt_restore_opts_t o = {.pattern = NULL, .slots = true};
+int ps_shard_restore(ps_shard_t *s, const char *path, bool *unchecked, char *err, size_t errlen) {
+    ckpt_restore_opts_t o = {.pattern = NULL, .slots = true, .unchecked = unchecked};
     store_t fresh;
     store_init(&fresh, s->model, s->store.parts, s->store.nparts, &s->store.opt, 0);
-    if (ckpt_restore_store(&fresh, path, &o, NULL, err, errlen)) {
+    int rc = ckpt_restore_store(&fresh, path, &o, NULL, err, errlen);
+    if (rc) {
         store_free(&fresh);
-        return -1;
+        return rc;
     }
     swap_store(s, &fresh);
     return 0;

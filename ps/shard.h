@@ -102,9 +102,11 @@ void ps_shard_reset(ps_shard_t *s);
 int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, char *path,
                   size_t pathlen, char *err, size_t errlen);
 /* Replaces weights, slots and the step with a checkpoint's (any number of
- * PS wrote it); a sync step in progress is dropped. On an error the shard
- * may hold a mix: the caller must restore again or exit. */
-int ps_shard_restore(ps_shard_t *s, const char *path, char *err, size_t errlen);
+ * PS wrote it); a sync step in progress is dropped. The checkpoint is
+ * verified first (ckpt_restore_store): CKPT_ECORRUPT when it is damaged, -1
+ * on another error; either way the shard is unchanged. *unchecked (may be
+ * NULL) tells a checkpoint written before checksums. */
+int ps_shard_restore(ps_shard_t *s, const char *path, bool *unchecked, char *err, size_t errlen);
 /* Initialises the variables that `pattern` names from an export or a
  * checkpoint's weights (slots and step stay as they are). */
 int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, char *err,

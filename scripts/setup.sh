@@ -23,6 +23,7 @@ packages=(
   systemd                                # systemd-analyze verify of deploy/systemd's units
   libjpeg62-turbo-dev                    # JPEG input (TFRecord images, image folders)
   python3-sklearn                        # tests: its bundled digits CSV (data_csv.sh)
+  clang libclang-rt-14-dev               # the TSan build; libFuzzer for scripts/fuzz.sh
 )
 
 missing=()

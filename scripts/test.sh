@@ -56,4 +56,11 @@ PSTRAIN_BUILD=$root/build-tsan \
 unset TSAN_OPTIONS
 echo "TSan stage: $(($(date +%s) - t0)) s"
 
+echo "== fuzzing (libFuzzer, ASan + UBSan)"
+# Each parser's committed corpus (with every reproducer of issue 17) once,
+# then 10 s of fuzzing each; the stage prints its time.
+t0=$(date +%s)
+bash scripts/fuzz.sh 10
+echo "fuzz stage: $(($(date +%s) - t0)) s"
+
 echo "== all tests passed"

@@ -5,7 +5,7 @@
 # master reported; the run resumes on 3 PS from the latest checkpoint; an
 # evaluator task evaluates model_dir without the cluster; warm starts load an
 # export (all variables, or those a pattern names) and refuse a model whose
-# shapes differ; a corrupt shard is one clear error.
+# shapes differ; when no checkpoint verifies, that is one clear error.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -152,10 +152,12 @@ TF_CONFIG=$tfc_ps expect_error 65 'bad variable pattern' "$build/pstrain-ps" --s
   --set checkpoint.model_dir="$tmp/cnn" --set train.warm_start_from="$md/export/best" \
   --set 'train.warm_start_vars=dense(['
 
-# 6. A corrupt shard in the latest checkpoint: one error naming the file.
+# 6. A truncated shard in every kept checkpoint (a damaged newest one alone
+# is fallen back from: tests/fault_ckpt_corrupt.sh): one error naming the
+# newest's file, and exit 65.
 cp -r "$md" "$tmp/bad"
 shard=$tmp/bad/ckpt-$step2/ps-1-of-3.safetensors
-truncate -s 1000 "$shard"
-TF_CONFIG=$tfc_ps expect_error 65 "$shard" "$build/pstrain-ps" --set model=mlp \
+for f in "$tmp"/bad/ckpt-*/ps-1-of-*.safetensors; do truncate -s 1000 "$f"; done
+TF_CONFIG=$tfc_ps expect_error 65 "$shard: truncated" "$build/pstrain-ps" --set model=mlp \
   --set checkpoint.model_dir="$tmp/bad"
 echo "checkpoints: ckpt-$step on 2 PS, resumed to $step2 on 3 PS, accuracy $acc2"

@@ -59,4 +59,29 @@ step=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['latest_s
 [ "$step" -gt 0 ] || fail "checkpoint at step 0"
 train "$tmp/term" $((step + 10))
 grep -q "resumed from $tmp/term/ckpt-$step: step $step" "$tmp/log" || fail "no resume after SIGTERM"
-echo "standalone resume: bit-identical at 400 steps; SIGTERM checkpointed step $step"
+
+# A NaN written into the newest checkpoint (issue 17, item 4): the resume
+# names the file and tensor, falls back to ckpt-200 (ckpt-300 is written
+# anew), every checkpoint kept loads, and 200 + 200 steps are bit for bit
+# the 400 of one go.
+train "$tmp/nan" 300
+python3 - "$tmp/nan/ckpt-300/ps-0-of-1.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+with open(p, "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    head = json.loads(f.read(n))
+    f.seek(8 + n + head["dense/kernel"]["data_offsets"][0] + 4 * 17)
+    f.write(struct.pack("<f", float("nan")))
+PY
+train "$tmp/nan" 400
+grep -q "nan/ckpt-300/ps-0-of-1.safetensors: tensor dense/kernel: CRC32C mismatch" "$tmp/log" ||
+  fail "the damaged ckpt-300 was not named: $(tail -3 "$tmp/log")"
+grep -q "resumed from $tmp/nan/ckpt-200: step 200" "$tmp/log" || fail "no fallback to ckpt-200"
+cmp "$tmp/once/export/400/weights.safetensors" "$tmp/nan/export/400/weights.safetensors" ||
+  fail "200 + 200 steps after the fallback differ from 400"
+for k in $(python3 -c "import json,sys; print(*json.load(open(sys.argv[1]))['kept_steps'])" "$tmp/nan/checkpoint"); do
+  "$build/pstrain" export --checkpoint "$tmp/nan/ckpt-$k" --out "$tmp/x" > /dev/null || fail "ckpt-$k does not load"
+  rm -rf "$tmp/x"
+done
+echo "standalone resume: bit-identical at 400 steps, also after falling back from a NaN in ckpt-300; SIGTERM checkpointed step $step"

@@ -127,14 +127,14 @@ void test_checkpoint_manifest(void) {
     for (int i = 0; i < 4; i++) {
         ckpt_dir(sub, sizeof sub, dir, steps[i]);
         CHECK(ps_mkdirs(sub, err, sizeof err) == 0);
-        CHECK(ckpt_manifest_commit(dir, steps[i], 2, i == 3, err, sizeof err) == 0);
+        CHECK(ckpt_manifest_commit(dir, steps[i], 2, i == 3, NULL, err, sizeof err) == 0);
     }
     /* A directory left by a crash before its commit goes at the next commit. */
     ckpt_dir(sub, sizeof sub, dir, 45);
     CHECK(ps_mkdirs(sub, err, sizeof err) == 0);
     ckpt_dir(sub, sizeof sub, dir, 50);
     CHECK(ps_mkdirs(sub, err, sizeof err) == 0);
-    CHECK(ckpt_manifest_commit(dir, 50, 2, true, err, sizeof err) == 0);
+    CHECK(ckpt_manifest_commit(dir, 50, 2, true, NULL, err, sizeof err) == 0);
     CHECK_INT_EQ(ckpt_manifest_read(dir, &m, err, sizeof err), 0);
     CHECK_INT_EQ(m.latest, 50);
     CHECK_INT_EQ(m.nkept, 2);
@@ -147,7 +147,7 @@ void test_checkpoint_manifest(void) {
     ckpt_dir(sub, sizeof sub, dir, 40);
     CHECK(access(sub, F_OK) == 0);
     /* A rollback to an older step drops the newer ones from the manifest. */
-    CHECK(ckpt_manifest_commit(dir, 40, 2, false, err, sizeof err) == 0);
+    CHECK(ckpt_manifest_commit(dir, 40, 2, false, NULL, err, sizeof err) == 0);
     CHECK(ckpt_manifest_read(dir, &m, err, sizeof err) == 0);
     CHECK_INT_EQ(m.latest, 40);
     CHECK_INT_EQ(m.nkept, 1);
@@ -276,7 +276,7 @@ void test_checkpoint_resume_2_to_3_ps(void) {
         CHECK(ps_shard_save(&two.s[i], ck, 2, 3, path, sizeof path, err, sizeof err) == 0);
     CHECK(shards_equal(&two, &three, &m) != 0); /* fresh: slots and weights differ */
     for (int i = 0; i < 3; i++) {
-        CHECK(ps_shard_restore(&three.s[i], ck, err, sizeof err) == 0);
+        CHECK(ps_shard_restore(&three.s[i], ck, NULL, err, sizeof err) == 0);
         CHECK_INT_EQ(ps_shard_step(&three.s[i]), 3);
     }
     CHECK(shards_equal(&two, &three, &m) == 0);
@@ -292,7 +292,7 @@ void test_checkpoint_resume_2_to_3_ps(void) {
     float before = three.s[0].store.w[0];
     int failed = 0;
     for (int i = 0; i < 3; i++)
-        failed += ps_shard_restore(&three.s[i], ck, err, sizeof err) != 0;
+        failed += ps_shard_restore(&three.s[i], ck, NULL, err, sizeof err) != 0;
     CHECK(failed > 0);
     CHECK_STR_CONTAINS(err, "lacks rows");
     CHECK(three.s[0].store.w[0] == before);
@@ -313,7 +313,7 @@ void test_checkpoint_resume_needs_same_optimizer(void) {
     CHECK(shards_init(&sgd, &m, 1, OPTIM_SGD) == 0);
     CHECK(shards_init(&adam, &m, 1, OPTIM_ADAM) == 0);
     CHECK(ps_shard_save(&sgd.s[0], dir, 1, 0, path, sizeof path, err, sizeof err) == 0);
-    CHECK(ps_shard_restore(&adam.s[0], dir, err, sizeof err) != 0);
+    CHECK(ps_shard_restore(&adam.s[0], dir, NULL, err, sizeof err) != 0);
     CHECK_STR_CONTAINS(err, "written by optimizer sgd; train.optimizer is adam");
     shards_free(&sgd);
     shards_free(&adam);

@@ -294,13 +294,15 @@ void test_master_checkpoint_resumes_manifest(void) {
     CHECK_INT_EQ(c.last_step, 0);
     CHECK(!checkpointer_training_over(&c, 0));
     CHECK_INT_EQ(ps_mkdirs(cfg.checkpoint.model_dir, err, sizeof err), 0);
-    CHECK_INT_EQ(ckpt_manifest_commit(cfg.checkpoint.model_dir, 300, 3, false, err, sizeof err), 0);
+    CHECK_INT_EQ(
+        ckpt_manifest_commit(cfg.checkpoint.model_dir, 300, 3, false, NULL, err, sizeof err), 0);
     CHECK_INT_EQ(checkpointer_init(&c, NULL, &cfg, NULL, err, sizeof err), 0);
     CHECK_INT_EQ(c.last_step, 300);
     CHECK(!checkpointer_training_over(&c, 300));
     /* The final checkpoint: a restarted master has nothing left to train,
      * unless the target grew (more epochs asked). */
-    CHECK_INT_EQ(ckpt_manifest_commit(cfg.checkpoint.model_dir, 400, 3, true, err, sizeof err), 0);
+    CHECK_INT_EQ(
+        ckpt_manifest_commit(cfg.checkpoint.model_dir, 400, 3, true, NULL, err, sizeof err), 0);
     CHECK_INT_EQ(checkpointer_init(&c, NULL, &cfg, NULL, err, sizeof err), 0);
     CHECK(checkpointer_training_over(&c, 400));
     CHECK(!checkpointer_training_over(&c, 401));

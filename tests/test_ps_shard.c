@@ -6,6 +6,7 @@
 
 #include "common/base/util.h"
 #include "ps/shard.h"
+#include "ps/ssp.h"
 
 typedef struct {
     model_t m;
@@ -314,4 +315,51 @@ void test_ps_shard_pull(void) {
     CHECK(pstrain__push_request__unpack(NULL, 64, buf) == NULL);
     free(buf);
     teardown(&f);
+}
+
+/* Bounded staleness: a worker more than `staleness` pushes ahead of the
+ * slowest live worker may not pull; a worker not heard of for dead_after
+ * seconds stops holding the others, while one whose pull is held (seen)
+ * stays live; a worker that joins late or comes back (new incarnation)
+ * starts level with the slowest live worker; nobody waits for a worker that
+ * never pushed. */
+void test_ps_ssp_bound_death_rejoin(void) {
+    ps_ssp_t p;
+    ps_ssp_init(&p, 3, 2, 5.0);
+    CHECK(ps_ssp_may_pull(&p, 0, 0.0));
+    for (int i = 0; i < 3; i++)
+        ps_ssp_pushed(&p, 0, 7, 0.1 * i);
+    CHECK_INT_EQ(p.clock[0], 3);
+    CHECK(ps_ssp_may_pull(&p, 0, 0.5)); /* nobody else pushed yet */
+    ps_ssp_pushed(&p, 1, 8, 0.5);       /* joins level with worker 0 */
+    CHECK_INT_EQ(p.clock[1], 4);
+    for (int i = 0; i < 3; i++)
+        ps_ssp_pushed(&p, 0, 7, 0.6 + 0.1 * i);
+    CHECK_INT_EQ(p.clock[0], 6);
+    CHECK(ps_ssp_may_pull(&p, 0, 0.85)); /* 6 <= 4 + 2 */
+    ps_ssp_pushed(&p, 0, 7, 0.9);
+    CHECK(!ps_ssp_may_pull(&p, 0, 0.95)); /* 7 > 4 + 2 */
+    CHECK(ps_ssp_may_pull(&p, 1, 0.95));  /* the slowest always may */
+    ps_ssp_pushed(&p, 1, 8, 1.0);
+    CHECK(ps_ssp_may_pull(&p, 0, 1.05)); /* 7 <= 5 + 2 */
+    ps_ssp_pushed(&p, 0, 7, 1.1);
+    CHECK(!ps_ssp_may_pull(&p, 0, 1.2));
+    /* Worker 1 falls silent after 1.0; worker 0's held pull keeps it live. */
+    ps_ssp_seen(&p, 0, 5.9);
+    CHECK(!ps_ssp_may_pull(&p, 0, 5.95));
+    ps_ssp_seen(&p, 0, 6.05);
+    CHECK(ps_ssp_may_pull(&p, 0, 6.05));
+    /* Worker 2 joins late, level with the slowest live worker (0, clock 8). */
+    ps_ssp_pushed(&p, 2, 9, 6.1);
+    CHECK_INT_EQ(p.clock[2], 9);
+    CHECK(ps_ssp_may_pull(&p, 0, 6.1));
+    /* Worker 1 restarts (new incarnation): level with the slowest live one. */
+    ps_ssp_pushed(&p, 1, 10, 6.2);
+    CHECK_INT_EQ(p.clock[1], 9);
+    CHECK_INT_EQ(p.incarnation[1], 10);
+    /* An index past the cluster's workers is ignored, never held. */
+    ps_ssp_pushed(&p, 3, 1, 6.3);
+    ps_ssp_seen(&p, 3, 6.3);
+    CHECK(ps_ssp_may_pull(&p, 3, 6.3));
+    ps_ssp_free(&p);
 }

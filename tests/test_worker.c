@@ -1,12 +1,14 @@
 /* The worker's library: the step bookkeeping of both training loops
  * (worker/progress.c), the exit codes a cluster worker ends with, and
- * --print-config (worker/cli.c). */
+ * --print-config (worker/cli.c), and the synthetic step (worker/synthetic.c). */
 #include "test.h"
 
 #include "common/base/exitcode.h"
 #include "worker/cli.h"
 #include "worker/cluster.h"
+#include "common/base/util.h"
 #include "worker/progress.h"
+#include "worker/synthetic.h"
 
 /* Stopped is a clean exit; a refusal is permanent; an unreachable PS may
  * pass on a restart (exitcode.h's rule: 1-127 permanent, 128-255 not). */
@@ -105,4 +107,20 @@ void test_worker_print_config(void) {
     char *bad[] = {"pstrain-worker", "--set",        "train.epochs=lots",
                    "--print-config", "train.epochs", NULL};
     CHECK_INT_EQ(worker_print_config(5, bad), EXIT_USAGE);
+}
+
+/* A synthetic step pushes decay * w for every element (so the PS's weights
+ * shrink and stay finite) and takes at least the step's time. */
+void test_worker_synthetic_step(void) {
+    float w[5] = {1.0f, -2.0f, 0.0f, 3e38f, -1e-30f}, g[5];
+    synthetic_gradient(g, w, 5);
+    for (size_t i = 0; i < 5; i++) {
+        CHECK_NEAR(g[i], SYNTHETIC_DECAY * w[i], 1e-7);
+        CHECK(isfinite(g[i]));
+        CHECK(fabsf(w[i] - 0.01f * g[i]) <= fabsf(w[i]));
+    }
+    double start = ps_now();
+    synthetic_wait(start, 30.0);
+    double took = ps_now() - start;
+    CHECK(took >= 0.030);
 }

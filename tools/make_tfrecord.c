@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "common/base/exitcode.h"
+#include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/data/example.h"
 #include "common/data/source.h"
@@ -137,8 +138,8 @@ static int parse_args(mk_opts_t *o, int argc, char **argv) {
         if (!strcmp(argv[i], "--gzip"))
             o->gzip = true;
         else if (i + 1 >= argc || parse_arg(o, argv[i], argv[i + 1]) != 0) {
-            fprintf(stderr, "pstrain make-tfrecord: bad argument \"%s\" (see pstrain help)\n",
-                    argv[i]);
+            log_print(stderr, "pstrain make-tfrecord: bad argument \"%s\" (see pstrain help)",
+                      argv[i]);
             return -1;
         } else
             i++;
@@ -177,12 +178,12 @@ int cmd_make_tfrecord(int argc, char **argv) {
         s.h = s.w = s.c = 0; /* the columns decide */
     dataset_t d;
     if (dataset_load(&d, &s, err, sizeof err) != 0) {
-        fprintf(stderr, "pstrain make-tfrecord: %s\n", err);
+        log_print(stderr, "pstrain make-tfrecord: %s", err);
         return EXIT_DATAERR;
     }
     int rc = write_all(&d, &o, err, sizeof err);
     if (rc != 0)
-        fprintf(stderr, "pstrain make-tfrecord: %s\n", err);
+        log_print(stderr, "pstrain make-tfrecord: %s", err);
     dataset_free(&d);
     return rc ? EXIT_IOERR : EXIT_OK;
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "common/daemon/datasets.h"
+#include "common/base/log.h"
 #include "common/train/checkpoint.h"
 #include "common/daemon/config.h"
 #include "common/data/dataset.h"
@@ -33,7 +34,7 @@ static int resolve_dir(const char *path, char *out, size_t len) {
     char err[PS_ERRLEN];
     int rc = ckpt_manifest_read(path, &m, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "pstrain: %s\n", err);
+        log_print(stderr, "pstrain: %s", err);
         return -1;
     }
     if (rc == 0)
@@ -48,7 +49,7 @@ static int load_model(const char *path, model_t *m, float **params, uint64_t *st
     if (resolve_dir(path, dir, sizeof dir))
         return EXIT_DATAERR;
     if (export_load(dir, m, params, step, err, sizeof err)) {
-        fprintf(stderr, "pstrain: %s\n", err);
+        log_print(stderr, "pstrain: %s", err);
         return EXIT_DATAERR;
     }
     return 0;
@@ -78,7 +79,7 @@ int cmd_export(int argc, char **argv) {
         return rc;
     char err[PS_ERRLEN];
     if (export_write(&m, params, step, out, err, sizeof err)) {
-        fprintf(stderr, "pstrain export: %s\n", err);
+        log_print(stderr, "pstrain export: %s", err);
         rc = EXIT_IOERR;
     } else {
         printf("exported step %" PRIu64 " (%zu variables, %zu parameters) to %s\n", step, m.nvars,
@@ -108,7 +109,7 @@ int cmd_evaluate(int argc, char **argv) {
     char err[PS_ERRLEN];
     argc++, argv--; /* config_parse_args keeps argv[0] */
     if (config_parse_args(&cfg, &argc, argv, err, sizeof err)) {
-        fprintf(stderr, "pstrain evaluate: %s\n", err);
+        log_print(stderr, "pstrain evaluate: %s", err);
         return EXIT_USAGE;
     }
     const char *dir = NULL;
@@ -132,7 +133,7 @@ int cmd_evaluate(int argc, char **argv) {
         return rc;
     dataset_t test;
     if (datasets_load_test(&cfg, &m, &test, err, sizeof err)) {
-        fprintf(stderr, "pstrain evaluate: %s\n", err);
+        log_print(stderr, "pstrain evaluate: %s", err);
         free(params);
         model_free(&m);
         return EXIT_DATAERR;
@@ -172,7 +173,7 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
     char err[PS_ERRLEN];
     dataset_t d;
     if (dataset_load_idx(&d, path, o->labels, err, sizeof err)) {
-        fprintf(stderr, "pstrain predict: %s\n", err);
+        log_print(stderr, "pstrain predict: %s", err);
         return EXIT_DATAERR;
     }
     if (d.example_size != m->input[0] * m->input[1] * m->input[2]) {
@@ -241,7 +242,7 @@ static int predict_png(const model_t *m, const float *params, const char *path, 
     char err[PS_ERRLEN];
     model_exec_t *e = model_exec_create(m, cpu_backend(), 1);
     if (load_image(m, path, model_exec_input(e), err, sizeof err)) {
-        fprintf(stderr, "pstrain predict: %s\n", err);
+        log_print(stderr, "pstrain predict: %s", err);
         model_exec_free(e);
         return EXIT_DATAERR;
     }
@@ -292,7 +293,7 @@ int cmd_predict(int argc, char **argv) {
     }
     char err[PS_ERRLEN];
     if (datasets_read_class_names(dir, &o.names, &o.nnames, err, sizeof err) < 0) {
-        fprintf(stderr, "pstrain predict: %s\n", err);
+        log_print(stderr, "pstrain predict: %s", err);
         rc = EXIT_DATAERR;
     }
     cpu_backend_init();
@@ -314,19 +315,32 @@ int cmd_predict(int argc, char **argv) {
 static void inspect_file(const char *path) {
     st_file_t f;
     char err[PS_ERRLEN];
+    /* Names and metadata come from the file: escaped (log_escape) before
+     * they reach a terminal. */
+    char key[256], v[256];
     if (st_open(&f, path, err, sizeof err)) {
-        printf("  %s\n", err);
+        log_print(stdout, "  %s", err);
         return;
     }
-    printf("%s:", path);
+    printf("%s:", log_escape(path, v, sizeof v));
     for (size_t i = 0; i < f.nmeta; i++)
-        printf(" %s=%s", f.meta[i].key, f.meta[i].value);
+        if (strncmp(f.meta[i].key, ST_CRC_PREFIX, strlen(ST_CRC_PREFIX)) != 0)
+            printf(" %s=%s", log_escape(f.meta[i].key, key, sizeof key),
+                   log_escape(f.meta[i].value, v, sizeof v));
     printf("\n");
+    /* The tensors' CRC32Cs and NaN/Inf, as a restore checks them. */
+    st_sum_t check;
+    if (st_verify(&f, true, &check, err, sizeof err))
+        log_print(stdout, "  DAMAGED: %s", err);
+    else
+        printf("  verified: %zu of %zu tensors have a CRC32C and match; no NaN or Inf; file CRC32C "
+               "%08x\n",
+               check.nsums, f.n, (unsigned)check.crc32c);
     for (size_t i = 0; i < f.n; i++) {
         const st_entry_t *e = &f.entries[i];
         float *x = xmalloc((e->count ? e->count : 1) * sizeof(float));
         if (st_read(&f, e, 0, e->count, x, err, sizeof err)) {
-            printf("  %s\n", err);
+            log_print(stdout, "  %s", err);
             free(x);
             continue;
         }
@@ -336,7 +350,7 @@ static void inspect_file(const char *path) {
             lo = PS_MIN(lo, (double)x[k]);
             hi = PS_MAX(hi, (double)x[k]);
         }
-        printf("  %-32s [", e->name);
+        printf("  %-32s [", log_escape(e->name, key, sizeof key));
         for (size_t d = 0; d < e->ndim; d++)
             printf("%s%zu", d ? ", " : "", e->shape[d]);
         printf("]  mean %.4g  min %.4g  max %.4g\n", e->count ? sum / (double)e->count : 0.0, lo,
@@ -380,7 +394,7 @@ int cmd_inspect(int argc, char **argv) {
     char err[PS_ERRLEN], dir[PATH_MAX];
     int rc = ckpt_manifest_read(argv[0], &man, err, sizeof err);
     if (rc < 0) {
-        fprintf(stderr, "pstrain inspect: %s\n", err);
+        log_print(stderr, "pstrain inspect: %s", err);
         return EXIT_DATAERR;
     }
     if (rc == 0) {

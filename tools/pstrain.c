@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/base/log.h"
 #include "common/daemon/config.h"
 #include "common/daemon/daemon.h"
 #include "common/base/exitcode.h"
@@ -40,7 +41,8 @@ static void usage(FILE *out) {
             "                               convert IDX, image folders, CSV or TFRecord to\n"
             "                               TFRecord files of tf.train.Example (docs/data.md)\n"
             "  inspect PATH                 the manifest, files, metadata and tensors of a\n"
-            "                               model_dir, checkpoint, export or .safetensors\n"
+            "                               model_dir, checkpoint, export or .safetensors,\n"
+            "                               and whether each file's checksums verify\n"
             "  config                       list every configuration key: type, default,\n"
             "                               range and meaning (docs/configuration.md)\n"
             "  version                      print the version\n"
@@ -65,7 +67,7 @@ static int cmd_summary(int argc, char **argv) {
     model_t m;
     char err[PS_ERRLEN];
     if (model_load(&m, model_name, err, sizeof err)) {
-        fprintf(stderr, "pstrain summary: %s\n", err);
+        log_print(stderr, "pstrain summary: %s", err);
         return EXIT_USAGE;
     }
     model_summary(&m, stdout);
@@ -82,14 +84,16 @@ static void print_status(const Pstrain__StatusResponse *r) {
            "STEP");
     for (size_t i = 0; i < r->n_members; i++) {
         const Pstrain__Member *m = r->members[i];
-        char name[32], beat[32];
-        snprintf(name, sizeof name, "%s%u", m->role, m->index);
+        /* What the master says is a peer's: escaped before the terminal. */
+        char name[32], beat[32], role[32], addr[128], state[32];
+        snprintf(name, sizeof name, "%s%u", log_escape(m->role, role, sizeof role), m->index);
         if (m->last_beat_secs >= 0)
             snprintf(beat, sizeof beat, "%.1fs ago", m->last_beat_secs);
         else
             snprintf(beat, sizeof beat, "never");
-        printf("%-10s %-22s %-8s %-8d %-10s %llu\n", name, m->address, m->state, m->pid, beat,
-               (unsigned long long)m->step);
+        printf("%-10s %-22s %-8s %-8d %-10s %llu\n", name,
+               log_escape(m->address, addr, sizeof addr), log_escape(m->state, state, sizeof state),
+               m->pid, beat, (unsigned long long)m->step);
     }
 }
 
@@ -99,7 +103,7 @@ static int cmd_status(int argc, char **argv) {
     config_defaults(&cfg);
     argc++, argv--; /* config_parse_args keeps argv[0] */
     if (config_parse_args(&cfg, &argc, argv, err, sizeof err)) {
-        fprintf(stderr, "pstrain status: %s\n", err);
+        log_print(stderr, "pstrain status: %s", err);
         return EXIT_USAGE;
     }
     const char *master = NULL;
@@ -123,7 +127,7 @@ static int cmd_status(int argc, char **argv) {
     rpc_options_t o = daemon_rpc_options(&cfg);
     rpc_channel_t *ch;
     if (rpc_channel_create(&ch, master, &o, err, sizeof err)) {
-        fprintf(stderr, "pstrain status: %s\n", err);
+        log_print(stderr, "pstrain status: %s", err);
         return EXIT_USAGE;
     }
     Pstrain__StatusRequest req = PSTRAIN__STATUS_REQUEST__INIT;
@@ -133,7 +137,7 @@ static int cmd_status(int argc, char **argv) {
     int rc = EXIT_OK;
     if (rpc_call(ch, "/pstrain.Master/Status", buf, len, cfg.rpc.deadline_secs, &resp, err,
                  sizeof err) != RPC_OK) {
-        fprintf(stderr, "pstrain status: %s\n", err);
+        log_print(stderr, "pstrain status: %s", err);
         rc = EXIT_UNAVAILABLE;
     } else {
         Pstrain__StatusResponse *r = pstrain__status_response__unpack(NULL, resp.len, resp.data);

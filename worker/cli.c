@@ -24,11 +24,11 @@ int worker_print_config(int argc, char **argv) {
         n -= 2;
         argv[n] = NULL;
         if (config_parse_args(&cfg, &n, argv, err, sizeof err)) {
-            fprintf(stderr, "pstrain-worker: %s\n", err);
+            log_print(stderr, "pstrain-worker: %s", err);
             return EXIT_USAGE;
         }
         if (config_get(&cfg, key, value, sizeof value)) {
-            fprintf(stderr, "pstrain-worker: unknown config key \"%s\"\n", key);
+            log_print(stderr, "pstrain-worker: unknown config key \"%s\"", key);
             return EXIT_USAGE;
         }
         printf("%s\n", value);

@@ -20,6 +20,7 @@
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
 #include "worker/progress.h"
+#include "worker/synthetic.h"
 
 typedef struct {
     daemon_t *d;
@@ -36,6 +37,8 @@ typedef struct {
     heartbeat_progress_t progress;
     uint64_t target, stale, global_step;
     bool sync;
+    bool synthetic; /* train.synthetic_step_ms: no data, no trainer, a sleep for compute */
+    bool ssp;       /* train.mode ssp: async pushes, pulls the PS may hold back */
     Pstrain__Caller caller;
     char err[PS_ERRLEN]; /* why a pull or push of the training thread failed */
 } worker_t;
@@ -135,14 +138,13 @@ static uint64_t resume_batches(worker_t *w, size_t nworkers, size_t replicas) {
     return batches;
 }
 
-static int setup(worker_t *w) {
+/* The training split, checked against the model. */
+/* This worker's training data: its share of the files (TFRecord files at
+ * least as many as the workers), else the whole set. */
+static int load_data(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
     const cluster_t *cl = &w->d->cluster;
-    if (model_load(&w->model, c->model, err, sizeof err)) {
-        log_error("%s", err);
-        return EXIT_USAGE;
-    }
     if (c->data.stream) { /* not yet: a mid-run read error would need a path to stop the push */
         log_error("data.stream is for standalone workers; a cluster's workers read their "
                   "share of the data whole (docs/data.md)");
@@ -159,11 +161,39 @@ static int setup(worker_t *w) {
     if (w->train.file_shard)
         log_info("reading %zu of the %zu training examples: this worker's share of the files",
                  w->train.n, w->train.total);
-    int rc = connect_peers(w);
-    if (rc)
+    return 0;
+}
+
+static void alloc_buffers(worker_t *w) {
+    for (size_t i = 0; i < 2; i++) {
+        w->params[i] = host_buffer(w->be, w->model.nparams);
+        w->grads[i] = host_buffer(w->be, w->model.nparams);
+    }
+}
+
+static int setup(worker_t *w) {
+    char err[PS_ERRLEN];
+    const config_t *c = &w->d->cfg;
+    const cluster_t *cl = &w->d->cluster;
+    if (model_load(&w->model, c->model, err, sizeof err)) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
+    w->synthetic = c->train.synthetic_step_ms > 0;
+    int rc = w->synthetic ? 0 : load_data(w);
+    if (rc || (rc = connect_peers(w)) != 0)
         return rc;
+    size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
     w->sync = !strcmp(c->train.mode, "sync");
+    w->ssp = !strcmp(c->train.mode, "ssp");
     size_t replicas = config_replicas(c, nworkers);
+    if (w->synthetic) {
+        /* Without data, train.epochs has no length here: the master's
+         * target (through the heartbeat) ends the run. */
+        w->target = c->train.max_steps > 0 ? (uint64_t)c->train.max_steps : UINT64_MAX;
+        alloc_buffers(w);
+        return 0;
+    }
     w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.total,
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
@@ -185,10 +215,7 @@ static int setup(worker_t *w) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
-    for (size_t i = 0; i < 2; i++) {
-        w->params[i] = host_buffer(w->be, w->model.nparams);
-        w->grads[i] = host_buffer(w->be, w->model.nparams);
-    }
+    alloc_buffers(w);
     if (!w->be->host_memory)
         trainer_set_prefetch(w->trainer, prefetch, w);
     return 0;
@@ -340,9 +367,22 @@ static void account(worker_t *w, run_stats_t *r, const step_metrics_t *sm) {
     r->since_log = 0;
 }
 
+/* A synthetic step: the gradient of a weight decay, then a sleep for the
+ * rest of train.synthetic_step_ms. Its metrics count a batch, at loss 0. */
+static void synthetic_step(worker_t *w, const float *params, float *grads, step_metrics_t *sm) {
+    double start = ps_now();
+    synthetic_gradient(grads, params, w->model.nparams);
+    synthetic_wait(start, (double)w->d->cfg.train.synthetic_step_ms);
+    *sm = (step_metrics_t){.n = (size_t)w->d->cfg.train.batch_size};
+}
+
 /* The gradient of the next batch at params into grads. The prefetch hook
  * may fetch the batch after it during the step (which ends this one). */
 static void compute(worker_t *w, const float *params, float *grads, step_metrics_t *sm) {
+    if (w->synthetic) {
+        synthetic_step(w, params, grads, sm);
+        return;
+    }
     const batch_t *b = w->next ? w->next : loader_next(w->loader);
     w->next = NULL;
     uint64_t seed = rng_key((uint64_t)w->d->cfg.train.seed, "dropout",
@@ -538,9 +578,10 @@ static void log_end(const worker_t *w, const run_stats_t *r) {
 static int train(worker_t *w) {
     run_stats_t r = {.start = ps_now()};
     r.last_log = r.start;
-    size_t head = head_layer(&w->model);
+    size_t head = w->synthetic ? 0 : head_layer(&w->model);
+    /* ssp runs the serial loop, as sync does: its bound holds at whole pulls. */
     progress_loop_t loop =
-        progress_loop(w->sync, w->d->cfg.train.pipeline, w->d->cfg.train.overlap, head);
+        progress_loop(w->sync || w->ssp, w->d->cfg.train.pipeline, w->d->cfg.train.overlap, head);
     psclient_status_t s = loop == PROGRESS_PIPELINED    ? train_pipelined(w, &r)
                           : loop == PROGRESS_OVERLAPPED ? train_overlapped(w, &r, head)
                                                         : train_serial(w, &r);
@@ -551,6 +592,21 @@ static int train(worker_t *w) {
     return cluster_exit_code(s);
 }
 
+/* The banner of the run: what this worker trains on, against how many PS. */
+static void log_start(const worker_t *w) {
+    const daemon_t *d = w->d;
+    size_t nworkers = d->cluster.jobs[CLUSTER_WORKER].span;
+    if (w->synthetic)
+        log_info("worker %d of %zu: synthetic, %lld ms a step and no data, %zu PS, mode %s",
+                 d->cluster.task_index, nworkers, (long long)d->cfg.train.synthetic_step_ms,
+                 psclient_nps(w->ps), d->cfg.train.mode);
+    else
+        log_info("worker %d of %zu: %zu examples in its shard, %zu PS, mode %s, target %llu "
+                 "global steps",
+                 d->cluster.task_index, nworkers, loader_shard_size(w->loader), psclient_nps(w->ps),
+                 d->cfg.train.mode, (unsigned long long)w->target);
+}
+
 int cluster_train(daemon_t *d, const backend_t *be) {
     worker_t w;
     memset(&w, 0, sizeof w);
@@ -559,11 +615,7 @@ int cluster_train(daemon_t *d, const backend_t *be) {
     int rc = setup(&w);
     if (rc == 0) {
         start_heartbeat(&w);
-        log_info("worker %d of %zu: %zu examples in its shard, %zu PS, mode %s, target %llu "
-                 "global steps",
-                 d->cluster.task_index, d->cluster.jobs[CLUSTER_WORKER].span,
-                 loader_shard_size(w.loader), psclient_nps(w.ps), d->cfg.train.mode,
-                 (unsigned long long)w.target);
+        log_start(&w);
         rc = train(&w);
     }
     teardown(&w);

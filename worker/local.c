@@ -68,7 +68,48 @@ static void prefetch(void *arg) {
     trainer_stage(L->trainer, L->next->x, L->next->y, L->next->n);
 }
 
-/* The starting point: model_dir's latest checkpoint (resume, optimizer
+typedef struct {
+    local_t *L;
+    bool unchecked;
+} resume_t;
+
+/* ckpt_try_fn: restores one checkpoint (verified first: a damaged one
+ * changes nothing). */
+static int try_resume(void *arg, const char *dir, uint64_t step, char *err, size_t errlen) {
+    resume_t *r = arg;
+    (void)step;
+    ckpt_restore_opts_t o = {.pattern = NULL, .slots = true, .unchecked = &r->unchecked};
+    return ckpt_restore_store(&r->L->store, dir, &o, NULL, err, errlen);
+}
+
+static void resume_bad(void *arg, uint64_t step, const char *why) {
+    (void)arg;
+    log_warn("%s: ckpt-%llu does not verify; trying the one before", why, (unsigned long long)step);
+}
+
+/* The newest checkpoint that verifies, dropping newer damaged ones from the
+ * manifest (this process owns it); none is a permanent error. */
+static int resume(local_t *L, const config_t *c, const ckpt_manifest_t *man, char *err,
+                  size_t errlen) {
+    resume_t r = {.L = L};
+    uint64_t step;
+    const char *md = c->checkpoint.model_dir;
+    char dir[PATH_MAX];
+    if (ckpt_try_newest(md, man, try_resume, resume_bad, &r, &step, err, errlen))
+        return EXIT_DATAERR;
+    for (size_t i = man->nkept; i-- > 0 && man->kept[i] > step;)
+        if (ckpt_manifest_drop(md, man->kept[i], err, errlen))
+            return EXIT_IOERR;
+    ckpt_dir(dir, sizeof dir, md, step);
+    if (r.unchecked)
+        log_warn("%s has no checksums (written before pstrain kept them): restored with NaN and "
+                 "Inf checks only",
+                 dir);
+    log_info("resumed from %s: step %llu", dir, (unsigned long long)L->store.iterations);
+    return 0;
+}
+
+/* The starting point: model_dir's newest checkpoint that verifies (resume, optimizer
  * slots and step included), else train.warm_start_from, else the
  * initializer. */
 static int load_start(local_t *L, const config_t *c, char *err, size_t errlen) {
@@ -76,15 +117,8 @@ static int load_start(local_t *L, const config_t *c, char *err, size_t errlen) {
     int mrc = ckpt_manifest_read(c->checkpoint.model_dir, &man, err, errlen);
     if (mrc < 0)
         return EXIT_DATAERR;
-    if (mrc == 0) {
-        char dir[PATH_MAX];
-        ckpt_dir(dir, sizeof dir, c->checkpoint.model_dir, man.latest);
-        ckpt_restore_opts_t o = {.pattern = NULL, .slots = true};
-        if (ckpt_restore_store(&L->store, dir, &o, NULL, err, errlen))
-            return EXIT_DATAERR;
-        log_info("resumed from %s: step %llu", dir, (unsigned long long)L->store.iterations);
-        return 0;
-    }
+    if (mrc == 0)
+        return resume(L, c, &man, err, errlen);
     if (!c->train.warm_start_from[0])
         return 0;
     ckpt_restore_opts_t o = {.pattern = c->train.warm_start_vars, .slots = false};
@@ -313,6 +347,11 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
 }
 
 int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t *stop) {
+    if (cfg->train.synthetic_step_ms > 0) {
+        log_error("train.synthetic_step_ms needs a cluster (TF_CONFIG): a worker alone has no PS "
+                  "to measure");
+        return EXIT_USAGE;
+    }
     char err[PS_ERRLEN];
     local_t L;
     memset(&L, 0, sizeof L);

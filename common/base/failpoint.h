@@ -6,6 +6,14 @@
 #ifndef PSTRAIN_FAILPOINT_H
 #define PSTRAIN_FAILPOINT_H
 
+#include <stdbool.h>
+
 void failpoint(const char *name);
+
+/* An error failpoint: true when the caller should fail here as the real
+ * fault would (a full disk), for the N-th through M-th time the process
+ * reaches NAME, with PSTRAIN_FAILPOINT="WHO:NAME@N-M" ("@N": from the N-th
+ * on); one WARN line each time. */
+bool failpoint_error(const char *name);
 
 #endif

@@ -164,6 +164,9 @@ static int add_entry(cluster_job_t *job, const char *key, int index, json_object
         return ps_errf(err, errlen, "TF_CONFIG: %s must be a \"host:port\" string, got %s", label,
                        json_type_to_name(json_object_get_type(val)));
     const char *text = json_object_get_string(val);
+    if (strlen(text) != (size_t)json_object_get_string_len(val))
+        return ps_errf(err, errlen, "TF_CONFIG: %s \"%s\" holds a NUL character (\\u0000)", label,
+                       text);
     cluster_addr_t *a = &job->addr[job->n];
     const char *why = NULL;
     if (parse_addr(text, a, &why))
@@ -409,6 +412,56 @@ static int check_task(cluster_t *c, char *err, size_t errlen) {
 
 /* ---- the whole spec ---- */
 
+/* A key an object of text (valid JSON, at most DUP_DEPTH deep) holds twice,
+ * copied into key as written (cut to keylen): 1; 0 when none. Keys are
+ * compared as spelled, escapes and all. */
+#define DUP_DEPTH 64
+static int duplicate_key(const char *text, char *key, size_t keylen) {
+    struct {
+        bool obj, want_key;
+        size_t first; /* its keys in keys[first, nkeys) */
+    } stack[DUP_DEPTH];
+    struct {
+        const char *at;
+        size_t len;
+    } *keys = NULL;
+    size_t nkeys = 0, cap = 0;
+    int depth = 0, found = 0;
+    for (const char *p = text; *p && !found; p++) {
+        if (*p == '"') {
+            const char *s = ++p;
+            while (*p && *p != '"')
+                p += p[0] == '\\' && p[1] ? 2 : 1;
+            size_t n = (size_t)(p - s);
+            if (!*p)
+                break;
+            if (depth == 0 || !stack[depth - 1].obj || !stack[depth - 1].want_key)
+                continue;
+            stack[depth - 1].want_key = false;
+            for (size_t k = stack[depth - 1].first; k < nkeys && !found; k++)
+                found = keys[k].len == n && memcmp(keys[k].at, s, n) == 0;
+            if (found)
+                snprintf(key, keylen, "%.*s", (int)n, s);
+            if (nkeys == cap) {
+                cap = cap ? 2 * cap : 16;
+                keys = xrealloc(keys, cap * sizeof *keys);
+            }
+            keys[nkeys].at = s;
+            keys[nkeys++].len = n;
+        } else if ((*p == '{' || *p == '[') && depth < DUP_DEPTH) {
+            stack[depth].obj = *p == '{';
+            stack[depth].want_key = true;
+            stack[depth++].first = nkeys;
+        } else if ((*p == '}' || *p == ']') && depth > 0) {
+            nkeys = stack[--depth].first;
+        } else if (*p == ',' && depth > 0) {
+            stack[depth - 1].want_key = true;
+        }
+    }
+    free(keys);
+    return found;
+}
+
 /* Strict JSON (as Python's json module writes it), and the byte offset of the
  * first error, which is what finds a typo in a long TF_CONFIG. */
 static json_object *parse_json(const char *text, char *err, size_t errlen) {
@@ -426,11 +479,22 @@ static json_object *parse_json(const char *text, char *err, size_t errlen) {
     /* Including the NUL tells the tokener the text ends there, so a cut-off
      * text reads "unexpected end of data" rather than "continue". */
     json_object *root = json_tokener_parse_ex(tok, text, (int)len + 1);
-    if (!root)
+    char key[64];
+    if (!root && json_tokener_get_error(tok) == json_tokener_success) /* the text "null" */
+        ps_errf(err, errlen,
+                "TF_CONFIG: must be a JSON object with \"cluster\" and \"task\", got null");
+    else if (!root)
         ps_errf(err, errlen, "TF_CONFIG: not JSON: %s at offset %zu",
                 json_tokener_error_desc(json_tokener_get_error(tok)),
                 json_tokener_get_parse_end(tok));
     json_tokener_free(tok);
+    if (root && duplicate_key(text, key, sizeof key)) {
+        /* json-c keeps the last of a key given twice; a spec that says two
+         * things is refused instead of half read. */
+        ps_errf(err, errlen, "TF_CONFIG: key \"%s\" appears twice in one object", key);
+        json_object_put(root);
+        root = NULL;
+    }
     return root;
 }
 
@@ -438,6 +502,8 @@ static int get_string(json_object *val, const char *key, char **out, char *err, 
     if (!json_object_is_type(val, json_type_string))
         return ps_errf(err, errlen, "TF_CONFIG: \"%s\" must be a string, got %s", key,
                        json_type_to_name(json_object_get_type(val)));
+    if (strlen(json_object_get_string(val)) != (size_t)json_object_get_string_len(val))
+        return ps_errf(err, errlen, "TF_CONFIG: \"%s\" holds a NUL character (\\u0000)", key);
     *out = xstrdup(json_object_get_string(val));
     return 0;
 }

@@ -50,6 +50,8 @@ typedef struct {
         int64_t seed;
         char warm_start_from[CONFIG_STR]; /* "" = none */
         char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
+        int64_t staleness;                /* ssp: steps ahead of the slowest live worker */
+        int64_t synthetic_step_ms;        /* > 0: a worker sleeps instead of computing */
     } train;
     struct {
         char model_dir[CONFIG_STR];
@@ -69,6 +71,7 @@ typedef struct {
         int64_t stream_port;
         int64_t stream_max_connections;
         bool shm;
+        char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

@@ -110,8 +110,9 @@ const config_key_t config_keys[] = {
              "staler)"),
     BOOL_KEY("train.overlap", train.overlap, "true",
              "async: move a CNN's dense head (its pull and push) while the convolutions compute"),
-    ENUM_KEY("train.mode", train.mode, "async", "async|sync",
-             "async: each push applies at once; sync: pushes of a step are averaged"),
+    ENUM_KEY("train.mode", train.mode, "async", "async|sync|ssp",
+             "async: each push applies at once; sync: pushes of a step are averaged; ssp: async, "
+             "but no worker runs more than train.staleness steps ahead of the slowest live one"),
     INT_KEY("train.replicas_to_aggregate", train.replicas_to_aggregate, "0", 0, NO_LIMIT,
             "sync mode: gradients averaged per step; 0 = number of workers"),
     INT_KEY("train.seed", train.seed, "42", 0, NO_LIMIT,
@@ -122,6 +123,13 @@ const config_key_t config_keys[] = {
     STRING_KEY("train.warm_start_vars", train.warm_start_vars, ".*",
                "POSIX extended regex: the variables train.warm_start_from initialises (the rest "
                "start from the initializer)"),
+    INT_KEY("train.staleness", train.staleness, "3", 0, 1000000,
+            "ssp mode: steps a worker may run ahead of the slowest live worker (one that pushed "
+            "within cluster.dead_after_secs)"),
+    INT_KEY("train.synthetic_step_ms", train.synthetic_step_ms, "0", 0, 3600000,
+            "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
+            "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
+            "0 = compute"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
@@ -151,6 +159,9 @@ const config_key_t config_keys[] = {
     INT_KEY("rpc.stream_max_connections", rpc.stream_max_connections, "1024", 1, 1000000,
             "tensor stream connections a PS holds at once (Unix socket and TCP together); the "
             "next client is answered RESOURCE_EXHAUSTED"),
+    OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
+                   "uids besides the PS's own whose local processes may use its shared memory "
+                   "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

@@ -54,7 +54,7 @@ static int parse_own_flags(daemon_t *d, int argc, char **argv) {
         } else if (!strcmp(a, "--evaluate-only") && d->role == CLUSTER_MASTER) {
             d->evaluate_only = true;
         } else {
-            fprintf(stderr, "%s: unknown argument \"%s\" (see --help)\n", d->program, a);
+            log_print(stderr, "%s: unknown argument \"%s\" (see --help)", d->program, a);
             return EXIT_USAGE;
         }
     }
@@ -69,7 +69,7 @@ static int check_config(daemon_t *d) {
     int rc = EXIT_OK;
     const cluster_t *c = &d->cluster;
     if (model_load(&m, d->cfg.model, err, sizeof err)) {
-        fprintf(stderr, "%s: %s\n", d->program, err);
+        log_print(stderr, "%s: %s", d->program, err);
         rc = EXIT_USAGE;
     } else if (d->have_cluster) {
         printf("%s: valid: %s %d at %s; cluster %s=%zu ps=%zu worker=%zu; model %s, %zu "
@@ -108,7 +108,7 @@ int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool nee
     }
     char err[PS_ERRLEN];
     if (config_parse_args(&d->cfg, &argc, argv, err, sizeof err)) {
-        fprintf(stderr, "%s: %s\n", program, err);
+        log_print(stderr, "%s: %s", program, err);
         return EXIT_USAGE;
     }
     int rc = parse_own_flags(d, argc, argv);
@@ -123,17 +123,21 @@ int daemon_parse(daemon_t *d, const char *program, cluster_role_t role, bool nee
                 program);
         return EXIT_USAGE;
     }
+    if (rpc_parse_uids(c->rpc.stream_allowed_uids, NULL, err, sizeof err) < 0) {
+        log_print(stderr, "%s: %s", program, err);
+        return EXIT_USAGE;
+    }
     const char *env = getenv("TF_CONFIG");
     if (!needs_cluster && !d->tf_config_file && (!env || !env[0]))
         return d->check_only ? check_config(d) : -1;
     if (cluster_load(&d->cluster, d->tf_config_file, err, sizeof err)) {
-        fprintf(stderr, "%s: %s\n", program, err);
+        log_print(stderr, "%s: %s", program, err);
         return EXIT_USAGE;
     }
     d->have_cluster = true;
     cluster_role_t want = d->evaluate_only ? CLUSTER_EVALUATOR : role;
     if (cluster_expect_role(&d->cluster, want, program, err, sizeof err)) {
-        fprintf(stderr, "%s: %s\n", program, err);
+        log_print(stderr, "%s: %s", program, err);
         return EXIT_USAGE;
     }
     const cluster_addr_t *self = cluster_self(&d->cluster);
@@ -183,6 +187,8 @@ rpc_options_t daemon_rpc_options(const config_t *cfg) {
     o.stream_port = (int)cfg->rpc.stream_port;
     o.stream_max_connections = (int)cfg->rpc.stream_max_connections;
     o.shm = cfg->rpc.shm;
+    o.stream_allowed_uids = cfg->rpc.stream_allowed_uids;
+    o.stream_max_wait_s = cfg->rpc.deadline_secs;
     if (cfg->tls.ca[0]) {
         o.tls_ca = cfg->tls.ca;
         o.tls_cert = cfg->tls.cert[0] ? cfg->tls.cert : NULL;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 
 #include "common/base/failpoint.h"
 #include "common/base/util.h"
+#include "common/formats/crc32c.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors are little-endian: a big-endian build must swap bytes"
@@ -18,6 +20,9 @@
 /* The header may not be larger than this (the format's reference reader
  * refuses over 100 MB too); it bounds what a corrupt length can allocate. */
 #define ST_MAX_HEADER (100u << 20)
+/* No tensor has more elements than this (2^60): it bounds shape products
+ * against overflow whatever the file's length. */
+#define ST_MAX_ELEMENTS ((uint64_t)1 << 60)
 
 static size_t count_of(const size_t *shape, size_t ndim) {
     size_t n = 1;
@@ -26,15 +31,30 @@ static size_t count_of(const size_t *shape, size_t ndim) {
     return n;
 }
 
+/* The metadata: the caller's entries, then a CRC32C of every tensor's bytes
+ * ("crc32c:<name>": 8 hex digits), computed from memory before the file is
+ * written, so that a reader can tell the tensors it reads are those written. */
+static json_object *metadata_json(const st_tensor_t *t, size_t n, const st_meta_t *meta,
+                                  size_t nmeta) {
+    json_object *m = json_object_new_object();
+    for (size_t i = 0; i < nmeta; i++)
+        json_object_object_add(m, meta[i].key, json_object_new_string(meta[i].value));
+    char value[16];
+    for (size_t i = 0; i < n; i++) {
+        size_t bytes = count_of(t[i].shape, t[i].ndim) * sizeof(float);
+        char *key = xmalloc(strlen(ST_CRC_PREFIX) + strlen(t[i].name) + 1);
+        sprintf(key, "%s%s", ST_CRC_PREFIX, t[i].name);
+        snprintf(value, sizeof value, "%08x", (unsigned)crc32c(0, t[i].data, bytes));
+        json_object_object_add(m, key, json_object_new_string(value));
+        free(key);
+    }
+    return m;
+}
+
 static char *header_json(const st_tensor_t *t, size_t n, const st_meta_t *meta, size_t nmeta,
                          size_t *len) {
     json_object *h = json_object_new_object();
-    if (nmeta > 0) {
-        json_object *m = json_object_new_object();
-        for (size_t i = 0; i < nmeta; i++)
-            json_object_object_add(m, meta[i].key, json_object_new_string(meta[i].value));
-        json_object_object_add(h, "__metadata__", m);
-    }
+    json_object_object_add(h, "__metadata__", metadata_json(t, n, meta, nmeta));
     uint64_t off = 0;
     for (size_t i = 0; i < n; i++) {
         json_object *e = json_object_new_object(), *shape = json_object_new_array();
@@ -111,19 +131,25 @@ static int parse_entry(st_entry_t *e, const char *name, json_object *v, uint64_t
     if (e->ndim > ST_MAX_DIMS)
         return ps_errf(err, errlen, "%s: tensor \"%s\" has %zu dimensions (at most %d)", path, name,
                        e->ndim, ST_MAX_DIMS);
+    /* The shape is bounded by what any file could hold, not by this file's
+     * length: a file cut short is "truncated" below, not "a bad shape". */
     uint64_t count = 1;
     for (size_t d = 0; d < e->ndim; d++) {
         int64_t x = json_object_get_int64(json_object_array_get_idx(shape, d));
-        if (x < 0 || (x > 0 && count > data_len / (uint64_t)x))
+        if (x < 0 || (x > 0 && count > ST_MAX_ELEMENTS / (uint64_t)x))
             return ps_errf(err, errlen, "%s: tensor \"%s\" has a bad shape", path, name);
         e->shape[d] = (size_t)x;
         count *= (uint64_t)x;
     }
     int64_t b = json_object_get_int64(json_object_array_get_idx(offs, 0));
     int64_t end = json_object_get_int64(json_object_array_get_idx(offs, 1));
-    if (b < 0 || end < b || (uint64_t)end > data_len)
-        return ps_errf(err, errlen, "%s: tensor \"%s\" lies outside the file (truncated?)", path,
-                       name);
+    if (b < 0 || end < b)
+        return ps_errf(err, errlen, "%s: tensor \"%s\" has bad data_offsets", path, name);
+    if ((uint64_t)end > data_len)
+        return ps_errf(err, errlen,
+                       "%s: truncated: tensor \"%s\" ends at byte %lld of the data, which holds "
+                       "%llu bytes",
+                       path, name, (long long)end, (unsigned long long)data_len);
     if ((uint64_t)(end - b) != count * sizeof(float))
         return ps_errf(err, errlen, "%s: tensor \"%s\" has %lld bytes for %llu floats", path, name,
                        (long long)(end - b), (unsigned long long)count);
@@ -279,4 +305,107 @@ int st_read(const st_file_t *f, const st_entry_t *e, size_t first, size_t count,
     if (read_at(f->fd, out, count * sizeof(float), e->begin + first * sizeof(float)))
         return ps_errf(err, errlen, "%s: cannot read \"%s\" (truncated?)", f->path, e->name);
     return 0;
+}
+
+/* ---- verifying a whole file ---- */
+
+/* Bytes read at a time while verifying; a multiple of 4, so tensors (which
+ * start 8-aligned) split into whole floats. */
+#define ST_VERIFY_CHUNK (1u << 20)
+
+typedef struct {
+    const st_file_t *f;
+    uint32_t *crc;  /* running CRC of each entry */
+    size_t *nonfin; /* first NaN or Inf element of each entry + 1, or 0 */
+    size_t next;    /* the first entry not yet wholly seen */
+} verify_t;
+
+/* The index of the first NaN or Inf among n floats at p, or n. */
+static size_t first_nonfinite(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, p + 4 * i, sizeof u);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return i;
+    }
+    return n;
+}
+
+/* Folds the bytes [pos, pos + n) of the file into the entries they hold. */
+static void verify_chunk(verify_t *v, const uint8_t *buf, uint64_t pos, size_t n, bool finite) {
+    const st_file_t *f = v->f;
+    while (v->next < f->n &&
+           f->entries[v->next].begin + f->entries[v->next].count * sizeof(float) <= pos)
+        v->next++;
+    for (size_t i = v->next; i < f->n && f->entries[i].begin < pos + n; i++) {
+        const st_entry_t *e = &f->entries[i];
+        uint64_t lo = PS_MAX(pos, e->begin), hi = PS_MIN(pos + n, e->begin + e->count * 4);
+        if (lo >= hi)
+            continue;
+        v->crc[i] = crc32c(v->crc[i], buf + (lo - pos), (size_t)(hi - lo));
+        if (!finite || v->nonfin[i])
+            continue;
+        size_t k = first_nonfinite(buf + (lo - pos), (size_t)(hi - lo) / 4);
+        if (k < (hi - lo) / 4)
+            v->nonfin[i] = (size_t)((lo - e->begin) / 4) + k + 1;
+    }
+}
+
+/* Compares each entry's CRC with the one its metadata records. */
+static int verify_entries(const verify_t *v, st_sum_t *sum, char *err, size_t errlen) {
+    const st_file_t *f = v->f;
+    for (size_t i = 0; i < f->n; i++) {
+        const st_entry_t *e = &f->entries[i];
+        char *key = xmalloc(strlen(ST_CRC_PREFIX) + strlen(e->name) + 1);
+        sprintf(key, "%s%s", ST_CRC_PREFIX, e->name);
+        const char *want = st_meta_get(f, key);
+        free(key);
+        if (want) {
+            char *end;
+            unsigned long x = strtoul(want, &end, 16);
+            if (strlen(want) != 8 || *end)
+                return ps_errf(err, errlen, "%s: tensor %s: bad CRC32C in the metadata (\"%s\")",
+                               f->path, e->name, want);
+            if ((uint32_t)x != v->crc[i])
+                return ps_errf(err, errlen,
+                               "%s: tensor %s: CRC32C mismatch (the metadata says %08lx, the data "
+                               "gives %08x)",
+                               f->path, e->name, x, (unsigned)v->crc[i]);
+            sum->nsums++;
+        }
+        if (v->nonfin[i])
+            return ps_errf(err, errlen, "%s: tensor %s: element %zu is NaN or Inf", f->path,
+                           e->name, v->nonfin[i] - 1);
+    }
+    return 0;
+}
+
+int st_verify(const st_file_t *f, bool finite, st_sum_t *sum, char *err, size_t errlen) {
+    memset(sum, 0, sizeof *sum);
+    struct stat sb;
+    if (fstat(f->fd, &sb) != 0)
+        return ps_errf(err, errlen, "%s: %s", f->path, strerror(errno));
+    verify_t v = {.f = f,
+                  .crc = xcalloc(f->n ? f->n : 1, sizeof *v.crc),
+                  .nonfin = xcalloc(f->n ? f->n : 1, sizeof *v.nonfin)};
+    uint8_t *buf = xmalloc(ST_VERIFY_CHUNK);
+    int rc = 0;
+    for (uint64_t pos = 0; rc == 0 && pos < (uint64_t)sb.st_size;) {
+        size_t n = (size_t)PS_MIN((uint64_t)ST_VERIFY_CHUNK, (uint64_t)sb.st_size - pos);
+        if (read_at(f->fd, buf, n, pos)) {
+            rc = ps_errf(err, errlen, "%s: cannot read %zu bytes at %llu (truncated?)", f->path, n,
+                         (unsigned long long)pos);
+            break;
+        }
+        sum->crc32c = crc32c(sum->crc32c, buf, n);
+        verify_chunk(&v, buf, pos, n, finite);
+        pos += n;
+    }
+    sum->bytes = (uint64_t)sb.st_size;
+    if (rc == 0)
+        rc = verify_entries(&v, sum, err, errlen);
+    free(buf);
+    free(v.crc);
+    free(v.nonfin);
+    return rc;
 }

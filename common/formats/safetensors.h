@@ -9,10 +9,14 @@
 #ifndef PSTRAIN_SAFETENSORS_H
 #define PSTRAIN_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define ST_MAX_DIMS 8
+/* st_write records a CRC32C of every tensor's bytes in the metadata, under
+ * this prefix and the tensor's name ("crc32c:dense/kernel": "1a2b3c4d"). */
+#define ST_CRC_PREFIX "crc32c:"
 
 typedef struct {
     const char *name;
@@ -29,7 +33,8 @@ typedef struct {
 
 /* Writes the tensors, in the order given, to path through a temp file, fsync
  * and rename (and an fsync of the directory), so a reader sees the old file
- * or the whole new one. */
+ * or the whole new one. The metadata gets a CRC32C of each tensor besides
+ * the entries given. */
 int st_write(const char *path, const st_tensor_t *t, size_t n, const st_meta_t *meta, size_t nmeta,
              char *err, size_t errlen);
 
@@ -58,5 +63,18 @@ const char *st_meta_get(const st_file_t *f, const char *key);
 /* Reads `count` elements of an entry starting at element `first`. */
 int st_read(const st_file_t *f, const st_entry_t *e, size_t first, size_t count, float *out,
             char *err, size_t errlen);
+
+/* What st_verify learnt of a file. */
+typedef struct {
+    uint64_t bytes;  /* the file's length */
+    uint32_t crc32c; /* of the whole file, header included */
+    size_t nsums;    /* tensors whose metadata carried a CRC32C (0: an old file) */
+} st_sum_t;
+
+/* Reads the whole file once: checks every tensor that has a CRC32C in the
+ * metadata against its bytes and, with `finite`, that no value is NaN or Inf,
+ * and fills *sum. An error names the file and the tensor ("PATH: tensor
+ * dense/kernel: CRC32C mismatch (...)"). */
+int st_verify(const st_file_t *f, bool finite, st_sum_t *sum, char *err, size_t errlen);
 
 #endif

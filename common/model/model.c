@@ -91,14 +91,24 @@ static int get_pair(json_object *v, size_t out[2]) {
     return 0;
 }
 
+#define COUNT_MAX (1 << 24)
+
 static int get_count(json_object *v, size_t *out) {
     if (!json_object_is_type(v, json_type_int))
         return -1;
     int64_t x = json_object_get_int64(v);
-    if (x < 1 || x > (1 << 24))
+    if (x < 1 || x > COUNT_MAX)
         return -1;
     *out = (size_t)x;
     return 0;
+}
+
+/* What a count that get_count refused must be: a positive integer, or one
+ * no larger than its limit when it was too large. */
+static const char *count_want(json_object *v) {
+    return json_object_is_type(v, json_type_int) && json_object_get_int64(v) > COUNT_MAX
+               ? "at most 16777216"
+               : "a positive integer";
 }
 
 static int parse_activation(json_object *v, activation_t *out) {
@@ -171,7 +181,7 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     switch (l->kind) {
     case LAYER_CONV2D:
         if (!json_object_object_get_ex(o, "filters", &v) || get_count(v, &l->filters))
-            return LAYER_ERR(err, errlen, i, l, "%s", "\"filters\" must be a positive integer");
+            return LAYER_ERR(err, errlen, i, l, "\"filters\" must be %s", count_want(v));
         if (!json_object_object_get_ex(o, "kernel_size", &v) || get_pair(v, l->kernel))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"kernel_size\" must be a positive integer or a pair of them");
@@ -182,7 +192,7 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     case LAYER_DENSE:
         if (!json_object_object_get_ex(o, "units", &v) || get_count(v, &l->units))
-            return LAYER_ERR(err, errlen, i, l, "%s", "\"units\" must be a positive integer");
+            return LAYER_ERR(err, errlen, i, l, "\"units\" must be %s", count_want(v));
         break;
     case LAYER_MAX_POOL2D:
         l->pool[0] = l->pool[1] = 2;

@@ -447,7 +447,12 @@ int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_re
     req.lineage = lineage;
     req.initial = how == PSCLIENT_RESTORE_INITIAL;
     req.adopt = how == PSCLIENT_ADOPT;
-    return fanout_all(p, &req.base, "/pstrain.ParameterServer/Restore", deadline_s, err, errlen);
+    if (fanout_all(p, &req.base, "/pstrain.ParameterServer/Restore", deadline_s, err, errlen) == 0)
+        return 0;
+    for (size_t i = 0; i < p->nps; i++)
+        if (p->fan[i].code == RPC_FAILED_PRECONDITION)
+            return PSCLIENT_RESTORE_REFUSED;
+    return -1;
 }
 
 int psclient_stats(psclient_t *p, double deadline_s, psclient_stats_t *out) {

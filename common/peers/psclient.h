@@ -111,6 +111,10 @@ void psclient_shutdown(psclient_t *p, const char *reason, double deadline_s);
  * answered OK, else -1 with the first failure in err. */
 int psclient_save(psclient_t *p, uint64_t step, double deadline_s, char *err, size_t errlen);
 typedef enum { PSCLIENT_RESTORE_CKPT, PSCLIENT_RESTORE_INITIAL, PSCLIENT_ADOPT } psclient_restore_t;
+/* Restore: as psclient_save, but PSCLIENT_RESTORE_REFUSED when a PS
+ * answered that it cannot restore (FAILED_PRECONDITION), not that it was
+ * out of reach. */
+#define PSCLIENT_RESTORE_REFUSED (-2)
 int psclient_restore(psclient_t *p, uint64_t step, uint64_t lineage, psclient_restore_t how,
                      double deadline_s, char *err, size_t errlen);
 typedef struct {

@@ -7,6 +7,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <errno.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -111,16 +112,47 @@ void rpc_tune_malloc(void) {
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+int rpc_parse_uids(const char *text, uid_t *uids, char *err, size_t errlen) {
+    int n = 0;
+    const char *p = text ? text : "";
+    while (*p) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || *p < '0' || *p > '9' || errno || v > (unsigned long)UINT32_MAX - 1 ||
+            (*end && *end != ','))
+            return ps_errf(err, errlen,
+                           "rpc.stream_allowed_uids: not a comma-separated list of uids at "
+                           "\"%.20s\"",
+                           p);
+        if (n == RPC_MAX_ALLOWED_UIDS)
+            return ps_errf(err, errlen, "rpc.stream_allowed_uids: more than %d uids",
+                           RPC_MAX_ALLOWED_UIDS);
+        if (uids)
+            uids[n] = (uid_t)v;
+        n++;
+        p = *end ? end + 1 : end;
+        if (*end && !*p)
+            return ps_errf(err, errlen, "rpc.stream_allowed_uids: ends with a comma");
+    }
+    return n;
+}
+
 /* ---- gRPC's log -------------------------------------------------------------- */
 
 static _Thread_local char last_grpc_error[PS_ERRLEN];
 static _Thread_local int capturing;
 
+/* gRPC's errors are mostly what peers cause (a failed TLS handshake per
+ * bad client): limited, so that a flood of them cannot fill the log. */
+static log_limit_t grpc_errors;
+
 static void grpc_log_hook(gpr_log_func_args *a) {
     if (a->severity == GPR_LOG_SEVERITY_ERROR) {
         snprintf(last_grpc_error, sizeof last_grpc_error, "%s", a->message);
         if (!capturing)
-            log_warn("grpc: %s (%s:%d)", a->message, base_name(a->file), a->line);
+            log_warn_limited(&grpc_errors, "grpc: %s (%s:%d)", a->message, base_name(a->file),
+                             a->line);
     } else {
         log_debug("grpc: %s (%s:%d)", a->message, base_name(a->file), a->line);
     }

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* gRPC status codes, with gRPC's numbers (rpc.c checks they agree). */
 enum {
@@ -75,10 +76,25 @@ typedef struct {
      * socket) or its first request's header (TCP) before the server closes
      * it (0 = RPC_STREAM_HANDSHAKE_S). */
     double stream_handshake_s;
+    /* Uids besides the server's own whose processes may use its Unix
+     * socket and shared memory: decimal, comma-separated ("1000,1001");
+     * NULL or "" for none. Any other local peer is answered
+     * PERMISSION_DENIED (rpc_parse_uids checks the text). */
+    const char *stream_allowed_uids;
+    /* Seconds a stream call that brings no deadline may wait for its answer
+     * before the server answers DEADLINE_EXCEEDED (0 = RPC_STREAM_MAX_WAIT_S). */
+    double stream_max_wait_s;
 } rpc_options_t;
 
 #define RPC_STREAM_MAX_CONNECTIONS 1024
 #define RPC_STREAM_HANDSHAKE_S 5.0
+#define RPC_STREAM_MAX_WAIT_S 300.0
+#define RPC_MAX_ALLOWED_UIDS 32
+
+/* Parses a list of uids as stream_allowed_uids has it into uids (room for
+ * RPC_MAX_ALLOWED_UIDS; may be NULL to check only): how many, or -1 with
+ * err naming what is wrong. */
+int rpc_parse_uids(const char *text, uid_t *uids, char *err, size_t errlen);
 
 /* A growable byte buffer the caller owns and reuses across calls, so that
  * steady-state calls allocate nothing big. Zero-initialise it; free it with

@@ -487,7 +487,12 @@ static int stream_start(rpc_server_t *s, const rpc_server_config_t *cfg, char *e
         .ctx = cfg->ctx,
         .on_cancel = cfg->on_cancel,
         .hmu = &s->hmu,
+        .max_wait_s = o->stream_max_wait_s > 0 ? o->stream_max_wait_s : RPC_STREAM_MAX_WAIT_S,
     };
+    int n = rpc_parse_uids(o->stream_allowed_uids, sc.allowed_uids, err, errlen);
+    if (n < 0)
+        return -1;
+    sc.n_allowed_uids = (size_t)n;
     return stream__server_start(&s->stream, &sc, err, errlen);
 }
 

@@ -227,7 +227,7 @@ static sconn_t *shm_connect(const char *name, size_t req_cap, size_t resp_cap) {
     uint8_t h[RPC_STREAM_HDR];
     rpc__stream_hello_put(h, req_cap, resp_cap);
     if (mfd >= 0 && ftruncate(mfd, (off_t)(req_cap + resp_cap)) == 0 &&
-        fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) == 0)
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
         m = mmap(NULL, req_cap + resp_cap, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     if (m == MAP_FAILED || rpc__send_fd(fd, h, sizeof h, mfd) < 0) {
         if (m != MAP_FAILED)
@@ -421,6 +421,21 @@ static void scall_finish(scall_t *s, const char *method) {
     s->phase = S_DONE;
 }
 
+/* The server does not let this uid use its shared memory: its TCP stream or
+ * gRPC from now on, and the call fails UNAVAILABLE, so that a retry goes
+ * there. */
+static void shm_refused(scall_t *s, const char *method) {
+    stream_chan_t *sc = s->sc;
+    pthread_mutex_lock(&sc->mu);
+    sc->unix_ok = 0;
+    if (sc->port <= 0)
+        sc->state = STREAM_NONE;
+    pthread_mutex_unlock(&sc->mu);
+    log_warn("rpc: %s refuses this process its shared memory; calls to it go over %s", sc->target,
+             sc->port > 0 ? "its TCP stream" : "gRPC");
+    scall_fail(s, method, RPC_UNAVAILABLE, SF_LOCAL, "shared memory refused to this uid");
+}
+
 /* The response header is in: where its message and body go. */
 static void scall_head(scall_t *s, const char *method) {
     uint32_t flags = 0;
@@ -438,6 +453,10 @@ static void scall_head(scall_t *s, const char *method) {
     }
     if (flags & RPC_STREAM_CLOSING)
         s->cut = true;
+    if (s->c->shm && s->code == RPC_PERMISSION_DENIED && s->cut) {
+        shm_refused(s, method);
+        return;
+    }
     if (s->c->shm) {
         if (s->body_len > s->c->resp_cap) {
             scall_fail(s, method, RPC_INTERNAL, SF_PROTOCOL,

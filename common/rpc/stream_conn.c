@@ -271,7 +271,8 @@ void stream__conn_progress(stream_conn_t *k) {
         conn_late(k);
 }
 
-/* The request is whole: answered here, or handed to the handler thread. */
+/* The request is whole: answered here, run here (see stream__job_inline)
+ * or handed to the handler thread. */
 static void conn_dispatch(stream_conn_t *k) {
     stream_server_t *s = k->srv;
     if (strcmp(k->method, RPC_STREAM_PORT_METHOD) == 0) {
@@ -312,7 +313,8 @@ static void conn_dispatch(stream_conn_t *k) {
     k->late = 0;
     k->state = K_CALL;
     atomic_fetch_add(&k->refs, 1);
-    stream__job_push(s, 0, c, k);
+    if (!stream__job_inline(s, c, k))
+        stream__job_push(s, 0, c, k);
 }
 
 /* The header is in: checks it and sets up the method and body reads. */
@@ -322,8 +324,10 @@ static void conn_header(stream_conn_t *k) {
     double deadline_s;
     if (rpc__stream_req_get(k->head, &method_len, &deadline_s, &k->body_len) < 0 ||
         method_len == 0 || method_len > RPC_STREAM_METHOD_MAX) {
-        log_warn("rpc: %s sent bytes that are not a pstrain stream request; connection closed",
-                 k->peer);
+        log_warn_limited(&s->bad_limit,
+                         "rpc: %s sent bytes that are not a pstrain stream request; connection "
+                         "closed",
+                         k->peer);
         stream__conn_close(k);
         return;
     }
@@ -336,10 +340,14 @@ static void conn_header(stream_conn_t *k) {
         snprintf(msg, sizeof msg,
                  "request of %llu bytes is over the limit of %zu (rpc.max_message_mb)",
                  (unsigned long long)k->body_len, s->cfg.max_recv);
-        log_warn("rpc: %s: %s; connection closed", k->peer, msg);
+        log_warn_limited(&s->bad_limit, "rpc: %s: %s; connection closed", k->peer, msg);
         conn_answer(k, RPC_RESOURCE_EXHAUSTED, msg, NULL, K_LINGER);
         return;
     }
+    /* A call without a deadline may not hold the connection and its
+     * handler's state for ever (a pull for a step that never comes). */
+    if (deadline_s <= 0)
+        deadline_s = s->cfg.max_wait_s;
     k->deadline = deadline_s > 0 ? ps_now() + deadline_s : 0;
     conn_timer(k, deadline_s, on_deadline);
     k->method[method_len] = '\0';
@@ -362,19 +370,35 @@ static void conn_phase_done(stream_conn_t *k) {
     }
 }
 
-/* A same-host connection opens with the client's hello and its memory,
- * sealed against shrinking (the server would fault on a cut mapping). */
+/* Why the hello's memory cannot be mapped, or NULL when it can: it must be
+ * a memfd (a regular file whose seals can be read: an ordinary file's
+ * F_GET_SEALS fails) sealed against shrinking and growing, at least as big
+ * as the hello says. A file the client could cut would make the server
+ * fault (SIGBUS) on the mapping's lost pages. */
+static const char *conn_memory_check(int fd, uint64_t rq, uint64_t rs) {
+    struct stat st;
+    if (rq > ((uint64_t)1 << 40) || rs > ((uint64_t)1 << 40))
+        return "sent a hello with areas over 1 TiB";
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return "sent a descriptor that is not a memfd";
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return "sent a descriptor that is not a sealable memfd";
+    if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+        return "sent memory not sealed against shrinking and growing";
+    if ((uint64_t)st.st_size < rq + rs)
+        return "sent memory smaller than its hello says";
+    return NULL;
+}
+
+/* A same-host connection opens with the client's hello and its memory. */
 static int conn_map(stream_conn_t *k) {
     uint64_t rq = 0, rs = 0;
-    struct stat st;
     const char *why = NULL;
     if (k->memfd < 0 || rpc__stream_hello_get(k->head, &rq, &rs) < 0)
         why = "did not open with a hello and its memory";
-    else if (rq > ((uint64_t)1 << 40) || rs > ((uint64_t)1 << 40) || fstat(k->memfd, &st) < 0 ||
-             (uint64_t)st.st_size < rq + rs)
-        why = "sent memory smaller than its hello says";
-    else if (!(fcntl(k->memfd, F_GET_SEALS) & F_SEAL_SHRINK))
-        why = "sent memory that can shrink";
+    else
+        why = conn_memory_check(k->memfd, rq, rs);
     if (!why) {
         void *m = mmap(NULL, rq + rs, PROT_READ | PROT_WRITE, MAP_SHARED, k->memfd, 0);
         if (m == MAP_FAILED) {
@@ -389,8 +413,19 @@ static int conn_map(stream_conn_t *k) {
         close(k->memfd);
     k->memfd = -1;
     if (why)
-        log_warn("rpc: %s %s; connection closed", k->peer, why);
+        log_warn_limited(&k->srv->bad_limit, "rpc: %s %s; connection closed", k->peer, why);
     return why ? -1 : 0;
+}
+
+/* The hello's descriptor: the first is kept, any later one closed (a
+ * client must not make the server hold descriptors it never uses). */
+static void conn_keep_fd(stream_conn_t *k, struct cmsghdr *c) {
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (k->memfd < 0)
+        k->memfd = fd;
+    else
+        close(fd);
 }
 
 /* Reads what the phase still needs, without blocking: 1 when whole, 0 to
@@ -417,9 +452,9 @@ static int conn_recv(stream_conn_t *k) {
             return -1;
         for (struct cmsghdr *c = k->state == K_HELLO ? CMSG_FIRSTHDR(&mh) : NULL; c;
              c = CMSG_NXTHDR(&mh, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && k->memfd < 0 &&
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
                 c->cmsg_len == CMSG_LEN(sizeof(int)))
-                memcpy(&k->memfd, CMSG_DATA(c), sizeof k->memfd);
+                conn_keep_fd(k, c);
         k->at += r;
         k->left -= (size_t)r;
     }
@@ -437,7 +472,9 @@ static void conn_drain(stream_conn_t *k) {
     if (r > 0 && k->state == K_LINGER)
         return;
     if (r > 0)
-        log_warn("rpc: %s sent bytes while its call was in hand; connection closed", k->peer);
+        log_warn_limited(&k->srv->bad_limit,
+                         "rpc: %s sent bytes while its call was in hand; connection closed",
+                         k->peer);
     stream__conn_close(k);
 }
 

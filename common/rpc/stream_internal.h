@@ -6,6 +6,7 @@
 #define PSTRAIN_STREAM_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include "common/rpc/rpc_internal.h"
 
@@ -65,7 +66,7 @@ int rpc__stream_listen(const char *addr, int port, int *fd, int *bound, char *er
  * (reachable only in its network namespace, so only on its host), which it
  * names after the port when a channel asks ("PORT NAME"). A client that
  * reaches it first sends a hello with a memfd (SCM_RIGHTS) holding two
- * areas, sealed against shrinking: requests (req_cap bytes) and after them
+ * areas, sealed against shrinking and growing: requests (req_cap bytes) and after them
  * responses (resp_cap). On such a connection every body lies in its area
  * instead of following its header: the header's body length says how much
  * of the area it fills.
@@ -95,6 +96,11 @@ typedef struct {
     int shm; /* offer the Unix socket and shared memory */
     int max_conns;
     double handshake_s;
+    /* Uids besides the server's own that may connect to its Unix socket. */
+    uid_t allowed_uids[RPC_MAX_ALLOWED_UIDS];
+    size_t n_allowed_uids;
+    /* Seconds a call that brings no deadline may wait at most (0: for ever). */
+    double max_wait_s;
     size_t max_recv, max_send;
     const rpc_method_t *methods;
     size_t n_methods;

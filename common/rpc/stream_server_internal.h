@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <uv.h>
 
+#include "common/base/log.h"
 #include "common/rpc/stream_internal.h"
 
 typedef enum { K_HELLO, K_HEAD, K_METHOD, K_BODY, K_CALL, K_WRITE, K_LINGER } kstate_t;
@@ -20,8 +21,9 @@ struct stream_call {
     stream_server_t *srv;
     stream_conn_t *conn; /* the connection waiting for it; loop only */
     atomic_int refs;
-    int handled; /* the handler has returned; loop only */
-    int replied; /* the reply is in; loop only */
+    int handled;           /* the handler has returned; loop only */
+    int replied;           /* the reply is in; loop only */
+    atomic_int inline_now; /* its handler runs on the loop thread (stream__job_inline) */
     char peer[96];
     /* The reply, written by rpc_call_reply (any thread), then read by the loop. */
     int code;
@@ -97,6 +99,8 @@ struct stream_server {
     int stopping;
     size_t refused;
     double refusal_logged;
+    log_limit_t peer_limit; /* refused local peers */
+    log_limit_t bad_limit;  /* connections that broke the protocol */
     /* From any thread, under mu. */
     pthread_mutex_t mu;
     stream_call_t *replies, *handled;
@@ -107,6 +111,7 @@ struct stream_server {
     pthread_mutex_t jmu;
     pthread_cond_t jcv;
     job_t *jhead, *jtail;
+    int jbusy; /* the handler thread holds a job */
     int jstop;
 };
 
@@ -116,6 +121,7 @@ void stream__reply_done(stream_call_t *c);
 int stream__call_cancel(stream_call_t *c);
 void stream__call_settle(stream_call_t *c);
 void stream__job_push(stream_server_t *s, int cancel, stream_call_t *c, stream_conn_t *k);
+int stream__job_inline(stream_server_t *s, stream_call_t *c, stream_conn_t *k);
 void stream__maybe_finish(stream_server_t *s);
 
 /* stream_conn.c, for the server (loop thread but where said). */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/formats/safetensors.h"
+#include "common/base/failpoint.h"
 #include "common/base/util.h"
 
 /* Paths are built in PATH_MAX buffers from a configured model_dir that is
@@ -25,133 +26,6 @@ void ckpt_dir(char *out, size_t len, const char *model_dir, uint64_t step) {
 void ckpt_shard_path(char *out, size_t len, const char *dir, int index, int nps) {
     if (snprintf(out, len, "%s/ps-%d-of-%d.safetensors", dir, index, nps) >= (int)len)
         out[0] = '\0';
-}
-
-/* ---- the manifest ---- */
-
-static void manifest_path(char *out, size_t len, const char *model_dir) {
-    snprintf(out, len, "%s/checkpoint", model_dir);
-}
-
-static int manifest_parse(json_object *o, ckpt_manifest_t *m, const char *path, char *err,
-                          size_t errlen) {
-    json_object *latest, *kept, *final;
-    if (!json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, "latest_step", &latest) ||
-        !json_object_is_type(latest, json_type_int) ||
-        !json_object_object_get_ex(o, "kept_steps", &kept) ||
-        !json_object_is_type(kept, json_type_array))
-        return ps_errf(err, errlen, "%s: want an object with latest_step and kept_steps", path);
-    m->latest = (uint64_t)json_object_get_int64(latest);
-    m->nkept = json_object_array_length(kept);
-    if (m->nkept > CKPT_MAX_KEPT)
-        return ps_errf(err, errlen, "%s: %zu kept checkpoints (at most %d)", path, m->nkept,
-                       CKPT_MAX_KEPT);
-    for (size_t i = 0; i < m->nkept; i++) {
-        json_object *x = json_object_array_get_idx(kept, i);
-        if (!json_object_is_type(x, json_type_int) || json_object_get_int64(x) < 0)
-            return ps_errf(err, errlen, "%s: kept_steps[%zu] is not a step", path, i);
-        m->kept[i] = (uint64_t)json_object_get_int64(x);
-    }
-    if (m->nkept == 0 || m->kept[m->nkept - 1] != m->latest)
-        return ps_errf(err, errlen, "%s: latest_step is not the last of kept_steps", path);
-    m->final = json_object_object_get_ex(o, "final", &final) && json_object_get_boolean(final);
-    return 0;
-}
-
-int ckpt_manifest_read(const char *model_dir, ckpt_manifest_t *m, char *err, size_t errlen) {
-    char path[PATH_MAX];
-    manifest_path(path, sizeof path, model_dir);
-    memset(m, 0, sizeof *m);
-    if (access(path, F_OK) != 0 && (errno == ENOENT || errno == ENOTDIR))
-        return 1;
-    char *text;
-    size_t len;
-    if (ps_read_file(path, &text, &len, err, errlen))
-        return -1;
-    json_tokener *tok = json_tokener_new();
-    json_object *o = json_tokener_parse_ex(tok, text, (int)len);
-    json_tokener_free(tok);
-    int rc = o ? manifest_parse(o, m, path, err, errlen)
-               : ps_errf(err, errlen, "%s: not JSON (a broken manifest)", path);
-    json_object_put(o);
-    free(text);
-    return rc;
-}
-
-static int manifest_write(const char *model_dir, const ckpt_manifest_t *m, char *err,
-                          size_t errlen) {
-    json_object *o = json_object_new_object(), *kept = json_object_new_array(),
-                *steps = json_object_new_array();
-    char name[64];
-    snprintf(name, sizeof name, "ckpt-%" PRIu64, m->latest);
-    json_object_object_add(o, "latest", json_object_new_string(name));
-    json_object_object_add(o, "latest_step", json_object_new_int64((int64_t)m->latest));
-    for (size_t i = 0; i < m->nkept; i++) {
-        snprintf(name, sizeof name, "ckpt-%" PRIu64, m->kept[i]);
-        json_object_array_add(kept, json_object_new_string(name));
-        json_object_array_add(steps, json_object_new_int64((int64_t)m->kept[i]));
-    }
-    json_object_object_add(o, "kept", kept);
-    json_object_object_add(o, "kept_steps", steps);
-    json_object_object_add(o, "final", json_object_new_boolean(m->final));
-    json_object_object_add(o, "written", json_object_new_double(ps_wall_now()));
-    char path[PATH_MAX];
-    manifest_path(path, sizeof path, model_dir);
-    return ps_write_json_atomic(path, o, err, errlen);
-}
-
-static bool is_kept(const ckpt_manifest_t *m, uint64_t step) {
-    for (size_t i = 0; i < m->nkept; i++)
-        if (m->kept[i] == step)
-            return true;
-    return false;
-}
-
-/* Deletes every ckpt-<step> directory the manifest does not keep. */
-static void prune(const char *model_dir, const ckpt_manifest_t *m) {
-    DIR *d = opendir(model_dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[PATH_MAX];
-    while ((e = readdir(d)) != NULL) {
-        int64_t step;
-        if (strncmp(e->d_name, "ckpt-", 5) != 0 || ps_parse_i64(e->d_name + 5, &step) || step < 0 ||
-            is_kept(m, (uint64_t)step))
-            continue;
-        if (snprintf(path, sizeof path, "%s/%s", model_dir, e->d_name) < (int)sizeof path)
-            ps_remove_flat_dir(path);
-    }
-    closedir(d);
-}
-
-int ckpt_manifest_commit(const char *model_dir, uint64_t step, size_t keep, bool final, char *err,
-                         size_t errlen) {
-    ckpt_manifest_t m;
-    int rc = ckpt_manifest_read(model_dir, &m, err, errlen);
-    if (rc < 0)
-        return -1;
-    /* A step at or before the latest (a rollback, or the same step again)
-     * drops the newer ones: the manifest stays ordered by step. */
-    while (m.nkept > 0 && m.kept[m.nkept - 1] >= step)
-        m.nkept--;
-    if (keep < 1)
-        keep = 1;
-    if (keep > CKPT_MAX_KEPT)
-        keep = CKPT_MAX_KEPT;
-    if (m.nkept + 1 > keep) {
-        size_t drop = m.nkept + 1 - keep;
-        memmove(m.kept, m.kept + drop, (m.nkept - drop) * sizeof m.kept[0]);
-        m.nkept -= drop;
-    }
-    m.kept[m.nkept++] = step;
-    m.latest = step;
-    m.final = final;
-    if (manifest_write(model_dir, &m, err, errlen))
-        return -1;
-    prune(model_dir, &m);
-    return 0;
 }
 
 int ckpt_write_model(const char *dir, const model_t *m, char *err, size_t errlen) {
@@ -173,14 +47,20 @@ int ckpt_take_local(const store_t *s, const char *model_dir, uint64_t step, size
     ckpt_manifest_t m;
     if (ckpt_manifest_read(model_dir, &m, err, errlen) == 0 && m.latest == step)
         /* Already safe (a resumed run with nothing left to do). */
-        return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
+        return ckpt_manifest_commit(model_dir, step, keep, final, NULL, err, errlen);
     ckpt_dir(dir, sizeof dir, model_dir, step);
     ckpt_shard_path(path, sizeof path, dir, 0, 1);
     ps_remove_flat_dir(dir);
     if (ps_mkdirs(dir, err, errlen) || ckpt_save_store(s, path, step, err, errlen) ||
         ckpt_write_model(dir, s->model, err, errlen))
         return -1;
-    return ckpt_manifest_commit(model_dir, step, keep, final, err, errlen);
+    /* Read back before the manifest names it: what is committed verified. */
+    ckpt_sums_t sums = {0};
+    int rc = ckpt_verify(dir, NULL, &sums, NULL, err, errlen) ? -1 : 0;
+    if (rc == 0)
+        rc = ckpt_manifest_commit(model_dir, step, keep, final, &sums, err, errlen);
+    ckpt_sums_free(&sums);
+    return rc;
 }
 
 bool ckpt_due(int64_t every_steps, double every_secs, uint64_t step, uint64_t last_step,
@@ -203,6 +83,9 @@ static void tensor_name(char *out, size_t len, const store_t *s, const store_par
 }
 
 int ckpt_save_store(const store_t *s, const char *path, uint64_t step, char *err, size_t errlen) {
+    if (failpoint_error("checkpoint_write")) /* a test's full disk */
+        return ps_errf(err, errlen, "%s: No space left on device (failpoint checkpoint_write)",
+                       path);
     size_t nslots = optim_nslots(&s->opt), n = s->nparts * (1 + nslots);
     st_tensor_t *t = xcalloc(n ? n : 1, sizeof *t);
     char(*names)[256] = xcalloc(n ? n : 1, sizeof *names);
@@ -260,27 +143,29 @@ static bool has_suffix(const char *s, const char *suffix) {
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* Lists the safetensors files `path` stands for into paths (caller frees). */
-static int list_files(const char *path, char ***paths, size_t *n, char *err, size_t errlen) {
+/* Lists the safetensors files `path` stands for into paths (caller frees);
+ * dir gets the directory they are in, or "" for a single file. */
+static int list_files(const char *path, char ***paths, size_t *n, char *dir, char *err,
+                      size_t errlen) {
     struct stat sb;
     if (stat(path, &sb) != 0)
         return ps_errf(err, errlen, "%s: %s", path, strerror(errno));
     *n = 0;
     *paths = NULL;
+    dir[0] = '\0';
     if (S_ISREG(sb.st_mode)) {
         *paths = xcalloc(1, sizeof **paths);
         (*paths)[(*n)++] = xstrdup(path);
         return 0;
     }
-    char dir[PATH_MAX];
     ckpt_manifest_t m;
     int mrc = ckpt_manifest_read(path, &m, err, errlen);
     if (mrc < 0)
         return -1;
     if (mrc == 0)
-        ckpt_dir(dir, sizeof dir, path, m.latest);
+        ckpt_dir(dir, PATH_MAX, path, m.latest);
     else
-        snprintf(dir, sizeof dir, "%s", path);
+        snprintf(dir, PATH_MAX, "%s", path);
     DIR *d = opendir(dir);
     if (!d)
         return ps_errf(err, errlen, "%s: %s", dir, strerror(errno));
@@ -394,13 +279,59 @@ static int add_file_pieces(source_t *src, const store_t *s, const st_file_t *f, 
     return 0;
 }
 
-static int source_open(source_t *src, const store_t *s, const char *path, bool slots, char *err,
-                       size_t errlen) {
+/* When dir is model_dir/ckpt-<step>: model_dir and the step. */
+static bool checkpoint_of(const char *dir, char *model_dir, size_t len, uint64_t *step) {
+    const char *slash = strrchr(dir, '/'), *base = slash ? slash + 1 : dir;
+    int64_t st;
+    if (strncmp(base, "ckpt-", 5) != 0 || ps_parse_i64(base + 5, &st) || st < 0)
+        return false;
+    *step = (uint64_t)st;
+    snprintf(model_dir, len, "%.*s", slash ? (int)(slash - dir) : 1, slash ? dir : ".");
+    return true;
+}
+
+/* Verifies what source_open is about to read: a checkpoint against its
+ * model_dir's manifest, an export's files or a single file on their own. */
+static int verify_source(const char *dir, const char *file, bool *unchecked, char *err,
+                         size_t errlen) {
+    char model_dir[PATH_MAX];
+    uint64_t step;
+    if (dir[0] && checkpoint_of(dir, model_dir, sizeof model_dir, &step)) {
+        ckpt_sums_t want;
+        int mrc = ckpt_manifest_sums(model_dir, step, &want, err, errlen);
+        if (mrc < 0)
+            return -1;
+        int rc = ckpt_verify(dir, mrc == 0 ? &want : NULL, NULL, unchecked, err, errlen);
+        ckpt_sums_free(&want);
+        return rc;
+    }
+    if (dir[0])
+        return ckpt_verify(dir, NULL, NULL, unchecked, err, errlen);
+    st_file_t f;
+    st_sum_t sum;
+    if (st_open(&f, file, err, errlen))
+        return CKPT_ECORRUPT;
+    int rc = st_verify(&f, true, &sum, err, errlen) ? CKPT_ECORRUPT : 0;
+    st_close(&f);
+    if (unchecked)
+        *unchecked = rc == 0 && sum.nsums == 0;
+    return rc;
+}
+
+static int source_open(source_t *src, const store_t *s, const char *path, bool slots,
+                       bool *unchecked, char *err, size_t errlen) {
     memset(src, 0, sizeof *src);
-    char **paths;
+    char **paths = NULL, dir[PATH_MAX];
     size_t n;
-    if (list_files(path, &paths, &n, err, errlen))
+    if (list_files(path, &paths, &n, dir, err, errlen))
         return -1;
+    int vrc = verify_source(dir, paths[0], unchecked, err, errlen);
+    if (vrc) {
+        for (size_t i = 0; i < n; i++)
+            free(paths[i]);
+        free(paths);
+        return vrc;
+    }
     src->files = xcalloc(n, sizeof *src->files);
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -458,7 +389,7 @@ int ckpt_restore_store(store_t *s, const char *path, const ckpt_restore_opts_t *
     if (o->pattern && compile_pattern(&re, o->pattern, err, errlen))
         return -1;
     source_t src;
-    int rc = source_open(&src, s, path, o->slots, err, errlen);
+    int rc = source_open(&src, s, path, o->slots, o->unchecked, err, errlen);
     size_t nslabs = o->slots ? 1 + optim_nslots(&s->opt) : 1;
     for (size_t i = 0; rc == 0 && i < s->nparts; i++) {
         const store_part_t *p = &s->parts[i];
