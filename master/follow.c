@@ -1,5 +1,6 @@
 #include "follow.h"
 
+#include "common/daemon/datasets.h"
 #include "common/train/checkpoint.h"
 #include "common/base/exitcode.h"
 #include "common/base/log.h"
@@ -45,8 +46,7 @@ int follow_main(daemon_t *d) {
         return EXIT_USAGE;
     }
     dataset_t test;
-    if (dataset_load_split(&test, c->data.dir, false, err, sizeof err) ||
-        trainer_check_data(&m, &test, c->data.dir, err, sizeof err)) {
+    if (datasets_load_test(c, &m, &test, err, sizeof err)) {
         log_error("%s", err);
         model_free(&m);
         return EXIT_DATAERR;

@@ -8,6 +8,7 @@
 #include "common/base/util.h"
 #include "common/daemon/record.h"
 #include "common/data/dataset.h"
+#include "common/daemon/datasets.h"
 #include "common/formats/events.h"
 #include "common/peers/psclient.h"
 #include "common/train/optim.h"
@@ -47,17 +48,19 @@ typedef struct {
 static int load_data(master_run_t *r) {
     char err[PS_ERRLEN];
     const config_t *c = &r->d->cfg;
-    dataset_t train;
-    if (dataset_load_split(&r->test, c->data.dir, false, err, sizeof err) ||
-        dataset_load_split(&train, c->data.dir, true, err, sizeof err)) {
+    dataset_t train, val; /* val only to hold out what data.val_split holds out */
+    if (datasets_load_test(c, &r->model, &r->test, err, sizeof err) ||
+        datasets_load_train(c, &r->model, &train, &val, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
     r->train_examples = train.n;
+    int rc = datasets_write_class_names(&train, c->checkpoint.model_dir, err, sizeof err);
     dataset_free(&train);
-    if (trainer_check_data(&r->model, &r->test, c->data.dir, err, sizeof err)) {
+    dataset_free(&val);
+    if (rc) {
         log_error("%s", err);
-        return EXIT_DATAERR;
+        return EXIT_IOERR;
     }
     return 0;
 }

@@ -22,6 +22,8 @@ packages=(
   jq                                     # the container entrypoint; the deployment test
   iproute2                               # ip netns: the multi-host test's "VMs"
   systemd                                # systemd-analyze verify of deploy/systemd's units
+  libjpeg62-turbo-dev                    # JPEG input (TFRecord images, image folders)
+  python3-sklearn                        # tests: its bundled digits CSV (data_csv.sh)
   clang libclang-rt-14-dev               # the TSan build; libFuzzer for scripts/fuzz.sh
   chromium                               # the report test renders pstrain report's HTML headless
 )

@@ -8,13 +8,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-# Each layer with the layers it may use.
+# Each layer with the layers it may use (data/'s readers use formats/).
 declare -A may=(
   [base]="base"
   [formats]="formats base"
   [rpc]="rpc base"
   [model]="model base"
-  [data]="data base"
+  [data]="data formats base"
   [train]="train model data formats base"
   [peers]="peers train model data formats rpc base"
   [daemon]="daemon peers train model data formats rpc base"

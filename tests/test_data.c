@@ -412,6 +412,7 @@ void test_data_err_corrupt_gzip(void) {
 
 /* An in-memory data set of n examples of 2 x 3 pixels built like the files. */
 static void make_dataset(dataset_t *d, size_t n) {
+    memset(d, 0, sizeof *d);
     d->n = n;
     d->h = 2;
     d->w = 3;

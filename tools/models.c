@@ -10,12 +10,15 @@
 #include <string.h>
 #include <strings.h>
 #include <dirent.h>
+#include <errno.h>
 #include <sys/stat.h>
 
+#include "common/daemon/datasets.h"
 #include "common/base/log.h"
 #include "common/train/checkpoint.h"
 #include "common/daemon/config.h"
 #include "common/data/dataset.h"
+#include "common/data/source.h"
 #include "common/base/exitcode.h"
 #include "common/train/export.h"
 #include "common/formats/image.h"
@@ -133,7 +136,9 @@ int cmd_evaluate(int argc, char **argv) {
             dir = NULL, i = argc;
     }
     if (!dir) {
-        fprintf(stderr, "usage: pstrain evaluate --model DIR [--set data.dir=DIR]...\n");
+        fprintf(
+            stderr,
+            "usage: pstrain evaluate --model DIR [--set data.test=PATH] [--set KEY=VALUE]...\n");
         return EXIT_USAGE;
     }
     model_t m;
@@ -143,8 +148,7 @@ int cmd_evaluate(int argc, char **argv) {
     if (rc)
         return rc;
     dataset_t test;
-    if (dataset_load_split(&test, cfg.data.dir, false, err, sizeof err) ||
-        trainer_check_data(&m, &test, cfg.data.dir, err, sizeof err)) {
+    if (datasets_load_test(&cfg, &m, &test, err, sizeof err)) {
         log_print(stderr, "pstrain evaluate: %s", err);
         free(params);
         model_free(&m);
@@ -171,7 +175,15 @@ typedef struct {
     const char *labels;
     bool summary;
     size_t total, correct;
+    char **names; /* the model_dir's class_names.json, or NULL */
+    size_t nnames;
 } predict_opts_t;
+
+/* " (Sandal)" when the class has a name, else "". */
+static void print_class(const predict_opts_t *o, size_t c) {
+    if (c < o->nnames)
+        printf(" (%s)", o->names[c]);
+}
 
 /* Predicts every image of an IDX file, batch by batch. */
 static int predict_idx(const model_t *m, const float *params, const char *path, predict_opts_t *o) {
@@ -207,7 +219,9 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
             o->correct += o->labels && (size_t)label == best;
             if (o->summary)
                 continue;
-            printf("%s[%zu]: class %zu (p=%.4f)", path, first + i, best, (double)p[best]);
+            printf("%s[%zu]: class %zu", path, first + i, best);
+            print_class(o, best);
+            printf(" (p=%.4f)", (double)p[best]);
             if (o->labels)
                 printf(" label %d%s", label, (size_t)label == best ? "" : " (wrong)");
             printf("\n");
@@ -218,17 +232,33 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
     return 0;
 }
 
-static bool has_png_suffix(const char *path) {
-    size_t n = strlen(path);
-    return n > 4 && !strcasecmp(path + n - 4, ".png");
+static bool has_image_suffix(const char *path) {
+    const char *dot = strrchr(path, '.');
+    return dot &&
+           (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+}
+
+/* A PNG or JPEG file into x, at the model's input size. */
+static int load_image(const model_t *m, const char *path, float *x, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return ps_errf(err, errlen, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0, got;
+    uint8_t *buf = xmalloc(cap);
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0)
+        if ((n += got) == cap)
+            buf = xrealloc(buf, cap *= 2);
+    fclose(f);
+    int rc = image_decode(path, buf, n, m->input[0], m->input[1], m->input[2], x, err, errlen);
+    free(buf);
+    return rc;
 }
 
 /* One PNG, as gray or RGB at the model's input size. */
 static int predict_png(const model_t *m, const float *params, const char *path, predict_opts_t *o) {
     char err[PS_ERRLEN];
     model_exec_t *e = model_exec_create(m, cpu_backend(), 1);
-    if (image_load_png(path, m->input[0], m->input[1], m->input[2], model_exec_input(e), err,
-                       sizeof err)) {
+    if (load_image(m, path, model_exec_input(e), err, sizeof err)) {
         log_print(stderr, "pstrain predict: %s", err);
         model_exec_free(e);
         return EXIT_DATAERR;
@@ -240,7 +270,9 @@ static int predict_png(const model_t *m, const float *params, const char *path, 
     for (size_t c = 1; c < m->nclasses; c++)
         best = p[c] > p[best] ? c : best;
     o->total++;
-    printf("%s: class %zu (p=%.4f)\n", path, best, (double)p[best]);
+    printf("%s: class %zu", path, best);
+    print_class(o, best);
+    printf(" (p=%.4f)\n", (double)p[best]);
     model_exec_free(e);
     return 0;
 }
@@ -276,14 +308,20 @@ int cmd_predict(int argc, char **argv) {
         free(inputs);
         return rc;
     }
+    char err[PS_ERRLEN];
+    if (datasets_read_class_names(dir, &o.names, &o.nnames, err, sizeof err) < 0) {
+        log_print(stderr, "pstrain predict: %s", err);
+        rc = EXIT_DATAERR;
+    }
     cpu_backend_init();
     for (size_t i = 0; i < ninputs && rc == 0; i++)
-        rc = has_png_suffix(inputs[i]) ? predict_png(&m, params, inputs[i], &o)
-                                       : predict_idx(&m, params, inputs[i], &o);
+        rc = has_image_suffix(inputs[i]) ? predict_png(&m, params, inputs[i], &o)
+                                         : predict_idx(&m, params, inputs[i], &o);
     free(inputs);
     if (rc == 0 && o.labels)
         printf("accuracy: %.4f (%zu of %zu)\n", o.total ? (double)o.correct / (double)o.total : 0.0,
                o.correct, o.total);
+    data_free_files(o.names, o.nnames);
     free(params);
     model_free(&m);
     return rc;

@@ -15,6 +15,7 @@
 #include "common/rpc/rpc.h"
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
+#include "tools/make_tfrecord.h"
 #include "tools/models.h"
 #include "tools/status.h"
 
@@ -36,12 +37,19 @@ static void usage(FILE *out) {
             "  export --checkpoint DIR --out DIR\n"
             "                               write a checkpoint (or a model_dir's latest) as\n"
             "                               an export: model.json + weights.safetensors\n"
-            "  evaluate --model DIR [--set data.dir=DIR]\n"
+            "  evaluate --model DIR [--set data.test=PATH] [--set data.format=F]\n"
             "                               loss and accuracy (per class too) of an export or\n"
-            "                               checkpoint on the test set\n"
+            "                               checkpoint on the test set: data.test (any format\n"
+            "                               of docs/data.md), else data.dir's IDX t10k-* files\n"
             "  predict --model DIR [--labels FILE] [--summary] IMAGES...\n"
-            "                               class and probability of every image of IDX\n"
-            "                               files; with --labels, the accuracy\n"
+            "                               class (and its name, from class_names.json) and\n"
+            "                               probability of every image of IDX files and of\n"
+            "                               PNG and JPEG files; with --labels, the accuracy\n"
+            "  make-tfrecord --input PATH --out PREFIX [--shards N] [--gzip] [--format F]\n"
+            "                [--shape H,W,C] [--image-feature N] [--label-feature N]\n"
+            "                [--label-column C] [--csv-header names|none|skip]\n"
+            "                               convert IDX, image folders, CSV or TFRecord to\n"
+            "                               TFRecord files of tf.train.Example (docs/data.md)\n"
             "  inspect PATH                 the manifest, files, metadata and tensors of a\n"
             "                               model_dir, checkpoint, export or .safetensors,\n"
             "                               and whether each file's checksums verify\n"
@@ -113,6 +121,8 @@ int main(int argc, char **argv) {
         return cmd_evaluate(argc - 2, argv + 2);
     if (!strcmp(cmd, "predict"))
         return cmd_predict(argc - 2, argv + 2);
+    if (!strcmp(cmd, "make-tfrecord"))
+        return cmd_make_tfrecord(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect"))
         return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "status"))

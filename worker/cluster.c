@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/data/dataset.h"
+#include "common/daemon/datasets.h"
 #include "common/base/exitcode.h"
 #include "common/peers/heartbeat.h"
 #include "common/base/log.h"
@@ -138,17 +139,28 @@ static uint64_t resume_batches(worker_t *w, size_t nworkers, size_t replicas) {
 }
 
 /* The training split, checked against the model. */
+/* This worker's training data: its share of the files (TFRecord files at
+ * least as many as the workers), else the whole set. */
 static int load_data(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
-    if (dataset_load_split(&w->train, c->data.dir, true, err, sizeof err)) {
+    const cluster_t *cl = &w->d->cluster;
+    if (c->data.stream) { /* not yet: a mid-run read error would need a path to stop the push */
+        log_error("data.stream is for standalone workers; a cluster's workers read their "
+                  "share of the data whole (docs/data.md)");
+        return EXIT_USAGE;
+    }
+    dataset_t val; /* what data.val_split holds out; the master evaluates */
+    size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
+    if (datasets_load_train_shard(c, &w->model, (size_t)cl->task_index, nworkers, &w->train, &val,
+                                  err, sizeof err)) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
-    if (trainer_check_data(&w->model, &w->train, c->data.dir, err, sizeof err)) {
-        log_error("%s", err);
-        return EXIT_DATAERR;
-    }
+    dataset_free(&val);
+    if (w->train.file_shard)
+        log_info("reading %zu of the %zu training examples: this worker's share of the files",
+                 w->train.n, w->train.total);
     return 0;
 }
 
@@ -182,20 +194,22 @@ static int setup(worker_t *w) {
         alloc_buffers(w);
         return 0;
     }
-    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.n,
+    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.total,
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
     size_t threads = config_threads(c);
     w->trainer = trainer_create(&w->model, w->be, threads, batch);
     loader_opts_t lo = {.batch_size = batch,
                         .seed = (uint64_t)c->train.seed,
-                        .shard = (size_t)cl->task_index,
-                        .nshards = nworkers,
+                        /* A file shard is this worker's already. */
+                        .shard = w->train.file_shard ? 0 : (size_t)cl->task_index,
+                        .nshards = w->train.file_shard ? 1 : nworkers,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
                         .start_step = resume_batches(w, nworkers, replicas),
                         .alloc = w->be->host_alloc,
-                        .free = w->be->host_free};
+                        .free = w->be->host_free,
+                        .augment = datasets_augment(c)};
     w->loader = loader_create(&w->train, &lo, err, sizeof err);
     if (!w->loader) {
         log_error("%s", err);

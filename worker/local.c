@@ -10,8 +10,10 @@
 
 #include "common/daemon/daemon.h"
 #include "common/daemon/record.h"
+#include "common/daemon/datasets.h"
 #include "common/train/checkpoint.h"
 #include "common/data/dataset.h"
+#include "common/data/stream.h"
 #include "common/base/exitcode.h"
 #include "common/formats/events.h"
 #include "common/train/export.h"
@@ -25,12 +27,14 @@
 
 typedef struct {
     model_t model;
-    dataset_t train, test;
+    dataset_t train, val, test; /* val.n = 0: no validation set */
+    struct data_stream *stream; /* data.stream: the training data, and train is empty */
     store_t store;
     trainer_t *trainer;
     loader_t *loader;
     const batch_t *next; /* fetched (and staged on a device) during the last step */
     events_sink_t train_events, eval_events; /* TensorBoard: model_dir/, model_dir/eval/ */
+    events_sink_t val_events;                /* model_dir/validation/, as Keras names it */
 } local_t;
 
 /* Running means over the current epoch, as Keras's progress bar shows. */
@@ -44,12 +48,17 @@ typedef struct {
 static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
     if (model_load(&L->model, c->model, err, errlen))
         return EXIT_USAGE;
-    if (dataset_load_split(&L->train, c->data.dir, true, err, errlen) ||
-        dataset_load_split(&L->test, c->data.dir, false, err, errlen))
+    if (c->data.stream) {
+        L->stream = datasets_open_stream(c, &L->model, 0, 1, &L->val, err, errlen);
+        if (!L->stream)
+            return EXIT_DATAERR;
+    } else if (datasets_load_train(c, &L->model, &L->train, &L->val, err, errlen)) {
         return EXIT_DATAERR;
-    if (trainer_check_data(&L->model, &L->train, c->data.dir, err, errlen) ||
-        trainer_check_data(&L->model, &L->test, c->data.dir, err, errlen))
+    }
+    if (datasets_load_test(c, &L->model, &L->test, err, errlen))
         return EXIT_DATAERR;
+    if (datasets_write_class_names(&L->train, c->checkpoint.model_dir, err, errlen))
+        return EXIT_IOERR;
     return 0;
 }
 
@@ -146,8 +155,10 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
                         .prefetch = (size_t)c->data.prefetch,
                         .start_step = L->store.iterations,
                         .alloc = be->host_alloc,
-                        .free = be->host_free};
-    L->loader = loader_create(&L->train, &lo, err, errlen);
+                        .free = be->host_free,
+                        .augment = datasets_augment(c)};
+    L->loader = L->stream ? loader_create_stream(L->stream, &lo, err, errlen)
+                          : loader_create(&L->train, &lo, err, errlen);
     if (!L->loader)
         return EXIT_USAGE;
     if (!be->host_memory)
@@ -158,14 +169,17 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
 static void teardown(local_t *L) {
     if (L->loader)
         loader_free(L->loader);
+    data_stream_close(L->stream);
     trainer_free(L->trainer);
     if (L->store.w)
         store_free(&L->store);
     dataset_free(&L->train);
+    dataset_free(&L->val);
     dataset_free(&L->test);
     model_free(&L->model);
     events_sink_close(&L->train_events);
     events_sink_close(&L->eval_events);
+    events_sink_close(&L->val_events);
 }
 
 /* "epoch 1/3  300/938 [=========>....................] - ETA: 25s - loss: 0.5123 -
@@ -181,21 +195,28 @@ static void log_progress(const epoch_stats_t *es, uint64_t epoch, uint64_t epoch
              progress_loss(&es->means), progress_accuracy(&es->means), images_per_sec);
 }
 
+/* Evaluates on the validation set during training (when there is one) and
+ * on the test set at the end (final) or when there is no validation set. */
 static int evaluate(local_t *L, const config_t *c, uint64_t step, double epoch, double elapsed,
-                    const epoch_stats_t *es) {
+                    const epoch_stats_t *es, bool final) {
     char err[PS_ERRLEN];
     eval_metrics_t em;
     double t0 = ps_now();
-    trainer_evaluate(L->trainer, L->store.w, &L->test, (size_t)c->eval.batch_size, &em);
-    log_info("eval at step %llu (epoch %.2f): loss: %.4f - accuracy: %.4f (%zu examples, %.1fs)",
-             (unsigned long long)step, epoch, em.loss, em.accuracy, em.n, ps_now() - t0);
+    bool val = !final && L->val.n > 0;
+    trainer_evaluate(L->trainer, L->store.w, val ? &L->val : &L->test, (size_t)c->eval.batch_size,
+                     &em);
+    log_info("eval on %s at step %llu (epoch %.2f): loss: %.4f - accuracy: %.4f (%zu examples, "
+             "%.1fs)",
+             val ? "validation" : "test", (unsigned long long)step, epoch, em.loss, em.accuracy,
+             em.n, ps_now() - t0);
     results_context_t ctx = {.global_step = step,
                              .epoch = epoch,
                              .elapsed_secs = elapsed,
                              .train_loss = progress_loss(&es->means),
                              .train_accuracy = progress_accuracy(&es->means),
-                             .class_names = results_default_class_names(c->data.dir, em.nclasses)};
-    events_sink_eval(&L->eval_events, step, em.loss, em.accuracy);
+                             .class_names = results_default_class_names(c->data.dir, em.nclasses),
+                             .set = val ? "validation" : "test"};
+    events_sink_eval(val ? &L->val_events : &L->eval_events, step, em.loss, em.accuracy);
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
     eval_metrics_free(&em);
     if (rc) {
@@ -221,6 +242,10 @@ static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) 
     char out[PATH_MAX];
     snprintf(out, sizeof out, "%s/export/%llu", c->checkpoint.model_dir, (unsigned long long)step);
     if (export_write(&L->model, L->store.w, step, out, err, sizeof err)) {
+        log_error("export: %s", err);
+        return EXIT_IOERR;
+    }
+    if (datasets_write_class_names(&L->train, out, err, sizeof err)) {
         log_error("export: %s", err);
         return EXIT_IOERR;
     }
@@ -269,6 +294,11 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
         const batch_t *next = L->next ? L->next : loader_next(L->loader);
         batch_t b = *next;
         L->next = NULL;
+        if (b.n == 0) { /* a streamed file changed under the run */
+            log_error("%s", loader_error(L->loader));
+            int rc = step > last_ckpt ? checkpoint(L, c, step, false) : EXIT_OK;
+            return rc ? rc : EXIT_DATAERR;
+        }
         step_metrics_t sm;
         uint64_t dropout_seed = rng_key((uint64_t)c->train.seed, "dropout", step);
         trainer_step(L->trainer, b.x, b.y, b.n, dropout_seed, &sm);
@@ -286,10 +316,10 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
         evaluated_last = false;
         if (progress_eval_due(epoch_end, c->eval.every_epoch, step, total)) {
             double epoch = (double)(step + 1) / (double)spe;
-            int rc = evaluate(L, c, step + 1, epoch, ps_now() - train_start, &es);
+            int rc = evaluate(L, c, step + 1, epoch, ps_now() - train_start, &es, false);
             if (rc)
                 return rc;
-            evaluated_last = true;
+            evaluated_last = L->val.n == 0;
         }
         if (b.step_in_epoch + 1 == spe) {
             es = (epoch_stats_t){.start = ps_now()};
@@ -310,7 +340,8 @@ static int train_loop(local_t *L, const config_t *c, volatile sig_atomic_t *stop
         return step > last_ckpt ? checkpoint(L, c, step, false) : EXIT_OK;
     }
     if (!evaluated_last) {
-        int rc = evaluate(L, c, step, (double)step / (double)spe, ps_now() - train_start, &es);
+        int rc =
+            evaluate(L, c, step, (double)step / (double)spe, ps_now() - train_start, &es, true);
         if (rc)
             return rc;
     }
@@ -330,6 +361,8 @@ int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t 
     snprintf(eval_dir, sizeof eval_dir, "%s/eval", cfg->checkpoint.model_dir);
     events_sink_init(&L.train_events, cfg->checkpoint.model_dir, "training scalars");
     events_sink_init(&L.eval_events, eval_dir, "eval scalars");
+    snprintf(eval_dir, sizeof eval_dir, "%s/validation", cfg->checkpoint.model_dir);
+    events_sink_init(&L.val_events, eval_dir, "validation scalars");
     int rc = setup(&L, cfg, be, err, sizeof err);
     if (rc) {
         log_error("%s", err);
@@ -338,10 +371,11 @@ int local_train(const config_t *cfg, const backend_t *be, volatile sig_atomic_t 
     }
     if (daemon_record_run(cfg, "pstrain-worker", NULL, err, sizeof err))
         log_warn("the run's record: %s", err);
-    log_info("model %s: %zu parameters; %zu training and %zu test examples; batch %lld on %zu "
-             "%s thread%s; %zu steps per epoch",
-             cfg->model, L.model.nparams, L.train.n, L.test.n, (long long)cfg->train.batch_size,
-             trainer_threads(L.trainer), be->name, trainer_threads(L.trainer) == 1 ? "" : "s",
+    log_info("model %s: %zu parameters; %zu training, %zu validation and %zu test examples; "
+             "batch %lld on %zu %s thread%s; %zu steps per epoch",
+             cfg->model, L.model.nparams, L.stream ? loader_shard_size(L.loader) : L.train.n,
+             L.val.n, L.test.n, (long long)cfg->train.batch_size, trainer_threads(L.trainer),
+             be->name, trainer_threads(L.trainer) == 1 ? "" : "s",
              loader_steps_per_epoch(L.loader));
     rc = train_loop(&L, cfg, stop);
     teardown(&L);

@@ -21,6 +21,17 @@ typedef struct {
         char dir[CONFIG_STR];
         bool shuffle;
         int64_t prefetch;
+        char train[CONFIG_STR], val[CONFIG_STR], test[CONFIG_STR]; /* "" = none / data.dir's IDX */
+        char format[CONFIG_STR]; /* idx|tfrecord|images|csv|auto */
+        char image_feature[CONFIG_STR], label_feature[CONFIG_STR]; /* tf.Example */
+        char label_column[CONFIG_STR];                             /* CSV; "" = the last */
+        char csv_header[CONFIG_STR];                               /* names|none|skip */
+        double val_split;                                          /* 0 = none */
+        bool augment_flip; /* the loader's augmentation (augment.h) */
+        int64_t augment_crop_pad;
+        double augment_translate;
+        bool stream;            /* TFRecord training data streamed (stream.h) */
+        int64_t shuffle_buffer; /* examples the stream's shuffle buffer holds */
     } data;
     struct {
         int64_t batch_size;

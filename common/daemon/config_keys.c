@@ -47,6 +47,41 @@ const config_key_t config_keys[] = {
     BOOL_KEY("data.shuffle", data.shuffle, "true", "reshuffle the training examples every epoch"),
     INT_KEY("data.prefetch", data.prefetch, "4", 1, 64,
             "batches decoded ahead of the training step"),
+    OPT_STRING_KEY("data.train", data.train,
+                   "training data: a file, a glob of files or a folder (docs/data.md); \"\" = "
+                   "data.dir's IDX train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz]"),
+    OPT_STRING_KEY("data.val", data.val,
+                   "validation data, evaluated during training (as data.train); \"\" = none, "
+                   "or data.val_split"),
+    OPT_STRING_KEY("data.test", data.test,
+                   "test data, evaluated at the end (as data.train); \"\" = data.dir's IDX "
+                   "t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz]"),
+    ENUM_KEY("data.format", data.format, "auto", "auto|idx|tfrecord|images|csv",
+             "format of data.train/val/test; auto: from the names (*.tfrecord[s], *.tfrec, *.csv, "
+             "*idx3-ubyte*, folders of class folders)"),
+    STRING_KEY("data.image_feature", data.image_feature, "image",
+               "tf.Example: the bytes feature holding the image (PNG, JPEG or raw pixels)"),
+    STRING_KEY("data.label_feature", data.label_feature, "label",
+               "tf.Example: the int64 feature holding the label"),
+    OPT_STRING_KEY("data.label_column", data.label_column,
+                   "CSV: the label column's header name or 0-based number; \"\" = the last"),
+    ENUM_KEY("data.csv_header", data.csv_header, "names", "names|none|skip",
+             "CSV's first line: column names, data, or a line to skip (scikit-learn's CSVs)"),
+    FLOAT_KEY("data.val_split", data.val_split, "0", 0, 1, MAX_EXCL,
+              "fraction of data.train held out (seeded by train.seed) as validation data when "
+              "data.val is \"\"; 0 = none"),
+    BOOL_KEY("data.stream", data.stream, "false",
+             "stream TFRecord training data from disk through a shuffle buffer (memory holds "
+             "data.shuffle_buffer examples, not the data set); standalone workers"),
+    INT_KEY("data.shuffle_buffer", data.shuffle_buffer, "10000", 1, 10000000,
+            "data.stream: examples in the shuffle buffer (as tf.data's shuffle(buffer_size))"),
+    BOOL_KEY("data.augment_flip", data.augment_flip, "false",
+             "training images: random horizontal flip (seeded per epoch and worker)"),
+    INT_KEY("data.augment_crop_pad", data.augment_crop_pad, "0", 0, 64,
+            "training images: zero-pad by this many pixels and crop back at random; 0 = off"),
+    FLOAT_KEY("data.augment_translate", data.augment_translate, "0", 0, 0.5, 0,
+              "training images: random shift by up to this fraction of height and width, zero "
+              "fill; 0 = off"),
     INT_KEY("train.batch_size", train.batch_size, "64", 1, 65536, "examples in a worker's batch"),
     INT_KEY("train.epochs", train.epochs, "3", 0, 1000000,
             "passes over the training data (when train.max_steps is 0)"),

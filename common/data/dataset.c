@@ -12,6 +12,7 @@
 
 #include "kernels/backend.h"
 #include "common/base/util.h"
+#include "common/data/stream.h"
 
 /* ---------------------------------------------------------------------------
  * A byte source over a file that may be gzip-compressed. zlib's gzread would
@@ -392,8 +393,81 @@ void dataset_free(dataset_t *d) {
     if (!d)
         return;
     free(d->images);
+    free(d->features);
     free(d->labels);
+    for (size_t i = 0; i < d->nclass_names; i++)
+        free(d->class_names[i]);
+    free(d->class_names);
     memset(d, 0, sizeof *d);
+}
+
+void dataset_example(const dataset_t *d, size_t i, float *dst) {
+    size_t es = d->example_size;
+    if (d->features) {
+        memcpy(dst, d->features + i * es, es * sizeof *dst);
+        return;
+    }
+    const uint8_t *src = d->images + i * es;
+    for (size_t p = 0; p < es; p++)
+        dst[p] = (float)src[p] * (1.0f / 255.0f);
+}
+
+/* Copies example i of src to position j of dst (same shape). */
+static void copy_example(dataset_t *dst, size_t j, const dataset_t *src, size_t i) {
+    size_t es = src->example_size;
+    if (src->features)
+        memcpy(dst->features + j * es, src->features + i * es, es * sizeof(float));
+    else
+        memcpy(dst->images + j * es, src->images + i * es, es);
+    dst->labels[j] = src->labels[i];
+}
+
+/* An empty data set of n examples shaped like d. */
+static void dataset_like(dataset_t *out, const dataset_t *d, size_t n) {
+    *out = *d;
+    out->n = n;
+    out->images = d->images ? xmalloc(PS_MAX(n, 1) * d->example_size) : NULL;
+    out->features = d->features ? xmalloc(PS_MAX(n, 1) * d->example_size * sizeof(float)) : NULL;
+    out->labels = xmalloc(PS_MAX(n, 1));
+    out->class_names = d->nclass_names ? xcalloc(d->nclass_names, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < d->nclass_names; i++)
+        out->class_names[i] = xstrdup(d->class_names[i]);
+}
+
+int dataset_hold_out(dataset_t *d, double fraction, uint64_t seed, dataset_t *held, char *err,
+                     size_t errlen) {
+    memset(held, 0, sizeof *held);
+    uint64_t key = rng_key(seed, "data.val_split", 0);
+    /* Example i is held out when its draw, a uniform double in [0, 1), is below
+     * the fraction: independent of the order of the others. */
+    bool *out = xcalloc(PS_MAX(d->n, 1), sizeof *out);
+    size_t nheld = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        out[i] = (double)(rng_mix(key, i) >> 11) * 0x1.0p-53 < fraction;
+        nheld += out[i];
+    }
+    if (nheld == 0 || nheld == d->n) {
+        free(out);
+        return ps_errf(err, errlen,
+                       "data.val_split %g of %zu examples leaves %s empty: choose a fraction "
+                       "that holds out some but not all",
+                       fraction, d->n, nheld == 0 ? "the validation set" : "the training set");
+    }
+    dataset_t kept;
+    dataset_like(&kept, d, d->n - nheld);
+    dataset_like(held, d, nheld);
+    for (size_t i = 0, a = 0, b = 0; i < d->n; i++) {
+        if (out[i])
+            copy_example(held, b++, d, i);
+        else
+            copy_example(&kept, a++, d, i);
+    }
+    free(out);
+    kept.total = kept.n;
+    held->total = held->n;
+    dataset_free(d);
+    *d = kept;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -413,7 +487,9 @@ struct loader {
     const dataset_t *d;
     loader_opts_t o;
     size_t shard_size, steps, batch_cap;
-    float lut[256]; /* byte -> byte / 255 */
+    float lut[256];             /* byte -> byte / 255 */
+    float *aug_tmp;             /* one example, for augmentation (producer thread) */
+    struct data_stream *stream; /* or NULL: the examples come from d */
 
     /* Owned by the producer thread. */
     size_t *perm; /* positions in the shard, in this epoch's order */
@@ -432,7 +508,7 @@ struct loader {
 };
 
 static int loader_check_opts(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen) {
-    if (!d || d->n == 0 || !d->images || !d->labels)
+    if (!d || d->n == 0 || !(d->images || d->features) || !d->labels)
         return ps_errf(err, errlen, "loader: the data set is empty");
     if (o->batch_size < 1)
         return ps_errf(err, errlen, "loader: batch_size must be >= 1, got %zu", o->batch_size);
@@ -493,21 +569,43 @@ static void loader_shuffle(loader_t *l, uint64_t epoch) {
     l->perm_valid = true;
 }
 
+/* Augments the n rows of b, row i being example ids[i] of the shard. */
+static void loader_augment(loader_t *l, batch_t *b, uint64_t epoch, const size_t *ids, size_t n,
+                           size_t first_id) {
+    const dataset_t *d = l->d;
+    uint64_t key = rng_mix(rng_key(l->o.seed, "data.augment", epoch), l->o.shard);
+    for (size_t i = 0; i < n; i++)
+        augment_example(b->x + i * d->example_size, l->aug_tmp, d->h, d->w, d->c, &l->o.augment,
+                        key, ids ? l->o.shard + ids[i] * l->o.nshards : first_id + i);
+}
+
 static void loader_fill(loader_t *l, batch_t *b, uint64_t step) {
     const dataset_t *d = l->d;
     uint64_t epoch = step / l->steps, in_epoch = step % l->steps;
+    if (l->stream) {
+        data_stream_fill(l->stream, b, step, l->o.batch_size, l->lut);
+        if (l->aug_tmp && b->n)
+            loader_augment(l, b, epoch, NULL, b->n, (size_t)in_epoch * l->o.batch_size);
+        return;
+    }
     if (!l->perm_valid || l->perm_epoch != epoch)
         loader_shuffle(l, epoch);
     size_t first = (size_t)in_epoch * l->o.batch_size;
     size_t n = PS_MIN(l->o.batch_size, l->shard_size - first), es = d->example_size;
     for (size_t i = 0; i < n; i++) {
         size_t ex = l->o.shard + l->perm[first + i] * l->o.nshards;
-        const uint8_t *src = d->images + ex * es;
         float *dst = b->x + i * es;
-        for (size_t p = 0; p < es; p++)
-            dst[p] = l->lut[src[p]];
+        if (d->features) {
+            memcpy(dst, d->features + ex * es, es * sizeof *dst);
+        } else {
+            const uint8_t *src = d->images + ex * es;
+            for (size_t p = 0; p < es; p++)
+                dst[p] = l->lut[src[p]];
+        }
         b->y[i] = d->labels[ex];
     }
+    if (l->aug_tmp)
+        loader_augment(l, b, epoch, l->perm + first, n, 0);
     b->n = n;
     b->epoch = epoch;
     b->step_in_epoch = in_epoch;
@@ -572,6 +670,23 @@ static int loader_start(loader_t *l, char *err, size_t errlen) {
     return 0;
 }
 
+/* What both kinds of loader share, once shard_size is known. */
+static loader_t *loader_finish(loader_t *l, char *err, size_t errlen) {
+    l->steps = (l->shard_size + l->o.batch_size - 1) / l->o.batch_size;
+    /* No batch holds more than the shard, so a huge batch_size costs nothing. */
+    l->batch_cap = PS_MIN(l->o.batch_size, l->shard_size);
+    for (int i = 0; i < 256; i++)
+        l->lut[i] = (float)i / 255.0f;
+    /* Tabular features have no pixels to move. */
+    if (augment_enabled(&l->o.augment) && !l->d->features)
+        l->aug_tmp = xmalloc(l->d->example_size * sizeof *l->aug_tmp);
+    if (loader_init_ring(l, err, errlen) != 0 || loader_start(l, err, errlen) != 0) {
+        loader_free(l);
+        return NULL;
+    }
+    return l;
+}
+
 loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen) {
     if (loader_check_opts(d, o, err, errlen) != 0)
         return NULL;
@@ -579,17 +694,31 @@ loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, s
     l->d = d;
     l->o = *o;
     l->shard_size = (d->n - o->shard + o->nshards - 1) / o->nshards;
-    l->steps = (l->shard_size + o->batch_size - 1) / o->batch_size;
-    /* No batch holds more than the shard, so a huge batch_size costs nothing. */
-    l->batch_cap = PS_MIN(o->batch_size, l->shard_size);
-    for (int i = 0; i < 256; i++)
-        l->lut[i] = (float)i / 255.0f;
     l->perm = xmalloc(l->shard_size * sizeof *l->perm);
-    if (loader_init_ring(l, err, errlen) != 0 || loader_start(l, err, errlen) != 0) {
-        loader_free(l);
+    return loader_finish(l, err, errlen);
+}
+
+loader_t *loader_create_stream(struct data_stream *st, const loader_opts_t *o, char *err,
+                               size_t errlen) {
+    loader_opts_t one = *o;
+    one.shard = 0; /* the stream holds this worker's share already */
+    one.nshards = 1;
+    const dataset_t *shape = data_stream_shape(st);
+    dataset_t probe = *shape;
+    probe.n = data_stream_size(st);
+    probe.labels = shape->labels;
+    if (loader_check_opts(&probe, &one, err, errlen) != 0)
         return NULL;
-    }
-    return l;
+    loader_t *l = xcalloc(1, sizeof *l);
+    l->d = shape;
+    l->o = one;
+    l->stream = st;
+    l->shard_size = data_stream_size(st);
+    return loader_finish(l, err, errlen);
+}
+
+const char *loader_error(const loader_t *l) {
+    return l->stream ? data_stream_error(l->stream) : "";
 }
 
 const batch_t *loader_next(loader_t *l) {
@@ -637,5 +766,6 @@ void loader_free(loader_t *l) {
     }
     free(l->ring);
     free(l->perm);
+    free(l->aug_tmp);
     free(l);
 }

@@ -1,5 +1,6 @@
 /* Training data: IDX files (MNIST, Fashion-MNIST; gzip or plain) read whole
- * into memory as bytes, and a loader that shards, shuffles (seeded per epoch),
+ * into memory as bytes (source.h reads the other formats into the same
+ * dataset_t), and a loader that shards, shuffles (seeded per epoch),
  * batches and scales pixels to [0, 1] on a background thread, so that compute
  * never waits for data. */
 #ifndef PSTRAIN_DATASET_H
@@ -9,13 +10,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/data/augment.h"
+
 typedef struct {
     size_t n;            /* examples */
-    size_t h, w, c;      /* image shape; c = 1 for IDX */
-    size_t example_size; /* h * w * c bytes */
-    uint8_t *images;     /* [n, h, w, c] */
+    size_t h, w, c;      /* image shape; c = 1 for IDX; 1, 1, features for CSV */
+    size_t example_size; /* h * w * c values */
+    uint8_t *images;     /* [n, h, w, c] bytes, scaled by 1/255 on the way out; or NULL */
+    float *features;     /* [n, example_size], used as they are (CSV); or NULL */
     uint8_t *labels;     /* [n] */
     size_t nclasses;     /* max label + 1 */
+    char **class_names;  /* [nclass_names] (image folders), or NULL */
+    size_t nclass_names;
+    /* A worker's share of files (source.h, data_spec_t.nshards): the loader
+     * takes all of it (shard 0 of 1), and total counts every worker's. */
+    bool file_shard;
+    size_t total; /* examples of all shards together (n when not file-sharded) */
 } dataset_t;
 
 /* Reads an images file (magic 0x00000803, dims n, rows, cols) and a labels file
@@ -29,6 +39,14 @@ int dataset_load_idx(dataset_t *d, const char *images_path, const char *labels_p
  * (test), preferring the .gz name when both exist. */
 int dataset_load_split(dataset_t *d, const char *dir, bool train, char *err, size_t errlen);
 void dataset_free(dataset_t *d);
+/* Example i as the model sees it: image bytes / 255, or the features. */
+void dataset_example(const dataset_t *d, size_t i, float *dst);
+/* Moves every example whose seeded draw falls under `fraction` from d into
+ * *held (a fresh data set; class names copied): the same seed and fraction
+ * hold out the same examples on every machine. Fails when either side would
+ * be empty. */
+int dataset_hold_out(dataset_t *d, double fraction, uint64_t seed, dataset_t *held, char *err,
+                     size_t errlen);
 
 typedef struct {
     size_t n;               /* examples in this batch; the last of an epoch may be short */
@@ -51,6 +69,9 @@ typedef struct {
      * NULL means aligned host memory. */
     void *(*alloc)(size_t bytes);
     void (*free)(void *p);
+    /* Augmentation of image examples (augment.h); all off = none. Keyed by
+     * (seed, epoch, shard) and the example's index. */
+    augment_opts_t augment;
 } loader_opts_t;
 
 typedef struct loader loader_t;
@@ -59,6 +80,15 @@ typedef struct loader loader_t;
  * err names the option) on batch_size 0, nshards 0, shard >= nshards, a shard
  * with no examples, prefetch outside [1, 4096], or alloc without free. */
 loader_t *loader_create(const dataset_t *d, const loader_opts_t *o, char *err, size_t errlen);
+/* A loader over a TFRecord stream (stream.h; it must outlive the loader):
+ * the stream shards and shuffles, so o->shard, nshards and shuffle are not
+ * used; batches are made in step order, start_step by replaying. */
+struct data_stream;
+loader_t *loader_create_stream(struct data_stream *st, const loader_opts_t *o, char *err,
+                               size_t errlen);
+/* A stream's batch with n = 0 is a read error (a file changed under the
+ * run): this says which. "" for in-memory loaders, which cannot fail. */
+const char *loader_error(const loader_t *l);
 /* The next batch, waiting for the prefetch thread if it is behind. The batch
  * stays valid until the next call. Epochs follow each other without end.
  * One consumer: calls on one loader must not overlap. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/base/util.h"
+#include "common/formats/jpeg.h"
 
 /* libpng reports errors through a callback that must not return: it records
  * the message here and longjmps back to the setjmp in decode() or encode_gray().
@@ -106,11 +107,8 @@ static int decode(png_ctx_t *ctx, size_t c) {
     return 0;
 }
 
-/* Reads path's pixels into ctx (8-bit, width * channels per row). */
+/* Reads the PNG open in ctx->f into ctx (8-bit, width * channels per row). */
 static int read_png(png_ctx_t *ctx, size_t c, char *err, size_t errlen) {
-    ctx->f = fopen(ctx->path, "rb");
-    if (!ctx->f)
-        return ps_errf(err, errlen, "%s: %s", ctx->path, strerror(errno));
     uint8_t sig[8];
     size_t got = fread(sig, 1, sizeof sig, ctx->f);
     if (got < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0)
@@ -131,13 +129,12 @@ static void ctx_free_read(png_ctx_t *ctx) {
     free(ctx->pix);
 }
 
-/* The decoded pixels as floats in [0, 255], c channels: colour mixed to gray
- * if c = 1, alpha composited over black. */
-static void to_float(const png_ctx_t *ctx, size_t c, float *dst) {
-    size_t ch = ctx->channels;
+/* 8-bit pixels (rows of w * ch samples) as floats in [0, 255], c channels:
+ * colour mixed to gray if c = 1, alpha (ch 2 or 4) composited over black. */
+static void to_float(const uint8_t *pix, size_t h, size_t w, size_t ch, size_t c, float *dst) {
     bool alpha = ch == 2 || ch == 4;
-    for (size_t i = 0; i < ctx->height * ctx->width; i++) {
-        const uint8_t *s = ctx->pix + i * ch;
+    for (size_t i = 0; i < h * w; i++) {
+        const uint8_t *s = pix + i * ch;
         float a = alpha ? (float)s[ch - 1] / 255.0f : 1.0f;
         if (c == 1 && ch >= 3) {
             uint32_t gray = ((uint32_t)s[0] * 19595 + (uint32_t)s[1] * 38470 +
@@ -239,22 +236,67 @@ static void resize(const float *src, size_t sh, size_t sw, size_t h, size_t w, s
     axis_free(&ay);
 }
 
+static int check_target(const char *name, size_t h, size_t w, size_t c, char *err, size_t errlen) {
+    if (c != 1 && c != 3)
+        return ps_errf(err, errlen, "%s: images load with 1 or 3 channels, not %zu", name, c);
+    if (h == 0 || w == 0 || h > IMAGE_MAX_SIDE || w > IMAGE_MAX_SIDE)
+        return ps_errf(err, errlen, "%s: cannot resize to %zu x %zu", name, h, w);
+    return 0;
+}
+
+/* Decoded 8-bit pixels to out[h][w][c] / 255, resized. */
+static void finish(const uint8_t *pix, size_t sh, size_t sw, size_t ch, size_t h, size_t w,
+                   size_t c, float *out) {
+    float *src = xmalloc(sh * sw * c * sizeof *src);
+    to_float(pix, sh, sw, ch, c, src);
+    resize(src, sh, sw, h, w, c, out);
+    free(src);
+}
+
+/* Decodes the PNG open in ctx->f and finishes it into out. */
+static int load_png(png_ctx_t *ctx, size_t h, size_t w, size_t c, float *out, char *err,
+                    size_t errlen) {
+    int rc = read_png(ctx, c, err, errlen);
+    if (rc == 0)
+        finish(ctx->pix, ctx->height, ctx->width, ctx->channels, h, w, c, out);
+    ctx_free_read(ctx);
+    return rc;
+}
+
 int image_load_png(const char *path, size_t h, size_t w, size_t c, float *out, char *err,
                    size_t errlen) {
-    if (c != 1 && c != 3)
-        return ps_errf(err, errlen, "%s: images load with 1 or 3 channels, not %zu", path, c);
-    if (h == 0 || w == 0 || h > IMAGE_MAX_SIDE || w > IMAGE_MAX_SIDE)
-        return ps_errf(err, errlen, "%s: cannot resize to %zu x %zu", path, h, w);
-    png_ctx_t ctx = {.path = path};
-    int rc = read_png(&ctx, c, err, errlen);
-    if (rc == 0) {
-        float *src = xmalloc(ctx.height * ctx.width * c * sizeof *src);
-        to_float(&ctx, c, src);
-        resize(src, ctx.height, ctx.width, h, w, c, out);
-        free(src);
-    }
-    ctx_free_read(&ctx);
-    return rc;
+    if (check_target(path, h, w, c, err, errlen) != 0)
+        return -1;
+    png_ctx_t ctx = {.path = path, .f = fopen(path, "rb")};
+    if (!ctx.f)
+        return ps_errf(err, errlen, "%s: %s", path, strerror(errno));
+    return load_png(&ctx, h, w, c, out, err, errlen);
+}
+
+static int decode_jpeg(const char *name, const uint8_t *buf, size_t len, size_t h, size_t w,
+                       size_t c, float *out, char *err, size_t errlen) {
+    uint8_t *pix;
+    size_t sh, sw;
+    if (jpeg_decode(name, buf, len, c, IMAGE_MAX_SIDE, &pix, &sh, &sw, err, errlen) != 0)
+        return -1;
+    finish(pix, sh, sw, c, h, w, c, out);
+    free(pix);
+    return 0;
+}
+
+int image_decode(const char *name, const uint8_t *buf, size_t len, size_t h, size_t w, size_t c,
+                 float *out, char *err, size_t errlen) {
+    if (check_target(name, h, w, c, err, errlen) != 0)
+        return -1;
+    if (jpeg_sniff(buf, len))
+        return decode_jpeg(name, buf, len, h, w, c, out, err, errlen);
+    if (len < 8 || png_sig_cmp(buf, 0, 8) != 0)
+        return ps_errf(err, errlen, "%s: neither a PNG nor a JPEG image", name);
+    /* libpng reads through stdio here as for files: one reading path. */
+    png_ctx_t ctx = {.path = name, .f = fmemopen((void *)buf, len, "rb")};
+    if (!ctx.f)
+        return ps_errf(err, errlen, "%s: fmemopen: %s", name, strerror(errno));
+    return load_png(&ctx, h, w, c, out, err, errlen);
 }
 
 /* ---- writing ------------------------------------------------------------ */

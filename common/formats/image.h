@@ -1,4 +1,4 @@
-/* PNG images in and out (libpng): a user's picture becomes a model input
+/* PNG images in and out (libpng), JPEG in: a user's picture becomes a model input
  * normalised exactly as the training data is (pixel byte / 255). */
 #ifndef PSTRAIN_IMAGE_H
 #define PSTRAIN_IMAGE_H
@@ -29,6 +29,13 @@
  * Errors name the file: not a PNG, truncated, corrupt, too large. */
 int image_load_png(const char *path, size_t h, size_t w, size_t c, float *out, char *err,
                    size_t errlen);
+
+/* The same from memory, for PNG or JPEG (told apart by their first bytes;
+ * JPEG through jpeg.h, its gray from libjpeg's own ITU-R 601 conversion):
+ * name only labels the errors ("NAME: bad JPEG: ...", "NAME: neither a PNG
+ * nor a JPEG image"). */
+int image_decode(const char *name, const uint8_t *buf, size_t len, size_t h, size_t w, size_t c,
+                 float *out, char *err, size_t errlen);
 
 /* Writes pix[h][w] as an 8-bit grayscale PNG. */
 int image_write_png_gray(const char *path, size_t h, size_t w, const uint8_t *pix, char *err,

@@ -93,6 +93,7 @@ int results_write(const char *model_dir, const eval_metrics_t *e, const results_
     json_object *o = json_object_new_object();
     json_object_object_add(o, "global_step", json_object_new_int64((int64_t)ctx->global_step));
     json_object_object_add(o, "epoch", rounded(ctx->epoch));
+    json_object_object_add(o, "set", json_object_new_string(ctx->set ? ctx->set : "test"));
     json_object_object_add(o, "loss", rounded(e->loss));
     json_object_object_add(o, "accuracy", rounded(e->accuracy));
     json_object_object_add(o, "examples", json_object_new_int64((int64_t)e->n));

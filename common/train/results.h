@@ -14,7 +14,7 @@ typedef struct {
     double epoch;                      /* epochs done, fractional */
     double elapsed_secs;               /* training time so far */
     double train_loss, train_accuracy; /* running means of the last epoch */
-    const char *set;                   /* the data set evaluated: "test" when NULL */
+    const char *set;                   /* the evaluated set: "validation" or "test" (NULL) */
     const char *const *class_names;    /* [nclasses], or NULL: none known */
 } results_context_t;
 

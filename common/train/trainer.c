@@ -331,9 +331,8 @@ void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, siz
     size_t correct = 0;
     for (size_t first = 0; first < d->n; first += batch_size) {
         size_t n = PS_MIN(batch_size, d->n - first);
-        const uint8_t *px = d->images + first * d->example_size;
-        for (size_t i = 0; i < n * d->example_size; i++)
-            t->xbuf[i] = (float)px[i] * (1.0f / 255.0f);
+        for (size_t i = 0; i < n; i++)
+            dataset_example(d, first + i, t->xbuf + i * d->example_size);
         for (size_t i = 0; i < n; i++)
             t->ybuf[i] = d->labels[first + i];
         t->x = t->xbuf;
