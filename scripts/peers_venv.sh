@@ -12,30 +12,5 @@
 . "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 
-case "${1:-}" in
-  -h | --help)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
-    exit 0
-    ;;
-esac
-
-venv=${PSTRAIN_PEERS_VENV:-$HOME/.cache/pstrain/peers-venv}
-stamp=$venv/.pstrain-ready
-
-if [ "${1:-}" = "--check" ]; then
-  [ -f "$stamp" ] && echo "$venv" && exit 0
-  exit 1
-fi
-
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-flock 9
-if [ ! -f "$stamp" ]; then
-  echo "peers_venv: installing tensorflow-cpu (Keras 3, TensorBoard) into $venv" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check tensorflow-cpu tensorboard >&2
-  "$venv/bin/python" -c 'import tensorflow, keras, tensorboard, h5py' >&2
-  touch "$stamp"
-fi
-echo "$venv"
+. "$(dirname "$0")/lib/venv.sh"
+ARG1=${1:-} make_venv peers_venv "${PSTRAIN_PEERS_VENV:-$HOME/.cache/pstrain/peers-venv}" 'import tensorflow, keras, tensorboard, h5py' tensorflow-cpu tensorboard

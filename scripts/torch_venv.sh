@@ -18,23 +18,5 @@ case "${1:-}" in
     ;;
 esac
 
-venv=${PSTRAIN_TORCH_VENV:-$HOME/.cache/pstrain/torch-venv}
-stamp=$venv/.pstrain-ready
-
-if [ "${1:-}" = "--check" ]; then
-  [ -f "$stamp" ] && echo "$venv" && exit 0
-  exit 1
-fi
-
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-flock 9
-if [ ! -f "$stamp" ]; then
-  echo "torch_venv: installing torch from PyPI into $venv (once; large)" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check torch >&2
-  "$venv/bin/python" -c 'import torch; torch.ones(1)' >&2
-  touch "$stamp"
-fi
-echo "$venv"
+. "$(dirname "$0")/lib/venv.sh"
+ARG1=${1:-} make_venv torch_venv "${PSTRAIN_TORCH_VENV:-$HOME/.cache/pstrain/torch-venv}" 'import torch; torch.ones(1)' torch
