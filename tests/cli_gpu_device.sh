@@ -56,6 +56,6 @@ for plugin_env in "" "$tmp/none.so"; do
     fail "device=auto: want one fallback line: $(cat "$tmp/log")"
   grep -q 'using the CPU' "$tmp/log" || fail "device=auto: no 'using the CPU'"
   grep -q 'CPU backend: ' "$tmp/log" || fail "device=auto: no CPU backend line"
-  grep -q 'eval at step 20' "$tmp/log" || fail "device=auto did not train: $(tail -3 "$tmp/log")"
+  grep -q 'eval on test at step 20' "$tmp/log" || fail "device=auto did not train: $(tail -3 "$tmp/log")"
 done
 echo "ok"
