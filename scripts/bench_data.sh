@@ -13,6 +13,7 @@
 #
 # Needs the peers venv (scripts/peers_venv.sh) to write the TFRecord files
 # as TensorFlow does, and Debian's python3-pil for the PNG folders.
+. "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
