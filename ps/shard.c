@@ -24,6 +24,9 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->sync = o->sync;
     s->max_workers = o->max_workers ? o->max_workers : 1;
     s->replicas = o->replicas ? o->replicas : s->max_workers;
+    s->staleness_lr = o->staleness_lr;
+    s->lr_linear = o->lr_linear;
+    s->warmup_steps = o->warmup_steps;
     const size_t *idx;
     size_t n = placement_ps_parts(&s->placement, o->index, &idx);
     store_part_t *parts = xcalloc(n ? n : 1, sizeof *parts);
@@ -242,25 +245,28 @@ static int check_values(const ps_push_t *req, char *err, size_t errlen) {
     return 0;
 }
 
-/* The optimizer on values [first, first + n) of partition `part`. */
-static void apply_range(store_t *st, size_t part, size_t first, const float *g, size_t n) {
+/* The optimizer on values [first, first + n) of partition `part`, its step
+ * size times `scale`. */
+static void apply_range(store_t *st, size_t part, double scale, size_t first, const float *g,
+                        size_t n) {
     size_t at = st->parts[part].offset + first;
     float *slots[OPTIM_MAX_SLOTS] = {0};
     for (size_t k = 0; k < optim_nslots(&st->opt); k++)
         slots[k] = st->slots[k] + at;
-    optim_apply(&st->opt, st->iterations, st->w + at, slots, g, n);
+    optim_apply_scaled(&st->opt, st->iterations, scale, st->w + at, slots, g, n);
 }
 
 /* What a push does with one partition's gradient, run by run. */
 typedef struct {
     ps_shard_t *s;
     size_t part;
-    bool sum; /* sync: add into accum; async: apply */
+    bool sum;     /* sync: add into accum; async: apply */
+    double scale; /* async: of the step size */
 } grad_sink_t;
 
 static void sink_floats(const grad_sink_t *k, size_t first, const float *g, size_t n) {
     if (!k->sum) {
-        apply_range(&k->s->store, k->part, first, g, n);
+        apply_range(&k->s->store, k->part, k->scale, first, g, n);
         return;
     }
     float *acc = k->s->accum + k->s->store.parts[k->part].offset + first;
@@ -284,9 +290,10 @@ static int sink_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return 0;
 }
 
-static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum) {
+static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum,
+                       double scale) {
     for (size_t i = 0; i < req->n_grads; i++) {
-        grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum};
+        grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum, .scale = scale};
         wire_floats(&req->grads[i].data, sink_run, &k);
     }
 }
@@ -296,14 +303,30 @@ static void apply_accumulated(ps_shard_t *s) {
     float scale = 1.0f / (float)s->accum_count;
     for (size_t i = 0; i < s->store.size; i++)
         s->accum[i] *= scale;
+    double lr_scale = s->lr_linear ? optim_linear_scale((double)s->accum_count, s->store.iterations,
+                                                        s->warmup_steps)
+                                   : 1.0;
     own_weights(s);
     for (size_t p = 0; p < s->store.nparts; p++)
-        apply_range(&s->store, p, 0, s->accum + s->store.parts[p].offset, s->store.parts[p].size);
+        apply_range(&s->store, p, lr_scale, 0, s->accum + s->store.parts[p].offset,
+                    s->store.parts[p].size);
     s->store.iterations++;
     publish_step(s);
     memset(s->accum, 0, s->store.size * sizeof(float));
     memset(s->contributed, 0, s->max_workers);
     s->accum_count = 0;
+}
+
+/* Async: the step-size multiplier of a push, by its staleness; a full push
+ * counts into the staleness figures. */
+static double async_scale(ps_shard_t *s, const ps_push_t *req) {
+    uint64_t now = s->store.iterations;
+    uint64_t staleness = req->step && req->step < now ? now - req->step : 0;
+    if (!req->partial) {
+        s->staleness_sum += staleness;
+        s->staleness_max = PS_MAX(s->staleness_max, staleness);
+    }
+    return s->staleness_lr == PS_STALENESS_LR_INVERSE ? optim_staleness_scale(staleness) : 1.0;
 }
 
 int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *err, size_t errlen) {
@@ -334,7 +357,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
     }
     if (!s->sync) {
         own_weights(s);
-        take_grads(s, req, part_of, false);
+        take_grads(s, req, part_of, false, async_scale(s, req));
         if (!req->partial) {
             s->store.iterations++;
             publish_step(s);
@@ -351,7 +374,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
         s->duplicates++;
         goto out;
     }
-    take_grads(s, req, part_of, true);
+    take_grads(s, req, part_of, true, 1.0);
     s->contributed[req->caller_index] = 1;
     s->accum_count++;
     s->pushes++;

@@ -41,6 +41,9 @@ typedef struct {
         char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
         int64_t staleness;                /* ssp: steps ahead of the slowest live worker */
         int64_t synthetic_step_ms;        /* > 0: a worker sleeps instead of computing */
+        char staleness_lr[CONFIG_STR];    /* off | inverse (async, ssp) */
+        char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
+        int64_t warmup_steps;             /* sync, lr_scaling linear */
     } train;
     struct {
         char model_dir[CONFIG_STR];

@@ -95,6 +95,16 @@ const config_key_t config_keys[] = {
             "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
             "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
             "0 = compute"),
+    ENUM_KEY("train.staleness_lr", train.staleness_lr, "off", "off|inverse",
+             "async, ssp: a push computed on weights `s` updates old moves them by "
+             "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate) or at the full "
+             "rate (off)"),
+    ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear",
+             "sync: linear = each step's learning rate times the pushes it averages (Goyal et "
+             "al.), reached over train.warmup_steps"),
+    INT_KEY("train.warmup_steps", train.warmup_steps, "0", 0, NO_LIMIT,
+            "sync, train.lr_scaling=linear: global steps over which the rate rises linearly "
+            "from learning_rate to its scaled value"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
