@@ -95,7 +95,7 @@ const config_key_t config_keys[] = {
             "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
             "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
             "0 = compute"),
-    ENUM_KEY("train.staleness_lr", train.staleness_lr, "off", "off|inverse",
+    ENUM_KEY("train.staleness_lr", train.staleness_lr, "inverse", "off|inverse",
              "async, ssp: a push computed on weights `s` updates old moves them by "
              "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate) or at the full "
              "rate (off)"),
