@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/peers/fields.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
@@ -41,6 +42,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->last_incarnation = xcalloc(s->max_workers, sizeof *s->last_incarnation);
     s->last_seq = xcalloc(s->max_workers, sizeof *s->last_seq);
     s->bounce = xalloc_aligned(PS_SHARD_BOUNCE * sizeof(float));
+    s->wire16 = xmalloc(s->store.size ? 2 * s->store.size : 2);
     s->tensors = xcalloc(n ? n : 1, sizeof *s->tensors);
     s->tensor_ptrs = xcalloc(n ? n : 1, sizeof *s->tensor_ptrs);
     for (size_t i = 0; i < n; i++) {
@@ -143,6 +145,7 @@ void ps_shard_free(ps_shard_t *s) {
     free(s->last_incarnation);
     free(s->last_seq);
     free(s->bounce);
+    free(s->wire16);
     free(s->accum);
     store_free(&s->store);
     placement_free(&s->placement);
@@ -188,7 +191,13 @@ static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_o
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows);
             goto out;
         }
-        size_t want = s->store.parts[p].size * sizeof(float);
+        if (t->dtype != WIRE_DTYPE_FLOAT32 && t->dtype != WIRE_DTYPE_BFLOAT16) {
+            ps_errf(err, errlen, "push: %s rows [%llu, +%llu) has unknown dtype %llu", t->name,
+                    (unsigned long long)t->row_begin, (unsigned long long)t->rows,
+                    (unsigned long long)t->dtype);
+            goto out;
+        }
+        size_t want = s->store.parts[p].size * (t->dtype == WIRE_DTYPE_BFLOAT16 ? 2 : 4);
         if (t->data.len != want) {
             ps_errf(err, errlen, "push: %s rows [%llu, +%llu) has %zu bytes, want %zu", t->name,
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows, t->data.len,
@@ -235,10 +244,22 @@ static int finite_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return acc >> 31 ? -1 : 0;
 }
 
-static int check_values(const ps_push_t *req, char *err, size_t errlen) {
+/* Where a bfloat16 tensor of partition p is copied to (check_values). */
+static uint8_t *wire16_of(const ps_shard_t *s, long p) {
+    return s->wire16 + 2 * s->store.parts[p].offset;
+}
+
+/* A bfloat16 tensor is copied out (it is half the bytes, and then lies
+ * aligned and in one piece) and checked there. */
+static int check_values(ps_shard_t *s, const ps_push_t *req, const long *part_of, char *err,
+                        size_t errlen) {
     for (size_t i = 0; i < req->n_grads; i++) {
         const ps_grad_t *t = &req->grads[i];
-        if (wire_floats(&t->data, finite_run, NULL))
+        bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
+        if (bf16)
+            wire_copy(&t->data, wire16_of(s, part_of[i]));
+        if (bf16 ? wire_bf16_check_finite(wire16_of(s, part_of[i]), t->data.len / 2)
+                 : wire_floats(&t->data, finite_run, NULL))
             return ps_errf(err, errlen, "push: %s rows [%llu, +%llu) holds NaN or Inf", t->name,
                            (unsigned long long)t->row_begin, (unsigned long long)t->rows);
     }
@@ -290,11 +311,24 @@ static int sink_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return 0;
 }
 
+/* Hands a bfloat16 tensor, copied out by check_values, to the sink as
+ * floats, a bounce buffer at a time. */
+static void sink_bf16(const grad_sink_t *k, const uint8_t *x, size_t n) {
+    for (size_t done = 0; done < n; done += PS_SHARD_BOUNCE) {
+        size_t m = PS_MIN(n - done, (size_t)PS_SHARD_BOUNCE);
+        wire_bf16_to_floats(k->s->bounce, x + 2 * done, m);
+        sink_floats(k, done, k->s->bounce, m);
+    }
+}
+
 static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum,
                        double scale) {
     for (size_t i = 0; i < req->n_grads; i++) {
         grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum, .scale = scale};
-        wire_floats(&req->grads[i].data, sink_run, &k);
+        if (req->grads[i].dtype == WIRE_DTYPE_BFLOAT16)
+            sink_bf16(&k, wire16_of(s, part_of[i]), req->grads[i].data.len / 2);
+        else
+            wire_floats(&req->grads[i].data, sink_run, &k);
     }
 }
 
@@ -338,7 +372,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
                        req->caller_index, s->max_workers);
     long *part_of = xcalloc(req->n_grads ? req->n_grads : 1, sizeof *part_of);
     int rc = -1;
-    if (validate_push(s, req, part_of, err, errlen) || check_values(req, err, errlen))
+    if (validate_push(s, req, part_of, err, errlen) || check_values(s, req, part_of, err, errlen))
         goto out;
     if (s->sync && req->partial) {
         ps_errf(err, errlen, "push: a partial push is for async mode; this PS is sync");

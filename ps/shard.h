@@ -49,6 +49,9 @@ typedef struct {
      * handled, so a retried push is not applied twice. */
     uint64_t *last_incarnation, *last_seq;
     float *bounce; /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
+    /* [2 * store.size] bytes: a push's bfloat16 payloads, copied out of
+     * the request at their partitions' offsets while they are checked. */
+    uint8_t *wire16;
     /* The weights as lent to the answers of pulls (ps_shard_weights), until
      * they next change. */
     rpc_blob_t *wblob;
@@ -87,17 +90,20 @@ void ps_shard_free(ps_shard_t *s);
 /* The step of this shard: updates applied. Any thread. */
 uint64_t ps_shard_step(const ps_shard_t *s);
 
-/* Applies (async) or sums (sync) a push. An async push's staleness is the
- * shard's step minus the push's step (0 when the push carries none, as an
- * untagged push of an older worker: it counts as fresh); with staleness_lr
- * inverse its update takes lr / staleness. A sync step with lr_linear takes
- * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate. Everything is checked
- * first: each tensor must name one partition this PS holds, exactly (name, row_begin, rows), once,
- * with rows * row size float32 of finite values; in sync mode a push must carry every partition. A
- * bad push returns -1 with a message and changes nothing. In sync mode a push for another step than
- * the current one is dropped and counted (*stale = true), and a worker's second push for a step is
- * ignored. An async push marked partial is applied without counting a step (the rest of the step
- * follows); sync mode refuses it. */
+/* Applies (async) or sums (sync) a push. Everything is checked first: each
+ * tensor must name one partition this PS holds, exactly (name, row_begin,
+ * rows), once, with rows * row size finite values (float32, or bfloat16
+ * where the tensor's dtype says so); in sync mode a push must carry every
+ * partition. A bad push returns -1 with a message and changes nothing. In
+ * sync mode a push for another step than the current one is dropped and
+ * counted (*stale = true), and a worker's second push for a step is
+ * ignored. An async push marked partial is applied without counting a step
+ * (the rest of the step follows); sync mode refuses it.
+ * An async push's staleness is the shard's step minus the push's step (0
+ * when the push carries none, as an untagged push of an older worker: it
+ * counts as fresh); with staleness_lr inverse its update takes
+ * lr / staleness. A sync step with lr_linear takes
+ * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);
 /* The same for a push decoded in place (ps_push_decode). */

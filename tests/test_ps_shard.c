@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "common/base/util.h"
+#include "common/rpc/wire.h"
 #include "ps/shard.h"
 #include "ps/ssp.h"
 
@@ -462,5 +463,47 @@ void test_ps_shard_sync_linear_lr(void) {
         CHECK_INT_EQ(ps_shard_step(&f.s), step + 1);
         CHECK_NEAR(w - f.s.store.w[3], want[step], 1e-6);
     }
+    teardown(&f);
+}
+
+/* A push of bfloat16 tensors (2 bytes a value) moves the weights as its
+ * float32 values would; a bfloat16 tensor of float32's length, an unknown
+ * dtype or a bfloat16 Inf is refused and changes nothing. */
+void test_ps_shard_bf16_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, false, 0, 0.25f) == 0);
+    size_t n = f.s.store.size;
+    uint8_t *b = xmalloc(2 * n);
+    wire_bf16_from_floats(b, f.g, n);
+    for (size_t i = 0; i < f.s.store.nparts; i++) {
+        const store_part_t *p = &f.s.store.parts[i];
+        f.t[i].data = (ProtobufCBinaryData){2 * p->size, b + 2 * p->offset};
+        f.t[i].dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+    }
+    float w = f.s.store.w[3], last = f.s.store.w[n - 1];
+    push_at(&f, 0);
+    CHECK_NEAR(f.s.store.w[3], w - 0.125f, 1e-7);
+    CHECK_NEAR(f.s.store.w[n - 1], last - 0.125f, 1e-7);
+    float *w1 = xmalloc(n * sizeof(float));
+    memcpy(w1, f.s.store.w, n * sizeof(float));
+    bool stale;
+    char err[PS_ERRLEN];
+    f.t[0].data.len *= 2;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "bytes");
+    f.t[0].data.len /= 2;
+    f.t[0].dtype = 7;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "dtype");
+    f.t[0].dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+    size_t last_part = f.s.store.nparts - 1;
+    uint8_t *inf = b + 2 * (f.s.store.parts[last_part].offset + 1);
+    inf[0] = 0x80, inf[1] = 0x7f; /* bfloat16 +Inf */
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "NaN or Inf");
+    CHECK(memcmp(w1, f.s.store.w, n * sizeof(float)) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    free(w1);
+    free(b);
     teardown(&f);
 }

@@ -64,6 +64,7 @@ typedef struct {
         int64_t stream_max_connections;
         bool shm;
         char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
+        char wire_dtype[CONFIG_STR];          /* fp32 | bf16: tensors on the wire */
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

@@ -137,6 +137,10 @@ const config_key_t config_keys[] = {
     OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),
+    ENUM_KEY("rpc.wire_dtype", rpc.wire_dtype, "fp32", "fp32|bf16",
+             "a worker's pushes and pulls of tensors of 1024 values or more: fp32, or bf16 (half "
+             "the bytes; each push's rounding error is kept on the worker and added to its next "
+             "push)"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

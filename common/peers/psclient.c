@@ -11,6 +11,7 @@
 #include "common/rpc/msg.h"
 #include "common/rpc/retry.h"
 #include "common/rpc/rpc.h"
+#include "common/rpc/wire.h"
 #include "common/train/store.h"
 
 /* Where one PS's pull response goes, and what went wrong with it. */
@@ -51,6 +52,11 @@ struct psclient {
     void *stop_arg;
     bool pulled;       /* a pull has set every link's step */
     uint64_t push_seq; /* the last push's number (a retry repeats it) */
+    /* rpc.wire_dtype bf16: a model slab of what each value's bfloat16
+     * pushes left out (error feedback), and the bytes pushed (2 a value). */
+    bool wire_bf16;
+    float *residual;
+    uint8_t *wire16;
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -117,6 +123,11 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
     p->stop = stop;
     p->stop_arg = arg;
     p->nps = o->nps;
+    p->wire_bf16 = o->wire_bf16;
+    if (p->wire_bf16) {
+        p->residual = xcalloc(m->nparams ? m->nparams : 1, sizeof(float));
+        p->wire16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
+    }
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
     p->pending = xcalloc(p->nps, sizeof *p->pending);
@@ -147,6 +158,8 @@ void psclient_free(psclient_t *p) {
         free(p->ps[i].sel);
     }
     placement_free(&p->placement);
+    free(p->residual);
+    free(p->wire16);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -350,6 +363,37 @@ static void write_push(void *arg, uint8_t *dst) {
     protobuf_c_message_pack(&l->push.base, dst);
 }
 
+/* Error feedback: writes g + residual as bfloat16 at dst and keeps in
+ * residual what the rounding left out. */
+static void bf16_with_feedback(uint8_t *dst, const float *g, float *residual, size_t n) {
+    float e[256], q[256];
+    for (size_t i = 0; i < n; i += 256) {
+        size_t m = PS_MIN(n - i, (size_t)256);
+        for (size_t j = 0; j < m; j++)
+            e[j] = g[i + j] + residual[i + j];
+        wire_bf16_from_floats(dst + 2 * i, e, m);
+        wire_bf16_to_floats(q, dst + 2 * i, m);
+        for (size_t j = 0; j < m; j++)
+            residual[i + j] = e[j] - q[j];
+    }
+}
+
+/* Points a push tensor at its partition's gradient: the float32 values in
+ * grads, or their bfloat16 encoding (with error feedback) when the wire
+ * carries bf16 and the partition is large enough. */
+static void set_push_data(psclient_t *p, Pstrain__Tensor *t, const float *grads,
+                          const placement_part_t *part) {
+    size_t off = part_offset(p->model, part);
+    if (!p->wire_bf16 || part->size < WIRE_BF16_MIN_VALUES) {
+        t->data = (ProtobufCBinaryData){part->size * sizeof(float), (uint8_t *)(grads + off)};
+        t->dtype = PSTRAIN__WIRE_DTYPE__FLOAT32;
+        return;
+    }
+    bf16_with_feedback(p->wire16 + 2 * off, grads + off, p->residual + off, part->size);
+    t->data = (ProtobufCBinaryData){2 * part->size, p->wire16 + 2 * off};
+    t->dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+}
+
 /* Sets up PS i's push of the masked variables' partitions of grads. */
 static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t *mask,
                       bool partial) {
@@ -361,7 +405,7 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
         const placement_part_t *part = &p->placement.parts[idx[k]];
         if (mask && !mask[part->var])
             continue;
-        l->t[k].data.data = (uint8_t *)(grads + part_offset(p->model, part));
+        set_push_data(p, &l->t[k], grads, part);
         l->sel[n++] = &l->t[k];
     }
     Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;

@@ -54,6 +54,11 @@ typedef struct {
     double retry_max_secs;                  /* the backoff's cap */
     double retry_max_total_secs;            /* give up after this long; 0: retry until stopped */
     const volatile sig_atomic_t *stop_flag; /* non-zero: stop retrying; NULL: none */
+    /* Pushes (and pulls) of tensors of WIRE_BF16_MIN_VALUES or more go as
+     * bfloat16; each push's rounding error (the residual) stays here and is
+     * added to the same values' next push (error feedback), so that no part
+     * of a gradient is lost, only delayed. */
+    bool wire_bf16;
 } psclient_options_t;
 
 /* What the caller is told while pulls and pushes go on; any may be NULL.
