@@ -7,6 +7,7 @@
 #include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/model/placement.h"
+#include "common/peers/fields.h"
 #include "common/peers/pull_read.h"
 #include "common/rpc/msg.h"
 #include "common/rpc/retry.h"
@@ -57,6 +58,7 @@ struct psclient {
     bool wire_bf16;
     float *residual;
     uint8_t *wire16;
+    uint8_t *pull16; /* bfloat16 pull answers, copied out (2 bytes a value) */
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -127,6 +129,7 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
     if (p->wire_bf16) {
         p->residual = xcalloc(m->nparams ? m->nparams : 1, sizeof(float));
         p->wire16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
+        p->pull16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
     }
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
@@ -160,6 +163,7 @@ void psclient_free(psclient_t *p) {
     placement_free(&p->placement);
     free(p->residual);
     free(p->wire16);
+    free(p->pull16);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -274,14 +278,24 @@ static int take_tensor(void *arg, const pull_tensor_t *t) {
     psclient_t *p = k->p;
     int v = t->name_len <= PULL_READ_NAME_MAX ? model_find_var(p->model, t->name) : -1;
     const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
+    bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
     if (!part || part->ps != (int)k->ps || part->row_begin != t->row_begin ||
-        part->rows != t->rows || t->data.len != part->size * sizeof(float))
+        part->rows != t->rows || (!bf16 && t->dtype != WIRE_DTYPE_FLOAT32) ||
+        t->data.len != part->size * (bf16 ? 2 : sizeof(float)))
         return ps_errf(k->err, sizeof k->err,
                        "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
                        "all roles run the same model and cluster spec?",
                        k->ps, t->name, (unsigned long long)t->row_begin,
                        (unsigned long long)t->rows);
-    wire_copy(&t->data, k->params + part_offset(p->model, part));
+    float *dst = k->params + part_offset(p->model, part);
+    if (!bf16) {
+        wire_copy(&t->data, dst);
+        return 0;
+    }
+    /* Copied out whole (it may straddle segments), then widened. */
+    uint8_t *tmp = p->pull16 + 2 * part_offset(p->model, part);
+    wire_copy(&t->data, tmp);
+    wire_bf16_to_floats(dst, tmp, part->size);
     return 0;
 }
 
@@ -330,6 +344,8 @@ psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_nex
         req.lineage = p->ps[i].lineage;
         req.n_names = nnames;
         req.names = names;
+        if (p->wire_bf16)
+            req.wire_dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
         msg_pack(&p->ps[i].req, &req.base);
         prepare(p, i);
         pull_sink_t *k = &p->ps[i].sink;
