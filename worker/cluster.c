@@ -429,6 +429,7 @@ static psclient_status_t train_pipelined(worker_t *w, run_stats_t *r) {
     if (s != PSCLIENT_OK)
         return s;
     w->global_step = psclient_step(w->ps, 0);
+    psclient_tag_previous_pull(w->ps, true); /* each gradient is one pull behind */
     courier_t c;
     courier_start(&c, w);
     size_t cur = 0, g = 0;

@@ -30,6 +30,7 @@ typedef struct {
     Pstrain__PushRequest push; /* the push in flight, packed where it goes */
     pull_sink_t sink;          /* the pull in flight */
     uint64_t step;             /* this PS's step at our last pull */
+    uint64_t prev_step;        /* its step at the pull before that */
     uint64_t lineage;          /* this PS's lineage at our last pull */
     int stream_port;           /* the tensor stream port last told; -1 before */
     Pstrain__Tensor *t;        /* push tensors: their data points into the caller's gradients */
@@ -52,6 +53,7 @@ struct psclient {
     psclient_stop_fn stop;
     void *stop_arg;
     bool pulled;       /* a pull has set every link's step */
+    bool tag_previous; /* pushes carry the step of the pull before the last */
     uint64_t push_seq; /* the last push's number (a retry repeats it) */
     /* rpc.wire_dtype bf16: a model slab of what each value's bfloat16
      * pushes left out (error feedback), and the bytes pushed (2 a value). */
@@ -177,6 +179,10 @@ void psclient_set_events(psclient_t *p, const psclient_events_t *ev) {
 
 size_t psclient_nps(const psclient_t *p) {
     return p->nps;
+}
+
+void psclient_tag_previous_pull(psclient_t *p, bool on) {
+    p->tag_previous = on;
 }
 
 uint64_t psclient_step(const psclient_t *p, size_t ps) {
@@ -308,7 +314,9 @@ static void take_pull(void *arg, const rpc_msg_t *m) {
     k->rc = pull_read(m, &step, &lineage, take_tensor, k);
     if (k->rc < 0 && !k->err[0])
         ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
-    k->p->ps[k->ps].step = step;
+    ps_link_t *l = &k->p->ps[k->ps];
+    l->prev_step = k->p->pulled ? l->step : step;
+    l->step = step;
     k->p->ps[k->ps].lineage = lineage;
 }
 
@@ -426,7 +434,7 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     }
     Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
     req.caller = &p->caller;
-    req.step = l->step;
+    req.step = p->tag_previous ? l->prev_step : l->step;
     req.n_grads = n;
     req.grads = l->sel;
     req.partial = partial;

@@ -92,6 +92,12 @@ size_t psclient_nps(const psclient_t *p);
  * partly written. */
 psclient_status_t psclient_pull(psclient_t *p, float *params, bool wait_next, char *err,
                                 size_t errlen);
+/* With on, each push is tagged with every PS's step at the pull before the
+ * last (off: at the last pull): for a caller whose gradients come from the
+ * weights of the pull before the last (the one-step pipeline), so that a PS
+ * measures their staleness (train.staleness_lr) from the weights they were
+ * computed on. */
+void psclient_tag_previous_pull(psclient_t *p, bool on);
 /* Updates applied by PS `ps` at our last pull; ps 0's is the global step. */
 uint64_t psclient_step(const psclient_t *p, size_t ps);
 /* Pushes grads (a model slab), each PS tagged with its step at our last
