@@ -38,7 +38,7 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     ps_shard_opts_t o = {.index = d->cluster.task_index,
                          .nps = (int)d->cluster.jobs[CLUSTER_PS].span,
                          .sync = !strcmp(c->train.mode, "sync"),
-                         .replicas = (size_t)c->train.replicas_to_aggregate,
+                         .replicas = config_replicas(c, d->cluster.jobs[CLUSTER_WORKER].span),
                          .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
                          .seed = (uint64_t)c->train.seed,
                          .staleness_lr = !strcmp(c->train.staleness_lr, "inverse")

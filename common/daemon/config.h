@@ -44,6 +44,7 @@ typedef struct {
         char staleness_lr[CONFIG_STR];    /* off | inverse (async, ssp) */
         char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
         int64_t warmup_steps;             /* sync, lr_scaling linear */
+        int64_t backup_workers;           /* sync: pushes of a step not waited for */
     } train;
     struct {
         char model_dir[CONFIG_STR];
@@ -104,7 +105,8 @@ int config_get(const config_t *c, const char *key, char *buf, size_t buflen);
 /* Compute threads: the `threads` key, or one per CPU when it is 0. */
 size_t config_threads(const config_t *c);
 /* Pushes one global step averages: 1 in async mode; in sync mode
- * train.replicas_to_aggregate, or every worker when it is 0. */
+ * train.replicas_to_aggregate, or when it is 0 every worker but
+ * train.backup_workers (at least 1). */
 size_t config_replicas(const config_t *c, size_t nworkers);
 
 #endif

@@ -105,6 +105,10 @@ const config_key_t config_keys[] = {
     INT_KEY("train.warmup_steps", train.warmup_steps, "0", 0, NO_LIMIT,
             "sync, train.lr_scaling=linear: global steps over which the rate rises linearly "
             "from learning_rate to its scaled value"),
+    INT_KEY("train.backup_workers", train.backup_workers, "0", 0, NO_LIMIT,
+            "sync, train.replicas_to_aggregate 0: a step averages the first pushes of all "
+            "workers but this many; the slowest ones' pushes come too late and are dropped "
+            "(backup workers)"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
