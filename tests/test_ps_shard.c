@@ -507,3 +507,29 @@ void test_ps_shard_bf16_push(void) {
     free(b);
     teardown(&f);
 }
+
+/* Sync mode sums bfloat16 pushes like float32 ones: two workers' pushes of
+ * 0.25 and 0.75 (both exact in bfloat16) make one step of lr * 0.5. */
+void test_ps_shard_sync_bf16_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, true, 2, 0.0f) == 0);
+    size_t n = f.s.store.size;
+    uint8_t *b = xmalloc(2 * n);
+    float w = f.s.store.w[3];
+    for (uint32_t worker = 0; worker < 2; worker++) {
+        for (size_t i = 0; i < n; i++)
+            f.g[i] = worker ? 0.75f : 0.25f;
+        wire_bf16_from_floats(b, f.g, n);
+        for (size_t i = 0; i < f.s.store.nparts; i++) {
+            const store_part_t *p = &f.s.store.parts[i];
+            f.t[i].data = (ProtobufCBinaryData){2 * p->size, b + 2 * p->offset};
+            f.t[i].dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+        }
+        f.caller.index = worker;
+        push_at(&f, 0);
+    }
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    CHECK_NEAR(f.s.store.w[3], w - 0.5f * 0.5f, 1e-6);
+    free(b);
+    teardown(&f);
+}
