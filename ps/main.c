@@ -14,6 +14,9 @@ static void describe(FILE *out) {
                  "slots, applies each push with the optimizer (train.mode async) or the mean\n"
                  "of train.replicas_to_aggregate pushes per step (sync), and serves pulls\n"
                  "(in ssp mode holding those of a worker over train.staleness steps ahead).\n"
+                 "An async or ssp push computed s updates ago moves the weights by\n"
+                 "learning_rate / s (train.staleness_lr); a sync step can take the rate times\n"
+                 "the pushes it averages (train.lr_scaling=linear, train.warmup_steps).\n"
                  "TF_CONFIG's task must be a ps.\n");
 }
 

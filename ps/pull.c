@@ -17,6 +17,8 @@ void ps_pull_init(ps_pull_t *p) {
 void ps_pull_free(ps_pull_t *p) {
     rpc_buf_free(&p->head);
     free(p->piece);
+    free(p->conv);
+    free(p->conv_ptrs);
     memset(p, 0, sizeof *p);
 }
 
@@ -35,7 +37,8 @@ static size_t uint64_size(uint64_t v) {
 static size_t tensor_size(const Pstrain__Tensor *t) {
     size_t name = t->name ? strlen(t->name) : 0, data = t->data.len;
     return (name ? 1 + wire_varint_size(name) + name : 0) + uint64_size(t->row_begin) +
-           uint64_size(t->rows) + (data ? 1 + wire_varint_size(data) + data : 0);
+           uint64_size(t->rows) + (data ? 1 + wire_varint_size(data) + data : 0) +
+           uint64_size((uint64_t)t->dtype);
 }
 
 /* Writes a tensor's framing: everything but its data. */
@@ -54,13 +57,18 @@ static uint8_t *put_tensor_head(uint8_t *at, const Pstrain__Tensor *t) {
     return at;
 }
 
+/* The fields after a tensor's data (protobuf-c writes them in number order). */
+static uint8_t *put_tensor_tail(uint8_t *at, const Pstrain__Tensor *t) {
+    return put_uint64(at, FIELD_TENSOR_DTYPE, (uint64_t)t->dtype);
+}
+
 /* Room for the whole framing, so that head does not move while pieces are
  * taken from it. */
 static size_t head_room(const Pstrain__PullResponse *r) {
     size_t n = 2 * VARINT_FIELD_MAX;
     for (size_t i = 0; i < r->n_tensors; i++) {
         const Pstrain__Tensor *t = r->tensors[i];
-        n += 4 * VARINT_FIELD_MAX + 1 + (t->name ? strlen(t->name) : 0) + 1 + 10;
+        n += 5 * VARINT_FIELD_MAX + 1 + (t->name ? strlen(t->name) : 0) + 1 + 10;
     }
     return n;
 }
@@ -87,8 +95,49 @@ void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *r, rpc_blob_t *we
         add_piece(p, from, (size_t)(at - from), NULL);
         add_piece(p, t->data.data, t->data.len, weights);
         from = at;
+        at = put_tensor_tail(at, t);
     }
     at = put_uint64(at, FIELD_PULL_LINEAGE, r->lineage);
     add_piece(p, from, (size_t)(at - from), NULL);
     p->head.len = (size_t)(at - p->head.data);
+}
+
+static void free_buffer(void *arg) {
+    free(arg);
+}
+
+/* Bytes a tensor of n values takes in a bfloat16 answer. */
+static size_t bf16_bytes(size_t n) {
+    return n >= WIRE_BF16_MIN_VALUES ? 2 * n : 4 * n;
+}
+
+rpc_blob_t *ps_pull_encode_bf16(ps_pull_t *p, const Pstrain__PullResponse *r) {
+    if (p->conv_cap < r->n_tensors) {
+        p->conv_cap = r->n_tensors;
+        p->conv = xrealloc(p->conv, p->conv_cap * sizeof *p->conv);
+        p->conv_ptrs = xrealloc(p->conv_ptrs, p->conv_cap * sizeof *p->conv_ptrs);
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < r->n_tensors; i++)
+        total += bf16_bytes(r->tensors[i]->data.len / sizeof(float));
+    uint8_t *buf = xmalloc(total ? total : 1), *at = buf;
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const Pstrain__Tensor *t = r->tensors[i];
+        size_t n = t->data.len / sizeof(float), len = bf16_bytes(n);
+        p->conv[i] = *t;
+        p->conv[i].data = (ProtobufCBinaryData){len, at};
+        p->conv[i].dtype =
+            len < 4 * n ? PSTRAIN__WIRE_DTYPE__BFLOAT16 : PSTRAIN__WIRE_DTYPE__FLOAT32;
+        if (len < 4 * n)
+            wire_bf16_from_floats(at, (const float *)(const void *)t->data.data, n);
+        else
+            memcpy(at, t->data.data, len);
+        p->conv_ptrs[i] = &p->conv[i];
+        at += len;
+    }
+    Pstrain__PullResponse conv = *r;
+    conv.tensors = p->conv_ptrs;
+    rpc_blob_t *blob = rpc_blob_wrap(buf, total, free_buffer, buf);
+    ps_pull_encode(p, &conv, blob);
+    return blob;
 }

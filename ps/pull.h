@@ -12,6 +12,10 @@ typedef struct {
     rpc_buf_t head;     /* the framing, pieces point into it */
     rpc_piece_t *piece; /* 2 per tensor and one for the fields after them */
     size_t npiece, cap;
+    /* ps_pull_encode_bf16: the tensors as sent, their data converted */
+    Pstrain__Tensor *conv;
+    Pstrain__Tensor **conv_ptrs;
+    size_t conv_cap;
 } ps_pull_t;
 
 void ps_pull_init(ps_pull_t *p);
@@ -21,5 +25,12 @@ void ps_pull_free(ps_pull_t *p);
  * (or weights is NULL, and the data is copied when sent). Valid until the
  * next call or resp's data change. */
 void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *resp, rpc_blob_t *weights);
+
+/* Encodes resp for a caller that reads bfloat16 (rpc.wire_dtype): tensors
+ * of WIRE_BF16_MIN_VALUES values or more as bfloat16 (rounded to nearest),
+ * the others as float32, all converted or copied into one buffer that the
+ * sends free. Returns that buffer's blob, which the caller unrefs once it
+ * has replied with p->piece. */
+rpc_blob_t *ps_pull_encode_bf16(ps_pull_t *p, const Pstrain__PullResponse *resp);
 
 #endif

@@ -104,6 +104,7 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
                  : field == FIELD_TENSOR_ROW_BEGIN ? want_varint(&r, type, &g->row_begin)
                  : field == FIELD_TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
                  : field == FIELD_TENSOR_DATA      ? want_bytes(&r, type, &g->data)
+                 : field == FIELD_TENSOR_DTYPE     ? want_varint(&r, type, &g->dtype)
                                                    : wire_skip(&r, type);
         if (rc < 0)
             return -1;
@@ -163,6 +164,7 @@ void ps_push_from_pb(ps_push_t *p, const Pstrain__PushRequest *r) {
         g->name = t->name;
         g->row_begin = t->row_begin;
         g->rows = t->rows;
+        g->dtype = (uint64_t)t->dtype;
         p->segs[i] = (rpc_seg_t){t->data.data, t->data.len};
         g->data = (wire_bytes_t){&p->segs[i], 0, t->data.len};
     }

@@ -19,7 +19,8 @@ typedef struct {
     const char *name;
     uint64_t row_begin;
     uint64_t rows;
-    wire_bytes_t data;      /* rows * row size little-endian float32, in place */
+    wire_bytes_t data;      /* rows * row size values encoded as dtype says, in place */
+    uint64_t dtype;         /* WIRE_DTYPE_FLOAT32 or WIRE_DTYPE_BFLOAT16 (fields.h) */
     wire_bytes_t name_wire; /* where the name lies in the request (decoded pushes) */
 } ps_grad_t;
 

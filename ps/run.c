@@ -13,15 +13,39 @@
 #include "common/peers/heartbeat.h"
 #include "ps/service.h"
 
+/* One line naming the learning-rate rule of the mode, when one is on. */
+static void log_lr_rules(const ps_shard_t *sh, const config_t *c) {
+    if (sh->sync && sh->lr_linear)
+        log_info("sync: learning rate times the pushes averaged per step (linear scaling), "
+                 "reached over %llu warm-up steps",
+                 (unsigned long long)sh->warmup_steps);
+    else if (!sh->sync && sh->staleness_lr == PS_STALENESS_LR_INVERSE)
+        log_info("%s: a push computed s updates ago moves the weights by learning_rate / s",
+                 c->train.mode);
+}
+
+/* Async: how stale the pushes were, for the operator comparing runs. */
+static void log_staleness(const ps_shard_t *sh) {
+    if (sh->sync || !sh->pushes)
+        return;
+    log_info("pushes applied: %llu, staleness mean %.2f, max %llu", (unsigned long long)sh->pushes,
+             (double)sh->staleness_sum / (double)sh->pushes, (unsigned long long)sh->staleness_max);
+}
+
 static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     char err[PS_ERRLEN];
     const config_t *c = &d->cfg;
     ps_shard_opts_t o = {.index = d->cluster.task_index,
                          .nps = (int)d->cluster.jobs[CLUSTER_PS].span,
                          .sync = !strcmp(c->train.mode, "sync"),
-                         .replicas = (size_t)c->train.replicas_to_aggregate,
+                         .replicas = config_replicas(c, d->cluster.jobs[CLUSTER_WORKER].span),
                          .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
-                         .seed = (uint64_t)c->train.seed};
+                         .seed = (uint64_t)c->train.seed,
+                         .staleness_lr = !strcmp(c->train.staleness_lr, "inverse")
+                                             ? PS_STALENESS_LR_INVERSE
+                                             : PS_STALENESS_LR_OFF,
+                         .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
+                         .warmup_steps = (uint64_t)c->train.warmup_steps};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;
@@ -33,6 +57,7 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     log_info("holding %zu partitions, %.2f MiB of weights, %zu optimizer slots; mode %s",
              s->shard.store.nparts, (double)s->shard.store.size * 4.0 / (1 << 20),
              optim_nslots(&o.optim), c->train.mode);
+    log_lr_rules(&s->shard, c);
     s->model_dir = c->checkpoint.model_dir;
     s->nps = o.nps;
     s->configured_replicas = s->shard.replicas;
@@ -184,6 +209,7 @@ static int serve(daemon_t *d, ps_service_t *s) {
     if (master)
         rpc_channel_destroy(master);
     rpc_server_stop(server);
+    log_staleness(&s->shard); /* the server's threads, which changed it, are gone */
     return EXIT_OK;
 }
 

@@ -28,8 +28,22 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
         return;
     }
     resp.lineage = s->lineage;
+    if (req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16) {
+        rpc_blob_t *conv = ps_pull_encode_bf16(&s->pull, &resp);
+        rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
+        rpc_blob_unref(conv);
+        return;
+    }
     ps_pull_encode(&s->pull, &resp, ps_shard_weights(&s->shard));
     rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
+}
+
+/* Answers a pull that waited, with every partition, in the encoding it asked for. */
+static void answer_wait(ps_service_t *s, const ps_wait_t *w) {
+    Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
+    if (w->bf16)
+        all.wire_dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+    answer_pull(s, w->call, &all);
 }
 
 /* Whether a waiting pull may be answered now. A held ssp pull is a sign of
@@ -46,11 +60,10 @@ static bool wait_over(const ps_service_t *s, const ps_wait_t *w, uint64_t step, 
 static void wake_waits(ps_service_t *s) {
     uint64_t step = ps_shard_step(&s->shard);
     double now = ps_now();
-    Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
     size_t kept = 0;
     for (size_t i = 0; i < s->nwaits; i++) {
         if (wait_over(s, &s->waits[i], step, now))
-            answer_pull(s, s->waits[i].call, &all);
+            answer_wait(s, &s->waits[i]);
         else
             s->waits[kept++] = s->waits[i];
     }
@@ -85,13 +98,17 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
      * back: it must not wait for a step that may never come. */
     bool same_lineage = req->lineage == 0 || req->lineage == s->lineage;
     bool waits = req->n_names == 0 && !s->shutdown && same_lineage;
+    bool bf16 = req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
     if (waits && req->min_step > ps_shard_step(&s->shard)) {
-        add_wait(s, (ps_wait_t){.call = call, .min_step = req->min_step, .since = ps_now()});
+        add_wait(s, (ps_wait_t){
+                        .call = call, .min_step = req->min_step, .since = ps_now(), .bf16 = bf16});
     } else if (waits && ssp_holds(s, req)) {
         s->ssp_held++;
-        add_wait(s,
-                 (ps_wait_t){
-                     .call = call, .ssp = true, .worker = req->caller->index, .since = ps_now()});
+        add_wait(s, (ps_wait_t){.call = call,
+                                .ssp = true,
+                                .worker = req->caller->index,
+                                .since = ps_now(),
+                                .bf16 = bf16});
     } else {
         answer_pull(s, call, req);
     }
@@ -340,8 +357,7 @@ void ps_service_on_cancel(void *ctx, rpc_call_t *call) {
 }
 
 void ps_service_release_waits(ps_service_t *s) {
-    Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
     for (size_t i = 0; i < s->nwaits; i++)
-        answer_pull(s, s->waits[i].call, &all);
+        answer_wait(s, &s->waits[i]);
     s->nwaits = 0;
 }

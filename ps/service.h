@@ -20,6 +20,7 @@ typedef struct {
     double since;    /* ps_now() when it began to wait */
     bool ssp;        /* held by the staleness bound, not for a step */
     uint32_t worker; /* ssp: the worker that pulls */
+    bool bf16;       /* the caller reads bfloat16 (PullRequest.wire_dtype) */
 } ps_wait_t;
 
 typedef struct {

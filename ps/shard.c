@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/peers/fields.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
@@ -24,6 +25,9 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->sync = o->sync;
     s->max_workers = o->max_workers ? o->max_workers : 1;
     s->replicas = o->replicas ? o->replicas : s->max_workers;
+    s->staleness_lr = o->staleness_lr;
+    s->lr_linear = o->lr_linear;
+    s->warmup_steps = o->warmup_steps;
     const size_t *idx;
     size_t n = placement_ps_parts(&s->placement, o->index, &idx);
     store_part_t *parts = xcalloc(n ? n : 1, sizeof *parts);
@@ -38,6 +42,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->last_incarnation = xcalloc(s->max_workers, sizeof *s->last_incarnation);
     s->last_seq = xcalloc(s->max_workers, sizeof *s->last_seq);
     s->bounce = xalloc_aligned(PS_SHARD_BOUNCE * sizeof(float));
+    s->wire16 = xmalloc(s->store.size ? 2 * s->store.size : 2);
     s->tensors = xcalloc(n ? n : 1, sizeof *s->tensors);
     s->tensor_ptrs = xcalloc(n ? n : 1, sizeof *s->tensor_ptrs);
     for (size_t i = 0; i < n; i++) {
@@ -140,6 +145,7 @@ void ps_shard_free(ps_shard_t *s) {
     free(s->last_incarnation);
     free(s->last_seq);
     free(s->bounce);
+    free(s->wire16);
     free(s->accum);
     store_free(&s->store);
     placement_free(&s->placement);
@@ -185,7 +191,13 @@ static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_o
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows);
             goto out;
         }
-        size_t want = s->store.parts[p].size * sizeof(float);
+        if (t->dtype != WIRE_DTYPE_FLOAT32 && t->dtype != WIRE_DTYPE_BFLOAT16) {
+            ps_errf(err, errlen, "push: %s rows [%llu, +%llu) has unknown dtype %llu", t->name,
+                    (unsigned long long)t->row_begin, (unsigned long long)t->rows,
+                    (unsigned long long)t->dtype);
+            goto out;
+        }
+        size_t want = s->store.parts[p].size * (t->dtype == WIRE_DTYPE_BFLOAT16 ? 2 : 4);
         if (t->data.len != want) {
             ps_errf(err, errlen, "push: %s rows [%llu, +%llu) has %zu bytes, want %zu", t->name,
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows, t->data.len,
@@ -232,35 +244,50 @@ static int finite_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return acc >> 31 ? -1 : 0;
 }
 
-static int check_values(const ps_push_t *req, char *err, size_t errlen) {
+/* Where a bfloat16 tensor of partition p is copied to (check_values). */
+static uint8_t *wire16_of(const ps_shard_t *s, long p) {
+    return s->wire16 + 2 * s->store.parts[p].offset;
+}
+
+/* A bfloat16 tensor is copied out (it is half the bytes, and then lies
+ * aligned and in one piece) and checked there. */
+static int check_values(ps_shard_t *s, const ps_push_t *req, const long *part_of, char *err,
+                        size_t errlen) {
     for (size_t i = 0; i < req->n_grads; i++) {
         const ps_grad_t *t = &req->grads[i];
-        if (wire_floats(&t->data, finite_run, NULL))
+        bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
+        if (bf16)
+            wire_copy(&t->data, wire16_of(s, part_of[i]));
+        if (bf16 ? wire_bf16_check_finite(wire16_of(s, part_of[i]), t->data.len / 2)
+                 : wire_floats(&t->data, finite_run, NULL))
             return ps_errf(err, errlen, "push: %s rows [%llu, +%llu) holds NaN or Inf", t->name,
                            (unsigned long long)t->row_begin, (unsigned long long)t->rows);
     }
     return 0;
 }
 
-/* The optimizer on values [first, first + n) of partition `part`. */
-static void apply_range(store_t *st, size_t part, size_t first, const float *g, size_t n) {
+/* The optimizer on values [first, first + n) of partition `part`, its step
+ * size times `scale`. */
+static void apply_range(store_t *st, size_t part, double scale, size_t first, const float *g,
+                        size_t n) {
     size_t at = st->parts[part].offset + first;
     float *slots[OPTIM_MAX_SLOTS] = {0};
     for (size_t k = 0; k < optim_nslots(&st->opt); k++)
         slots[k] = st->slots[k] + at;
-    optim_apply(&st->opt, st->iterations, st->w + at, slots, g, n);
+    optim_apply_scaled(&st->opt, st->iterations, scale, st->w + at, slots, g, n);
 }
 
 /* What a push does with one partition's gradient, run by run. */
 typedef struct {
     ps_shard_t *s;
     size_t part;
-    bool sum; /* sync: add into accum; async: apply */
+    bool sum;     /* sync: add into accum; async: apply */
+    double scale; /* async: of the step size */
 } grad_sink_t;
 
 static void sink_floats(const grad_sink_t *k, size_t first, const float *g, size_t n) {
     if (!k->sum) {
-        apply_range(&k->s->store, k->part, first, g, n);
+        apply_range(&k->s->store, k->part, k->scale, first, g, n);
         return;
     }
     float *acc = k->s->accum + k->s->store.parts[k->part].offset + first;
@@ -284,10 +311,24 @@ static int sink_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return 0;
 }
 
-static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum) {
+/* Hands a bfloat16 tensor, copied out by check_values, to the sink as
+ * floats, a bounce buffer at a time. */
+static void sink_bf16(const grad_sink_t *k, const uint8_t *x, size_t n) {
+    for (size_t done = 0; done < n; done += PS_SHARD_BOUNCE) {
+        size_t m = PS_MIN(n - done, (size_t)PS_SHARD_BOUNCE);
+        wire_bf16_to_floats(k->s->bounce, x + 2 * done, m);
+        sink_floats(k, done, k->s->bounce, m);
+    }
+}
+
+static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum,
+                       double scale) {
     for (size_t i = 0; i < req->n_grads; i++) {
-        grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum};
-        wire_floats(&req->grads[i].data, sink_run, &k);
+        grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum, .scale = scale};
+        if (req->grads[i].dtype == WIRE_DTYPE_BFLOAT16)
+            sink_bf16(&k, wire16_of(s, part_of[i]), req->grads[i].data.len / 2);
+        else
+            wire_floats(&req->grads[i].data, sink_run, &k);
     }
 }
 
@@ -296,14 +337,30 @@ static void apply_accumulated(ps_shard_t *s) {
     float scale = 1.0f / (float)s->accum_count;
     for (size_t i = 0; i < s->store.size; i++)
         s->accum[i] *= scale;
+    double lr_scale = s->lr_linear ? optim_linear_scale((double)s->accum_count, s->store.iterations,
+                                                        s->warmup_steps)
+                                   : 1.0;
     own_weights(s);
     for (size_t p = 0; p < s->store.nparts; p++)
-        apply_range(&s->store, p, 0, s->accum + s->store.parts[p].offset, s->store.parts[p].size);
+        apply_range(&s->store, p, lr_scale, 0, s->accum + s->store.parts[p].offset,
+                    s->store.parts[p].size);
     s->store.iterations++;
     publish_step(s);
     memset(s->accum, 0, s->store.size * sizeof(float));
     memset(s->contributed, 0, s->max_workers);
     s->accum_count = 0;
+}
+
+/* Async: the step-size multiplier of a push, by its staleness; a full push
+ * counts into the staleness figures. */
+static double async_scale(ps_shard_t *s, const ps_push_t *req) {
+    uint64_t now = s->store.iterations;
+    uint64_t staleness = req->step && req->step < now ? now - req->step : 0;
+    if (!req->partial) {
+        s->staleness_sum += staleness;
+        s->staleness_max = PS_MAX(s->staleness_max, staleness);
+    }
+    return s->staleness_lr == PS_STALENESS_LR_INVERSE ? optim_staleness_scale(staleness) : 1.0;
 }
 
 int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *err, size_t errlen) {
@@ -315,7 +372,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
                        req->caller_index, s->max_workers);
     long *part_of = xcalloc(req->n_grads ? req->n_grads : 1, sizeof *part_of);
     int rc = -1;
-    if (validate_push(s, req, part_of, err, errlen) || check_values(req, err, errlen))
+    if (validate_push(s, req, part_of, err, errlen) || check_values(s, req, part_of, err, errlen))
         goto out;
     if (s->sync && req->partial) {
         ps_errf(err, errlen, "push: a partial push is for async mode; this PS is sync");
@@ -334,7 +391,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
     }
     if (!s->sync) {
         own_weights(s);
-        take_grads(s, req, part_of, false);
+        take_grads(s, req, part_of, false, async_scale(s, req));
         if (!req->partial) {
             s->store.iterations++;
             publish_step(s);
@@ -351,7 +408,7 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
         s->duplicates++;
         goto out;
     }
-    take_grads(s, req, part_of, true);
+    take_grads(s, req, part_of, true, 1.0);
     s->contributed[req->caller_index] = 1;
     s->accum_count++;
     s->pushes++;

@@ -23,6 +23,14 @@
  * does not lie 4-byte aligned: 16 KiB, which stays in the L1 cache. */
 #define PS_SHARD_BOUNCE 4096
 
+/* How an async (or ssp) push's step size follows its staleness: the updates
+ * applied between the pull its gradient was computed at (the push's step)
+ * and its arrival. */
+typedef enum {
+    PS_STALENESS_LR_OFF = 0, /* every push at the full learning rate */
+    PS_STALENESS_LR_INVERSE, /* lr / staleness (optim_staleness_scale) */
+} ps_staleness_lr_t;
+
 typedef struct {
     const model_t *model;
     int index;
@@ -41,6 +49,9 @@ typedef struct {
      * handled, so a retried push is not applied twice. */
     uint64_t *last_incarnation, *last_seq;
     float *bounce; /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
+    /* [2 * store.size] bytes: a push's bfloat16 payloads, copied out of
+     * the request at their partitions' offsets while they are checked. */
+    uint8_t *wire16;
     /* The weights as lent to the answers of pulls (ps_shard_weights), until
      * they next change. */
     rpc_blob_t *wblob;
@@ -52,6 +63,12 @@ typedef struct {
     uint64_t seed;            /* of the initial weights */
     Pstrain__Tensor *tensors; /* one per partition, pointing into the store (for Pull) */
     Pstrain__Tensor **tensor_ptrs;
+    /* The learning-rate rules (ps_shard_opts_t) and what they saw. */
+    ps_staleness_lr_t staleness_lr; /* async, ssp: the step size by staleness */
+    bool lr_linear;                 /* sync: the linear scaling rule (optim_linear_scale) */
+    uint64_t warmup_steps;          /* sync, lr_linear: steps of its warm-up */
+    uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
+    uint64_t staleness_max;         /* async: the largest */
 } ps_shard_t;
 
 typedef struct {
@@ -61,6 +78,9 @@ typedef struct {
     size_t max_workers; /* the cluster's worker slots */
     uint64_t seed;
     optim_cfg_t optim;
+    ps_staleness_lr_t staleness_lr; /* async and ssp */
+    bool lr_linear;                 /* sync: lr times the pushes averaged, after a warm-up */
+    uint64_t warmup_steps;          /* of lr_linear */
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,
@@ -72,12 +92,18 @@ uint64_t ps_shard_step(const ps_shard_t *s);
 
 /* Applies (async) or sums (sync) a push. Everything is checked first: each
  * tensor must name one partition this PS holds, exactly (name, row_begin,
- * rows), once, with rows * row size float32 of finite values; in sync mode a
- * push must carry every partition. A bad push returns -1 with a message and
- * changes nothing. In sync mode a push for another step than the current one
- * is dropped and counted (*stale = true), and a worker's second push for a
- * step is ignored. An async push marked partial is applied without counting
- * a step (the rest of the step follows); sync mode refuses it. */
+ * rows), once, with rows * row size finite values (float32, or bfloat16
+ * where the tensor's dtype says so); in sync mode a push must carry every
+ * partition. A bad push returns -1 with a message and changes nothing. In
+ * sync mode a push for another step than the current one is dropped and
+ * counted (*stale = true), and a worker's second push for a step is
+ * ignored. An async push marked partial is applied without counting a step
+ * (the rest of the step follows); sync mode refuses it.
+ * An async push's staleness is the shard's step minus the push's step (0
+ * when the push carries none, as an untagged push of an older worker: it
+ * counts as fresh); with staleness_lr inverse its update takes
+ * lr / staleness. A sync step with lr_linear takes
+ * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);
 /* The same for a push decoded in place (ps_push_decode). */

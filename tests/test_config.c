@@ -572,3 +572,20 @@ void test_config_to_json_roundtrip(void) {
     CHECK(memcmp(&c, &d, sizeof c) == 0);
     CHECK_INT_EQ(d.train.max_steps, 9007199254740993LL);
 }
+
+/* Pushes a sync step averages: every worker; all but train.backup_workers
+ * (never fewer than 1); train.replicas_to_aggregate when set, whatever the
+ * backups; 1 in async mode. */
+void test_config_replicas_backup(void) {
+    config_t c;
+    config_defaults(&c);
+    CHECK_INT_EQ(config_replicas(&c, 16), 1);
+    CHECK_SET_OK(&c, "train.mode", "sync");
+    CHECK_INT_EQ(config_replicas(&c, 16), 16);
+    CHECK_SET_OK(&c, "train.backup_workers", "2");
+    CHECK_INT_EQ(config_replicas(&c, 16), 14);
+    CHECK_INT_EQ(config_replicas(&c, 2), 1);
+    CHECK_INT_EQ(config_replicas(&c, 1), 1);
+    CHECK_SET_OK(&c, "train.replicas_to_aggregate", "5");
+    CHECK_INT_EQ(config_replicas(&c, 16), 5);
+}

@@ -5,6 +5,7 @@
  * unpacked by protobuf-c, to the same values. */
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "common/base/util.h"
@@ -28,6 +29,7 @@ static const field_case_t field_cases[] = {
     {&pstrain__tensor__descriptor, "row_begin", FIELD_TENSOR_ROW_BEGIN, WIRE_VARINT},
     {&pstrain__tensor__descriptor, "rows", FIELD_TENSOR_ROWS, WIRE_VARINT},
     {&pstrain__tensor__descriptor, "data", FIELD_TENSOR_DATA, WIRE_LEN},
+    {&pstrain__tensor__descriptor, "dtype", FIELD_TENSOR_DTYPE, WIRE_VARINT},
     {&pstrain__caller__descriptor, "role", FIELD_CALLER_ROLE, WIRE_LEN},
     {&pstrain__caller__descriptor, "index", FIELD_CALLER_INDEX, WIRE_VARINT},
     {&pstrain__caller__descriptor, "incarnation", FIELD_CALLER_INCARNATION, WIRE_VARINT},
@@ -208,6 +210,79 @@ void test_fields_push_unpacked_by_protobuf_c(void) {
     CHECK_INT_EQ(sent, m.vars[0].size);
     free(mask);
     free(seen);
+    free(g);
+    psclient_free(p);
+    model_free(&m);
+    catcher_stop(&c[0]);
+    catcher_stop(&c[1]);
+}
+
+/* Adds what psclient's pushes in one catcher carry for value `at` of the
+ * slab to *sum (decoding bfloat16 tensors); counts the tensors by dtype. */
+static void add_pushed(const catcher_t *c, const model_t *m, size_t at, double *sum, size_t *n_bf16,
+                       size_t *n_small_fp32) {
+    Pstrain__PushRequest *r = pstrain__push_request__unpack(NULL, c->len, c->req);
+    CHECK(r != NULL);
+    for (size_t i = 0; r && i < r->n_grads; i++) {
+        const Pstrain__Tensor *t = r->grads[i];
+        const var_t *v = var_named(m, t->name);
+        size_t row = store_row_size(v), first = v->offset + t->row_begin * row, n = t->rows * row;
+        bool bf16 = t->dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
+        CHECK_INT_EQ(bf16, n >= WIRE_BF16_MIN_VALUES);
+        CHECK_INT_EQ(t->data.len, n * (bf16 ? 2 : 4));
+        *n_bf16 += bf16;
+        *n_small_fp32 += !bf16;
+        if (at < first || at >= first + n)
+            continue;
+        float x;
+        if (bf16)
+            wire_bf16_to_floats(&x, t->data.data + 2 * (at - first), 1);
+        else
+            memcpy(&x, t->data.data + 4 * (at - first), sizeof x);
+        *sum += x;
+    }
+    if (r)
+        pstrain__push_request__free_unpacked(r, NULL);
+}
+
+/* rpc.wire_dtype bf16: large tensors go as bfloat16 (half the bytes), small
+ * ones as float32, and error feedback keeps what rounding leaves out: a
+ * gradient of 1 + 2^-9 + 2^-11, which bfloat16 rounds to 1, pushed 4 times
+ * arrives as a sum within half a bfloat16 step (2^-8) of 4 times its value,
+ * where rounding alone would lose 4 * 0.00244. */
+void test_fields_push_bf16_error_feedback(void) {
+    catcher_t c[2];
+    CHECK(catcher_start(&c[0]) == 0);
+    CHECK(catcher_start(&c[1]) == 0);
+    model_t m;
+    char err[PS_ERRLEN] = "";
+    CHECK(model_load(&m, "mlp", err, sizeof err) == 0);
+    Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
+    caller.role = "worker";
+    const char *addrs[] = {c[0].addr, c[1].addr};
+    psclient_options_t o = {.addrs = addrs, .nps = 2, .deadline_secs = 5.0, .wire_bf16 = true};
+    psclient_t *p = psclient_create(&o, &m, &caller, NULL, NULL, err, sizeof err);
+    CHECK(p != NULL);
+    const float value = 1.0f + 0x1p-9f + 0x1p-11f;
+    float *g = xmalloc(m.nparams * sizeof *g);
+    for (size_t i = 0; i < m.nparams; i++)
+        g[i] = value;
+    size_t at = m.vars[0].offset + 5, stale, n_bf16 = 0, n_fp32 = 0; /* in the first kernel */
+    CHECK(m.vars[0].size >= WIRE_BF16_MIN_VALUES);
+    double sum = 0;
+    size_t bytes = 0;
+    for (int k = 0; k < 4; k++) {
+        CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
+        for (int ps = 0; ps < 2; ps++) {
+            add_pushed(&c[ps], &m, at, &sum, &n_bf16, &n_fp32);
+            bytes += c[ps].len;
+        }
+    }
+    CHECK(n_bf16 > 0 && n_fp32 > 0);
+    CHECK(fabs(sum - 4.0 * value) <= 0x1p-8);
+    CHECK(fabs(4.0 - 4.0 * value) > 0x1p-8); /* what rounding alone would send */
+    /* The pushes are little over half the float32 bytes. */
+    CHECK(bytes < 4 * (m.nparams * 2 + m.nparams / 10));
     free(g);
     psclient_free(p);
     model_free(&m);

@@ -393,3 +393,42 @@ void test_optim_blocks_match_tail(void) {
         CHECK_ARRAY_NEAR("slot 0", s_all[0], s_one[0], LEN, 0.0);
     }
 }
+
+/* The linear scaling rule's schedule (Goyal et al.): from 1x at step 0 to k
+ * times at the end of the warm-up, linearly, then k; no warm-up: k at once;
+ * one replica: 1. And the staleness-aware multiplier: 1 / staleness. */
+void test_optim_lr_schedules(void) {
+    CHECK_NEAR(optim_linear_scale(16, 0, 100), 1.0, 1e-15);
+    CHECK_NEAR(optim_linear_scale(16, 50, 100), 8.5, 1e-12);
+    CHECK_NEAR(optim_linear_scale(16, 99, 100), 1.0 + 15.0 * 0.99, 1e-12);
+    CHECK_NEAR(optim_linear_scale(16, 100, 100), 16.0, 1e-15);
+    CHECK_NEAR(optim_linear_scale(16, 5000, 100), 16.0, 1e-15);
+    CHECK_NEAR(optim_linear_scale(8, 0, 0), 8.0, 1e-15);
+    CHECK_NEAR(optim_linear_scale(1, 3, 10), 1.0, 1e-15);
+    CHECK_NEAR(optim_staleness_scale(0), 1.0, 1e-15);
+    CHECK_NEAR(optim_staleness_scale(1), 1.0, 1e-15);
+    CHECK_NEAR(optim_staleness_scale(4), 0.25, 1e-15);
+    CHECK_NEAR(optim_staleness_scale(15), 1.0 / 15.0, 1e-15);
+}
+
+/* A scaled update: scale 1 is optim_apply bit for bit; scale 0.5 on SGD
+ * with momentum halves lr inside the velocity (v = m v - lr / 2 g). */
+void test_optim_apply_scaled(void) {
+    optim_cfg_t c;
+    optim_defaults(&c, OPTIM_ADAM);
+    float w1[2] = {0.5f, -1.0f}, w2[2] = {0.5f, -1.0f}, g[2] = {0.3f, -0.7f};
+    float m1[2] = {0}, v1[2] = {0}, m2[2] = {0}, v2[2] = {0};
+    float *s1[2] = {m1, v1}, *s2[2] = {m2, v2};
+    for (uint64_t it = 0; it < 3; it++) {
+        optim_apply(&c, it, w1, s1, g, 2);
+        optim_apply_scaled(&c, it, 1.0, w2, s2, g, 2);
+    }
+    CHECK(memcmp(w1, w2, sizeof w1) == 0 && memcmp(v1, v2, sizeof v1) == 0);
+    optim_defaults(&c, OPTIM_SGD);
+    c.learning_rate = 0.1;
+    c.momentum = 0.9;
+    float w[1] = {1.0f}, v[1] = {-0.2f}, g1[1] = {1.0f}, *sl[1] = {v};
+    optim_apply_scaled(&c, 0, 0.5, w, sl, g1, 1);
+    CHECK_NEAR(v[0], 0.9 * -0.2 - 0.05, 1e-7);
+    CHECK_NEAR(w[0], 1.0 + 0.9 * -0.2 - 0.05, 1e-7);
+}

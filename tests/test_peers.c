@@ -339,3 +339,34 @@ void test_psclient_status_unreachable_and_stopped(void) {
     free(w);
     model_free(&m);
 }
+
+/* Pushes tagged with the pull before the last (the pipeline's gradients):
+ * pull, push, pull, push, ... against a real PS, where nobody else pushes.
+ * Tagged with the last pull every push is fresh (staleness 0); tagged with
+ * the one before, pushes 3 and 4 are one update stale (pushes 1 and 2 carry
+ * step 0, which counts as fresh). */
+void test_psclient_tags_previous_pull(void) {
+    for (int previous = 0; previous <= 1; previous++) {
+        test_ps_t e;
+        CHECK(test_ps_start(&e, false, NULL) == 0);
+        events_seen_t seen = {0};
+        psclient_t *p = client_of(e.addr, &e.m, 0, NULL, &seen);
+        CHECK(p != NULL);
+        psclient_tag_previous_pull(p, previous);
+        float *w = xcalloc(e.m.nparams, sizeof *w);
+        char err[PS_ERRLEN] = "";
+        size_t stale;
+        for (int k = 0; k < 4; k++) {
+            CHECK_INT_EQ(psclient_pull(p, w, false, err, sizeof err), PSCLIENT_OK);
+            CHECK_INT_EQ(psclient_push(p, w, &stale, err, sizeof err), PSCLIENT_OK);
+        }
+        CHECK_INT_EQ(psclient_pull(p, w, false, err, sizeof err), PSCLIENT_OK);
+        CHECK_INT_EQ(psclient_step(p, 0), 4);
+        /* Every push was answered: the PS is done with them. */
+        CHECK_INT_EQ(e.svc.shard.staleness_sum, (previous ? 2 : 0));
+        CHECK_INT_EQ(e.svc.shard.staleness_max, (previous ? 1 : 0));
+        psclient_free(p);
+        test_ps_stop(&e);
+        free(w);
+    }
+}

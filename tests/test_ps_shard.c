@@ -2,9 +2,11 @@
  * and sync mode, and the refusal of bad pushes without changing anything. */
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "common/base/util.h"
+#include "common/rpc/wire.h"
 #include "ps/shard.h"
 #include "ps/ssp.h"
 
@@ -20,21 +22,12 @@ typedef struct {
 
 /* A shard of the MLP (ps `index` of nps) and a push that carries a
  * gradient of `value` for each of its partitions. */
-static int setup(fixture_t *f, int index, int nps, bool sync, size_t replicas, float value) {
+static int setup_with(fixture_t *f, const ps_shard_opts_t *o, float value) {
     char err[PS_ERRLEN];
     memset(f, 0, sizeof *f);
     if (model_load(&f->m, "mlp", err, sizeof err))
         return -1;
-    ps_shard_opts_t o = {.index = index,
-                         .nps = nps,
-                         .sync = sync,
-                         .replicas = replicas,
-                         .max_workers = 4,
-                         .seed = 42};
-    optim_defaults(&o.optim, OPTIM_SGD);
-    o.optim.learning_rate = 0.5;
-    o.optim.momentum = 0.0;
-    if (ps_shard_init(&f->s, &f->m, &o, err, sizeof err)) {
+    if (ps_shard_init(&f->s, &f->m, o, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -64,6 +57,20 @@ static int setup(fixture_t *f, int index, int nps, bool sync, size_t replicas, f
     f->req.n_grads = n;
     f->req.grads = f->tp;
     return 0;
+}
+
+/* setup_with for plain SGD at lr 0.5. */
+static int setup(fixture_t *f, int index, int nps, bool sync, size_t replicas, float value) {
+    ps_shard_opts_t o = {.index = index,
+                         .nps = nps,
+                         .sync = sync,
+                         .replicas = replicas,
+                         .max_workers = 4,
+                         .seed = 42};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.5;
+    o.optim.momentum = 0.0;
+    return setup_with(f, &o, value);
 }
 
 static void teardown(fixture_t *f) {
@@ -362,4 +369,167 @@ void test_ps_ssp_bound_death_rejoin(void) {
     ps_ssp_seen(&p, 3, 6.3);
     CHECK(ps_ssp_may_pull(&p, 3, 6.3));
     ps_ssp_free(&p);
+}
+
+/* One push of the fixture's gradient, tagged with the step it was computed at. */
+static void push_at(fixture_t *f, uint64_t step) {
+    bool stale;
+    char err[PS_ERRLEN];
+    f->req.step = step;
+    CHECK(ps_shard_push(&f->s, &f->req, &stale, err, sizeof err) == 0);
+    CHECK(!stale);
+}
+
+/* Worked by hand: SGD, lr 0.5, momentum 0.9, gradient 0.25, staleness_lr
+ * inverse. Fresh pushes (staleness 0, and an untagged push, step 0, of an
+ * older worker) take the full rate; a push 2 updates stale takes half of it,
+ * into the velocity as well (v = 0.9 v - lr / 2 * g). */
+void test_ps_shard_staleness_lr_momentum(void) {
+    ps_shard_opts_t o = {.index = 0, .nps = 1, .max_workers = 4, .seed = 42};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.5;
+    o.optim.momentum = 0.9;
+    for (int inverse = 0; inverse <= 1; inverse++) {
+        o.staleness_lr = inverse ? PS_STALENESS_LR_INVERSE : PS_STALENESS_LR_OFF;
+        fixture_t f;
+        CHECK(setup_with(&f, &o, 0.25f) == 0);
+        float w0 = f.s.store.w[3];
+        push_at(&f, 0); /* at step 0: v = -0.125 */
+        push_at(&f, 1); /* at step 1: v = -0.2375 */
+        push_at(&f, 0); /* at step 2, untagged: fresh, v = -0.33875 */
+        push_at(&f, 1); /* at step 3: 2 stale */
+        double v4 = inverse ? 0.9 * -0.33875 - 0.0625 : 0.9 * -0.33875 - 0.125;
+        CHECK_NEAR(f.s.store.slots[0][3], v4, 1e-6);
+        CHECK_NEAR(f.s.store.w[3], w0 - 0.125 - 0.2375 - 0.33875 + v4, 1e-5);
+        CHECK_INT_EQ(ps_shard_step(&f.s), 4);
+        CHECK_INT_EQ(f.s.staleness_sum, 2);
+        CHECK_INT_EQ(f.s.staleness_max, 2);
+        teardown(&f);
+    }
+}
+
+/* Adam under staleness_lr inverse: a push 4 updates stale moves the weights
+ * a quarter as far as the same push would at the full rate, and leaves the
+ * moments exactly as the full-rate push leaves them (the gradient itself is
+ * not scaled: Adam would cancel that and its moments would lie). */
+void test_ps_shard_staleness_lr_adam(void) {
+    ps_shard_opts_t o = {.index = 0, .nps = 1, .max_workers = 4, .seed = 42};
+    optim_defaults(&o.optim, OPTIM_ADAM);
+    o.optim.learning_rate = 0.01;
+    fixture_t off, inv;
+    CHECK(setup_with(&off, &o, 0.25f) == 0);
+    o.staleness_lr = PS_STALENESS_LR_INVERSE;
+    CHECK(setup_with(&inv, &o, 0.25f) == 0);
+    for (uint64_t k = 0; k < 5; k++) {
+        push_at(&off, k);
+        push_at(&inv, k);
+    }
+    CHECK(memcmp(off.s.store.w, inv.s.store.w, off.s.store.size * sizeof(float)) == 0);
+    float before = inv.s.store.w[3];
+    push_at(&off, 1); /* at step 5: 4 stale */
+    push_at(&inv, 1);
+    CHECK_NEAR(inv.s.store.w[3] - before, 0.25 * (off.s.store.w[3] - before), 1e-6);
+    CHECK(fabsf(off.s.store.w[3] - before) > 1e-4f);
+    for (size_t k = 0; k < 2; k++)
+        CHECK(memcmp(off.s.store.slots[k], inv.s.store.slots[k],
+                     off.s.store.size * sizeof(float)) == 0);
+    teardown(&off);
+    teardown(&inv);
+}
+
+/* Sync with the linear scaling rule: 2 replicas, lr 0.5, warm-up over 2
+ * steps: the steps move the weights by 1x, 1.5x and then 2x of lr * mean g. */
+void test_ps_shard_sync_linear_lr(void) {
+    ps_shard_opts_t o = {.index = 0,
+                         .nps = 1,
+                         .sync = true,
+                         .replicas = 2,
+                         .max_workers = 4,
+                         .seed = 42,
+                         .lr_linear = true,
+                         .warmup_steps = 2};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.5;
+    o.optim.momentum = 0.0;
+    fixture_t f;
+    CHECK(setup_with(&f, &o, 0.25f) == 0);
+    const double want[3] = {0.125, 0.1875, 0.25};
+    for (uint64_t step = 0; step < 3; step++) {
+        float w = f.s.store.w[3];
+        for (uint32_t worker = 0; worker < 2; worker++) {
+            f.caller.index = worker;
+            push_at(&f, step);
+        }
+        CHECK_INT_EQ(ps_shard_step(&f.s), step + 1);
+        CHECK_NEAR(w - f.s.store.w[3], want[step], 1e-6);
+    }
+    teardown(&f);
+}
+
+/* A push of bfloat16 tensors (2 bytes a value) moves the weights as its
+ * float32 values would; a bfloat16 tensor of float32's length, an unknown
+ * dtype or a bfloat16 Inf is refused and changes nothing. */
+void test_ps_shard_bf16_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, false, 0, 0.25f) == 0);
+    size_t n = f.s.store.size;
+    uint8_t *b = xmalloc(2 * n);
+    wire_bf16_from_floats(b, f.g, n);
+    for (size_t i = 0; i < f.s.store.nparts; i++) {
+        const store_part_t *p = &f.s.store.parts[i];
+        f.t[i].data = (ProtobufCBinaryData){2 * p->size, b + 2 * p->offset};
+        f.t[i].dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+    }
+    float w = f.s.store.w[3], last = f.s.store.w[n - 1];
+    push_at(&f, 0);
+    CHECK_NEAR(f.s.store.w[3], w - 0.125f, 1e-7);
+    CHECK_NEAR(f.s.store.w[n - 1], last - 0.125f, 1e-7);
+    float *w1 = xmalloc(n * sizeof(float));
+    memcpy(w1, f.s.store.w, n * sizeof(float));
+    bool stale;
+    char err[PS_ERRLEN];
+    f.t[0].data.len *= 2;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "bytes");
+    f.t[0].data.len /= 2;
+    f.t[0].dtype = 7;
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "dtype");
+    f.t[0].dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+    size_t last_part = f.s.store.nparts - 1;
+    uint8_t *inf = b + 2 * (f.s.store.parts[last_part].offset + 1);
+    inf[0] = 0x80, inf[1] = 0x7f; /* bfloat16 +Inf */
+    CHECK(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "NaN or Inf");
+    CHECK(memcmp(w1, f.s.store.w, n * sizeof(float)) == 0);
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    free(w1);
+    free(b);
+    teardown(&f);
+}
+
+/* Sync mode sums bfloat16 pushes like float32 ones: two workers' pushes of
+ * 0.25 and 0.75 (both exact in bfloat16) make one step of lr * 0.5. */
+void test_ps_shard_sync_bf16_push(void) {
+    fixture_t f;
+    CHECK(setup(&f, 0, 1, true, 2, 0.0f) == 0);
+    size_t n = f.s.store.size;
+    uint8_t *b = xmalloc(2 * n);
+    float w = f.s.store.w[3];
+    for (uint32_t worker = 0; worker < 2; worker++) {
+        for (size_t i = 0; i < n; i++)
+            f.g[i] = worker ? 0.75f : 0.25f;
+        wire_bf16_from_floats(b, f.g, n);
+        for (size_t i = 0; i < f.s.store.nparts; i++) {
+            const store_part_t *p = &f.s.store.parts[i];
+            f.t[i].data = (ProtobufCBinaryData){2 * p->size, b + 2 * p->offset};
+            f.t[i].dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+        }
+        f.caller.index = worker;
+        push_at(&f, 0);
+    }
+    CHECK_INT_EQ(ps_shard_step(&f.s), 1);
+    CHECK_NEAR(f.s.store.w[3], w - 0.5f * 0.5f, 1e-6);
+    free(b);
+    teardown(&f);
 }

@@ -4,6 +4,7 @@
  * every way that matters; and the lending of the weights to pull answers. */
 #include "test.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "common/base/util.h"
@@ -374,5 +375,67 @@ void test_ps_shard_lends_weights(void) {
     free(tp);
     free(g);
     free(before);
+    model_free(&m);
+}
+
+/* A bfloat16 answer (rpc.wire_dtype bf16): protobuf-c's own bytes for the
+ * tensors as sent; protobuf-c reads back large tensors as bfloat16 within
+ * half a bfloat16 step of the weights, small ones as the float32 weights;
+ * the buffer is the answer's own, not the lent weights. */
+void test_ps_pull_encode_bf16(void) {
+    ps_shard_t s;
+    model_t m;
+    CHECK(shard_of(&s, &m, 0, 1) == 0);
+    ps_pull_t p;
+    ps_pull_init(&p);
+    char err[PS_ERRLEN];
+    Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+    Pstrain__PullResponse resp = PSTRAIN__PULL_RESPONSE__INIT;
+    CHECK(ps_shard_pull(&s, &req, &resp, err, sizeof err) == 0);
+    resp.step = 7;
+    rpc_blob_t *blob = ps_pull_encode_bf16(&p, &resp);
+    Pstrain__PullResponse sent = resp;
+    sent.tensors = p.conv_ptrs;
+    size_t len, want_len = pstrain__pull_response__get_packed_size(&sent);
+    uint8_t *got = join(&p, &len), *want = xmalloc(want_len);
+    pstrain__pull_response__pack(&sent, want);
+    CHECK_INT_EQ(len, want_len);
+    CHECK(memcmp(got, want, len) == 0);
+    Pstrain__PullResponse *r = pstrain__pull_response__unpack(NULL, len, got);
+    CHECK(r != NULL && r->n_tensors == resp.n_tensors);
+    size_t n_bf16 = 0, bytes = 0;
+    for (size_t i = 0; r && i < r->n_tensors; i++) {
+        const Pstrain__Tensor *t = r->tensors[i];
+        const float *w = (const float *)(const void *)resp.tensors[i]->data.data;
+        size_t n = resp.tensors[i]->data.len / sizeof(float);
+        bool bf16 = t->dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
+        CHECK_INT_EQ(bf16, n >= WIRE_BF16_MIN_VALUES);
+        CHECK_INT_EQ(t->data.len, n * (bf16 ? 2 : 4));
+        n_bf16 += bf16;
+        bytes += t->data.len;
+        for (size_t k = 0; k < n && t->data.len == n * (bf16 ? 2 : 4); k++) {
+            float x;
+            if (bf16)
+                wire_bf16_to_floats(&x, t->data.data + 2 * k, 1);
+            else
+                memcpy(&x, t->data.data + 4 * k, sizeof x);
+            CHECK(fabsf(x - w[k]) <= fabsf(w[k]) * 0x1p-8f);
+            if (fabsf(x - w[k]) > fabsf(w[k]) * 0x1p-8f)
+                break;
+        }
+    }
+    CHECK(n_bf16 > 0);
+    CHECK(bytes < s.store.size * 2 + s.store.size / 10);
+    size_t lent = 0;
+    for (size_t i = 0; i < p.npiece; i++)
+        lent += p.piece[i].blob == blob ? p.piece[i].len : 0;
+    CHECK_INT_EQ(lent, bytes);
+    if (r)
+        pstrain__pull_response__free_unpacked(r, NULL);
+    rpc_blob_unref(blob);
+    free(got);
+    free(want);
+    ps_pull_free(&p);
+    ps_shard_free(&s);
     model_free(&m);
 }

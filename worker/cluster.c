@@ -16,6 +16,7 @@
 #include "common/base/log.h"
 #include "common/model/model.h"
 #include "common/peers/psclient.h"
+#include "common/rpc/wire.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
@@ -93,6 +94,10 @@ static int connect_peers(worker_t *w) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
+    if (po.wire_bf16)
+        log_info("tensors of %d values or more travel as bfloat16 (rpc.wire_dtype), the "
+                 "rounding of each push kept and added to the next",
+                 WIRE_BF16_MIN_VALUES);
     psclient_events_t ev = {
         .retrying = on_retrying, .recovered = on_recovered, .transport = on_transport};
     psclient_set_events(w->ps, &ev);
@@ -438,6 +443,7 @@ static psclient_status_t train_pipelined(worker_t *w, run_stats_t *r) {
     if (s != PSCLIENT_OK)
         return s;
     w->global_step = psclient_step(w->ps, 0);
+    psclient_tag_previous_pull(w->ps, true); /* each gradient is one pull behind */
     courier_t c;
     courier_start(&c, w);
     size_t cur = 0, g = 0;

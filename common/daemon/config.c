@@ -655,7 +655,10 @@ char *config_to_json(const config_t *c) {
 size_t config_replicas(const config_t *c, size_t nworkers) {
     if (strcmp(c->train.mode, "sync") != 0)
         return 1;
-    return c->train.replicas_to_aggregate ? (size_t)c->train.replicas_to_aggregate : nworkers;
+    if (c->train.replicas_to_aggregate)
+        return (size_t)c->train.replicas_to_aggregate;
+    size_t backup = (size_t)c->train.backup_workers;
+    return nworkers > backup ? nworkers - backup : 1;
 }
 
 size_t config_threads(const config_t *c) {

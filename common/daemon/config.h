@@ -52,6 +52,10 @@ typedef struct {
         char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
         int64_t staleness;                /* ssp: steps ahead of the slowest live worker */
         int64_t synthetic_step_ms;        /* > 0: a worker sleeps instead of computing */
+        char staleness_lr[CONFIG_STR];    /* off | inverse (async, ssp) */
+        char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
+        int64_t warmup_steps;             /* sync, lr_scaling linear */
+        int64_t backup_workers;           /* sync: pushes of a step not waited for */
     } train;
     struct {
         char model_dir[CONFIG_STR];
@@ -72,6 +76,7 @@ typedef struct {
         int64_t stream_max_connections;
         bool shm;
         char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
+        char wire_dtype[CONFIG_STR];          /* fp32 | bf16: tensors on the wire */
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];
@@ -111,7 +116,8 @@ int config_get(const config_t *c, const char *key, char *buf, size_t buflen);
 /* Compute threads: the `threads` key, or one per CPU when it is 0. */
 size_t config_threads(const config_t *c);
 /* Pushes one global step averages: 1 in async mode; in sync mode
- * train.replicas_to_aggregate, or every worker when it is 0. */
+ * train.replicas_to_aggregate, or when it is 0 every worker but
+ * train.backup_workers (at least 1). */
 size_t config_replicas(const config_t *c, size_t nworkers);
 
 #endif

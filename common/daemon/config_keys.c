@@ -130,6 +130,20 @@ const config_key_t config_keys[] = {
             "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
             "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
             "0 = compute"),
+    ENUM_KEY("train.staleness_lr", train.staleness_lr, "inverse", "off|inverse",
+             "async, ssp: a push computed on weights `s` updates old moves them by "
+             "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate) or at the full "
+             "rate (off)"),
+    ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear",
+             "sync: linear = each step's learning rate times the pushes it averages (Goyal et "
+             "al.), reached over train.warmup_steps"),
+    INT_KEY("train.warmup_steps", train.warmup_steps, "0", 0, NO_LIMIT,
+            "sync, train.lr_scaling=linear: global steps over which the rate rises linearly "
+            "from learning_rate to its scaled value"),
+    INT_KEY("train.backup_workers", train.backup_workers, "0", 0, NO_LIMIT,
+            "sync, train.replicas_to_aggregate 0: a step averages the first pushes of all "
+            "workers but this many; the slowest ones' pushes come too late and are dropped "
+            "(backup workers)"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,
@@ -162,6 +176,10 @@ const config_key_t config_keys[] = {
     OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),
+    ENUM_KEY("rpc.wire_dtype", rpc.wire_dtype, "fp32", "fp32|bf16",
+             "a worker's pushes and pulls of tensors of 1024 values or more: fp32, or bf16 (half "
+             "the bytes; each push's rounding error is kept on the worker and added to its next "
+             "push)"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

@@ -219,6 +219,7 @@ psclient_options_t daemon_psclient_options(daemon_t *d) {
     o.rpc = daemon_rpc_options(&d->cfg);
     o.deadline_secs = d->cfg.rpc.deadline_secs;
     o.retry_max_secs = d->cfg.rpc.retry_max_secs;
+    o.wire_bf16 = !strcmp(d->cfg.rpc.wire_dtype, "bf16");
     o.stop_flag = &daemon_stop_signal;
     return o;
 }

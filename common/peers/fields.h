@@ -14,6 +14,13 @@ enum {
     FIELD_TENSOR_ROW_BEGIN = 2, /* uint64: WIRE_VARINT */
     FIELD_TENSOR_ROWS = 3,      /* uint64: WIRE_VARINT */
     FIELD_TENSOR_DATA = 4,      /* bytes: WIRE_LEN */
+    FIELD_TENSOR_DTYPE = 5,     /* WireDtype: WIRE_VARINT */
+};
+
+/* WireDtype: how a Tensor's data encodes its values. */
+enum {
+    WIRE_DTYPE_FLOAT32 = 0,  /* 4 bytes a value, little-endian */
+    WIRE_DTYPE_BFLOAT16 = 1, /* 2 bytes: the upper half of the float32 */
 };
 
 /* Caller: who sent a push. */

@@ -7,10 +7,12 @@
 #include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/model/placement.h"
+#include "common/peers/fields.h"
 #include "common/peers/pull_read.h"
 #include "common/rpc/msg.h"
 #include "common/rpc/retry.h"
 #include "common/rpc/rpc.h"
+#include "common/rpc/wire.h"
 #include "common/train/store.h"
 
 /* Where one PS's pull response goes, and what went wrong with it. */
@@ -28,6 +30,7 @@ typedef struct {
     Pstrain__PushRequest push; /* the push in flight, packed where it goes */
     pull_sink_t sink;          /* the pull in flight */
     uint64_t step;             /* this PS's step at our last pull */
+    uint64_t prev_step;        /* its step at the pull before that */
     uint64_t lineage;          /* this PS's lineage at our last pull */
     int stream_port;           /* the tensor stream port last told; -1 before */
     Pstrain__Tensor *t;        /* push tensors: their data points into the caller's gradients */
@@ -50,7 +53,14 @@ struct psclient {
     psclient_stop_fn stop;
     void *stop_arg;
     bool pulled;       /* a pull has set every link's step */
+    bool tag_previous; /* pushes carry the step of the pull before the last */
     uint64_t push_seq; /* the last push's number (a retry repeats it) */
+    /* rpc.wire_dtype bf16: a model slab of what each value's bfloat16
+     * pushes left out (error feedback), and the bytes pushed (2 a value). */
+    bool wire_bf16;
+    float *residual;
+    uint8_t *wire16;
+    uint8_t *pull16; /* bfloat16 pull answers, copied out (2 bytes a value) */
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -117,6 +127,12 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
     p->stop = stop;
     p->stop_arg = arg;
     p->nps = o->nps;
+    p->wire_bf16 = o->wire_bf16;
+    if (p->wire_bf16) {
+        p->residual = xcalloc(m->nparams ? m->nparams : 1, sizeof(float));
+        p->wire16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
+        p->pull16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
+    }
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
     p->pending = xcalloc(p->nps, sizeof *p->pending);
@@ -147,6 +163,9 @@ void psclient_free(psclient_t *p) {
         free(p->ps[i].sel);
     }
     placement_free(&p->placement);
+    free(p->residual);
+    free(p->wire16);
+    free(p->pull16);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -160,6 +179,10 @@ void psclient_set_events(psclient_t *p, const psclient_events_t *ev) {
 
 size_t psclient_nps(const psclient_t *p) {
     return p->nps;
+}
+
+void psclient_tag_previous_pull(psclient_t *p, bool on) {
+    p->tag_previous = on;
 }
 
 uint64_t psclient_step(const psclient_t *p, size_t ps) {
@@ -261,14 +284,24 @@ static int take_tensor(void *arg, const pull_tensor_t *t) {
     psclient_t *p = k->p;
     int v = t->name_len <= PULL_READ_NAME_MAX ? model_find_var(p->model, t->name) : -1;
     const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
+    bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
     if (!part || part->ps != (int)k->ps || part->row_begin != t->row_begin ||
-        part->rows != t->rows || t->data.len != part->size * sizeof(float))
+        part->rows != t->rows || (!bf16 && t->dtype != WIRE_DTYPE_FLOAT32) ||
+        t->data.len != part->size * (bf16 ? 2 : sizeof(float)))
         return ps_errf(k->err, sizeof k->err,
                        "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
                        "all roles run the same model and cluster spec?",
                        k->ps, t->name, (unsigned long long)t->row_begin,
                        (unsigned long long)t->rows);
-    wire_copy(&t->data, k->params + part_offset(p->model, part));
+    float *dst = k->params + part_offset(p->model, part);
+    if (!bf16) {
+        wire_copy(&t->data, dst);
+        return 0;
+    }
+    /* Copied out whole (it may straddle segments), then widened. */
+    uint8_t *tmp = p->pull16 + 2 * part_offset(p->model, part);
+    wire_copy(&t->data, tmp);
+    wire_bf16_to_floats(dst, tmp, part->size);
     return 0;
 }
 
@@ -281,7 +314,9 @@ static void take_pull(void *arg, const rpc_msg_t *m) {
     k->rc = pull_read(m, &step, &lineage, take_tensor, k);
     if (k->rc < 0 && !k->err[0])
         ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
-    k->p->ps[k->ps].step = step;
+    ps_link_t *l = &k->p->ps[k->ps];
+    l->prev_step = k->p->pulled ? l->step : step;
+    l->step = step;
     k->p->ps[k->ps].lineage = lineage;
 }
 
@@ -317,6 +352,8 @@ psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_nex
         req.lineage = p->ps[i].lineage;
         req.n_names = nnames;
         req.names = names;
+        if (p->wire_bf16)
+            req.wire_dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
         msg_pack(&p->ps[i].req, &req.base);
         prepare(p, i);
         pull_sink_t *k = &p->ps[i].sink;
@@ -350,6 +387,37 @@ static void write_push(void *arg, uint8_t *dst) {
     protobuf_c_message_pack(&l->push.base, dst);
 }
 
+/* Error feedback: writes g + residual as bfloat16 at dst and keeps in
+ * residual what the rounding left out. */
+static void bf16_with_feedback(uint8_t *dst, const float *g, float *residual, size_t n) {
+    float e[256], q[256];
+    for (size_t i = 0; i < n; i += 256) {
+        size_t m = PS_MIN(n - i, (size_t)256);
+        for (size_t j = 0; j < m; j++)
+            e[j] = g[i + j] + residual[i + j];
+        wire_bf16_from_floats(dst + 2 * i, e, m);
+        wire_bf16_to_floats(q, dst + 2 * i, m);
+        for (size_t j = 0; j < m; j++)
+            residual[i + j] = e[j] - q[j];
+    }
+}
+
+/* Points a push tensor at its partition's gradient: the float32 values in
+ * grads, or their bfloat16 encoding (with error feedback) when the wire
+ * carries bf16 and the partition is large enough. */
+static void set_push_data(psclient_t *p, Pstrain__Tensor *t, const float *grads,
+                          const placement_part_t *part) {
+    size_t off = part_offset(p->model, part);
+    if (!p->wire_bf16 || part->size < WIRE_BF16_MIN_VALUES) {
+        t->data = (ProtobufCBinaryData){part->size * sizeof(float), (uint8_t *)(grads + off)};
+        t->dtype = PSTRAIN__WIRE_DTYPE__FLOAT32;
+        return;
+    }
+    bf16_with_feedback(p->wire16 + 2 * off, grads + off, p->residual + off, part->size);
+    t->data = (ProtobufCBinaryData){2 * part->size, p->wire16 + 2 * off};
+    t->dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+}
+
 /* Sets up PS i's push of the masked variables' partitions of grads. */
 static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t *mask,
                       bool partial) {
@@ -361,12 +429,12 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
         const placement_part_t *part = &p->placement.parts[idx[k]];
         if (mask && !mask[part->var])
             continue;
-        l->t[k].data.data = (uint8_t *)(grads + part_offset(p->model, part));
+        set_push_data(p, &l->t[k], grads, part);
         l->sel[n++] = &l->t[k];
     }
     Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
     req.caller = &p->caller;
-    req.step = l->step;
+    req.step = p->tag_previous ? l->prev_step : l->step;
     req.n_grads = n;
     req.grads = l->sel;
     req.partial = partial;

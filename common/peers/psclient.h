@@ -54,6 +54,11 @@ typedef struct {
     double retry_max_secs;                  /* the backoff's cap */
     double retry_max_total_secs;            /* give up after this long; 0: retry until stopped */
     const volatile sig_atomic_t *stop_flag; /* non-zero: stop retrying; NULL: none */
+    /* Pushes (and pulls) of tensors of WIRE_BF16_MIN_VALUES or more go as
+     * bfloat16; each push's rounding error (the residual) stays here and is
+     * added to the same values' next push (error feedback), so that no part
+     * of a gradient is lost, only delayed. */
+    bool wire_bf16;
 } psclient_options_t;
 
 /* What the caller is told while pulls and pushes go on; any may be NULL.
@@ -87,6 +92,12 @@ size_t psclient_nps(const psclient_t *p);
  * partly written. */
 psclient_status_t psclient_pull(psclient_t *p, float *params, bool wait_next, char *err,
                                 size_t errlen);
+/* With on, each push is tagged with every PS's step at the pull before the
+ * last (off: at the last pull): for a caller whose gradients come from the
+ * weights of the pull before the last (the one-step pipeline), so that a PS
+ * measures their staleness (train.staleness_lr) from the weights they were
+ * computed on. */
+void psclient_tag_previous_pull(psclient_t *p, bool on);
 /* Updates applied by PS `ps` at our last pull; ps 0's is the global step. */
 uint64_t psclient_step(const psclient_t *p, size_t ps);
 /* Pushes grads (a model slab), each PS tagged with its step at our last

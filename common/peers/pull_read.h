@@ -19,6 +19,7 @@ typedef struct {
     size_t name_len; /* over PULL_READ_NAME_MAX: name holds only its start */
     uint64_t row_begin, rows;
     wire_bytes_t data;
+    uint64_t dtype; /* WIRE_DTYPE_FLOAT32 (also when absent) or WIRE_DTYPE_BFLOAT16 */
 } pull_tensor_t;
 
 /* Told each tensor, in the order they came; a non-zero return ends the read

@@ -215,3 +215,36 @@ uint8_t *wire_put_varint(uint8_t *p, uint64_t v) {
 uint8_t *wire_put_key(uint8_t *p, uint32_t field, int type) {
     return wire_put_varint(p, (uint64_t)field << 3 | (uint64_t)type);
 }
+
+/* Round to nearest even on the 16 bits dropped; NaN stays NaN (a quiet
+ * bit is set so that rounding cannot carry it into Inf). */
+static uint16_t bf16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void wire_bf16_from_floats(uint8_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = bf16_of(src[i]);
+        dst[2 * i] = (uint8_t)h;
+        dst[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+void wire_bf16_to_floats(float *dst, const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = ((uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8) << 16;
+        memcpy(&dst[i], &u, sizeof u);
+    }
+}
+
+int wire_bf16_check_finite(const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((src[2 * i + 1] & 0x7f) == 0x7f && (src[2 * i] & 0x80))
+            return -1;
+    return 0;
+}

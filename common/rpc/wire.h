@@ -70,6 +70,20 @@ typedef int (*wire_floats_fn)(void *ctx, size_t first, const uint8_t *bytes, siz
  * split between two segments is assembled on the stack and passed alone. */
 int wire_floats(const wire_bytes_t *b, wire_floats_fn fn, void *ctx);
 
+/* ---- bfloat16 ---------------------------------------------------------------- */
+
+/* Tensors of at least this many values may travel as bfloat16 (the upper
+ * half of each float32, rounded to nearest even); smaller ones (biases,
+ * normalisation) stay float32: they are few bytes and sensitive. */
+#define WIRE_BF16_MIN_VALUES 1024
+
+/* Writes n floats as bfloat16 (little-endian, 2 bytes each) at dst. */
+void wire_bf16_from_floats(uint8_t *dst, const float *src, size_t n);
+/* Reads n bfloat16 values (2 bytes each, any alignment) into floats. */
+void wire_bf16_to_floats(float *dst, const uint8_t *src, size_t n);
+/* 0 when all n bfloat16 values are finite, -1 when any is NaN or Inf. */
+int wire_bf16_check_finite(const uint8_t *src, size_t n);
+
 /* ---- Writing --------------------------------------------------------------- */
 
 /* Bytes that v takes as a varint (1 to 10). */

@@ -127,8 +127,9 @@ static update_rule_t rule_of(const optim_cfg_t *c) {
 
 /* The complements (1 - beta) are taken in double before rounding, as Keras
  * takes them in Python: 1 - 0.999f would be off by 1.3e-5 relative. */
-void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t *out) {
-    double lr = optim_lr(c, iterations);
+static void step_scaled(const optim_cfg_t *c, uint64_t iterations, double scale,
+                        update_step_t *out) {
+    double lr = optim_lr(c, iterations) * scale;
     double t = (double)iterations + 1.0; /* Adam's step number */
     double alpha = lr * sqrt(1.0 - pow(c->beta2, t)) / (1.0 - pow(c->beta1, t));
     *out = (update_step_t){
@@ -146,10 +147,31 @@ void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t 
     };
 }
 
+void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t *out) {
+    step_scaled(c, iterations, 1.0, out);
+}
+
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
                  size_t n) {
+    optim_apply_scaled(c, iterations, 1.0, w, slots, g, n);
+}
+
+double optim_linear_scale(double k, uint64_t iterations, uint64_t warmup) {
+    if (k <= 1.0 || warmup == 0 || iterations >= warmup)
+        return k > 1.0 ? k : 1.0;
+    return 1.0 + (k - 1.0) * (double)iterations / (double)warmup;
+}
+
+double optim_staleness_scale(uint64_t staleness) {
+    return staleness > 1 ? 1.0 / (double)staleness : 1.0;
+}
+
+/* The step sizes are scaled in double before their rounding to float, so
+ * that scale 1 gives optim_apply's floats bit for bit. */
+void optim_apply_scaled(const optim_cfg_t *c, uint64_t iterations, double scale, float *w,
+                        float **slots, const float *g, size_t n) {
     update_step_t k;
-    optim_update_step(c, iterations, &k);
+    step_scaled(c, iterations, scale, &k);
     size_t nslots = optim_nslots(c);
     cpu_backend()->apply_update(&k, w, nslots > 0 ? slots[0] : NULL, nslots > 1 ? slots[1] : NULL,
                                 g, n);

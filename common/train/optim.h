@@ -50,6 +50,24 @@ double optim_lr(const optim_cfg_t *c, uint64_t iterations);
  * formulas are written out at the top of optim.c. */
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
                  size_t n);
+/* optim_apply with the step size (lr_t, and Adam's alpha) multiplied by
+ * `scale`: the slots take the gradient as it is, so momentum, Adam's moments
+ * and the accumulators keep the statistics of the gradients, and only how
+ * far the weights move changes. Scaling the gradient instead would shrink
+ * Adam's v by scale^2 and cancel out of m / sqrt(v). scale 1 is optim_apply. */
+void optim_apply_scaled(const optim_cfg_t *c, uint64_t iterations, double scale, float *w,
+                        float **slots, const float *g, size_t n);
+
+/* The learning-rate multiplier of the linear scaling rule with gradual
+ * warm-up (Goyal et al., 2017): a step that averages k workers' batches
+ * takes k times the one-batch rate, reached linearly from 1x over the first
+ * `warmup` steps: 1 + (k - 1) * min(1, iterations / warmup). warmup 0: k. */
+double optim_linear_scale(double k, uint64_t iterations, uint64_t warmup);
+
+/* The staleness-aware multiplier (Zhang et al., 2016, "Staleness-aware
+ * async-SGD"): a gradient computed `staleness` updates ago moves the weights
+ * by lr / staleness; a fresh one (staleness 0 or 1) by lr. */
+double optim_staleness_scale(uint64_t staleness);
 
 /* The rule and constants of the update that follows `iterations` updates,
  * for a backend's apply_update (optim_apply is that on the CPU). */
