@@ -398,3 +398,46 @@ void test_model_trainer_overlap(void) {
     free(over);
     model_free(&m);
 }
+
+/* tf.keras 2.x's to_json(): "Model" with nested-list inbound_nodes and the
+ * input shape on an InputLayer's batch_input_shape. */
+static const char tf2_functional[] =
+    "{\"class_name\": \"Functional\", \"config\": {\"name\": \"model\", \"layers\": ["
+    "{\"class_name\": \"InputLayer\", \"config\": {\"batch_input_shape\": [null, 6], "
+    "\"dtype\": \"float32\", \"sparse\": false, \"ragged\": false, \"name\": \"in\"}, "
+    "\"name\": \"in\", \"inbound_nodes\": []},"
+    "{\"class_name\": \"Dense\", \"config\": {\"name\": \"h\", \"trainable\": true, "
+    "\"dtype\": \"float32\", \"units\": 5, \"activation\": \"relu\", \"use_bias\": true, "
+    "\"kernel_initializer\": {\"class_name\": \"GlorotUniform\", \"config\": {\"seed\": null}}, "
+    "\"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, "
+    "\"kernel_regularizer\": null}, \"name\": \"h\", \"inbound_nodes\": [[[\"in\", 0, 0, {}]]]},"
+    "{\"class_name\": \"Dense\", \"config\": {\"name\": \"out\", \"units\": 3, "
+    "\"activation\": \"softmax\"}, \"name\": \"out\", \"inbound_nodes\": [[[\"h\", 0, 0, {}]]]}"
+    "], \"input_layers\": [[\"in\", 0, 0]], \"output_layers\": [[\"out\", 0, 0]]}, "
+    "\"keras_version\": \"2.15.0\", \"backend\": \"tensorflow\"}";
+
+void test_model_keras_json_tf2(void) {
+    model_t m;
+    char err[PS_ERRLEN] = "";
+    CHECK(model_parse(&m, tf2_functional, err, sizeof err) == 0);
+    if (err[0])
+        fprintf(stderr, "%s\n", err);
+    CHECK_INT_EQ(m.nlayers, 2);
+    CHECK_INT_EQ(m.nparams, 6 * 5 + 5 + 5 * 3 + 3);
+    CHECK(strcmp(m.vars[2].name, "out/kernel") == 0);
+    CHECK(m.input_flat);
+    /* The canonical spec is pstrain's own dialect. */
+    CHECK_STR_CONTAINS(m.json, "\"type\":\"dense\"");
+    model_free(&m);
+    /* A wrong output and an unknown key are named. */
+    char *bad = xstrdup(tf2_functional);
+    memcpy(strstr(bad, "[[\"out\", 0"), "[[\"h\"  ", 7);
+    CHECK(model_parse(&m, bad, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "\"output_layers\" must be the last layer (\"out\")");
+    free(bad);
+    bad = xstrdup(tf2_functional);
+    memcpy(strstr(bad, "\"use_bias\""), "\"use_bian\"", 10);
+    CHECK(model_parse(&m, bad, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "layer \"h\" (Dense): key \"use_bian\" is not supported");
+    free(bad);
+}

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/log.h"
 #include "common/base/util.h"
+#include "common/model/keras_json.h"
 
 /* The Keras MNIST CNN (keras.io/examples/vision/mnist_convnet, with the
  * dense head of the classic Keras mnist_cnn.py) and the Keras guide's MLP. */
@@ -381,6 +383,13 @@ int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
         return ps_errf(err, errlen, "model: not JSON: %s", json_tokener_error_desc(jerr));
     int rc = -1;
     json_object *layers;
+    if (keras_json_is_model(root)) {
+        json_object *spec = keras_json_to_spec(root, err, errlen);
+        json_object_put(root);
+        if (!spec)
+            return -1;
+        root = spec;
+    }
     if (!json_object_is_type(root, json_type_object)) {
         ps_errf(err, errlen, "model: expected a JSON object with \"input\" and \"layers\"");
         goto out;
@@ -438,9 +447,15 @@ int model_load(model_t *m, const char *name_or_path, char *err, size_t errlen) {
                        name_or_path);
     char inner[PS_ERRLEN];
     int rc = model_parse(m, text, inner, sizeof inner);
+    bool keras = strstr(text, "\"class_name\"") != NULL;
     free(text);
     if (rc)
         return ps_errf(err, errlen, "%s: %s", name_or_path, inner);
+    /* to_json() carries no loss: say which one the last layer implies. */
+    if (keras)
+        log_info("model %s: Keras JSON; loss sparse_categorical_crossentropy (the last layer is "
+                 "Dense with softmax)",
+                 name_or_path);
     return 0;
 }
 

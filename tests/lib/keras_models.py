@@ -1,0 +1,147 @@
+"""Real Keras models for the Keras interop tests.
+
+`keras_models.py summary PSTRAIN DIR` builds each model below in Keras,
+writes model.to_json() to DIR/NAME.json, runs `PSTRAIN summary --model` on it
+and compares every layer's name, class, output shape and parameter count,
+and the total, with Keras's own. Then it writes models pstrain must refuse and
+checks that the one error line names the layer, the key and what is supported.
+Exits non-zero on the first difference.
+"""
+import os
+import re
+import subprocess
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+
+def cnn():
+    """The Keras MNIST CNN (pstrain's builtin "cnn")."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ])
+
+
+def mlp():
+    """A Functional MLP, as the Keras guide writes one."""
+    inp = keras.Input((28, 28, 1))
+    x = layers.Flatten()(inp)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dense(64, activation="relu", name="hidden")(x)
+    out = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+def strided():
+    """Conv2D options: strides, valid padding, no bias, rectangular kernels."""
+    return keras.Sequential([
+        keras.Input((32, 30, 3)),
+        layers.Conv2D(8, (5, 3), strides=2, use_bias=False, activation="relu"),
+        layers.MaxPooling2D(3, strides=1, padding="same"),
+        layers.Flatten(),
+        layers.Dense(10, activation="softmax"),
+    ])
+
+
+MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided}
+
+
+def bad_models():
+    """(name, model, fragments the error line must hold)."""
+    dil = keras.Sequential([keras.Input((28, 28, 1)),
+                            layers.Conv2D(4, 3, dilation_rate=2, name="dil"),
+                            layers.Flatten(), layers.Dense(10, activation="softmax")])
+    lstm = keras.Sequential([keras.Input((28, 28)), layers.LSTM(8, name="rnn"),
+                             layers.Dense(10, activation="softmax")])
+    elu = keras.Sequential([keras.Input((8,)), layers.Dense(8, activation="elu", name="d"),
+                            layers.Dense(2, activation="softmax")])
+    reg = keras.Sequential([keras.Input((8,)),
+                            layers.Dense(8, kernel_regularizer="l1", name="r"),
+                            layers.Dense(2, activation="softmax")])
+    inp = keras.Input((8,))
+    a = layers.Dense(8, name="a")(inp)
+    b = layers.Dense(8, name="b")(inp)
+    c = layers.Concatenate(name="cat")([a, b])
+    branch = keras.Model(inp, layers.Dense(2, activation="softmax")(c))
+    return [
+        ("dilated", dil, ['layer "dil" (Conv2D)', '"dilation_rate"', "it must be 1"]),
+        ("lstm", lstm, ['layer "rnn"', "class LSTM is not supported", "supported: InputLayer"]),
+        ("elu", elu, ['layer "d" (Dense)', 'activation "elu" is not supported', "sigmoid"]),
+        ("l1", reg, ['layer "r" (Dense)', '"kernel_regularizer"', "null"]),
+        ("branch", branch, ['layer "b"', "one chain"]),
+    ]
+
+
+ROW = re.compile(r"^ (\S+) \((\w+)\)\s+(\(None[^)]*\))\s+(\d+)\s*$")
+
+
+def keras_rows(model):
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue  # a Functional model lists it; pstrain's summary, like Sequential's, does not
+        shape = "(" + ", ".join("None" if d is None else str(d)
+                                for d in layer.output.shape) + ")"
+        rows.append((layer.name, type(layer).__name__, shape, layer.count_params()))
+    return rows
+
+
+def check_summary(pstrain, path, model):
+    out = subprocess.run([pstrain, "summary", "--model", path], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        sys.exit(f"FAIL: pstrain summary {path}: {out.stderr.strip()}")
+    got = [ROW.match(line) for line in out.stdout.splitlines()]
+    got = [(m[1], m[2], m[3], int(m[4])) for m in got if m]
+    want = keras_rows(model)
+    if got != want:
+        sys.exit(f"FAIL: {path}: pstrain's layers\n  {got}\nKeras's\n  {want}")
+    total = f"Total params: {model.count_params():,}"
+    if total not in out.stdout:
+        sys.exit(f"FAIL: {path}: no '{total}' in\n{out.stdout}")
+    print(f"{os.path.basename(path)}: {len(want)} layers, {model.count_params():,} "
+          "params, as Keras")
+
+
+def check_refused(pstrain, d):
+    for name, model, fragments in bad_models():
+        path = os.path.join(d, f"bad_{name}.json")
+        with open(path, "w") as f:
+            f.write(model.to_json())
+        out = subprocess.run([pstrain, "summary", "--model", path], capture_output=True,
+                             text=True)
+        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        if out.returncode == 0 or len(lines) != 1:
+            sys.exit(f"FAIL: {path}: exit {out.returncode}, stderr {out.stderr!r}")
+        for frag in fragments:
+            if frag not in lines[0]:
+                sys.exit(f"FAIL: {path}: error lacks {frag!r}: {lines[0]}")
+        print(f"refused {name}: {lines[0]}")
+
+
+def main():
+    cmd, pstrain, d = sys.argv[1], sys.argv[2], sys.argv[3]
+    if cmd != "summary":
+        sys.exit(f"unknown command {cmd}")
+    for name, build in MODELS.items():
+        model = build()
+        path = os.path.join(d, f"{name}.json")
+        with open(path, "w") as f:
+            f.write(model.to_json())
+        check_summary(pstrain, path, model)
+    check_refused(pstrain, d)
+
+
+if __name__ == "__main__":
+    main()
