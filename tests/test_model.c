@@ -441,3 +441,36 @@ void test_model_keras_json_tf2(void) {
     CHECK_STR_CONTAINS(err, "layer \"h\" (Dense): key \"use_bian\" is not supported");
     free(bad);
 }
+
+/* The layers beyond the builtin models, through forward and backward. */
+void test_model_grad_activations(void) {
+    check_gradients("{\"input\": [6], \"layers\": [{\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"sigmoid\"}, {\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"tanh\"}, {\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"gelu\"}, {\"type\": \"dense\", \"units\": 4}, "
+                    "{\"type\": \"activation\", \"activation\": \"silu\"}, {\"type\": "
+                    "\"dense\", \"units\": 4}, {\"type\": \"activation\", \"activation\": "
+                    "\"sigmoid\"}, {\"type\": \"dense\", \"units\": 3, \"activation\": "
+                    "\"softmax\"}]}",
+                    5);
+}
+
+void test_model_grad_pools_reshape_rescaling(void) {
+    check_gradients("{\"input\": [7, 6, 2], \"layers\": [{\"type\": \"rescaling\", \"scale\": 2, "
+                    "\"offset\": -1}, {\"type\": \"conv2d\", \"filters\": 4, \"kernel_size\": 3, "
+                    "\"padding\": \"same\", \"activation\": \"silu\"}, {\"type\": \"avg_pool2d\", "
+                    "\"pool_size\": 3, \"strides\": 2, \"padding\": \"same\"}, {\"type\": "
+                    "\"reshape\", \"target_shape\": [2, 12, 2]}, {\"type\": \"conv2d\", "
+                    "\"filters\": 3, \"kernel_size\": 2, \"activation\": \"tanh\"}, {\"type\": "
+                    "\"global_avg_pool2d\"}, {\"type\": \"dense\", \"units\": 3, "
+                    "\"activation\": \"softmax\"}]}",
+                    3);
+    check_gradients(
+        "{\"input\": [6, 6, 2], \"layers\": [{\"type\": \"conv2d\", \"filters\": 3, "
+        "\"kernel_size\": 3, \"activation\": \"gelu\"}, {\"type\": "
+        "\"global_max_pool2d\"}, {\"type\": \"rescaling\", \"scale\": 0.5, \"offset\": 0.1}, "
+        "{\"type\": \"reshape\", \"target_shape\": [1, 1, 3]}, "
+        "{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 3, "
+        "\"activation\": \"softmax\"}]}",
+        3);
+}

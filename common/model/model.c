@@ -10,6 +10,7 @@
 #include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/model/keras_json.h"
+#include "common/model/model_internal.h"
 
 /* The Keras MNIST CNN (keras.io/examples/vision/mnist_convnet, with the
  * dense head of the classic Keras mnist_cnn.py) and the Keras guide's MLP. */
@@ -46,6 +47,15 @@ static const layer_info_t layer_infos[] = {
      " type name pool_size strides padding "},
     {"dropout", "dropout", "Dropout", LAYER_DROPOUT, " type name rate "},
     {"flatten", "flatten", "Flatten", LAYER_FLATTEN, " type name "},
+    {"activation", "activation", "Activation", LAYER_ACTIVATION, " type name activation "},
+    {"reshape", "reshape", "Reshape", LAYER_RESHAPE, " type name target_shape "},
+    {"rescaling", "rescaling", "Rescaling", LAYER_RESCALING, " type name scale offset "},
+    {"avg_pool2d", "average_pooling2d", "AveragePooling2D", LAYER_AVG_POOL2D,
+     " type name pool_size strides padding "},
+    {"global_avg_pool2d", "global_average_pooling2d", "GlobalAveragePooling2D",
+     LAYER_GLOBAL_AVG_POOL2D, " type name "},
+    {"global_max_pool2d", "global_max_pooling2d", "GlobalMaxPooling2D", LAYER_GLOBAL_MAX_POOL2D,
+     " type name "},
 };
 
 static const layer_info_t *info_of_kind(layer_kind_t kind) {
@@ -71,7 +81,7 @@ static const layer_info_t *info_of_type(const char *type) {
             __VA_ARGS__)
 
 /* Reads a positive int or a pair of them ([a, b]) into out[2]. */
-static int get_pair(json_object *v, size_t out[2]) {
+int model_get_pair(json_object *v, size_t out[2]) {
     if (json_object_is_type(v, json_type_int)) {
         int64_t x = json_object_get_int64(v);
         if (x < 1 || x > 65536)
@@ -110,16 +120,7 @@ static int parse_activation(json_object *v, activation_t *out) {
     }
     if (!json_object_is_type(v, json_type_string))
         return -1;
-    const char *s = json_object_get_string(v);
-    if (strcmp(s, "linear") == 0)
-        *out = ACT_LINEAR;
-    else if (strcmp(s, "relu") == 0)
-        *out = ACT_RELU;
-    else if (strcmp(s, "softmax") == 0)
-        *out = ACT_SOFTMAX;
-    else
-        return -1;
-    return 0;
+    return model_activation_parse(json_object_get_string(v), out);
 }
 
 static int parse_padding(json_object *v, bool *same) {
@@ -147,7 +148,8 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     if (!info)
         return ps_errf(err, errlen,
                        "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
-                       "dropout or flatten)",
+                       "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
+                       "global_avg_pool2d or global_max_pool2d)",
                        i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
@@ -174,11 +176,11 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     case LAYER_CONV2D:
         if (!json_object_object_get_ex(o, "filters", &v) || get_count(v, &l->filters))
             return LAYER_ERR(err, errlen, i, l, "%s", "\"filters\" must be a positive integer");
-        if (!json_object_object_get_ex(o, "kernel_size", &v) || get_pair(v, l->kernel))
+        if (!json_object_object_get_ex(o, "kernel_size", &v) || model_get_pair(v, l->kernel))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"kernel_size\" must be a positive integer or a pair of them");
         l->strides[0] = l->strides[1] = 1;
-        if (json_object_object_get_ex(o, "strides", &v) && get_pair(v, l->strides))
+        if (json_object_object_get_ex(o, "strides", &v) && model_get_pair(v, l->strides))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"strides\" must be a positive integer or a pair of them");
         break;
@@ -188,13 +190,13 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     case LAYER_MAX_POOL2D:
         l->pool[0] = l->pool[1] = 2;
-        if (json_object_object_get_ex(o, "pool_size", &v) && get_pair(v, l->pool))
+        if (json_object_object_get_ex(o, "pool_size", &v) && model_get_pair(v, l->pool))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"pool_size\" must be a positive integer or a pair of them");
         l->strides[0] = l->pool[0];
         l->strides[1] = l->pool[1];
         if (json_object_object_get_ex(o, "strides", &v) &&
-            !json_object_is_type(v, json_type_null) && get_pair(v, l->strides))
+            !json_object_is_type(v, json_type_null) && model_get_pair(v, l->strides))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"strides\" must be a positive integer or a pair of them");
         break;
@@ -209,8 +211,14 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     case LAYER_FLATTEN:
         break;
+    default: {
+        char why[PS_ERRLEN];
+        if (model_extra_parse(l, o, why, sizeof why))
+            return LAYER_ERR(err, errlen, i, l, "%s", why);
+        break;
     }
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D) {
+    }
+    if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D || l->kind == LAYER_AVG_POOL2D) {
         json_object *p = NULL;
         json_object_object_get_ex(o, "padding", &p);
         if (parse_padding(p, &l->same))
@@ -220,8 +228,8 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         json_object *a = NULL;
         json_object_object_get_ex(o, "activation", &a);
         if (parse_activation(a, &l->activation))
-            return LAYER_ERR(err, errlen, i, l, "%s",
-                             "\"activation\" must be \"relu\", \"softmax\", \"linear\" or null");
+            return LAYER_ERR(err, errlen, i, l, "\"activation\" must be one of %s, or null",
+                             model_activation_names);
         if (json_object_object_get_ex(o, "use_bias", &v)) {
             if (!json_object_is_type(v, json_type_boolean))
                 return LAYER_ERR(err, errlen, i, l, "%s", "\"use_bias\" must be true or false");
@@ -328,6 +336,12 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     case LAYER_DROPOUT:
         memcpy(l->out, l->in, sizeof l->out);
         break;
+    default: {
+        char why[PS_ERRLEN];
+        if (model_extra_infer(l, why, sizeof why))
+            return LAYER_ERR(err, errlen, i, l, "%s", why);
+        break;
+    }
     }
     if ((l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) && l->use_bias) {
         size_t shape[1] = {l->out[2]};
@@ -558,10 +572,6 @@ static json_object *pair_json(const size_t p[2]) {
     return a;
 }
 
-static const char *activation_name(activation_t a) {
-    return a == ACT_RELU ? "relu" : a == ACT_SOFTMAX ? "softmax" : "linear";
-}
-
 static json_object *layer_json(const layer_t *l) {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "type", json_object_new_string(info_of_kind(l->kind)->type));
@@ -584,12 +594,15 @@ static json_object *layer_json(const layer_t *l) {
         break;
     case LAYER_FLATTEN:
         break;
+    default:
+        model_extra_json(l, o);
+        break;
     }
     if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D)
         json_object_object_add(o, "padding", json_object_new_string(l->same ? "same" : "valid"));
     if (l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) {
         json_object_object_add(o, "activation",
-                               json_object_new_string(activation_name(l->activation)));
+                               json_object_new_string(model_activation_name(l->activation)));
         json_object_object_add(o, "use_bias", json_object_new_boolean(l->use_bias));
     }
     return o;

@@ -23,9 +23,24 @@ typedef enum {
     LAYER_MAX_POOL2D,
     LAYER_DROPOUT,
     LAYER_FLATTEN,
+    /* The Keras layers beyond the builtin models (common/model/model_extra.c). */
+    LAYER_ACTIVATION,
+    LAYER_RESHAPE,
+    LAYER_RESCALING,
+    LAYER_AVG_POOL2D,
+    LAYER_GLOBAL_AVG_POOL2D,
+    LAYER_GLOBAL_MAX_POOL2D,
 } layer_kind_t;
 
-typedef enum { ACT_LINEAR = 0, ACT_RELU, ACT_SOFTMAX } activation_t;
+typedef enum {
+    ACT_LINEAR = 0,
+    ACT_RELU,
+    ACT_SOFTMAX,
+    ACT_SIGMOID,
+    ACT_TANH,
+    ACT_GELU,
+    ACT_SILU
+} activation_t;
 
 typedef struct {
     layer_kind_t kind;
@@ -35,10 +50,13 @@ typedef struct {
     size_t units;             /* dense */
     size_t filters;           /* conv2d */
     size_t kernel[2];         /* conv2d kernel_size */
-    size_t pool[2];           /* max_pool2d pool_size */
-    size_t strides[2];        /* conv2d (default 1) and max_pool2d (default pool_size) */
+    size_t pool[2];           /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
+    size_t strides[2];        /* conv2d (default 1) and the pools (default pool_size) */
     bool same;                /* padding == "same" */
     float rate;               /* dropout */
+    float scale, offset;      /* rescaling: y = x * scale + offset */
+    size_t target[3];         /* reshape: target_shape as [h, w, c]; flat ones are [1, 1, n] */
+    bool target_flat;         /* reshape to a vector */
     size_t in[3], out[3];     /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
     bool flat_in, flat_out;   /* a vector, not an image (after flatten or dense) */
     size_t in_size, out_size; /* elements per example */

@@ -18,6 +18,8 @@ struct model_exec {
     float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
     const float **out; /* out[i]: where the last forward left layer i's output (a view for
                         * flatten, and for dropout outside training) */
+    float **pre;       /* pre[i]: a dense or conv layer's output before an activation whose
+                        * gradient needs it (sigmoid, tanh, gelu, silu); else NULL */
     float *logits;     /* last layer before softmax */
     float *row_loss;
     float *grad[2];                /* ping-pong gradients of layer outputs */
@@ -34,6 +36,31 @@ void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
     e->before_forward = before_forward;
     e->after_backward = after_backward;
     e->hook_arg = arg;
+}
+
+/* Layers whose output is their input, reinterpreted: no buffer of their own. */
+static bool is_view(const layer_t *l) {
+    return l->kind == LAYER_FLATTEN || l->kind == LAYER_RESHAPE;
+}
+
+/* The backend's function for an activation other than linear, relu and softmax. */
+static bool extra_act(activation_t a, act_fn_t *f) {
+    switch (a) {
+    case ACT_SIGMOID:
+        *f = ACT_FN_SIGMOID;
+        return true;
+    case ACT_TANH:
+        *f = ACT_FN_TANH;
+        return true;
+    case ACT_GELU:
+        *f = ACT_FN_GELU;
+        return true;
+    case ACT_SILU:
+        *f = ACT_FN_SILU;
+        return true;
+    default:
+        return false;
+    }
 }
 
 static conv2d_shape_t conv_shape(const layer_t *l, size_t n) {
@@ -74,12 +101,16 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
     be->zero(e->labels, max_batch * sizeof(int32_t));
     e->act = xcalloc(m->nlayers, sizeof *e->act);
     e->out = xcalloc(m->nlayers, sizeof *e->out);
+    e->pre = xcalloc(m->nlayers, sizeof *e->pre);
     size_t max_out = in_size, ws = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         max_out = PS_MAX(max_out, l->out_size);
-        if (l->kind != LAYER_FLATTEN)
+        act_fn_t f;
+        if (!is_view(l))
             e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
+        if ((l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D) && extra_act(l->activation, &f))
+            e->pre[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (l->kind == LAYER_CONV2D) {
             conv2d_shape_t s = conv_shape(l, max_batch);
             ws = PS_MAX(ws, be->conv2d_workspace(&s));
@@ -100,9 +131,13 @@ void model_exec_free(model_exec_t *e) {
     if (!e)
         return;
     const backend_t *be = e->be;
-    for (size_t i = 0; i < e->m->nlayers; i++)
-        if (e->m->layers[i].kind != LAYER_FLATTEN)
+    for (size_t i = 0; i < e->m->nlayers; i++) {
+        if (!is_view(&e->m->layers[i]))
             be->free(e->act[i]);
+        if (e->pre[i])
+            be->free(e->pre[i]);
+    }
+    free(e->pre);
     free(e->act);
     free(e->out);
     be->free(e->own_input);
@@ -137,26 +172,69 @@ static uint64_t dropout_key(const layer_t *l, uint64_t seed) {
 
 /* y = act(x W + b) for a dense layer; the last layer writes logits and
  * leaves softmax to the loss. */
+/* y = act(z) for a dense or conv layer's output z; z is in pre (kept for
+ * backward) when the activation's gradient needs it, else already in y. */
+static void activate(model_exec_t *e, const layer_t *l, const float *pre, float *y, size_t n) {
+    act_fn_t f;
+    if (l->activation == ACT_RELU)
+        e->be->relu_forward(y, y, n * l->out_size);
+    else if (pre && extra_act(l->activation, &f))
+        e->be->act_forward(y, pre, n * l->out_size, f);
+}
+
 static void dense_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
                           float *y, size_t n) {
     const backend_t *be = e->be;
     const var_t *k = &e->m->vars[l->kernel_var];
-    be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, y);
+    float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
+    be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, z);
     if (l->bias_var >= 0)
-        be->bias_add(y, params + e->m->vars[l->bias_var].offset, n, l->units);
-    if (l->activation == ACT_RELU)
-        be->relu_forward(y, y, n * l->units);
+        be->bias_add(z, params + e->m->vars[l->bias_var].offset, n, l->units);
+    activate(e, l, pre, y, n);
 }
 
 static void conv_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
                          float *y, size_t n) {
     const backend_t *be = e->be;
     conv2d_shape_t s = conv_shape(l, n);
-    be->conv2d_forward(y, x, params + e->m->vars[l->kernel_var].offset, &s, e->ws);
+    float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
+    be->conv2d_forward(z, x, params + e->m->vars[l->kernel_var].offset, &s, e->ws);
     if (l->bias_var >= 0)
-        be->bias_add(y, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
-    if (l->activation == ACT_RELU)
-        be->relu_forward(y, y, n * l->out_size);
+        be->bias_add(z, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
+    activate(e, l, pre, y, n);
+}
+
+/* Forward of the layers without variables beyond the builtin models.
+ * Returns where the output is (x itself for a view or a linear activation). */
+static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, float *y, size_t n) {
+    const backend_t *be = e->be;
+    act_fn_t f;
+    switch (l->kind) {
+    case LAYER_ACTIVATION:
+        if (l->activation == ACT_RELU)
+            be->relu_forward(y, x, n * l->out_size);
+        else if (extra_act(l->activation, &f))
+            be->act_forward(y, x, n * l->out_size, f);
+        else
+            return (float *)x; /* linear */
+        return y;
+    case LAYER_RESCALING:
+        be->scale_shift(y, x, n * l->out_size, l->scale, l->offset);
+        return y;
+    case LAYER_AVG_POOL2D:
+    case LAYER_GLOBAL_AVG_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->avgpool2d_forward(y, x, &s);
+        return y;
+    }
+    case LAYER_GLOBAL_MAX_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->maxpool2d_forward(y, x, &s);
+        return y;
+    }
+    default: /* reshape */
+        return (float *)x;
+    }
 }
 
 const float *model_forward(model_exec_t *e, const float *params, size_t n, bool training,
@@ -193,6 +271,9 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
             break;
         case LAYER_FLATTEN:
             y = (float *)x;
+            break;
+        default:
+            y = extra_forward(e, l, x, y, n);
             break;
         }
         e->out[i] = y;
@@ -241,6 +322,48 @@ static size_t first_trainable(const model_t *m) {
     return m->nlayers;
 }
 
+/* dy (in place) through a dense or conv layer i's activation. */
+static void act_backward(model_exec_t *e, size_t i, float *dy, size_t n) {
+    const layer_t *l = &e->m->layers[i];
+    act_fn_t f;
+    if (l->activation == ACT_RELU)
+        e->be->relu_backward(dy, dy, e->out[i], n * l->out_size);
+    else if (e->pre[i] && extra_act(l->activation, &f))
+        e->be->act_backward(dy, dy, e->pre[i], e->out[i], n * l->out_size, f);
+}
+
+/* Backward of the layers without variables beyond the builtin models: x and
+ * y are the forward's input and output. Returns where dx is. */
+static float *extra_backward(model_exec_t *e, const layer_t *l, size_t n, const float *x,
+                             const float *y, float *dy, float *dx) {
+    const backend_t *be = e->be;
+    act_fn_t f;
+    switch (l->kind) {
+    case LAYER_ACTIVATION:
+        if (l->activation == ACT_RELU)
+            be->relu_backward(dy, dy, y, n * l->out_size);
+        else if (extra_act(l->activation, &f))
+            be->act_backward(dy, dy, x, y, n * l->out_size, f);
+        return dy;
+    case LAYER_RESCALING:
+        be->scale_shift(dy, dy, n * l->out_size, l->scale, 0.0f);
+        return dy;
+    case LAYER_AVG_POOL2D:
+    case LAYER_GLOBAL_AVG_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->avgpool2d_backward(dx, dy, &s);
+        return dx;
+    }
+    case LAYER_GLOBAL_MAX_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->maxpool2d_backward(dx, dy, x, y, &s);
+        return dx;
+    }
+    default: /* reshape */
+        return dy;
+    }
+}
+
 /* Backward through layer i: dy is the gradient of its output (may be
  * modified), dx receives the gradient of its input when need_dx. Returns
  * where the input gradient is (dx, or dy for layers that work in place). */
@@ -255,8 +378,7 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     const var_t *bv = l->bias_var >= 0 ? &m->vars[l->bias_var] : NULL;
     switch (l->kind) {
     case LAYER_DENSE:
-        if (l->activation == ACT_RELU)
-            be->relu_backward(dy, dy, y, n * l->units);
+        act_backward(e, i, dy, n);
         be->gemm(true, false, l->in_size, l->units, n, 1.0f, x, dy, 0.0f, grads + kv->offset);
         if (bv)
             be->bias_grad(grads + bv->offset, dy, n, l->units);
@@ -266,8 +388,7 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
         return dx;
     case LAYER_CONV2D: {
         conv2d_shape_t s = conv_shape(l, n);
-        if (l->activation == ACT_RELU)
-            be->relu_backward(dy, dy, y, n * l->out_size);
+        act_backward(e, i, dy, n);
         if (bv)
             be->bias_grad(grads + bv->offset, dy, n * s.oh * s.ow, s.f);
         be->conv2d_backward_filter(grads + kv->offset, dy, x, &s, e->ws);
@@ -290,6 +411,8 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
         return dy;
     case LAYER_FLATTEN:
         return dy;
+    default:
+        return need_dx ? extra_backward(e, l, n, x, y, dy, dx) : dy;
     }
     return dy;
 }

@@ -6,6 +6,7 @@
  * one thread so it never competes with them. */
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_optim.h"
+#include "kernels/cpu/ops_extra.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -790,6 +791,11 @@ static const backend_t cpu_table = {
     .download_async = cpu_copy_now,
     .wait_event = cpu_event_nothing,
     .sync_event = cpu_event_nothing,
+    .act_forward = cpu_act_forward,
+    .act_backward = cpu_act_backward,
+    .avgpool2d_forward = cpu_avgpool2d_forward,
+    .avgpool2d_backward = cpu_avgpool2d_backward,
+    .scale_shift = cpu_scale_shift,
 };
 
 const backend_t *cpu_backend(void) {

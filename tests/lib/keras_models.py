@@ -54,7 +54,27 @@ def strided():
     ])
 
 
-MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided}
+def extra():
+    """The layers beyond the builtin models, and every activation."""
+    return keras.Sequential([
+        keras.Input((12, 10, 3)),
+        layers.Rescaling(2.0, offset=-1.0),
+        layers.Conv2D(6, 3, padding="same", activation="gelu"),
+        layers.AveragePooling2D(2),
+        layers.Conv2D(8, 3, activation="silu"),
+        layers.Activation("tanh"),
+        layers.Reshape((4, 6, 4)),
+        layers.AveragePooling2D(3, strides=1, padding="same"),
+        layers.GlobalMaxPooling2D(),
+        layers.Dense(16, activation="sigmoid"),
+        layers.Reshape((2, 2, 4)),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(10, activation="swish"),
+        layers.Dense(5, activation="softmax"),
+    ])
+
+
+MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra}
 
 
 def bad_models():
