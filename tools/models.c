@@ -152,6 +152,7 @@ int cmd_evaluate(int argc, char **argv) {
 typedef struct {
     const char *labels;
     bool summary;
+    bool probs; /* every class's probability, not only the best */
     size_t total, correct;
 } predict_opts_t;
 
@@ -190,6 +191,8 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
             if (o->summary)
                 continue;
             printf("%s[%zu]: class %zu (p=%.4f)", path, first + i, best, (double)p[best]);
+            for (size_t c = 0; o->probs && c < m->nclasses; c++)
+                printf("%s%.8g", c ? " " : " probs ", (double)p[c]);
             if (o->labels)
                 printf(" label %d%s", label, (size_t)label == best ? "" : " (wrong)");
             printf("\n");
@@ -239,6 +242,8 @@ int cmd_predict(int argc, char **argv) {
             o.labels = argv[++i];
         else if (!strcmp(argv[i], "--summary"))
             o.summary = true;
+        else if (!strcmp(argv[i], "--probs"))
+            o.probs = true;
         else if (argv[i][0] == '-' && argv[i][1] == '-')
             dir = NULL, i = argc;
         else
@@ -246,7 +251,7 @@ int cmd_predict(int argc, char **argv) {
     }
     if (!dir || ninputs == 0) {
         free(inputs);
-        fprintf(stderr, "usage: pstrain predict --model DIR [--labels FILE] [--summary] "
+        fprintf(stderr, "usage: pstrain predict --model DIR [--labels FILE] [--summary] [--probs] "
                         "IMAGES...\n");
         return EXIT_USAGE;
     }

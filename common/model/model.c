@@ -65,6 +65,10 @@ static const layer_info_t *info_of_kind(layer_kind_t kind) {
     return &layer_infos[0];
 }
 
+const char *model_layer_class(layer_kind_t kind) {
+    return info_of_kind(kind)->keras_class;
+}
+
 static const layer_info_t *info_of_type(const char *type) {
     for (size_t i = 0; i < PS_ARRAY_LEN(layer_infos); i++)
         if (strcmp(layer_infos[i].type, type) == 0)

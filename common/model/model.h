@@ -107,6 +107,11 @@ void model_init_params(const model_t *m, uint64_t seed, float *params);
 double model_forward_flops(const model_t *m);
 double model_train_flops(const model_t *m);
 
+/* The model as Keras 3 serializes it (what a .keras file's config.json
+ * holds): a Sequential of the layers with their names, an InputLayer first;
+ * keras.models.load_model and model_from_json rebuild it. Caller frees. */
+char *model_keras_config(const model_t *m);
+
 /* Keras's model.summary() table. */
 void model_summary(const model_t *m, FILE *out);
 

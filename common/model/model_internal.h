@@ -25,4 +25,7 @@ const char *model_activation_name(activation_t a);
 /* The names accepted, for errors: "linear, relu, ...". */
 extern const char model_activation_names[];
 
+/* Keras's class name of a layer kind ("Conv2D"). */
+const char *model_layer_class(layer_kind_t kind);
+
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/train/checkpoint.h"
+#include "common/formats/keras_file.h"
 #include "common/formats/npz.h"
 #include "common/formats/safetensors.h"
 #include "common/base/util.h"
@@ -49,13 +50,45 @@ static int write_npz(const model_t *m, const float *params, const char *dir, cha
     return rc;
 }
 
+/* model.keras: Keras 3's own file of the model, which keras.models.load_model
+ * opens (config.json from model_keras_config, the weights per layer). */
+static int write_keras(const model_t *m, const float *params, const char *dir, char *err,
+                       size_t errlen) {
+    char path[PATH_MAX];
+    if (ps_path_join(path, sizeof path, dir, "model.keras", err, errlen))
+        return -1;
+    kf_layer_t *layers = xcalloc(m->nlayers, sizeof *layers);
+    kf_var_t *vars = xcalloc(2 * m->nlayers, sizeof *vars);
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const layer_t *l = &m->layers[i];
+        int idx[2] = {l->kernel_var, l->bias_var};
+        layers[i] = (kf_layer_t){.name = l->name, .vars = vars + 2 * i};
+        for (size_t k = 0; k < 2; k++) {
+            if (idx[k] < 0)
+                continue;
+            const var_t *v = &m->vars[idx[k]];
+            kf_var_t *o = &vars[2 * i + layers[i].nvars++];
+            *o = (kf_var_t){.ndim = v->ndim, .data = params + v->offset};
+            memcpy(o->shape, v->shape, v->ndim * sizeof v->shape[0]);
+        }
+    }
+    char *config = model_keras_config(m);
+    int rc = kf_write(path, config, "3.5.0", "sequential", layers, m->nlayers, err, errlen);
+    free(config);
+    free(vars);
+    free(layers);
+    return rc;
+}
+
 static int write_files(const model_t *m, const float *params, uint64_t step, const char *dir,
                        char *err, size_t errlen) {
     if (ps_mkdirs(dir, err, errlen) || ckpt_write_model(dir, m, err, errlen))
         return -1;
     if (write_weights(m, params, step, dir, err, errlen))
         return -1;
-    return write_npz(m, params, dir, err, errlen);
+    if (write_npz(m, params, dir, err, errlen))
+        return -1;
+    return write_keras(m, params, dir, err, errlen);
 }
 
 int export_write(const model_t *m, const float *params, uint64_t step, const char *dir, char *err,

@@ -1,5 +1,10 @@
 """Real Keras models for the Keras interop tests.
 
+`keras_models.py json NAME FILE` writes model NAME's to_json() to FILE.
+`keras_models.py predict MODEL.keras PREDICT_OUT IMAGES.gz` loads a .keras
+file pstrain exported with keras.models.load_model, predicts the IDX images
+and compares every probability with `pstrain predict --probs`'s output
+(within 1e-4), and prints the accuracy pstrain's lines report.
 `keras_models.py summary PSTRAIN DIR` builds each model below in Keras,
 writes model.to_json() to DIR/NAME.json, runs `PSTRAIN summary --model` on it
 and compares every layer's name, class, output shape and parameter count,
@@ -74,7 +79,57 @@ def extra():
     ])
 
 
-MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra}
+def small():
+    """A small CNN of the new layers for 28x28 gray images, quick to train."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(8, 3, padding="same", activation="gelu"),
+        layers.AveragePooling2D(2),
+        layers.Conv2D(16, 3, strides=2, activation="silu"),
+        layers.Activation("tanh"),
+        layers.Reshape((6, 12, 8)),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(32, activation="sigmoid"),
+        layers.Dropout(0.2),
+        layers.Dense(10, activation="softmax"),
+    ])
+
+
+MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra, "small": small}
+
+
+def read_idx_images(path):
+    import gzip
+    import numpy as np
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        raw = f.read()
+    n, h, w = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+    return np.frombuffer(raw[16:], np.uint8).reshape(n, h, w, 1)
+
+
+def predict(keras_file, pstrain_out, images):
+    """Keras's predictions of the exported model against pstrain's."""
+    import numpy as np
+    model = keras.models.load_model(keras_file)
+    x = read_idx_images(images).astype(np.float32) / np.float32(255)
+    want = model.predict(x, batch_size=500, verbose=0)
+    got = []
+    right = 0
+    for line in open(pstrain_out):
+        if " probs " not in line:
+            continue
+        got.append([float(v) for v in line.split(" probs ")[1].split()[:want.shape[1]]])
+        right += "(wrong)" not in line
+    got = np.array(got, np.float64)
+    if got.shape != want.shape:
+        sys.exit(f"FAIL: pstrain predicted {got.shape}, Keras {want.shape}")
+    diff = np.abs(got - want)
+    worst = np.unravel_index(np.argmax(diff), diff.shape)
+    print(f"{len(got)} images: largest |pstrain - Keras| {diff.max():.2e} at {worst}; "
+          f"accuracy {right / len(got):.4f}")
+    if diff.max() > 1e-4:
+        sys.exit(f"FAIL: pstrain {got[worst[0]]} vs Keras {want[worst[0]]}")
 
 
 def bad_models():
@@ -151,9 +206,17 @@ def check_refused(pstrain, d):
 
 
 def main():
-    cmd, pstrain, d = sys.argv[1], sys.argv[2], sys.argv[3]
+    cmd = sys.argv[1]
+    if cmd == "json":
+        with open(sys.argv[3], "w") as f:
+            f.write(MODELS[sys.argv[2]]().to_json())
+        return
+    if cmd == "predict":
+        predict(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
     if cmd != "summary":
         sys.exit(f"unknown command {cmd}")
+    pstrain, d = sys.argv[2], sys.argv[3]
     for name, build in MODELS.items():
         model = build()
         path = os.path.join(d, f"{name}.json")

@@ -1,0 +1,35 @@
+/* Keras 3's .keras file: a zip (libzip) of config.json (the model's
+ * serialized config), metadata.json (keras_version, date_saved) and
+ * model.weights.h5 (HDF5, through libhdf5's C API), which
+ * keras.models.load_model opens. In the weights file every layer of the
+ * model has a group layers/<name>/vars (attribute name = <name>) holding its
+ * variables as float32 datasets "0", "1", ... in get_weights order; layers
+ * without variables have an empty one; the root's vars group is named after
+ * the model. */
+#ifndef PSTRAIN_KERAS_FILE_H
+#define PSTRAIN_KERAS_FILE_H
+
+#include <stddef.h>
+
+#define KERAS_FILE_MAX_NDIM 4
+
+typedef struct {
+    size_t ndim;
+    size_t shape[KERAS_FILE_MAX_NDIM];
+    const float *data; /* row-major */
+} kf_var_t;
+
+typedef struct {
+    const char *name; /* the layer's name in config.json */
+    size_t nvars;
+    const kf_var_t *vars;
+} kf_layer_t;
+
+/* Writes path (a .keras zip, entries stored) from the model's config JSON,
+ * the Keras version to claim in metadata.json, the model's name and its
+ * layers in order. */
+int kf_write(const char *path, const char *config_json, const char *keras_version,
+             const char *model_name, const kf_layer_t *layers, size_t nlayers, char *err,
+             size_t errlen);
+
+#endif
