@@ -2,7 +2,7 @@
  * serialized config), metadata.json (keras_version, date_saved) and
  * model.weights.h5 (HDF5, through libhdf5's C API), which
  * keras.models.load_model opens. In the weights file every layer of the
- * model has a group layers/<name>/vars (attribute name = <name>) holding its
+ * model has a group layers/<name>/vars holding its
  * variables as float32 datasets "0", "1", ... in get_weights order; layers
  * without variables have an empty one; the root's vars group is named after
  * the model. */
@@ -20,7 +20,8 @@ typedef struct {
 } kf_var_t;
 
 typedef struct {
-    const char *name; /* the layer's name in config.json */
+    const char *name; /* the layer's group in model.weights.h5 (Keras: the class in snake
+                         case, numbered per class: "dense_1") */
     size_t nvars;
     const kf_var_t *vars;
 } kf_layer_t;

@@ -69,6 +69,18 @@ const char *model_layer_class(layer_kind_t kind) {
     return info_of_kind(kind)->keras_class;
 }
 
+void model_keras_h5_name(const model_t *m, size_t layer, char *out, size_t len) {
+    layer_kind_t kind = m->layers[layer].kind;
+    size_t before = 0;
+    for (size_t i = 0; i < layer; i++)
+        before += m->layers[i].kind == kind;
+    const char *base = info_of_kind(kind)->keras_name;
+    if (before)
+        snprintf(out, len, "%s_%zu", base, before);
+    else
+        snprintf(out, len, "%s", base);
+}
+
 static const layer_info_t *info_of_type(const char *type) {
     for (size_t i = 0; i < PS_ARRAY_LEN(layer_infos); i++)
         if (strcmp(layer_infos[i].type, type) == 0)

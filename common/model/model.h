@@ -112,6 +112,12 @@ double model_train_flops(const model_t *m);
  * keras.models.load_model and model_from_json rebuild it. Caller frees. */
 char *model_keras_config(const model_t *m);
 
+/* The name under which Keras 3 saves layer i's weights in a .keras file's
+ * model.weights.h5 (layers/<name>/vars): not the layer's own name but its
+ * class in snake case, numbered per class in order ("conv2d", "conv2d_1"),
+ * so that files stay loadable whatever the layers are called. */
+void model_keras_h5_name(const model_t *m, size_t layer, char *out, size_t len);
+
 /* Keras's model.summary() table. */
 void model_summary(const model_t *m, FILE *out);
 

@@ -59,10 +59,12 @@ static int write_keras(const model_t *m, const float *params, const char *dir, c
         return -1;
     kf_layer_t *layers = xcalloc(m->nlayers, sizeof *layers);
     kf_var_t *vars = xcalloc(2 * m->nlayers, sizeof *vars);
+    char(*names)[MODEL_NAME_LEN] = xcalloc(m->nlayers, sizeof *names);
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         int idx[2] = {l->kernel_var, l->bias_var};
-        layers[i] = (kf_layer_t){.name = l->name, .vars = vars + 2 * i};
+        model_keras_h5_name(m, i, names[i], sizeof names[i]);
+        layers[i] = (kf_layer_t){.name = names[i], .vars = vars + 2 * i};
         for (size_t k = 0; k < 2; k++) {
             if (idx[k] < 0)
                 continue;
@@ -75,6 +77,7 @@ static int write_keras(const model_t *m, const float *params, const char *dir, c
     char *config = model_keras_config(m);
     int rc = kf_write(path, config, "3.5.0", "sequential", layers, m->nlayers, err, errlen);
     free(config);
+    free(names);
     free(vars);
     free(layers);
     return rc;

@@ -83,7 +83,7 @@ def small():
     """A small CNN of the new layers for 28x28 gray images, quick to train."""
     return keras.Sequential([
         keras.Input((28, 28, 1)),
-        layers.Conv2D(8, 3, padding="same", activation="gelu"),
+        layers.Conv2D(8, 3, padding="same", activation="gelu", name="features"),
         layers.AveragePooling2D(2),
         layers.Conv2D(16, 3, strides=2, activation="silu"),
         layers.Activation("tanh"),
