@@ -9,6 +9,7 @@
 #ifndef PSTRAIN_KERAS_FILE_H
 #define PSTRAIN_KERAS_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define KERAS_FILE_MAX_NDIM 4
@@ -32,5 +33,37 @@ typedef struct {
 int kf_write(const char *path, const char *config_json, const char *keras_version,
              const char *model_name, const kf_layer_t *layers, size_t nlayers, char *err,
              size_t errlen);
+
+/* What kf_read returns: the arrays of one layers/<name>/vars group. */
+typedef struct {
+    size_t ndim;
+    size_t shape[KERAS_FILE_MAX_NDIM];
+    size_t count; /* elements */
+    float *data;
+} kf_array_t;
+
+typedef struct {
+    char *name; /* the group's name under layers/ */
+    size_t nvars;
+    kf_array_t *vars; /* "0", "1", ... in order */
+} kf_group_t;
+
+typedef struct {
+    char *config_json; /* a .keras file's config.json; NULL for a .weights.h5 */
+    size_t ngroups;
+    kf_group_t *groups;
+} kf_file_t;
+
+/* True for a path that names a .keras or .h5 file. */
+bool kf_is_keras_path(const char *path);
+
+/* Reads a .keras file (its config.json and model.weights.h5) or a
+ * .weights.h5 file: every group under layers/ with its float arrays (float64
+ * ones converted). Sizes are checked against limits before anything is
+ * allocated. On error out is left empty. */
+int kf_read(const char *path, kf_file_t *out, char *err, size_t errlen);
+void kf_free(kf_file_t *f);
+/* The group named name, or NULL. */
+const kf_group_t *kf_find(const kf_file_t *f, const char *name);
 
 #endif

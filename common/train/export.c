@@ -12,6 +12,7 @@
 #include "common/formats/keras_file.h"
 #include "common/formats/npz.h"
 #include "common/formats/safetensors.h"
+#include "common/train/keras_weights.h"
 #include "common/base/util.h"
 
 static int write_weights(const model_t *m, const float *params, uint64_t step, const char *dir,
@@ -122,6 +123,10 @@ int export_write(const model_t *m, const float *params, uint64_t step, const cha
 int export_load(const char *dir, model_t *m, float **params, uint64_t *step, char *err,
                 size_t errlen) {
     char path[PATH_MAX];
+    if (kf_is_keras_path(dir)) {
+        *step = 0;
+        return keras_load(dir, m, params, err, errlen);
+    }
     if (ps_path_join(path, sizeof path, dir, "model.json", err, errlen))
         return -1;
     char *spec;

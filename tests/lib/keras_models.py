@@ -1,6 +1,8 @@
 """Real Keras models for the Keras interop tests.
 
 `keras_models.py json NAME FILE` writes model NAME's to_json() to FILE.
+`keras_models.py fit NAME DATA_DIR OUT` trains model NAME in Keras briefly
+and saves OUT.keras and OUT.weights.h5.
 `keras_models.py predict MODEL.keras PREDICT_OUT IMAGES.gz` loads a .keras
 file pstrain exported with keras.models.load_model, predicts the IDX images
 and compares every probability with `pstrain predict --probs`'s output
@@ -108,6 +110,21 @@ def read_idx_images(path):
     return np.frombuffer(raw[16:], np.uint8).reshape(n, h, w, 1)
 
 
+def fit(name, data, out):
+    """Keras trains model NAME one epoch on 4000 training images and saves
+    OUT.keras and OUT.weights.h5."""
+    import gzip
+    import numpy as np
+    model = MODELS[name]()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = read_idx_images(f"{data}/train-images-idx3-ubyte.gz")[:4000].astype(np.float32) / 255
+    with gzip.open(f"{data}/train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read()[8:], np.uint8)[:4000]
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    model.save(f"{out}.keras")
+    model.save_weights(f"{out}.weights.h5")
+
+
 def predict(keras_file, pstrain_out, images):
     """Keras's predictions of the exported model against pstrain's."""
     import numpy as np
@@ -210,6 +227,9 @@ def main():
     if cmd == "json":
         with open(sys.argv[3], "w") as f:
             f.write(MODELS[sys.argv[2]]().to_json())
+        return
+    if cmd == "fit":
+        fit(sys.argv[2], sys.argv[3], sys.argv[4])
         return
     if cmd == "predict":
         predict(sys.argv[2], sys.argv[3], sys.argv[4])
