@@ -39,6 +39,7 @@ typedef struct {
         int64_t seed;
         char warm_start_from[CONFIG_STR]; /* "" = none */
         char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
+        char loss[CONFIG_STR];            /* auto | sparse_categorical_crossentropy */
     } train;
     struct {
         char model_dir[CONFIG_STR];
