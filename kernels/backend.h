@@ -204,6 +204,13 @@ struct backend {
     void (*avgpool2d_backward)(float *dx, const float *dy, const pool2d_shape_t *s);
     /* y = x * scale + offset; in place allowed. */
     void (*scale_shift)(float *y, const float *x, size_t n, float scale, float offset);
+    /* y = a * b elementwise; in place allowed. */
+    void (*mul)(float *y, const float *a, const float *b, size_t n);
+    /* dst[r, dst_off + j] = src[r, src_off + j] for r < rows, j < cols; rows of
+     * dst_cols and src_cols floats (concatenation along the channels and its
+     * gradient). */
+    void (*copy_cols)(float *dst, size_t dst_cols, size_t dst_off, const float *src,
+                      size_t src_cols, size_t src_off, size_t rows, size_t cols);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal

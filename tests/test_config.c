@@ -255,7 +255,7 @@ void test_config_get_set_roundtrip(void) {
         nkeys++;
     }
     json_object_put(obj);
-    CHECK_INT_EQ(nkeys, 48);
+    CHECK_INT_EQ(nkeys, 49);
     CHECK(d.train.learning_rate == c.train.learning_rate);
     CHECK(d.train.decay == c.train.decay);
 }
@@ -528,7 +528,7 @@ void test_config_help(void) {
         nkeys++;
     }
     json_object_put(obj);
-    CHECK_INT_EQ(nkeys, 48);
+    CHECK_INT_EQ(nkeys, 49);
     CHECK_STR_CONTAINS(text, "train.batch_size");
     CHECK_STR_CONTAINS(text, "1..65536");
     CHECK_STR_CONTAINS(text, "sgd|adam|rmsprop|adagrad");

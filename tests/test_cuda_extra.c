@@ -120,6 +120,36 @@ void test_cuda_extra_avgpool_scale(void) {
     }
 }
 
+void test_cuda_extra_mul_copy_cols(void) {
+    NEED_GPU(g);
+    const backend_t *c = cpu_backend();
+    size_t rows = 1001, n = rows * 8;
+    float *a = host_floats(n, 7), *b = host_floats(n, 8), *y = xmalloc(n * sizeof(float));
+    float *ga = to_dev(g, a, n), *gb = to_dev(g, b, n), *gy = to_dev(g, a, n);
+    c->mul(y, a, b, n);
+    g->mul(gy, ga, gb, n);
+    float *h = from_dev(g, gy, n);
+    CHECK_ARRAY_NEAR("mul", h, y, n, 0.0);
+    free(h);
+    /* columns [3, 8) of a's rows of 8 into columns [2, 7) of rows of 9 */
+    float *d = xmalloc(rows * 9 * sizeof(float)), *gd = to_dev(g, a, rows * 9);
+    memset(d, 0, rows * 9 * sizeof(float));
+    g->upload(gd, d, rows * 9 * sizeof(float));
+    c->copy_cols(d, 9, 2, a, 8, 3, rows, 5);
+    g->copy_cols(gd, 9, 2, ga, 8, 3, rows, 5);
+    h = from_dev(g, gd, rows * 9);
+    CHECK_ARRAY_NEAR("copy_cols", h, d, rows * 9, 0.0);
+    free(h);
+    g->free(ga);
+    g->free(gb);
+    g->free(gy);
+    g->free(gd);
+    free(a);
+    free(b);
+    free(y);
+    free(d);
+}
+
 /* Loss and gradient of a small batch on one backend. */
 static void run_model(const model_t *m, const backend_t *be, const float *x, const int32_t *labels,
                       size_t n, const float *params, float *grads, double *loss) {

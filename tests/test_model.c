@@ -474,3 +474,58 @@ void test_model_grad_pools_reshape_rescaling(void) {
         "\"activation\": \"softmax\"}]}",
         3);
 }
+
+/* Functional graphs: a residual block (Add), a gate (Multiply), a channel
+ * concatenation of two branches, and a skip from the model's input. */
+void test_model_grad_graph(void) {
+    check_gradients(
+        "{\"input\": [6, 6, 2], \"layers\": ["
+        "{\"type\": \"conv2d\", \"name\": \"stem\", \"filters\": 4, \"kernel_size\": 3, "
+        "\"padding\": \"same\", \"activation\": \"relu\"},"
+        "{\"type\": \"conv2d\", \"name\": \"a\", \"filters\": 4, \"kernel_size\": 3, "
+        "\"padding\": \"same\", \"activation\": \"tanh\"},"
+        "{\"type\": \"add\", \"name\": \"res\", \"inputs\": [\"stem\", \"a\"]},"
+        "{\"type\": \"conv2d\", \"name\": \"g\", \"filters\": 4, \"kernel_size\": 1, "
+        "\"activation\": \"sigmoid\", \"inputs\": [\"stem\"]},"
+        "{\"type\": \"multiply\", \"name\": \"gated\", \"inputs\": [\"res\", \"g\"]},"
+        "{\"type\": \"conv2d\", \"name\": \"b\", \"filters\": 3, \"kernel_size\": 1, "
+        "\"inputs\": [\"@input\"]},"
+        "{\"type\": \"concatenate\", \"name\": \"cat\", \"inputs\": [\"gated\", \"b\", \"a\"]},"
+        "{\"type\": \"global_avg_pool2d\"},"
+        "{\"type\": \"dense\", \"units\": 3, \"activation\": \"softmax\"}]}",
+        3);
+}
+
+/* A chain written with explicit inputs is the same model as without. */
+void test_model_graph_spec(void) {
+    model_t m;
+    char err[PS_ERRLEN] = "";
+    CHECK(model_parse(&m,
+                      "{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"name\": \"a\", "
+                      "\"units\": 3}, {\"type\": \"dense\", \"name\": \"b\", \"units\": 3, "
+                      "\"inputs\": [\"@input\"]}, {\"type\": \"concatenate\", \"inputs\": "
+                      "[\"a\", \"b\"]}, {\"type\": \"dense\", \"units\": 2, \"activation\": "
+                      "\"softmax\"}]}",
+                      err, sizeof err) == 0);
+    CHECK(m.graph);
+    CHECK_INT_EQ(m.layers[2].out[2], 6);
+    CHECK_STR_CONTAINS(m.json, "\"inputs\":[");
+    model_t again;
+    CHECK(model_parse(&again, m.json, err, sizeof err) == 0);
+    CHECK(strcmp(again.json, m.json) == 0);
+    model_free(&again);
+    model_free(&m);
+    const char *bad[][2] = {
+        {"{\"input\": [4], \"layers\": [{\"type\": \"add\", \"inputs\": [\"@input\", \"x\"]}]}",
+         "layer 0 (add): input \"x\" is not an earlier layer"},
+        {"{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"units\": 3}, {\"type\": \"add\", "
+         "\"inputs\": [\"@input\", \"dense\"]}]}",
+         "layer 1 (add): input 1 has shape (1, 1, 3), input 0 (1, 1, 4): they must be equal"},
+        {"{\"input\": [4], \"layers\": [{\"type\": \"multiply\"}]}",
+         "layer 0 (multiply): a merge needs \"inputs\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(model_parse(&m, bad[i][0], err, sizeof err) != 0);
+        CHECK_STR_CONTAINS(err, bad[i][1]);
+    }
+}

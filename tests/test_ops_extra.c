@@ -174,3 +174,30 @@ void test_ops_extra_scale_shift(void) {
     free(y);
     free(want);
 }
+
+void test_ops_extra_mul_copy_cols(void) {
+    size_t rows = 7, n = 60;
+    float *a = floats(n, 5, -2, 2), *b = floats(n, 6, -2, 2), *y = xmalloc(n * sizeof(float));
+    be()->mul(y, a, b, n);
+    for (size_t i = 0; i < n; i++)
+        CHECK_NEAR(y[i], (double)a[i] * b[i], 1e-6);
+    be()->mul(a, a, b, n); /* in place */
+    CHECK_ARRAY_NEAR("mul in place", a, y, n, 0.0);
+    /* Concatenate [7, 3] and [7, 5] along the columns, and split back. */
+    float *x0 = floats(rows * 3, 7, -1, 1), *x1 = floats(rows * 5, 8, -1, 1);
+    float *cat = xmalloc(rows * 8 * sizeof(float)), *back = xmalloc(rows * 5 * sizeof(float));
+    be()->copy_cols(cat, 8, 0, x0, 3, 0, rows, 3);
+    be()->copy_cols(cat, 8, 3, x1, 5, 0, rows, 5);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < 8; j++)
+            CHECK(cat[r * 8 + j] == (j < 3 ? x0[r * 3 + j] : x1[r * 5 + j - 3]));
+    be()->copy_cols(back, 5, 0, cat, 8, 3, rows, 5);
+    CHECK_ARRAY_NEAR("copy_cols back", back, x1, rows * 5, 0.0);
+    free(a);
+    free(b);
+    free(y);
+    free(x0);
+    free(x1);
+    free(cat);
+    free(back);
+}

@@ -56,6 +56,9 @@ static const layer_info_t layer_infos[] = {
      LAYER_GLOBAL_AVG_POOL2D, " type name "},
     {"global_max_pool2d", "global_max_pooling2d", "GlobalMaxPooling2D", LAYER_GLOBAL_MAX_POOL2D,
      " type name "},
+    {"add", "add", "Add", LAYER_ADD, " type name "},
+    {"multiply", "multiply", "Multiply", LAYER_MULTIPLY, " type name "},
+    {"concatenate", "concatenate", "Concatenate", LAYER_CONCATENATE, " type name "},
 };
 
 static const layer_info_t *info_of_kind(layer_kind_t kind) {
@@ -165,7 +168,7 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         return ps_errf(err, errlen,
                        "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
                        "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
-                       "global_avg_pool2d or global_max_pool2d)",
+                       "global_avg_pool2d, global_max_pool2d, add, multiply or concatenate)",
                        i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
@@ -174,7 +177,7 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     json_object_object_foreach(o, key, val) {
         char probe[80];
         snprintf(probe, sizeof probe, " %s ", key);
-        if (!strstr(info->keys, probe))
+        if (!strstr(info->keys, probe) && strcmp(key, "inputs") != 0)
             return LAYER_ERR(err, errlen, i, l, "unknown key \"%s\"", key);
         (void)val;
     }
@@ -354,7 +357,10 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
         break;
     default: {
         char why[PS_ERRLEN];
-        if (model_extra_infer(l, why, sizeof why))
+        bool merge =
+            l->kind == LAYER_ADD || l->kind == LAYER_MULTIPLY || l->kind == LAYER_CONCATENATE;
+        if (merge ? model_graph_infer(m, i, why, sizeof why)
+                  : model_extra_infer(l, why, sizeof why))
             return LAYER_ERR(err, errlen, i, l, "%s", why);
         break;
     }
@@ -447,8 +453,15 @@ int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
     if (name_layers(m, err, errlen))
         goto out;
     for (size_t i = 0; i < m->nlayers; i++) {
-        memcpy(m->layers[i].in, i ? m->layers[i - 1].out : m->input, sizeof m->input);
-        m->layers[i].flat_in = i ? m->layers[i - 1].flat_out : m->input_flat;
+        layer_t *l = &m->layers[i];
+        char why[PS_ERRLEN];
+        if (model_graph_inputs(m, i, json_object_array_get_idx(layers, i), why, sizeof why)) {
+            LAYER_ERR(err, errlen, i, l, "%s", why);
+            goto out;
+        }
+        int src = l->inputs[0];
+        memcpy(l->in, src >= 0 ? m->layers[src].out : m->input, sizeof m->input);
+        l->flat_in = src >= 0 ? m->layers[src].flat_out : m->input_flat;
         if (infer_layer(m, i, err, errlen))
             goto out;
     }
@@ -624,6 +637,17 @@ static json_object *layer_json(const layer_t *l) {
     return o;
 }
 
+/* A graph layer's "inputs": the names of the layers it takes. */
+static json_object *inputs_json(const model_t *m, const layer_t *l) {
+    json_object *a = json_object_new_array();
+    for (size_t k = 0; k < l->ninputs; k++) {
+        int j = l->inputs[k];
+        json_object_array_add(a,
+                              json_object_new_string(j < 0 ? MODEL_INPUT_NAME : m->layers[j].name));
+    }
+    return a;
+}
+
 char *model_to_json(const model_t *m) {
     json_object *root = json_object_new_object();
     json_object *in = json_object_new_array();
@@ -631,8 +655,12 @@ char *model_to_json(const model_t *m) {
         json_object_array_add(in, json_object_new_int64((int64_t)m->input[d]));
     json_object_object_add(root, "input", in);
     json_object *layers = json_object_new_array();
-    for (size_t i = 0; i < m->nlayers; i++)
-        json_object_array_add(layers, layer_json(&m->layers[i]));
+    for (size_t i = 0; i < m->nlayers; i++) {
+        json_object *o = layer_json(&m->layers[i]);
+        if (m->graph)
+            json_object_object_add(o, "inputs", inputs_json(m, &m->layers[i]));
+        json_object_array_add(layers, o);
+    }
     json_object_object_add(root, "layers", layers);
     char *s = xstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -30,7 +30,13 @@ typedef enum {
     LAYER_AVG_POOL2D,
     LAYER_GLOBAL_AVG_POOL2D,
     LAYER_GLOBAL_MAX_POOL2D,
+    /* Merges of a Functional graph (common/model/model_graph.c). */
+    LAYER_ADD,
+    LAYER_MULTIPLY,
+    LAYER_CONCATENATE,
 } layer_kind_t;
+
+#define MODEL_MAX_INPUTS 8
 
 typedef enum {
     ACT_LINEAR = 0,
@@ -47,20 +53,23 @@ typedef struct {
     char name[MODEL_NAME_LEN]; /* Keras's automatic name ("conv2d_1") or the spec's */
     activation_t activation;
     bool use_bias;
-    size_t units;             /* dense */
-    size_t filters;           /* conv2d */
-    size_t kernel[2];         /* conv2d kernel_size */
-    size_t pool[2];           /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
-    size_t strides[2];        /* conv2d (default 1) and the pools (default pool_size) */
-    bool same;                /* padding == "same" */
-    float rate;               /* dropout */
-    float scale, offset;      /* rescaling: y = x * scale + offset */
-    size_t target[3];         /* reshape: target_shape as [h, w, c]; flat ones are [1, 1, n] */
-    bool target_flat;         /* reshape to a vector */
-    size_t in[3], out[3];     /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
-    bool flat_in, flat_out;   /* a vector, not an image (after flatten or dense) */
-    size_t in_size, out_size; /* elements per example */
-    int kernel_var, bias_var; /* indexes into model_t.vars, -1 if none */
+    size_t units;                 /* dense */
+    size_t filters;               /* conv2d */
+    size_t kernel[2];             /* conv2d kernel_size */
+    size_t pool[2];               /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
+    size_t strides[2];            /* conv2d (default 1) and the pools (default pool_size) */
+    bool same;                    /* padding == "same" */
+    float rate;                   /* dropout */
+    float scale, offset;          /* rescaling: y = x * scale + offset */
+    size_t target[3];             /* reshape: target_shape as [h, w, c]; flat ones are [1, 1, n] */
+    bool target_flat;             /* reshape to a vector */
+    size_t in[3], out[3];         /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
+    bool flat_in, flat_out;       /* a vector, not an image (after flatten or dense) */
+    size_t in_size, out_size;     /* elements per example */
+    int kernel_var, bias_var;     /* indexes into model_t.vars, -1 if none */
+    size_t ninputs;               /* 1, or more for a merge */
+    int inputs[MODEL_MAX_INPUTS]; /* earlier layers whose outputs this layer takes; -1 is the
+                                   * model's input (a chain: {i - 1}) */
 } layer_t;
 
 typedef struct {
@@ -81,6 +90,7 @@ typedef struct {
     var_t *vars;
     size_t nparams;  /* total elements of the slab */
     size_t nclasses; /* units of the last (softmax) layer */
+    bool graph;      /* some layer takes other than the previous layer's output */
     char *json;      /* the canonical spec, as model_to_json returns it */
 } model_t;
 

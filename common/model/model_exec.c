@@ -18,6 +18,8 @@ struct model_exec {
     float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
     const float **out; /* out[i]: where the last forward left layer i's output (a view for
                         * flatten, and for dropout outside training) */
+    float **dout;      /* dout[i]: gradient of layer i's output, summed over the layers that take it
+                        * (graph models only; a chain passes one gradient along) */
     float **pre;       /* pre[i]: a dense or conv layer's output before an activation whose
                         * gradient needs it (sigmoid, tanh, gelu, silu); else NULL */
     float *logits;     /* last layer before softmax */
@@ -102,6 +104,7 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
     e->act = xcalloc(m->nlayers, sizeof *e->act);
     e->out = xcalloc(m->nlayers, sizeof *e->out);
     e->pre = xcalloc(m->nlayers, sizeof *e->pre);
+    e->dout = xcalloc(m->nlayers, sizeof *e->dout);
     size_t max_out = in_size, ws = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
@@ -111,6 +114,8 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
             e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if ((l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D) && extra_act(l->activation, &f))
             e->pre[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
+        if (m->graph)
+            e->dout[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (l->kind == LAYER_CONV2D) {
             conv2d_shape_t s = conv_shape(l, max_batch);
             ws = PS_MAX(ws, be->conv2d_workspace(&s));
@@ -136,8 +141,11 @@ void model_exec_free(model_exec_t *e) {
             be->free(e->act[i]);
         if (e->pre[i])
             be->free(e->pre[i]);
+        if (e->dout[i])
+            be->free(e->dout[i]);
     }
     free(e->pre);
+    free(e->dout);
     free(e->act);
     free(e->out);
     be->free(e->own_input);
@@ -237,17 +245,42 @@ static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, f
     }
 }
 
+/* The output of layer j as the last forward left it (-1: the model's input). */
+static const float *output_of(const model_exec_t *e, int j) {
+    return j < 0 ? e->input : e->out[j];
+}
+
+/* Forward of a merge: the sum, product or channel concatenation of its inputs. */
+static void merge_forward(model_exec_t *e, const layer_t *l, float *y, size_t n) {
+    const backend_t *be = e->be;
+    size_t size = n * l->out_size, rows = n * l->out[0] * l->out[1], off = 0;
+    for (size_t k = 0; k < l->ninputs; k++) {
+        const float *x = output_of(e, l->inputs[k]);
+        if (l->kind == LAYER_CONCATENATE) {
+            size_t c = l->inputs[k] < 0 ? e->m->input[2] : e->m->layers[l->inputs[k]].out[2];
+            be->copy_cols(y, l->out[2], off, x, c, 0, rows, c);
+            off += c;
+        } else if (k == 0) {
+            be->scale_shift(y, x, size, 1.0f, 0.0f);
+        } else if (l->kind == LAYER_ADD) {
+            be->axpy(y, 1.0f, x, size);
+        } else {
+            be->mul(y, y, x, size);
+        }
+    }
+}
+
 const float *model_forward(model_exec_t *e, const float *params, size_t n, bool training,
                            uint64_t dropout_seed, uint64_t example_offset) {
     const model_t *m = e->m;
     const backend_t *be = e->be;
     e->dropout_seed = dropout_seed;
     e->example_offset = example_offset;
-    const float *x = e->input;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         bool last = i + 1 == m->nlayers;
         float *y = last ? e->logits : e->act[i];
+        const float *x = output_of(e, l->inputs[0]);
         if (e->before_forward)
             e->before_forward(e->hook_arg, i);
         switch (l->kind) {
@@ -272,12 +305,16 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
         case LAYER_FLATTEN:
             y = (float *)x;
             break;
+        case LAYER_ADD:
+        case LAYER_MULTIPLY:
+        case LAYER_CONCATENATE:
+            merge_forward(e, l, y, n);
+            break;
         default:
             y = extra_forward(e, l, x, y, n);
             break;
         }
         e->out[i] = y;
-        x = y;
     }
     float *probs = e->act[m->nlayers - 1];
     e->out[m->nlayers - 1] = probs;
@@ -372,7 +409,7 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     const model_t *m = e->m;
     const backend_t *be = e->be;
     const layer_t *l = &m->layers[i];
-    const float *x = i ? e->out[i - 1] : e->input;
+    const float *x = output_of(e, l->inputs[0]);
     const float *y = e->out[i];
     const var_t *kv = l->kernel_var >= 0 ? &m->vars[l->kernel_var] : NULL;
     const var_t *bv = l->bias_var >= 0 ? &m->vars[l->bias_var] : NULL;
@@ -417,8 +454,66 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     return dy;
 }
 
+/* dout[src] += the gradient of a merge's input k, given its output's dy. */
+static void merge_backward(model_exec_t *e, const layer_t *l, size_t k, const float *dy, size_t n) {
+    const backend_t *be = e->be;
+    size_t src_size = e->m->layers[l->inputs[k]].out_size; /* never the model's input */
+    float *tmp = e->grad[1], *dx = e->dout[l->inputs[k]];
+    if (l->kind == LAYER_ADD) {
+        be->axpy(dx, 1.0f, dy, n * l->out_size);
+        return;
+    }
+    if (l->kind == LAYER_MULTIPLY) {
+        be->scale_shift(tmp, dy, n * l->out_size, 1.0f, 0.0f);
+        for (size_t j = 0; j < l->ninputs; j++)
+            if (j != k)
+                be->mul(tmp, tmp, output_of(e, l->inputs[j]), n * l->out_size);
+    } else {
+        size_t rows = n * l->out[0] * l->out[1], c = src_size / (l->out[0] * l->out[1]), off = 0;
+        for (size_t j = 0; j < k; j++) {
+            int s = l->inputs[j];
+            off += s < 0 ? e->m->input[2] : e->m->layers[s].out[2];
+        }
+        be->copy_cols(tmp, c, 0, dy, l->out[2], off, rows, c);
+    }
+    be->axpy(dx, 1.0f, tmp, n * src_size);
+}
+
+/* Backward of a graph: each layer's output gradient is the sum of what the
+ * layers that take it send back, gathered in dout before the layer runs. */
+static void graph_backward(model_exec_t *e, const float *params, size_t n, float scale,
+                           float *grads) {
+    const model_t *m = e->m;
+    size_t first = first_trainable(m);
+    for (size_t i = first; i < m->nlayers; i++)
+        e->be->zero(e->dout[i], n * m->layers[i].out_size * sizeof(float));
+    e->be->softmax_xent_backward(e->dout[m->nlayers - 1], e->out[m->nlayers - 1], e->labels, n,
+                                 m->nclasses, scale);
+    for (size_t i = m->nlayers; i-- > first;) {
+        const layer_t *l = &m->layers[i];
+        float *dy = e->dout[i];
+        if (l->kind == LAYER_ADD || l->kind == LAYER_MULTIPLY || l->kind == LAYER_CONCATENATE) {
+            for (size_t k = 0; k < l->ninputs; k++)
+                if (l->inputs[k] >= (int)first)
+                    merge_backward(e, l, k, dy, n);
+        } else {
+            int src = l->inputs[0];
+            bool need = src >= (int)first;
+            float *dx = layer_backward(e, i, params, n, dy, e->grad[0], need, grads);
+            if (need)
+                e->be->axpy(e->dout[src], 1.0f, dx, n * l->in_size);
+        }
+        if (e->after_backward)
+            e->after_backward(e->hook_arg, i);
+    }
+}
+
 void model_backward(model_exec_t *e, const float *params, size_t n, float scale, float *grads) {
     const model_t *m = e->m;
+    if (m->graph) {
+        graph_backward(e, params, n, scale, grads);
+        return;
+    }
     size_t first = first_trainable(m);
     float *dy = e->grad[0];
     e->be->softmax_xent_backward(dy, e->out[m->nlayers - 1], e->labels, n, m->nclasses, scale);

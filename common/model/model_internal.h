@@ -25,6 +25,16 @@ const char *model_activation_name(activation_t a);
 /* The names accepted, for errors: "linear, relu, ...". */
 extern const char model_activation_names[];
 
+/* The name that stands for the model's input in a layer's "inputs". */
+#define MODEL_INPUT_NAME "@input"
+
+/* Reads layer i's "inputs" (names of earlier layers) from its spec object
+ * into l->inputs (default: the previous layer) and sets m->graph when the
+ * model is not a chain; -1 with why. */
+int model_graph_inputs(model_t *m, size_t i, json_object *o, char *why, size_t whylen);
+/* Output shape of a merge (Add, Multiply, Concatenate) from its inputs'. */
+int model_graph_infer(model_t *m, size_t i, char *why, size_t whylen);
+
 /* Keras's class name of a layer kind ("Conv2D"). */
 const char *model_layer_class(layer_kind_t kind);
 

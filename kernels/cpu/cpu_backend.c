@@ -796,6 +796,8 @@ static const backend_t cpu_table = {
     .avgpool2d_forward = cpu_avgpool2d_forward,
     .avgpool2d_backward = cpu_avgpool2d_backward,
     .scale_shift = cpu_scale_shift,
+    .mul = cpu_mul,
+    .copy_cols = cpu_copy_cols,
 };
 
 const backend_t *cpu_backend(void) {

@@ -117,3 +117,16 @@ void cpu_scale_shift(float *y, const float *x, size_t n, float scale, float offs
     for (size_t i = 0; i < n; i++)
         y[i] = x[i] * scale + offset;
 }
+
+/* y[n] = a[n] * b[n] */
+void cpu_mul(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        y[i] = a[i] * b[i];
+}
+
+/* A block of columns from each row of src to each row of dst. */
+void cpu_copy_cols(float *dst, size_t dst_cols, size_t dst_off, const float *src, size_t src_cols,
+                   size_t src_off, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++)
+        memcpy(dst + r * dst_cols + dst_off, src + r * src_cols + src_off, cols * sizeof(float));
+}

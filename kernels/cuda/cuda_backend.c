@@ -308,6 +308,8 @@ static const backend_t cuda_table = {
     .avgpool2d_forward = cuk_avgpool2d_forward,
     .avgpool2d_backward = cuk_avgpool2d_backward,
     .scale_shift = cuk_scale_shift,
+    .mul = cuk_mul,
+    .copy_cols = cuk_copy_cols,
 };
 
 /* ---- start-up: find the device, start the libraries ---- */

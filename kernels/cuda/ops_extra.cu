@@ -163,3 +163,28 @@ __global__ void scale_shift_kernel(float *y, const float *x, size_t n, float sca
 extern "C" void cuk_scale_shift(float *y, const float *x, size_t n, float scale, float offset) {
     LAUNCH(scale_shift_kernel, n, y, x, n, scale, offset);
 }
+
+__global__ void mul_kernel(float *y, const float *a, const float *b, size_t n) {
+    GRID_STRIDE(i, n) {
+        y[i] = a[i] * b[i];
+    }
+}
+
+extern "C" void cuk_mul(float *y, const float *a, const float *b, size_t n) {
+    LAUNCH(mul_kernel, n, y, a, b, n);
+}
+
+/* One thread per copied element (r, j). */
+__global__ void copy_cols_kernel(float *dst, size_t dst_cols, size_t dst_off, const float *src,
+                                 size_t src_cols, size_t src_off, size_t rows, size_t cols) {
+    GRID_STRIDE(i, rows * cols) {
+        size_t r = i / cols, j = i % cols;
+        dst[r * dst_cols + dst_off + j] = src[r * src_cols + src_off + j];
+    }
+}
+
+extern "C" void cuk_copy_cols(float *dst, size_t dst_cols, size_t dst_off, const float *src,
+                              size_t src_cols, size_t src_off, size_t rows, size_t cols) {
+    LAUNCH(copy_cols_kernel, rows * cols, dst, dst_cols, dst_off, src, src_cols, src_off, rows,
+           cols);
+}
