@@ -31,11 +31,15 @@ static const keras_class_t keras_classes[] = {
     {"Activation", "activation", " activation "},
     {"Reshape", "reshape", " target_shape "},
     {"Rescaling", "rescaling", " scale offset "},
+    {"Add", "add", " "},
+    {"Multiply", "multiply", " "},
+    {"Concatenate", "concatenate", " "},
 };
 
 static const char supported_classes[] =
     "InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
-    "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling";
+    "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, Add, Multiply, "
+    "Concatenate";
 
 static bool has_word(const char *words, const char *w) {
     char probe[96];
@@ -124,6 +128,10 @@ static const char *neutral_key(const char *key, json_object *v) {
         return all_ones(v) ? "" : "1 (dilated convolutions are not supported)";
     if (!strcmp(key, "groups"))
         return all_ones(v) ? "" : "1 (grouped convolutions are not supported)";
+    if (!strcmp(key, "axis"))
+        return json_object_is_type(v, json_type_int) && json_object_get_int64(v) == -1
+                   ? ""
+                   : "-1 (concatenation along the channels)";
     if (!strcmp(key, "keepdims"))
         return json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v) ? ""
                                                                                         : "false";
@@ -278,6 +286,10 @@ static int inbound_names(json_object *nodes, const char **names, int max) {
         json_object *list = args ? args : node;
         if (!json_object_is_type(list, json_type_array))
             return -1;
+        /* A merge's args are one list of tensors. */
+        if (args && json_object_array_length(list) == 1 &&
+            json_object_is_type(json_object_array_get_idx(list, 0), json_type_array))
+            list = json_object_array_get_idx(list, 0);
         for (size_t j = 0; j < json_object_array_length(list); j++) {
             json_object *t = json_object_array_get_idx(list, j);
             json_object *hist = args ? get(get(t, "config"), "keras_history") : t;
@@ -291,22 +303,29 @@ static int inbound_names(json_object *nodes, const char **names, int max) {
     return n;
 }
 
-/* Functional models: each layer must take the previous one's output. */
-static int check_chain(json_object *layer, const char *prev, char *err, size_t errlen) {
+/* A Functional layer's "inputs" for the spec: the names of the layers its
+ * one inbound node takes, the InputLayer's as "@input". */
+static int graph_inputs(json_object *layer, json_object *out, const char *input_name, char *err,
+                        size_t errlen) {
     const char *name = get_str(get(layer, "config"), "name");
-    const char *from[4];
-    int n = inbound_names(get(layer, "inbound_nodes"), from, 4);
+    json_object *nodes = get(layer, "inbound_nodes");
+    const char *from[8];
+    int n = inbound_names(nodes, from, 8);
     if (n < 0)
         return ps_errf(err, errlen,
-                       "model: layer \"%s\": \"inbound_nodes\" is not in a form "
-                       "Keras writes",
+                       "model: layer \"%s\": \"inbound_nodes\" is not in a form Keras writes",
                        name);
-    if (n != 1 || strcmp(from[0], prev) != 0)
+    if (json_object_array_length(nodes) != 1 || n < 1 || n > 8)
         return ps_errf(err, errlen,
-                       "model: layer \"%s\": takes %d input(s)%s%s; pstrain supports Functional "
-                       "models whose layers form one chain (each layer takes the output of the "
-                       "layer before it, here \"%s\")",
-                       name, n, n ? ", the first from " : "", n ? from[0] : "", prev);
+                       "model: layer \"%s\": called %zu times with %d inputs; pstrain supports "
+                       "each layer called once, on 1 to 8 inputs",
+                       name, json_object_array_length(nodes), n);
+    json_object *a = json_object_new_array();
+    for (int k = 0; k < n; k++)
+        json_object_array_add(a, json_object_new_string(input_name && !strcmp(from[k], input_name)
+                                                            ? "@input"
+                                                            : from[k]));
+    json_object_object_add(out, "inputs", a);
     return 0;
 }
 
@@ -337,14 +356,14 @@ static int convert_layers(json_object *spec, json_object *list, bool functional,
                           size_t errlen) {
     json_object *layers = json_object_new_array();
     json_object_object_add(spec, "layers", layers);
-    const char *prev = NULL;
+    const char *prev = NULL, *input_name = NULL;
     for (size_t i = 0; i < json_object_array_length(list); i++) {
         json_object *layer = json_object_array_get_idx(list, i);
         const char *cls = get_str(layer, "class_name");
         json_object *cfg = get(layer, "config");
-        if (functional && prev && check_chain(layer, prev, err, errlen))
-            return -1;
         prev = get_str(cfg, "name");
+        if (cls && !strcmp(cls, "InputLayer"))
+            input_name = prev;
         if (cls && !strcmp(cls, "InputLayer")) {
             if (i != 0)
                 return ps_errf(err, errlen, "model: layer \"%s\": an InputLayer must come first",
@@ -366,6 +385,8 @@ static int convert_layers(json_object *spec, json_object *list, bool functional,
         if (!out)
             return -1;
         json_object_array_add(layers, out);
+        if (functional && graph_inputs(layer, out, input_name, err, errlen))
+            return -1;
     }
     if (!get(spec, "input"))
         return ps_errf(err, errlen,

@@ -1,7 +1,8 @@
 /* Keras's model JSON (what model.to_json() writes in Keras 3, and tf.keras
  * 2.x where it differs) turned into pstrain's own spec, which model_parse
- * then validates like any other. Sequential models and Functional models
- * whose layers form one chain are accepted. A layer, key, activation or
+ * then validates like any other. Sequential and Functional models (one
+ * input, one output, each layer called once; Add, Multiply, Concatenate)
+ * are accepted. A layer, key, activation or
  * initializer pstrain does not implement is refused with one error naming
  * the layer, the key and what is supported; keys that do not change the math
  * (dtype policies, build_config, trainable: true, module, ...) are accepted. */

@@ -80,25 +80,87 @@ static void layer_args(json_object *c, const layer_t *l) {
         json_object_object_add(c, "use_bias", json_object_new_boolean(l->use_bias));
 }
 
+/* A Keras tensor naming the layer that makes it (a Functional model's edge). */
+static json_object *keras_tensor(const model_t *m, int j) {
+    json_object *c = json_object_new_object();
+    bool flat = j < 0 ? m->input_flat : m->layers[j].flat_out;
+    json_object_object_add(c, "shape", batch_shape(j < 0 ? m->input : m->layers[j].out, flat));
+    add_str(c, "dtype", "float32");
+    json_object *h = json_object_new_array();
+    json_object_array_add(h, json_object_new_string(j < 0 ? "input_layer" : m->layers[j].name));
+    json_object_array_add(h, json_object_new_int(0));
+    json_object_array_add(h, json_object_new_int(0));
+    json_object_object_add(c, "keras_history", h);
+    json_object *t = json_object_new_object();
+    add_str(t, "class_name", "__keras_tensor__");
+    json_object_object_add(t, "config", c);
+    return t;
+}
+
+/* A Functional layer's name and inbound_nodes: one call on its inputs (a
+ * merge takes them as one list). */
+static void add_graph_keys(json_object *o, const model_t *m, const layer_t *l) {
+    json_object *args = json_object_new_array();
+    if (l->ninputs == 1) {
+        json_object_array_add(args, keras_tensor(m, l->inputs[0]));
+    } else {
+        json_object *list = json_object_new_array();
+        for (size_t k = 0; k < l->ninputs; k++)
+            json_object_array_add(list, keras_tensor(m, l->inputs[k]));
+        json_object_array_add(args, list);
+    }
+    json_object *node = json_object_new_object();
+    json_object_object_add(node, "args", args);
+    json_object_object_add(node, "kwargs", json_object_new_object());
+    json_object *nodes = json_object_new_array();
+    json_object_array_add(nodes, node);
+    add_str(o, "name", l->name);
+    json_object_object_add(o, "inbound_nodes", nodes);
+}
+
+/* [name, 0, 0] */
+static json_object *node_ref(const char *name) {
+    json_object *a = json_object_new_array();
+    json_object_array_add(a, json_object_new_string(name));
+    json_object_array_add(a, json_object_new_int(0));
+    json_object_array_add(a, json_object_new_int(0));
+    return a;
+}
+
 char *model_keras_config(const model_t *m) {
     json_object *layers = json_object_new_array();
     json_object *in = json_object_new_object();
     json_object_object_add(in, "batch_shape", batch_shape(m->input, m->input_flat));
     add_str(in, "dtype", "float32");
     add_str(in, "name", "input_layer");
-    json_object_array_add(layers, keras_layer("InputLayer", in));
+    json_object *input = keras_layer("InputLayer", in);
+    if (m->graph) {
+        add_str(input, "name", "input_layer");
+        json_object_object_add(input, "inbound_nodes", json_object_new_array());
+    }
+    json_object_array_add(layers, input);
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         json_object *c = json_object_new_object();
         add_str(c, "name", l->name);
         layer_args(c, l);
-        json_object_array_add(layers, keras_layer(model_layer_class(l->kind), c));
+        json_object *o = keras_layer(model_layer_class(l->kind), c);
+        if (m->graph)
+            add_graph_keys(o, m, l);
+        json_object_array_add(layers, o);
     }
     json_object *config = json_object_new_object();
-    add_str(config, "name", "sequential");
+    add_str(config, "name", m->graph ? "functional" : "sequential");
     json_object_object_add(config, "layers", layers);
-    json_object *root = keras_layer("Sequential", config);
-    json_object_object_add(root, "module", json_object_new_string("keras"));
+    if (m->graph) {
+        json_object_object_add(config, "input_layers", node_ref("input_layer"));
+        json_object_object_add(config, "output_layers", node_ref(m->layers[m->nlayers - 1].name));
+    }
+    json_object *root = keras_layer(m->graph ? "Functional" : "Sequential", config);
+    json_object_object_add(
+        root, "module", json_object_new_string(m->graph ? "keras.src.models.functional" : "keras"));
+    if (m->graph)
+        json_object_object_add(root, "registered_name", json_object_new_string("Functional"));
     json_object *build = json_object_new_object();
     json_object_object_add(build, "input_shape", batch_shape(m->input, m->input_flat));
     json_object_object_add(root, "build_config", build);

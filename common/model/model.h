@@ -118,7 +118,8 @@ double model_forward_flops(const model_t *m);
 double model_train_flops(const model_t *m);
 
 /* The model as Keras 3 serializes it (what a .keras file's config.json
- * holds): a Sequential of the layers with their names, an InputLayer first;
+ * holds): a Sequential of the layers with their names, an InputLayer first
+ * (a graph: a Functional with each layer's inbound node);
  * keras.models.load_model and model_from_json rebuild it. Caller frees. */
 char *model_keras_config(const model_t *m);
 

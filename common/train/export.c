@@ -58,7 +58,8 @@ static int write_keras(const model_t *m, const float *params, const char *dir, c
     char path[PATH_MAX];
     if (ps_path_join(path, sizeof path, dir, "model.keras", err, errlen))
         return -1;
-    kf_layer_t *layers = xcalloc(m->nlayers, sizeof *layers);
+    /* A Functional model lists its InputLayer among its layers: an empty group. */
+    kf_layer_t *layers = xcalloc(m->nlayers + 1, sizeof *layers);
     kf_var_t *vars = xcalloc(2 * m->nlayers, sizeof *vars);
     char(*names)[MODEL_NAME_LEN] = xcalloc(m->nlayers, sizeof *names);
     for (size_t i = 0; i < m->nlayers; i++) {
@@ -76,7 +77,11 @@ static int write_keras(const model_t *m, const float *params, const char *dir, c
         }
     }
     char *config = model_keras_config(m);
-    int rc = kf_write(path, config, "3.5.0", "sequential", layers, m->nlayers, err, errlen);
+    size_t n = m->nlayers;
+    if (m->graph)
+        layers[n++] = (kf_layer_t){.name = "input_layer"};
+    int rc = kf_write(path, config, "3.5.0", m->graph ? "functional" : "sequential", layers, n, err,
+                      errlen);
     free(config);
     free(names);
     free(vars);

@@ -98,7 +98,28 @@ def small():
     ])
 
 
-MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra, "small": small}
+def residual():
+    """A small residual network (Functional): two residual blocks with Add,
+    a gate with Multiply, and a Concatenate of two branches."""
+    inp = keras.Input((28, 28, 1))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+    for _ in range(2):
+        y = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+        y = layers.Conv2D(16, 3, padding="same")(y)
+        x = layers.Add()([x, y])
+        x = layers.Activation("relu")(x)
+    gate = layers.Conv2D(16, 1, activation="sigmoid")(x)
+    x = layers.Multiply()([x, gate])
+    a = layers.AveragePooling2D(2)(x)
+    b = layers.MaxPooling2D(2)(x)
+    x = layers.Concatenate()([a, b])
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra, "small": small,
+          "residual": residual}
 
 
 def read_idx_images(path):
@@ -162,16 +183,15 @@ def bad_models():
                             layers.Dense(8, kernel_regularizer="l1", name="r"),
                             layers.Dense(2, activation="softmax")])
     inp = keras.Input((8,))
-    a = layers.Dense(8, name="a")(inp)
-    b = layers.Dense(8, name="b")(inp)
-    c = layers.Concatenate(name="cat")([a, b])
+    shared = layers.Dense(8, name="shared")
+    c = layers.Concatenate(name="cat")([shared(inp), shared(shared(inp))])
     branch = keras.Model(inp, layers.Dense(2, activation="softmax")(c))
     return [
         ("dilated", dil, ['layer "dil" (Conv2D)', '"dilation_rate"', "it must be 1"]),
         ("lstm", lstm, ['layer "rnn"', "class LSTM is not supported", "supported: InputLayer"]),
         ("elu", elu, ['layer "d" (Dense)', 'activation "elu" is not supported', "sigmoid"]),
         ("l1", reg, ['layer "r" (Dense)', '"kernel_regularizer"', "null"]),
-        ("branch", branch, ['layer "b"', "one chain"]),
+        ("shared", branch, ['layer "shared"', "called 3 times", "each layer called once"]),
     ]
 
 
