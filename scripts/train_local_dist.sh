@@ -191,9 +191,11 @@ if [ "$status" -ne 0 ] || [ ! -f "$results" ]; then
   exit 1
 fi
 metrics=$(tr -d '\n ' < "$results" | sed -E 's/.*"global_step":([0-9]+).*"loss":([0-9.e+-]+),"accuracy":([0-9.e+-]+).*/global_step=\1 loss=\2 accuracy=\3/')
+# PSTRAIN_TRAINING_LOG: where the line goes (tests put it in their own folder).
+training_log=${PSTRAIN_TRAINING_LOG:-training_log.md}
 {
-  [ -f training_log.md ] || printf '# Training log\n\nOne line per run of scripts/train_local_dist.sh.\n\n'
+  [ -f "$training_log" ] || printf '# Training log\n\nOne line per run of scripts/train_local_dist.sh.\n\n'
   printf -- '- %s: master + %s ps + %s workers; overrides: %s; %s; %ss\n' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$nps" "$nworkers" "${args[*]:-(none)}" "$metrics" "$elapsed"
-} >> training_log.md
+} >> "$training_log"
 echo "== final test metrics after ${elapsed}s ($results): $metrics"
