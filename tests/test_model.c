@@ -455,6 +455,15 @@ void test_model_grad_activations(void) {
                     5);
 }
 
+void test_model_grad_center_crop(void) {
+    check_gradients("{\"input\": [9, 8, 2], \"layers\": [{\"type\": \"conv2d\", \"filters\": 3, "
+                    "\"kernel_size\": 2, \"activation\": \"tanh\"}, {\"type\": \"center_crop\", "
+                    "\"height\": 5, \"width\": 4}, {\"type\": \"conv2d\", \"filters\": 2, "
+                    "\"kernel_size\": 2}, {\"type\": \"flatten\"}, {\"type\": \"dense\", "
+                    "\"units\": 3, \"activation\": \"softmax\"}]}",
+                    3);
+}
+
 void test_model_grad_pools_reshape_rescaling(void) {
     check_gradients("{\"input\": [7, 6, 2], \"layers\": [{\"type\": \"rescaling\", \"scale\": 2, "
                     "\"offset\": -1}, {\"type\": \"conv2d\", \"filters\": 4, \"kernel_size\": 3, "

@@ -31,6 +31,7 @@ static const keras_class_t keras_classes[] = {
     {"Activation", "activation", " activation "},
     {"Reshape", "reshape", " target_shape "},
     {"Rescaling", "rescaling", " scale offset "},
+    {"CenterCrop", "center_crop", " height width "},
     {"Add", "add", " "},
     {"Multiply", "multiply", " "},
     {"Concatenate", "concatenate", " "},
@@ -38,7 +39,8 @@ static const keras_class_t keras_classes[] = {
 
 static const char supported_classes[] =
     "InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
-    "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, Add, Multiply, "
+    "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, CenterCrop, Add, "
+    "Multiply, "
     "Concatenate";
 
 static bool has_word(const char *words, const char *w) {

@@ -67,6 +67,10 @@ static void layer_args(json_object *c, const layer_t *l) {
             c, "target_shape",
             int_list(l->target + (l->target_flat ? 2 : 0), l->target_flat ? 1 : 3));
         break;
+    case LAYER_CENTER_CROP:
+        json_object_object_add(c, "height", json_object_new_int64((int64_t)l->target[0]));
+        json_object_object_add(c, "width", json_object_new_int64((int64_t)l->target[1]));
+        break;
     case LAYER_RESCALING:
         json_object_object_add(c, "scale", json_object_new_double((double)l->scale));
         json_object_object_add(c, "offset", json_object_new_double((double)l->offset));

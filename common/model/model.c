@@ -56,6 +56,7 @@ static const layer_info_t layer_infos[] = {
      LAYER_GLOBAL_AVG_POOL2D, " type name "},
     {"global_max_pool2d", "global_max_pooling2d", "GlobalMaxPooling2D", LAYER_GLOBAL_MAX_POOL2D,
      " type name "},
+    {"center_crop", "center_crop", "CenterCrop", LAYER_CENTER_CROP, " type name height width "},
     {"add", "add", "Add", LAYER_ADD, " type name "},
     {"multiply", "multiply", "Multiply", LAYER_MULTIPLY, " type name "},
     {"concatenate", "concatenate", "Concatenate", LAYER_CONCATENATE, " type name "},
@@ -165,11 +166,12 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         return ps_errf(err, errlen, "model: layer %zu: missing \"type\" (a string)", i);
     const layer_info_t *info = info_of_type(json_object_get_string(v));
     if (!info)
-        return ps_errf(err, errlen,
-                       "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
-                       "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
-                       "global_avg_pool2d, global_max_pool2d, add, multiply or concatenate)",
-                       i, json_object_get_string(v));
+        return ps_errf(
+            err, errlen,
+            "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
+            "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
+            "global_avg_pool2d, global_max_pool2d, center_crop, add, multiply or concatenate)",
+            i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
     l->use_bias = true;

@@ -30,6 +30,7 @@ typedef enum {
     LAYER_AVG_POOL2D,
     LAYER_GLOBAL_AVG_POOL2D,
     LAYER_GLOBAL_MAX_POOL2D,
+    LAYER_CENTER_CROP,
     /* Merges of a Functional graph (common/model/model_graph.c). */
     LAYER_ADD,
     LAYER_MULTIPLY,
@@ -53,15 +54,16 @@ typedef struct {
     char name[MODEL_NAME_LEN]; /* Keras's automatic name ("conv2d_1") or the spec's */
     activation_t activation;
     bool use_bias;
-    size_t units;                 /* dense */
-    size_t filters;               /* conv2d */
-    size_t kernel[2];             /* conv2d kernel_size */
-    size_t pool[2];               /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
-    size_t strides[2];            /* conv2d (default 1) and the pools (default pool_size) */
-    bool same;                    /* padding == "same" */
-    float rate;                   /* dropout */
-    float scale, offset;          /* rescaling: y = x * scale + offset */
-    size_t target[3];             /* reshape: target_shape as [h, w, c]; flat ones are [1, 1, n] */
+    size_t units;        /* dense */
+    size_t filters;      /* conv2d */
+    size_t kernel[2];    /* conv2d kernel_size */
+    size_t pool[2];      /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
+    size_t strides[2];   /* conv2d (default 1) and the pools (default pool_size) */
+    bool same;           /* padding == "same" */
+    float rate;          /* dropout */
+    float scale, offset; /* rescaling: y = x * scale + offset */
+    /* reshape: target_shape as [h, w, c] (flat: [1, 1, n]); center_crop: [H, W, c] */
+    size_t target[3];
     bool target_flat;             /* reshape to a vector */
     size_t in[3], out[3];         /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
     bool flat_in, flat_out;       /* a vector, not an image (after flatten or dense) */

@@ -212,6 +212,26 @@ static void conv_forward(model_exec_t *e, const layer_t *l, const float *params,
     activate(e, l, pre, y, n);
 }
 
+/* Center crop of n images x[n, h, w, c] into y[n, H, W, c] (Keras: the
+ * window starts at (h - H) / 2, (w - W) / 2), or with back, the gradient:
+ * dy into the window of dx, zeros around it. */
+static void crop(model_exec_t *e, const layer_t *l, float *out, const float *in, size_t n,
+                 bool back) {
+    const backend_t *be = e->be;
+    size_t h = l->in[0], w = l->in[1], c = l->in[2], H = l->out[0], W = l->out[1];
+    size_t top = (h - H) / 2, left = (w - W) / 2;
+    if (back)
+        be->zero(out, n * l->in_size * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float *big = (back ? out : (float *)in) + (i * h + top) * w * c;
+        float *small = (back ? (float *)in : out) + i * l->out_size;
+        if (back)
+            be->copy_cols(big, w * c, left * c, small, W * c, 0, H, W * c);
+        else
+            be->copy_cols(small, W * c, 0, big, w * c, left * c, H, W * c);
+    }
+}
+
 /* Forward of the layers without variables beyond the builtin models.
  * Returns where the output is (x itself for a view or a linear activation). */
 static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, float *y, size_t n) {
@@ -240,6 +260,9 @@ static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, f
         be->maxpool2d_forward(y, x, &s);
         return y;
     }
+    case LAYER_CENTER_CROP:
+        crop(e, l, y, x, n, false);
+        return y;
     default: /* reshape */
         return (float *)x;
     }
@@ -396,6 +419,9 @@ static float *extra_backward(model_exec_t *e, const layer_t *l, size_t n, const 
         be->maxpool2d_backward(dx, dy, x, y, &s);
         return dx;
     }
+    case LAYER_CENTER_CROP:
+        crop(e, l, dx, dy, n, true);
+        return dx;
     default: /* reshape */
         return dy;
     }

@@ -1,6 +1,6 @@
 /* The layers beyond the builtin models, as Keras defines them: Activation,
- * Reshape, Rescaling, AveragePooling2D, GlobalAveragePooling2D and
- * GlobalMaxPooling2D: their spec attributes, output shapes and canonical
+ * Reshape, Rescaling, AveragePooling2D, GlobalAveragePooling2D,
+ * GlobalMaxPooling2D and CenterCrop: their spec attributes, output shapes and canonical
  * JSON. Their forward and backward are in model_exec.c. */
 #include <stdio.h>
 #include <string.h>
@@ -89,6 +89,17 @@ int model_extra_parse(layer_t *l, json_object *o, char *why, size_t whylen) {
         return 0;
     case LAYER_AVG_POOL2D:
         return parse_pool(l, o, why, whylen);
+    case LAYER_CENTER_CROP:
+        for (size_t d = 0; d < 2; d++) {
+            const char *key = d ? "width" : "height";
+            v = NULL;
+            json_object_object_get_ex(o, key, &v);
+            int64_t x = v && json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : 0;
+            if (x < 1 || x > 65536)
+                return ps_errf(why, whylen, "\"%s\" must be a positive integer", key);
+            l->target[d] = (size_t)x;
+        }
+        return 0;
     default:
         return 0;
     }
@@ -97,7 +108,7 @@ int model_extra_parse(layer_t *l, json_object *o, char *why, size_t whylen) {
 int model_extra_infer(layer_t *l, char *why, size_t whylen) {
     size_t h = l->in[0], w = l->in[1], c = l->in[2];
     bool spatial = l->kind == LAYER_AVG_POOL2D || l->kind == LAYER_GLOBAL_AVG_POOL2D ||
-                   l->kind == LAYER_GLOBAL_MAX_POOL2D;
+                   l->kind == LAYER_GLOBAL_MAX_POOL2D || l->kind == LAYER_CENTER_CROP;
     if (spatial && l->flat_in)
         return ps_errf(why, whylen, "needs an image input [h, w, c], not a flat one");
     l->flat_out = l->flat_in;
@@ -123,6 +134,15 @@ int model_extra_infer(layer_t *l, char *why, size_t whylen) {
         l->out[1] = s.ow;
         return 0;
     }
+    case LAYER_CENTER_CROP:
+        if (l->target[0] > h || l->target[1] > w)
+            return ps_errf(why, whylen,
+                           "the input %zux%zu is smaller than the crop %zux%zu (Keras would resize "
+                           "it; pstrain only crops)",
+                           h, w, l->target[0], l->target[1]);
+        l->target[2] = c;
+        memcpy(l->out, l->target, sizeof l->out);
+        return 0;
     case LAYER_GLOBAL_AVG_POOL2D:
     case LAYER_GLOBAL_MAX_POOL2D:
         /* One window over the whole image. */
@@ -160,6 +180,10 @@ void model_extra_json(const layer_t *l, json_object *o) {
     case LAYER_RESCALING:
         json_object_object_add(o, "scale", json_object_new_double((double)l->scale));
         json_object_object_add(o, "offset", json_object_new_double((double)l->offset));
+        break;
+    case LAYER_CENTER_CROP:
+        json_object_object_add(o, "height", json_object_new_int64((int64_t)l->target[0]));
+        json_object_object_add(o, "width", json_object_new_int64((int64_t)l->target[1]));
         break;
     case LAYER_AVG_POOL2D:
         json_object_object_add(o, "pool_size", pair(l->pool));
