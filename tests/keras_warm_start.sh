@@ -53,4 +53,20 @@ expect_error 65 'it has no tensor "head/kernel"; the names found: features/kerne
   "$build/pstrain-worker" --set model="$tmp/head.json" --set train.max_steps=1 \
   --set train.warm_start_from="$tmp/run/export/1" --set checkpoint.model_dir="$tmp/bad3"
 expect_error 65 "kt.weights.h5 holds weights only" "$build/pstrain" evaluate --model "$tmp/kt.weights.h5"
+# Damaged files: one error naming the file and what is wrong.
+echo "not a zip" > "$tmp/text.keras"
+expect_error 65 "$tmp/text.keras: not a readable .keras (zip) file" \
+  "$build/pstrain" evaluate --model "$tmp/text.keras"
+python3 - "$tmp/kt.keras" "$tmp/noweights.keras" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as src, zipfile.ZipFile(sys.argv[2], "w") as dst:
+    for name in ("config.json", "metadata.json"):
+        dst.writestr(name, src.read(name))
+PY
+expect_error 65 "$tmp/noweights.keras: no model.weights.h5 inside" \
+  "$build/pstrain" evaluate --model "$tmp/noweights.keras"
+head -c 5000 "$tmp/kt.weights.h5" > "$tmp/cut.weights.h5"
+expect_error 65 "$tmp/cut.weights.h5: not a readable HDF5 file" \
+  "$build/pstrain-worker" --set model="$tmp/small.json" --set train.max_steps=1 \
+  --set train.warm_start_from="$tmp/cut.weights.h5" --set checkpoint.model_dir="$tmp/bad4"
 echo ok

@@ -59,8 +59,9 @@ bool kf_is_keras_path(const char *path);
 
 /* Reads a .keras file (its config.json and model.weights.h5) or a
  * .weights.h5 file: every group under layers/ with its float arrays (float64
- * ones converted). Sizes are checked against limits before anything is
- * allocated. On error out is left empty. */
+ * ones converted). Sizes are checked before anything is allocated: a zip
+ * entry against its stored bytes and 4 GiB, an array against 2^28 elements.
+ * On error out is left empty. */
 int kf_read(const char *path, kf_file_t *out, char *err, size_t errlen);
 void kf_free(kf_file_t *f);
 /* The group named name, or NULL. */

@@ -12,7 +12,7 @@
 
 /* Limits on what a file may claim, checked before allocating. */
 #define KF_MAX_ENTRY ((zip_uint64_t)4 << 30)
-#define KF_MAX_ELEMENTS ((hsize_t)1 << 31)
+#define KF_MAX_ELEMENTS ((hsize_t)1 << 28)
 #define KF_MAX_GROUPS 4096
 
 bool kf_is_keras_path(const char *path) {
@@ -31,9 +31,13 @@ static int zip_entry(zip_t *z, const char *path, const char *name, char **out, s
     zip_stat_t st;
     if (zip_stat(z, name, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
         return ps_errf(err, errlen, "%s: no %s inside (not a Keras 3 .keras file?)", path, name);
-    if (st.size > KF_MAX_ENTRY)
-        return ps_errf(err, errlen, "%s: %s is %llu bytes, over the 4 GiB limit", path, name,
-                       (unsigned long long)st.size);
+    /* Deflate expands at most about 1032 times: a larger claim is a lie. */
+    bool fits = (st.valid & ZIP_STAT_COMP_SIZE) && st.size <= st.comp_size * 1100 + 4096;
+    if (st.size > KF_MAX_ENTRY || !fits)
+        return ps_errf(err, errlen,
+                       "%s: %s claims %llu bytes (from %llu stored), over the 4 GiB limit or "
+                       "what its data can hold",
+                       path, name, (unsigned long long)st.size, (unsigned long long)st.comp_size);
     zip_file_t *f = zip_fopen(z, name, 0);
     if (!f)
         return ps_errf(err, errlen, "%s: cannot open %s: %s", path, name, zip_strerror(z));
@@ -113,7 +117,7 @@ static int read_group(hid_t layers, kf_group_t *g, char *err, size_t errlen) {
         if (read_array(vars, key, &g->vars[i])) {
             H5Gclose(vars);
             return ps_errf(err, errlen,
-                           "layers/%s/%s is not a float array of at most %d dimensions and 2^31 "
+                           "layers/%s/%s is not a float array of at most %d dimensions and 2^28 "
                            "elements",
                            path, key, KERAS_FILE_MAX_NDIM);
         }

@@ -570,7 +570,7 @@ void model_summary(const model_t *m, FILE *out) {
         w0 = PS_MAX(w0, need);
     }
     size_t width = w0 + 1 + 26 + 10;
-    fprintf(out, "Model: \"sequential\"\n");
+    fprintf(out, "Model: \"%s\"\n", m->graph ? "functional" : "sequential");
     summary_rule(out, '_', width);
     fprintf(out, " %-*s%-26s%-10s\n", (int)w0, "Layer (type)", "Output Shape", "Param #");
     summary_rule(out, '=', width);
