@@ -86,6 +86,10 @@ typedef struct {
     float eps;
 } update_step_t;
 
+/* Elementwise activations beyond ReLU (Keras's definitions; gelu is the exact
+ * erf form, Keras's default). */
+typedef enum { ACT_FN_SIGMOID = 0, ACT_FN_TANH, ACT_FN_GELU, ACT_FN_SILU } act_fn_t;
+
 /* A point in a backend's queue of copies (a CUDA event); opaque. */
 typedef struct backend_event backend_event_t;
 
@@ -185,6 +189,28 @@ struct backend {
     void (*wait_event)(backend_event_t *e);
     /* The host waits until e is reached. */
     void (*sync_event)(backend_event_t *e);
+
+    /* Ops of the Keras layers beyond the builtin models (kernels/cpu/ops_extra.c,
+     * kernels/cuda/ops_extra.cu). */
+    /* y = f(x) elementwise; in place allowed. */
+    void (*act_forward)(float *y, const float *x, size_t n, act_fn_t f);
+    /* dx = dy * f'(x), with y = f(x) from the forward; in place (dx == dy) allowed. */
+    void (*act_backward)(float *dx, const float *dy, const float *x, const float *y, size_t n,
+                         act_fn_t f);
+    /* y[n, oh, ow, c] = mean of the in-image cells of each window of x (padded
+     * cells are not counted, as in TensorFlow). */
+    void (*avgpool2d_forward)(float *y, const float *x, const pool2d_shape_t *s);
+    /* dx (overwritten): each dy spread evenly over its window's in-image cells. */
+    void (*avgpool2d_backward)(float *dx, const float *dy, const pool2d_shape_t *s);
+    /* y = x * scale + offset; in place allowed. */
+    void (*scale_shift)(float *y, const float *x, size_t n, float scale, float offset);
+    /* y = a * b elementwise; in place allowed. */
+    void (*mul)(float *y, const float *a, const float *b, size_t n);
+    /* dst[r, dst_off + j] = src[r, src_off + j] for r < rows, j < cols; rows of
+     * dst_cols and src_cols floats (concatenation along the channels and its
+     * gradient). */
+    void (*copy_cols)(float *dst, size_t dst_cols, size_t dst_off, const float *src,
+                      size_t src_cols, size_t src_off, size_t rows, size_t cols);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal
@@ -194,7 +220,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 2
+#define BACKEND_ABI 3
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

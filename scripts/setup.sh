@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev                        # CPU math
   libjson-c-dev zlib1g-dev               # configs, model specs, results; gzip
   libzip-dev libpng-dev                  # npz weight files; PNG input
+  libhdf5-dev                            # .keras files' model.weights.h5
   protobuf-c-compiler libprotobuf-c-dev  # RPC messages (proto/pstrain.proto)
   libgrpc-dev                            # RPC between roles (gRPC C core)
   libuv1-dev                             # the tensor stream's event loop

@@ -398,3 +398,143 @@ void test_model_trainer_overlap(void) {
     free(over);
     model_free(&m);
 }
+
+/* tf.keras 2.x's to_json(): "Model" with nested-list inbound_nodes and the
+ * input shape on an InputLayer's batch_input_shape. */
+static const char tf2_functional[] =
+    "{\"class_name\": \"Functional\", \"config\": {\"name\": \"model\", \"layers\": ["
+    "{\"class_name\": \"InputLayer\", \"config\": {\"batch_input_shape\": [null, 6], "
+    "\"dtype\": \"float32\", \"sparse\": false, \"ragged\": false, \"name\": \"in\"}, "
+    "\"name\": \"in\", \"inbound_nodes\": []},"
+    "{\"class_name\": \"Dense\", \"config\": {\"name\": \"h\", \"trainable\": true, "
+    "\"dtype\": \"float32\", \"units\": 5, \"activation\": \"relu\", \"use_bias\": true, "
+    "\"kernel_initializer\": {\"class_name\": \"GlorotUniform\", \"config\": {\"seed\": null}}, "
+    "\"bias_initializer\": {\"class_name\": \"Zeros\", \"config\": {}}, "
+    "\"kernel_regularizer\": null}, \"name\": \"h\", \"inbound_nodes\": [[[\"in\", 0, 0, {}]]]},"
+    "{\"class_name\": \"Dense\", \"config\": {\"name\": \"out\", \"units\": 3, "
+    "\"activation\": \"softmax\"}, \"name\": \"out\", \"inbound_nodes\": [[[\"h\", 0, 0, {}]]]}"
+    "], \"input_layers\": [[\"in\", 0, 0]], \"output_layers\": [[\"out\", 0, 0]]}, "
+    "\"keras_version\": \"2.15.0\", \"backend\": \"tensorflow\"}";
+
+void test_model_keras_json_tf2(void) {
+    model_t m;
+    char err[PS_ERRLEN] = "";
+    CHECK(model_parse(&m, tf2_functional, err, sizeof err) == 0);
+    if (err[0])
+        fprintf(stderr, "%s\n", err);
+    CHECK_INT_EQ(m.nlayers, 2);
+    CHECK_INT_EQ(m.nparams, 6 * 5 + 5 + 5 * 3 + 3);
+    CHECK(strcmp(m.vars[2].name, "out/kernel") == 0);
+    CHECK(m.input_flat);
+    /* The canonical spec is pstrain's own dialect. */
+    CHECK_STR_CONTAINS(m.json, "\"type\":\"dense\"");
+    model_free(&m);
+    /* A wrong output and an unknown key are named. */
+    char *bad = xstrdup(tf2_functional);
+    memcpy(strstr(bad, "[[\"out\", 0"), "[[\"h\"  ", 7);
+    CHECK(model_parse(&m, bad, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "\"output_layers\" must be the last layer (\"out\")");
+    free(bad);
+    bad = xstrdup(tf2_functional);
+    memcpy(strstr(bad, "\"use_bias\""), "\"use_bian\"", 10);
+    CHECK(model_parse(&m, bad, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "layer \"h\" (Dense): key \"use_bian\" is not supported");
+    free(bad);
+}
+
+/* The layers beyond the builtin models, through forward and backward. */
+void test_model_grad_activations(void) {
+    check_gradients("{\"input\": [6], \"layers\": [{\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"sigmoid\"}, {\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"tanh\"}, {\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"gelu\"}, {\"type\": \"dense\", \"units\": 4}, "
+                    "{\"type\": \"activation\", \"activation\": \"silu\"}, {\"type\": "
+                    "\"dense\", \"units\": 4}, {\"type\": \"activation\", \"activation\": "
+                    "\"sigmoid\"}, {\"type\": \"dense\", \"units\": 3, \"activation\": "
+                    "\"softmax\"}]}",
+                    5);
+}
+
+void test_model_grad_center_crop(void) {
+    check_gradients("{\"input\": [9, 8, 2], \"layers\": [{\"type\": \"conv2d\", \"filters\": 3, "
+                    "\"kernel_size\": 2, \"activation\": \"tanh\"}, {\"type\": \"center_crop\", "
+                    "\"height\": 5, \"width\": 4}, {\"type\": \"conv2d\", \"filters\": 2, "
+                    "\"kernel_size\": 2}, {\"type\": \"flatten\"}, {\"type\": \"dense\", "
+                    "\"units\": 3, \"activation\": \"softmax\"}]}",
+                    3);
+}
+
+void test_model_grad_pools_reshape_rescaling(void) {
+    check_gradients("{\"input\": [7, 6, 2], \"layers\": [{\"type\": \"rescaling\", \"scale\": 2, "
+                    "\"offset\": -1}, {\"type\": \"conv2d\", \"filters\": 4, \"kernel_size\": 3, "
+                    "\"padding\": \"same\", \"activation\": \"silu\"}, {\"type\": \"avg_pool2d\", "
+                    "\"pool_size\": 3, \"strides\": 2, \"padding\": \"same\"}, {\"type\": "
+                    "\"reshape\", \"target_shape\": [2, 12, 2]}, {\"type\": \"conv2d\", "
+                    "\"filters\": 3, \"kernel_size\": 2, \"activation\": \"tanh\"}, {\"type\": "
+                    "\"global_avg_pool2d\"}, {\"type\": \"dense\", \"units\": 3, "
+                    "\"activation\": \"softmax\"}]}",
+                    3);
+    check_gradients(
+        "{\"input\": [6, 6, 2], \"layers\": [{\"type\": \"conv2d\", \"filters\": 3, "
+        "\"kernel_size\": 3, \"activation\": \"gelu\"}, {\"type\": "
+        "\"global_max_pool2d\"}, {\"type\": \"rescaling\", \"scale\": 0.5, \"offset\": 0.1}, "
+        "{\"type\": \"reshape\", \"target_shape\": [1, 1, 3]}, "
+        "{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 3, "
+        "\"activation\": \"softmax\"}]}",
+        3);
+}
+
+/* Functional graphs: a residual block (Add), a gate (Multiply), a channel
+ * concatenation of two branches, and a skip from the model's input. */
+void test_model_grad_graph(void) {
+    check_gradients(
+        "{\"input\": [6, 6, 2], \"layers\": ["
+        "{\"type\": \"conv2d\", \"name\": \"stem\", \"filters\": 4, \"kernel_size\": 3, "
+        "\"padding\": \"same\", \"activation\": \"relu\"},"
+        "{\"type\": \"conv2d\", \"name\": \"a\", \"filters\": 4, \"kernel_size\": 3, "
+        "\"padding\": \"same\", \"activation\": \"tanh\"},"
+        "{\"type\": \"add\", \"name\": \"res\", \"inputs\": [\"stem\", \"a\"]},"
+        "{\"type\": \"conv2d\", \"name\": \"g\", \"filters\": 4, \"kernel_size\": 1, "
+        "\"activation\": \"sigmoid\", \"inputs\": [\"stem\"]},"
+        "{\"type\": \"multiply\", \"name\": \"gated\", \"inputs\": [\"res\", \"g\"]},"
+        "{\"type\": \"conv2d\", \"name\": \"b\", \"filters\": 3, \"kernel_size\": 1, "
+        "\"inputs\": [\"@input\"]},"
+        "{\"type\": \"concatenate\", \"name\": \"cat\", \"inputs\": [\"gated\", \"b\", \"a\"]},"
+        "{\"type\": \"global_avg_pool2d\"},"
+        "{\"type\": \"dense\", \"units\": 3, \"activation\": \"softmax\"}]}",
+        3);
+}
+
+/* A chain written with explicit inputs is the same model as without. */
+void test_model_graph_spec(void) {
+    model_t m;
+    char err[PS_ERRLEN] = "";
+    CHECK(model_parse(&m,
+                      "{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"name\": \"a\", "
+                      "\"units\": 3}, {\"type\": \"dense\", \"name\": \"b\", \"units\": 3, "
+                      "\"inputs\": [\"@input\"]}, {\"type\": \"concatenate\", \"inputs\": "
+                      "[\"a\", \"b\"]}, {\"type\": \"dense\", \"units\": 2, \"activation\": "
+                      "\"softmax\"}]}",
+                      err, sizeof err) == 0);
+    CHECK(m.graph);
+    CHECK_INT_EQ(m.layers[2].out[2], 6);
+    CHECK_STR_CONTAINS(m.json, "\"inputs\":[");
+    model_t again;
+    CHECK(model_parse(&again, m.json, err, sizeof err) == 0);
+    CHECK(strcmp(again.json, m.json) == 0);
+    model_free(&again);
+    model_free(&m);
+    const char *bad[][2] = {
+        {"{\"input\": [4], \"layers\": [{\"type\": \"add\", \"inputs\": [\"@input\", \"x\"]}]}",
+         "layer 0 (add): input \"x\" is not an earlier layer"},
+        {"{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"units\": 3}, {\"type\": \"add\", "
+         "\"inputs\": [\"@input\", \"dense\"]}]}",
+         "layer 1 (add): input 1 has shape (1, 1, 3), input 0 (1, 1, 4): they must be equal"},
+        {"{\"input\": [4], \"layers\": [{\"type\": \"multiply\"}]}",
+         "layer 0 (multiply): a merge needs \"inputs\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(model_parse(&m, bad[i][0], err, sizeof err) != 0);
+        CHECK_STR_CONTAINS(err, bad[i][1]);
+    }
+}

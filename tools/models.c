@@ -174,6 +174,7 @@ int cmd_evaluate(int argc, char **argv) {
 typedef struct {
     const char *labels;
     bool summary;
+    bool probs; /* every class's probability, not only the best */
     size_t total, correct;
     char **names; /* the model_dir's class_names.json, or NULL */
     size_t nnames;
@@ -222,6 +223,8 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
             printf("%s[%zu]: class %zu", path, first + i, best);
             print_class(o, best);
             printf(" (p=%.4f)", (double)p[best]);
+            for (size_t c = 0; o->probs && c < m->nclasses; c++)
+                printf("%s%.8g", c ? " " : " probs ", (double)p[c]);
             if (o->labels)
                 printf(" label %d%s", label, (size_t)label == best ? "" : " (wrong)");
             printf("\n");
@@ -289,6 +292,8 @@ int cmd_predict(int argc, char **argv) {
             o.labels = argv[++i];
         else if (!strcmp(argv[i], "--summary"))
             o.summary = true;
+        else if (!strcmp(argv[i], "--probs"))
+            o.probs = true;
         else if (argv[i][0] == '-' && argv[i][1] == '-')
             dir = NULL, i = argc;
         else
@@ -296,7 +301,7 @@ int cmd_predict(int argc, char **argv) {
     }
     if (!dir || ninputs == 0) {
         free(inputs);
-        fprintf(stderr, "usage: pstrain predict --model DIR [--labels FILE] [--summary] "
+        fprintf(stderr, "usage: pstrain predict --model DIR [--labels FILE] [--summary] [--probs] "
                         "IMAGES...\n");
         return EXIT_USAGE;
     }

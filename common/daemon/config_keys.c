@@ -118,8 +118,8 @@ const config_key_t config_keys[] = {
     INT_KEY("train.seed", train.seed, "42", 0, NO_LIMIT,
             "seed of the initial weights, shuffling and dropout"),
     OPT_STRING_KEY("train.warm_start_from", train.warm_start_from,
-                   "export, checkpoint or model_dir whose weights start a new run (when "
-                   "model_dir holds no checkpoint)"),
+                   "export, checkpoint, model_dir, .keras or .weights.h5 file whose weights "
+                   "start a new run (when model_dir holds no checkpoint)"),
     STRING_KEY("train.warm_start_vars", train.warm_start_vars, ".*",
                "POSIX extended regex: the variables train.warm_start_from initialises (the rest "
                "start from the initializer)"),
@@ -144,6 +144,9 @@ const config_key_t config_keys[] = {
             "sync, train.replicas_to_aggregate 0: a step averages the first pushes of all "
             "workers but this many; the slowest ones' pushes come too late and are dropped "
             "(backup workers)"),
+    ENUM_KEY("train.loss", train.loss, "auto", "auto|sparse_categorical_crossentropy",
+             "loss; auto follows the last layer (Dense with softmax: sparse categorical "
+             "cross-entropy, the one pstrain implements)"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,

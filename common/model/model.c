@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/log.h"
 #include "common/base/util.h"
+#include "common/model/keras_json.h"
+#include "common/model/model_internal.h"
 
 /* The Keras MNIST CNN (keras.io/examples/vision/mnist_convnet, with the
  * dense head of the classic Keras mnist_cnn.py) and the Keras guide's MLP. */
@@ -44,6 +47,19 @@ static const layer_info_t layer_infos[] = {
      " type name pool_size strides padding "},
     {"dropout", "dropout", "Dropout", LAYER_DROPOUT, " type name rate "},
     {"flatten", "flatten", "Flatten", LAYER_FLATTEN, " type name "},
+    {"activation", "activation", "Activation", LAYER_ACTIVATION, " type name activation "},
+    {"reshape", "reshape", "Reshape", LAYER_RESHAPE, " type name target_shape "},
+    {"rescaling", "rescaling", "Rescaling", LAYER_RESCALING, " type name scale offset "},
+    {"avg_pool2d", "average_pooling2d", "AveragePooling2D", LAYER_AVG_POOL2D,
+     " type name pool_size strides padding "},
+    {"global_avg_pool2d", "global_average_pooling2d", "GlobalAveragePooling2D",
+     LAYER_GLOBAL_AVG_POOL2D, " type name "},
+    {"global_max_pool2d", "global_max_pooling2d", "GlobalMaxPooling2D", LAYER_GLOBAL_MAX_POOL2D,
+     " type name "},
+    {"center_crop", "center_crop", "CenterCrop", LAYER_CENTER_CROP, " type name height width "},
+    {"add", "add", "Add", LAYER_ADD, " type name "},
+    {"multiply", "multiply", "Multiply", LAYER_MULTIPLY, " type name "},
+    {"concatenate", "concatenate", "Concatenate", LAYER_CONCATENATE, " type name "},
 };
 
 static const layer_info_t *info_of_kind(layer_kind_t kind) {
@@ -51,6 +67,22 @@ static const layer_info_t *info_of_kind(layer_kind_t kind) {
         if (layer_infos[i].kind == kind)
             return &layer_infos[i];
     return &layer_infos[0];
+}
+
+const char *model_layer_class(layer_kind_t kind) {
+    return info_of_kind(kind)->keras_class;
+}
+
+void model_keras_h5_name(const model_t *m, size_t layer, char *out, size_t len) {
+    layer_kind_t kind = m->layers[layer].kind;
+    size_t before = 0;
+    for (size_t i = 0; i < layer; i++)
+        before += m->layers[i].kind == kind;
+    const char *base = info_of_kind(kind)->keras_name;
+    if (before)
+        snprintf(out, len, "%s_%zu", base, before);
+    else
+        snprintf(out, len, "%s", base);
 }
 
 static const layer_info_t *info_of_type(const char *type) {
@@ -69,7 +101,7 @@ static const layer_info_t *info_of_type(const char *type) {
             __VA_ARGS__)
 
 /* Reads a positive int or a pair of them ([a, b]) into out[2]. */
-static int get_pair(json_object *v, size_t out[2]) {
+int model_get_pair(json_object *v, size_t out[2]) {
     if (json_object_is_type(v, json_type_int)) {
         int64_t x = json_object_get_int64(v);
         if (x < 1 || x > 65536)
@@ -118,16 +150,7 @@ static int parse_activation(json_object *v, activation_t *out) {
     }
     if (!json_object_is_type(v, json_type_string))
         return -1;
-    const char *s = json_object_get_string(v);
-    if (strcmp(s, "linear") == 0)
-        *out = ACT_LINEAR;
-    else if (strcmp(s, "relu") == 0)
-        *out = ACT_RELU;
-    else if (strcmp(s, "softmax") == 0)
-        *out = ACT_SOFTMAX;
-    else
-        return -1;
-    return 0;
+    return model_activation_parse(json_object_get_string(v), out);
 }
 
 static int parse_padding(json_object *v, bool *same) {
@@ -153,10 +176,12 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         return ps_errf(err, errlen, "model: layer %zu: missing \"type\" (a string)", i);
     const layer_info_t *info = info_of_type(json_object_get_string(v));
     if (!info)
-        return ps_errf(err, errlen,
-                       "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
-                       "dropout or flatten)",
-                       i, json_object_get_string(v));
+        return ps_errf(
+            err, errlen,
+            "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
+            "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
+            "global_avg_pool2d, global_max_pool2d, center_crop, add, multiply or concatenate)",
+            i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
     l->use_bias = true;
@@ -164,7 +189,7 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     json_object_object_foreach(o, key, val) {
         char probe[80];
         snprintf(probe, sizeof probe, " %s ", key);
-        if (!strstr(info->keys, probe))
+        if (!strstr(info->keys, probe) && strcmp(key, "inputs") != 0)
             return LAYER_ERR(err, errlen, i, l, "unknown key \"%s\"", key);
         (void)val;
     }
@@ -182,11 +207,11 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     case LAYER_CONV2D:
         if (!json_object_object_get_ex(o, "filters", &v) || get_count(v, &l->filters))
             return LAYER_ERR(err, errlen, i, l, "\"filters\" must be %s", count_want(v));
-        if (!json_object_object_get_ex(o, "kernel_size", &v) || get_pair(v, l->kernel))
+        if (!json_object_object_get_ex(o, "kernel_size", &v) || model_get_pair(v, l->kernel))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"kernel_size\" must be a positive integer or a pair of them");
         l->strides[0] = l->strides[1] = 1;
-        if (json_object_object_get_ex(o, "strides", &v) && get_pair(v, l->strides))
+        if (json_object_object_get_ex(o, "strides", &v) && model_get_pair(v, l->strides))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"strides\" must be a positive integer or a pair of them");
         break;
@@ -196,13 +221,13 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     case LAYER_MAX_POOL2D:
         l->pool[0] = l->pool[1] = 2;
-        if (json_object_object_get_ex(o, "pool_size", &v) && get_pair(v, l->pool))
+        if (json_object_object_get_ex(o, "pool_size", &v) && model_get_pair(v, l->pool))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"pool_size\" must be a positive integer or a pair of them");
         l->strides[0] = l->pool[0];
         l->strides[1] = l->pool[1];
         if (json_object_object_get_ex(o, "strides", &v) &&
-            !json_object_is_type(v, json_type_null) && get_pair(v, l->strides))
+            !json_object_is_type(v, json_type_null) && model_get_pair(v, l->strides))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"strides\" must be a positive integer or a pair of them");
         break;
@@ -217,8 +242,14 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     case LAYER_FLATTEN:
         break;
+    default: {
+        char why[PS_ERRLEN];
+        if (model_extra_parse(l, o, why, sizeof why))
+            return LAYER_ERR(err, errlen, i, l, "%s", why);
+        break;
     }
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D) {
+    }
+    if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D || l->kind == LAYER_AVG_POOL2D) {
         json_object *p = NULL;
         json_object_object_get_ex(o, "padding", &p);
         if (parse_padding(p, &l->same))
@@ -228,8 +259,8 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         json_object *a = NULL;
         json_object_object_get_ex(o, "activation", &a);
         if (parse_activation(a, &l->activation))
-            return LAYER_ERR(err, errlen, i, l, "%s",
-                             "\"activation\" must be \"relu\", \"softmax\", \"linear\" or null");
+            return LAYER_ERR(err, errlen, i, l, "\"activation\" must be one of %s, or null",
+                             model_activation_names);
         if (json_object_object_get_ex(o, "use_bias", &v)) {
             if (!json_object_is_type(v, json_type_boolean))
                 return LAYER_ERR(err, errlen, i, l, "%s", "\"use_bias\" must be true or false");
@@ -336,6 +367,15 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     case LAYER_DROPOUT:
         memcpy(l->out, l->in, sizeof l->out);
         break;
+    default: {
+        char why[PS_ERRLEN];
+        bool merge =
+            l->kind == LAYER_ADD || l->kind == LAYER_MULTIPLY || l->kind == LAYER_CONCATENATE;
+        if (merge ? model_graph_infer(m, i, why, sizeof why)
+                  : model_extra_infer(l, why, sizeof why))
+            return LAYER_ERR(err, errlen, i, l, "%s", why);
+        break;
+    }
     }
     if ((l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) && l->use_bias) {
         size_t shape[1] = {l->out[2]};
@@ -391,6 +431,13 @@ int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
         return ps_errf(err, errlen, "model: not JSON: %s", json_tokener_error_desc(jerr));
     int rc = -1;
     json_object *layers;
+    if (keras_json_is_model(root)) {
+        json_object *spec = keras_json_to_spec(root, err, errlen);
+        json_object_put(root);
+        if (!spec)
+            return -1;
+        root = spec;
+    }
     if (!json_object_is_type(root, json_type_object)) {
         ps_errf(err, errlen, "model: expected a JSON object with \"input\" and \"layers\"");
         goto out;
@@ -418,8 +465,15 @@ int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
     if (name_layers(m, err, errlen))
         goto out;
     for (size_t i = 0; i < m->nlayers; i++) {
-        memcpy(m->layers[i].in, i ? m->layers[i - 1].out : m->input, sizeof m->input);
-        m->layers[i].flat_in = i ? m->layers[i - 1].flat_out : m->input_flat;
+        layer_t *l = &m->layers[i];
+        char why[PS_ERRLEN];
+        if (model_graph_inputs(m, i, json_object_array_get_idx(layers, i), why, sizeof why)) {
+            LAYER_ERR(err, errlen, i, l, "%s", why);
+            goto out;
+        }
+        int src = l->inputs[0];
+        memcpy(l->in, src >= 0 ? m->layers[src].out : m->input, sizeof m->input);
+        l->flat_in = src >= 0 ? m->layers[src].flat_out : m->input_flat;
         if (infer_layer(m, i, err, errlen))
             goto out;
     }
@@ -448,9 +502,15 @@ int model_load(model_t *m, const char *name_or_path, char *err, size_t errlen) {
                        name_or_path);
     char inner[PS_ERRLEN];
     int rc = model_parse(m, text, inner, sizeof inner);
+    bool keras = strstr(text, "\"class_name\"") != NULL;
     free(text);
     if (rc)
         return ps_errf(err, errlen, "%s: %s", name_or_path, inner);
+    /* to_json() carries no loss: say which one the last layer implies. */
+    if (keras)
+        log_info("model %s: Keras JSON; loss sparse_categorical_crossentropy (the last layer is "
+                 "Dense with softmax)",
+                 name_or_path);
     return 0;
 }
 
@@ -520,7 +580,7 @@ void model_summary(const model_t *m, FILE *out) {
         w0 = PS_MAX(w0, need);
     }
     size_t width = w0 + 1 + 26 + 10;
-    fprintf(out, "Model: \"sequential\"\n");
+    fprintf(out, "Model: \"%s\"\n", m->graph ? "functional" : "sequential");
     summary_rule(out, '_', width);
     fprintf(out, " %-*s%-26s%-10s\n", (int)w0, "Layer (type)", "Output Shape", "Param #");
     summary_rule(out, '=', width);
@@ -553,10 +613,6 @@ static json_object *pair_json(const size_t p[2]) {
     return a;
 }
 
-static const char *activation_name(activation_t a) {
-    return a == ACT_RELU ? "relu" : a == ACT_SOFTMAX ? "softmax" : "linear";
-}
-
 static json_object *layer_json(const layer_t *l) {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "type", json_object_new_string(info_of_kind(l->kind)->type));
@@ -579,15 +635,29 @@ static json_object *layer_json(const layer_t *l) {
         break;
     case LAYER_FLATTEN:
         break;
+    default:
+        model_extra_json(l, o);
+        break;
     }
     if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D)
         json_object_object_add(o, "padding", json_object_new_string(l->same ? "same" : "valid"));
     if (l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) {
         json_object_object_add(o, "activation",
-                               json_object_new_string(activation_name(l->activation)));
+                               json_object_new_string(model_activation_name(l->activation)));
         json_object_object_add(o, "use_bias", json_object_new_boolean(l->use_bias));
     }
     return o;
+}
+
+/* A graph layer's "inputs": the names of the layers it takes. */
+static json_object *inputs_json(const model_t *m, const layer_t *l) {
+    json_object *a = json_object_new_array();
+    for (size_t k = 0; k < l->ninputs; k++) {
+        int j = l->inputs[k];
+        json_object_array_add(a,
+                              json_object_new_string(j < 0 ? MODEL_INPUT_NAME : m->layers[j].name));
+    }
+    return a;
 }
 
 char *model_to_json(const model_t *m) {
@@ -597,8 +667,12 @@ char *model_to_json(const model_t *m) {
         json_object_array_add(in, json_object_new_int64((int64_t)m->input[d]));
     json_object_object_add(root, "input", in);
     json_object *layers = json_object_new_array();
-    for (size_t i = 0; i < m->nlayers; i++)
-        json_object_array_add(layers, layer_json(&m->layers[i]));
+    for (size_t i = 0; i < m->nlayers; i++) {
+        json_object *o = layer_json(&m->layers[i]);
+        if (m->graph)
+            json_object_object_add(o, "inputs", inputs_json(m, &m->layers[i]));
+        json_object_array_add(layers, o);
+    }
     json_object_object_add(root, "layers", layers);
     char *s = xstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -23,26 +23,55 @@ typedef enum {
     LAYER_MAX_POOL2D,
     LAYER_DROPOUT,
     LAYER_FLATTEN,
+    /* The Keras layers beyond the builtin models (common/model/model_extra.c). */
+    LAYER_ACTIVATION,
+    LAYER_RESHAPE,
+    LAYER_RESCALING,
+    LAYER_AVG_POOL2D,
+    LAYER_GLOBAL_AVG_POOL2D,
+    LAYER_GLOBAL_MAX_POOL2D,
+    LAYER_CENTER_CROP,
+    /* Merges of a Functional graph (common/model/model_graph.c). */
+    LAYER_ADD,
+    LAYER_MULTIPLY,
+    LAYER_CONCATENATE,
 } layer_kind_t;
 
-typedef enum { ACT_LINEAR = 0, ACT_RELU, ACT_SOFTMAX } activation_t;
+#define MODEL_MAX_INPUTS 8
+
+typedef enum {
+    ACT_LINEAR = 0,
+    ACT_RELU,
+    ACT_SOFTMAX,
+    ACT_SIGMOID,
+    ACT_TANH,
+    ACT_GELU,
+    ACT_SILU
+} activation_t;
 
 typedef struct {
     layer_kind_t kind;
     char name[MODEL_NAME_LEN]; /* Keras's automatic name ("conv2d_1") or the spec's */
     activation_t activation;
     bool use_bias;
-    size_t units;             /* dense */
-    size_t filters;           /* conv2d */
-    size_t kernel[2];         /* conv2d kernel_size */
-    size_t pool[2];           /* max_pool2d pool_size */
-    size_t strides[2];        /* conv2d (default 1) and max_pool2d (default pool_size) */
-    bool same;                /* padding == "same" */
-    float rate;               /* dropout */
-    size_t in[3], out[3];     /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
-    bool flat_in, flat_out;   /* a vector, not an image (after flatten or dense) */
-    size_t in_size, out_size; /* elements per example */
-    int kernel_var, bias_var; /* indexes into model_t.vars, -1 if none */
+    size_t units;        /* dense */
+    size_t filters;      /* conv2d */
+    size_t kernel[2];    /* conv2d kernel_size */
+    size_t pool[2];      /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
+    size_t strides[2];   /* conv2d (default 1) and the pools (default pool_size) */
+    bool same;           /* padding == "same" */
+    float rate;          /* dropout */
+    float scale, offset; /* rescaling: y = x * scale + offset */
+    /* reshape: target_shape as [h, w, c] (flat: [1, 1, n]); center_crop: [H, W, c] */
+    size_t target[3];
+    bool target_flat;             /* reshape to a vector */
+    size_t in[3], out[3];         /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
+    bool flat_in, flat_out;       /* a vector, not an image (after flatten or dense) */
+    size_t in_size, out_size;     /* elements per example */
+    int kernel_var, bias_var;     /* indexes into model_t.vars, -1 if none */
+    size_t ninputs;               /* 1, or more for a merge */
+    int inputs[MODEL_MAX_INPUTS]; /* earlier layers whose outputs this layer takes; -1 is the
+                                   * model's input (a chain: {i - 1}) */
 } layer_t;
 
 typedef struct {
@@ -63,6 +92,7 @@ typedef struct {
     var_t *vars;
     size_t nparams;  /* total elements of the slab */
     size_t nclasses; /* units of the last (softmax) layer */
+    bool graph;      /* some layer takes other than the previous layer's output */
     char *json;      /* the canonical spec, as model_to_json returns it */
 } model_t;
 
@@ -88,6 +118,18 @@ void model_init_params(const model_t *m, uint64_t seed, float *params);
  * forward pass, and a training step (forward and backward). */
 double model_forward_flops(const model_t *m);
 double model_train_flops(const model_t *m);
+
+/* The model as Keras 3 serializes it (what a .keras file's config.json
+ * holds): a Sequential of the layers with their names, an InputLayer first
+ * (a graph: a Functional with each layer's inbound node);
+ * keras.models.load_model and model_from_json rebuild it. Caller frees. */
+char *model_keras_config(const model_t *m);
+
+/* The name under which Keras 3 saves layer i's weights in a .keras file's
+ * model.weights.h5 (layers/<name>/vars): not the layer's own name but its
+ * class in snake case, numbered per class in order ("conv2d", "conv2d_1"),
+ * so that files stay loadable whatever the layers are called. */
+void model_keras_h5_name(const model_t *m, size_t layer, char *out, size_t len);
 
 /* Keras's model.summary() table. */
 void model_summary(const model_t *m, FILE *out);

@@ -18,6 +18,10 @@ struct model_exec {
     float **act;       /* act[i]: buffer for the output of layer i (none for flatten) */
     const float **out; /* out[i]: where the last forward left layer i's output (a view for
                         * flatten, and for dropout outside training) */
+    float **dout;      /* dout[i]: gradient of layer i's output, summed over the layers that take it
+                        * (graph models only; a chain passes one gradient along) */
+    float **pre;       /* pre[i]: a dense or conv layer's output before an activation whose
+                        * gradient needs it (sigmoid, tanh, gelu, silu); else NULL */
     float *logits;     /* last layer before softmax */
     float *row_loss;
     float *grad[2];                /* ping-pong gradients of layer outputs */
@@ -34,6 +38,31 @@ void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
     e->before_forward = before_forward;
     e->after_backward = after_backward;
     e->hook_arg = arg;
+}
+
+/* Layers whose output is their input, reinterpreted: no buffer of their own. */
+static bool is_view(const layer_t *l) {
+    return l->kind == LAYER_FLATTEN || l->kind == LAYER_RESHAPE;
+}
+
+/* The backend's function for an activation other than linear, relu and softmax. */
+static bool extra_act(activation_t a, act_fn_t *f) {
+    switch (a) {
+    case ACT_SIGMOID:
+        *f = ACT_FN_SIGMOID;
+        return true;
+    case ACT_TANH:
+        *f = ACT_FN_TANH;
+        return true;
+    case ACT_GELU:
+        *f = ACT_FN_GELU;
+        return true;
+    case ACT_SILU:
+        *f = ACT_FN_SILU;
+        return true;
+    default:
+        return false;
+    }
 }
 
 static conv2d_shape_t conv_shape(const layer_t *l, size_t n) {
@@ -74,12 +103,19 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
     be->zero(e->labels, max_batch * sizeof(int32_t));
     e->act = xcalloc(m->nlayers, sizeof *e->act);
     e->out = xcalloc(m->nlayers, sizeof *e->out);
+    e->pre = xcalloc(m->nlayers, sizeof *e->pre);
+    e->dout = xcalloc(m->nlayers, sizeof *e->dout);
     size_t max_out = in_size, ws = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         max_out = PS_MAX(max_out, l->out_size);
-        if (l->kind != LAYER_FLATTEN)
+        act_fn_t f;
+        if (!is_view(l))
             e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
+        if ((l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D) && extra_act(l->activation, &f))
+            e->pre[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
+        if (m->graph)
+            e->dout[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (l->kind == LAYER_CONV2D) {
             conv2d_shape_t s = conv_shape(l, max_batch);
             ws = PS_MAX(ws, be->conv2d_workspace(&s));
@@ -100,9 +136,16 @@ void model_exec_free(model_exec_t *e) {
     if (!e)
         return;
     const backend_t *be = e->be;
-    for (size_t i = 0; i < e->m->nlayers; i++)
-        if (e->m->layers[i].kind != LAYER_FLATTEN)
+    for (size_t i = 0; i < e->m->nlayers; i++) {
+        if (!is_view(&e->m->layers[i]))
             be->free(e->act[i]);
+        if (e->pre[i])
+            be->free(e->pre[i]);
+        if (e->dout[i])
+            be->free(e->dout[i]);
+    }
+    free(e->pre);
+    free(e->dout);
     free(e->act);
     free(e->out);
     be->free(e->own_input);
@@ -137,26 +180,117 @@ static uint64_t dropout_key(const layer_t *l, uint64_t seed) {
 
 /* y = act(x W + b) for a dense layer; the last layer writes logits and
  * leaves softmax to the loss. */
+/* y = act(z) for a dense or conv layer's output z; z is in pre (kept for
+ * backward) when the activation's gradient needs it, else already in y. */
+static void activate(model_exec_t *e, const layer_t *l, const float *pre, float *y, size_t n) {
+    act_fn_t f;
+    if (l->activation == ACT_RELU)
+        e->be->relu_forward(y, y, n * l->out_size);
+    else if (pre && extra_act(l->activation, &f))
+        e->be->act_forward(y, pre, n * l->out_size, f);
+}
+
 static void dense_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
                           float *y, size_t n) {
     const backend_t *be = e->be;
     const var_t *k = &e->m->vars[l->kernel_var];
-    be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, y);
+    float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
+    be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, z);
     if (l->bias_var >= 0)
-        be->bias_add(y, params + e->m->vars[l->bias_var].offset, n, l->units);
-    if (l->activation == ACT_RELU)
-        be->relu_forward(y, y, n * l->units);
+        be->bias_add(z, params + e->m->vars[l->bias_var].offset, n, l->units);
+    activate(e, l, pre, y, n);
 }
 
 static void conv_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
                          float *y, size_t n) {
     const backend_t *be = e->be;
     conv2d_shape_t s = conv_shape(l, n);
-    be->conv2d_forward(y, x, params + e->m->vars[l->kernel_var].offset, &s, e->ws);
+    float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
+    be->conv2d_forward(z, x, params + e->m->vars[l->kernel_var].offset, &s, e->ws);
     if (l->bias_var >= 0)
-        be->bias_add(y, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
-    if (l->activation == ACT_RELU)
-        be->relu_forward(y, y, n * l->out_size);
+        be->bias_add(z, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
+    activate(e, l, pre, y, n);
+}
+
+/* Center crop of n images x[n, h, w, c] into y[n, H, W, c] (Keras: the
+ * window starts at (h - H) / 2, (w - W) / 2), or with back, the gradient:
+ * dy into the window of dx, zeros around it. */
+static void crop(model_exec_t *e, const layer_t *l, float *out, const float *in, size_t n,
+                 bool back) {
+    const backend_t *be = e->be;
+    size_t h = l->in[0], w = l->in[1], c = l->in[2], H = l->out[0], W = l->out[1];
+    size_t top = (h - H) / 2, left = (w - W) / 2;
+    if (back)
+        be->zero(out, n * l->in_size * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float *big = (back ? out : (float *)in) + (i * h + top) * w * c;
+        float *small = (back ? (float *)in : out) + i * l->out_size;
+        if (back)
+            be->copy_cols(big, w * c, left * c, small, W * c, 0, H, W * c);
+        else
+            be->copy_cols(small, W * c, 0, big, w * c, left * c, H, W * c);
+    }
+}
+
+/* Forward of the layers without variables beyond the builtin models.
+ * Returns where the output is (x itself for a view or a linear activation). */
+static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, float *y, size_t n) {
+    const backend_t *be = e->be;
+    act_fn_t f;
+    switch (l->kind) {
+    case LAYER_ACTIVATION:
+        if (l->activation == ACT_RELU)
+            be->relu_forward(y, x, n * l->out_size);
+        else if (extra_act(l->activation, &f))
+            be->act_forward(y, x, n * l->out_size, f);
+        else
+            return (float *)x; /* linear */
+        return y;
+    case LAYER_RESCALING:
+        be->scale_shift(y, x, n * l->out_size, l->scale, l->offset);
+        return y;
+    case LAYER_AVG_POOL2D:
+    case LAYER_GLOBAL_AVG_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->avgpool2d_forward(y, x, &s);
+        return y;
+    }
+    case LAYER_GLOBAL_MAX_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->maxpool2d_forward(y, x, &s);
+        return y;
+    }
+    case LAYER_CENTER_CROP:
+        crop(e, l, y, x, n, false);
+        return y;
+    default: /* reshape */
+        return (float *)x;
+    }
+}
+
+/* The output of layer j as the last forward left it (-1: the model's input). */
+static const float *output_of(const model_exec_t *e, int j) {
+    return j < 0 ? e->input : e->out[j];
+}
+
+/* Forward of a merge: the sum, product or channel concatenation of its inputs. */
+static void merge_forward(model_exec_t *e, const layer_t *l, float *y, size_t n) {
+    const backend_t *be = e->be;
+    size_t size = n * l->out_size, rows = n * l->out[0] * l->out[1], off = 0;
+    for (size_t k = 0; k < l->ninputs; k++) {
+        const float *x = output_of(e, l->inputs[k]);
+        if (l->kind == LAYER_CONCATENATE) {
+            size_t c = l->inputs[k] < 0 ? e->m->input[2] : e->m->layers[l->inputs[k]].out[2];
+            be->copy_cols(y, l->out[2], off, x, c, 0, rows, c);
+            off += c;
+        } else if (k == 0) {
+            be->scale_shift(y, x, size, 1.0f, 0.0f);
+        } else if (l->kind == LAYER_ADD) {
+            be->axpy(y, 1.0f, x, size);
+        } else {
+            be->mul(y, y, x, size);
+        }
+    }
 }
 
 const float *model_forward(model_exec_t *e, const float *params, size_t n, bool training,
@@ -165,11 +299,11 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
     const backend_t *be = e->be;
     e->dropout_seed = dropout_seed;
     e->example_offset = example_offset;
-    const float *x = e->input;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         bool last = i + 1 == m->nlayers;
         float *y = last ? e->logits : e->act[i];
+        const float *x = output_of(e, l->inputs[0]);
         if (e->before_forward)
             e->before_forward(e->hook_arg, i);
         switch (l->kind) {
@@ -194,9 +328,16 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
         case LAYER_FLATTEN:
             y = (float *)x;
             break;
+        case LAYER_ADD:
+        case LAYER_MULTIPLY:
+        case LAYER_CONCATENATE:
+            merge_forward(e, l, y, n);
+            break;
+        default:
+            y = extra_forward(e, l, x, y, n);
+            break;
         }
         e->out[i] = y;
-        x = y;
     }
     float *probs = e->act[m->nlayers - 1];
     e->out[m->nlayers - 1] = probs;
@@ -241,6 +382,51 @@ static size_t first_trainable(const model_t *m) {
     return m->nlayers;
 }
 
+/* dy (in place) through a dense or conv layer i's activation. */
+static void act_backward(model_exec_t *e, size_t i, float *dy, size_t n) {
+    const layer_t *l = &e->m->layers[i];
+    act_fn_t f;
+    if (l->activation == ACT_RELU)
+        e->be->relu_backward(dy, dy, e->out[i], n * l->out_size);
+    else if (e->pre[i] && extra_act(l->activation, &f))
+        e->be->act_backward(dy, dy, e->pre[i], e->out[i], n * l->out_size, f);
+}
+
+/* Backward of the layers without variables beyond the builtin models: x and
+ * y are the forward's input and output. Returns where dx is. */
+static float *extra_backward(model_exec_t *e, const layer_t *l, size_t n, const float *x,
+                             const float *y, float *dy, float *dx) {
+    const backend_t *be = e->be;
+    act_fn_t f;
+    switch (l->kind) {
+    case LAYER_ACTIVATION:
+        if (l->activation == ACT_RELU)
+            be->relu_backward(dy, dy, y, n * l->out_size);
+        else if (extra_act(l->activation, &f))
+            be->act_backward(dy, dy, x, y, n * l->out_size, f);
+        return dy;
+    case LAYER_RESCALING:
+        be->scale_shift(dy, dy, n * l->out_size, l->scale, 0.0f);
+        return dy;
+    case LAYER_AVG_POOL2D:
+    case LAYER_GLOBAL_AVG_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->avgpool2d_backward(dx, dy, &s);
+        return dx;
+    }
+    case LAYER_GLOBAL_MAX_POOL2D: {
+        pool2d_shape_t s = pool_shape(l, n);
+        be->maxpool2d_backward(dx, dy, x, y, &s);
+        return dx;
+    }
+    case LAYER_CENTER_CROP:
+        crop(e, l, dx, dy, n, true);
+        return dx;
+    default: /* reshape */
+        return dy;
+    }
+}
+
 /* Backward through layer i: dy is the gradient of its output (may be
  * modified), dx receives the gradient of its input when need_dx. Returns
  * where the input gradient is (dx, or dy for layers that work in place). */
@@ -249,14 +435,13 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     const model_t *m = e->m;
     const backend_t *be = e->be;
     const layer_t *l = &m->layers[i];
-    const float *x = i ? e->out[i - 1] : e->input;
+    const float *x = output_of(e, l->inputs[0]);
     const float *y = e->out[i];
     const var_t *kv = l->kernel_var >= 0 ? &m->vars[l->kernel_var] : NULL;
     const var_t *bv = l->bias_var >= 0 ? &m->vars[l->bias_var] : NULL;
     switch (l->kind) {
     case LAYER_DENSE:
-        if (l->activation == ACT_RELU)
-            be->relu_backward(dy, dy, y, n * l->units);
+        act_backward(e, i, dy, n);
         be->gemm(true, false, l->in_size, l->units, n, 1.0f, x, dy, 0.0f, grads + kv->offset);
         if (bv)
             be->bias_grad(grads + bv->offset, dy, n, l->units);
@@ -266,8 +451,7 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
         return dx;
     case LAYER_CONV2D: {
         conv2d_shape_t s = conv_shape(l, n);
-        if (l->activation == ACT_RELU)
-            be->relu_backward(dy, dy, y, n * l->out_size);
+        act_backward(e, i, dy, n);
         if (bv)
             be->bias_grad(grads + bv->offset, dy, n * s.oh * s.ow, s.f);
         be->conv2d_backward_filter(grads + kv->offset, dy, x, &s, e->ws);
@@ -290,12 +474,72 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
         return dy;
     case LAYER_FLATTEN:
         return dy;
+    default:
+        return need_dx ? extra_backward(e, l, n, x, y, dy, dx) : dy;
     }
     return dy;
 }
 
+/* dout[src] += the gradient of a merge's input k, given its output's dy. */
+static void merge_backward(model_exec_t *e, const layer_t *l, size_t k, const float *dy, size_t n) {
+    const backend_t *be = e->be;
+    size_t src_size = e->m->layers[l->inputs[k]].out_size; /* never the model's input */
+    float *tmp = e->grad[1], *dx = e->dout[l->inputs[k]];
+    if (l->kind == LAYER_ADD) {
+        be->axpy(dx, 1.0f, dy, n * l->out_size);
+        return;
+    }
+    if (l->kind == LAYER_MULTIPLY) {
+        be->scale_shift(tmp, dy, n * l->out_size, 1.0f, 0.0f);
+        for (size_t j = 0; j < l->ninputs; j++)
+            if (j != k)
+                be->mul(tmp, tmp, output_of(e, l->inputs[j]), n * l->out_size);
+    } else {
+        size_t rows = n * l->out[0] * l->out[1], c = src_size / (l->out[0] * l->out[1]), off = 0;
+        for (size_t j = 0; j < k; j++) {
+            int s = l->inputs[j];
+            off += s < 0 ? e->m->input[2] : e->m->layers[s].out[2];
+        }
+        be->copy_cols(tmp, c, 0, dy, l->out[2], off, rows, c);
+    }
+    be->axpy(dx, 1.0f, tmp, n * src_size);
+}
+
+/* Backward of a graph: each layer's output gradient is the sum of what the
+ * layers that take it send back, gathered in dout before the layer runs. */
+static void graph_backward(model_exec_t *e, const float *params, size_t n, float scale,
+                           float *grads) {
+    const model_t *m = e->m;
+    size_t first = first_trainable(m);
+    for (size_t i = first; i < m->nlayers; i++)
+        e->be->zero(e->dout[i], n * m->layers[i].out_size * sizeof(float));
+    e->be->softmax_xent_backward(e->dout[m->nlayers - 1], e->out[m->nlayers - 1], e->labels, n,
+                                 m->nclasses, scale);
+    for (size_t i = m->nlayers; i-- > first;) {
+        const layer_t *l = &m->layers[i];
+        float *dy = e->dout[i];
+        if (l->kind == LAYER_ADD || l->kind == LAYER_MULTIPLY || l->kind == LAYER_CONCATENATE) {
+            for (size_t k = 0; k < l->ninputs; k++)
+                if (l->inputs[k] >= (int)first)
+                    merge_backward(e, l, k, dy, n);
+        } else {
+            int src = l->inputs[0];
+            bool need = src >= (int)first;
+            float *dx = layer_backward(e, i, params, n, dy, e->grad[0], need, grads);
+            if (need)
+                e->be->axpy(e->dout[src], 1.0f, dx, n * l->in_size);
+        }
+        if (e->after_backward)
+            e->after_backward(e->hook_arg, i);
+    }
+}
+
 void model_backward(model_exec_t *e, const float *params, size_t n, float scale, float *grads) {
     const model_t *m = e->m;
+    if (m->graph) {
+        graph_backward(e, params, n, scale, grads);
+        return;
+    }
     size_t first = first_trainable(m);
     float *dy = e->grad[0];
     e->be->softmax_xent_backward(dy, e->out[m->nlayers - 1], e->labels, n, m->nclasses, scale);

@@ -12,8 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/formats/keras_file.h"
 #include "common/formats/safetensors.h"
 #include "common/base/failpoint.h"
+#include "common/train/keras_weights.h"
 #include "common/base/util.h"
 
 /* Paths are built in PATH_MAX buffers from a configured model_dir that is
@@ -318,14 +320,44 @@ static int verify_source(const char *dir, const char *file, bool *unchecked, cha
     return rc;
 }
 
-static int source_open(source_t *src, const store_t *s, const char *path, bool slots,
-                       bool *unchecked, char *err, size_t errlen) {
+/* A Keras file (.keras, .weights.h5) as a temporary safetensors file under
+ * pstrain's names, in TMPDIR; its path in tmp. */
+static int keras_as_safetensors(const store_t *s, const char *path, const char *pattern, char *tmp,
+                                size_t len, char *err, size_t errlen) {
+    const char *dir = getenv("TMPDIR");
+    snprintf(tmp, len, "%s/pstrain-keras-XXXXXX", dir && dir[0] ? dir : "/tmp");
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return ps_errf(err, errlen, "%s: %s", tmp, strerror(errno));
+    close(fd);
+    if (keras_weights_to_safetensors(s->model, path, pattern, tmp, err, errlen) == 0)
+        return 0;
+    unlink(tmp);
+    return -1;
+}
+
+static int source_open(source_t *src, const store_t *s, const char *path, const char *pattern,
+                       bool slots, bool *unchecked, char *err, size_t errlen) {
     memset(src, 0, sizeof *src);
-    char **paths = NULL, dir[PATH_MAX];
-    size_t n;
-    if (list_files(path, &paths, &n, dir, err, errlen))
+    char **paths = NULL, dir[PATH_MAX], tmp[PATH_MAX] = "";
+    size_t n = 0;
+    if (kf_is_keras_path(path)) {
+        if (keras_as_safetensors(s, path, pattern, tmp, sizeof tmp, err, errlen))
+            return -1;
+        path = tmp;
+    }
+    if (list_files(path, &paths, &n, dir, err, errlen)) {
+        if (tmp[0])
+            unlink(tmp);
         return -1;
-    int vrc = verify_source(dir, paths[0], unchecked, err, errlen);
+    }
+    /* A Keras file was read whole by libhdf5 and converted here: nothing to
+     * verify; a checkpoint, an export or a file is checked before use. */
+    int vrc = 0;
+    if (tmp[0] && unchecked)
+        *unchecked = false;
+    else if (!tmp[0])
+        vrc = verify_source(dir, paths[0], unchecked, err, errlen);
     if (vrc) {
         for (size_t i = 0; i < n; i++)
             free(paths[i]);
@@ -340,6 +372,8 @@ static int source_open(source_t *src, const store_t *s, const char *path, bool s
         free(paths[i]);
     }
     free(paths);
+    if (tmp[0])
+        unlink(tmp); /* st_open keeps it open */
     for (size_t i = 0; rc == 0 && i < src->nfiles; i++)
         rc = add_file_pieces(src, s, &src->files[i], slots, err, errlen);
     if (rc)
@@ -347,15 +381,29 @@ static int source_open(source_t *src, const store_t *s, const char *path, bool s
     return rc;
 }
 
+/* The tensor names of a source's files, for errors: "a, b, c". */
+static void names_found(const source_t *src, char *out, size_t len) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < src->nfiles; i++)
+        for (size_t k = 0; k < src->files[i].n && n + 1 < len; k++)
+            n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "",
+                                  src->files[i].entries[k].name);
+    if (!out[0])
+        snprintf(out, len, "none");
+}
+
 /* Copies the rows of one partition's slab from the pieces that hold them. */
 static int fill_part(const store_t *s, const source_t *src, const store_part_t *p, size_t slab,
                      float *dst, const char *path, char *err, size_t errlen) {
     const var_t *v = &s->model->vars[p->var];
     size_t row = store_row_size(v), found = 0;
+    bool named = false; /* some piece of the source is this variable's */
     for (size_t i = 0; i < src->npieces; i++) {
         const piece_t *x = &src->pieces[i];
         if (x->var != p->var || x->slab != slab)
             continue;
+        named = true;
         size_t lo = PS_MAX(p->row_begin, x->row_begin);
         size_t hi = PS_MIN(p->row_begin + p->rows, x->row_begin + x->e->shape[0]);
         if (lo >= hi)
@@ -368,6 +416,14 @@ static int fill_part(const store_t *s, const source_t *src, const store_part_t *
     if (found == p->rows)
         return 0;
     const char *what = slab ? optim_slot_name(&s->opt, slab - 1) : "weights";
+    if (!named && slab == 0) {
+        char names[512];
+        names_found(src, names, sizeof names);
+        return ps_errf(err, errlen,
+                       "%s lacks rows [%zu, %zu) of %s (%s): it has no tensor \"%s\"; the names "
+                       "found: %s",
+                       path, p->row_begin, p->row_begin + p->rows, v->name, what, v->name, names);
+    }
     if (found < p->rows)
         return ps_errf(err, errlen, "%s lacks rows [%zu, %zu) of %s (%s): found %zu of %zu", path,
                        p->row_begin, p->row_begin + p->rows, v->name, what, found, p->rows);
@@ -389,7 +445,7 @@ int ckpt_restore_store(store_t *s, const char *path, const ckpt_restore_opts_t *
     if (o->pattern && compile_pattern(&re, o->pattern, err, errlen))
         return -1;
     source_t src;
-    int rc = source_open(&src, s, path, o->slots, o->unchecked, err, errlen);
+    int rc = source_open(&src, s, path, o->pattern, o->slots, o->unchecked, err, errlen);
     size_t nslabs = o->slots ? 1 + optim_nslots(&s->opt) : 1;
     for (size_t i = 0; rc == 0 && i < s->nparts; i++) {
         const store_part_t *p = &s->parts[i];

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "common/train/checkpoint.h"
+#include "common/formats/keras_file.h"
 #include "common/formats/npz.h"
 #include "common/formats/safetensors.h"
+#include "common/train/keras_weights.h"
 #include "common/base/util.h"
 
 static int write_weights(const model_t *m, const float *params, uint64_t step, const char *dir,
@@ -49,13 +51,53 @@ static int write_npz(const model_t *m, const float *params, const char *dir, cha
     return rc;
 }
 
+/* model.keras: Keras 3's own file of the model, which keras.models.load_model
+ * opens (config.json from model_keras_config, the weights per layer). */
+static int write_keras(const model_t *m, const float *params, const char *dir, char *err,
+                       size_t errlen) {
+    char path[PATH_MAX];
+    if (ps_path_join(path, sizeof path, dir, "model.keras", err, errlen))
+        return -1;
+    /* A Functional model lists its InputLayer among its layers: an empty group. */
+    kf_layer_t *layers = xcalloc(m->nlayers + 1, sizeof *layers);
+    kf_var_t *vars = xcalloc(2 * m->nlayers, sizeof *vars);
+    char(*names)[MODEL_NAME_LEN] = xcalloc(m->nlayers, sizeof *names);
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const layer_t *l = &m->layers[i];
+        int idx[2] = {l->kernel_var, l->bias_var};
+        model_keras_h5_name(m, i, names[i], sizeof names[i]);
+        layers[i] = (kf_layer_t){.name = names[i], .vars = vars + 2 * i};
+        for (size_t k = 0; k < 2; k++) {
+            if (idx[k] < 0)
+                continue;
+            const var_t *v = &m->vars[idx[k]];
+            kf_var_t *o = &vars[2 * i + layers[i].nvars++];
+            *o = (kf_var_t){.ndim = v->ndim, .data = params + v->offset};
+            memcpy(o->shape, v->shape, v->ndim * sizeof v->shape[0]);
+        }
+    }
+    char *config = model_keras_config(m);
+    size_t n = m->nlayers;
+    if (m->graph)
+        layers[n++] = (kf_layer_t){.name = "input_layer"};
+    int rc = kf_write(path, config, "3.5.0", m->graph ? "functional" : "sequential", layers, n, err,
+                      errlen);
+    free(config);
+    free(names);
+    free(vars);
+    free(layers);
+    return rc;
+}
+
 static int write_files(const model_t *m, const float *params, uint64_t step, const char *dir,
                        char *err, size_t errlen) {
     if (ps_mkdirs(dir, err, errlen) || ckpt_write_model(dir, m, err, errlen))
         return -1;
     if (write_weights(m, params, step, dir, err, errlen))
         return -1;
-    return write_npz(m, params, dir, err, errlen);
+    if (write_npz(m, params, dir, err, errlen))
+        return -1;
+    return write_keras(m, params, dir, err, errlen);
 }
 
 int export_write(const model_t *m, const float *params, uint64_t step, const char *dir, char *err,
@@ -86,6 +128,10 @@ int export_write(const model_t *m, const float *params, uint64_t step, const cha
 int export_load(const char *dir, model_t *m, float **params, uint64_t *step, char *err,
                 size_t errlen) {
     char path[PATH_MAX];
+    if (kf_is_keras_path(dir)) {
+        *step = 0;
+        return keras_load(dir, m, params, err, errlen);
+    }
     if (ps_path_join(path, sizeof path, dir, "model.json", err, errlen))
         return -1;
     char *spec;

@@ -7,6 +7,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_gemm.h"
 #include "kernels/cpu/cpu_optim.h"
+#include "kernels/cpu/ops_extra.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -628,6 +629,13 @@ static const backend_t cpu_table = {
     .download_async = cpu_copy_now,
     .wait_event = cpu_event_nothing,
     .sync_event = cpu_event_nothing,
+    .act_forward = cpu_act_forward,
+    .act_backward = cpu_act_backward,
+    .avgpool2d_forward = cpu_avgpool2d_forward,
+    .avgpool2d_backward = cpu_avgpool2d_backward,
+    .scale_shift = cpu_scale_shift,
+    .mul = cpu_mul,
+    .copy_cols = cpu_copy_cols,
 };
 
 const backend_t *cpu_backend(void) {

@@ -7,6 +7,7 @@
  * column-major, c^T[n, m] = op(b)^T op(a)^T, so cuBLAS gets b first, the
  * dimensions swapped and each leading dimension as the row length stored. */
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/ops_extra.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -302,6 +303,13 @@ static const backend_t cuda_table = {
     .download_async = cu_download_async,
     .wait_event = cu_wait_event,
     .sync_event = cu_sync_event,
+    .act_forward = cuk_act_forward,
+    .act_backward = cuk_act_backward,
+    .avgpool2d_forward = cuk_avgpool2d_forward,
+    .avgpool2d_backward = cuk_avgpool2d_backward,
+    .scale_shift = cuk_scale_shift,
+    .mul = cuk_mul,
+    .copy_cols = cuk_copy_cols,
 };
 
 /* ---- start-up: find the device, start the libraries ---- */

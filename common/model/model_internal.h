@@ -1,0 +1,41 @@
+/* What model.c and model_extra.c share: the attributes, shapes and spec
+ * JSON of the layers beyond the builtin models, and the activation names. */
+#ifndef PSTRAIN_MODEL_INTERNAL_H
+#define PSTRAIN_MODEL_INTERNAL_H
+
+#include <json-c/json.h>
+
+#include "common/model/model.h"
+
+/* A positive int or a pair of them ([a, b]) into out[2]; -1 if not. */
+int model_get_pair(json_object *v, size_t out[2]);
+
+/* Fills the attributes of a layer of an extra kind (l->kind set) from its
+ * spec object; on error writes what is wrong into why (without the layer's
+ * name, which the caller prefixes) and returns -1. */
+int model_extra_parse(layer_t *l, json_object *o, char *why, size_t whylen);
+/* Output shape of a layer of an extra kind from l->in; -1 with why. */
+int model_extra_infer(layer_t *l, char *why, size_t whylen);
+/* Adds an extra kind's attributes to its canonical spec object. */
+void model_extra_json(const layer_t *l, json_object *o);
+
+/* "relu" <-> ACT_RELU; -1 for a name pstrain does not run. */
+int model_activation_parse(const char *name, activation_t *out);
+const char *model_activation_name(activation_t a);
+/* The names accepted, for errors: "linear, relu, ...". */
+extern const char model_activation_names[];
+
+/* The name that stands for the model's input in a layer's "inputs". */
+#define MODEL_INPUT_NAME "@input"
+
+/* Reads layer i's "inputs" (names of earlier layers) from its spec object
+ * into l->inputs (default: the previous layer) and sets m->graph when the
+ * model is not a chain; -1 with why. */
+int model_graph_inputs(model_t *m, size_t i, json_object *o, char *why, size_t whylen);
+/* Output shape of a merge (Add, Multiply, Concatenate) from its inputs'. */
+int model_graph_infer(model_t *m, size_t i, char *why, size_t whylen);
+
+/* Keras's class name of a layer kind ("Conv2D"). */
+const char *model_layer_class(layer_kind_t kind);
+
+#endif
