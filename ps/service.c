@@ -96,7 +96,8 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
     }
     /* A caller from another lineage pulled before a restore moved the step
      * back: it must not wait for a step that may never come. */
-    bool same_lineage = req->lineage == 0 || req->lineage == s->lineage;
+    bool same_lineage = req->lineage == 0 || req->lineage == s->lineage ||
+                        (s->adopted_from && req->lineage == s->adopted_from);
     bool waits = req->n_names == 0 && !s->shutdown && same_lineage;
     bool bf16 = req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
     if (waits && req->min_step > ps_shard_step(&s->shard)) {
@@ -208,6 +209,12 @@ static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, siz
         log_error("restore: %s", err);
         rpc_call_reply(call, RPC_FAILED_PRECONDITION, err, NULL, 0);
     } else {
+        /* An adoption keeps the weights and the step: a pull of the
+         * lineage before it may still wait for its step (else a sync
+         * worker would get the step it has pushed again, and push it again,
+         * stale). A restore moves the step: pulls of older lineages do not
+         * wait, and waiting ones are answered with the restored weights. */
+        s->adopted_from = req->adopt ? s->lineage : 0;
         s->lineage = req->lineage;
         if (req->adopt) {
             log_info("lineage %llu (the cluster's)", (unsigned long long)s->lineage);
@@ -222,7 +229,8 @@ static void handle_restore(void *ctx, rpc_call_t *call, const uint8_t *data, siz
         msg_reply(call, &s->pack, &resp.base);
         /* Sync pulls waiting for a step past the restored one get the
          * restored weights now; their workers go on from there. */
-        ps_service_release_waits(s);
+        if (!req->adopt)
+            ps_service_release_waits(s);
     }
     pstrain__restore_request__free_unpacked(req, NULL);
 }

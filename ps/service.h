@@ -37,6 +37,7 @@ typedef struct {
     const char *model_dir; /* where Save writes and Restore reads checkpoints */
     int nps;               /* PS in the cluster (names the checkpoint files) */
     uint64_t lineage;      /* see StatsResponse.lineage */
+    uint64_t adopted_from; /* the lineage before an adoption (same model); 0: none */
     uint64_t origin_step;  /* the checkpoint step it started from or was restored to */
     /* Back to the weights a run starts with (Restore with initial set). */
     int (*reset)(void *arg, char *err, size_t errlen);

@@ -97,12 +97,14 @@ typedef struct {
     test_ps_t *e;
     int code;
     uint64_t step;
+    uint64_t lineage; /* of the pull; 0: none */
 } pull_arg_t;
 
 static void *waiting_pull(void *p) {
     pull_arg_t *a = p;
     Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
     req.min_step = 1;
+    req.lineage = a->lineage;
     uint8_t buf[32];
     size_t len = pstrain__pull_request__pack(&req, buf);
     rpc_buf_t resp = {0};
@@ -145,6 +147,47 @@ void test_ps_service_sync_pull_waits(void) {
     for (int i = 0; i < 200 && e.svc.nwaits != 0; i++)
         usleep(10000);
     CHECK_INT_EQ(e.svc.nwaits, 0);
+    rpc_buf_free(&resp);
+    test_ps_stop(&e);
+}
+
+/* The master giving the PS the cluster's lineage (an adoption: same model,
+ * same step) must not answer a sync pull that waits for the next step:
+ * its worker would get the step it has already pushed, compute it again
+ * and push it again, stale (the sync run's stale push in cluster_local). */
+void test_ps_service_adopt_keeps_waits(void) {
+    test_ps_t e;
+    CHECK(test_ps_start(&e, true, NULL) == 0);
+    pull_arg_t a = {.e = &e, .code = -1, .lineage = e.svc.lineage};
+    CHECK(a.lineage != 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, waiting_pull, &a) == 0);
+    for (int i = 0; i < 200 && e.svc.nwaits == 0; i++)
+        usleep(10000);
+    CHECK_INT_EQ(e.svc.nwaits, 1);
+    Pstrain__RestoreRequest rq = PSTRAIN__RESTORE_REQUEST__INIT;
+    rq.adopt = true;
+    rq.lineage = a.lineage + 12345;
+    uint8_t buf[64];
+    size_t len = pstrain__restore_request__pack(&rq, buf);
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(
+        rpc_call(e.ch, "/pstrain.ParameterServer/Restore", buf, len, 10.0, &resp, err, sizeof err),
+        RPC_OK);
+    CHECK(e.svc.lineage == rq.lineage);
+    usleep(100000);
+    CHECK_INT_EQ(e.svc.nwaits, 1); /* still waiting for step 1 */
+    CHECK_INT_EQ(a.code, -1);
+    uint8_t *push;
+    len = pack_push(&e, 0, 0, 0.1f, &push);
+    CHECK_INT_EQ(
+        rpc_call(e.ch, "/pstrain.ParameterServer/Push", push, len, 10.0, &resp, err, sizeof err),
+        RPC_OK);
+    free(push);
+    pthread_join(t, NULL);
+    CHECK_INT_EQ(a.code, RPC_OK);
+    CHECK_INT_EQ(a.step, 1);
     rpc_buf_free(&resp);
     test_ps_stop(&e);
 }
