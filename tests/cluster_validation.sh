@@ -8,7 +8,7 @@
 # validation accuracy, and TensorBoard has validation scalars in
 # model_dir/validation/ beside the test scalars in model_dir/eval/.
 set -euo pipefail
-build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
+: "${1:?usage: $0 BUILD_DIR}" # scripts/train_local_dist.sh finds the build itself
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 . "$(dirname "$0")/lib/check.sh"
