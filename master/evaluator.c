@@ -37,16 +37,32 @@ struct evaluator {
     double best_accuracy; /* of export/best, -1 when none */
     trainer_t *trainer;
     float *params;
-    events_sink_t events; /* model_dir/eval/, opened at the first evaluation */
+    events_sink_t events;     /* model_dir/eval/, opened at the first evaluation */
+    events_sink_t val_events; /* model_dir/validation/, as a standalone worker's */
 };
 
-/* The accuracy export/best was kept for, so a restarted master keeps it. */
-static double read_best(const char *model_dir) {
+/* A validation set exists (data.val or data.val_split): checkpoints are
+ * evaluated on it during training, and the best export is chosen by it. */
+static bool has_val(const evaluator_t *e) {
+    return e->o.val && e->o.val->n > 0;
+}
+
+/* The set the best export is chosen by. */
+static const char *best_set(const evaluator_t *e) {
+    return has_val(e) ? "validation" : "test";
+}
+
+/* The accuracy export/best was kept for, so a restarted master keeps it;
+ * -1 when it was measured on another set than `set` (an eval.json without
+ * "set" is from the test set), since the two do not compare. */
+static double read_best(const char *model_dir, const char *set) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/export/best/eval.json", model_dir);
-    json_object *o = json_object_from_file(path), *acc;
+    json_object *o = json_object_from_file(path), *acc, *was;
     double best = -1.0;
-    if (o && json_object_object_get_ex(o, "accuracy", &acc))
+    const char *of =
+        o && json_object_object_get_ex(o, "set", &was) ? json_object_get_string(was) : "test";
+    if (o && strcmp(of ? of : "", set) == 0 && json_object_object_get_ex(o, "accuracy", &acc))
         best = json_object_get_double(acc);
     json_object_put(o);
     return best;
@@ -63,11 +79,12 @@ static int write_best(const evaluator_t *e, const eval_metrics_t *em, uint64_t s
     json_object_object_add(o, "global_step", json_object_new_int64((int64_t)step));
     json_object_object_add(o, "accuracy", json_object_new_double(em->accuracy));
     json_object_object_add(o, "loss", json_object_new_double(em->loss));
+    json_object_object_add(o, "set", json_object_new_string(best_set(e)));
     snprintf(path, sizeof path, "%s/eval.json", dir);
     return ps_write_json_atomic(path, o, err, errlen);
 }
 
-static void log_metrics(uint64_t step, const eval_metrics_t *em, double secs) {
+static void log_metrics(uint64_t step, const char *set, const eval_metrics_t *em, double secs) {
     char per_class[512];
     size_t n = 0;
     for (size_t c = 0; c < em->nclasses && n < sizeof per_class; c++) {
@@ -75,26 +92,30 @@ static void log_metrics(uint64_t step, const eval_metrics_t *em, double secs) {
             em->class_total[c] ? (double)em->class_correct[c] / (double)em->class_total[c] : 0.0;
         n += (size_t)snprintf(per_class + n, sizeof per_class - n, "%s%.3f", c ? " " : "", a);
     }
-    log_info("evaluation of ckpt-%llu: loss: %.4f - accuracy: %.4f - per class: %s (%zu "
+    log_info("evaluation of ckpt-%llu on %s: loss: %.4f - accuracy: %.4f - per class: %s (%zu "
              "examples, %.1fs)",
-             (unsigned long long)step, em->loss, em->accuracy, per_class, em->n, secs);
+             (unsigned long long)step, set, em->loss, em->accuracy, per_class, em->n, secs);
 }
 
-/* Evaluates the loaded weights, records the result, keeps the best. */
-static int evaluate(evaluator_t *e, uint64_t step) {
+/* Evaluates the loaded weights on the validation or the test set, records
+ * the result and, on the set the best export is chosen by, keeps the best. */
+static int evaluate(evaluator_t *e, uint64_t step, bool validation) {
     const config_t *c = e->o.cfg;
+    const char *set = validation ? "validation" : "test";
     eval_metrics_t em;
     double t0 = ps_now();
-    trainer_evaluate(e->trainer, e->params, e->o.test, (size_t)c->eval.batch_size, &em);
-    log_metrics(step, &em, ps_now() - t0);
+    trainer_evaluate(e->trainer, e->params, validation ? e->o.val : e->o.test,
+                     (size_t)c->eval.batch_size, &em);
+    log_metrics(step, set, &em, ps_now() - t0);
     results_context_t ctx = {.global_step = step};
     if (e->o.context)
         e->o.context(e->o.arg, step, &ctx);
     ctx.global_step = step;
+    ctx.set = set;
     ctx.class_names = results_default_class_names(c->data.dir, em.nclasses);
     char err[PS_ERRLEN];
     int rc = results_write(c->checkpoint.model_dir, &em, &ctx, err, sizeof err);
-    if (rc == 0 && em.accuracy > e->best_accuracy) {
+    if (rc == 0 && strcmp(set, best_set(e)) == 0 && em.accuracy > e->best_accuracy) {
         rc = write_best(e, &em, step, err, sizeof err);
         if (rc == 0) {
             log_info("ckpt-%llu is the most accurate so far: exported to %s/export/best",
@@ -104,7 +125,8 @@ static int evaluate(evaluator_t *e, uint64_t step) {
     }
     if (rc)
         log_error("evaluation of ckpt-%llu: %s", (unsigned long long)step, err);
-    events_sink_eval(&e->events, step, em.loss, em.accuracy); /* model_dir/eval/, as Estimator */
+    /* model_dir/eval/ as Estimator's; model_dir/validation/ as Keras names it */
+    events_sink_eval(validation ? &e->val_events : &e->events, step, em.loss, em.accuracy);
     pthread_mutex_lock(&e->mu);
     e->have_last = true;
     e->last_step = step;
@@ -124,7 +146,13 @@ static int run_job(evaluator_t *e, const job_t *j) {
         return -1;
     }
     failpoint("evaluate"); /* a test stops here: SIGTERM must not wait for us */
-    int rc = j->evaluate ? evaluate(e, j->step) : 0;
+    /* With a validation set, each checkpoint is evaluated on it; the final
+     * one on it too (it may be the best) and then on the test set. */
+    int rc = 0;
+    if (j->evaluate && has_val(e))
+        rc = evaluate(e, j->step, true);
+    if (j->evaluate && (j->export_final || !has_val(e)) && evaluate(e, j->step, false))
+        rc = -1;
     if (j->export_final) {
         char out[PATH_MAX];
         snprintf(out, sizeof out, "%s/export/%llu", md, (unsigned long long)j->step);
@@ -166,10 +194,12 @@ evaluator_t *evaluator_create(const evaluator_opts_t *o) {
     e->o = *o;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
-    e->best_accuracy = read_best(o->cfg->checkpoint.model_dir);
+    e->best_accuracy = read_best(o->cfg->checkpoint.model_dir, best_set(e));
     char eval_dir[PATH_MAX];
     snprintf(eval_dir, sizeof eval_dir, "%s/eval", o->cfg->checkpoint.model_dir);
     events_sink_init(&e->events, eval_dir, "eval scalars");
+    snprintf(eval_dir, sizeof eval_dir, "%s/validation", o->cfg->checkpoint.model_dir);
+    events_sink_init(&e->val_events, eval_dir, "validation scalars");
     size_t batch = (size_t)o->cfg->train.batch_size;
     e->trainer = trainer_create(o->model, cpu_backend(), config_threads(o->cfg), batch);
     e->params = xalloc_aligned(o->model->nparams * sizeof(float));
@@ -189,6 +219,7 @@ void evaluator_free(evaluator_t *e) {
     trainer_free(e->trainer);
     free(e->params);
     events_sink_close(&e->events);
+    events_sink_close(&e->val_events);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e);

@@ -22,12 +22,14 @@
 /* One master's run. Threads: the caller's runs serve(), the loop; the RPC
  * server's threads run master/service.c; the evaluator has its own. They
  * share only state (master_t, which owns its lock) and, read-only once
- * start() returns, the model, the test set and the counts below. */
+ * start() returns, the model, the test and validation sets and the counts
+ * below. */
 typedef struct {
     daemon_t *d;
     master_t state;
     model_t model;
     dataset_t test;
+    dataset_t val; /* data.val, or what data.val_split holds out; n = 0: none */
     size_t train_examples;
     psclient_t *ps;
     rpc_server_t *server;
@@ -44,20 +46,22 @@ typedef struct {
     double log_time;
 } master_run_t;
 
-/* The data sets, loaded after the server listens (they take a second). */
+/* The data sets, loaded after the server listens (they take a second).
+ * The validation set is the one the workers leave out of training: the
+ * same datasets_load_train, whose hold-out is seeded by train.seed. */
 static int load_data(master_run_t *r) {
     char err[PS_ERRLEN];
     const config_t *c = &r->d->cfg;
-    dataset_t train, val; /* val only to hold out what data.val_split holds out */
+    dataset_t train;
     if (datasets_load_test(c, &r->model, &r->test, err, sizeof err) ||
-        datasets_load_train(c, &r->model, &train, &val, err, sizeof err)) {
+        datasets_load_train(c, &r->model, &train, &r->val, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }
     r->train_examples = train.n;
+    log_info("%zu training, %zu validation and %zu test examples", train.n, r->val.n, r->test.n);
     int rc = datasets_write_class_names(&train, c->checkpoint.model_dir, err, sizeof err);
     dataset_free(&train);
-    dataset_free(&val);
     if (rc) {
         log_error("%s", err);
         return EXIT_IOERR;
@@ -144,6 +148,7 @@ static bool evaluates(const master_run_t *r) {
 static void start_evaluator(master_run_t *r) {
     evaluator_opts_t eo = {.model = &r->model,
                            .test = &r->test,
+                           .val = &r->val,
                            .cfg = &r->d->cfg,
                            .context = results_context,
                            .arg = r};
@@ -364,6 +369,7 @@ static void stop(master_run_t *r) {
     psclient_free(r->ps);
     rpc_server_stop(r->server);
     master_free(&r->state);
+    dataset_free(&r->val);
     dataset_free(&r->test);
 }
 

@@ -19,6 +19,8 @@ md=$tmp/md
 PSTRAIN_RUNLOGS=$tmp/runlogs "$root/scripts/train_local_dist.sh" --set model=mlp --set train.max_steps=300 \
   --set checkpoint.every_steps=100 --set train.learning_rate=0.02 --set checkpoint.model_dir="$md" \
   > "$tmp/out" 2>&1 || fail "run: $(tail -5 "$tmp/out")"
+# Without data.val or data.val_split the master evaluates the test set only.
+[ ! -e "$md/validation" ] || fail "a run without validation data wrote $md/validation"
 python3 - "$md" "$build/pstrain" <<'PY' || fail "the run's record"
 import json, subprocess, sys
 md, pstrain = sys.argv[1], sys.argv[2]
