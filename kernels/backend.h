@@ -232,6 +232,8 @@ void cpu_backend_init(void);
  * products it suits (PSTRAIN_CPU_GEMM=openblas leaves them all to OpenBLAS;
  * =avx2 forces the AVX2 kernel on an AVX-512 CPU). */
 const char *cpu_backend_blas_core(void);
+/* OpenBLAS's own description: version, build options, core. */
+const char *cpu_backend_blas_config(void);
 
 /* The backend a `device` setting names: "cpu"; "gpu", the CUDA plugin on
  * the first GPU that CUDA_VISIBLE_DEVICES shows; "auto", that GPU when one is

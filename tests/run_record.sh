@@ -32,7 +32,7 @@ assert not missing, "keys missing from config.json: %s" % missing
 assert c["config"]["train.max_steps"] == 300 and c["config"]["train.learning_rate"] == 0.02, c["config"]
 assert c["tf_config"]["task"] == {"type": "master", "index": 0}, c["tf_config"]
 assert len(c["tf_config"]["cluster"]["worker"]) == 2, c["tf_config"]
-assert c["versions"]["pstrain"] and c["versions"]["json-c"] and c["versions"]["protobuf-c"], c["versions"]
+assert all(c["versions"].get(k) for k in ("pstrain", "json-c", "protobuf-c", "grpc", "libuv", "openblas")), c["versions"]
 h = [json.loads(l) for l in open(md + "/eval_history.jsonl")]
 assert len(h) >= 2, h
 for e in h:

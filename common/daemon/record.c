@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "common/base/util.h"
+#include "common/rpc/rpc.h"
+#include "kernels/backend.h"
 
 /* A key that may hold a credential: left out of the record. */
 static bool secret_key(const char *key) {
@@ -67,6 +69,9 @@ static json_object *versions(void) {
     json_object_object_add(v, "pstrain", json_object_new_string(PS_VERSION));
     json_object_object_add(v, "json-c", json_object_new_string(json_c_version()));
     json_object_object_add(v, "protobuf-c", json_object_new_string(protobuf_c_version()));
+    json_object_object_add(v, "grpc", json_object_new_string(rpc_grpc_version()));
+    json_object_object_add(v, "libuv", json_object_new_string(rpc_libuv_version()));
+    json_object_object_add(v, "openblas", json_object_new_string(cpu_backend_blas_config()));
     json_object_object_add(v, "compiler", json_object_new_string(__VERSION__));
     return v;
 }

@@ -7,6 +7,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <uv.h>
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -36,6 +37,14 @@ SAME_CODE(RPC_INTERNAL, GRPC_STATUS_INTERNAL);
 SAME_CODE(RPC_UNAVAILABLE, GRPC_STATUS_UNAVAILABLE);
 SAME_CODE(RPC_DATA_LOSS, GRPC_STATUS_DATA_LOSS);
 SAME_CODE(RPC_UNAUTHENTICATED, GRPC_STATUS_UNAUTHENTICATED);
+
+const char *rpc_grpc_version(void) {
+    return grpc_version_string();
+}
+
+const char *rpc_libuv_version(void) {
+    return uv_version_string();
+}
 
 const char *rpc_status_name(int code) {
     static const char *const names[] = {

@@ -40,6 +40,11 @@ enum {
 /* "UNAVAILABLE" for 14; "UNKNOWN_STATUS" for numbers outside 0..16. */
 const char *rpc_status_name(int code);
 
+/* The versions of the libraries under this layer, for a run's record:
+ * gRPC's core and libuv's. */
+const char *rpc_grpc_version(void);
+const char *rpc_libuv_version(void);
+
 /* 64 MiB of payload plus 1 MiB for the protobuf framing around it. */
 #define RPC_DEFAULT_MAX_MESSAGE ((size_t)65 << 20)
 

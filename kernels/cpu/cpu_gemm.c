@@ -301,6 +301,10 @@ static void choose_kernel(void) {
     snprintf(name, sizeof name, "%s%s", openblas_get_corename(), suffix[kind]);
 }
 
+const char *cpu_backend_blas_config(void) {
+    return openblas_get_config();
+}
+
 void cpu_gemm_init(void) {
     pthread_once(&gemm_once, choose_kernel);
 }
