@@ -243,6 +243,16 @@ def keras_json():
         "input_layers": [["in", 0, 0]], "output_layers": [["out", 0, 0]]},
         "keras_version": "2.15.0", "backend": "tensorflow"}
     put("keras_json", "tf2_functional", json.dumps(tf2))
+    # Found by fuzz_keras_json: an InputLayer without a config object.
+    put("keras_json", "issue17_inputlayer_no_config",
+        '{"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer"}]}}')
+    put("keras_json", "issue17_inputlayer_config_array", '{"class_name": "Sequential", '
+        '"config": {"layers": [{"class_name": "InputLayer", "config": [1]}]}}')
+    # Found by fuzz_keras_json: an inbound node naming its layer null.
+    put("keras_json", "issue17_inbound_null_name", json.dumps({"class_name": "Functional", "config": {
+        "layers": [{"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+                   {"class_name": "Dense", "config": {"name": "out", "units": 2},
+                    "inbound_nodes": [[[None, 0, 0, {}]]]}]}}))
 
 
 def example(features):
