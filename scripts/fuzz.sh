@@ -7,6 +7,7 @@
 # in a temporary directory (printed) and fails the script.
 #   scripts/fuzz.sh [SECONDS] [NAME...]   default 10 s each, every target
 #   NAME: log tf_config config model idx safetensors manifest npz png push tfrecord stream
+#         keras_json example csv
 . "$(dirname "$0")/lib/help.sh" "$@"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

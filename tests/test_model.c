@@ -442,6 +442,30 @@ void test_model_keras_json_tf2(void) {
     free(bad);
 }
 
+/* Malformed Keras JSON the fuzzer found (tests/fuzz/corpus/keras_json/
+ * issue17_*): each one error, no crash. */
+void test_model_keras_json_malformed(void) {
+    static const char *const bad[][2] = {
+        {"{\"class_name\": \"Sequential\", \"config\": {\"layers\": [{\"class_name\": "
+         "\"InputLayer\"}]}}",
+         "the InputLayer needs a \"config\" object"},
+        {"{\"class_name\": \"Sequential\", \"config\": {\"layers\": [{\"class_name\": "
+         "\"InputLayer\", \"config\": [1]}]}}",
+         "the InputLayer needs a \"config\" object"},
+        {"{\"class_name\": \"Functional\", \"config\": {\"layers\": [{\"class_name\": "
+         "\"InputLayer\", \"config\": {\"batch_shape\": [null, 4], \"name\": \"in\"}}, "
+         "{\"class_name\": \"Dense\", \"config\": {\"name\": \"out\", \"units\": 2}, "
+         "\"inbound_nodes\": [[[null, 0, 0, {}]]]}]}}",
+         "layer \"out\": \"inbound_nodes\" is not in a form Keras writes"},
+    };
+    for (size_t i = 0; i < PS_ARRAY_LEN(bad); i++) {
+        model_t m;
+        char err[PS_ERRLEN] = "";
+        CHECK(model_parse(&m, bad[i][0], err, sizeof err) != 0);
+        CHECK_STR_CONTAINS(err, bad[i][1]);
+    }
+}
+
 /* The layers beyond the builtin models, through forward and backward. */
 void test_model_grad_activations(void) {
     check_gradients("{\"input\": [6], \"layers\": [{\"type\": \"dense\", \"units\": 5, "

@@ -254,6 +254,8 @@ static json_object *input_of_shape(json_object *shape, const char *name, char *e
 /* The spec's "input" from an InputLayer's config (Keras 3's batch_shape,
  * tf.keras 2's batch_input_shape). */
 static json_object *input_of_layer(json_object *cfg, char *err, size_t errlen) {
+    if (!json_object_is_type(cfg, json_type_object))
+        return ps_errf(err, errlen, "model: the InputLayer needs a \"config\" object"), NULL;
     const char *name = get_str(cfg, "name");
     name = name ? name : "input";
     json_object_object_foreach(cfg, key, val) {
@@ -295,7 +297,9 @@ static int inbound_names(json_object *nodes, const char **names, int max) {
         for (size_t j = 0; j < json_object_array_length(list); j++) {
             json_object *t = json_object_array_get_idx(list, j);
             json_object *hist = args ? get(get(t, "config"), "keras_history") : t;
-            if (!json_object_is_type(hist, json_type_array) || json_object_array_length(hist) < 1)
+            /* [name, node, tensor]: the name must be a string (null would be NULL). */
+            if (!json_object_is_type(hist, json_type_array) || json_object_array_length(hist) < 1 ||
+                !json_object_is_type(json_object_array_get_idx(hist, 0), json_type_string))
                 return -1;
             if (n < max)
                 names[n] = json_object_get_string(json_object_array_get_idx(hist, 0));

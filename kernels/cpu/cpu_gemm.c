@@ -15,10 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t min_size(size_t a, size_t b) {
-    return a < b ? a : b;
-}
-
 /* c[m, n] = alpha * A[m, k] b[k, n] + beta * c[m, n], with A(r, l) at
  * a[r * ars + l * acs] so that a stored transposed needs no copy. */
 typedef struct {
@@ -47,6 +43,10 @@ static char name[64];
 /* k is walked in blocks so that the block of b (128 x 64 floats, 32 KiB,
  * for AVX-512) stays in L1 while every row tile of c passes over it. */
 #define TILE_K 128
+
+static size_t min_size(size_t a, size_t b) {
+    return a < b ? a : b;
+}
 
 /* Rows of a this many floats apart or more are copied into a panel first:
  * a tile reads one cache line from each of its 6 rows, and rows 4 KiB or
@@ -343,9 +343,11 @@ static void scale_or_zero(float *c, float beta, size_t n) {
  * dense layer's dw (rows of 12544 floats, a out of cache) ran 10-25% slower
  * than OpenBLAS, which copies a into a panel first. A conv's im2col chunk,
  * just written and in L2, has rows of K floats. */
+#ifdef HAVE_MM_SIMD
 static bool own_kernel_takes(bool ta, bool tb, size_t m, size_t n) {
     return !tb && cpu_gemm_fast(n) && !(ta && m > 1024);
 }
+#endif
 
 /* Sizes must fit a BLAS int, which every tensor of a model that fits in
  * memory does. */

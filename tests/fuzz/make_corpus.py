@@ -3,6 +3,7 @@
 (committed; scripts/fuzz.sh replays it). Each seed is a small valid input
 or a reproducer of a fault found from outside (issue 17), named after it.
 Standard library only: the binary formats are written by hand here."""
+import gzip
 import io
 import json
 import os
@@ -194,7 +195,107 @@ def log():
     put("log", "utf8_and_c1", "caf\u00e9 \u20ac \u009b1m \x80\xc0".encode("utf-8", "surrogateescape"))
 
 
+def keras_layer(cls, name, inbound=None, **config):
+    layer = {"module": "keras.layers", "class_name": cls,
+             "config": dict({"name": name, "trainable": True, "dtype": "float32"}, **config)}
+    if inbound is not None:
+        layer["name"] = name
+        layer["inbound_nodes"] = inbound
+    return layer
+
+
+def keras3_node(*names):
+    tensors = [{"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "dtype": "float32",
+                "keras_history": [n, 0, 0]}} for n in names]
+    return [{"args": [tensors] if len(names) > 1 else tensors, "kwargs": {}}]
+
+
+def keras_json():
+    seq = {"class_name": "Sequential", "config": {"name": "sequential", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 8, 8, 1], "dtype": "float32",
+                                                "sparse": False, "name": "input_layer"}},
+        keras_layer("Rescaling", "rescaling", scale=0.5, offset=0.0),
+        keras_layer("Conv2D", "conv2d", filters=2, kernel_size=[3, 3], strides=[1, 1],
+                    padding="valid", activation="relu", use_bias=True, data_format="channels_last",
+                    dilation_rate=[1, 1], groups=1, kernel_regularizer=None,
+                    kernel_initializer={"class_name": "GlorotUniform", "config": {"seed": None}},
+                    bias_initializer="zeros"),
+        keras_layer("MaxPooling2D", "max_pooling2d", pool_size=[2, 2], strides=None,
+                    padding="valid"),
+        keras_layer("Flatten", "flatten"), keras_layer("Dropout", "dropout", rate=0.5, seed=None),
+        keras_layer("Dense", "dense", units=3, activation="softmax", use_bias=True)]}}
+    put("keras_json", "sequential", json.dumps(seq))
+    func = {"class_name": "Functional", "config": {"name": "functional", "layers": [
+        {"class_name": "InputLayer", "name": "in", "inbound_nodes": [],
+         "config": {"batch_shape": [None, 4], "dtype": "float32", "name": "in"}},
+        keras_layer("Dense", "a", keras3_node("in"), units=4, activation="swish"),
+        keras_layer("Dense", "b", keras3_node("in"), units=4, activation="tanh"),
+        keras_layer("Add", "add", keras3_node("a", "b")),
+        keras_layer("Concatenate", "cat", keras3_node("add", "a"), axis=-1),
+        keras_layer("Dense", "out", keras3_node("cat"), units=2, activation="softmax")],
+        "input_layers": [["in", 0, 0]], "output_layers": [["out", 0, 0]]}}
+    put("keras_json", "functional", json.dumps(func))
+    tf2 = {"class_name": "Functional", "config": {"name": "model", "layers": [
+        {"class_name": "InputLayer", "name": "in", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 6], "dtype": "float32", "name": "in"}},
+        keras_layer("Dense", "h", [[["in", 0, 0, {}]]], units=5, activation="relu"),
+        keras_layer("Dense", "out", [[["h", 0, 0, {}]]], units=3, activation="softmax")],
+        "input_layers": [["in", 0, 0]], "output_layers": [["out", 0, 0]]},
+        "keras_version": "2.15.0", "backend": "tensorflow"}
+    put("keras_json", "tf2_functional", json.dumps(tf2))
+    # Found by fuzz_keras_json: an InputLayer without a config object.
+    put("keras_json", "issue17_inputlayer_no_config",
+        '{"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer"}]}}')
+    put("keras_json", "issue17_inputlayer_config_array", '{"class_name": "Sequential", '
+        '"config": {"layers": [{"class_name": "InputLayer", "config": [1]}]}}')
+    # Found by fuzz_keras_json: an inbound node naming its layer null.
+    put("keras_json", "issue17_inbound_null_name", json.dumps({"class_name": "Functional", "config": {
+        "layers": [{"class_name": "InputLayer", "config": {"batch_shape": [None, 4], "name": "in"}},
+                   {"class_name": "Dense", "config": {"name": "out", "units": 2},
+                    "inbound_nodes": [[[None, 0, 0, {}]]]}]}}))
+
+
+def example(features):
+    """A tf.train.Example of features {key: ("bytes" | "float" | "int64", [values])}."""
+    feats = b""
+    for key, (kind, values) in features.items():
+        if kind == "bytes":
+            value = field(1, 2, b"".join(field(1, 2, v) for v in values))
+        elif kind == "float":
+            value = field(2, 2, field(1, 2, struct.pack("<%df" % len(values), *values)))
+        else:
+            value = field(3, 2, field(1, 2, b"".join(varint(v & (2**64 - 1)) for v in values)))
+        feats += field(1, 2, field(1, 2, key.encode()) + field(2, 2, value))
+    return field(1, 2, feats)
+
+
+def example_pair(mode, first, second):
+    """fuzz_example's input: the mode byte, where the first record ends, both records."""
+    return bytes([mode]) + struct.pack(">H", len(first)) + first + second
+
+
+def examples():
+    raw = example({"image": ("bytes", [bytes([1, 2, 3, 250])]), "label": ("int64", [7]),
+                   "height": ("int64", [2]), "width": ("int64", [2]), "depth": ("int64", [1])})
+    put("example", "raw_2x2", example_pair(0, raw, raw))
+    floats = example({"image": ("float", [0.5, -1.0, 3.0]), "label": ("int64", [2])})
+    put("example", "floats", example_pair(2, floats, floats))
+    gray = png(28, 28, 0, bytes((i * 7) & 255 for i in range(28 * 28)))
+    put("example", "png", example_pair(3, example({"image": ("bytes", [gray]),
+                                                   "label": ("int64", [1])}), raw))
+    put("example", "mixed_lists", example_pair(2, floats, example(
+        {"image": ("bytes", [b"abc"]), "label": ("int64", [1])})))
+
+
+def csv():
+    put("csv", "names", b"\x00a, b ,c,label\n1,2,3,0\r\n4.5,-6e2,7,2\n\n")
+    put("csv", "skip_label_first", b"\x06150,4,setosa\n0,5.1,3.5,1.4\n1,4.9,3.0,1.4\n")
+    put("csv", "none", b"\x11" + b"1,2,3,1\n0,0,0,2\n")
+    put("csv", "gzip", b"\x00" + gzip.compress(b"x,y,z,label\n1,2,3,1\n", mtime=0))
+    put("csv", "bad_number", b"\x00a,b\n1,nan\n")
+
+
 for make in (log, tf_config, config, model, idx, safetensors, manifest, npz, pngs, push, tfrecord,
-             stream):
+             stream, keras_json, examples, csv):
     make()
 print("corpus written to", root, file=sys.stderr)
