@@ -255,7 +255,12 @@ while [ -z "$outcome" ]; do
   # left to wait for.
   # (Counted from gone[], which on_role_end has seen: a master that ended
   # since its check this round is handled next round.)
-  if [ -z "$outcome" ] && [ "${#gone[@]}" -eq "${#roles[@]}" ]; then outcome=all_stopped; fi
+  # A master restarted by scripts/restart_role.sh may have run and finished
+  # between two looks (a final checkpoint and evaluation of the MLP take
+  # well under the 0.5 s between them): its log says so.
+  if [ -z "$outcome" ] && [ "${#gone[@]}" -eq "${#roles[@]}" ]; then
+    if master_finished; then outcome=finished; else outcome=all_stopped; fi
+  fi
   announce
   [ -n "$outcome" ] || progress
   [ -n "$outcome" ] || sleep 0.5 || true # a signal cuts it short
