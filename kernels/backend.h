@@ -234,7 +234,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 3
+#define BACKEND_ABI 4
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one
