@@ -119,6 +119,14 @@ int model_loss_auto(const model_t *m, loss_t *out, char *err, size_t errlen);
 /* Sets the loss by its train.loss name ("auto" keeps model_loss_auto's);
  * fails when the last layer does not fit it. Logs which loss it chose. */
 int model_set_loss(model_t *m, const char *name, char *err, size_t errlen);
+/* Labels are 0 .. this - 1: the units of a softmax or logits head, 2 for
+ * binary cross-entropy, MODEL_MAX_LABELS for mean squared error. */
+#define MODEL_MAX_LABELS 256
+size_t model_label_classes(const model_t *m);
+/* The class one output row (model_exec_probs) predicts: the largest unit;
+ * binary cross-entropy: output >= 0.5; mean squared error: the output
+ * rounded to the nearest integer. */
+int32_t model_predict_class(const model_t *m, const float *out);
 /* Fails when the backend lacks the kernels of the model's loss. */
 int model_loss_check_backend(const model_t *m, const backend_t *be, char *err, size_t errlen);
 

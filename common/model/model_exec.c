@@ -366,20 +366,6 @@ static void loss_backward(model_exec_t *e, float *dlogits, size_t n, float scale
         e->be->softmax_xent_backward(dlogits, out, e->labels, n, m->nclasses, scale);
 }
 
-/* The class an output row predicts: the largest of k, or for one unit the
- * sigmoid's side of 0.5 or the regression's nearest integer. */
-static int32_t predicted(const model_t *m, const float *p) {
-    if (m->loss == LOSS_BCE)
-        return p[0] >= 0.5f;
-    if (m->loss == LOSS_MSE)
-        return (int32_t)lroundf(p[0]);
-    size_t best = 0;
-    for (size_t c = 1; c < m->nclasses; c++)
-        if (p[c] > p[best])
-            best = c;
-    return (int32_t)best;
-}
-
 void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, int32_t *pred) {
     const backend_t *be = e->be;
     size_t k = e->m->nclasses;
@@ -389,7 +375,7 @@ void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, in
     double sum = 0.0;
     size_t right = 0;
     for (size_t r = 0; r < n; r++) {
-        int32_t best = predicted(e->m, e->host_probs + r * k);
+        int32_t best = model_predict_class(e->m, e->host_probs + r * k);
         right += best == e->host_labels[r];
         if (pred)
             pred[r] = best;

@@ -1,6 +1,7 @@
 /* The losses: which one a model's last layer implies (train.loss=auto), which
  * ones train.loss may name for it, and whether a backend has their kernels.
  * Their forward and backward calls are in model_exec.c. */
+#include <math.h>
 #include <string.h>
 
 #include "common/base/log.h"
@@ -78,4 +79,25 @@ int model_loss_check_backend(const model_t *m, const backend_t *be, char *err, s
         return ps_errf(err, errlen, "train.loss %s is not implemented on the %s backend",
                        model_loss_name(m->loss), be->name);
     return 0;
+}
+
+size_t model_label_classes(const model_t *m) {
+    if (m->loss == LOSS_BCE)
+        return 2;
+    /* a regression's integer targets: any label the data readers take */
+    if (m->loss == LOSS_MSE)
+        return MODEL_MAX_LABELS;
+    return m->nclasses;
+}
+
+int32_t model_predict_class(const model_t *m, const float *out) {
+    if (m->loss == LOSS_BCE)
+        return out[0] >= 0.5f;
+    if (m->loss == LOSS_MSE)
+        return (int32_t)lroundf(out[0]);
+    size_t best = 0;
+    for (size_t c = 1; c < m->nclasses; c++)
+        if (out[c] > out[best])
+            best = c;
+    return (int32_t)best;
 }
