@@ -220,7 +220,7 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
             o->correct += o->labels && (size_t)label == best;
             if (o->summary)
                 continue;
-            printf("%s[%zu]: class %zu", path, first + i, best);
+            printf("%s[%zu]: class %d", path, first + i, (int)cls);
             print_class(o, best);
             printf(" (p=%.4f)", (double)p[shown]);
             for (size_t c = 0; o->probs && c < m->nclasses; c++)
@@ -272,7 +272,7 @@ static int predict_png(const model_t *m, const float *params, const char *path, 
     int32_t cls = model_predict_class(m, p);
     size_t best = cls < 0 ? SIZE_MAX : (size_t)cls, shown = m->nclasses == 1 ? 0 : best;
     o->total++;
-    printf("%s: class %zu", path, best);
+    printf("%s: class %d", path, (int)cls);
     print_class(o, best);
     printf(" (p=%.4f)\n", (double)p[shown]);
     model_exec_free(e);
