@@ -149,6 +149,20 @@ struct backend {
     /* dlogits[r, :] = scale * (probs[r, :] - onehot(labels[r])) */
     void (*softmax_xent_backward)(float *dlogits, const float *probs, const int32_t *labels,
                                   size_t rows, size_t classes, float scale);
+    /* One sigmoid output per row: probs[r] = sigmoid(logits[r]); loss[r] = binary
+     * cross-entropy against labels[r] in {0, 1}, computed stably from the logit
+     * (another label gives NaN). */
+    void (*sigmoid_bce_forward)(float *probs, float *loss, const float *logits,
+                                const int32_t *labels, size_t rows);
+    /* dlogits[r] = scale * (probs[r] - labels[r]) */
+    void (*sigmoid_bce_backward)(float *dlogits, const float *probs, const int32_t *labels,
+                                 size_t rows, float scale);
+    /* One linear output per row: y[r] = x[r]; loss[r] = (x[r] - labels[r])^2,
+     * the integer label as the target. */
+    void (*mse_forward)(float *y, float *loss, const float *x, const int32_t *labels, size_t rows);
+    /* dx[r] = scale * 2 (y[r] - labels[r]) */
+    void (*mse_backward)(float *dx, const float *y, const int32_t *labels, size_t rows,
+                         float scale);
 
     /* Inverted dropout: element i keeps its value times 1/(1 - rate) when
      * rng_uniform(key, offset + i) >= rate, else becomes 0. In place allowed.
@@ -220,7 +234,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 3
+#define BACKEND_ABI 4
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

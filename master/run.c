@@ -391,7 +391,8 @@ int master_run(daemon_t *d) {
     r->d = d;
     char err[PS_ERRLEN];
     int rc = EXIT_USAGE;
-    if (model_load(&r->model, d->cfg.model, err, sizeof err)) {
+    if (model_load(&r->model, d->cfg.model, err, sizeof err) ||
+        model_set_loss(&r->model, d->cfg.train.loss, err, sizeof err)) {
         log_error("%s", err);
         free(r);
         return rc;

@@ -771,6 +771,117 @@ void test_kernels_softmax_xent_gradcheck(void) {
     release_buffers();
 }
 
+/* ---- binary cross-entropy and squared error (one output per row) ---- */
+
+/* The textbook forms, in double: p = 1 / (1 + e^-z), -y log p - (1-y) log(1-p). */
+static void ref_bce(double *probs, double *loss, const float *z, const int32_t *y, size_t rows) {
+    for (size_t r = 0; r < rows; r++) {
+        probs[r] = 1.0 / (1.0 + exp(-(double)z[r]));
+        loss[r] = y[r] ? -log(probs[r]) : -log1p(-probs[r]);
+    }
+}
+
+void test_kernels_sigmoid_bce(void) {
+    size_t rows = 12;
+    float *z = random_floats(rows, 3, -6, 6);
+    int32_t *y = buffer(rows * sizeof(int32_t));
+    for (size_t r = 0; r < rows; r++)
+        y[r] = (int32_t)(r % 2);
+    double *want_p = doubles(rows), *want_l = doubles(rows);
+    ref_bce(want_p, want_l, z, y, rows);
+    float *probs = filled(rows, NAN), *loss = filled(rows, NAN);
+    be()->sigmoid_bce_forward(probs, loss, z, y, rows);
+    CHECK_ARRAY_NEAR("sigmoid probs", probs, to_float(want_p, rows), rows, 1e-6);
+    CHECK_ARRAY_NEAR("bce loss", loss, to_float(want_l, rows), rows, 1e-5);
+    float *d = filled(rows, NAN), *want_d = buffer(rows * sizeof(float));
+    for (size_t r = 0; r < rows; r++)
+        want_d[r] = (float)(0.5 * (want_p[r] - y[r]));
+    be()->sigmoid_bce_backward(d, probs, y, rows, 0.5f);
+    CHECK_ARRAY_NEAR("sigmoid_bce_backward", d, want_d, rows, 1e-6);
+    /* large logits: the textbook form overflows or gives log(0), the logit form is exact */
+    float big[4] = {100.0f, -100.0f, 100.0f, -100.0f};
+    int32_t yb[4] = {1, 0, 0, 1};
+    be()->sigmoid_bce_forward(probs, loss, big, yb, 4);
+    CHECK_NEAR(loss[0], 0.0, 1e-6);
+    CHECK_NEAR(loss[1], 0.0, 1e-6);
+    CHECK_NEAR(loss[2], 100.0, 1e-4);
+    CHECK_NEAR(loss[3], 100.0, 1e-4);
+    CHECK_NEAR(probs[0], 1.0, 1e-7);
+    CHECK_NEAR(probs[1], 0.0, 1e-7);
+    yb[0] = 2; /* not 0 or 1: a NaN loss */
+    be()->sigmoid_bce_forward(probs, loss, big, yb, 1);
+    CHECK(isnan(loss[0]));
+    release_buffers();
+}
+
+typedef struct {
+    float *z, *out, *loss;
+    int32_t *labels;
+    size_t rows;
+    bool mse;
+} loss1_ctx_t;
+
+static double loss1_sum(void *p) {
+    loss1_ctx_t *c = p;
+    if (c->mse)
+        be()->mse_forward(c->out, c->loss, c->z, c->labels, c->rows);
+    else
+        be()->sigmoid_bce_forward(c->out, c->loss, c->z, c->labels, c->rows);
+    double s = 0;
+    for (size_t r = 0; r < c->rows; r++)
+        s += c->loss[r];
+    return s;
+}
+
+static void loss1_gradcheck(bool mse) {
+    size_t rows = 8;
+    loss1_ctx_t c = {random_floats(rows, 5, -3, 3),
+                     buffer(rows * sizeof(float)),
+                     buffer(rows * sizeof(float)),
+                     buffer(rows * sizeof(int32_t)),
+                     rows,
+                     mse};
+    for (size_t r = 0; r < rows; r++)
+        c.labels[r] = mse ? (int32_t)r - 3 : (int32_t)(r % 2);
+    float *d = buffer(rows * sizeof(float));
+    loss1_sum(&c);
+    if (mse)
+        be()->mse_backward(d, c.out, c.labels, rows, 1.0f);
+    else
+        be()->sigmoid_bce_backward(d, c.out, c.labels, rows, 1.0f);
+    CHECK_ARRAY_NEAR(mse ? "mse dx vs finite differences" : "bce dz vs finite differences", d,
+                     numeric_grad(c.z, rows, loss1_sum, &c, 0.01f), rows, 1e-3);
+    release_buffers();
+}
+
+void test_kernels_sigmoid_bce_gradcheck(void) {
+    loss1_gradcheck(false);
+}
+
+void test_kernels_mse(void) {
+    size_t rows = 6;
+    float x[6] = {0.5f, -1.0f, 2.0f, 3.0f, 0.0f, -4.5f};
+    int32_t y[6] = {1, -1, 0, 3, 2, -4};
+    float want_l[6], want_d[6], *out = filled(rows, NAN), *loss = filled(rows, NAN),
+                                *d = filled(rows, NAN);
+    for (size_t r = 0; r < rows; r++) {
+        double e = (double)x[r] - y[r];
+        want_l[r] = (float)(e * e);
+        want_d[r] = (float)(0.25 * 2.0 * e);
+    }
+    be()->mse_forward(out, loss, x, y, rows);
+    CHECK_ARRAY_NEAR("mse output is the input", out, x, rows, 0.0);
+    CHECK_ARRAY_NEAR("mse loss", loss, want_l, rows, 1e-6);
+    CHECK_NEAR(loss[2], 4.0, 1e-6);
+    be()->mse_backward(d, out, y, rows, 0.25f);
+    CHECK_ARRAY_NEAR("mse_backward", d, want_d, rows, 1e-6);
+    release_buffers();
+}
+
+void test_kernels_mse_gradcheck(void) {
+    loss1_gradcheck(true);
+}
+
 /* ---- dropout ---- */
 
 void test_kernels_dropout(void) {

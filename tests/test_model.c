@@ -74,8 +74,11 @@ static const char *bad_specs[][2] = {
      "\"activation\": \"softmax\"}]}",
      "add a flatten layer"},
     {"{\"input\": [28, 28, 1], \"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", "
-     "\"units\": 10}]}",
-     "the last layer must be dense with \"activation\": \"softmax\""},
+     "\"units\": 10, \"activation\": \"relu\"}]}",
+     "the last layer must be Dense with softmax"},
+    {"{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"units\": 3, \"activation\": "
+     "\"sigmoid\"}]}",
+     "sigmoid (1 unit: binary cross-entropy)"},
     {"{\"input\": [28, 28, 1], \"layers\": [{\"type\": \"conv2d\", \"filters\": 4, "
      "\"kernel_size\": 3, \"padding\": \"full\"}]}",
      "layer 0 (conv2d): \"padding\""},
@@ -154,11 +157,11 @@ void test_model_init_deterministic(void) {
 }
 
 /* Compares model_backward with central differences of the loss for a sample
- * of parameters of every variable. */
-static void check_gradients(const char *spec, size_t n) {
+ * of parameters of every variable; loss is a train.loss name. */
+void check_gradients_loss(const char *spec, const char *loss, size_t n) {
     model_t m;
     char err[PS_ERRLEN];
-    if (model_parse(&m, spec, err, sizeof err)) {
+    if (model_parse(&m, spec, err, sizeof err) || model_set_loss(&m, loss, err, sizeof err)) {
         test_fail(__FILE__, __LINE__, "spec: %s", err);
         return;
     }
@@ -168,7 +171,7 @@ static void check_gradients(const char *spec, size_t n) {
     for (size_t i = 0; i < n * in_size; i++)
         model_exec_input(e)[i] = rng_uniform(3, i);
     for (size_t i = 0; i < n; i++)
-        model_exec_labels(e)[i] = (int32_t)(rng_mix(4, i) % m.nclasses);
+        model_exec_labels(e)[i] = (int32_t)(rng_mix(4, i) % (m.nclasses > 1 ? m.nclasses : 2));
     float *params = xmalloc(m.nparams * sizeof(float));
     float *grads = xmalloc(m.nparams * sizeof(float));
     model_init_params(&m, 5, params);
@@ -210,6 +213,10 @@ static void check_gradients(const char *spec, size_t n) {
     free(grads);
     model_exec_free(e);
     model_free(&m);
+}
+
+static void check_gradients(const char *spec, size_t n) {
+    check_gradients_loss(spec, "auto", n);
 }
 
 void test_model_grad_dense(void) {

@@ -212,17 +212,17 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
         const float *probs = model_exec_probs(e, n);
         for (size_t i = 0; i < n; i++) {
             const float *p = probs + i * m->nclasses;
-            size_t best = 0;
-            for (size_t c = 1; c < m->nclasses; c++)
-                best = p[c] > p[best] ? c : best;
+            /* a regression's rounded output may be negative: no class then */
+            int32_t cls = model_predict_class(m, p);
+            size_t best = cls < 0 ? SIZE_MAX : (size_t)cls, shown = m->nclasses == 1 ? 0 : best;
             int label = d.labels[first + i];
             o->total++;
             o->correct += o->labels && (size_t)label == best;
             if (o->summary)
                 continue;
-            printf("%s[%zu]: class %zu", path, first + i, best);
+            printf("%s[%zu]: class %d", path, first + i, (int)cls);
             print_class(o, best);
-            printf(" (p=%.4f)", (double)p[best]);
+            printf(" (p=%.4f)", (double)p[shown]);
             for (size_t c = 0; o->probs && c < m->nclasses; c++)
                 printf("%s%.8g", c ? " " : " probs ", (double)p[c]);
             if (o->labels)
@@ -269,13 +269,12 @@ static int predict_png(const model_t *m, const float *params, const char *path, 
     memset(model_exec_labels(e), 0, sizeof(int32_t));
     model_forward(e, params, 1, false, 0, 0);
     const float *p = model_exec_probs(e, 1);
-    size_t best = 0;
-    for (size_t c = 1; c < m->nclasses; c++)
-        best = p[c] > p[best] ? c : best;
+    int32_t cls = model_predict_class(m, p);
+    size_t best = cls < 0 ? SIZE_MAX : (size_t)cls, shown = m->nclasses == 1 ? 0 : best;
     o->total++;
-    printf("%s: class %zu", path, best);
+    printf("%s: class %d", path, (int)cls);
     print_class(o, best);
-    printf(" (p=%.4f)\n", (double)p[best]);
+    printf(" (p=%.4f)\n", (double)p[shown]);
     model_exec_free(e);
     return 0;
 }

@@ -180,7 +180,9 @@ static int setup(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
     const cluster_t *cl = &w->d->cluster;
-    if (model_load(&w->model, c->model, err, sizeof err)) {
+    if (model_load(&w->model, c->model, err, sizeof err) ||
+        model_set_loss(&w->model, c->train.loss, err, sizeof err) ||
+        model_loss_check_backend(&w->model, w->be, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;
     }

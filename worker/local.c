@@ -46,7 +46,8 @@ typedef struct {
 
 /* Loads the model and both splits and checks that they fit each other. */
 static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
-    if (model_load(&L->model, c->model, err, errlen))
+    if (model_load(&L->model, c->model, err, errlen) ||
+        model_set_loss(&L->model, c->train.loss, err, errlen))
         return EXIT_USAGE;
     if (c->data.stream) {
         L->stream = datasets_open_stream(c, &L->model, 0, 1, &L->val, err, errlen);
@@ -144,6 +145,8 @@ static int setup(local_t *L, const config_t *c, const backend_t *be, char *err, 
     size_t batch = (size_t)c->train.batch_size;
     /* Evaluation reuses the training batch's buffers (eval batches are capped
      * at train.batch_size), which keeps peak memory at one batch's worth. */
+    if (model_loss_check_backend(&L->model, be, err, errlen))
+        return EXIT_USAGE;
     L->trainer = trainer_create(&L->model, be, threads, batch);
     trainer_attach_store(L->trainer, &L->store);
     /* Batches in the backend's host memory (page-locked for a GPU). */

@@ -56,7 +56,7 @@ typedef struct {
         char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
         int64_t warmup_steps;             /* sync, lr_scaling linear */
         int64_t backup_workers;           /* sync: pushes of a step not waited for */
-        char loss[CONFIG_STR];            /* auto | sparse_categorical_crossentropy */
+        char loss[CONFIG_STR];            /* auto | one of model_loss_name's */
     } train;
     struct {
         char model_dir[CONFIG_STR];

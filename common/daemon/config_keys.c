@@ -144,9 +144,15 @@ const config_key_t config_keys[] = {
             "sync, train.replicas_to_aggregate 0: a step averages the first pushes of all "
             "workers but this many; the slowest ones' pushes come too late and are dropped "
             "(backup workers)"),
-    ENUM_KEY("train.loss", train.loss, "auto", "auto|sparse_categorical_crossentropy",
-             "loss; auto follows the last layer (Dense with softmax: sparse categorical "
-             "cross-entropy, the one pstrain implements)"),
+    ENUM_KEY("train.loss", train.loss, "auto",
+             "auto|sparse_categorical_crossentropy|sparse_categorical_crossentropy_from_logits|"
+             "binary_crossentropy|mean_squared_error",
+             "loss (Keras JSON does not carry it); auto follows the last Dense layer: softmax: "
+             "sparse_categorical_crossentropy, sigmoid with 1 unit: binary_crossentropy (labels "
+             "0/1, accuracy at 0.5), linear with 1 unit: mean_squared_error (the integer label "
+             "as the target; accuracy: the rounded output equals it), linear with 2 or more "
+             "units: sparse_categorical_crossentropy_from_logits. A loss the last layer does not "
+             "fit is an error. binary_crossentropy and mean_squared_error are CPU only"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,

@@ -19,7 +19,7 @@ static data_spec_t spec_of(const config_t *c, const model_t *m, const char *path
                          .h = m->input[0],
                          .w = m->input[1],
                          .c = m->input[2],
-                         .nclasses = m->nclasses,
+                         .nclasses = model_label_classes(m),
                          .image_feature = c->data.image_feature,
                          .label_feature = c->data.label_feature,
                          .label_column = c->data.label_column,

@@ -406,21 +406,14 @@ static int parse_input(model_t *m, json_object *root, char *err, size_t errlen) 
     return 0;
 }
 
-static int check_head(const model_t *m, char *err, size_t errlen) {
-    for (size_t i = 0; i < m->nlayers; i++) {
+static int check_head(model_t *m, char *err, size_t errlen) {
+    for (size_t i = 0; i + 1 < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
-        bool last = i + 1 == m->nlayers;
-        if (l->activation == ACT_SOFTMAX && !last)
+        if (l->activation == ACT_SOFTMAX)
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"softmax\" is only supported on the last layer");
-        if (last && (l->kind != LAYER_DENSE || l->activation != ACT_SOFTMAX))
-            return LAYER_ERR(err, errlen, i, l, "%s",
-                             "the last layer must be dense with \"activation\": \"softmax\" "
-                             "(the loss is sparse categorical cross-entropy)");
     }
-    if (m->nclasses < 2)
-        return ps_errf(err, errlen, "model: the last layer needs at least 2 units");
-    return 0;
+    return model_loss_auto(m, &m->loss, err, errlen);
 }
 
 int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
@@ -508,9 +501,9 @@ int model_load(model_t *m, const char *name_or_path, char *err, size_t errlen) {
         return ps_errf(err, errlen, "%s: %s", name_or_path, inner);
     /* to_json() carries no loss: say which one the last layer implies. */
     if (keras)
-        log_info("model %s: Keras JSON; loss sparse_categorical_crossentropy (the last layer is "
-                 "Dense with softmax)",
-                 name_or_path);
+        log_info("model %s: Keras JSON; loss %s by its last layer (train.loss may say "
+                 "otherwise)",
+                 name_or_path, model_loss_name(m->loss));
     return 0;
 }
 

@@ -49,6 +49,14 @@ typedef enum {
     ACT_SILU
 } activation_t;
 
+/* The loss, from train.loss or, for auto, the last layer's activation. */
+typedef enum {
+    LOSS_SPARSE_CE = 0,    /* softmax output, integer class labels */
+    LOSS_SPARSE_CE_LOGITS, /* linear output; the loss applies softmax (from_logits=True) */
+    LOSS_BCE,              /* one sigmoid unit, labels 0 or 1; computed from the logit */
+    LOSS_MSE               /* one linear unit, the integer label as the target */
+} loss_t;
+
 typedef struct {
     layer_kind_t kind;
     char name[MODEL_NAME_LEN]; /* Keras's automatic name ("conv2d_1") or the spec's */
@@ -91,15 +99,37 @@ typedef struct {
     size_t nvars;
     var_t *vars;
     size_t nparams;  /* total elements of the slab */
-    size_t nclasses; /* units of the last (softmax) layer */
+    size_t nclasses; /* units of the last layer */
+    loss_t loss;     /* what the last layer's activation implies, or model_set_loss's */
     bool graph;      /* some layer takes other than the previous layer's output */
     char *json;      /* the canonical spec, as model_to_json returns it */
 } model_t;
 
 /* Parses and validates a spec; errors name the layer (index and type) and
- * the key. The last layer must be dense with softmax (the loss is sparse
- * categorical cross-entropy). */
+ * the key. The last layer must be dense, its activation one that
+ * model_loss_auto accepts (which sets m->loss). */
 int model_parse(model_t *m, const char *json_text, char *err, size_t errlen);
+/* The train.loss name of a loss. */
+const char *model_loss_name(loss_t loss);
+/* The loss the last layer implies: softmax (2 or more units): sparse
+ * categorical cross-entropy; sigmoid (1 unit): binary cross-entropy; linear
+ * (1 unit): mean squared error; linear (2 or more units): sparse categorical
+ * cross-entropy from the logits. Fails naming the layer for any other head. */
+int model_loss_auto(const model_t *m, loss_t *out, char *err, size_t errlen);
+/* Sets the loss by its train.loss name ("auto" keeps model_loss_auto's);
+ * fails when the last layer does not fit it. Logs which loss it chose. */
+int model_set_loss(model_t *m, const char *name, char *err, size_t errlen);
+/* Labels are 0 .. this - 1: the units of a softmax or logits head, 2 for
+ * binary cross-entropy, MODEL_MAX_LABELS for mean squared error. */
+#define MODEL_MAX_LABELS 256
+size_t model_label_classes(const model_t *m);
+/* The class one output row (model_exec_probs) predicts: the largest unit;
+ * binary cross-entropy: output >= 0.5; mean squared error: the output
+ * rounded to the nearest integer. */
+int32_t model_predict_class(const model_t *m, const float *out);
+/* Fails when the backend lacks the kernels of the model's loss. */
+int model_loss_check_backend(const model_t *m, const backend_t *be, char *err, size_t errlen);
+
 /* A builtin name ("cnn": the Keras MNIST CNN, "mlp": 784-128-128-10) or a file. */
 int model_load(model_t *m, const char *name_or_path, char *err, size_t errlen);
 void model_free(model_t *m);
@@ -163,9 +193,11 @@ void model_exec_set_input(model_exec_t *e, float *input, int32_t *labels);
  * (backend memory). */
 const float *model_forward(model_exec_t *e, const float *params, size_t n, bool training,
                            uint64_t dropout_seed, uint64_t example_offset);
-/* After model_forward: the summed cross-entropy of the n examples against the
- * labels in model_exec_labels, the count predicted right and, when pred is
- * not NULL, each example's predicted class. */
+/* After model_forward: the summed loss of the n examples against the labels
+ * in model_exec_labels, the count predicted right and, when pred is not NULL,
+ * each example's predicted class (binary cross-entropy: output >= 0.5; mean
+ * squared error: the output rounded to the nearest integer, so "accuracy" is
+ * the share whose rounded output equals the label). */
 void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, int32_t *pred);
 /* After model_forward: the softmax output of the n examples, on the host. */
 const float *model_exec_probs(model_exec_t *e, size_t n);

@@ -3,6 +3,7 @@
 #include "common/model/model.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "common/base/util.h"
@@ -112,7 +113,9 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
         act_fn_t f;
         if (!is_view(l))
             e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
-        if ((l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D) && extra_act(l->activation, &f))
+        /* the last layer's activation belongs to the loss, which computes it */
+        if ((l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D) && i + 1 < m->nlayers &&
+            extra_act(l->activation, &f))
             e->pre[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (m->graph)
             e->dout[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
@@ -341,8 +344,26 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
     }
     float *probs = e->act[m->nlayers - 1];
     e->out[m->nlayers - 1] = probs;
-    be->softmax_xent_forward(probs, e->row_loss, e->logits, e->labels, n, m->nclasses);
+    if (m->loss == LOSS_BCE)
+        be->sigmoid_bce_forward(probs, e->row_loss, e->logits, e->labels, n);
+    else if (m->loss == LOSS_MSE)
+        be->mse_forward(probs, e->row_loss, e->logits, e->labels, n);
+    else
+        be->softmax_xent_forward(probs, e->row_loss, e->logits, e->labels, n, m->nclasses);
     return probs;
+}
+
+/* dlogits = gradient of (loss_sum * scale) w.r.t. the last layer's output
+ * before its activation (the loss's). */
+static void loss_backward(model_exec_t *e, float *dlogits, size_t n, float scale) {
+    const model_t *m = e->m;
+    const float *out = e->out[m->nlayers - 1];
+    if (m->loss == LOSS_BCE)
+        e->be->sigmoid_bce_backward(dlogits, out, e->labels, n, scale);
+    else if (m->loss == LOSS_MSE)
+        e->be->mse_backward(dlogits, out, e->labels, n, scale);
+    else
+        e->be->softmax_xent_backward(dlogits, out, e->labels, n, m->nclasses, scale);
 }
 
 void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, int32_t *pred) {
@@ -354,14 +375,10 @@ void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, in
     double sum = 0.0;
     size_t right = 0;
     for (size_t r = 0; r < n; r++) {
-        const float *p = e->host_probs + r * k;
-        size_t best = 0;
-        for (size_t c = 1; c < k; c++)
-            if (p[c] > p[best])
-                best = c;
-        right += (int32_t)best == e->host_labels[r];
+        int32_t best = model_predict_class(e->m, e->host_probs + r * k);
+        right += best == e->host_labels[r];
         if (pred)
-            pred[r] = (int32_t)best;
+            pred[r] = best;
         sum += e->host_loss[r];
     }
     *loss_sum = sum;
@@ -513,8 +530,7 @@ static void graph_backward(model_exec_t *e, const float *params, size_t n, float
     size_t first = first_trainable(m);
     for (size_t i = first; i < m->nlayers; i++)
         e->be->zero(e->dout[i], n * m->layers[i].out_size * sizeof(float));
-    e->be->softmax_xent_backward(e->dout[m->nlayers - 1], e->out[m->nlayers - 1], e->labels, n,
-                                 m->nclasses, scale);
+    loss_backward(e, e->dout[m->nlayers - 1], n, scale);
     for (size_t i = m->nlayers; i-- > first;) {
         const layer_t *l = &m->layers[i];
         float *dy = e->dout[i];
@@ -542,7 +558,7 @@ void model_backward(model_exec_t *e, const float *params, size_t n, float scale,
     }
     size_t first = first_trainable(m);
     float *dy = e->grad[0];
-    e->be->softmax_xent_backward(dy, e->out[m->nlayers - 1], e->labels, n, m->nclasses, scale);
+    loss_backward(e, dy, n, scale);
     for (size_t i = m->nlayers; i-- > first;) {
         float *spare = dy == e->grad[0] ? e->grad[1] : e->grad[0];
         dy = layer_backward(e, i, params, n, dy, spare, i > first, grads);

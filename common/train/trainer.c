@@ -321,7 +321,8 @@ static void eval_job(trainer_t *t, size_t k) {
 void trainer_evaluate(trainer_t *t, const float *params, const dataset_t *d, size_t batch_size,
                       eval_metrics_t *out) {
     memset(out, 0, sizeof *out);
-    out->nclasses = t->m->nclasses;
+    /* a regression's confusion matrix spans only the labels the data has */
+    out->nclasses = t->m->loss == LOSS_MSE ? d->nclasses : model_label_classes(t->m);
     out->class_total = xcalloc(out->nclasses, sizeof(size_t));
     out->class_correct = xcalloc(out->nclasses, sizeof(size_t));
     out->confusion = xcalloc(out->nclasses * out->nclasses, sizeof(size_t));
@@ -380,8 +381,8 @@ int trainer_check_data(const model_t *m, const dataset_t *d, const char *where, 
     if (d->example_size != in_size)
         return ps_errf(err, errlen, "%s: examples have %zu values but the model's input has %zu",
                        where, d->example_size, in_size);
-    if (d->nclasses > m->nclasses)
-        return ps_errf(err, errlen, "%s: labels go up to %zu but the model has %zu classes", where,
-                       d->nclasses - 1, m->nclasses);
+    if (d->nclasses > model_label_classes(m))
+        return ps_errf(err, errlen, "%s: labels go up to %zu but the model has %zu classes (%s)",
+                       where, d->nclasses - 1, model_label_classes(m), model_loss_name(m->loss));
     return 0;
 }

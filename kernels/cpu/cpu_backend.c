@@ -537,6 +537,42 @@ static void cpu_softmax_xent_backward(float *dlogits, const float *probs, const 
     }
 }
 
+/* ---- binary cross-entropy and squared error, one output per row ---- */
+
+static void cpu_sigmoid_bce_forward(float *probs, float *loss, const float *logits,
+                                    const int32_t *labels, size_t rows) {
+    for (size_t r = 0; r < rows; r++) {
+        float z = logits[r], a = fabsf(z);
+        /* sigmoid without overflow: e = exp(-|z|) is in (0, 1] */
+        float e = expf(-a);
+        probs[r] = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+        bool valid = labels[r] == 0 || labels[r] == 1;
+        /* -y log p - (1 - y) log(1 - p) = max(z, 0) - z y + log(1 + exp(-|z|)) */
+        loss[r] = valid ? fmaxf(z, 0.0f) - z * (float)labels[r] + log1pf(e) : NAN;
+    }
+}
+
+static void cpu_sigmoid_bce_backward(float *dlogits, const float *probs, const int32_t *labels,
+                                     size_t rows, float scale) {
+    for (size_t r = 0; r < rows; r++)
+        dlogits[r] = scale * (probs[r] - (float)labels[r]);
+}
+
+static void cpu_mse_forward(float *y, float *loss, const float *x, const int32_t *labels,
+                            size_t rows) {
+    for (size_t r = 0; r < rows; r++) {
+        float d = x[r] - (float)labels[r];
+        y[r] = x[r];
+        loss[r] = d * d;
+    }
+}
+
+static void cpu_mse_backward(float *dx, const float *y, const int32_t *labels, size_t rows,
+                             float scale) {
+    for (size_t r = 0; r < rows; r++)
+        dx[r] = scale * 2.0f * (y[r] - (float)labels[r]);
+}
+
 /* ---- dropout ---- */
 
 /* rng_mix of kernels/rng.c, repeated here so that the mask loop inlines and
@@ -616,6 +652,10 @@ static const backend_t cpu_table = {
     .relu_backward = cpu_relu_backward,
     .softmax_xent_forward = cpu_softmax_xent_forward,
     .softmax_xent_backward = cpu_softmax_xent_backward,
+    .sigmoid_bce_forward = cpu_sigmoid_bce_forward,
+    .sigmoid_bce_backward = cpu_sigmoid_bce_backward,
+    .mse_forward = cpu_mse_forward,
+    .mse_backward = cpu_mse_backward,
     .dropout_forward = cpu_dropout,
     .dropout_backward = cpu_dropout,
     .axpy = cpu_axpy,

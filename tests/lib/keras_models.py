@@ -119,8 +119,18 @@ def residual():
     return keras.Model(inp, out)
 
 
+def binary():
+    """One sigmoid unit on 8x8 images (scikit-learn's digits): binary cross-entropy."""
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Flatten(),
+        layers.Dense(16, activation="relu"),
+        layers.Dense(1, activation="sigmoid"),
+    ])
+
+
 MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra, "small": small,
-          "residual": residual}
+          "residual": residual, "binary": binary}
 
 
 def read_idx_images(path):
