@@ -7,27 +7,7 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/ops_extra.h"
 
-#define THREADS 256
-
-static unsigned blocks_for(size_t n) {
-    size_t b = (n + THREADS - 1) / THREADS;
-    size_t cap = (size_t)(cuda.sm_count > 0 ? cuda.sm_count : 16) * 32;
-    if (b > cap)
-        b = cap;
-    return (unsigned)(b ? b : 1);
-}
-
-#define GRID_STRIDE(i, n)                                                                          \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n);                        \
-         i += (size_t)gridDim.x * blockDim.x)
-
-#define LAUNCH(kernel, n, ...)                                                                     \
-    do {                                                                                           \
-        if ((n) > 0) {                                                                             \
-            kernel<<<blocks_for(n), THREADS, 0, cuda.compute>>>(__VA_ARGS__);                      \
-            CUDA_CHECK(cudaGetLastError());                                                        \
-        }                                                                                          \
-    } while (0)
+#include "kernels/cuda/cuda_launch.cuh"
 
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
