@@ -176,18 +176,29 @@ static void print_status(const Pstrain__StatusResponse *r) {
     print_members(r);
 }
 
-int cmd_status(int argc, char **argv) {
-    status_args_t a;
-    int rc = parse_args(&a, "status", false, argc, argv);
+/* Parses the command's arguments and opens a channel to the master: -1 with
+ * *ch set, or the exit code to return. */
+static int open_master(status_args_t *a, const char *cmd, bool top, int argc, char **argv,
+                       rpc_channel_t **ch) {
+    int rc = parse_args(a, cmd, top, argc, argv);
     if (rc >= 0)
         return rc;
-    rpc_options_t o = daemon_rpc_options(&a.cfg);
-    rpc_channel_t *ch;
+    rpc_options_t o = daemon_rpc_options(&a->cfg);
     char err[PS_ERRLEN];
-    if (rpc_channel_create(&ch, a.master, &o, err, sizeof err)) {
-        log_print(stderr, "pstrain status: %s", err);
+    if (rpc_channel_create(ch, a->master, &o, err, sizeof err)) {
+        log_print(stderr, "pstrain %s: %s", cmd, err);
         return EXIT_USAGE;
     }
+    return -1;
+}
+
+int cmd_status(int argc, char **argv) {
+    status_args_t a;
+    rpc_channel_t *ch;
+    int rc = open_master(&a, "status", false, argc, argv, &ch);
+    if (rc >= 0)
+        return rc;
+    char err[PS_ERRLEN];
     Pstrain__StatusResponse *r = NULL;
     rc = fetch(ch, &a, &r, err, sizeof err);
     if (rc != RPC_OK) {
@@ -241,16 +252,11 @@ static void render(const Pstrain__StatusResponse *r, const Pstrain__StatusRespon
 
 int cmd_top(int argc, char **argv) {
     status_args_t a;
-    int rc = parse_args(&a, "top", true, argc, argv);
+    rpc_channel_t *ch;
+    int rc = open_master(&a, "top", true, argc, argv, &ch);
     if (rc >= 0)
         return rc;
-    rpc_options_t o = daemon_rpc_options(&a.cfg);
-    rpc_channel_t *ch;
     char err[PS_ERRLEN];
-    if (rpc_channel_create(&ch, a.master, &o, err, sizeof err)) {
-        log_print(stderr, "pstrain top: %s", err);
-        return EXIT_USAGE;
-    }
     Pstrain__StatusResponse *prev = NULL;
     double prev_time = 0.0;
     rc = EXIT_OK;
