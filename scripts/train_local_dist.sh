@@ -164,11 +164,15 @@ restart_wait=${PSTRAIN_RESTART_WAIT:-${PSTRAIN_MASTER_WAIT:-300}}
 # eval_results.json of the model_dir never counts).
 master_finished() { grep -q "final evaluation at global step" "$master_log" 2> /dev/null; }
 
-# global_step: the last global step this run's master logged (0 before any).
+# global_step: the last global step this run's master logged (0 before any):
+# in its progress lines, or in the checkpoint it wrote on a stop (the
+# progress lines come every log.every_secs only).
 global_step() {
   local s
-  s=$(grep -o 'global step [0-9]*' "$master_log" 2> /dev/null | tail -n 1 || true)
-  echo "${s#global step }" | sed 's/^$/0/'
+  s=$({ grep -o 'global step [0-9]*' "$master_log" 2> /dev/null || true
+    grep -o 'ckpt-[0-9]* written' "$master_log" 2> /dev/null || true; } |
+    grep -o '[0-9][0-9]*' | sort -n | tail -n 1)
+  echo "${s:-0}"
 }
 
 # on_role_end NAME: what the launcher does when a role has ended; sets
