@@ -43,6 +43,11 @@
  * starve the connections already served. */
 #define ACCEPT_BATCH 64
 
+/* The call whose handler this thread runs inline (stream__job_inline): an
+ * answer to it from within the handler is written at once. Thread-local, so
+ * an answer from any other thread meanwhile takes the usual way. */
+static _Thread_local stream_call_t *inline_call;
+
 /* ---- Calls ---------------------------------------------------------------------- */
 
 void stream__call_unref(stream_call_t *c) {
@@ -177,8 +182,8 @@ int stream__reply(rpc_call_t *call, int code, const char *message, const rpc_pie
     } else if (release) {
         release(arg);
     }
-    if (atomic_load(&c->inline_now))
-        c->replied = 1; /* on the loop thread: stream__job_inline settles it */
+    if (inline_call == c)
+        c->replied = 1; /* within its handler on the loop: stream__job_inline settles it */
     else
         post(c->srv, 1, c);
     return 0;
@@ -230,9 +235,9 @@ int stream__job_inline(stream_server_t *s, stream_call_t *c, stream_conn_t *k) {
     pthread_mutex_unlock(&s->jmu);
     if (busy || pthread_mutex_trylock(s->cfg.hmu) != 0)
         return 0;
-    atomic_store(&c->inline_now, 1);
+    inline_call = c;
     call_handler(s, c, k);
-    atomic_store(&c->inline_now, 0);
+    inline_call = NULL;
     pthread_mutex_unlock(s->cfg.hmu);
     stream__conn_unref(k);
     c->handled = 1;

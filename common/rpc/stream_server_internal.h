@@ -21,9 +21,8 @@ struct stream_call {
     stream_server_t *srv;
     stream_conn_t *conn; /* the connection waiting for it; loop only */
     atomic_int refs;
-    int handled;           /* the handler has returned; loop only */
-    int replied;           /* the reply is in; loop only */
-    atomic_int inline_now; /* its handler runs on the loop thread (stream__job_inline) */
+    int handled; /* the handler has returned; loop only */
+    int replied; /* the reply is in; loop only */
     char peer[96];
     /* The reply, written by rpc_call_reply (any thread), then read by the loop. */
     int code;
