@@ -99,6 +99,21 @@ void test_log_limit_counts(void) {
     free(text);
 }
 
+/* Sends the request to the PS: it must be refused INVALID_ARGUMENT, and what
+ * the PS logged meanwhile must hold no forged line. */
+static void refused_unforged(test_ps_t *e, const char *method, const uint8_t *buf, size_t len) {
+    rpc_buf_t resp = {0};
+    char err[PS_ERRLEN];
+    const char *log = test_path("stderr.log");
+    int saved = capture_start(log);
+    int code = rpc_call(e->ch, method, buf, len, 10.0, &resp, err, sizeof err);
+    char *text = capture_end(saved, log);
+    CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
+    check_not_forged(text);
+    free(text);
+    rpc_buf_free(&resp);
+}
+
 /* Issue 17, item 6: a push naming a tensor with a newline and an escape
  * sequence forged a log line of the PS; now it is one escaped line. */
 void test_hardening_push_name_injection(void) {
@@ -119,17 +134,7 @@ void test_hardening_push_name_injection(void) {
     r.grads = &tp;
     uint8_t buf[256];
     size_t len = pstrain__push_request__pack(&r, buf);
-    rpc_buf_t resp = {0};
-    char err[PS_ERRLEN];
-    const char *log = test_path("stderr.log");
-    int saved = capture_start(log);
-    int code =
-        rpc_call(e.ch, "/pstrain.ParameterServer/Push", buf, len, 10.0, &resp, err, sizeof err);
-    char *text = capture_end(saved, log);
-    CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
-    check_not_forged(text);
-    free(text);
-    rpc_buf_free(&resp);
+    refused_unforged(&e, "/pstrain.ParameterServer/Push", buf, len);
     test_ps_stop(&e);
 }
 
@@ -142,17 +147,7 @@ void test_hardening_pull_name_injection(void) {
     r.names = names;
     uint8_t buf[256];
     size_t len = pstrain__pull_request__pack(&r, buf);
-    rpc_buf_t resp = {0};
-    char err[PS_ERRLEN];
-    const char *log = test_path("stderr.log");
-    int saved = capture_start(log);
-    int code =
-        rpc_call(e.ch, "/pstrain.ParameterServer/Pull", buf, len, 10.0, &resp, err, sizeof err);
-    char *text = capture_end(saved, log);
-    CHECK_INT_EQ(code, RPC_INVALID_ARGUMENT);
-    check_not_forged(text);
-    free(text);
-    rpc_buf_free(&resp);
+    refused_unforged(&e, "/pstrain.ParameterServer/Pull", buf, len);
     test_ps_stop(&e);
 }
 
