@@ -33,7 +33,11 @@ PY
 for ((i = 0; i < n; i++)); do
   grep -q "registered with the master" "$tmp/runlogs/worker$i.log" || fail "worker$i never registered"
 done
-grep -q "final test metrics of this run .*global_step=15[0-9]" "$tmp/out" || fail "no final metrics: $(tail -3 "$tmp/out")"
+# Async: the pushes in flight when step 150 is reached still count, up to one
+# per worker (the CI run once ended at 162 of 150 with 24 workers).
+final=$(grep -o "final test metrics of this run .*global_step=[0-9]*" "$tmp/out" | grep -o "[0-9]*$" || true)
+[ -n "$final" ] || fail "no final metrics: $(tail -3 "$tmp/out")"
+[ "$final" -ge 150 ] && [ "$final" -le $((150 + n)) ] || fail "final step $final not in 150..$((150 + n))"
 pgrep -f -- "checkpoint.model_dir=$tmp/md" > /dev/null && fail "processes left after the run"
 echo "$n workers: started in ${started}s, finished in ${secs}s"
 echo ok
