@@ -25,7 +25,7 @@ run() { # run NAME ARGS...: a local cluster, MLP, logs in $tmp/runlogs
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
 
 # 1. Periodic and final checkpoints, 2 PS.
-run first --ps 2 --set train.max_steps=600 --set checkpoint.every_steps=100 --set log.summary_steps=100 \
+run first --ps 2 --set train.max_steps=1000 --set checkpoint.every_steps=100 --set log.summary_steps=100 \
   --set checkpoint.keep=2 --set checkpoint.model_dir="$md"
 step=$(json "$md/eval_results.json" '["global_step"]')
 [ "$(json "$md/checkpoint" '["latest_step"]')" = "$step" ] || fail "manifest latest is not $step"
@@ -41,7 +41,7 @@ for f in model.json weights.safetensors; do
 done
 grep -q "evaluation of ckpt-" "$tmp/runlogs/master0.log" || fail "no checkpoint was evaluated"
 [ "$(grep -c "checkpoint $md/ckpt-" "$tmp/runlogs/master0.log")" -ge 3 ] ||
-  fail "fewer than 3 checkpoints: $(grep checkpoint "$tmp/runlogs/master0.log")"
+  fail "fewer than 3 checkpoints in 1000 steps at every 100: $(grep checkpoint "$tmp/runlogs/master0.log")"
 
 # 1b. The export's npz holds what the safetensors hold, in Keras's
 # get_weights() order, read by numpy; TensorBoard event files for train and
@@ -113,7 +113,7 @@ idx_class=$(sed -n '1s/.*class \([0-9]*\) (p=\([0-9.]*\)).*/\1 \2/p' "$tmp/idx.o
 [ -n "$png_class" ] && [ "$png_class" = "$idx_class" ] || fail "PNG predicts '$png_class', IDX '$idx_class'"
 
 # 3. Resume on 3 PS from the latest checkpoint.
-run resume --ps 3 --set train.max_steps=800 --set checkpoint.every_steps=100 \
+run resume --ps 3 --set train.max_steps=1200 --set checkpoint.every_steps=100 \
   --set checkpoint.model_dir="$md"
 for i in 0 1 2; do
   grep -q "resumed from $md/ckpt-$step: step $step" "$tmp/runlogs/ps$i.log" ||
@@ -121,7 +121,7 @@ for i in 0 1 2; do
 done
 grep -q "data resumes at batch" "$tmp/runlogs/worker0.log" || fail "worker0 restarted its data"
 step2=$(json "$md/eval_results.json" '["global_step"]')
-[ "$step2" -ge 800 ] || fail "resumed run ended at $step2"
+[ "$step2" -ge 1200 ] || fail "resumed run ended at $step2"
 [ -f "$md/ckpt-$step2/ps-2-of-3.safetensors" ] || fail "ckpt-$step2 lacks ps 2 of 3"
 acc2=$(json "$md/eval_results.json" '["accuracy"]')
 
