@@ -587,10 +587,15 @@ static void log_rows(const worker_t *w, size_t steps) {
     for (size_t v = 0; v < w->model.nvars; v++)
         if (w->model.vars[v].sparse)
             table_bytes += w->model.vars[v].size * sizeof(float);
-    log_info("embedding rows: %.1f rows a step; bytes a step: pulled %.0f, pushed %.0f (the "
-             "tables whole are %zu bytes each way)",
-             (double)w->rows_touched / (double)steps, (double)pulled / (double)steps,
-             (double)pushed / (double)steps, table_bytes);
+    if (w->rows)
+        log_info("embedding rows: %.1f rows a step; bytes a step: pulled %.0f, pushed %.0f (the "
+                 "tables whole are %zu bytes each way)",
+                 (double)w->rows_touched / (double)steps, (double)pulled / (double)steps,
+                 (double)pushed / (double)steps, table_bytes);
+    else
+        log_info("embedding tables moved whole: bytes a step: pulled %.0f, pushed %.0f (the "
+                 "tables are %zu bytes)",
+                 (double)pulled / (double)steps, (double)pushed / (double)steps, table_bytes);
 }
 
 static void log_end(const worker_t *w, const run_stats_t *r) {
@@ -602,7 +607,7 @@ static void log_end(const worker_t *w, const run_stats_t *r) {
                  "images/s over the run)",
                  (unsigned long long)w->global_step, r->local_steps, (unsigned long long)w->stale,
                  progress_rate(r->means.n, ps_now() - r->start));
-    if (r->local_steps && w->rows)
+    if (r->local_steps && model_has_sparse(&w->model))
         log_rows(w, r->local_steps);
     if (r->local_steps && r->compute_s > 0)
         log_info("per step: pull %.1f ms, compute %.1f ms, push %.1f ms",
