@@ -73,13 +73,7 @@ static void check_embed_gradients(const char *spec, size_t n) {
     model_backward(e, params, n, 1.0f, grads);
     size_t bad = 0;
     for (size_t idx = 0; idx < m.nparams; idx++) {
-        float saved = params[idx], h = 1e-2f;
-        params[idx] = saved + h;
-        double up = fixed_batch_loss(e, params, n);
-        params[idx] = saved - h;
-        double down = fixed_batch_loss(e, params, n);
-        params[idx] = saved;
-        double numeric = (up - down) / (2.0 * (double)h);
+        double numeric = central_difference(e, params, idx, 1e-2f, n);
         if (fabs(numeric - grads[idx]) > 2e-2 * fmax(1e-2, fabs(numeric)) && bad++ < 5)
             fprintf(stderr, "  param %zu: backward %.6g, finite difference %.6g\n", idx,
                     (double)grads[idx], numeric);

@@ -51,6 +51,16 @@ double fixed_batch_loss(model_exec_t *e, const float *params, size_t n) {
     return loss;
 }
 
+double central_difference(model_exec_t *e, float *params, size_t idx, float h, size_t n) {
+    float saved = params[idx];
+    params[idx] = saved + h;
+    double up = fixed_batch_loss(e, params, n);
+    params[idx] = saved - h;
+    double down = fixed_batch_loss(e, params, n);
+    params[idx] = saved;
+    return (up - down) / (2.0 * (double)h);
+}
+
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt) {
     return test_ps_start_model(e, "mlp", OPTIM_SGD, sync, opt);
 }
