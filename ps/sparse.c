@@ -133,9 +133,8 @@ int ps_sparse_check(const ps_shard_t *s, const ps_grad_t *t, char *err, size_t e
 void ps_sparse_apply(ps_shard_t *s, const ps_grad_t *t, double scale) {
     struct ps_sparse *sp = state(s);
     int v = model_find_var(s->model, t->name);
-    size_t row = store_row_size(&s->model->vars[v]), n = t->data.len / sizeof(float);
+    size_t n = t->data.len / sizeof(float);
     sp->grad = room(sp->grad, &sp->grad_cap, n ? n : 1, sizeof *sp->grad);
     wire_copy(&t->data, sp->grad);
-    for (size_t k = 0; k < t->n_row_ids; k++)
-        store_apply_row(&s->store, v, t->row_ids[k], sp->grad + k * row, scale);
+    store_apply_rows(&s->store, v, t->row_ids, t->n_row_ids, sp->grad, scale);
 }

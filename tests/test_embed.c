@@ -14,6 +14,7 @@
 #include "common/rpc/msg.h"
 #include "common/train/optim_sparse.h"
 #include "common/train/store.h"
+#include "common/train/trainer.h"
 #include "kernels/cpu/ops_embed.h"
 #include "ps/pull.h"
 #include "ps/push.h"
@@ -346,4 +347,40 @@ void test_embed_rows_over_grpc(void) {
     free(init);
     free(grads);
     test_ps_stop(&ps);
+}
+
+/* A standalone worker's step (trainer_step) with momentum: the rows its
+ * batch reads move, every other row of the table and its velocity stay as
+ * they were, and the dense variables all move. */
+void test_embed_standalone_step(void) {
+    model_t m;
+    char err[PS_ERRLEN];
+    CHECK(model_parse(&m, pool_spec, err, sizeof err) == 0);
+    optim_cfg_t o;
+    optim_defaults(&o, OPTIM_SGD);
+    o.momentum = 0.9;
+    store_t s;
+    store_init_full(&s, &m, &o, 1);
+    for (size_t i = 0; i < s.size; i++)
+        s.slots[0][i] = 0.01f;
+    float *w0 = xmalloc(s.size * sizeof(float));
+    memcpy(w0, s.w, s.size * sizeof(float));
+    trainer_t *t = trainer_create(&m, cpu_backend(), 2, 2);
+    trainer_attach_store(t, &s);
+    float x[12] = {1, 2, 1, 2, 2, 1, 2, 2, 2, 1, 1, 1};
+    int32_t y[2] = {0, 2};
+    step_metrics_t sm;
+    trainer_step(t, x, y, 2, 1, &sm);
+    for (size_t r = 0; r < 9; r++) {
+        bool touched = r == 1 || r == 2;
+        CHECK(touched == (s.w[r * 5] != w0[r * 5]));
+        CHECK(touched == (s.slots[0][r * 5] != 0.01f));
+    }
+    for (size_t i = 45; i < s.size; i++)
+        CHECK(s.slots[0][i] != 0.01f);
+    CHECK_INT_EQ(s.iterations, 1);
+    trainer_free(t);
+    free(w0);
+    store_free(&s);
+    model_free(&m);
 }

@@ -1,6 +1,7 @@
 #include "common/train/optim_sparse.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/base/util.h"
 #include "common/train/optim.h"
@@ -15,16 +16,23 @@ static long row_at(const store_t *s, int var, uint64_t row) {
     return -1;
 }
 
-int store_apply_row(store_t *s, int var, uint64_t row, const float *g, double scale) {
-    long at = row_at(s, var, row);
-    if (at < 0)
-        return -1;
-    float *slots[OPTIM_MAX_SLOTS] = {0};
-    for (size_t k = 0; k < optim_nslots(&s->opt); k++)
-        slots[k] = s->slots[k] + at;
-    optim_apply_scaled(&s->opt, s->iterations, scale, s->w + at, slots, g,
-                       store_row_size(&s->model->vars[var]));
+int store_apply_rows(store_t *s, int var, const uint64_t *rows, size_t n, const float *g,
+                     double scale) {
+    update_step_t k;
+    optim_update_step_scaled(&s->opt, s->iterations, scale, &k);
+    size_t row = store_row_size(&s->model->vars[var]), nslots = optim_nslots(&s->opt);
+    for (size_t i = 0; i < n; i++) {
+        long at = row_at(s, var, rows[i]);
+        if (at < 0)
+            return -1;
+        cpu_backend()->apply_update(&k, s->w + at, nslots > 0 ? s->slots[0] + at : NULL,
+                                    nslots > 1 ? s->slots[1] + at : NULL, g + i * row, row);
+    }
     return 0;
+}
+
+int store_apply_row(store_t *s, int var, uint64_t row, const float *g, double scale) {
+    return store_apply_rows(s, var, &row, 1, g, scale);
 }
 
 /* The dense update of partition i. */
@@ -44,8 +52,11 @@ static void apply_table(store_t *s, int v, const float *grad, const float *x, si
     uint64_t *rows = xmalloc(var->shape[0] * sizeof *rows);
     uint8_t *mark = xcalloc(var->shape[0], 1);
     size_t count = model_sparse_rows(m, (size_t)v, x, n, rows, mark);
+    float *g = xmalloc((count ? count : 1) * row * sizeof *g);
     for (size_t k = 0; k < count; k++)
-        store_apply_row(s, v, rows[k], grad + var->offset + rows[k] * row, 1.0);
+        memcpy(g + k * row, grad + var->offset + rows[k] * row, row * sizeof *g);
+    store_apply_rows(s, v, rows, count, g, 1.0);
+    free(g);
     free(rows);
     free(mark);
 }

@@ -11,9 +11,13 @@
 
 #include "common/train/store.h"
 
-/* One update of row `row` of variable var (which the store must hold) with
- * its gradient g (one row of values), the step size times scale. -1 when
- * the store holds no such row. Does not count an iteration. */
+/* One update of rows[0 .. n) of variable var with their gradients g[n,
+ * row size], the step size times scale (the constants computed once). -1,
+ * after updating the rows before it, at a row the store does not hold.
+ * Does not count an iteration. */
+int store_apply_rows(store_t *s, int var, const uint64_t *rows, size_t n, const float *g,
+                     double scale);
+/* store_apply_rows of one row. */
 int store_apply_row(store_t *s, int var, uint64_t row, const float *g, double scale);
 
 /* A standalone worker's update (store_apply's) for a store holding the
