@@ -41,7 +41,8 @@ typedef struct {
     bool synthetic; /* train.synthetic_step_ms: no data, no trainer, a sleep for compute */
     bool ssp;       /* train.mode ssp: async pushes, pulls the PS may hold back */
     bool rows;      /* embedding tables move by the rows of each batch (train.sparse_embeddings) */
-    uint64_t rows_touched; /* over the run: rows of the tables pulled (and pushed) */
+    uint64_t rows_touched;  /* over the run: rows of the tables pulled (and pushed) */
+    uint64_t pulls, pushes; /* serial loop: the calls made (each to every PS) */
     Pstrain__Caller caller;
     char err[PS_ERRLEN]; /* why a pull or push of the training thread failed */
 } worker_t;
@@ -416,6 +417,7 @@ static psclient_status_t train_serial(worker_t *w, run_stats_t *r) {
         }
         if ((s = psclient_pull(w->ps, w->params[0], w->sync, w->err, sizeof w->err)) != 0)
             return s;
+        w->pulls++;
         w->global_step = psclient_step(w->ps, 0);
         if (progress_target_reached(w->global_step, w->target))
             break;
@@ -426,6 +428,7 @@ static psclient_status_t train_serial(worker_t *w, run_stats_t *r) {
         size_t stale = 0;
         if ((s = psclient_push(w->ps, w->grads[0], &stale, w->err, sizeof w->err)) != 0)
             return s;
+        w->pushes++;
         r->pull_s += t1 - t0;
         r->compute_s += t2 - t1;
         r->push_s += ps_now() - t2;
@@ -579,10 +582,14 @@ static psclient_status_t train_overlapped(worker_t *w, run_stats_t *r, size_t he
     return s != PSCLIENT_OK ? s : last;
 }
 
-/* What the embedding tables' rows cost on the wire, against the tables whole. */
+/* What the embedding tables' rows cost on the wire, against the tables
+ * whole: bytes of a pull and of a push, every PS together (the serial
+ * loop's; the others count steps). */
 static void log_rows(const worker_t *w, size_t steps) {
     uint64_t pulled, pushed;
     psclient_bytes(w->ps, &pulled, &pushed);
+    double pulls = (double)(w->pulls ? w->pulls : steps),
+           pushes = (double)(w->pushes ? w->pushes : steps);
     size_t table_bytes = 0;
     for (size_t v = 0; v < w->model.nvars; v++)
         if (w->model.vars[v].sparse)
@@ -590,12 +597,12 @@ static void log_rows(const worker_t *w, size_t steps) {
     if (w->rows)
         log_info("embedding rows: %.1f rows a step; bytes a step: pulled %.0f, pushed %.0f (the "
                  "tables whole are %zu bytes each way)",
-                 (double)w->rows_touched / (double)steps, (double)pulled / (double)steps,
-                 (double)pushed / (double)steps, table_bytes);
+                 (double)w->rows_touched / pulls, (double)pulled / pulls, (double)pushed / pushes,
+                 table_bytes);
     else
         log_info("embedding tables moved whole: bytes a step: pulled %.0f, pushed %.0f (the "
                  "tables are %zu bytes)",
-                 (double)pulled / (double)steps, (double)pushed / (double)steps, table_bytes);
+                 (double)pulled / pulls, (double)pushed / pushes, table_bytes);
 }
 
 static void log_end(const worker_t *w, const run_stats_t *r) {
