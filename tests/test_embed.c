@@ -5,6 +5,7 @@
  * protobuf-c, and a PS over real gRPC through psclient. */
 #include "test.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -383,4 +384,93 @@ void test_embed_standalone_step(void) {
     free(w0);
     store_free(&s);
     model_free(&m);
+}
+
+/* A sync pull of rows that waits for the next step. */
+typedef struct {
+    test_ps_t *e;
+    int code;
+    Pstrain__PullResponse *resp;
+} rows_pull_t;
+
+static void *pull_rows_waiting(void *arg) {
+    rows_pull_t *a = arg;
+    uint64_t ids[2] = {1, 5};
+    Pstrain__RowSelect sel = PSTRAIN__ROW_SELECT__INIT, *selp = &sel;
+    sel.name = "embedding/embeddings";
+    sel.n_row_ids = 2;
+    sel.row_ids = ids;
+    char *names[] = {"dense/kernel"};
+    Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
+    caller.role = "worker";
+    Pstrain__PullRequest req = PSTRAIN__PULL_REQUEST__INIT;
+    req.caller = &caller;
+    req.min_step = 1;
+    req.n_names = 1;
+    req.names = names;
+    req.n_rows = 1;
+    req.rows = &selp;
+    rpc_buf_t b = {0}, resp = {0};
+    msg_pack(&b, &req.base);
+    char err[PS_ERRLEN];
+    a->code = rpc_call(a->e->ch, "/pstrain.ParameterServer/Pull", b.data, b.len, 10.0, &resp, err,
+                       sizeof err);
+    a->resp = pstrain__pull_response__unpack(NULL, resp.len, resp.data);
+    rpc_buf_free(&b);
+    rpc_buf_free(&resp);
+    return NULL;
+}
+
+/* Sync mode: a pull of rows for the next step waits like a whole pull, and
+ * is answered with every partition (a sync worker moves tables whole). */
+void test_embed_sync_pull_of_rows_waits(void) {
+    char path[64];
+    write_spec(path, sizeof path, pool_spec);
+    CHECK(path[0]);
+    test_ps_t e;
+    int rc = test_ps_start_model(&e, path, OPTIM_SGD, true, NULL);
+    unlink(path);
+    CHECK(rc == 0);
+    rows_pull_t a = {.e = &e, .code = -1};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, pull_rows_waiting, &a) == 0);
+    for (int i = 0; i < 300 && e.svc.nwaits == 0; i++)
+        usleep(10000);
+    CHECK_INT_EQ(e.svc.nwaits, 1);
+    /* The step's one push (a replica): every variable, whole. */
+    const model_t *m = &e.m;
+    float *g = xcalloc(m->nparams, sizeof(float));
+    Pstrain__Tensor ts[3], *tp[3];
+    for (size_t v = 0; v < 3; v++) {
+        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
+        ts[v] = init;
+        ts[v].name = (char *)m->vars[v].name;
+        ts[v].rows = m->vars[v].shape[0];
+        ts[v].data = (ProtobufCBinaryData){m->vars[v].size * 4, (uint8_t *)(g + m->vars[v].offset)};
+        tp[v] = &ts[v];
+    }
+    Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
+    caller.role = "worker";
+    Pstrain__PushRequest push = PSTRAIN__PUSH_REQUEST__INIT;
+    push.caller = &caller;
+    push.n_grads = 3;
+    push.grads = tp;
+    rpc_buf_t b = {0}, resp = {0};
+    msg_pack(&b, &push.base);
+    char err[PS_ERRLEN];
+    CHECK_INT_EQ(rpc_call(e.ch, "/pstrain.ParameterServer/Push", b.data, b.len, 10.0, &resp, err,
+                          sizeof err),
+                 RPC_OK);
+    pthread_join(t, NULL);
+    CHECK_INT_EQ(a.code, RPC_OK);
+    CHECK(a.resp != NULL);
+    CHECK_INT_EQ(a.resp->step, 1);
+    CHECK_INT_EQ(a.resp->n_tensors, 3);
+    for (size_t i = 0; i < 3; i++)
+        CHECK_INT_EQ(a.resp->tensors[i]->n_row_ids, 0);
+    pstrain__pull_response__free_unpacked(a.resp, NULL);
+    rpc_buf_free(&b);
+    rpc_buf_free(&resp);
+    free(g);
+    test_ps_stop(&e);
 }
