@@ -268,14 +268,18 @@ void test_embed_wire_row_ids(void) {
     rpc_buf_free(&packed);
 }
 
-/* Writes the spec where a test's PS can load it; "" on failure. */
-static void write_spec(char *path, size_t len, const char *spec) {
-    snprintf(path, len, "/tmp/pstrain-embed-XXXXXX");
+/* A PS of pool_spec (SGD) served in this process over loopback gRPC: its
+ * spec goes through a temporary file, removed at once. 0, or -1. */
+static int start_embed_ps(test_ps_t *e, bool sync) {
+    char path[] = "/tmp/pstrain-embed-XXXXXX";
     int fd = mkstemp(path);
-    if (fd < 0 || write(fd, spec, strlen(spec)) != (ssize_t)strlen(spec))
-        path[0] = '\0';
-    if (fd >= 0)
-        close(fd);
+    if (fd < 0)
+        return -1;
+    bool ok = write(fd, pool_spec, strlen(pool_spec)) == (ssize_t)strlen(pool_spec);
+    close(fd);
+    int rc = ok ? test_ps_start_model(e, path, OPTIM_SGD, sync, NULL) : -1;
+    unlink(path);
+    return rc;
 }
 
 /* A worker's step through psclient against a PS over real gRPC: the pull
@@ -284,13 +288,8 @@ static void write_spec(char *path, size_t len, const char *spec) {
  * slots elsewhere untouched, and a push of a row the PS does not hold is
  * refused. */
 void test_embed_rows_over_grpc(void) {
-    char path[64];
-    write_spec(path, sizeof path, pool_spec);
-    CHECK(path[0]);
     test_ps_t ps;
-    int rc = test_ps_start_model(&ps, path, OPTIM_SGD, false, NULL);
-    unlink(path);
-    CHECK(rc == 0);
+    CHECK(start_embed_ps(&ps, false) == 0);
     const model_t *m = &ps.m;
     Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
     caller.role = "worker";
@@ -424,13 +423,8 @@ static void *pull_rows_waiting(void *arg) {
 /* Sync mode: a pull of rows for the next step waits like a whole pull, and
  * is answered with every partition (a sync worker moves tables whole). */
 void test_embed_sync_pull_of_rows_waits(void) {
-    char path[64];
-    write_spec(path, sizeof path, pool_spec);
-    CHECK(path[0]);
     test_ps_t e;
-    int rc = test_ps_start_model(&e, path, OPTIM_SGD, true, NULL);
-    unlink(path);
-    CHECK(rc == 0);
+    CHECK(start_embed_ps(&e, true) == 0);
     rows_pull_t a = {.e = &e, .code = -1};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, pull_rows_waiting, &a) == 0);
