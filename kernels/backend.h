@@ -225,6 +225,16 @@ struct backend {
      * gradient). */
     void (*copy_cols)(float *dst, size_t dst_cols, size_t dst_off, const float *src,
                       size_t src_cols, size_t src_off, size_t rows, size_t cols);
+
+    /* Embedding (kernels/cpu/ops_embed.c, kernels/cuda/ops_embed.cu): ids[n]
+     * are token ids held as floats, table[rows, dim]. y[i] = table[ids[i]]
+     * (zeros for an id that is not an integer in [0, rows)). */
+    void (*embed_forward)(float *y, const float *ids, const float *table, size_t n, size_t dim,
+                          size_t rows);
+    /* dtable[ids[i]] += dy[i] for every i (accumulates; the caller zeroes
+     * dtable first); ids outside the table are skipped. */
+    void (*embed_backward)(float *dtable, const float *dy, const float *ids, size_t n, size_t dim,
+                           size_t rows);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal
@@ -234,7 +244,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 4
+#define BACKEND_ABI 5
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

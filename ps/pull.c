@@ -33,12 +33,20 @@ static size_t uint64_size(uint64_t v) {
     return v ? 1 + wire_varint_size(v) : 0;
 }
 
+/* The bytes of a tensor's packed row ids (without their key and length). */
+static size_t row_ids_size(const Pstrain__Tensor *t) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_row_ids; i++)
+        n += wire_varint_size(t->row_ids[i]);
+    return n;
+}
+
 /* The length of a Tensor's encoding, its data included. */
 static size_t tensor_size(const Pstrain__Tensor *t) {
-    size_t name = t->name ? strlen(t->name) : 0, data = t->data.len;
+    size_t name = t->name ? strlen(t->name) : 0, data = t->data.len, ids = row_ids_size(t);
     return (name ? 1 + wire_varint_size(name) + name : 0) + uint64_size(t->row_begin) +
            uint64_size(t->rows) + (data ? 1 + wire_varint_size(data) + data : 0) +
-           uint64_size((uint64_t)t->dtype);
+           uint64_size((uint64_t)t->dtype) + (ids ? 1 + wire_varint_size(ids) + ids : 0);
 }
 
 /* Writes a tensor's framing: everything but its data. */
@@ -59,7 +67,14 @@ static uint8_t *put_tensor_head(uint8_t *at, const Pstrain__Tensor *t) {
 
 /* The fields after a tensor's data (protobuf-c writes them in number order). */
 static uint8_t *put_tensor_tail(uint8_t *at, const Pstrain__Tensor *t) {
-    return put_uint64(at, FIELD_TENSOR_DTYPE, (uint64_t)t->dtype);
+    at = put_uint64(at, FIELD_TENSOR_DTYPE, (uint64_t)t->dtype);
+    size_t ids = row_ids_size(t);
+    if (!ids)
+        return at;
+    at = wire_put_varint(wire_put_key(at, FIELD_TENSOR_ROW_IDS, WIRE_LEN), ids);
+    for (size_t i = 0; i < t->n_row_ids; i++)
+        at = wire_put_varint(at, t->row_ids[i]);
+    return at;
 }
 
 /* Room for the whole framing, so that head does not move while pieces are
@@ -68,7 +83,8 @@ static size_t head_room(const Pstrain__PullResponse *r) {
     size_t n = 2 * VARINT_FIELD_MAX;
     for (size_t i = 0; i < r->n_tensors; i++) {
         const Pstrain__Tensor *t = r->tensors[i];
-        n += 5 * VARINT_FIELD_MAX + 1 + (t->name ? strlen(t->name) : 0) + 1 + 10;
+        n +=
+            6 * VARINT_FIELD_MAX + 1 + (t->name ? strlen(t->name) : 0) + 1 + 10 + 10 * t->n_row_ids;
     }
     return n;
 }
@@ -93,7 +109,8 @@ void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *r, rpc_blob_t *we
         const Pstrain__Tensor *t = r->tensors[i];
         at = put_tensor_head(at, t);
         add_piece(p, from, (size_t)(at - from), NULL);
-        add_piece(p, t->data.data, t->data.len, weights);
+        /* Rows listed one by one are gathered, not lent: copied when sent. */
+        add_piece(p, t->data.data, t->data.len, t->n_row_ids ? NULL : weights);
         from = at;
         at = put_tensor_tail(at, t);
     }
@@ -123,7 +140,8 @@ rpc_blob_t *ps_pull_encode_bf16(ps_pull_t *p, const Pstrain__PullResponse *r) {
     uint8_t *buf = xmalloc(total ? total : 1), *at = buf;
     for (size_t i = 0; i < r->n_tensors; i++) {
         const Pstrain__Tensor *t = r->tensors[i];
-        size_t n = t->data.len / sizeof(float), len = bf16_bytes(n);
+        size_t n = t->data.len / sizeof(float);
+        size_t len = t->n_row_ids ? 4 * n : bf16_bytes(n); /* rows stay float32 */
         p->conv[i] = *t;
         p->conv[i].data = (ProtobufCBinaryData){len, at};
         p->conv[i].dtype =

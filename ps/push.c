@@ -14,6 +14,7 @@ void ps_push_free(ps_push_t *p) {
     free(p->grads);
     free(p->names);
     free(p->segs);
+    free(p->ids);
     memset(p, 0, sizeof *p);
 }
 
@@ -25,6 +26,34 @@ static void reset(ps_push_t *p) {
     p->partial = false;
     p->seq = 0;
     p->n_grads = 0;
+    p->n_ids = 0;
+}
+
+/* Room for n more row ids. */
+static uint64_t *more_ids(ps_push_t *p, size_t n) {
+    if (p->n_ids + n > p->ids_cap) {
+        p->ids_cap = PS_MAX(p->n_ids + n, 2 * p->ids_cap);
+        p->ids = xrealloc(p->ids, p->ids_cap * sizeof *p->ids);
+    }
+    uint64_t *at = p->ids + p->n_ids;
+    p->n_ids += n;
+    return at;
+}
+
+/* A tensor's row ids: packed (one run of varints) or one varint, both of
+ * which protobuf-c reads. */
+static int read_row_ids(ps_push_t *p, ps_grad_t *g, wire_reader_t *r, int type) {
+    if (type == WIRE_VARINT) {
+        g->n_row_ids++;
+        return wire_varint(r, more_ids(p, 1));
+    }
+    wire_bytes_t b;
+    long n;
+    if (type != WIRE_LEN || wire_bytes(r, &b) < 0 || (n = wire_packed_varints(&b, NULL)) < 0)
+        return -1;
+    g->n_row_ids += (size_t)n;
+    wire_packed_varints(&b, more_ids(p, (size_t)n));
+    return 0;
 }
 
 static ps_grad_t *add_grad(ps_push_t *p) {
@@ -97,6 +126,7 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
     wire_reader_t r;
     wire_reader_sub(&r, b);
     ps_grad_t *g = add_grad(p);
+    g->ids_at = p->n_ids;
     uint32_t field;
     int type, more;
     while ((more = wire_next(&r, &field, &type)) == 1) {
@@ -105,6 +135,7 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
                  : field == FIELD_TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
                  : field == FIELD_TENSOR_DATA      ? want_bytes(&r, type, &g->data)
                  : field == FIELD_TENSOR_DTYPE     ? want_varint(&r, type, &g->dtype)
+                 : field == FIELD_TENSOR_ROW_IDS   ? read_row_ids(p, g, &r, type)
                                                    : wire_skip(&r, type);
         if (rc < 0)
             return -1;
@@ -146,6 +177,8 @@ int ps_push_decode(ps_push_t *p, const rpc_msg_t *m) {
     if (more < 0)
         return -1;
     keep_names(p);
+    for (size_t i = 0; i < p->n_grads; i++)
+        p->grads[i].row_ids = p->ids + p->grads[i].ids_at;
     return 0;
 }
 
@@ -165,6 +198,8 @@ void ps_push_from_pb(ps_push_t *p, const Pstrain__PushRequest *r) {
         g->row_begin = t->row_begin;
         g->rows = t->rows;
         g->dtype = (uint64_t)t->dtype;
+        g->row_ids = t->row_ids;
+        g->n_row_ids = t->n_row_ids;
         p->segs[i] = (rpc_seg_t){t->data.data, t->data.len};
         g->data = (wire_bytes_t){&p->segs[i], 0, t->data.len};
     }

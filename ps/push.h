@@ -22,6 +22,11 @@ typedef struct {
     wire_bytes_t data;      /* rows * row size values encoded as dtype says, in place */
     uint64_t dtype;         /* WIRE_DTYPE_FLOAT32 or WIRE_DTYPE_BFLOAT16 (fields.h) */
     wire_bytes_t name_wire; /* where the name lies in the request (decoded pushes) */
+    /* Rows listed one by one (an embedding table's, ps/sparse.c): data holds
+     * n_row_ids rows; 0 for a run of rows. */
+    const uint64_t *row_ids;
+    size_t n_row_ids;
+    size_t ids_at; /* decoding: where its row ids start in ps_push_t.ids */
 } ps_grad_t;
 
 typedef struct {
@@ -38,6 +43,8 @@ typedef struct {
     size_t cap_grads;
     char *names;
     size_t names_cap;
+    uint64_t *ids; /* the row ids of every tensor, one after the other */
+    size_t n_ids, ids_cap;
     rpc_seg_t *segs;
 } ps_push_t;
 

@@ -98,7 +98,11 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
      * back: it must not wait for a step that may never come. */
     bool same_lineage = req->lineage == 0 || req->lineage == s->lineage ||
                         (s->adopted_from && req->lineage == s->adopted_from);
-    bool waits = req->n_names == 0 && !s->shutdown && same_lineage;
+    /* A worker's pull of the whole model: every partition, or (embedding
+     * rows, ps/sparse.c) the rows of its batch beside the other variables,
+     * which a wait then answers with every partition. */
+    bool whole = req->n_names == 0 || req->n_rows > 0;
+    bool waits = whole && !s->shutdown && same_lineage;
     bool bf16 = req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
     if (waits && req->min_step > ps_shard_step(&s->shard)) {
         add_wait(s, (ps_wait_t){

@@ -7,6 +7,7 @@
 
 #include "common/base/util.h"
 #include "common/peers/fields.h"
+#include "ps/sparse.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
@@ -147,6 +148,7 @@ void ps_shard_free(ps_shard_t *s) {
     free(s->bounce);
     free(s->wire16);
     free(s->accum);
+    ps_sparse_free(s);
     store_free(&s->store);
     placement_free(&s->placement);
     memset(s, 0, sizeof *s);
@@ -180,6 +182,12 @@ static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_o
     int rc = -1;
     for (size_t i = 0; i < req->n_grads; i++) {
         const ps_grad_t *t = &req->grads[i];
+        if (t->n_row_ids) { /* rows one by one: ps/sparse.c */
+            part_of[i] = -1;
+            if (ps_sparse_check(s, t, err, errlen))
+                goto out;
+            continue;
+        }
         long p = find_part(s, t);
         if (p < 0) {
             ps_errf(err, errlen, "push: ps %d holds no partition %s rows [%llu, +%llu)", s->index,
@@ -324,6 +332,10 @@ static void sink_bf16(const grad_sink_t *k, const uint8_t *x, size_t n) {
 static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum,
                        double scale) {
     for (size_t i = 0; i < req->n_grads; i++) {
+        if (part_of[i] < 0) {
+            ps_sparse_apply(s, &req->grads[i], scale);
+            continue;
+        }
         grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum, .scale = scale};
         if (req->grads[i].dtype == WIRE_DTYPE_BFLOAT16)
             sink_bf16(&k, wire16_of(s, part_of[i]), req->grads[i].data.len / 2);
@@ -433,7 +445,7 @@ int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullR
                   char *err, size_t errlen) {
     size_t n = 0;
     for (size_t p = 0; p < s->store.nparts; p++) {
-        bool wanted = req->n_names == 0;
+        bool wanted = req->n_names == 0 && req->n_rows == 0;
         for (size_t k = 0; k < req->n_names && !wanted; k++)
             wanted = strcmp(req->names[k], s->tensors[p].name) == 0;
         if (wanted)
@@ -446,7 +458,7 @@ int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullR
     resp->step = s->store.iterations;
     resp->n_tensors = n;
     resp->tensors = s->tensor_ptrs;
-    return 0;
+    return req->n_rows ? ps_sparse_pull(s, req, n, resp, err, errlen) : 0;
 }
 
 void ps_shard_set_replicas(ps_shard_t *s, size_t replicas) {

@@ -69,6 +69,7 @@ typedef struct {
     uint64_t warmup_steps;          /* sync, lr_linear: steps of its warm-up */
     uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
     uint64_t staleness_max;         /* async: the largest */
+    struct ps_sparse *sparse;       /* rows pulled and pushed one by one (ps/sparse.c) */
 } ps_shard_t;
 
 typedef struct {

@@ -30,6 +30,7 @@ static const field_case_t field_cases[] = {
     {&pstrain__tensor__descriptor, "rows", FIELD_TENSOR_ROWS, WIRE_VARINT},
     {&pstrain__tensor__descriptor, "data", FIELD_TENSOR_DATA, WIRE_LEN},
     {&pstrain__tensor__descriptor, "dtype", FIELD_TENSOR_DTYPE, WIRE_VARINT},
+    {&pstrain__tensor__descriptor, "row_ids", FIELD_TENSOR_ROW_IDS, WIRE_VARINT},
     {&pstrain__caller__descriptor, "role", FIELD_CALLER_ROLE, WIRE_LEN},
     {&pstrain__caller__descriptor, "index", FIELD_CALLER_INDEX, WIRE_VARINT},
     {&pstrain__caller__descriptor, "incarnation", FIELD_CALLER_INCARNATION, WIRE_VARINT},

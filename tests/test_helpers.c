@@ -51,15 +51,30 @@ double fixed_batch_loss(model_exec_t *e, const float *params, size_t n) {
     return loss;
 }
 
+double central_difference(model_exec_t *e, float *params, size_t idx, float h, size_t n) {
+    float saved = params[idx];
+    params[idx] = saved + h;
+    double up = fixed_batch_loss(e, params, n);
+    params[idx] = saved - h;
+    double down = fixed_batch_loss(e, params, n);
+    params[idx] = saved;
+    return (up - down) / (2.0 * (double)h);
+}
+
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt) {
+    return test_ps_start_model(e, "mlp", OPTIM_SGD, sync, opt);
+}
+
+int test_ps_start_model(test_ps_t *e, const char *model, optim_kind_t optim, bool sync,
+                        const rpc_options_t *opt) {
     char err[PS_ERRLEN];
     memset(e, 0, sizeof *e);
-    if (model_load(&e->m, "mlp", err, sizeof err))
+    if (model_load(&e->m, model, err, sizeof err))
         goto fail;
     ps_service_init(&e->svc, 1);
     ps_shard_opts_t o = {
         .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
-    optim_defaults(&o.optim, OPTIM_SGD);
+    optim_defaults(&o.optim, optim);
     if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
         goto fail;
     rpc_server_config_t sc = {.addr = "127.0.0.1:0",

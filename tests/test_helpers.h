@@ -32,6 +32,9 @@ void describe_pool(const pool2d_shape_t *s);
 /* The summed loss of the n examples in the exec's input, in training mode
  * with a fixed dropout seed, at params (backend memory). */
 double fixed_batch_loss(model_exec_t *e, const float *params, size_t n);
+/* The central difference of fixed_batch_loss in params[idx] with step h
+ * (params[idx] is left as it was). */
+double central_difference(model_exec_t *e, float *params, size_t idx, float h, size_t n);
 /* Fails the test when model_backward of spec under the train.loss name loss
  * differs from central differences (test_model.c). */
 void check_gradients_loss(const char *spec, const char *loss, size_t n);
@@ -49,6 +52,10 @@ typedef struct {
 /* sync: train.mode sync; opt: the server's and channel's options (NULL:
  * defaults). 0, or -1 with the error on stderr. */
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt);
+/* The same for a model (a builtin name or a spec file) and an optimizer
+ * with its Keras defaults. */
+int test_ps_start_model(test_ps_t *e, const char *model, optim_kind_t optim, bool sync,
+                        const rpc_options_t *opt);
 void test_ps_stop(test_ps_t *e);
 
 #endif

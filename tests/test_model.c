@@ -186,14 +186,7 @@ void check_gradients_loss(const char *spec, const char *loss, size_t n) {
         size_t stride = var->size > 24 ? var->size / 24 : 1;
         for (size_t j = 0; j < var->size; j += stride) {
             size_t idx = var->offset + j;
-            float saved = params[idx];
-            float h = 1e-3f;
-            params[idx] = saved + h;
-            double up = fixed_batch_loss(e, params, n);
-            params[idx] = saved - h;
-            double down = fixed_batch_loss(e, params, n);
-            params[idx] = saved;
-            double numeric = (up - down) / (2.0 * (double)h);
+            double numeric = central_difference(e, params, idx, 1e-3f, n);
             double analytic = grads[idx];
             double scale = fmax(1e-2, fmax(fabs(numeric), fabs(analytic)));
             checked++;

@@ -176,7 +176,8 @@ typedef struct {
     bool summary;
     bool probs; /* every class's probability, not only the best */
     size_t total, correct;
-    char **names; /* the model_dir's class_names.json, or NULL */
+    bool labelled; /* some file had labels: --labels, or a CSV's own */
+    char **names;  /* the model_dir's class_names.json, or NULL */
     size_t nnames;
 } predict_opts_t;
 
@@ -186,14 +187,48 @@ static void print_class(const predict_opts_t *o, size_t c) {
         printf(" (%s)", o->names[c]);
 }
 
-/* Predicts every image of an IDX file, batch by batch. */
+static bool has_csv_suffix(const char *path) {
+    size_t n = strlen(path);
+    return (n > 4 && !strcasecmp(path + n - 4, ".csv")) ||
+           (n > 7 && !strcasecmp(path + n - 7, ".csv.gz"));
+}
+
+/* An IDX file (labels from --labels), or a CSV file of the model's input
+ * width and a label in the last column (token ids for an embedding: every
+ * one checked). */
+static int load_examples(const model_t *m, const char *path, predict_opts_t *o, dataset_t *d,
+                         bool *labelled, char *err, size_t errlen) {
+    *labelled = o->labels != NULL;
+    if (!has_csv_suffix(path))
+        return dataset_load_idx(d, path, o->labels, err, errlen);
+    *labelled = true;
+    data_spec_t s = {.path = path,
+                     .format = "csv",
+                     .h = m->input[0],
+                     .w = m->input[1],
+                     .c = m->input[2],
+                     .nclasses = model_label_classes(m),
+                     .label_column = "",
+                     .csv_header = "none"};
+    if (dataset_load(d, &s, err, errlen))
+        return -1;
+    if (trainer_check_data(m, d, path, err, errlen)) {
+        dataset_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+/* Predicts every example of an IDX or CSV file, batch by batch. */
 static int predict_idx(const model_t *m, const float *params, const char *path, predict_opts_t *o) {
     char err[PS_ERRLEN];
     dataset_t d;
-    if (dataset_load_idx(&d, path, o->labels, err, sizeof err)) {
+    bool labelled;
+    if (load_examples(m, path, o, &d, &labelled, err, sizeof err)) {
         log_print(stderr, "pstrain predict: %s", err);
         return EXIT_DATAERR;
     }
+    o->labelled |= labelled;
     if (d.example_size != m->input[0] * m->input[1] * m->input[2]) {
         fprintf(stderr, "pstrain predict: %s holds %zux%zu images; the model takes %zux%zux%zu\n",
                 path, d.h, d.w, m->input[0], m->input[1], m->input[2]);
@@ -205,8 +240,8 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
     for (size_t first = 0; first < d.n; first += batch) {
         size_t n = PS_MIN(batch, d.n - first);
         float *x = model_exec_input(e);
-        for (size_t i = 0; i < n * d.example_size; i++)
-            x[i] = (float)d.images[first * d.example_size + i] * (1.0f / 255.0f);
+        for (size_t i = 0; i < n; i++)
+            dataset_example(&d, first + i, x + i * d.example_size);
         memset(model_exec_labels(e), 0, n * sizeof(int32_t));
         model_forward(e, params, n, false, 0, 0);
         const float *probs = model_exec_probs(e, n);
@@ -217,7 +252,7 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
             size_t best = cls < 0 ? SIZE_MAX : (size_t)cls, shown = m->nclasses == 1 ? 0 : best;
             int label = d.labels[first + i];
             o->total++;
-            o->correct += o->labels && (size_t)label == best;
+            o->correct += labelled && (size_t)label == best;
             if (o->summary)
                 continue;
             printf("%s[%zu]: class %d", path, first + i, (int)cls);
@@ -225,7 +260,7 @@ static int predict_idx(const model_t *m, const float *params, const char *path, 
             printf(" (p=%.4f)", (double)p[shown]);
             for (size_t c = 0; o->probs && c < m->nclasses; c++)
                 printf("%s%.8g", c ? " " : " probs ", (double)p[c]);
-            if (o->labels)
+            if (labelled)
                 printf(" label %d%s", label, (size_t)label == best ? "" : " (wrong)");
             printf("\n");
         }
@@ -322,7 +357,7 @@ int cmd_predict(int argc, char **argv) {
         rc = has_image_suffix(inputs[i]) ? predict_png(&m, params, inputs[i], &o)
                                          : predict_idx(&m, params, inputs[i], &o);
     free(inputs);
-    if (rc == 0 && o.labels)
+    if (rc == 0 && o.labelled)
         printf("accuracy: %.4f (%zu of %zu)\n", o.total ? (double)o.correct / (double)o.total : 0.0,
                o.correct, o.total);
     data_free_files(o.names, o.nnames);

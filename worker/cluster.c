@@ -40,6 +40,9 @@ typedef struct {
     bool sync;
     bool synthetic; /* train.synthetic_step_ms: no data, no trainer, a sleep for compute */
     bool ssp;       /* train.mode ssp: async pushes, pulls the PS may hold back */
+    bool rows;      /* embedding tables move by the rows of each batch (train.sparse_embeddings) */
+    uint64_t rows_touched;  /* over the run: rows of the tables pulled (and pushed) */
+    uint64_t pulls, pushes; /* serial loop: the calls made (each to every PS) */
     Pstrain__Caller caller;
     char err[PS_ERRLEN]; /* why a pull or push of the training thread failed */
 } worker_t;
@@ -225,6 +228,11 @@ static int setup(worker_t *w) {
     alloc_buffers(w);
     if (!w->be->host_memory)
         trainer_set_prefetch(w->trainer, prefetch, w);
+    /* A sync PS sums whole partitions: the tables move whole there. */
+    w->rows = c->train.sparse_embeddings && model_has_sparse(&w->model) && !w->sync;
+    if (w->rows)
+        log_info("embedding tables move by the rows each batch reads (train.sparse_embeddings); "
+                 "pull, compute and push run one after the other");
     return 0;
 }
 
@@ -402,8 +410,14 @@ static psclient_status_t train_serial(worker_t *w, run_stats_t *r) {
     psclient_status_t s = PSCLIENT_OK;
     while (!should_stop(w)) {
         double t0 = ps_now();
+        if (w->rows) { /* the batch first: its token ids say which rows to pull */
+            if (!w->next)
+                w->next = loader_next(w->loader);
+            w->rows_touched += psclient_set_batch(w->ps, w->next->x, w->next->n);
+        }
         if ((s = psclient_pull(w->ps, w->params[0], w->sync, w->err, sizeof w->err)) != 0)
             return s;
+        w->pulls++;
         w->global_step = psclient_step(w->ps, 0);
         if (progress_target_reached(w->global_step, w->target))
             break;
@@ -414,6 +428,7 @@ static psclient_status_t train_serial(worker_t *w, run_stats_t *r) {
         size_t stale = 0;
         if ((s = psclient_push(w->ps, w->grads[0], &stale, w->err, sizeof w->err)) != 0)
             return s;
+        w->pushes++;
         r->pull_s += t1 - t0;
         r->compute_s += t2 - t1;
         r->push_s += ps_now() - t2;
@@ -567,6 +582,29 @@ static psclient_status_t train_overlapped(worker_t *w, run_stats_t *r, size_t he
     return s != PSCLIENT_OK ? s : last;
 }
 
+/* What the embedding tables' rows cost on the wire, against the tables
+ * whole: bytes of a pull and of a push, every PS together (the serial
+ * loop's; the others count steps). */
+static void log_rows(const worker_t *w, size_t steps) {
+    uint64_t pulled, pushed;
+    psclient_bytes(w->ps, &pulled, &pushed);
+    double pulls = (double)(w->pulls ? w->pulls : steps),
+           pushes = (double)(w->pushes ? w->pushes : steps);
+    size_t table_bytes = 0;
+    for (size_t v = 0; v < w->model.nvars; v++)
+        if (w->model.vars[v].sparse)
+            table_bytes += w->model.vars[v].size * sizeof(float);
+    if (w->rows)
+        log_info("embedding rows: %.1f rows a step; bytes a step: pulled %.0f, pushed %.0f (the "
+                 "tables whole are %zu bytes each way)",
+                 (double)w->rows_touched / pulls, (double)pulled / pulls, (double)pushed / pushes,
+                 table_bytes);
+    else
+        log_info("embedding tables moved whole: bytes a step: pulled %.0f, pushed %.0f (the "
+                 "tables are %zu bytes)",
+                 (double)pulled / pulls, (double)pushed / pushes, table_bytes);
+}
+
 static void log_end(const worker_t *w, const run_stats_t *r) {
     if (daemon_stop_signal)
         log_info("stopping on signal %d after local step %zu", (int)daemon_stop_signal,
@@ -576,6 +614,8 @@ static void log_end(const worker_t *w, const run_stats_t *r) {
                  "images/s over the run)",
                  (unsigned long long)w->global_step, r->local_steps, (unsigned long long)w->stale,
                  progress_rate(r->means.n, ps_now() - r->start));
+    if (r->local_steps && model_has_sparse(&w->model))
+        log_rows(w, r->local_steps);
     if (r->local_steps && r->compute_s > 0)
         log_info("per step: pull %.1f ms, compute %.1f ms, push %.1f ms",
                  1e3 * r->pull_s / (double)r->local_steps,
@@ -587,9 +627,10 @@ static int train(worker_t *w) {
     run_stats_t r = {.start = ps_now()};
     r.last_log = r.start;
     size_t head = w->synthetic ? 0 : head_layer(&w->model);
-    /* ssp runs the serial loop, as sync does: its bound holds at whole pulls. */
-    progress_loop_t loop =
-        progress_loop(w->sync || w->ssp, w->d->cfg.train.pipeline, w->d->cfg.train.overlap, head);
+    /* ssp runs the serial loop, as sync does: its bound holds at whole pulls;
+     * so do embedding rows, whose batch must be known before its pull. */
+    progress_loop_t loop = progress_loop(w->sync || w->ssp || w->rows, w->d->cfg.train.pipeline,
+                                         w->d->cfg.train.overlap, head);
     psclient_status_t s = loop == PROGRESS_PIPELINED    ? train_pipelined(w, &r)
                           : loop == PROGRESS_OVERLAPPED ? train_overlapped(w, &r, head)
                                                         : train_serial(w, &r);

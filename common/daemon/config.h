@@ -57,6 +57,7 @@ typedef struct {
         int64_t warmup_steps;             /* sync, lr_scaling linear */
         int64_t backup_workers;           /* sync: pushes of a step not waited for */
         char loss[CONFIG_STR];            /* auto | one of model_loss_name's */
+        bool sparse_embeddings;           /* embedding tables move by the rows a batch reads */
     } train;
     struct {
         char model_dir[CONFIG_STR];

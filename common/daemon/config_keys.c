@@ -206,6 +206,10 @@ const config_key_t config_keys[] = {
     ENUM_KEY("log.level", log.level, "info", "debug|info|warn|error", "least severe level logged"),
     FLOAT_KEY("log.every_secs", log.every_secs, "5", 0, HUGE_VAL, MIN_EXCL,
               "seconds between progress lines"),
+    BOOL_KEY("train.sparse_embeddings", train.sparse_embeddings, "true",
+             "a worker pulls and pushes only the rows of an embedding table (on the model's "
+             "input) that its batch reads, and the update changes only those rows and their "
+             "optimizer slots; false: the tables move and update whole"),
 };
 
 const size_t config_nkeys = PS_ARRAY_LEN(config_keys);

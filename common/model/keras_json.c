@@ -35,13 +35,15 @@ static const keras_class_t keras_classes[] = {
     {"Add", "add", " "},
     {"Multiply", "multiply", " "},
     {"Concatenate", "concatenate", " "},
+    {"Embedding", "embedding", " input_dim output_dim "},
+    {"GlobalAveragePooling1D", "global_avg_pool1d", " "},
 };
 
 static const char supported_classes[] =
     "InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
     "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, CenterCrop, Add, "
     "Multiply, "
-    "Concatenate";
+    "Concatenate, Embedding, GlobalAveragePooling1D";
 
 static bool has_word(const char *words, const char *w) {
     char probe[96];
@@ -102,13 +104,43 @@ static bool all_ones(json_object *v) {
     return true;
 }
 
+/* RandomUniform(-0.05, 0.05), Keras's default embeddings_initializer. */
+static bool default_uniform(json_object *v) {
+    if (v && json_object_is_type(v, json_type_string))
+        return strcmp(json_object_get_string(v), "uniform") == 0;
+    json_object *c = get(v, "config");
+    json_object *lo = get(c, "minval"), *hi = get(c, "maxval");
+    return initializer_is(v, "RandomUniform", "uniform") &&
+           (!lo || json_object_get_double(lo) == -0.05) &&
+           (!hi || json_object_get_double(hi) == 0.05);
+}
+
+/* An Embedding's keys that do not change the math at the value checked
+ * (as neutral_key). */
+static const char *embedding_key(const char *key, json_object *v) {
+    if (!strcmp(key, "input_length"))
+        return "";
+    if (!strcmp(key, "mask_zero") || !strcmp(key, "sparse"))
+        return is_null(v) ||
+                       (json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v))
+                   ? ""
+                   : "false (masking and sparse outputs are not supported)";
+    if (!strcmp(key, "embeddings_initializer"))
+        return default_uniform(v) ? ""
+                                  : "RandomUniform(-0.05, 0.05) (the embeddings initializer "
+                                    "pstrain implements)";
+    return NULL;
+}
+
 /* Keys that may appear on any layer and do not change the math at the
  * value checked. Returns NULL when key is not one of them, "" when its
  * value is fine, else what the value must be. */
 static const char *neutral_key(const char *key, json_object *v) {
     static const char *must_be_null[] = {
-        "kernel_regularizer", "bias_regularizer",    "activity_regularizer", "kernel_constraint",
-        "bias_constraint",    "quantization_config", "noise_shape",          "lora_rank"};
+        "kernel_regularizer",   "bias_regularizer", "activity_regularizer",
+        "kernel_constraint",    "bias_constraint",  "quantization_config",
+        "noise_shape",          "lora_rank",        "embeddings_regularizer",
+        "embeddings_constraint"};
     for (size_t i = 0; i < PS_ARRAY_LEN(must_be_null); i++)
         if (strcmp(key, must_be_null[i]) == 0)
             return is_null(v) ? "" : "null (pstrain implements none)";
@@ -145,7 +177,7 @@ static const char *neutral_key(const char *key, json_object *v) {
         return initializer_is(v, "Zeros", "zeros")
                    ? ""
                    : "Zeros (the bias initializer pstrain implements)";
-    return NULL;
+    return embedding_key(key, v);
 }
 
 #define KERAS_ERR(err, errlen, name, cls, fmt, ...)                                                \

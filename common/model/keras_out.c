@@ -75,6 +75,10 @@ static void layer_args(json_object *c, const layer_t *l) {
         json_object_object_add(c, "scale", json_object_new_double((double)l->scale));
         json_object_object_add(c, "offset", json_object_new_double((double)l->offset));
         break;
+    case LAYER_EMBEDDING:
+        json_object_object_add(c, "input_dim", json_object_new_int64((int64_t)l->input_dim));
+        json_object_object_add(c, "output_dim", json_object_new_int64((int64_t)l->units));
+        break;
     default:
         break;
     }
@@ -88,7 +92,10 @@ static void layer_args(json_object *c, const layer_t *l) {
 static json_object *keras_tensor(const model_t *m, int j) {
     json_object *c = json_object_new_object();
     bool flat = j < 0 ? m->input_flat : m->layers[j].flat_out;
-    json_object_object_add(c, "shape", batch_shape(j < 0 ? m->input : m->layers[j].out, flat));
+    json_object *shape = batch_shape(j < 0 ? m->input : m->layers[j].out, flat);
+    if (j >= 0 && m->layers[j].seq_out)
+        json_object_array_del_idx(shape, 1, 1); /* [null, steps, features] */
+    json_object_object_add(c, "shape", shape);
     add_str(c, "dtype", "float32");
     json_object *h = json_object_new_array();
     json_object_array_add(h, json_object_new_string(j < 0 ? "input_layer" : m->layers[j].name));

@@ -60,6 +60,9 @@ static const layer_info_t layer_infos[] = {
     {"add", "add", "Add", LAYER_ADD, " type name "},
     {"multiply", "multiply", "Multiply", LAYER_MULTIPLY, " type name "},
     {"concatenate", "concatenate", "Concatenate", LAYER_CONCATENATE, " type name "},
+    {"embedding", "embedding", "Embedding", LAYER_EMBEDDING, " type name input_dim output_dim "},
+    {"global_avg_pool1d", "global_average_pooling1d", "GlobalAveragePooling1D",
+     LAYER_GLOBAL_AVG_POOL1D, " type name "},
 };
 
 static const layer_info_t *info_of_kind(layer_kind_t kind) {
@@ -180,7 +183,8 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
             err, errlen,
             "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
             "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
-            "global_avg_pool2d, global_max_pool2d, center_crop, add, multiply or concatenate)",
+            "global_avg_pool2d, global_max_pool2d, center_crop, add, multiply, concatenate, "
+            "embedding or global_avg_pool1d)",
             i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
@@ -242,6 +246,12 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     case LAYER_FLATTEN:
         break;
+    case LAYER_EMBEDDING:
+        if (!json_object_object_get_ex(o, "input_dim", &v) || get_count(v, &l->input_dim))
+            return LAYER_ERR(err, errlen, i, l, "\"input_dim\" must be %s", count_want(v));
+        if (!json_object_object_get_ex(o, "output_dim", &v) || get_count(v, &l->units))
+            return LAYER_ERR(err, errlen, i, l, "\"output_dim\" must be %s", count_want(v));
+        break;
     default: {
         char why[PS_ERRLEN];
         if (model_extra_parse(l, o, why, sizeof why))
@@ -295,8 +305,8 @@ static int name_layers(model_t *m, char *err, size_t errlen) {
     return 0;
 }
 
-static void add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
-                    const size_t *shape, size_t fan_in, size_t fan_out) {
+void model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
+                   const size_t *shape, size_t fan_in, size_t fan_out) {
     var_t *v = &m->vars[m->nvars++];
     memset(v, 0, sizeof *v);
     snprintf(v->name, sizeof v->name, "%s/%s", l->name, suffix);
@@ -317,6 +327,10 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     layer_t *l = &m->layers[i];
     size_t h = l->in[0], w = l->in[1], c = l->in[2];
     l->flat_out = l->kind == LAYER_DENSE || l->kind == LAYER_FLATTEN || l->flat_in;
+    if (l->seq_in && !model_takes_sequence(l->kind))
+        return LAYER_ERR(err, errlen, i, l, "%s",
+                         "takes no sequence [steps, features]: put flatten or "
+                         "global_avg_pool1d after the embedding first");
     switch (l->kind) {
     case LAYER_CONV2D:
     case LAYER_MAX_POOL2D: {
@@ -343,7 +357,7 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
         l->out[2] = l->kind == LAYER_CONV2D ? l->filters : c;
         if (l->kind == LAYER_CONV2D) {
             size_t shape[4] = {kh, kw, c, l->filters};
-            add_var(m, l, "kernel", 4, shape, kh * kw * c, kh * kw * l->filters);
+            model_add_var(m, l, "kernel", 4, shape, kh * kw * c, kh * kw * l->filters);
             l->kernel_var = (int)m->nvars - 1;
         }
         break;
@@ -354,7 +368,7 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
                              "input has shape (%zu, %zu, %zu); add a flatten layer before it", h, w,
                              c);
         size_t shape[2] = {c, l->units};
-        add_var(m, l, "kernel", 2, shape, c, l->units);
+        model_add_var(m, l, "kernel", 2, shape, c, l->units);
         l->kernel_var = (int)m->nvars - 1;
         l->out[0] = l->out[1] = 1;
         l->out[2] = l->units;
@@ -367,6 +381,13 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     case LAYER_DROPOUT:
         memcpy(l->out, l->in, sizeof l->out);
         break;
+    case LAYER_EMBEDDING:
+    case LAYER_GLOBAL_AVG_POOL1D: {
+        char why[PS_ERRLEN];
+        if (model_embed_infer(m, i, why, sizeof why))
+            return LAYER_ERR(err, errlen, i, l, "%s", why);
+        break;
+    }
     default: {
         char why[PS_ERRLEN];
         bool merge =
@@ -379,9 +400,13 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
     }
     if ((l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) && l->use_bias) {
         size_t shape[1] = {l->out[2]};
-        add_var(m, l, "bias", 1, shape, 0, 0);
+        model_add_var(m, l, "bias", 1, shape, 0, 0);
         l->bias_var = (int)m->nvars - 1;
     }
+    l->seq_out =
+        l->kind == LAYER_EMBEDDING ||
+        (l->seq_in && !l->flat_out &&
+         (l->kind == LAYER_DROPOUT || l->kind == LAYER_ACTIVATION || l->kind == LAYER_RESCALING));
     l->in_size = h * w * c;
     l->out_size = l->out[0] * l->out[1] * l->out[2];
     return 0;
@@ -467,6 +492,7 @@ int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
         int src = l->inputs[0];
         memcpy(l->in, src >= 0 ? m->layers[src].out : m->input, sizeof m->input);
         l->flat_in = src >= 0 ? m->layers[src].flat_out : m->input_flat;
+        l->seq_in = src >= 0 && m->layers[src].seq_out;
         if (infer_layer(m, i, err, errlen))
             goto out;
     }
@@ -522,12 +548,12 @@ int model_find_var(const model_t *m, const char *name) {
 }
 
 void model_init_var(const var_t *v, uint64_t seed, size_t begin, size_t end, float *out) {
-    if (v->fan_in == 0) {
+    if (v->fan_in == 0 && v->uniform <= 0.0f) {
         memset(out, 0, (end - begin) * sizeof *out);
         return;
     }
     uint64_t key = rng_key(seed, v->name, 0);
-    float limit = sqrtf(6.0f / (float)(v->fan_in + v->fan_out));
+    float limit = v->uniform > 0.0f ? v->uniform : sqrtf(6.0f / (float)(v->fan_in + v->fan_out));
     for (size_t i = begin; i < end; i++)
         out[i - begin] = (2.0f * rng_uniform(key, i) - 1.0f) * limit;
 }
@@ -583,6 +609,8 @@ void model_summary(const model_t *m, FILE *out) {
         snprintf(name, sizeof name, "%s (%s)", l->name, info_of_kind(l->kind)->keras_class);
         if (l->flat_out)
             snprintf(shape, sizeof shape, "(None, %zu)", l->out[2]);
+        else if (l->seq_out)
+            snprintf(shape, sizeof shape, "(None, %zu, %zu)", l->out[1], l->out[2]);
         else
             snprintf(shape, sizeof shape, "(None, %zu, %zu, %zu)", l->out[0], l->out[1], l->out[2]);
         fprintf(out, " %-*s%-26s%-10zu\n", (int)w0, name, shape, layer_params(m, l));
@@ -627,6 +655,10 @@ static json_object *layer_json(const layer_t *l) {
         json_object_object_add(o, "rate", json_object_new_double((double)l->rate));
         break;
     case LAYER_FLATTEN:
+        break;
+    case LAYER_EMBEDDING:
+        json_object_object_add(o, "input_dim", json_object_new_int64((int64_t)l->input_dim));
+        json_object_object_add(o, "output_dim", json_object_new_int64((int64_t)l->units));
         break;
     default:
         model_extra_json(l, o);

@@ -35,6 +35,9 @@ typedef enum {
     LAYER_ADD,
     LAYER_MULTIPLY,
     LAYER_CONCATENATE,
+    /* Token ids to vectors, and the pooling of a sequence (common/model/model_embed.c). */
+    LAYER_EMBEDDING,
+    LAYER_GLOBAL_AVG_POOL1D,
 } layer_kind_t;
 
 #define MODEL_MAX_INPUTS 8
@@ -80,6 +83,8 @@ typedef struct {
     size_t ninputs;               /* 1, or more for a merge */
     int inputs[MODEL_MAX_INPUTS]; /* earlier layers whose outputs this layer takes; -1 is the
                                    * model's input (a chain: {i - 1}) */
+    size_t input_dim;             /* embedding: rows of the table (token ids 0 .. input_dim - 1) */
+    bool seq_in, seq_out;         /* a sequence [steps, features], held as [1, steps, features] */
 } layer_t;
 
 typedef struct {
@@ -89,6 +94,9 @@ typedef struct {
     size_t size;                  /* elements */
     size_t offset;                /* elements from the start of the parameter slab */
     size_t fan_in, fan_out;       /* for Glorot; 0 for biases (zeros) */
+    float uniform;                /* > 0: uniform in [-uniform, uniform] (embeddings) */
+    bool sparse;                  /* an embedding table on the model's input: pulled and
+                                   * pushed by the rows a batch touches */
 } var_t;
 
 typedef struct {
@@ -160,6 +168,25 @@ char *model_keras_config(const model_t *m);
  * class in snake case, numbered per class in order ("conv2d", "conv2d_1"),
  * so that files stay loadable whatever the layers are called. */
 void model_keras_h5_name(const model_t *m, size_t layer, char *out, size_t len);
+
+/* Embedding tables (common/model/model_embed.c). A table is sparse (var_t)
+ * when its layer takes the model's input, whose values are then its token
+ * ids. */
+bool model_has_sparse(const model_t *m);
+/* The layer whose table variable v is, or -1. */
+int model_var_layer(const model_t *m, size_t v);
+/* Checks that every input value of the n examples x[n, input size] that an
+ * embedding layer reads as a token id is an integer in [0, input_dim);
+ * otherwise one error naming the layer, the example (counted from first),
+ * the position and the value. */
+int model_check_ids(const model_t *m, const float *x, size_t n, size_t first, char *err,
+                    size_t errlen);
+/* The distinct rows of sparse variable v that the n examples x touch, in
+ * ascending order, into rows (room for min(input_dim, n * steps)); mark is
+ * scratch of input_dim bytes, all zero, and left so. Out-of-range ids are
+ * skipped (model_check_ids reports them). Returns the count. */
+size_t model_sparse_rows(const model_t *m, size_t v, const float *x, size_t n, uint64_t *rows,
+                         uint8_t *mark);
 
 /* Keras's model.summary() table. */
 void model_summary(const model_t *m, FILE *out);

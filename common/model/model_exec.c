@@ -253,7 +253,8 @@ static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, f
         be->scale_shift(y, x, n * l->out_size, l->scale, l->offset);
         return y;
     case LAYER_AVG_POOL2D:
-    case LAYER_GLOBAL_AVG_POOL2D: {
+    case LAYER_GLOBAL_AVG_POOL2D:
+    case LAYER_GLOBAL_AVG_POOL1D: {
         pool2d_shape_t s = pool_shape(l, n);
         be->avgpool2d_forward(y, x, &s);
         return y;
@@ -330,6 +331,10 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
             break;
         case LAYER_FLATTEN:
             y = (float *)x;
+            break;
+        case LAYER_EMBEDDING:
+            be->embed_forward(y, x, params + m->vars[l->kernel_var].offset, n * l->in_size,
+                              l->units, l->input_dim);
             break;
         case LAYER_ADD:
         case LAYER_MULTIPLY:
@@ -426,7 +431,8 @@ static float *extra_backward(model_exec_t *e, const layer_t *l, size_t n, const 
         be->scale_shift(dy, dy, n * l->out_size, l->scale, 0.0f);
         return dy;
     case LAYER_AVG_POOL2D:
-    case LAYER_GLOBAL_AVG_POOL2D: {
+    case LAYER_GLOBAL_AVG_POOL2D:
+    case LAYER_GLOBAL_AVG_POOL1D: {
         pool2d_shape_t s = pool_shape(l, n);
         be->avgpool2d_backward(dx, dy, &s);
         return dx;
@@ -491,6 +497,14 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
         return dy;
     case LAYER_FLATTEN:
         return dy;
+    case LAYER_EMBEDDING:
+        /* The whole table's gradient: zeros but in the rows the batch reads. */
+        be->zero(grads + kv->offset, kv->size * sizeof(float));
+        be->embed_backward(grads + kv->offset, dy, x, n * l->in_size, l->units, l->input_dim);
+        if (!need_dx)
+            return dy;
+        be->zero(dx, n * l->in_size * sizeof(float)); /* token ids take no gradient */
+        return dx;
     default:
         return need_dx ? extra_backward(e, l, n, x, y, dy, dx) : dy;
     }

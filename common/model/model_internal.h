@@ -35,6 +35,15 @@ int model_graph_inputs(model_t *m, size_t i, json_object *o, char *why, size_t w
 /* Output shape of a merge (Add, Multiply, Concatenate) from its inputs'. */
 int model_graph_infer(model_t *m, size_t i, char *why, size_t whylen);
 
+/* Adds variable "<layer>/<suffix>" of the given shape to the model's slab. */
+void model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
+                   const size_t *shape, size_t fan_in, size_t fan_out);
+/* Whether a layer of this kind takes a sequence (an embedding's output). */
+bool model_takes_sequence(layer_kind_t kind);
+/* Output shape (and the table) of an Embedding or GlobalAveragePooling1D
+ * layer i from its input; -1 with why. */
+int model_embed_infer(model_t *m, size_t i, char *why, size_t whylen);
+
 /* Keras's class name of a layer kind ("Conv2D"). */
 const char *model_layer_class(layer_kind_t kind);
 

@@ -15,6 +15,9 @@ enum {
     FIELD_TENSOR_ROWS = 3,      /* uint64: WIRE_VARINT */
     FIELD_TENSOR_DATA = 4,      /* bytes: WIRE_LEN */
     FIELD_TENSOR_DTYPE = 5,     /* WireDtype: WIRE_VARINT */
+    /* repeated uint64, packed: one WIRE_LEN run of varints (a reader also
+     * takes them one WIRE_VARINT each, as protobuf-c does) */
+    FIELD_TENSOR_ROW_IDS = 6,
 };
 
 /* WireDtype: how a Tensor's data encodes its values. */

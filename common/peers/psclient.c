@@ -8,6 +8,7 @@
 #include "common/base/util.h"
 #include "common/model/placement.h"
 #include "common/peers/fields.h"
+#include "common/peers/psclient_rows.h"
 #include "common/peers/pull_read.h"
 #include "common/rpc/msg.h"
 #include "common/rpc/retry.h"
@@ -61,6 +62,11 @@ struct psclient {
     float *residual;
     uint8_t *wire16;
     uint8_t *pull16; /* bfloat16 pull answers, copied out (2 bytes a value) */
+    /* The sparse tables' rows of the batch set by psclient_set_batch (NULL
+     * without sparse tables); pulls and pushes move only those while on. */
+    psclient_rows_t *rows;
+    bool rows_on;
+    uint64_t bytes_pulled, bytes_pushed; /* message bytes, every PS together */
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -77,7 +83,7 @@ static void build_views(psclient_t *p, size_t k) {
     ps_link_t *l = &p->ps[k];
     l->nt = n;
     l->t = xcalloc(n ? n : 1, sizeof *l->t);
-    l->sel = xcalloc(n ? n : 1, sizeof *l->sel);
+    l->sel = xcalloc(n + p->model->nvars, sizeof *l->sel); /* + the tables' rows */
     for (size_t i = 0; i < n; i++) {
         const placement_part_t *part = &p->placement.parts[idx[i]];
         const var_t *v = &p->model->vars[part->var];
@@ -139,6 +145,7 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
     p->which = xcalloc(p->nps, sizeof *p->which);
     if (placement_compute(&p->placement, m, (int)p->nps, NULL, err, errlen))
         goto fail;
+    p->rows = psclient_rows_create(m, &p->placement);
     for (size_t i = 0; i < p->nps; i++) {
         if (rpc_channel_create(&p->ps[i].ch, o->addrs[i], &p->rpc, err, errlen))
             goto fail;
@@ -162,6 +169,7 @@ void psclient_free(psclient_t *p) {
         free(p->ps[i].t);
         free(p->ps[i].sel);
     }
+    psclient_rows_free(p->rows);
     placement_free(&p->placement);
     free(p->residual);
     free(p->wire16);
@@ -179,6 +187,16 @@ void psclient_set_events(psclient_t *p, const psclient_events_t *ev) {
 
 size_t psclient_nps(const psclient_t *p) {
     return p->nps;
+}
+
+size_t psclient_set_batch(psclient_t *p, const float *x, size_t n) {
+    p->rows_on = p->rows && x;
+    return p->rows_on ? psclient_rows_set(p->rows, x, n) : 0;
+}
+
+void psclient_bytes(const psclient_t *p, uint64_t *pulled, uint64_t *pushed) {
+    *pulled = p->bytes_pulled;
+    *pushed = p->bytes_pushed;
 }
 
 void psclient_tag_previous_pull(psclient_t *p, bool on) {
@@ -282,6 +300,9 @@ static void prepare(psclient_t *p, size_t i) {
 static int take_tensor(void *arg, const pull_tensor_t *t) {
     pull_sink_t *k = arg;
     psclient_t *p = k->p;
+    if (t->row_ids.len)
+        return p->rows_on ? psclient_rows_take(p->rows, k->ps, t, k->params, k->err, sizeof k->err)
+                          : ps_errf(k->err, sizeof k->err, "ps%zu sent rows not asked for", k->ps);
     int v = t->name_len <= PULL_READ_NAME_MAX ? model_find_var(p->model, t->name) : -1;
     const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
     bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
@@ -311,6 +332,7 @@ static void take_pull(void *arg, const rpc_msg_t *m) {
     pull_sink_t *k = arg;
     uint64_t step, lineage;
     k->err[0] = '\0';
+    k->p->bytes_pulled += m->len;
     k->rc = pull_read(m, &step, &lineage, take_tensor, k);
     if (k->rc < 0 && !k->err[0])
         ps_errf(k->err, sizeof k->err, "ps%zu sent a malformed PullResponse", k->ps);
@@ -332,11 +354,21 @@ static void note_transports(psclient_t *p) {
     }
 }
 
-/* The names of the variables in mask (all when mask is NULL: no names). */
+/* Whether a pull or push moves variable v whole, given the mask: the
+ * tables go by rows in pulls and pushes of the whole model while rows are
+ * on (a masked one, of the overlapped loop, moves them whole). */
+static bool moves_whole(const psclient_t *p, const uint8_t *mask, size_t v) {
+    if (mask)
+        return mask[v];
+    return !(p->rows_on && p->model->vars[v].sparse);
+}
+
+/* The names of the variables in mask (all when mask is NULL: no names),
+ * without the sparse tables while their rows are on (then always named). */
 static size_t mask_names(const psclient_t *p, const uint8_t *mask, char **names) {
     size_t n = 0;
-    for (size_t v = 0; mask && v < p->model->nvars; v++)
-        if (mask[v])
+    for (size_t v = 0; (mask || p->rows_on) && v < p->model->nvars; v++)
+        if (moves_whole(p, mask, v))
             names[n++] = (char *)p->model->vars[v].name;
     return n;
 }
@@ -354,6 +386,8 @@ psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_nex
         req.names = names;
         if (p->wire_bf16)
             req.wire_dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+        if (p->rows_on && !mask)
+            req.n_rows = psclient_rows_selects(p->rows, i, &req.rows);
         msg_pack(&p->ps[i].req, &req.base);
         prepare(p, i);
         pull_sink_t *k = &p->ps[i].sink;
@@ -427,11 +461,13 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     size_t n = 0;
     for (size_t k = 0; k < l->nt; k++) {
         const placement_part_t *part = &p->placement.parts[idx[k]];
-        if (mask && !mask[part->var])
+        if (!moves_whole(p, mask, (size_t)part->var))
             continue;
         set_push_data(p, &l->t[k], grads, part);
         l->sel[n++] = &l->t[k];
     }
+    if (p->rows_on && !mask)
+        n += psclient_rows_push(p->rows, i, grads, l->sel + n);
     Pstrain__PushRequest req = PSTRAIN__PUSH_REQUEST__INIT;
     req.caller = &p->caller;
     req.step = p->tag_previous ? l->prev_step : l->step;
@@ -440,6 +476,7 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     req.partial = partial;
     req.seq = p->push_seq;
     l->push = req;
+    p->bytes_pushed += protobuf_c_message_get_packed_size(&l->push.base);
     p->fan[i] = (rpc_fanout_t){.ch = l->ch,
                                .len = protobuf_c_message_get_packed_size(&l->push.base),
                                .pack = write_push,

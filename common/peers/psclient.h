@@ -86,6 +86,15 @@ void psclient_free(psclient_t *p);
 void psclient_set_events(psclient_t *p, const psclient_events_t *ev);
 size_t psclient_nps(const psclient_t *p);
 
+/* Embedding tables (var_t.sparse): from now on, pulls ask for the rows of
+ * each table that the n examples x[n, input size] read and nothing else of
+ * it, and pushes send those rows' gradients (the rest of the table's
+ * gradient is zero); x NULL moves the tables whole again. Returns the rows
+ * touched (0 for a model without tables). Call before the step's pull. */
+size_t psclient_set_batch(psclient_t *p, const float *x, size_t n);
+/* Bytes of every pull answer and push message so far, all PS together. */
+void psclient_bytes(const psclient_t *p, uint64_t *pulled, uint64_t *pushed);
+
 /* Pulls every partition into params (a model slab). With wait_next, each PS
  * answers once it has passed the step of our last pull (sync mode). On a
  * status other than PSCLIENT_OK, err says what happened; params may then be

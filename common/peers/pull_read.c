@@ -20,8 +20,10 @@ static int read_tensor(pull_tensor_t *t, const wire_bytes_t *b) {
                  : field == FIELD_TENSOR_ROWS && varint      ? wire_varint(&r, &t->rows)
                  : field == FIELD_TENSOR_DATA && len         ? wire_bytes(&r, &t->data)
                  : field == FIELD_TENSOR_DTYPE && varint     ? wire_varint(&r, &t->dtype)
-                 : field >= FIELD_TENSOR_NAME && field <= FIELD_TENSOR_DTYPE ? -1
-                                                                             : wire_skip(&r, type);
+                 : field == FIELD_TENSOR_ROW_IDS && len      ? wire_bytes(&r, &t->row_ids)
+                 : field >= FIELD_TENSOR_NAME && field <= FIELD_TENSOR_ROW_IDS
+                     ? -1
+                     : wire_skip(&r, type);
         if (rc < 0)
             return -1;
         if (field == FIELD_TENSOR_NAME)

@@ -20,6 +20,10 @@ typedef struct {
     uint64_t row_begin, rows;
     wire_bytes_t data;
     uint64_t dtype; /* WIRE_DTYPE_FLOAT32 (also when absent) or WIRE_DTYPE_BFLOAT16 */
+    /* Rows listed one by one: their packed ids (wire_packed_varints reads
+     * them); len 0 for a run of rows. Only the packed form is read (the
+     * PS writes no other). */
+    wire_bytes_t row_ids;
 } pull_tensor_t;
 
 /* Told each tensor, in the order they came; a non-zero return ends the read

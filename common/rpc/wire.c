@@ -248,3 +248,18 @@ int wire_bf16_check_finite(const uint8_t *src, size_t n) {
             return -1;
     return 0;
 }
+
+long wire_packed_varints(const wire_bytes_t *b, uint64_t *out) {
+    wire_reader_t r;
+    wire_reader_sub(&r, b);
+    long n = 0;
+    while (r.at.len > 0) {
+        uint64_t v;
+        if (wire_varint(&r, &v) < 0)
+            return -1;
+        if (out)
+            out[n] = v;
+        n++;
+    }
+    return n;
+}

@@ -55,6 +55,11 @@ int wire_bool(wire_reader_t *r, int type, int *v);
 /* Steps past a field of the given wire type: 0, or -1 when truncated. */
 int wire_skip(wire_reader_t *r, int type);
 
+/* The values of a packed repeated varint field (a WIRE_LEN range): their
+ * count, written to out unless it is NULL (count first, then read); -1
+ * when one is truncated or too long. */
+long wire_packed_varints(const wire_bytes_t *b, uint64_t *out);
+
 /* Copies the range into dst (b->len bytes). */
 void wire_copy(const wire_bytes_t *b, void *dst);
 /* Copies at most cap - 1 bytes of the range into dst as a NUL-terminated

@@ -151,6 +151,11 @@ void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t 
     step_scaled(c, iterations, 1.0, out);
 }
 
+void optim_update_step_scaled(const optim_cfg_t *c, uint64_t iterations, double scale,
+                              update_step_t *out) {
+    step_scaled(c, iterations, scale, out);
+}
+
 void optim_apply(const optim_cfg_t *c, uint64_t iterations, float *w, float **slots, const float *g,
                  size_t n) {
     optim_apply_scaled(c, iterations, 1.0, w, slots, g, n);

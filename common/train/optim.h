@@ -72,5 +72,8 @@ double optim_staleness_scale(uint64_t staleness);
 /* The rule and constants of the update that follows `iterations` updates,
  * for a backend's apply_update (optim_apply is that on the CPU). */
 void optim_update_step(const optim_cfg_t *c, uint64_t iterations, update_step_t *out);
+/* The same with the step size times scale (optim_apply_scaled's). */
+void optim_update_step_scaled(const optim_cfg_t *c, uint64_t iterations, double scale,
+                              update_step_t *out);
 
 #endif

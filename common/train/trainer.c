@@ -6,6 +6,7 @@
 
 #include "common/train/trainer_internal.h"
 #include "common/base/util.h"
+#include "common/train/optim_sparse.h"
 
 /* Thread k's slice of n examples. */
 static void slice(size_t n, size_t k, size_t nthreads, size_t *begin, size_t *end) {
@@ -291,7 +292,10 @@ void trainer_step(trainer_t *t, const float *x, const int32_t *y, size_t n, uint
         return;
     }
     trainer_gradient(t, t->store->w, x, y, n, dropout_seed, t->step_grads, out);
-    store_apply(t->store, t->step_grads);
+    if (model_has_sparse(t->m))
+        store_apply_sparse(t->store, t->step_grads, x, n); /* tables: the touched rows only */
+    else
+        store_apply(t->store, t->step_grads);
 }
 
 void trainer_sync_store(trainer_t *t) {
@@ -375,6 +379,26 @@ uint64_t trainer_target_steps(int64_t max_steps, int64_t epochs, size_t train_ex
     return (uint64_t)epochs * ((train_examples + per_step - 1) / per_step);
 }
 
+/* Every example's token ids, for a model whose embedding reads its input. */
+static int check_ids(const model_t *m, const dataset_t *d, const char *where, char *err,
+                     size_t errlen) {
+    bool ids = false;
+    for (size_t i = 0; i < m->nlayers; i++)
+        ids |= m->layers[i].kind == LAYER_EMBEDDING && m->layers[i].inputs[0] < 0;
+    if (!ids || d->n == 0)
+        return 0;
+    float *x = xmalloc(d->example_size * sizeof *x);
+    char why[PS_ERRLEN];
+    int rc = 0;
+    for (size_t i = 0; i < d->n && rc == 0; i++) {
+        dataset_example(d, i, x);
+        if ((rc = model_check_ids(m, x, 1, i, why, sizeof why)) != 0)
+            ps_errf(err, errlen, "%s: %s", where, why);
+    }
+    free(x);
+    return rc;
+}
+
 int trainer_check_data(const model_t *m, const dataset_t *d, const char *where, char *err,
                        size_t errlen) {
     size_t in_size = m->input[0] * m->input[1] * m->input[2];
@@ -384,5 +408,5 @@ int trainer_check_data(const model_t *m, const dataset_t *d, const char *where, 
     if (d->nclasses > model_label_classes(m))
         return ps_errf(err, errlen, "%s: labels go up to %zu but the model has %zu classes (%s)",
                        where, d->nclasses - 1, model_label_classes(m), model_loss_name(m->loss));
-    return 0;
+    return check_ids(m, d, where, err, errlen);
 }

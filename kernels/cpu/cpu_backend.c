@@ -8,6 +8,7 @@
 #include "kernels/cpu/cpu_gemm.h"
 #include "kernels/cpu/cpu_optim.h"
 #include "kernels/cpu/ops_extra.h"
+#include "kernels/cpu/ops_embed.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -676,6 +677,8 @@ static const backend_t cpu_table = {
     .scale_shift = cpu_scale_shift,
     .mul = cpu_mul,
     .copy_cols = cpu_copy_cols,
+    .embed_forward = cpu_embed_forward,
+    .embed_backward = cpu_embed_backward,
 };
 
 const backend_t *cpu_backend(void) {

@@ -8,6 +8,7 @@
  * dimensions swapped and each leading dimension as the row length stored. */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/ops_extra.h"
+#include "kernels/cuda/ops_embed.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -310,6 +311,8 @@ static const backend_t cuda_table = {
     .scale_shift = cuk_scale_shift,
     .mul = cuk_mul,
     .copy_cols = cuk_copy_cols,
+    .embed_forward = cuk_embed_forward,
+    .embed_backward = cuk_embed_backward,
 };
 
 /* ---- start-up: find the device, start the libraries ---- */

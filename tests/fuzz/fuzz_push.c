@@ -15,7 +15,10 @@ static void agree(const ps_push_t *p, const Pstrain__PushRequest *r) {
     for (size_t i = 0; same && i < p->n_grads; i++) {
         const Pstrain__Tensor *t = r->grads[i];
         same = strcmp(p->grads[i].name, t->name) == 0 && p->grads[i].rows == t->rows &&
-               p->grads[i].row_begin == t->row_begin && p->grads[i].data.len == t->data.len;
+               p->grads[i].row_begin == t->row_begin && p->grads[i].data.len == t->data.len &&
+               p->grads[i].n_row_ids == t->n_row_ids &&
+               (!t->n_row_ids ||
+                memcmp(p->grads[i].row_ids, t->row_ids, t->n_row_ids * sizeof *t->row_ids) == 0);
     }
     if (!same)
         abort();

@@ -5,7 +5,7 @@
 and saves OUT.keras and OUT.weights.h5.
 `keras_models.py predict MODEL.keras PREDICT_OUT IMAGES.gz` loads a .keras
 file pstrain exported with keras.models.load_model, predicts the IDX images
-and compares every probability with `pstrain predict --probs`'s output
+(or a CSV file's rows, the label last) and compares every probability with `pstrain predict --probs`'s output
 (within 1e-4), and prints the accuracy pstrain's lines report.
 `keras_models.py summary PSTRAIN DIR` builds each model below in Keras,
 writes model.to_json() to DIR/NAME.json, runs `PSTRAIN summary --model` on it
@@ -133,6 +133,22 @@ MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra, "small": s
           "residual": residual, "binary": binary}
 
 
+def embedding():
+    """Token ids to vectors: 196 tokens per image (a 14x14 Fashion-MNIST image,
+    token = position * 16 + pixel // 16), a table of 196 * 16 rows of 16,
+    pooled over the sequence, and a small head."""
+    return keras.Sequential([
+        keras.Input((196,)),
+        layers.Embedding(196 * 16, 16),
+        layers.GlobalAveragePooling1D(),
+        layers.Dense(32, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ])
+
+
+MODELS["embedding"] = embedding
+
+
 def read_idx_images(path):
     import gzip
     import numpy as np
@@ -161,7 +177,10 @@ def predict(keras_file, pstrain_out, images):
     """Keras's predictions of the exported model against pstrain's."""
     import numpy as np
     model = keras.models.load_model(keras_file)
-    x = read_idx_images(images).astype(np.float32) / np.float32(255)
+    if images.endswith(".csv"):  # token ids (or features), the label last
+        x = np.loadtxt(images, delimiter=",", dtype=np.float32, ndmin=2)[:, :-1]
+    else:
+        x = read_idx_images(images).astype(np.float32) / np.float32(255)
     want = model.predict(x, batch_size=500, verbose=0)
     got = []
     right = 0
