@@ -225,6 +225,20 @@ struct backend {
      * gradient). */
     void (*copy_cols)(float *dst, size_t dst_cols, size_t dst_off, const float *src,
                       size_t src_cols, size_t src_off, size_t rows, size_t cols);
+
+    /* Depthwise convolution (Keras's DepthwiseConv2D; kernels/cpu/ops_depthwise.c,
+     * kernels/cuda/ops_depthwise.cu): the geometry of conv2d_shape_t with
+     * f = c * multiplier and the kernel w[kh, kw, c, multiplier]; output
+     * channel ci * multiplier + q is input channel ci convolved with
+     * w[:, :, ci, q]. No workspace. */
+    void (*depthwise_conv2d_forward)(float *y, const float *x, const float *w,
+                                     const conv2d_shape_t *s);
+    /* dx[n, h, w, c] (overwritten) from dy[n, oh, ow, f] */
+    void (*depthwise_conv2d_backward_data)(float *dx, const float *dy, const float *w,
+                                           const conv2d_shape_t *s);
+    /* dw[kh, kw, c, multiplier] (overwritten) */
+    void (*depthwise_conv2d_backward_filter)(float *dw, const float *dy, const float *x,
+                                             const conv2d_shape_t *s);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal
@@ -234,7 +248,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 4
+#define BACKEND_ABI 5
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

@@ -35,6 +35,8 @@ typedef enum {
     LAYER_ADD,
     LAYER_MULTIPLY,
     LAYER_CONCATENATE,
+    /* Keras's DepthwiseConv2D (kernels/cpu/ops_depthwise.c). */
+    LAYER_DEPTHWISE_CONV2D,
 } layer_kind_t;
 
 #define MODEL_MAX_INPUTS 8
@@ -63,7 +65,8 @@ typedef struct {
     activation_t activation;
     bool use_bias;
     size_t units;        /* dense */
-    size_t filters;      /* conv2d */
+    size_t filters;      /* conv2d; depthwise_conv2d: in channels * multiplier */
+    size_t multiplier;   /* depthwise_conv2d depth_multiplier */
     size_t kernel[2];    /* conv2d kernel_size */
     size_t pool[2];      /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
     size_t strides[2];   /* conv2d (default 1) and the pools (default pool_size) */
@@ -77,6 +80,8 @@ typedef struct {
     bool flat_in, flat_out;       /* a vector, not an image (after flatten or dense) */
     size_t in_size, out_size;     /* elements per example */
     int kernel_var, bias_var;     /* indexes into model_t.vars, -1 if none */
+    float l2[2];                  /* L2 regularizer factors of the kernel and the bias (0: none):
+                                   * the loss adds l2 * sum(w^2) (common/model/model_reg.c) */
     size_t ninputs;               /* 1, or more for a merge */
     int inputs[MODEL_MAX_INPUTS]; /* earlier layers whose outputs this layer takes; -1 is the
                                    * model's input (a chain: {i - 1}) */

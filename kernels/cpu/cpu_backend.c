@@ -7,6 +7,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_gemm.h"
 #include "kernels/cpu/cpu_optim.h"
+#include "kernels/cpu/ops_depthwise.h"
 #include "kernels/cpu/ops_extra.h"
 
 #include <math.h>
@@ -676,6 +677,9 @@ static const backend_t cpu_table = {
     .scale_shift = cpu_scale_shift,
     .mul = cpu_mul,
     .copy_cols = cpu_copy_cols,
+    .depthwise_conv2d_forward = cpu_depthwise_conv2d_forward,
+    .depthwise_conv2d_backward_data = cpu_depthwise_conv2d_backward_data,
+    .depthwise_conv2d_backward_filter = cpu_depthwise_conv2d_backward_filter,
 };
 
 const backend_t *cpu_backend(void) {
