@@ -15,22 +15,6 @@
 #include "kernels/backend.h"
 #include "test_helpers.h"
 
-static char why[PSTRAIN_BACKEND_WHY];
-
-/* The GPU with float32 math, or NULL with why. */
-static const backend_t *gpu(void) {
-    setenv("PSTRAIN_CUDA_MATH", "fp32", 1);
-    backend_choice_t c;
-    return backend_open("gpu", &c, why, sizeof why) ? NULL : c.be;
-}
-
-#define NEED_GPU(var)                                                                              \
-    const backend_t *var = gpu();                                                                  \
-    if (!var) {                                                                                    \
-        test_skip("no usable GPU: %s", why);                                                       \
-        return;                                                                                    \
-    }
-
 static float *host_floats(size_t n, uint64_t seed, float scale) {
     float *p = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -38,20 +22,8 @@ static float *host_floats(size_t n, uint64_t seed, float scale) {
     return p;
 }
 
-static void *to_dev(const backend_t *g, const void *h, size_t bytes) {
-    void *d = BACKEND_XALLOC(g, bytes + 64);
-    g->upload(d, h, bytes);
-    return d;
-}
-
-static float *from_dev(const backend_t *g, const float *d, size_t n) {
-    float *h = xmalloc(n * sizeof(float));
-    g->download(h, d, n * sizeof(float));
-    return h;
-}
-
 void test_cuda_more_losses(void) {
-    NEED_GPU(g);
+    TEST_NEED_GPU(g);
     const backend_t *c = cpu_backend();
     size_t rows = 10007;
     float *z = host_floats(rows, 1, 30.0f); /* large logits: the stable forms matter */
@@ -60,9 +32,11 @@ void test_cuda_more_losses(void) {
         labels[r] = (int32_t)(rng_mix(2, r) % 2);
     float *p = xmalloc(rows * sizeof(float)), *l = xmalloc(rows * sizeof(float));
     float *d = xmalloc(rows * sizeof(float));
-    float *gz = to_dev(g, z, rows * sizeof(float)), *gp = to_dev(g, z, rows * sizeof(float));
-    float *gl = to_dev(g, z, rows * sizeof(float)), *gd = to_dev(g, z, rows * sizeof(float));
-    int32_t *glab = to_dev(g, labels, rows * sizeof(int32_t));
+    float *gz = test_upload(g, z, rows * sizeof(float)),
+          *gp = test_upload(g, z, rows * sizeof(float));
+    float *gl = test_upload(g, z, rows * sizeof(float)),
+          *gd = test_upload(g, z, rows * sizeof(float));
+    int32_t *glab = test_upload(g, labels, rows * sizeof(int32_t));
     for (int k = 0; k < 2; k++) {
         const char *what = k ? "mse" : "sigmoid_bce";
         if (k) {
@@ -76,7 +50,8 @@ void test_cuda_more_losses(void) {
             g->sigmoid_bce_forward(gp, gl, gz, glab, rows);
             g->sigmoid_bce_backward(gd, gp, glab, rows, 0.25f);
         }
-        float *hp = from_dev(g, gp, rows), *hl = from_dev(g, gl, rows), *hd = from_dev(g, gd, rows);
+        float *hp = test_download(g, gp, rows), *hl = test_download(g, gl, rows),
+              *hd = test_download(g, gd, rows);
         fprintf(stderr, "  %s\n", what);
         CHECK_ARRAY_NEAR("output", hp, p, rows, 1e-6);
         CHECK_ARRAY_NEAR("loss", hl, l, rows, 1e-5);
@@ -98,7 +73,7 @@ void test_cuda_more_losses(void) {
 }
 
 void test_cuda_more_depthwise(void) {
-    NEED_GPU(g);
+    TEST_NEED_GPU(g);
     const backend_t *c = cpu_backend();
     static const size_t cases[][8] = {
         /* n, h, w, c, k, mult, stride, same */
@@ -120,13 +95,17 @@ void test_cuda_more_depthwise(void) {
         c->depthwise_conv2d_forward(y, x, w, &s);
         c->depthwise_conv2d_backward_data(dx, dy, w, &s);
         c->depthwise_conv2d_backward_filter(dw, dy, x, &s);
-        float *gx = to_dev(g, x, nx * sizeof(float)), *gw = to_dev(g, w, nw * sizeof(float));
-        float *gdy = to_dev(g, dy, ny * sizeof(float)), *gy = to_dev(g, dy, ny * sizeof(float));
-        float *gdx = to_dev(g, x, nx * sizeof(float)), *gdw = to_dev(g, w, nw * sizeof(float));
+        float *gx = test_upload(g, x, nx * sizeof(float)),
+              *gw = test_upload(g, w, nw * sizeof(float));
+        float *gdy = test_upload(g, dy, ny * sizeof(float)),
+              *gy = test_upload(g, dy, ny * sizeof(float));
+        float *gdx = test_upload(g, x, nx * sizeof(float)),
+              *gdw = test_upload(g, w, nw * sizeof(float));
         g->depthwise_conv2d_forward(gy, gx, gw, &s);
         g->depthwise_conv2d_backward_data(gdx, gdy, gw, &s);
         g->depthwise_conv2d_backward_filter(gdw, gdy, gx, &s);
-        float *hy = from_dev(g, gy, ny), *hdx = from_dev(g, gdx, nx), *hdw = from_dev(g, gdw, nw);
+        float *hy = test_download(g, gy, ny), *hdx = test_download(g, gdx, nx),
+              *hdw = test_download(g, gdw, nw);
         describe_conv(&s);
         CHECK_ARRAY_NEAR("depthwise forward", hy, y, ny, 1e-5);
         CHECK_ARRAY_NEAR("depthwise backward_data", hdx, dx, nx, 1e-5);
@@ -149,56 +128,18 @@ void test_cuda_more_depthwise(void) {
     }
 }
 
-/* Loss and gradient of a small batch on one backend. */
-static void run_model(const model_t *m, const backend_t *be, const float *x, const int32_t *labels,
-                      size_t n, const float *params, float *grads, double *loss) {
-    model_exec_t *e = model_exec_create(m, be, n);
-    size_t in = m->input[0] * m->input[1] * m->input[2];
-    be->upload(model_exec_input(e), x, n * in * sizeof(float));
-    be->upload(model_exec_labels(e), labels, n * sizeof(int32_t));
-    float *p = to_dev(be, params, m->nparams * sizeof(float));
-    float *gr = to_dev(be, params, m->nparams * sizeof(float));
-    size_t right;
-    model_forward(e, p, n, true, 7, 0);
-    model_loss(e, n, loss, &right, NULL);
-    model_backward(e, p, n, 1.0f, gr);
-    be->download(grads, gr, m->nparams * sizeof(float));
-    be->free(p);
-    be->free(gr);
-    model_exec_free(e);
-}
-
 /* A DepthwiseConv2D with L2 regularizers and a sigmoid head (binary
  * cross-entropy): loss and gradients on the GPU as on the CPU. */
 void test_cuda_more_model(void) {
-    NEED_GPU(g);
-    model_t m;
-    char err[PS_ERRLEN];
-    CHECK(model_parse(&m,
-                      "{\"input\": [10, 9, 3], \"layers\": [{\"type\": \"depthwise_conv2d\", "
-                      "\"kernel_size\": 3, \"depth_multiplier\": 2, \"padding\": \"same\", "
-                      "\"activation\": \"relu\", \"kernel_regularizer\": {\"l2\": 0.05}, "
-                      "\"bias_regularizer\": {\"l2\": 0.1}}, {\"type\": \"conv2d\", \"filters\": "
-                      "4, \"kernel_size\": 3, \"strides\": 2, \"activation\": \"tanh\"}, "
-                      "{\"type\": \"global_avg_pool2d\"}, {\"type\": \"dense\", \"units\": 1, "
-                      "\"activation\": \"sigmoid\", \"kernel_regularizer\": {\"l2\": 0.2}}]}",
-                      err, sizeof err) == 0);
-    CHECK_INT_EQ(m.loss, LOSS_BCE);
-    size_t n = 6, in = 10 * 9 * 3;
-    float *x = host_floats(n * in, 5, 1.0f), *params = xmalloc(m.nparams * sizeof(float));
+    TEST_NEED_GPU(g);
     int32_t labels[6] = {0, 1, 1, 0, 1, 0};
-    model_init_params(&m, 3, params);
-    for (size_t i = 0; i < m.nparams; i++)
-        params[i] += 0.05f * (rng_uniform(9, i) - 0.5f);
-    float *gc = xmalloc(m.nparams * sizeof(float)), *gg = xmalloc(m.nparams * sizeof(float));
-    double lc, lg;
-    run_model(&m, cpu_backend(), x, labels, n, params, gc, &lc);
-    run_model(&m, g, x, labels, n, params, gg, &lg);
-    CHECK_NEAR(lg, lc, 1e-4);
-    CHECK_ARRAY_NEAR("gradient", gg, gc, m.nparams, 1e-4);
-    free(x);
-    free(params);
-    free(gc);
-    free(gg);
-    model_free(&m);
+    check_gpu_model(g,
+                    "{\"input\": [10, 9, 3], \"layers\": [{\"type\": \"depthwise_conv2d\", "
+                    "\"kernel_size\": 3, \"depth_multiplier\": 2, \"padding\": \"same\", "
+                    "\"activation\": \"relu\", \"kernel_regularizer\": {\"l2\": 0.05}, "
+                    "\"bias_regularizer\": {\"l2\": 0.1}}, {\"type\": \"conv2d\", \"filters\": "
+                    "4, \"kernel_size\": 3, \"strides\": 2, \"activation\": \"tanh\"}, "
+                    "{\"type\": \"global_avg_pool2d\"}, {\"type\": \"dense\", \"units\": 1, "
+                    "\"activation\": \"sigmoid\", \"kernel_regularizer\": {\"l2\": 0.2}}]}",
+                    labels, 6);
 }

@@ -263,22 +263,20 @@ void test_model_grad_dropout_flatten(void) {
 }
 
 /* Splitting a batch over threads gives the gradient of the whole batch. */
-void test_model_threads_same_gradient(void) {
+void check_threads_gradient(const char *spec) {
     model_t m;
     char err[PS_ERRLEN];
-    CHECK(model_parse(&m,
-                      "{\"input\": [10, 10, 1], \"layers\": [{\"type\": \"conv2d\", "
-                      "\"filters\": 4, \"kernel_size\": 3, \"activation\": \"relu\"}, "
-                      "{\"type\": \"dropout\", \"rate\": 0.5}, {\"type\": \"flatten\"}, "
-                      "{\"type\": \"dense\", \"units\": 5, \"activation\": \"softmax\"}]}",
-                      err, sizeof err) == 0);
-    size_t n = 7, in_size = 100;
+    if (model_parse(&m, spec, err, sizeof err)) {
+        test_fail(__FILE__, __LINE__, "spec: %s", err);
+        return;
+    }
+    size_t n = 7, in_size = m.input[0] * m.input[1] * m.input[2];
     float *x = xmalloc(n * in_size * sizeof(float));
     int32_t y[7];
     for (size_t i = 0; i < n * in_size; i++)
         x[i] = rng_uniform(8, i);
     for (size_t i = 0; i < n; i++)
-        y[i] = (int32_t)(i % 5);
+        y[i] = (int32_t)(i % m.nclasses);
     float *params = xmalloc(m.nparams * sizeof(float));
     model_init_params(&m, 1, params);
     float *g1 = xmalloc(m.nparams * sizeof(float));
@@ -298,6 +296,13 @@ void test_model_threads_same_gradient(void) {
     free(g1);
     free(g3);
     model_free(&m);
+}
+
+void test_model_threads_same_gradient(void) {
+    check_threads_gradient("{\"input\": [10, 10, 1], \"layers\": [{\"type\": \"conv2d\", "
+                           "\"filters\": 4, \"kernel_size\": 3, \"activation\": \"relu\"}, "
+                           "{\"type\": \"dropout\", \"rate\": 0.5}, {\"type\": \"flatten\"}, "
+                           "{\"type\": \"dense\", \"units\": 5, \"activation\": \"softmax\"}]}");
 }
 
 /* A few steps of SGD on a fixed batch lower its loss: the pieces connect. */

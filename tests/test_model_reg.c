@@ -12,7 +12,6 @@
 #include "common/base/util.h"
 #include "common/model/keras_json.h"
 #include "common/model/model.h"
-#include "common/train/trainer.h"
 
 /* A Dense and a Conv2D with L2 on the kernel and the bias. */
 #define REG_SPEC                                                                                   \
@@ -65,33 +64,7 @@ void test_model_reg_loss_value(void) {
 
 /* A batch split over 3 threads adds the regularizers' gradient once. */
 void test_model_reg_threads(void) {
-    model_t m;
-    char err[PS_ERRLEN];
-    CHECK(model_parse(&m, REG_SPEC, err, sizeof err) == 0);
-    size_t n = 7, in = 60;
-    float *x = xmalloc(n * in * sizeof(float));
-    int32_t y[7];
-    for (size_t i = 0; i < n * in; i++)
-        x[i] = rng_uniform(8, i);
-    for (size_t i = 0; i < n; i++)
-        y[i] = (int32_t)(i % 4);
-    float *params = xmalloc(m.nparams * sizeof(float)), *g1 = xmalloc(m.nparams * sizeof(float));
-    float *g3 = xmalloc(m.nparams * sizeof(float));
-    model_init_params(&m, 1, params);
-    trainer_t *t1 = trainer_create(&m, cpu_backend(), 1, n);
-    trainer_t *t3 = trainer_create(&m, cpu_backend(), 3, n);
-    step_metrics_t s1, s3;
-    trainer_gradient(t1, params, x, y, n, 9, g1, &s1);
-    trainer_gradient(t3, params, x, y, n, 9, g3, &s3);
-    CHECK_NEAR(s1.loss, s3.loss, 1e-5);
-    CHECK_ARRAY_NEAR("gradient", g3, g1, m.nparams, 1e-4);
-    trainer_free(t1);
-    trainer_free(t3);
-    free(x);
-    free(params);
-    free(g1);
-    free(g3);
-    model_free(&m);
+    check_threads_gradient(REG_SPEC);
 }
 
 /* A Keras Sequential of one Dense(2, softmax) with kernel_regularizer reg. */
