@@ -187,3 +187,50 @@ void test_model_depthwise_layer(void) {
 void test_model_grad_depthwise(void) {
     check_gradients_loss(DW_SPEC, "auto", 3);
 }
+
+/* tf.keras 2.x's to_json() of a DepthwiseConv2D with an L2 depthwise
+ * regularizer (its float32-rounded factor) and a Dense with L1L2(l1=0). */
+void test_model_keras_tf2_depthwise_l2(void) {
+    static const char json[] =
+        "{\"class_name\": \"Sequential\", \"config\": {\"name\": \"sequential\", \"layers\": "
+        "[{\"class_name\": \"InputLayer\", \"config\": {\"batch_input_shape\": [null, 8, 8, 2], "
+        "\"dtype\": \"float32\", \"sparse\": false, \"ragged\": false, \"name\": \"input_1\"}}, "
+        "{\"class_name\": \"DepthwiseConv2D\", \"config\": {\"name\": \"dw\", \"trainable\": true, "
+        "\"dtype\": \"float32\", \"kernel_size\": [3, 3], \"strides\": [1, 1], \"padding\": "
+        "\"valid\", \"data_format\": \"channels_last\", \"dilation_rate\": [1, 1], \"groups\": 1, "
+        "\"activation\": \"relu\", \"use_bias\": true, \"bias_initializer\": {\"class_name\": "
+        "\"Zeros\", \"config\": {}}, \"bias_regularizer\": null, \"activity_regularizer\": null, "
+        "\"bias_constraint\": null, \"depth_multiplier\": 2, \"depthwise_initializer\": "
+        "{\"class_name\": \"GlorotUniform\", \"config\": {\"seed\": null}}, "
+        "\"depthwise_regularizer\": {\"class_name\": \"L2\", \"config\": {\"l2\": "
+        "0.009999999776482582}}, \"depthwise_constraint\": null}}, {\"class_name\": \"Flatten\", "
+        "\"config\": {\"name\": \"flatten\", \"trainable\": true, \"dtype\": \"float32\", "
+        "\"data_format\": \"channels_last\"}}, {\"class_name\": \"Dense\", \"config\": {\"name\": "
+        "\"out\", \"trainable\": true, \"dtype\": \"float32\", \"units\": 2, \"activation\": "
+        "\"softmax\", \"use_bias\": true, \"kernel_initializer\": {\"class_name\": "
+        "\"GlorotUniform\", \"config\": {\"seed\": null}}, \"bias_initializer\": {\"class_name\": "
+        "\"Zeros\", \"config\": {}}, \"kernel_regularizer\": {\"class_name\": \"L1L2\", "
+        "\"config\": {\"l1\": 0.0, \"l2\": 0.001}}, \"bias_regularizer\": null, "
+        "\"activity_regularizer\": null, \"kernel_constraint\": null, \"bias_constraint\": "
+        "null}}]}, \"keras_version\": \"2.15.0\", \"backend\": \"tensorflow\"}";
+    model_t m;
+    char err[PS_ERRLEN];
+    if (model_parse(&m, json, err, sizeof err)) {
+        test_fail(__FILE__, __LINE__, "%s", err);
+        return;
+    }
+    CHECK_INT_EQ(m.layers[0].kind, LAYER_DEPTHWISE_CONV2D);
+    CHECK_INT_EQ(m.layers[0].out[0], 6);
+    CHECK_INT_EQ(m.layers[0].out[2], 4);
+    CHECK_NEAR(m.layers[0].l2[0], 0.01, 1e-7);
+    CHECK(m.layers[0].l2[1] == 0.0f);
+    CHECK_NEAR(m.layers[2].l2[0], 0.001, 1e-7);
+    CHECK_INT_EQ(m.nparams, 3 * 3 * 2 * 2 + 4 + 144 * 2 + 2);
+    model_free(&m);
+    /* a dilated depthwise convolution is one error naming the layer and the key */
+    char *bad = xstrdup(json), *p = strstr(bad, "\"dilation_rate\": [1, 1]");
+    memcpy(p, "\"dilation_rate\": [2, 2]", strlen("\"dilation_rate\": [2, 2]"));
+    CHECK(model_parse(&m, bad, err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "layer \"dw\" (DepthwiseConv2D): \"dilation_rate\"");
+    free(bad);
+}
