@@ -3,8 +3,8 @@
  * that no atomics are needed and the result does not depend on the launch:
  * the forward one thread per output element, the data gradient one thread
  * per input element (the outputs whose windows cover it), the filter
- * gradient one thread per kernel element (a sum over the batch and the
- * output). */
+ * gradient one block per kernel element (a sum over the batch and the
+ * output, reduced in shared memory in a fixed order). */
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/ops_more.h"
 
@@ -63,27 +63,34 @@ __global__ void depthwise_backward_data_kernel(float *dx, const float *dy, const
     }
 }
 
-/* One thread per kernel element (ky, kx, j). */
+/* One block per kernel element (ky, kx, j): its threads split the batch's
+ * output cells and sum their products in shared memory (a fixed tree, so
+ * the result does not depend on the launch). */
 __global__ void depthwise_backward_filter_kernel(float *dw, const float *dy, const float *x,
                                                  conv2d_shape_t s) {
-    size_t mult = s.f / s.c;
-    GRID_STRIDE(i, s.kh * s.kw * s.f) {
+    __shared__ float part[THREADS];
+    size_t mult = s.f / s.c, cells = s.n * s.oh * s.ow;
+    for (size_t i = blockIdx.x; i < s.kh * s.kw * s.f; i += gridDim.x) {
         size_t j = i % s.f, kx = i / s.f % s.kw, ky = i / (s.f * s.kw), ci = j / mult;
         float sum = 0.0f;
-        for (size_t n = 0; n < s.n; n++)
-            for (size_t oy = 0; oy < s.oh; oy++) {
-                long long iy = (long long)(oy * s.sh + ky) - (long long)s.pad_top;
-                if (iy < 0 || iy >= (long long)s.h)
-                    continue;
-                for (size_t ox = 0; ox < s.ow; ox++) {
-                    long long ix = (long long)(ox * s.sw + kx) - (long long)s.pad_left;
-                    if (ix < 0 || ix >= (long long)s.w)
-                        continue;
-                    sum += dy[((n * s.oh + oy) * s.ow + ox) * s.f + j] *
-                           x[((n * s.h + (size_t)iy) * s.w + (size_t)ix) * s.c + ci];
-                }
-            }
-        dw[i] = sum;
+        for (size_t p = threadIdx.x; p < cells; p += blockDim.x) {
+            size_t ox = p % s.ow, oy = p / s.ow % s.oh, n = p / (s.ow * s.oh);
+            long long iy = (long long)(oy * s.sh + ky) - (long long)s.pad_top;
+            long long ix = (long long)(ox * s.sw + kx) - (long long)s.pad_left;
+            if (iy < 0 || iy >= (long long)s.h || ix < 0 || ix >= (long long)s.w)
+                continue;
+            sum += dy[p * s.f + j] * x[((n * s.h + (size_t)iy) * s.w + (size_t)ix) * s.c + ci];
+        }
+        part[threadIdx.x] = sum;
+        __syncthreads();
+        for (unsigned half = THREADS / 2; half > 0; half /= 2) {
+            if (threadIdx.x < half)
+                part[threadIdx.x] += part[threadIdx.x + half];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0)
+            dw[i] = part[0];
+        __syncthreads();
     }
 }
 
@@ -99,5 +106,10 @@ extern "C" void cuk_depthwise_conv2d_backward_data(float *dx, const float *dy, c
 
 extern "C" void cuk_depthwise_conv2d_backward_filter(float *dw, const float *dy, const float *x,
                                                      const conv2d_shape_t *s) {
-    LAUNCH(depthwise_backward_filter_kernel, s->kh * s->kw * s->f, dw, dy, x, *s);
+    size_t blocks = s->kh * s->kw * s->f;
+    if (blocks == 0)
+        return;
+    blocks = blocks < 65535 ? blocks : 65535;
+    depthwise_backward_filter_kernel<<<(unsigned)blocks, THREADS, 0, cuda.compute>>>(dw, dy, x, *s);
+    CUDA_CHECK(cudaGetLastError());
 }
