@@ -28,7 +28,7 @@ grep -q 'DepthwiseConv2D' "$tmp/summary.txt" || fail "summary: $(cat "$tmp/summa
   --set train.batch_size=32 --set train.optimizer=adam --set train.learning_rate=0.003 \
   --set checkpoint.model_dir="$tmp/run" 2> "$tmp/train.log" ||
   fail "training: $(tail -3 "$tmp/train.log")"
-grep -q "train.loss auto: sparse_categorical_crossentropy_from_logits, the loss $tmp/reg.keras was compiled with" \
+grep -q "train.loss auto: sparse_categorical_crossentropy_from_logits (the loss $tmp/reg.keras was compiled with)" \
   "$tmp/train.log" || fail "no log line for the compiled loss: $(head -8 "$tmp/train.log")"
 
 export=$tmp/run/export/200

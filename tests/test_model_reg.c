@@ -186,4 +186,11 @@ void test_model_keras_compile_loss(void) {
     CHECK(keras_compile_loss("{\"class_name\": \"Sequential\"}", loss, sizeof loss, err,
                              sizeof err) == 0);
     CHECK(loss[0] == '\0');
+    /* the compiled loss must fit the last layer like train.loss */
+    model_t m;
+    CHECK(model_parse(&m, REG_SPEC, err, sizeof err) == 0);
+    CHECK(model_set_loss_from(&m, "binary_crossentropy", "m.keras", err, sizeof err) != 0);
+    CHECK_STR_CONTAINS(err, "needs the last layer to be Dense with sigmoid");
+    CHECK_INT_EQ(m.loss, LOSS_SPARSE_CE);
+    model_free(&m);
 }

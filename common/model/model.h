@@ -124,6 +124,9 @@ int model_loss_auto(const model_t *m, loss_t *out, char *err, size_t errlen);
 /* Sets the loss by its train.loss name ("auto" keeps model_loss_auto's);
  * fails when the last layer does not fit it. Logs which loss it chose. */
 int model_set_loss(model_t *m, const char *name, char *err, size_t errlen);
+/* Sets the loss by its train.loss name as train.loss=auto found it in
+ * source (e.g. a .keras file's compile config), which the log line names. */
+int model_set_loss_from(model_t *m, const char *name, const char *source, char *err, size_t errlen);
 /* Labels are 0 .. this - 1: the units of a softmax or logits head, 2 for
  * binary cross-entropy, MODEL_MAX_LABELS for mean squared error. */
 #define MODEL_MAX_LABELS 256

@@ -2,6 +2,7 @@
 #include "common/train/model_file.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,9 +49,10 @@ int model_loss_from_config(model_t *m, const char *train_loss, const char *confi
         return ps_errf(err, errlen, "%s: %s", source, inner);
     if (!loss[0])
         return model_set_loss(m, train_loss, err, errlen);
-    if (model_set_loss(m, loss, inner, sizeof inner))
+    char why[PS_ERRLEN];
+    snprintf(why, sizeof why, "the loss %s was compiled with", source);
+    if (model_set_loss_from(m, loss, why, inner, sizeof inner))
         return ps_errf(err, errlen, "%s: the loss of its compile_config: %s", source, inner);
-    log_info("train.loss auto: %s, the loss %s was compiled with", loss, source);
     return 0;
 }
 
