@@ -59,4 +59,7 @@ PY
 expect_error 2 "compile_config: loss categorical_crossentropy is not supported" \
   "$build/pstrain-worker" --set model="$tmp/cat.keras" --set train.max_steps=1 \
   --set checkpoint.model_dir="$tmp/bad"
+# A weights file is not a model.
+expect_error 2 "holds weights only: model= takes a .keras file" \
+  "$build/pstrain" summary --model "$tmp/run/none.weights.h5"
 echo "ok: pstrain evaluate loss $loss, as Keras's with its regularizers"

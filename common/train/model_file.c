@@ -16,9 +16,15 @@ static bool is_dot_keras(const char *path) {
     return n > 6 && !strcmp(path + n - 6, ".keras");
 }
 
-/* The config.json of a .keras file at path (caller frees), NULL otherwise. */
+/* The config.json of a .keras file at path (caller frees), NULL otherwise;
+ * a weights file (.h5) is refused, saying what takes it. */
 static int keras_config(const char *path, char **json, char *err, size_t errlen) {
     *json = NULL;
+    if (kf_is_keras_path(path) && !is_dot_keras(path))
+        return ps_errf(err, errlen,
+                       "%s holds weights only: model= takes a .keras file or a JSON model "
+                       "(weights go to train.warm_start_from)",
+                       path);
     return is_dot_keras(path) ? kf_read_config(path, json, err, errlen) : 0;
 }
 
