@@ -35,9 +35,9 @@ double fixed_batch_loss(model_exec_t *e, const float *params, size_t n);
 /* Fails the test when model_backward of spec under the train.loss name loss
  * differs from central differences (test_model.c). */
 void check_gradients_loss(const char *spec, const char *loss, size_t n);
-/* Fails the test when trainer_gradient of spec over 3 threads differs from
- * 1 thread's (loss, accuracy, gradient) on a batch of 7 (test_model.c). */
-void check_threads_gradient(const char *spec);
+/* Fails the test when n examples split over 3 threads give another loss,
+ * accuracy or gradient than on 1 thread, twice over (test_model.c). */
+void check_threads_same_gradient(const char *spec, size_t n);
 
 /* The GPU backend with float32 math (PSTRAIN_CUDA_MATH=fp32), or NULL with
  * why filled: the CUDA tests skip then (TEST_NEED_GPU). */
