@@ -55,6 +55,11 @@ static void bias_act(const job_t *j, bool backward) {
         j->be->bias_grad(j->db, j->dy, rows, cols);
 }
 
+/* Layers with a kernel: dense, conv2d, depthwise_conv2d. */
+static bool is_weighted(const layer_t *l) {
+    return l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE || l->kind == LAYER_DEPTHWISE_CONV2D;
+}
+
 /* A dense or conv layer's op, as model_exec.c calls it. */
 static void run_weighted(const job_t *j, op_t op) {
     const backend_t *be = j->be;
@@ -62,6 +67,12 @@ static void run_weighted(const job_t *j, op_t op) {
     bool conv = l->kind == LAYER_CONV2D;
     if (op == OP_BIAS_ACT || op == OP_BIAS_ACT_GRAD)
         bias_act(j, op == OP_BIAS_ACT_GRAD);
+    else if (l->kind == LAYER_DEPTHWISE_CONV2D && op == OP_FORWARD)
+        be->depthwise_conv2d_forward(j->y, j->x, j->w, &j->conv);
+    else if (l->kind == LAYER_DEPTHWISE_CONV2D && op == OP_BACKWARD_DATA)
+        be->depthwise_conv2d_backward_data(j->dx, j->dy, j->w, &j->conv);
+    else if (l->kind == LAYER_DEPTHWISE_CONV2D)
+        be->depthwise_conv2d_backward_filter(j->dw, j->dy, j->x, &j->conv);
     else if (op == OP_FORWARD && conv)
         be->conv2d_forward(j->y, j->x, j->w, &j->conv, j->ws);
     else if (op == OP_FORWARD)
@@ -91,7 +102,7 @@ static void run_plain(const job_t *j, op_t op) {
 }
 
 static void run_op(const job_t *j, op_t op) {
-    if (j->l->kind == LAYER_CONV2D || j->l->kind == LAYER_DENSE)
+    if (is_weighted(j->l))
         run_weighted(j, op);
     else
         run_plain(j, op);
@@ -131,6 +142,8 @@ static double op_flops(const job_t *j, op_t op) {
     if (l->kind == LAYER_CONV2D)
         return 2.0 * (double)j->n * (double)l->out_size * (double)(l->kernel[0] * l->kernel[1]) *
                (double)l->in[2];
+    if (l->kind == LAYER_DEPTHWISE_CONV2D)
+        return 2.0 * (double)j->n * (double)l->out_size * (double)(l->kernel[0] * l->kernel[1]);
     return 0;
 }
 
@@ -167,7 +180,7 @@ static void job_init(job_t *j, const backend_t *be, const model_t *m, size_t i, 
     j->dw = random_buffer(be, wsize, 10 * i + 6);
     j->b = bsize ? random_buffer(be, bsize, 10 * i + 7) : NULL;
     j->db = bsize ? random_buffer(be, bsize, 10 * i + 8) : NULL;
-    if (l->kind == LAYER_CONV2D) {
+    if (l->kind == LAYER_CONV2D || l->kind == LAYER_DEPTHWISE_CONV2D) {
         j->conv = (conv2d_shape_t){.n = n,
                                    .h = l->in[0],
                                    .w = l->in[1],
@@ -210,7 +223,7 @@ static void bench_layer(const backend_t *be, const model_t *m, size_t i, size_t 
         return;
     job_t j;
     job_init(&j, be, m, i, n);
-    bool weighted = l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE;
+    bool weighted = is_weighted(l);
     report(&j, OP_FORWARD, reps, total);
     if (weighted && (j.b || l->activation == ACT_RELU)) {
         report(&j, OP_BIAS_ACT, reps, total);

@@ -235,6 +235,19 @@ struct backend {
      * dtable first); ids outside the table are skipped. */
     void (*embed_backward)(float *dtable, const float *dy, const float *ids, size_t n, size_t dim,
                            size_t rows);
+    /* Depthwise convolution (Keras's DepthwiseConv2D; kernels/cpu/ops_depthwise.c,
+     * kernels/cuda/ops_depthwise.cu): the geometry of conv2d_shape_t with
+     * f = c * multiplier and the kernel w[kh, kw, c, multiplier]; output
+     * channel ci * multiplier + q is input channel ci convolved with
+     * w[:, :, ci, q]. No workspace. */
+    void (*depthwise_conv2d_forward)(float *y, const float *x, const float *w,
+                                     const conv2d_shape_t *s);
+    /* dx[n, h, w, c] (overwritten) from dy[n, oh, ow, f] */
+    void (*depthwise_conv2d_backward_data)(float *dx, const float *dy, const float *w,
+                                           const conv2d_shape_t *s);
+    /* dw[kh, kw, c, multiplier] (overwritten) */
+    void (*depthwise_conv2d_backward_filter)(float *dw, const float *dy, const float *x,
+                                             const conv2d_shape_t *s);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal
@@ -244,7 +257,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 5
+#define BACKEND_ABI 6
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

@@ -4,6 +4,7 @@
 #include "common/train/checkpoint.h"
 #include "common/base/exitcode.h"
 #include "common/base/log.h"
+#include "common/train/model_file.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
 #include "master/evaluator.h"
@@ -41,7 +42,7 @@ int follow_main(daemon_t *d) {
     const config_t *c = &d->cfg;
     char err[PS_ERRLEN];
     model_t m;
-    if (model_load(&m, c->model, err, sizeof err)) {
+    if (model_file_load(&m, c->model, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;
     }

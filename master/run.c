@@ -13,6 +13,7 @@
 #include "common/peers/psclient.h"
 #include "common/train/optim.h"
 #include "common/train/results.h"
+#include "common/train/model_file.h"
 #include "common/train/trainer.h"
 #include "master/checkpointer.h"
 #include "master/evaluator.h"
@@ -391,8 +392,7 @@ int master_run(daemon_t *d) {
     r->d = d;
     char err[PS_ERRLEN];
     int rc = EXIT_USAGE;
-    if (model_load(&r->model, d->cfg.model, err, sizeof err) ||
-        model_set_loss(&r->model, d->cfg.train.loss, err, sizeof err)) {
+    if (model_open(&r->model, d->cfg.model, d->cfg.train.loss, err, sizeof err)) {
         log_error("%s", err);
         free(r);
         return rc;

@@ -6,6 +6,7 @@
 #include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/daemon/daemon.h"
+#include "common/train/model_file.h"
 #include "ps/run.h"
 
 static void describe(FILE *out) {
@@ -32,7 +33,7 @@ int main(int argc, char **argv) {
     }
     model_t m;
     char err[PS_ERRLEN];
-    if (model_load(&m, d.cfg.model, err, sizeof err)) {
+    if (model_file_load(&m, d.cfg.model, err, sizeof err)) {
         log_error("%s", err);
         daemon_finish(&d);
         return EXIT_USAGE;

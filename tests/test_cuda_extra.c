@@ -13,22 +13,6 @@
 #include "kernels/backend.h"
 #include "test_helpers.h"
 
-static char why[PSTRAIN_BACKEND_WHY];
-
-/* The GPU with float32 convolutions, or NULL with why. */
-static const backend_t *gpu(void) {
-    setenv("PSTRAIN_CUDA_MATH", "fp32", 1);
-    backend_choice_t c;
-    return backend_open("gpu", &c, why, sizeof why) ? NULL : c.be;
-}
-
-#define NEED_GPU(var)                                                                              \
-    const backend_t *var = gpu();                                                                  \
-    if (!var) {                                                                                    \
-        test_skip("no usable GPU: %s", why);                                                       \
-        return;                                                                                    \
-    }
-
 static float *host_floats(size_t n, uint64_t seed) {
     float *p = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++)
@@ -36,32 +20,21 @@ static float *host_floats(size_t n, uint64_t seed) {
     return p;
 }
 
-static float *to_dev(const backend_t *g, const float *h, size_t n) {
-    float *d = BACKEND_XALLOC(g, n * sizeof(float) + 64);
-    g->upload(d, h, n * sizeof(float));
-    return d;
-}
-
-static float *from_dev(const backend_t *g, const float *d, size_t n) {
-    float *h = xmalloc(n * sizeof(float));
-    g->download(h, d, n * sizeof(float));
-    return h;
-}
-
 void test_cuda_extra_activations(void) {
-    NEED_GPU(g);
+    TEST_NEED_GPU(g);
     const backend_t *c = cpu_backend();
     size_t n = 100003;
     float *x = host_floats(n, 1), *dy = host_floats(n, 2);
     float *y = xmalloc(n * sizeof(float)), *dx = xmalloc(n * sizeof(float));
-    float *gx = to_dev(g, x, n), *gdy = to_dev(g, dy, n), *gy = to_dev(g, x, n);
+    float *gx = test_upload(g, x, n * sizeof(float)), *gdy = test_upload(g, dy, n * sizeof(float)),
+          *gy = test_upload(g, x, n * sizeof(float));
     for (int f = ACT_FN_SIGMOID; f <= ACT_FN_SILU; f++) {
         c->act_forward(y, x, n, (act_fn_t)f);
         c->act_backward(dx, dy, x, y, n, (act_fn_t)f);
         g->act_forward(gy, gx, n, (act_fn_t)f);
         g->upload(gdy, dy, n * sizeof(float));
         g->act_backward(gdy, gdy, gx, gy, n, (act_fn_t)f);
-        float *hy = from_dev(g, gy, n), *hdx = from_dev(g, gdy, n);
+        float *hy = test_download(g, gy, n), *hdx = test_download(g, gdy, n);
         CHECK_ARRAY_NEAR("act_forward", hy, y, n, 1e-6);
         CHECK_ARRAY_NEAR("act_backward", hdx, dx, n, 1e-6);
         free(hy);
@@ -77,7 +50,7 @@ void test_cuda_extra_activations(void) {
 }
 
 void test_cuda_extra_avgpool_scale(void) {
-    NEED_GPU(g);
+    TEST_NEED_GPU(g);
     const backend_t *c = cpu_backend();
     static const size_t cases[][7] = {
         /* h, w, c, pool, stride, same, n */
@@ -95,17 +68,19 @@ void test_cuda_extra_avgpool_scale(void) {
         float *y = xmalloc(ny * sizeof(float)), *dx = xmalloc(nx * sizeof(float));
         c->avgpool2d_forward(y, x, &s);
         c->avgpool2d_backward(dx, dy, &s);
-        float *gx = to_dev(g, x, nx), *gdy = to_dev(g, dy, ny);
-        float *gy = to_dev(g, y, ny), *gdx = to_dev(g, x, nx);
+        float *gx = test_upload(g, x, nx * sizeof(float)),
+              *gdy = test_upload(g, dy, ny * sizeof(float));
+        float *gy = test_upload(g, y, ny * sizeof(float)),
+              *gdx = test_upload(g, x, nx * sizeof(float));
         g->avgpool2d_forward(gy, gx, &s);
         g->avgpool2d_backward(gdx, gdy, &s);
-        float *hy = from_dev(g, gy, ny), *hdx = from_dev(g, gdx, nx);
+        float *hy = test_download(g, gy, ny), *hdx = test_download(g, gdx, nx);
         CHECK_ARRAY_NEAR("avgpool2d_forward", hy, y, ny, 1e-6);
         CHECK_ARRAY_NEAR("avgpool2d_backward", hdx, dx, nx, 1e-6);
         c->scale_shift(y, y, ny, 0.5f, -0.25f);
         g->scale_shift(gy, gy, ny, 0.5f, -0.25f);
         free(hy);
-        hy = from_dev(g, gy, ny);
+        hy = test_download(g, gy, ny);
         CHECK_ARRAY_NEAR("scale_shift", hy, y, ny, 1e-6);
         free(hy);
         free(hdx);
@@ -121,23 +96,24 @@ void test_cuda_extra_avgpool_scale(void) {
 }
 
 void test_cuda_extra_mul_copy_cols(void) {
-    NEED_GPU(g);
+    TEST_NEED_GPU(g);
     const backend_t *c = cpu_backend();
     size_t rows = 1001, n = rows * 8;
     float *a = host_floats(n, 7), *b = host_floats(n, 8), *y = xmalloc(n * sizeof(float));
-    float *ga = to_dev(g, a, n), *gb = to_dev(g, b, n), *gy = to_dev(g, a, n);
+    float *ga = test_upload(g, a, n * sizeof(float)), *gb = test_upload(g, b, n * sizeof(float)),
+          *gy = test_upload(g, a, n * sizeof(float));
     c->mul(y, a, b, n);
     g->mul(gy, ga, gb, n);
-    float *h = from_dev(g, gy, n);
+    float *h = test_download(g, gy, n);
     CHECK_ARRAY_NEAR("mul", h, y, n, 0.0);
     free(h);
     /* columns [3, 8) of a's rows of 8 into columns [2, 7) of rows of 9 */
-    float *d = xmalloc(rows * 9 * sizeof(float)), *gd = to_dev(g, a, rows * 9);
+    float *d = xmalloc(rows * 9 * sizeof(float)), *gd = BACKEND_XALLOC(g, rows * 9 * sizeof(float));
     memset(d, 0, rows * 9 * sizeof(float));
     g->upload(gd, d, rows * 9 * sizeof(float));
     c->copy_cols(d, 9, 2, a, 8, 3, rows, 5);
     g->copy_cols(gd, 9, 2, ga, 8, 3, rows, 5);
-    h = from_dev(g, gd, rows * 9);
+    h = test_download(g, gd, rows * 9);
     CHECK_ARRAY_NEAR("copy_cols", h, d, rows * 9, 0.0);
     free(h);
     g->free(ga);
@@ -150,54 +126,20 @@ void test_cuda_extra_mul_copy_cols(void) {
     free(d);
 }
 
-/* Loss and gradient of a small batch on one backend. */
-static void run_model(const model_t *m, const backend_t *be, const float *x, const int32_t *labels,
-                      size_t n, const float *params, float *grads, double *loss) {
-    model_exec_t *e = model_exec_create(m, be, n);
-    size_t in = m->input[0] * m->input[1] * m->input[2];
-    be->upload(model_exec_input(e), x, n * in * sizeof(float));
-    be->upload(model_exec_labels(e), labels, n * sizeof(int32_t));
-    float *p = to_dev(be, params, m->nparams), *gr = to_dev(be, params, m->nparams);
-    size_t right;
-    model_forward(e, p, n, true, 7, 0);
-    model_loss(e, n, loss, &right, NULL);
-    model_backward(e, p, n, 1.0f, gr);
-    be->download(grads, gr, m->nparams * sizeof(float));
-    be->free(p);
-    be->free(gr);
-    model_exec_free(e);
-}
-
 void test_cuda_extra_model(void) {
-    NEED_GPU(g);
-    model_t m;
-    char err[PS_ERRLEN];
-    CHECK(model_parse(&m,
-                      "{\"input\": [12, 10, 3], \"layers\": [{\"type\": \"rescaling\", "
-                      "\"scale\": 2, \"offset\": -1}, {\"type\": \"conv2d\", \"filters\": 6, "
-                      "\"kernel_size\": 3, \"padding\": \"same\", \"activation\": \"gelu\"}, "
-                      "{\"type\": \"avg_pool2d\"}, {\"type\": \"conv2d\", \"filters\": 8, "
-                      "\"kernel_size\": 3, \"activation\": \"silu\"}, {\"type\": \"activation\", "
-                      "\"activation\": \"tanh\"}, {\"type\": \"reshape\", \"target_shape\": [4, "
-                      "6, 4]}, {\"type\": \"global_max_pool2d\"}, {\"type\": \"dense\", "
-                      "\"units\": 8, \"activation\": \"sigmoid\"}, {\"type\": \"rescaling\", "
-                      "\"scale\": 3}, {\"type\": \"reshape\", \"target_shape\": [2, 2, 2]}, "
-                      "{\"type\": \"global_avg_pool2d\"}, {\"type\": \"dense\", \"units\": 5, "
-                      "\"activation\": \"softmax\"}]}",
-                      err, sizeof err) == 0);
-    size_t n = 6, in = 12 * 10 * 3;
-    float *x = host_floats(n * in, 5), *params = xmalloc(m.nparams * sizeof(float));
+    TEST_NEED_GPU(g);
     int32_t labels[6] = {0, 1, 2, 3, 4, 0};
-    model_init_params(&m, 3, params);
-    float *gc = xmalloc(m.nparams * sizeof(float)), *gg = xmalloc(m.nparams * sizeof(float));
-    double lc, lg;
-    run_model(&m, cpu_backend(), x, labels, n, params, gc, &lc);
-    run_model(&m, g, x, labels, n, params, gg, &lg);
-    CHECK_NEAR(lg, lc, 1e-4);
-    CHECK_ARRAY_NEAR("gradient", gg, gc, m.nparams, 1e-4);
-    free(x);
-    free(params);
-    free(gc);
-    free(gg);
-    model_free(&m);
+    check_gpu_model(g,
+                    "{\"input\": [12, 10, 3], \"layers\": [{\"type\": \"rescaling\", "
+                    "\"scale\": 2, \"offset\": -1}, {\"type\": \"conv2d\", \"filters\": 6, "
+                    "\"kernel_size\": 3, \"padding\": \"same\", \"activation\": \"gelu\"}, "
+                    "{\"type\": \"avg_pool2d\"}, {\"type\": \"conv2d\", \"filters\": 8, "
+                    "\"kernel_size\": 3, \"activation\": \"silu\"}, {\"type\": \"activation\", "
+                    "\"activation\": \"tanh\"}, {\"type\": \"reshape\", \"target_shape\": [4, "
+                    "6, 4]}, {\"type\": \"global_max_pool2d\"}, {\"type\": \"dense\", "
+                    "\"units\": 8, \"activation\": \"sigmoid\"}, {\"type\": \"rescaling\", "
+                    "\"scale\": 3}, {\"type\": \"reshape\", \"target_shape\": [2, 2, 2]}, "
+                    "{\"type\": \"global_avg_pool2d\"}, {\"type\": \"dense\", \"units\": 5, "
+                    "\"activation\": \"softmax\"}]}",
+                    labels, 6);
 }

@@ -2,8 +2,10 @@
 #include "test_helpers.h"
 
 #include "common/base/util.h"
+#include "test.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 conv2d_shape_t conv_case_shape(const conv_case_t *t) {
@@ -103,4 +105,73 @@ void test_ps_stop(test_ps_t *e) {
     rpc_server_stop(e->server);
     ps_service_free(&e->svc);
     model_free(&e->m);
+}
+
+const backend_t *test_gpu(char *why, size_t len) {
+    setenv("PSTRAIN_CUDA_MATH", "fp32", 1);
+    backend_choice_t c;
+    return backend_open("gpu", &c, why, len) ? NULL : c.be;
+}
+
+void *test_upload(const backend_t *be, const void *h, size_t bytes) {
+    void *d = BACKEND_XALLOC(be, bytes + 64);
+    be->upload(d, h, bytes);
+    return d;
+}
+
+float *test_download(const backend_t *be, const float *d, size_t n) {
+    float *h = xmalloc(n * sizeof(float));
+    be->download(h, d, n * sizeof(float));
+    return h;
+}
+
+/* Loss (model_loss's sum) and gradient (into grads, host) of a batch of n
+ * examples x (host) with labels on backend be at params (host), in training
+ * mode with dropout seed 7. */
+static void run_model(const model_t *m, const backend_t *be, const float *x, const int32_t *labels,
+                      size_t n, const float *params, float *grads, double *loss) {
+    model_exec_t *e = model_exec_create(m, be, n);
+    size_t in = m->input[0] * m->input[1] * m->input[2];
+    be->upload(model_exec_input(e), x, n * in * sizeof(float));
+    be->upload(model_exec_labels(e), labels, n * sizeof(int32_t));
+    float *p = test_upload(be, params, m->nparams * sizeof(float));
+    float *gr = test_upload(be, params, m->nparams * sizeof(float));
+    size_t right;
+    model_forward(e, p, n, true, 7, 0);
+    model_loss(e, n, loss, &right, NULL);
+    model_backward(e, p, n, 1.0f, gr);
+    be->download(grads, gr, m->nparams * sizeof(float));
+    be->free(p);
+    be->free(gr);
+    model_exec_free(e);
+}
+
+void check_gpu_model(const backend_t *g, const char *spec, const int32_t *labels, size_t n) {
+    model_t m;
+    char err[PS_ERRLEN];
+    if (model_parse(&m, spec, err, sizeof err)) {
+        test_fail(__FILE__, __LINE__, "spec: %s", err);
+        return;
+    }
+    size_t in = m.input[0] * m.input[1] * m.input[2];
+    float *x = xmalloc(n * in * sizeof(float)), *params = xmalloc(m.nparams * sizeof(float));
+    for (size_t i = 0; i < n * in; i++)
+        x[i] = 4.0f * rng_uniform(5, i) - 2.0f;
+    model_init_params(&m, 3, params);
+    /* Biases start at zero; move them so that their gradients count. */
+    for (size_t i = 0; i < m.nparams; i++)
+        params[i] += 0.05f * (rng_uniform(9, i) - 0.5f);
+    float *gc = xmalloc(m.nparams * sizeof(float)), *gg = xmalloc(m.nparams * sizeof(float));
+    double lc, lg;
+    run_model(&m, cpu_backend(), x, labels, n, params, gc, &lc);
+    run_model(&m, g, x, labels, n, params, gg, &lg);
+    if (fabs(lg - lc) > 1e-4 * fmax(1.0, fabs(lc)))
+        test_fail(__FILE__, __LINE__, "loss on the GPU %.9g, on the CPU %.9g", lg, lc);
+    else if (test_compare("gradient", gg, gc, m.nparams, 1e-4))
+        test_fail(__FILE__, __LINE__, "gradients differ");
+    free(x);
+    free(params);
+    free(gc);
+    free(gg);
+    model_free(&m);
 }

@@ -38,6 +38,27 @@ double central_difference(model_exec_t *e, float *params, size_t idx, float h, s
 /* Fails the test when model_backward of spec under the train.loss name loss
  * differs from central differences (test_model.c). */
 void check_gradients_loss(const char *spec, const char *loss, size_t n);
+/* Fails the test when n examples split over 3 threads give another loss,
+ * accuracy or gradient than on 1 thread, twice over (test_model.c). */
+void check_threads_same_gradient(const char *spec, size_t n);
+
+/* The GPU backend with float32 math (PSTRAIN_CUDA_MATH=fp32), or NULL with
+ * why filled: the CUDA tests skip then (TEST_NEED_GPU). */
+const backend_t *test_gpu(char *why, size_t len);
+#define TEST_NEED_GPU(var)                                                                         \
+    char var##_why_[PSTRAIN_BACKEND_WHY];                                                          \
+    const backend_t *var = test_gpu(var##_why_, sizeof var##_why_);                                \
+    if (!var) {                                                                                    \
+        test_skip("no usable GPU: %s", var##_why_);                                                \
+        return;                                                                                    \
+    }
+/* bytes of host memory h in new backend memory (freed with be->free). */
+void *test_upload(const backend_t *be, const void *h, size_t bytes);
+/* n floats of backend memory d in new host memory (freed with free). */
+float *test_download(const backend_t *be, const float *d, size_t n);
+/* Fails the test when spec's loss and gradients on the GPU g differ from the
+ * CPU's (1e-4) on n examples with the given labels. */
+void check_gpu_model(const backend_t *g, const char *spec, const int32_t *labels, size_t n);
 
 /* One PS of the MLP (SGD, seed 1, one replica, two workers) served on a
  * free loopback port in this process, with a channel to it. */

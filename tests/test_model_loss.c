@@ -47,7 +47,7 @@ void test_model_loss_auto(void) {
     CHECK(model_set_loss(&m, "hinge", err, sizeof err) != 0);
     CHECK_STR_CONTAINS(err, "hinge");
     CHECK(strcmp(model_loss_name(m.loss), "sparse_categorical_crossentropy") == 0);
-    /* a backend without the kernels (the CUDA plugin's today) refuses clearly */
+    /* a backend without the kernels refuses clearly */
     backend_t partial = *cpu_backend();
     partial.sigmoid_bce_forward = NULL;
     CHECK(model_loss_check_backend(&m, &partial, err, sizeof err) == 0);

@@ -352,6 +352,10 @@ int cmd_predict(int argc, char **argv) {
         log_print(stderr, "pstrain predict: %s", err);
         rc = EXIT_DATAERR;
     }
+    /* Keras's model of a from_logits head predicts the logits themselves. */
+    if (o.probs && m.loss == LOSS_SPARSE_CE_LOGITS)
+        log_info("pstrain predict: the model outputs logits (from_logits): --probs prints their "
+                 "softmax; Keras's predict gives the logits");
     cpu_backend_init();
     for (size_t i = 0; i < ninputs && rc == 0; i++)
         rc = has_image_suffix(inputs[i]) ? predict_png(&m, params, inputs[i], &o)

@@ -12,6 +12,7 @@
 #include "common/daemon/daemon.h"
 #include "common/base/exitcode.h"
 #include "common/model/model.h"
+#include "common/train/model_file.h"
 #include "common/rpc/rpc.h"
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
@@ -85,7 +86,7 @@ static int cmd_summary(int argc, char **argv) {
     }
     model_t m;
     char err[PS_ERRLEN];
-    if (model_load(&m, model_name, err, sizeof err)) {
+    if (model_file_load(&m, model_name, err, sizeof err)) {
         log_print(stderr, "pstrain summary: %s", err);
         return EXIT_USAGE;
     }

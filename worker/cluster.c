@@ -17,6 +17,7 @@
 #include "common/model/model.h"
 #include "common/peers/psclient.h"
 #include "common/rpc/wire.h"
+#include "common/train/model_file.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
 #include "pstrain.pb-c.h"
@@ -183,8 +184,7 @@ static int setup(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
     const cluster_t *cl = &w->d->cluster;
-    if (model_load(&w->model, c->model, err, sizeof err) ||
-        model_set_loss(&w->model, c->train.loss, err, sizeof err) ||
+    if (model_open(&w->model, c->model, c->train.loss, err, sizeof err) ||
         model_loss_check_backend(&w->model, w->be, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

@@ -21,6 +21,7 @@
 #include "common/model/model.h"
 #include "common/train/results.h"
 #include "common/train/store.h"
+#include "common/train/model_file.h"
 #include "common/train/trainer.h"
 #include "common/base/util.h"
 #include "worker/progress.h"
@@ -46,8 +47,7 @@ typedef struct {
 
 /* Loads the model and both splits and checks that they fit each other. */
 static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
-    if (model_load(&L->model, c->model, err, errlen) ||
-        model_set_loss(&L->model, c->train.loss, err, errlen))
+    if (model_open(&L->model, c->model, c->train.loss, err, errlen))
         return EXIT_USAGE;
     if (c->data.stream) {
         L->stream = datasets_open_stream(c, &L->model, 0, 1, &L->val, err, errlen);

@@ -37,7 +37,8 @@
 
 const config_key_t config_keys[] = {
     STRING_KEY("model", model, "cnn",
-               "builtin model \"cnn\" or \"mlp\", or the path of a JSON model file"),
+               "builtin model \"cnn\" or \"mlp\", or the path of a JSON model file (pstrain's "
+               "or Keras's to_json()) or of a Keras .keras file (its config.json)"),
     ENUM_KEY("device", device, "cpu", "cpu|gpu|auto",
              "where a worker computes: cpu; gpu (an error when no GPU backend loads); auto (a GPU "
              "when one is usable, else the CPU)"),
@@ -147,12 +148,13 @@ const config_key_t config_keys[] = {
     ENUM_KEY("train.loss", train.loss, "auto",
              "auto|sparse_categorical_crossentropy|sparse_categorical_crossentropy_from_logits|"
              "binary_crossentropy|mean_squared_error",
-             "loss (Keras JSON does not carry it); auto follows the last Dense layer: softmax: "
+             "loss (Keras JSON does not carry it); auto: the loss a .keras model file was "
+             "compiled with, else by the last Dense layer: softmax: "
              "sparse_categorical_crossentropy, sigmoid with 1 unit: binary_crossentropy (labels "
              "0/1, accuracy at 0.5), linear with 1 unit: mean_squared_error (the integer label "
              "as the target; accuracy: the rounded output equals it), linear with 2 or more "
              "units: sparse_categorical_crossentropy_from_logits. A loss the last layer does not "
-             "fit is an error. binary_crossentropy and mean_squared_error are CPU only"),
+             "fit is an error"),
     STRING_KEY("checkpoint.model_dir", checkpoint.model_dir, "runs/default",
                "directory of checkpoints, exports and event files"),
     INT_KEY("checkpoint.every_steps", checkpoint.every_steps, "0", 0, NO_LIMIT,

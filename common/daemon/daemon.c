@@ -7,6 +7,7 @@
 #include "common/base/exitcode.h"
 #include "common/base/log.h"
 #include "common/model/model.h"
+#include "common/train/model_file.h"
 #include "common/daemon/pidfile.h"
 #include "common/base/util.h"
 
@@ -68,7 +69,7 @@ static int check_config(daemon_t *d) {
     model_t m;
     int rc = EXIT_OK;
     const cluster_t *c = &d->cluster;
-    if (model_load(&m, d->cfg.model, err, sizeof err)) {
+    if (model_file_load(&m, d->cfg.model, err, sizeof err)) {
         log_print(stderr, "%s: %s", d->program, err);
         rc = EXIT_USAGE;
     } else if (d->have_cluster) {

@@ -64,6 +64,8 @@ bool kf_is_keras_path(const char *path);
  * On error out is left empty. */
 int kf_read(const char *path, kf_file_t *out, char *err, size_t errlen);
 void kf_free(kf_file_t *f);
+/* A .keras file's config.json alone, NUL-terminated (caller frees *json). */
+int kf_read_config(const char *path, char **json, char *err, size_t errlen);
 /* The group named name, or NULL. */
 const kf_group_t *kf_find(const kf_file_t *f, const char *name);
 

@@ -226,3 +226,15 @@ const kf_group_t *kf_find(const kf_file_t *f, const char *name) {
             return &f->groups[i];
     return NULL;
 }
+
+int kf_read_config(const char *path, char **json, char *err, size_t errlen) {
+    int zerr = 0;
+    size_t len;
+    *json = NULL;
+    zip_t *z = zip_open(path, ZIP_RDONLY, &zerr);
+    if (!z)
+        return ps_errf(err, errlen, "%s: not a readable .keras (zip) file", path);
+    int rc = zip_entry(z, path, "config.json", json, &len, err, errlen);
+    zip_discard(z);
+    return rc;
+}

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/model/model_internal.h"
 
 /* Activations pstrain runs (Keras's names; "swish" is Keras's alias of silu). */
 static const char supported_activations[] = "linear, relu, softmax, sigmoid, tanh, gelu, silu";
@@ -20,8 +21,13 @@ typedef struct {
 } keras_class_t;
 
 static const keras_class_t keras_classes[] = {
-    {"Conv2D", "conv2d", " filters kernel_size strides padding activation use_bias "},
-    {"Dense", "dense", " units activation use_bias "},
+    {"Conv2D", "conv2d",
+     " filters kernel_size strides padding activation use_bias kernel_regularizer "
+     "bias_regularizer "},
+    {"Dense", "dense", " units activation use_bias kernel_regularizer bias_regularizer "},
+    {"DepthwiseConv2D", "depthwise_conv2d",
+     " depth_multiplier kernel_size strides padding activation use_bias depthwise_regularizer "
+     "bias_regularizer "},
     {"MaxPooling2D", "max_pool2d", " pool_size strides padding "},
     {"AveragePooling2D", "avg_pool2d", " pool_size strides padding "},
     {"GlobalAveragePooling2D", "global_avg_pool2d", " "},
@@ -42,8 +48,7 @@ static const keras_class_t keras_classes[] = {
 static const char supported_classes[] =
     "InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
     "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, CenterCrop, Add, "
-    "Multiply, "
-    "Concatenate, Embedding, GlobalAveragePooling1D";
+    "Multiply, Concatenate, Embedding, GlobalAveragePooling1D, DepthwiseConv2D";
 
 static bool has_word(const char *words, const char *w) {
     char probe[96];
@@ -137,10 +142,10 @@ static const char *embedding_key(const char *key, json_object *v) {
  * value is fine, else what the value must be. */
 static const char *neutral_key(const char *key, json_object *v) {
     static const char *must_be_null[] = {
-        "kernel_regularizer",   "bias_regularizer", "activity_regularizer",
-        "kernel_constraint",    "bias_constraint",  "quantization_config",
-        "noise_shape",          "lora_rank",        "embeddings_regularizer",
-        "embeddings_constraint"};
+        "kernel_regularizer",   "bias_regularizer",      "activity_regularizer",
+        "kernel_constraint",    "bias_constraint",       "quantization_config",
+        "noise_shape",          "lora_rank",             "embeddings_regularizer",
+        "embeddings_constraint", "depthwise_constraint"};
     for (size_t i = 0; i < PS_ARRAY_LEN(must_be_null); i++)
         if (strcmp(key, must_be_null[i]) == 0)
             return is_null(v) ? "" : "null (pstrain implements none)";
@@ -169,7 +174,7 @@ static const char *neutral_key(const char *key, json_object *v) {
     if (!strcmp(key, "keepdims"))
         return json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v) ? ""
                                                                                         : "false";
-    if (!strcmp(key, "kernel_initializer"))
+    if (!strcmp(key, "kernel_initializer") || !strcmp(key, "depthwise_initializer"))
         return initializer_is(v, "GlorotUniform", "glorot_uniform")
                    ? ""
                    : "GlorotUniform (the kernel initializer pstrain implements)";
@@ -214,6 +219,21 @@ static int carry_key(json_object *out, const char *name, const char *cls, const 
     }
     if (!strcmp(key, "strides") && is_null(v))
         return 0; /* pooling: the pool size */
+    if (strstr(key, "_regularizer")) {
+        /* checked here so that the error names the Keras layer; carried as
+         * pstrain's {"l2": x}, the depthwise kernel's as the kernel's */
+        float l2;
+        char why[PS_ERRLEN];
+        if (model_reg_value(v, &l2, why, sizeof why))
+            return KERAS_ERR(err, errlen, name, cls, "\"%s\" is %s", key, why);
+        if (l2 > 0.0f) {
+            json_object *r = json_object_new_object();
+            json_object_object_add(r, "l2", json_object_new_double((double)l2));
+            json_object_object_add(out,
+                                   strcmp(key, "bias_regularizer") ? "kernel_regularizer" : key, r);
+        }
+        return 0;
+    }
     json_object_object_add(out, key, json_object_get(v));
     return 0;
 }

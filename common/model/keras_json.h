@@ -21,4 +21,11 @@ bool keras_json_is_model(json_object *root);
  * caller puts the result. */
 json_object *keras_json_to_spec(json_object *root, char *err, size_t errlen);
 
+/* The train.loss name of the loss in a .keras file's config.json
+ * ("compile_config": {"loss": ...}; keras_compile.c) into loss, or "" when
+ * the model was saved uncompiled; -1 with err naming the loss and what is
+ * supported (categorical cross-entropy's one-hot labels, from_logits on
+ * binary cross-entropy, several outputs' losses, label smoothing). */
+int keras_compile_loss(const char *config_json, char *loss, size_t len, char *err, size_t errlen);
+
 #endif

@@ -52,6 +52,11 @@ static void layer_args(json_object *c, const layer_t *l) {
         json_object_object_add(c, "filters", json_object_new_int64((int64_t)l->filters));
         add_window(c, l, l->kernel, "kernel_size");
         break;
+    case LAYER_DEPTHWISE_CONV2D:
+        json_object_object_add(c, "depth_multiplier",
+                               json_object_new_int64((int64_t)l->multiplier));
+        add_window(c, l, l->kernel, "kernel_size");
+        break;
     case LAYER_DENSE:
         json_object_object_add(c, "units", json_object_new_int64((int64_t)l->units));
         break;
@@ -82,10 +87,16 @@ static void layer_args(json_object *c, const layer_t *l) {
     default:
         break;
     }
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE || l->kind == LAYER_ACTIVATION)
+    bool kernel =
+        l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE || l->kind == LAYER_DEPTHWISE_CONV2D;
+    if (kernel || l->kind == LAYER_ACTIVATION)
         add_str(c, "activation", model_activation_name(l->activation));
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE)
+    if (kernel) {
         json_object_object_add(c, "use_bias", json_object_new_boolean(l->use_bias));
+        model_reg_keras(l, c,
+                        l->kind == LAYER_DEPTHWISE_CONV2D ? "depthwise_regularizer"
+                                                          : "kernel_regularizer");
+    }
 }
 
 /* A Keras tensor naming the layer that makes it (a Functional model's edge). */

@@ -41,8 +41,10 @@ typedef struct {
 
 static const layer_info_t layer_infos[] = {
     {"conv2d", "conv2d", "Conv2D", LAYER_CONV2D,
-     " type name filters kernel_size strides padding activation use_bias "},
-    {"dense", "dense", "Dense", LAYER_DENSE, " type name units activation use_bias "},
+     " type name filters kernel_size strides padding activation use_bias kernel_regularizer "
+     "bias_regularizer "},
+    {"dense", "dense", "Dense", LAYER_DENSE,
+     " type name units activation use_bias kernel_regularizer bias_regularizer "},
     {"max_pool2d", "max_pooling2d", "MaxPooling2D", LAYER_MAX_POOL2D,
      " type name pool_size strides padding "},
     {"dropout", "dropout", "Dropout", LAYER_DROPOUT, " type name rate "},
@@ -63,7 +65,21 @@ static const layer_info_t layer_infos[] = {
     {"embedding", "embedding", "Embedding", LAYER_EMBEDDING, " type name input_dim output_dim "},
     {"global_avg_pool1d", "global_average_pooling1d", "GlobalAveragePooling1D",
      LAYER_GLOBAL_AVG_POOL1D, " type name "},
+    {"depthwise_conv2d", "depthwise_conv2d", "DepthwiseConv2D", LAYER_DEPTHWISE_CONV2D,
+     " type name depth_multiplier kernel_size strides padding activation use_bias "
+     "kernel_regularizer bias_regularizer "},
 };
+
+/* Layers with a kernel (and a bias): their activation, use_bias and
+ * regularizers. */
+static bool has_kernel(layer_kind_t k) {
+    return k == LAYER_CONV2D || k == LAYER_DENSE || k == LAYER_DEPTHWISE_CONV2D;
+}
+
+/* Convolutions over an image: kernel_size, strides, padding. */
+static bool is_conv(layer_kind_t k) {
+    return k == LAYER_CONV2D || k == LAYER_DEPTHWISE_CONV2D;
+}
 
 static const layer_info_t *info_of_kind(layer_kind_t kind) {
     for (size_t i = 0; i < PS_ARRAY_LEN(layer_infos); i++)
@@ -184,7 +200,7 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
             "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
             "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
             "global_avg_pool2d, global_max_pool2d, center_crop, add, multiply, concatenate, "
-            "embedding or global_avg_pool1d)",
+            "embedding, global_avg_pool1d or depthwise_conv2d)",
             i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
@@ -209,8 +225,14 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
     }
     switch (l->kind) {
     case LAYER_CONV2D:
-        if (!json_object_object_get_ex(o, "filters", &v) || get_count(v, &l->filters))
+    case LAYER_DEPTHWISE_CONV2D:
+        if (l->kind == LAYER_CONV2D &&
+            (!json_object_object_get_ex(o, "filters", &v) || get_count(v, &l->filters)))
             return LAYER_ERR(err, errlen, i, l, "\"filters\" must be %s", count_want(v));
+        l->multiplier = 1;
+        if (l->kind == LAYER_DEPTHWISE_CONV2D &&
+            json_object_object_get_ex(o, "depth_multiplier", &v) && get_count(v, &l->multiplier))
+            return LAYER_ERR(err, errlen, i, l, "\"depth_multiplier\" must be %s", count_want(v));
         if (!json_object_object_get_ex(o, "kernel_size", &v) || model_get_pair(v, l->kernel))
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "\"kernel_size\" must be a positive integer or a pair of them");
@@ -259,13 +281,13 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
         break;
     }
     }
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D || l->kind == LAYER_AVG_POOL2D) {
+    if (is_conv(l->kind) || l->kind == LAYER_MAX_POOL2D || l->kind == LAYER_AVG_POOL2D) {
         json_object *p = NULL;
         json_object_object_get_ex(o, "padding", &p);
         if (parse_padding(p, &l->same))
             return LAYER_ERR(err, errlen, i, l, "%s", "\"padding\" must be \"valid\" or \"same\"");
     }
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) {
+    if (has_kernel(l->kind)) {
         json_object *a = NULL;
         json_object_object_get_ex(o, "activation", &a);
         if (parse_activation(a, &l->activation))
@@ -276,6 +298,9 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
                 return LAYER_ERR(err, errlen, i, l, "%s", "\"use_bias\" must be true or false");
             l->use_bias = json_object_get_boolean(v);
         }
+        char why[PS_ERRLEN];
+        if (model_reg_parse(l, o, why, sizeof why))
+            return LAYER_ERR(err, errlen, i, l, "%s", why);
     }
     return 0;
 }
@@ -333,12 +358,13 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
                          "global_avg_pool1d after the embedding first");
     switch (l->kind) {
     case LAYER_CONV2D:
+    case LAYER_DEPTHWISE_CONV2D:
     case LAYER_MAX_POOL2D: {
         if (l->flat_in)
             return LAYER_ERR(err, errlen, i, l, "%s",
                              "needs an image input [h, w, c], not a flat one");
-        size_t kh = l->kind == LAYER_CONV2D ? l->kernel[0] : l->pool[0];
-        size_t kw = l->kind == LAYER_CONV2D ? l->kernel[1] : l->pool[1];
+        size_t kh = is_conv(l->kind) ? l->kernel[0] : l->pool[0];
+        size_t kw = is_conv(l->kind) ? l->kernel[1] : l->pool[1];
         conv2d_shape_t s = {.n = 1,
                             .h = h,
                             .w = w,
@@ -354,10 +380,16 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
                              kh, kw, h, w);
         l->out[0] = s.oh;
         l->out[1] = s.ow;
-        l->out[2] = l->kind == LAYER_CONV2D ? l->filters : c;
-        if (l->kind == LAYER_CONV2D) {
-            size_t shape[4] = {kh, kw, c, l->filters};
-            model_add_var(m, l, "kernel", 4, shape, kh * kw * c, kh * kw * l->filters);
+        if (l->kind == LAYER_DEPTHWISE_CONV2D)
+            l->filters = c * l->multiplier;
+        l->out[2] = is_conv(l->kind) ? l->filters : c;
+        if (is_conv(l->kind)) {
+            /* Keras's depthwise kernel is [kh, kw, c, multiplier] (Keras 3 calls
+             * it "kernel", tf.keras 2 "depthwise_kernel"); its Glorot fans are
+             * those of that shape. */
+            size_t cout = l->kind == LAYER_CONV2D ? l->filters : l->multiplier;
+            size_t shape[4] = {kh, kw, c, cout};
+            model_add_var(m, l, "kernel", 4, shape, kh * kw * c, kh * kw * cout);
             l->kernel_var = (int)m->nvars - 1;
         }
         break;
@@ -398,7 +430,7 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
         break;
     }
     }
-    if ((l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) && l->use_bias) {
+    if (has_kernel(l->kind) && l->use_bias) {
         size_t shape[1] = {l->out[2]};
         model_add_var(m, l, "bias", 1, shape, 0, 0);
         l->bias_var = (int)m->nvars - 1;
@@ -640,7 +672,12 @@ static json_object *layer_json(const layer_t *l) {
     json_object_object_add(o, "name", json_object_new_string(l->name));
     switch (l->kind) {
     case LAYER_CONV2D:
-        json_object_object_add(o, "filters", json_object_new_int64((int64_t)l->filters));
+    case LAYER_DEPTHWISE_CONV2D:
+        if (l->kind == LAYER_CONV2D)
+            json_object_object_add(o, "filters", json_object_new_int64((int64_t)l->filters));
+        else
+            json_object_object_add(o, "depth_multiplier",
+                                   json_object_new_int64((int64_t)l->multiplier));
         json_object_object_add(o, "kernel_size", pair_json(l->kernel));
         json_object_object_add(o, "strides", pair_json(l->strides));
         break;
@@ -664,12 +701,13 @@ static json_object *layer_json(const layer_t *l) {
         model_extra_json(l, o);
         break;
     }
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_MAX_POOL2D)
+    if (is_conv(l->kind) || l->kind == LAYER_MAX_POOL2D)
         json_object_object_add(o, "padding", json_object_new_string(l->same ? "same" : "valid"));
-    if (l->kind == LAYER_CONV2D || l->kind == LAYER_DENSE) {
+    if (has_kernel(l->kind)) {
         json_object_object_add(o, "activation",
                                json_object_new_string(model_activation_name(l->activation)));
         json_object_object_add(o, "use_bias", json_object_new_boolean(l->use_bias));
+        model_reg_json(l, o);
     }
     return o;
 }
@@ -710,6 +748,8 @@ static double layer_macs(const layer_t *l) {
     if (l->kind == LAYER_CONV2D)
         return (double)(l->out[0] * l->out[1] * l->filters) *
                (double)(l->kernel[0] * l->kernel[1] * l->in[2]);
+    if (l->kind == LAYER_DEPTHWISE_CONV2D)
+        return (double)(l->out[0] * l->out[1] * l->filters) * (double)(l->kernel[0] * l->kernel[1]);
     if (l->kind == LAYER_DENSE)
         return (double)l->in_size * (double)l->units;
     return 0.0;

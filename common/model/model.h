@@ -38,6 +38,8 @@ typedef enum {
     /* Token ids to vectors, and the pooling of a sequence (common/model/model_embed.c). */
     LAYER_EMBEDDING,
     LAYER_GLOBAL_AVG_POOL1D,
+    /* Keras's DepthwiseConv2D (kernels/cpu/ops_depthwise.c). */
+    LAYER_DEPTHWISE_CONV2D,
 } layer_kind_t;
 
 #define MODEL_MAX_INPUTS 8
@@ -66,7 +68,8 @@ typedef struct {
     activation_t activation;
     bool use_bias;
     size_t units;        /* dense */
-    size_t filters;      /* conv2d */
+    size_t filters;      /* conv2d; depthwise_conv2d: in channels * multiplier */
+    size_t multiplier;   /* depthwise_conv2d depth_multiplier */
     size_t kernel[2];    /* conv2d kernel_size */
     size_t pool[2];      /* max_pool2d, avg_pool2d pool_size; global pools: [h, w] */
     size_t strides[2];   /* conv2d (default 1) and the pools (default pool_size) */
@@ -80,6 +83,8 @@ typedef struct {
     bool flat_in, flat_out;       /* a vector, not an image (after flatten or dense) */
     size_t in_size, out_size;     /* elements per example */
     int kernel_var, bias_var;     /* indexes into model_t.vars, -1 if none */
+    float l2[2];                  /* L2 regularizer factors of the kernel and the bias (0: none):
+                                   * the loss adds l2 * sum(w^2) (common/model/model_reg.c) */
     size_t ninputs;               /* 1, or more for a merge */
     int inputs[MODEL_MAX_INPUTS]; /* earlier layers whose outputs this layer takes; -1 is the
                                    * model's input (a chain: {i - 1}) */
@@ -127,6 +132,9 @@ int model_loss_auto(const model_t *m, loss_t *out, char *err, size_t errlen);
 /* Sets the loss by its train.loss name ("auto" keeps model_loss_auto's);
  * fails when the last layer does not fit it. Logs which loss it chose. */
 int model_set_loss(model_t *m, const char *name, char *err, size_t errlen);
+/* Sets the loss by its train.loss name as train.loss=auto found it in
+ * source (e.g. a .keras file's compile config), which the log line names. */
+int model_set_loss_from(model_t *m, const char *name, const char *source, char *err, size_t errlen);
 /* Labels are 0 .. this - 1: the units of a softmax or logits head, 2 for
  * binary cross-entropy, MODEL_MAX_LABELS for mean squared error. */
 #define MODEL_MAX_LABELS 256

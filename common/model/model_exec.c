@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/model/model_internal.h"
 
 struct model_exec {
     const model_t *m;
@@ -28,6 +29,8 @@ struct model_exec {
     float *grad[2];                /* ping-pong gradients of layer outputs */
     void *ws;                      /* conv workspace */
     float *host_probs, *host_loss; /* downloads for model_loss */
+    const float *params;           /* of the last forward, for the regularizers' loss */
+    float *reg_dot;                /* one float of scratch for model_reg_loss */
     int32_t *host_labels;
     uint64_t dropout_seed, example_offset; /* of the last forward, for backward */
     model_hook_fn before_forward, after_backward;
@@ -114,8 +117,9 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
         if (!is_view(l))
             e->act[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         /* the last layer's activation belongs to the loss, which computes it */
-        if ((l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D) && i + 1 < m->nlayers &&
-            extra_act(l->activation, &f))
+        bool kernel =
+            l->kind == LAYER_DENSE || l->kind == LAYER_CONV2D || l->kind == LAYER_DEPTHWISE_CONV2D;
+        if (kernel && i + 1 < m->nlayers && extra_act(l->activation, &f))
             e->pre[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (m->graph)
             e->dout[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
@@ -126,6 +130,7 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
     }
     e->logits = BACKEND_XALLOC(be, max_batch * m->nclasses * sizeof(float));
     e->row_loss = BACKEND_XALLOC(be, max_batch * sizeof(float));
+    e->reg_dot = BACKEND_XALLOC(be, sizeof(float));
     e->grad[0] = BACKEND_XALLOC(be, max_batch * max_out * sizeof(float));
     e->grad[1] = BACKEND_XALLOC(be, max_batch * max_out * sizeof(float));
     e->ws = BACKEND_XALLOC(be, ws);
@@ -155,6 +160,7 @@ void model_exec_free(model_exec_t *e) {
     be->free(e->own_labels);
     be->free(e->logits);
     be->free(e->row_loss);
+    be->free(e->reg_dot);
     be->free(e->grad[0]);
     be->free(e->grad[1]);
     be->free(e->ws);
@@ -209,7 +215,11 @@ static void conv_forward(model_exec_t *e, const layer_t *l, const float *params,
     const backend_t *be = e->be;
     conv2d_shape_t s = conv_shape(l, n);
     float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
-    be->conv2d_forward(z, x, params + e->m->vars[l->kernel_var].offset, &s, e->ws);
+    const float *w = params + e->m->vars[l->kernel_var].offset;
+    if (l->kind == LAYER_DEPTHWISE_CONV2D)
+        be->depthwise_conv2d_forward(z, x, w, &s);
+    else
+        be->conv2d_forward(z, x, w, &s, e->ws);
     if (l->bias_var >= 0)
         be->bias_add(z, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
     activate(e, l, pre, y, n);
@@ -303,6 +313,7 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
     const backend_t *be = e->be;
     e->dropout_seed = dropout_seed;
     e->example_offset = example_offset;
+    e->params = params;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
         bool last = i + 1 == m->nlayers;
@@ -312,6 +323,7 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
             e->before_forward(e->hook_arg, i);
         switch (l->kind) {
         case LAYER_CONV2D:
+        case LAYER_DEPTHWISE_CONV2D:
             conv_forward(e, l, params, x, y, n);
             break;
         case LAYER_DENSE:
@@ -386,6 +398,9 @@ void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, in
             pred[r] = best;
         sum += e->host_loss[r];
     }
+    /* The regularizers' term belongs to each example's share of the mean. */
+    if (n && model_has_reg(e->m))
+        sum += (double)n * model_reg_loss(e->m, be, e->params, e->reg_dot);
     *loss_sum = sum;
     *correct = right;
 }
@@ -472,15 +487,23 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
             return dy;
         be->gemm(false, true, n, l->in_size, l->units, 1.0f, dy, params + kv->offset, 0.0f, dx);
         return dx;
-    case LAYER_CONV2D: {
+    case LAYER_CONV2D:
+    case LAYER_DEPTHWISE_CONV2D: {
         conv2d_shape_t s = conv_shape(l, n);
+        bool depthwise = l->kind == LAYER_DEPTHWISE_CONV2D;
         act_backward(e, i, dy, n);
         if (bv)
             be->bias_grad(grads + bv->offset, dy, n * s.oh * s.ow, s.f);
-        be->conv2d_backward_filter(grads + kv->offset, dy, x, &s, e->ws);
+        if (depthwise)
+            be->depthwise_conv2d_backward_filter(grads + kv->offset, dy, x, &s);
+        else
+            be->conv2d_backward_filter(grads + kv->offset, dy, x, &s, e->ws);
         if (!need_dx)
             return dy;
-        be->conv2d_backward_data(dx, dy, params + kv->offset, &s, e->ws);
+        if (depthwise)
+            be->depthwise_conv2d_backward_data(dx, dy, params + kv->offset, &s);
+        else
+            be->conv2d_backward_data(dx, dy, params + kv->offset, &s, e->ws);
         return dx;
     }
     case LAYER_MAX_POOL2D: {
@@ -509,6 +532,16 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
         return need_dx ? extra_backward(e, l, n, x, y, dy, dx) : dy;
     }
     return dy;
+}
+
+/* Adds the regularizers' gradient to layer i's variables' (after its
+ * backward wrote them): the share of these n examples in a batch of n /
+ * scale, so that a batch split over threads sums to the whole term once. */
+static void reg_backward(model_exec_t *e, size_t i, const float *params, size_t n, float scale,
+                         float *grads) {
+    const layer_t *l = &e->m->layers[i];
+    if (l->kernel_var >= 0)
+        model_reg_backward(e->m, l, e->be, params, scale * (float)n, grads);
 }
 
 /* dout[src] += the gradient of a merge's input k, given its output's dy. */
@@ -558,6 +591,7 @@ static void graph_backward(model_exec_t *e, const float *params, size_t n, float
             float *dx = layer_backward(e, i, params, n, dy, e->grad[0], need, grads);
             if (need)
                 e->be->axpy(e->dout[src], 1.0f, dx, n * l->in_size);
+            reg_backward(e, i, params, n, scale, grads);
         }
         if (e->after_backward)
             e->after_backward(e->hook_arg, i);
@@ -576,6 +610,7 @@ void model_backward(model_exec_t *e, const float *params, size_t n, float scale,
     for (size_t i = m->nlayers; i-- > first;) {
         float *spare = dy == e->grad[0] ? e->grad[1] : e->grad[0];
         dy = layer_backward(e, i, params, n, dy, spare, i > first, grads);
+        reg_backward(e, i, params, n, scale, grads);
         if (e->after_backward)
             e->after_backward(e->hook_arg, i);
     }

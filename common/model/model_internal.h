@@ -47,4 +47,24 @@ int model_embed_infer(model_t *m, size_t i, char *why, size_t whylen);
 /* Keras's class name of a layer kind ("Conv2D"). */
 const char *model_layer_class(layer_kind_t kind);
 
+/* L2 regularizers (model_reg.c). A regularizer's L2 factor from its JSON:
+ * null (0), "l2", Keras's {"class_name": "L2" or "L1L2" with l1 0, "config":
+ * {...}}, or pstrain's {"l2": x}; -1 with why (the value and what it must
+ * be) for any other. */
+int model_reg_value(json_object *v, float *l2, char *why, size_t whylen);
+/* A layer's "kernel_regularizer" and "bias_regularizer" into l->l2. */
+int model_reg_parse(layer_t *l, json_object *o, char *why, size_t whylen);
+/* The canonical spec's regularizers ({"l2": x}; none when 0). */
+void model_reg_json(const layer_t *l, json_object *o);
+/* Keras 3's serialized L2 objects into a layer's config, the kernel's under
+ * kernel_key ("kernel_regularizer", "depthwise_regularizer"). */
+void model_reg_keras(const layer_t *l, json_object *config, const char *kernel_key);
+bool model_has_reg(const model_t *m);
+/* sum of l2 * sum(w^2) over the regularized variables at params (backend
+ * memory); dot is one float of backend scratch. */
+double model_reg_loss(const model_t *m, const backend_t *be, const float *params, float *dot);
+/* grads += factor * 2 * l2 * w for layer l's regularized variables. */
+void model_reg_backward(const model_t *m, const layer_t *l, const backend_t *be,
+                        const float *params, float factor, float *grads);
+
 #endif

@@ -52,12 +52,8 @@ int model_loss_auto(const model_t *m, loss_t *out, char *err, size_t errlen) {
                    m->nlayers - 1);
 }
 
-int model_set_loss(model_t *m, const char *name, char *err, size_t errlen) {
-    if (strcmp(name, "auto") == 0) {
-        log_info("train.loss auto: %s (the last layer is %s)", model_loss_name(m->loss),
-                 heads[m->loss].why);
-        return 0;
-    }
+/* Sets the loss named name (not "auto") when the last layer fits it. */
+static int set_named(model_t *m, const char *name, char *err, size_t errlen) {
     for (size_t i = 0; i < PS_ARRAY_LEN(loss_names); i++) {
         if (strcmp(name, loss_names[i]) != 0)
             continue;
@@ -65,10 +61,29 @@ int model_set_loss(model_t *m, const char *name, char *err, size_t errlen) {
             return ps_errf(err, errlen, "train.loss %s needs the last layer to be %s", name,
                            heads[i].why);
         m->loss = (loss_t)i;
-        log_info("train.loss %s", name);
         return 0;
     }
     return ps_errf(err, errlen, "train.loss %s is not a loss pstrain implements", name);
+}
+
+int model_set_loss(model_t *m, const char *name, char *err, size_t errlen) {
+    if (strcmp(name, "auto") == 0) {
+        log_info("train.loss auto: %s (the last layer is %s)", model_loss_name(m->loss),
+                 heads[m->loss].why);
+        return 0;
+    }
+    if (set_named(m, name, err, errlen))
+        return -1;
+    log_info("train.loss %s", name);
+    return 0;
+}
+
+int model_set_loss_from(model_t *m, const char *name, const char *source, char *err,
+                        size_t errlen) {
+    if (set_named(m, name, err, errlen))
+        return -1;
+    log_info("train.loss auto: %s (%s)", name, source);
+    return 0;
 }
 
 int model_loss_check_backend(const model_t *m, const backend_t *be, char *err, size_t errlen) {

@@ -9,6 +9,7 @@
 #include "common/base/util.h"
 #include "common/formats/keras_file.h"
 #include "common/formats/safetensors.h"
+#include "common/train/model_file.h"
 
 /* The file's groups that hold arrays, for errors: "conv2d, dense, dense_1". */
 static void groups_found(const kf_file_t *f, char *out, size_t len) {
@@ -179,6 +180,11 @@ int keras_load(const char *path, model_t *m, float **params, char *err, size_t e
     }
     if (model_parse(m, f.config_json, inner, sizeof inner)) {
         ps_errf(err, errlen, "%s: config.json: %s", path, inner);
+        goto out;
+    }
+    /* The loss it was compiled with, as model=FILE.keras takes it. */
+    if (model_loss_from_config(m, "auto", f.config_json, path, err, errlen)) {
+        model_free(m);
         goto out;
     }
     *params = xalloc_aligned(m->nparams * sizeof(float));

@@ -1,7 +1,7 @@
 /* Keras 3 weight files (.keras, .weights.h5) as pstrain variables. Keras
  * saves layer i's variables as arrays 0, 1, ... of the group
  * layers/<model_keras_h5_name(m, i)>/vars, in get_weights order: kernel then
- * bias for Conv2D and Dense, which is pstrain's order too. */
+ * bias for Conv2D, DepthwiseConv2D and Dense, which is pstrain's order too. */
 #ifndef PSTRAIN_KERAS_WEIGHTS_H
 #define PSTRAIN_KERAS_WEIGHTS_H
 

@@ -7,6 +7,8 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_gemm.h"
 #include "kernels/cpu/cpu_optim.h"
+#include "kernels/cpu/cpu_hot.h"
+#include "kernels/cpu/ops_depthwise.h"
 #include "kernels/cpu/ops_extra.h"
 #include "kernels/cpu/ops_embed.h"
 
@@ -15,21 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Hot loops get one clone per vector ISA, picked when the program loads (the
- * build has no -march), and GCC's full vectoriser cost model: -O2's "very
- * cheap" model leaves every loop whose trip count is not a known multiple of
- * the vector width scalar. Not under GCC's ThreadSanitizer: the clones'
- * ifunc resolvers run while the loader relocates the program, before the
- * TSan runtime is set up, and their instrumented entry crashes the program
- * before main (clang has no such clones here, so it is unaffected). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
-#define CPU_HOT                                                                                    \
-    __attribute__((optimize("vect-cost-model=dynamic", "no-tree-loop-distribute-patterns"),        \
-                   target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define CPU_HOT
-#endif
 
 /* Bytes of im2col matrix handled per product. With the AVX-512 kernel,
  * pstrain-bench-kernels measured chunks of 128 KiB to 512 KiB as equally
@@ -679,6 +666,9 @@ static const backend_t cpu_table = {
     .copy_cols = cpu_copy_cols,
     .embed_forward = cpu_embed_forward,
     .embed_backward = cpu_embed_backward,
+    .depthwise_conv2d_forward = cpu_depthwise_conv2d_forward,
+    .depthwise_conv2d_backward_data = cpu_depthwise_conv2d_backward_data,
+    .depthwise_conv2d_backward_filter = cpu_depthwise_conv2d_backward_filter,
 };
 
 const backend_t *cpu_backend(void) {

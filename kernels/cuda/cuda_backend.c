@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/ops_extra.h"
 #include "kernels/cuda/ops_embed.h"
+#include "kernels/cuda/ops_more.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -291,6 +292,10 @@ static const backend_t cuda_table = {
     .relu_backward = cu_relu_backward,
     .softmax_xent_forward = cu_softmax_xent_forward,
     .softmax_xent_backward = cu_softmax_xent_backward,
+    .sigmoid_bce_forward = cuk_sigmoid_bce_forward,
+    .sigmoid_bce_backward = cuk_sigmoid_bce_backward,
+    .mse_forward = cuk_mse_forward,
+    .mse_backward = cuk_mse_backward,
     .dropout_forward = cu_dropout,
     .dropout_backward = cu_dropout,
     .axpy = cu_axpy,
@@ -313,6 +318,9 @@ static const backend_t cuda_table = {
     .copy_cols = cuk_copy_cols,
     .embed_forward = cuk_embed_forward,
     .embed_backward = cuk_embed_backward,
+    .depthwise_conv2d_forward = cuk_depthwise_conv2d_forward,
+    .depthwise_conv2d_backward_data = cuk_depthwise_conv2d_backward_data,
+    .depthwise_conv2d_backward_filter = cuk_depthwise_conv2d_backward_filter,
 };
 
 /* ---- start-up: find the device, start the libraries ---- */

@@ -148,6 +148,73 @@ def embedding():
 
 MODELS["embedding"] = embedding
 
+def regularized():
+    """L2 regularizers (Keras 3's L2, "l2" and L1L2 with l1 0) on Conv2D,
+    DepthwiseConv2D and Dense, and a head of logits (compiled with
+    from_logits=True)."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(8, 3, padding="same", activation="relu",
+                      kernel_regularizer=keras.regularizers.L2(2e-3)),
+        layers.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same",
+                               activation="relu", depthwise_regularizer="l2",
+                               bias_regularizer=keras.regularizers.L2(1e-3)),
+        layers.DepthwiseConv2D((3, 2), activation="tanh", use_bias=False),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(10, kernel_regularizer=keras.regularizers.L1L2(l1=0.0, l2=1e-3),
+                     bias_regularizer="l2"),
+    ])
+
+
+MODELS["regularized"] = regularized
+
+# The loss each model is compiled with when saved as a .keras file.
+COMPILE_LOSS = {"regularized": lambda: keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True)}
+
+
+def save(name, out):
+    """Saves model NAME, compiled with its loss and untrained, as OUT (.keras)."""
+    model = MODELS[name]()
+    loss = COMPILE_LOSS.get(name, lambda: "sparse_categorical_crossentropy")()
+    model.compile(optimizer="adam", loss=loss)
+    model.save(out)
+
+
+def check_export(name, keras_file, pstrain_out, images, labels, pstrain_loss):
+    """Keras's load_model of pstrain's export against pstrain: predictions
+    (the softmax of a logits head) within 1e-4, and Keras's evaluate, whose
+    loss holds the regularizers' term, against `pstrain evaluate`'s loss
+    (printed to 4 decimals)."""
+    import gzip
+    import numpy as np
+    model = keras.models.load_model(keras_file)
+    model.compile(loss=COMPILE_LOSS.get(name, lambda: "sparse_categorical_crossentropy")())
+    x = read_idx_images(images).astype(np.float32) / np.float32(255)
+    with gzip.open(labels) as f:
+        y = np.frombuffer(f.read()[8:], np.uint8).astype(np.int32)
+    logits = model.predict(x, batch_size=500, verbose=0)
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    got = np.array([[float(v) for v in line.split(" probs ")[1].split()[:want.shape[1]]]
+                    for line in open(pstrain_out) if " probs " in line], np.float64)
+    if got.shape != want.shape:
+        sys.exit(f"FAIL: pstrain predicted {got.shape}, Keras {want.shape}")
+    diff = np.abs(got - want).max()
+    loss = model.evaluate(x, y, batch_size=500, verbose=0)
+    reg = float(sum(float(v) for v in model.losses))
+    ce = float(-np.log(np.maximum(want[np.arange(len(y)), y], 1e-30)).mean())
+    print(f"{len(got)} images: largest |pstrain - Keras| probability {diff:.2e}; Keras evaluate "
+          f"loss {loss:.6f} (cross-entropy {ce:.6f} + regularizers {reg:.6f}), pstrain "
+          f"{pstrain_loss}")
+    if diff > 1e-4:
+        sys.exit("FAIL: predictions differ")
+    if reg < 0.01 or abs(loss - (ce + reg)) > 1e-4:
+        sys.exit("FAIL: Keras's loss does not hold a regularizers' term")
+    if abs(loss - float(pstrain_loss)) > 1.5e-4:
+        sys.exit(f"FAIL: pstrain's loss {pstrain_loss}, Keras's {loss:.6f}")
+
 
 def read_idx_images(path):
     import gzip
@@ -283,6 +350,12 @@ def main():
         return
     if cmd == "predict":
         predict(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
+    if cmd == "save":
+        save(sys.argv[2], sys.argv[3])
+        return
+    if cmd == "check_export":
+        check_export(*sys.argv[2:8])
         return
     if cmd != "summary":
         sys.exit(f"unknown command {cmd}")
