@@ -142,9 +142,9 @@ static const char *embedding_key(const char *key, json_object *v) {
  * value is fine, else what the value must be. */
 static const char *neutral_key(const char *key, json_object *v) {
     static const char *must_be_null[] = {
-        "kernel_regularizer",   "bias_regularizer",      "activity_regularizer",
-        "kernel_constraint",    "bias_constraint",       "quantization_config",
-        "noise_shape",          "lora_rank",             "embeddings_regularizer",
+        "kernel_regularizer",    "bias_regularizer",    "activity_regularizer",
+        "kernel_constraint",     "bias_constraint",     "quantization_config",
+        "noise_shape",           "lora_rank",           "embeddings_regularizer",
         "embeddings_constraint", "depthwise_constraint"};
     for (size_t i = 0; i < PS_ARRAY_LEN(must_be_null); i++)
         if (strcmp(key, must_be_null[i]) == 0)
