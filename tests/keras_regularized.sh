@@ -43,21 +43,34 @@ loss=$(sed -n 's/^step 200: loss: \([0-9.]*\) .*/\1/p' "$tmp/eval.out")
 kpy check_export regularized "$export/model.keras" "$tmp/pred.out" \
   "$data/t10k-images-idx3-ubyte.gz" "$data/t10k-labels-idx1-ubyte.gz" "$loss"
 
-# A compile loss pstrain cannot train is one error, exit 2.
-python3 - "$tmp/reg.keras" "$tmp/cat.keras" <<'PY'
+# Categorical cross-entropy: pstrain's class indexes stand for the one-hot
+# labels Keras evaluates with; the losses agree.
+python3 - "$tmp/reg.keras" "$tmp/cat.keras" "$tmp/hinge.keras" <<'PY'
 import json, sys, zipfile
-src, dst = sys.argv[1:]
-with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-    for item in zin.infolist():
-        data = zin.read(item.filename)
-        if item.filename == "config.json":
-            cfg = json.loads(data)
-            cfg["compile_config"]["loss"] = "categorical_crossentropy"
-            data = json.dumps(cfg).encode()
-        zout.writestr(item, data)
+src, cat, hinge = sys.argv[1:]
+for dst, loss in ((cat, {"module": "keras.losses", "class_name": "CategoricalCrossentropy",
+                        "config": {"from_logits": True}, "registered_name": None}),
+                  (hinge, "hinge")):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                cfg["compile_config"]["loss"] = loss
+                data = json.dumps(cfg).encode()
+            zout.writestr(item, data)
 PY
-expect_error 2 "compile_config: loss categorical_crossentropy is not supported" \
-  "$build/pstrain-worker" --set model="$tmp/cat.keras" --set train.max_steps=1 \
+"$build/pstrain" evaluate --model "$tmp/cat.keras" > "$tmp/cat.out" 2> "$tmp/cat.err" ||
+  fail "pstrain evaluate of a categorical .keras: $(tail -3 "$tmp/cat.err")"
+grep -q "train.loss auto: categorical_crossentropy_from_logits" "$tmp/cat.err" ||
+  fail "no log line for the categorical loss: $(head -5 "$tmp/cat.err")"
+cat_loss=$(sed -n 's/.*loss: \([0-9.]*\) .*/\1/p' "$tmp/cat.out" | head -1)
+[ -n "$cat_loss" ] || fail "no loss in: $(cat "$tmp/cat.out")"
+kpy check_categorical "$tmp/cat.keras" "$data/t10k-images-idx3-ubyte.gz" \
+  "$data/t10k-labels-idx1-ubyte.gz" "$cat_loss"
+# A compile loss pstrain cannot train is one error, exit 2.
+expect_error 2 "compile_config: loss hinge is not supported" \
+  "$build/pstrain-worker" --set model="$tmp/hinge.keras" --set train.max_steps=1 \
   --set checkpoint.model_dir="$tmp/bad"
 # A weights file is not a model.
 expect_error 2 "holds weights only: model= takes a .keras file" \

@@ -174,7 +174,10 @@ void test_model_keras_compile_loss(void) {
     check_compile("{\"module\": \"keras.losses\", \"class_name\": \"function\", \"config\": "
                   "\"binary_crossentropy\", \"registered_name\": \"function\"}",
                   "binary_crossentropy", NULL);
-    check_compile("\"categorical_crossentropy\"", NULL, "one-hot labels are not");
+    check_compile("\"categorical_crossentropy\"", "categorical_crossentropy", NULL);
+    check_compile("{\"class_name\": \"CategoricalCrossentropy\", \"config\": {\"from_logits\": "
+                  "true}}",
+                  "categorical_crossentropy_from_logits", NULL);
     check_compile("{\"class_name\": \"BinaryCrossentropy\", \"config\": {\"from_logits\": true}}",
                   NULL, "with from_logits=True is not supported");
     check_compile("{\"class_name\": \"SparseCategoricalCrossentropy\", \"config\": "
@@ -191,6 +194,9 @@ void test_model_keras_compile_loss(void) {
     CHECK(model_parse(&m, REG_SPEC, err, sizeof err) == 0);
     CHECK(model_set_loss_from(&m, "binary_crossentropy", "m.keras", err, sizeof err) != 0);
     CHECK_STR_CONTAINS(err, "needs the last layer to be Dense with sigmoid");
+    CHECK_INT_EQ(m.loss, LOSS_SPARSE_CE);
+    /* one-hot labels: the class index stands for them */
+    CHECK(model_set_loss_from(&m, "categorical_crossentropy", "m.keras", err, sizeof err) == 0);
     CHECK_INT_EQ(m.loss, LOSS_SPARSE_CE);
     model_free(&m);
 }

@@ -147,8 +147,11 @@ const config_key_t config_keys[] = {
             "(backup workers)"),
     ENUM_KEY("train.loss", train.loss, "auto",
              "auto|sparse_categorical_crossentropy|sparse_categorical_crossentropy_from_logits|"
-             "binary_crossentropy|mean_squared_error",
-             "loss (Keras JSON does not carry it); auto: the loss a .keras model file was "
+             "binary_crossentropy|mean_squared_error|categorical_crossentropy|"
+             "categorical_crossentropy_from_logits",
+             "loss (Keras JSON does not carry it; categorical_crossentropy is the sparse one "
+             "with the class index standing for the one-hot label); auto: the loss a .keras model "
+             "file was "
              "compiled with, else by the last Dense layer: softmax: "
              "sparse_categorical_crossentropy, sigmoid with 1 unit: binary_crossentropy (labels "
              "0/1, accuracy at 0.5), linear with 1 unit: mean_squared_error (the integer label "

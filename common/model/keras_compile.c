@@ -27,11 +27,14 @@ static const struct {
      "sparse_categorical_crossentropy", "sparse_categorical_crossentropy_from_logits"},
     {"binary_crossentropy", "BinaryCrossentropy", "bce", "binary_crossentropy", NULL},
     {"mean_squared_error", "MeanSquaredError", "mse", "mean_squared_error", NULL},
-    {"categorical_crossentropy", "CategoricalCrossentropy", NULL, NULL, NULL},
+    /* one-hot labels: pstrain's class indexes stand for them (model_loss.c) */
+    {"categorical_crossentropy", "CategoricalCrossentropy", NULL, "categorical_crossentropy",
+     "categorical_crossentropy_from_logits"},
 };
 
 static const char supported[] =
-    "sparse_categorical_crossentropy (from_logits too), binary_crossentropy, mean_squared_error";
+    "sparse_categorical_crossentropy and categorical_crossentropy (from_logits too), "
+    "binary_crossentropy, mean_squared_error";
 
 /* Keys of a loss object's config that must hold their default. */
 static int check_config(json_object *cfg, const char *cls, char *err, size_t errlen) {
@@ -91,12 +94,8 @@ int keras_compile_loss(const char *config_json, char *loss, size_t len, char *er
             continue;
         const char *l = logits ? keras_losses[i].logits_loss : keras_losses[i].loss;
         if (!l) {
-            rc =
-                ps_errf(err, errlen, "compile_config: loss %s%s is not supported (supported: %s%s)",
-                        name, logits ? " with from_logits=True" : "", supported,
-                        keras_losses[i].loss ? ""
-                                             : "; one-hot labels are not: use integer labels "
-                                               "and sparse_categorical_crossentropy");
+            rc = ps_errf(err, errlen, "compile_config: loss %s%s is not supported (supported: %s)",
+                         name, logits ? " with from_logits=True" : "", supported);
             goto out;
         }
         snprintf(loss, len, "%s", l);

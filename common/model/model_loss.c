@@ -53,7 +53,21 @@ int model_loss_auto(const model_t *m, loss_t *out, char *err, size_t errlen) {
 }
 
 /* Sets the loss named name (not "auto") when the last layer fits it. */
+/* Categorical cross-entropy takes one-hot labels; pstrain's labels are class
+ * indexes, and the cross-entropy of one_hot(label) is the sparse one's to the
+ * last bit, so these are its other names (what Keras users compile with). */
+static const struct {
+    const char *name;
+    loss_t loss;
+} loss_aliases[] = {
+    {"categorical_crossentropy", LOSS_SPARSE_CE},
+    {"categorical_crossentropy_from_logits", LOSS_SPARSE_CE_LOGITS},
+};
+
 static int set_named(model_t *m, const char *name, char *err, size_t errlen) {
+    for (size_t i = 0; i < PS_ARRAY_LEN(loss_aliases); i++)
+        if (strcmp(name, loss_aliases[i].name) == 0)
+            name = loss_names[loss_aliases[i].loss];
     for (size_t i = 0; i < PS_ARRAY_LEN(loss_names); i++) {
         if (strcmp(name, loss_names[i]) != 0)
             continue;

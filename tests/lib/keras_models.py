@@ -216,6 +216,22 @@ def check_export(name, keras_file, pstrain_out, images, labels, pstrain_loss):
         sys.exit(f"FAIL: pstrain's loss {pstrain_loss}, Keras's {loss:.6f}")
 
 
+def check_categorical(keras_file, images, labels, pstrain_loss):
+    """A model compiled with CategoricalCrossentropy: Keras's evaluate with
+    one-hot labels (the loss from the file's compile config) against `pstrain
+    evaluate`'s loss with the class indexes (printed to 4 decimals)."""
+    import gzip
+    import numpy as np
+    model = keras.models.load_model(keras_file)
+    x = read_idx_images(images).astype(np.float32) / np.float32(255)
+    with gzip.open(labels) as f:
+        y = np.frombuffer(f.read()[8:], np.uint8).astype(np.int32)
+    loss = model.evaluate(x, np.eye(10, dtype=np.float32)[y], batch_size=500, verbose=0)
+    print(f"categorical: Keras evaluate loss {loss:.6f} with one-hot labels, pstrain {pstrain_loss}")
+    if abs(loss - float(pstrain_loss)) > 1.5e-4:
+        sys.exit(f"FAIL: pstrain's loss {pstrain_loss}, Keras's {loss:.6f}")
+
+
 def read_idx_images(path):
     import gzip
     import numpy as np
@@ -353,6 +369,9 @@ def main():
         return
     if cmd == "save":
         save(sys.argv[2], sys.argv[3])
+        return
+    if cmd == "check_categorical":
+        check_categorical(*sys.argv[2:6])
         return
     if cmd == "check_export":
         check_export(*sys.argv[2:8])
