@@ -262,6 +262,42 @@ void test_kernels_relu_gradcheck(void) {
     release_buffers();
 }
 
+/* Bias and relu fused, forward and backward: the same floats as bias_add
+ * then relu_forward, and as relu_backward then bias_grad (bit for bit), and
+ * both near the naive sums in double. */
+void test_kernels_bias_relu_fused(void) {
+    /* more columns than one 256-wide block, rows that end mid-block, and
+     * zeros in y (relu's kink) */
+    size_t rows = 301, cols = 300, n = rows * cols;
+    float *z = random_floats(n, 1, -1, 1), *b = random_floats(cols, 2, -1, 1);
+    float *dy = random_floats(n, 3, -1, 1);
+    for (size_t i = 0; i < n; i += 7)
+        z[i] = -b[i % cols];
+    float *y = buffer(n * sizeof(float)), *want_y = buffer(n * sizeof(float));
+    memcpy(y, z, n * sizeof(float));
+    memcpy(want_y, z, n * sizeof(float));
+    be()->bias_relu(y, b, rows, cols);
+    be()->bias_add(want_y, b, rows, cols);
+    be()->relu_forward(want_y, want_y, n);
+    CHECK_ARRAY_NEAR("bias_relu vs bias_add + relu_forward", y, want_y, n, 0.0);
+    for (size_t i = 0; i < n; i++)
+        CHECK_NEAR(y[i], fmax((double)z[i] + b[i % cols], 0.0), 1e-6);
+    float *g = buffer(n * sizeof(float)), *want_g = buffer(n * sizeof(float));
+    float *db = filled(cols, NAN), *want_db = filled(cols, NAN);
+    memcpy(g, dy, n * sizeof(float));
+    memcpy(want_g, dy, n * sizeof(float));
+    be()->relu_bias_grad(db, g, y, rows, cols);
+    be()->relu_backward(want_g, want_g, y, n);
+    be()->bias_grad(want_db, want_g, rows, cols);
+    CHECK_ARRAY_NEAR("relu_bias_grad dy vs relu_backward", g, want_g, n, 0.0);
+    CHECK_ARRAY_NEAR("relu_bias_grad db vs bias_grad", db, want_db, cols, 0.0);
+    double *sums = doubles(cols);
+    for (size_t i = 0; i < n; i++)
+        sums[i % cols] += y[i] > 0 ? dy[i] : 0.0;
+    CHECK_ARRAY_NEAR("relu_bias_grad db vs double sums", db, to_float(sums, cols), cols, 1e-5);
+    release_buffers();
+}
+
 /* ---- softmax cross-entropy ---- */
 
 static void ref_softmax_xent(double *probs, double *loss, const float *logits,

@@ -488,6 +488,42 @@ CPU_HOT static void cpu_bias_grad(float *db, const float *dy, size_t rows, size_
     }
 }
 
+/* y[rows, cols] = max(y + b[cols], 0): bias_add then relu_forward in one
+ * pass over y, the same floats. */
+CPU_HOT static void cpu_bias_relu(float *y, const float *b, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++, y += cols)
+        for (size_t j = 0; j < cols; j++) {
+            float v = y[j] + b[j];
+            y[j] = v > 0.0f ? v : 0.0f;
+        }
+}
+
+/* dy[rows, cols] = dy where y > 0, else 0, and db[cols] its column sums:
+ * relu_backward then bias_grad in one pass over dy, the same sums in the
+ * same order. */
+CPU_HOT static void cpu_relu_bias_grad(float *db, float *dy, const float *y, size_t rows,
+                                       size_t cols) {
+    for (size_t c0 = 0; c0 < cols; c0 += BIAS_COLS) {
+        size_t nc = min_size(BIAS_COLS, cols - c0);
+        float total[BIAS_COLS] = {0}, part[BIAS_COLS];
+        for (size_t r0 = 0; r0 < rows; r0 += BIAS_ROWS) {
+            memset(part, 0, sizeof part);
+            for (size_t r = r0; r < min_size(rows, r0 + BIAS_ROWS); r++) {
+                float *d = dy + r * cols + c0;
+                const float *o = y + r * cols + c0;
+                for (size_t j = 0; j < nc; j++) {
+                    float g = o[j] > 0.0f ? d[j] : 0.0f;
+                    d[j] = g;
+                    part[j] += g;
+                }
+            }
+            for (size_t j = 0; j < nc; j++)
+                total[j] += part[j];
+        }
+        memcpy(db + c0, total, nc * sizeof(float));
+    }
+}
+
 /* y[n] = max(x, 0), in place allowed */
 CPU_HOT static void cpu_relu_forward(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -676,6 +712,8 @@ static const backend_t cpu_table = {
     .scale_shift = cpu_scale_shift,
     .mul = cpu_mul,
     .copy_cols = cpu_copy_cols,
+    .bias_relu = cpu_bias_relu,
+    .relu_bias_grad = cpu_relu_bias_grad,
 };
 
 const backend_t *cpu_backend(void) {
