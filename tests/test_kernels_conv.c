@@ -77,6 +77,15 @@ static const conv_case_t conv_cases[] = {
      * 455 of the 576 rows, so the last chunk is partial and chunk
      * boundaries fall inside an image row */
     {4, 12, 12, 64, 3, 3, 3, 1, 1, true},
+    /* 3x3, stride 1, channels in multiples of 16: Winograd's F(2x2, 3x3)
+     * forward and backward-data; odd sizes leave partial 2x2 tiles, 'valid'
+     * reads no padding forward and two rows of it backward, and the CNN's
+     * conv2 at one image spans several chunks of tiles */
+    {2, 7, 9, 16, 3, 3, 32, 1, 1, true},
+    {3, 6, 5, 32, 3, 3, 16, 1, 1, false},
+    {2, 5, 3, 16, 3, 3, 16, 1, 1, true},
+    {1, 2, 1, 16, 3, 3, 16, 1, 1, true},
+    {1, 28, 28, 32, 3, 3, 64, 1, 1, true},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 

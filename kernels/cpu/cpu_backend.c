@@ -6,29 +6,16 @@
  * one thread so it never competes with them. */
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_gemm.h"
+#include "kernels/cpu/cpu_hot.h"
 #include "kernels/cpu/cpu_optim.h"
 #include "kernels/cpu/ops_extra.h"
+#include "kernels/cpu/cpu_winograd.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Hot loops get one clone per vector ISA, picked when the program loads (the
- * build has no -march), and GCC's full vectoriser cost model: -O2's "very
- * cheap" model leaves every loop whose trip count is not a known multiple of
- * the vector width scalar. Not under GCC's ThreadSanitizer: the clones'
- * ifunc resolvers run while the loader relocates the program, before the
- * TSan runtime is set up, and their instrumented entry crashes the program
- * before main (clang has no such clones here, so it is unaffected). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
-#define CPU_HOT                                                                                    \
-    __attribute__((optimize("vect-cost-model=dynamic", "no-tree-loop-distribute-patterns"),        \
-                   target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define CPU_HOT
-#endif
 
 /* Bytes of im2col matrix handled per product. With the AVX-512 kernel,
  * pstrain-bench-kernels measured chunks of 128 KiB to 512 KiB as equally
@@ -103,7 +90,9 @@ static size_t conv_col_bytes(const conv2d_shape_t *s) {
 }
 
 static size_t cpu_conv2d_workspace(const conv2d_shape_t *s) {
-    return conv_col_bytes(s) + round_up_64(conv_k(s) * s->f * sizeof(float));
+    size_t im2col = conv_col_bytes(s) + round_up_64(conv_k(s) * s->f * sizeof(float));
+    size_t wg = winograd_fits(s) ? winograd_workspace(s) : 0;
+    return im2col > wg ? im2col : wg;
 }
 
 /* The outputs [lo, hi) of [a, b) along one axis whose tap t reads inside
@@ -272,6 +261,10 @@ static void cpu_conv2d_forward(float *y, const float *x, const float *w, const c
                                void *ws) {
     size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
     bool pointwise = conv_is_pointwise(s);
+    if (winograd_fits(s)) {
+        winograd_forward(y, x, w, s, ws);
+        return;
+    }
     for (size_t r0 = 0; r0 < rows; r0 += step) {
         size_t r1 = min_size(rows, r0 + step);
         const float *a = x + r0 * s->c;
@@ -307,6 +300,10 @@ static void cpu_conv2d_backward_data(float *dx, const float *dy, const float *w,
                                      const conv2d_shape_t *s, void *ws) {
     size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
     float *col = ws, *wt = NULL;
+    if (winograd_fits(s)) {
+        winograd_backward_data(dx, dy, w, s, ws);
+        return;
+    }
     if (cpu_gemm_fast(k)) {
         wt = (float *)((char *)ws + conv_col_bytes(s));
         transpose(wt, w, k, s->f);
