@@ -198,7 +198,8 @@ static void step_env_free(step_env_t *e) {
 }
 
 /* Once warm, steps allocate nothing and start no thread: the trainer's pool
- * (threads - 1 workers and the caller) runs every op of the step. */
+ * (threads - 1 workers and the caller) runs every op of the step, the
+ * optimizer's update included. */
 void test_train_step_no_alloc(void) {
     bool threads_counted = counters_install();
     /* the counters see what they should, or a zero below would prove nothing */
@@ -226,20 +227,33 @@ void test_train_step_no_alloc(void) {
 }
 
 /* Two runs of the same steps at the same thread count end with the same
- * weights and optimizer slots, bit for bit. */
+ * weights and optimizer slots, bit for bit; and the same as the gradient
+ * followed by the whole store's update on one thread (trainer_step updates
+ * a stripe on each thread of the pool). */
 void test_train_step_same_threads_same_weights(void) {
-    step_env_t a, b;
+    step_env_t a, b, c;
     CHECK(step_env_init(&a, 2) == 0);
     CHECK(step_env_init(&b, 2) == 0);
+    CHECK(step_env_init(&c, 2) == 0);
+    size_t bytes = a.s.size * sizeof(float);
+    /* the steps move the weights: the comparisons are not of the start */
+    float *start = xmalloc(bytes), *g = xmalloc(bytes);
+    memcpy(start, a.s.w, bytes);
     step_env_run(&a, 0, 6);
     step_env_run(&b, 0, 6);
-    size_t bytes = a.s.size * sizeof(float);
+    for (size_t i = 0; i < 6; i++) {
+        step_metrics_t sm;
+        trainer_gradient(c.t, c.s.w, c.x, c.y, c.n, (uint64_t)i, g, &sm);
+        store_apply(&c.s, g);
+    }
+    CHECK(memcmp(a.s.w, start, bytes) != 0);
     CHECK(memcmp(a.s.w, b.s.w, bytes) == 0);
     CHECK(memcmp(a.s.slots[0], b.s.slots[0], bytes) == 0);
-    /* and the steps moved the weights: the comparison is not of the start */
-    step_env_t c;
-    CHECK(step_env_init(&c, 2) == 0);
-    CHECK(memcmp(a.s.w, c.s.w, bytes) != 0);
+    CHECK(memcmp(a.s.w, c.s.w, bytes) == 0);
+    CHECK(memcmp(a.s.slots[0], c.s.slots[0], bytes) == 0);
+    CHECK_INT_EQ(a.s.iterations, 6);
+    free(start);
+    free(g);
     step_env_free(&a);
     step_env_free(&b);
     step_env_free(&c);
