@@ -43,7 +43,10 @@ static void count_allocation(void) {
 }
 
 #ifdef STEP_SANITIZED
-#include <sanitizer/allocator_interface.h>
+/* The sanitizers' hook (sanitizer/allocator_interface.h, which GCC's
+ * packages do not always install): called on every allocation. */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
 
 static void malloc_hook(const volatile void *p, size_t n) {
     (void)p;
