@@ -77,15 +77,20 @@ static const conv_case_t conv_cases[] = {
      * 455 of the 576 rows, so the last chunk is partial and chunk
      * boundaries fall inside an image row */
     {4, 12, 12, 64, 3, 3, 3, 1, 1, true},
-    /* 3x3, stride 1, channels in multiples of 16: Winograd's F(2x2, 3x3)
-     * forward and backward-data; odd sizes leave partial 2x2 tiles, 'valid'
-     * reads no padding forward and two rows of it backward, and the CNN's
-     * conv2 at one image spans several chunks of tiles */
-    {2, 7, 9, 16, 3, 3, 32, 1, 1, true},
-    {3, 6, 5, 32, 3, 3, 16, 1, 1, false},
-    {2, 5, 3, 16, 3, 3, 16, 1, 1, true},
-    {1, 2, 1, 16, 3, 3, 16, 1, 1, true},
+    /* 3x3, stride 1, channels in multiples of 16 from 32 on: Winograd's
+     * F(2x2, 3x3) forward and backward-data; odd sizes leave partial 2x2
+     * tiles, 'valid' reads no padding forward and two rows of it backward,
+     * and the CNN's conv2 at one image spans several chunks of tiles */
+    {2, 7, 9, 32, 3, 3, 48, 1, 1, true},
+    {3, 6, 5, 32, 3, 3, 32, 1, 1, false},
+    {2, 5, 3, 48, 3, 3, 32, 1, 1, true},
+    {1, 2, 1, 32, 3, 3, 32, 1, 1, true},
     {1, 28, 28, 32, 3, 3, 64, 1, 1, true},
+    /* 210 tiles of 42 per image: chunks of 96 end inside images */
+    {5, 13, 12, 32, 3, 3, 32, 1, 1, true},
+    {1, 3, 3, 32, 3, 3, 32, 1, 1, false},
+    /* 16 channels: im2col */
+    {2, 5, 3, 16, 3, 3, 16, 1, 1, true},
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
@@ -222,7 +227,7 @@ static void check_conv_gradients(const conv2d_shape_t *s) {
 }
 
 void test_kernels_conv2d_gradcheck(void) {
-    size_t picks[] = {1, 2, 4, 9, 11, 19, 20}; /* 19, 20: Winograd */
+    size_t picks[] = {1, 2, 4, 9, 11, 21, 24}; /* 21, 24: Winograd */
     for (size_t i = 0; i < sizeof picks / sizeof picks[0]; i++) {
         conv2d_shape_t s = conv_case_shape(&conv_cases[picks[i]]);
         check_conv_gradients(&s);

@@ -12,7 +12,7 @@
 #include "kernels/backend.h"
 
 /* Whether forward and backward-data of s go through Winograd: a 3x3 kernel,
- * stride 1, and channel counts on both sides a multiple of 16. */
+ * stride 1, and channel counts on both sides multiples of 16, at least 32. */
 bool winograd_fits(const conv2d_shape_t *s);
 
 /* Workspace bytes winograd_forward and winograd_backward_data need for s. */
