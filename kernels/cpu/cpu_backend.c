@@ -6,8 +6,8 @@
  * one thread so it never competes with them. */
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_gemm.h"
-#include "kernels/cpu/cpu_hot.h"
 #include "kernels/cpu/cpu_optim.h"
+#include "kernels/cpu/cpu_hot.h"
 #include "kernels/cpu/ops_extra.h"
 #include "kernels/cpu/cpu_winograd.h"
 

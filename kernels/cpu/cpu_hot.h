@@ -1,4 +1,4 @@
-/* CPU_HOT marks the CPU backend's hot loops. */
+/* CPU_HOT: the attribute of the CPU backend's hot loops (kernels/cpu/). */
 #ifndef PSTRAIN_CPU_HOT_H
 #define PSTRAIN_CPU_HOT_H
 
