@@ -42,14 +42,24 @@ static int cmp_double(const void *a, const void *b) {
 static void bias_act(const job_t *j, bool backward) {
     const layer_t *l = j->l;
     size_t rows = j->n * l->out_size / l->out[2], cols = l->out[2];
+    bool relu = l->activation == ACT_RELU;
+    /* fused where the backend fuses them, as model_exec.c runs them */
+    if (j->b && relu && !backward && j->be->bias_relu) {
+        j->be->bias_relu(j->y, j->b, rows, cols);
+        return;
+    }
+    if (j->b && relu && backward && j->be->relu_bias_grad) {
+        j->be->relu_bias_grad(j->db, j->dy, j->y, rows, cols);
+        return;
+    }
     if (!backward) {
         if (j->b)
             j->be->bias_add(j->y, j->b, rows, cols);
-        if (l->activation == ACT_RELU)
+        if (relu)
             j->be->relu_forward(j->y, j->y, j->n * l->out_size);
         return;
     }
-    if (l->activation == ACT_RELU)
+    if (relu)
         j->be->relu_backward(j->dy, j->dy, j->y, j->n * l->out_size);
     if (j->b)
         j->be->bias_grad(j->db, j->dy, rows, cols);

@@ -248,6 +248,14 @@ struct backend {
     /* dw[kh, kw, c, multiplier] (overwritten) */
     void (*depthwise_conv2d_backward_filter)(float *dw, const float *dy, const float *x,
                                              const conv2d_shape_t *s);
+    /* A layer's bias and relu fused, one pass over its output instead of two
+     * (NULL: the caller runs the ops above one after the other; the results
+     * are the same floats). */
+    /* y[r, c] = max(y[r, c] + b[c], 0): bias_add, then relu_forward. */
+    void (*bias_relu)(float *y, const float *b, size_t rows, size_t cols);
+    /* dy[r, c] = 0 where y[r, c] <= 0 (in place), then db[c] = sum over rows
+     * of dy[r, c] (overwrites db): relu_backward, then bias_grad. */
+    void (*relu_bias_grad)(float *db, float *dy, const float *y, size_t rows, size_t cols);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal
@@ -257,7 +265,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 6
+#define BACKEND_ABI 7
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

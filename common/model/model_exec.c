@@ -199,30 +199,41 @@ static void activate(model_exec_t *e, const layer_t *l, const float *pre, float 
         e->be->act_forward(y, pre, n * l->out_size, f);
 }
 
+/* z[rows, cols] += the layer's bias, then y = act(z) (see activate); bias
+ * and relu in one pass where the backend fuses them. */
+static void bias_activate(model_exec_t *e, const layer_t *l, const float *params, float *pre,
+                          float *y, size_t n, size_t rows) {
+    const backend_t *be = e->be;
+    float *z = pre ? pre : y;
+    const float *b = l->bias_var >= 0 ? params + e->m->vars[l->bias_var].offset : NULL;
+    size_t cols = l->out[2];
+    if (b && !pre && l->activation == ACT_RELU && be->bias_relu) {
+        be->bias_relu(y, b, rows, cols);
+        return;
+    }
+    if (b)
+        be->bias_add(z, b, rows, cols);
+    activate(e, l, pre, y, n);
+}
+
 static void dense_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
                           float *y, size_t n) {
-    const backend_t *be = e->be;
     const var_t *k = &e->m->vars[l->kernel_var];
     float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
-    be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, z);
-    if (l->bias_var >= 0)
-        be->bias_add(z, params + e->m->vars[l->bias_var].offset, n, l->units);
-    activate(e, l, pre, y, n);
+    e->be->gemm(false, false, n, l->units, l->in_size, 1.0f, x, params + k->offset, 0.0f, z);
+    bias_activate(e, l, params, pre, y, n, n);
 }
 
 static void conv_forward(model_exec_t *e, const layer_t *l, const float *params, const float *x,
                          float *y, size_t n) {
-    const backend_t *be = e->be;
     conv2d_shape_t s = conv_shape(l, n);
     float *pre = e->pre[l - e->m->layers], *z = pre ? pre : y;
     const float *w = params + e->m->vars[l->kernel_var].offset;
     if (l->kind == LAYER_DEPTHWISE_CONV2D)
-        be->depthwise_conv2d_forward(z, x, w, &s);
+        e->be->depthwise_conv2d_forward(z, x, w, &s);
     else
-        be->conv2d_forward(z, x, w, &s, e->ws);
-    if (l->bias_var >= 0)
-        be->bias_add(z, params + e->m->vars[l->bias_var].offset, n * s.oh * s.ow, s.f);
-    activate(e, l, pre, y, n);
+        e->be->conv2d_forward(z, x, w, &s, e->ws);
+    bias_activate(e, l, params, pre, y, n, n * s.oh * s.ow);
 }
 
 /* Center crop of n images x[n, h, w, c] into y[n, H, W, c] (Keras: the
@@ -429,6 +440,21 @@ static void act_backward(model_exec_t *e, size_t i, float *dy, size_t n) {
         e->be->act_backward(dy, dy, e->pre[i], e->out[i], n * l->out_size, f);
 }
 
+/* dy[rows, cols] (in place) through a dense or conv layer i's activation,
+ * then db (when not NULL) = its bias gradient; relu and the bias gradient in
+ * one pass where the backend fuses them. */
+static void act_bias_backward(model_exec_t *e, size_t i, float *dy, size_t n, size_t rows,
+                              float *db) {
+    const layer_t *l = &e->m->layers[i];
+    if (db && l->activation == ACT_RELU && e->be->relu_bias_grad) {
+        e->be->relu_bias_grad(db, dy, e->out[i], rows, l->out[2]);
+        return;
+    }
+    act_backward(e, i, dy, n);
+    if (db)
+        e->be->bias_grad(db, dy, rows, l->out[2]);
+}
+
 /* Backward of the layers without variables beyond the builtin models: x and
  * y are the forward's input and output. Returns where dx is. */
 static float *extra_backward(model_exec_t *e, const layer_t *l, size_t n, const float *x,
@@ -479,10 +505,8 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     const var_t *bv = l->bias_var >= 0 ? &m->vars[l->bias_var] : NULL;
     switch (l->kind) {
     case LAYER_DENSE:
-        act_backward(e, i, dy, n);
+        act_bias_backward(e, i, dy, n, n, bv ? grads + bv->offset : NULL);
         be->gemm(true, false, l->in_size, l->units, n, 1.0f, x, dy, 0.0f, grads + kv->offset);
-        if (bv)
-            be->bias_grad(grads + bv->offset, dy, n, l->units);
         if (!need_dx)
             return dy;
         be->gemm(false, true, n, l->in_size, l->units, 1.0f, dy, params + kv->offset, 0.0f, dx);
@@ -491,9 +515,7 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
     case LAYER_DEPTHWISE_CONV2D: {
         conv2d_shape_t s = conv_shape(l, n);
         bool depthwise = l->kind == LAYER_DEPTHWISE_CONV2D;
-        act_backward(e, i, dy, n);
-        if (bv)
-            be->bias_grad(grads + bv->offset, dy, n * s.oh * s.ow, s.f);
+        act_bias_backward(e, i, dy, n, n * s.oh * s.ow, bv ? grads + bv->offset : NULL);
         if (depthwise)
             be->depthwise_conv2d_backward_filter(grads + kv->offset, dy, x, &s);
         else

@@ -49,7 +49,18 @@ void store_init_full(store_t *s, const model_t *m, const optim_cfg_t *opt, uint6
 }
 
 void store_apply(store_t *s, const float *grad) {
-    optim_apply(&s->opt, s->iterations, s->w, s->slots, grad, s->size);
+    store_apply_range(s, grad, 0, s->size);
+    store_count_update(s);
+}
+
+void store_apply_range(store_t *s, const float *grad, size_t begin, size_t end) {
+    float *slots[OPTIM_MAX_SLOTS];
+    for (size_t k = 0; k < OPTIM_MAX_SLOTS; k++)
+        slots[k] = s->slots[k] ? s->slots[k] + begin : NULL;
+    optim_apply(&s->opt, s->iterations, s->w + begin, slots, grad + begin, end - begin);
+}
+
+void store_count_update(store_t *s) {
     s->iterations++;
 }
 

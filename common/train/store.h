@@ -43,6 +43,12 @@ void store_init(store_t *s, const model_t *m, const store_part_t *parts, size_t 
 void store_init_full(store_t *s, const model_t *m, const optim_cfg_t *opt, uint64_t seed);
 /* One optimizer update of the whole store with a gradient slab of s->size. */
 void store_apply(store_t *s, const float *grad);
+/* store_apply in parts: the update of elements [begin, end) alone (grad is
+ * still the whole slab), at the store's current iteration, so that threads
+ * may each update a disjoint range; then store_count_update once, when every
+ * range is done. The result is store_apply's, bit for bit. */
+void store_apply_range(store_t *s, const float *grad, size_t begin, size_t end);
+void store_count_update(store_t *s);
 void store_free(store_t *s);
 
 #endif

@@ -225,6 +225,16 @@ static void reduce_job(trainer_t *t, size_t k) {
         t->be->axpy(t->out + b, 1.0f, t->grads[j] + b, e - b);
 }
 
+/* reduce_job, then thread k's stripe of the whole slab updated by the
+ * attached store's optimizer: the update runs on every thread of the pool,
+ * on a stripe just summed. */
+static void reduce_apply_job(trainer_t *t, size_t k) {
+    size_t b, e;
+    reduce_job(t, k);
+    slice(t->m->nparams, k, t->nthreads, &b, &e);
+    store_apply_range(t->store, t->out, b, e);
+}
+
 static void set_params(trainer_t *t, const float *params) {
     if (t->be->host_memory) {
         t->params = params;
@@ -248,12 +258,11 @@ static void sum_metrics(const trainer_t *t, double *loss, size_t *correct) {
     }
 }
 
-void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y, size_t n,
-                      uint64_t dropout_seed, float *grads, step_metrics_t *out) {
-    if (t->dev) {
-        trainer_device_gradient(t, params, x, y, n, dropout_seed, grads, out);
-        return;
-    }
+/* trainer_gradient on host memory, the threads' gradients summed by the
+ * pool's job `reduce` (reduce_job, or reduce_apply_job for a step). */
+static void host_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y,
+                          size_t n, uint64_t dropout_seed, float *grads, job_fn reduce,
+                          step_metrics_t *out) {
     set_params(t, params);
     t->x = x;
     t->y = y;
@@ -266,8 +275,8 @@ void trainer_gradient(trainer_t *t, const float *params, const float *x, const i
     t->heads_done = 0;
     run_all(t, gradient_job);
     t->pred = pred;
-    if (t->nthreads > 1)
-        run_all(t, reduce_job);
+    if (t->nthreads > 1 || reduce != reduce_job)
+        run_all(t, reduce);
     t->overlap_on = false;
     double loss;
     size_t correct;
@@ -275,6 +284,14 @@ void trainer_gradient(trainer_t *t, const float *params, const float *x, const i
     out->n = n;
     out->loss = loss / (double)n;
     out->accuracy = (double)correct / (double)n;
+}
+
+void trainer_gradient(trainer_t *t, const float *params, const float *x, const int32_t *y, size_t n,
+                      uint64_t dropout_seed, float *grads, step_metrics_t *out) {
+    if (t->dev)
+        trainer_device_gradient(t, params, x, y, n, dropout_seed, grads, out);
+    else
+        host_gradient(t, params, x, y, n, dropout_seed, grads, reduce_job, out);
 }
 
 void trainer_attach_store(trainer_t *t, store_t *s) {
@@ -291,11 +308,16 @@ void trainer_step(trainer_t *t, const float *x, const int32_t *y, size_t n, uint
         trainer_device_step(t, x, y, n, dropout_seed, out);
         return;
     }
-    trainer_gradient(t, t->store->w, x, y, n, dropout_seed, t->step_grads, out);
-    if (model_has_sparse(t->m))
-        store_apply_sparse(t->store, t->step_grads, x, n); /* tables: the touched rows only */
-    else
-        store_apply(t->store, t->step_grads);
+    if (model_has_sparse(t->m)) {
+        /* tables: the touched rows only */
+        trainer_gradient(t, t->store->w, x, y, n, dropout_seed, t->step_grads, out);
+        store_apply_sparse(t->store, t->step_grads, x, n);
+        return;
+    }
+    /* each compute thread sums its stripe of the gradient and applies the
+     * optimizer to it */
+    host_gradient(t, t->store->w, x, y, n, dropout_seed, t->step_grads, reduce_apply_job, out);
+    store_count_update(t->store);
 }
 
 void trainer_sync_store(trainer_t *t) {

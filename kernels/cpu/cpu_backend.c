@@ -11,6 +11,8 @@
 #include "kernels/cpu/ops_depthwise.h"
 #include "kernels/cpu/ops_extra.h"
 #include "kernels/cpu/ops_embed.h"
+#include "kernels/cpu/ops_extra.h"
+#include "kernels/cpu/cpu_winograd.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -91,7 +93,9 @@ static size_t conv_col_bytes(const conv2d_shape_t *s) {
 }
 
 static size_t cpu_conv2d_workspace(const conv2d_shape_t *s) {
-    return conv_col_bytes(s) + round_up_64(conv_k(s) * s->f * sizeof(float));
+    size_t im2col = conv_col_bytes(s) + round_up_64(conv_k(s) * s->f * sizeof(float));
+    size_t wg = winograd_fits(s) ? winograd_workspace(s) : 0;
+    return im2col > wg ? im2col : wg;
 }
 
 /* The outputs [lo, hi) of [a, b) along one axis whose tap t reads inside
@@ -260,6 +264,10 @@ static void cpu_conv2d_forward(float *y, const float *x, const float *w, const c
                                void *ws) {
     size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
     bool pointwise = conv_is_pointwise(s);
+    if (winograd_fits(s)) {
+        winograd_forward(y, x, w, s, ws);
+        return;
+    }
     for (size_t r0 = 0; r0 < rows; r0 += step) {
         size_t r1 = min_size(rows, r0 + step);
         const float *a = x + r0 * s->c;
@@ -295,6 +303,10 @@ static void cpu_conv2d_backward_data(float *dx, const float *dy, const float *w,
                                      const conv2d_shape_t *s, void *ws) {
     size_t rows = conv_rows(s), k = conv_k(s), step = conv_chunk_rows(s);
     float *col = ws, *wt = NULL;
+    if (winograd_fits(s)) {
+        winograd_backward_data(dx, dy, w, s, ws);
+        return;
+    }
     if (cpu_gemm_fast(k)) {
         wt = (float *)((char *)ws + conv_col_bytes(s));
         transpose(wt, w, k, s->f);
@@ -469,6 +481,42 @@ CPU_HOT static void cpu_bias_grad(float *db, const float *dy, size_t rows, size_
             for (size_t r = r0; r < min_size(rows, r0 + BIAS_ROWS); r++)
                 for (size_t j = 0; j < nc; j++)
                     part[j] += dy[r * cols + c0 + j];
+            for (size_t j = 0; j < nc; j++)
+                total[j] += part[j];
+        }
+        memcpy(db + c0, total, nc * sizeof(float));
+    }
+}
+
+/* y[rows, cols] = max(y + b[cols], 0): bias_add then relu_forward in one
+ * pass over y, the same floats. */
+CPU_HOT static void cpu_bias_relu(float *y, const float *b, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++, y += cols)
+        for (size_t j = 0; j < cols; j++) {
+            float v = y[j] + b[j];
+            y[j] = v > 0.0f ? v : 0.0f;
+        }
+}
+
+/* dy[rows, cols] = dy where y > 0, else 0, and db[cols] its column sums:
+ * relu_backward then bias_grad in one pass over dy, the same sums in the
+ * same order. */
+CPU_HOT static void cpu_relu_bias_grad(float *db, float *dy, const float *y, size_t rows,
+                                       size_t cols) {
+    for (size_t c0 = 0; c0 < cols; c0 += BIAS_COLS) {
+        size_t nc = min_size(BIAS_COLS, cols - c0);
+        float total[BIAS_COLS] = {0}, part[BIAS_COLS];
+        for (size_t r0 = 0; r0 < rows; r0 += BIAS_ROWS) {
+            memset(part, 0, sizeof part);
+            for (size_t r = r0; r < min_size(rows, r0 + BIAS_ROWS); r++) {
+                float *d = dy + r * cols + c0;
+                const float *o = y + r * cols + c0;
+                for (size_t j = 0; j < nc; j++) {
+                    float g = o[j] > 0.0f ? d[j] : 0.0f;
+                    d[j] = g;
+                    part[j] += g;
+                }
+            }
             for (size_t j = 0; j < nc; j++)
                 total[j] += part[j];
         }
@@ -669,6 +717,8 @@ static const backend_t cpu_table = {
     .depthwise_conv2d_forward = cpu_depthwise_conv2d_forward,
     .depthwise_conv2d_backward_data = cpu_depthwise_conv2d_backward_data,
     .depthwise_conv2d_backward_filter = cpu_depthwise_conv2d_backward_filter,
+    .bias_relu = cpu_bias_relu,
+    .relu_bias_grad = cpu_relu_bias_grad,
 };
 
 const backend_t *cpu_backend(void) {
