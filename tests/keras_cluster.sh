@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Keras model on a real cluster: real Keras writes a residual Functional
 # model's to_json(); a master, 2 PS and 2 workers (separate processes, gRPC
-# over loopback) train it 300 steps from that file; Keras's load_model opens
+# over loopback) train it 600 steps from that file; Keras's load_model opens
 # the master's final export (model.keras) and predicts the test set as
 # `pstrain predict` does (within 1e-4).
 set -euo pipefail
@@ -17,11 +17,12 @@ kpy() { KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" \
   "$root/tests/lib/keras_models.py" "$@"; }
 
 kpy json residual "$tmp/residual.json"
-# The check of training is a floor after 300 steps; train.staleness_lr=off so
+# The check of training is a floor after 600 steps (at 300 a loaded machine
+# once gave 0.5485: async with stale pushes); train.staleness_lr=off so
 # that it does not hang on how stale a loaded machine makes the pushes (the
 # default scales a push 2 steps stale by 1/2: docs/cluster.md).
 PSTRAIN_BUILD=$build PSTRAIN_RUNLOGS=$tmp/runlogs PSTRAIN_TRAINING_LOG=$tmp/training_log.md \
-  "$root/scripts/train_local_dist.sh" --set model="$tmp/residual.json" --set train.max_steps=300 \
+  "$root/scripts/train_local_dist.sh" --set model="$tmp/residual.json" --set train.max_steps=600 \
   --set train.batch_size=32 --set train.optimizer=adam --set train.learning_rate=0.003 \
   --set train.staleness_lr=off --set checkpoint.model_dir="$tmp/run" > "$tmp/out" 2>&1 || fail "cluster run: $(tail -5 "$tmp/out")"
 for role in master0 ps0 ps1 worker0 worker1; do
