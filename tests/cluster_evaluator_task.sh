@@ -41,11 +41,7 @@ pids+=($!)
 TF_CONFIG=$(tf worker) "$build/pstrain-worker" "${sets[@]}" 2> "$tmp/worker.log" &
 pids+=($!)
 
-set +e
-timeout 120 tail --pid="$eval_pid" -f /dev/null
-wait "$eval_pid"
-rc=$?
-set -e
+wait_exit "$eval_pid"
 [ "$rc" -eq 0 ] || fail "the evaluator exited $rc: $(tail -3 "$tmp/evaluator.log")"
 grep -q "evaluated the final checkpoint ckpt-1500: done" "$tmp/evaluator.log" ||
   fail "the evaluator did not finish on ckpt-1500: $(tail -3 "$tmp/evaluator.log")"

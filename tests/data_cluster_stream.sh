@@ -43,11 +43,7 @@ for f in 1 3; do
   cp "$tmp/train-0000$f-of-00004.tfrecord" "$tmp/keep-$f"
   truncate -s $(($(stat -c %s "$tmp/keep-$f") / 2)) "$tmp/train-0000$f-of-00004.tfrecord"
 done
-set +e
-timeout 60 tail --pid="$pid" -f /dev/null
-wait "$pid"
-rc=$?
-set -e
+wait_exit "$pid"
 [ "$rc" -eq 65 ] || fail "the launcher exited $rc, want 65: $(tail -5 "$tmp/out")"
 w1=$tmp/runlogs/worker1.log
 [ "$(grep -c ' ERROR ' "$w1")" -eq 1 ] || fail "want one error line: $(grep ERROR "$w1")"
