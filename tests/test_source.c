@@ -531,6 +531,11 @@ void test_source_stream_epochs(void) {
     /* Seeded, and a resumed loader sees what an unbroken one saw. */
     CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 7, 8, again), 32);
     CHECK(memcmp(again, ids + 28, 32 * sizeof *ids) == 0);
+    /* Two whole epochs skipped unread, and one at its first batch. */
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 12, 3, again), 12);
+    CHECK(memcmp(again, ids + 48, 12 * sizeof *ids) == 0);
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 10, 5, again), 20);
+    CHECK(memcmp(again, ids + 40, 20 * sizeof *ids) == 0);
     /* 3 files, 2 workers: by file; 3 files, 4 workers: by record. */
     CHECK_INT_EQ(stream_ids(glob, 1, 2, 1, false, 0, 2, ids), 7); /* file 1 */
     CHECK_INT_EQ(ids[0], 10);

@@ -356,10 +356,24 @@ static int fill_one(data_stream_t *st, batch_t *b, uint64_t step, size_t batch_s
     return 0;
 }
 
+/* Each epoch starts with an empty buffer and its own seeded order, so the
+ * stream can move from an epoch's start to a later epoch's start without
+ * reading the epochs between. */
+static void skip_epochs(data_stream_t *st, uint64_t step, size_t batch_size) {
+    size_t steps = (st->size + batch_size - 1) / batch_size;
+    uint64_t epoch = step / steps;
+    if (st->next_step % steps != 0 || st->next_step >= epoch * steps)
+        return;
+    st->next_step = epoch * steps;
+    st->epoch = epoch - 1; /* next() starts `epoch` */
+    st->taken = st->size;
+}
+
 void data_stream_fill(data_stream_t *st, batch_t *b, uint64_t step, size_t batch_size,
                       const float *lut) {
-    /* A resumed run replays the batches before its first (decoding them),
-     * so that it sees what an unbroken run would have. */
+    /* A resumed run replays the batches of its epoch before its first
+     * (decoding them), so that it sees what an unbroken run would have. */
+    skip_epochs(st, step, batch_size);
     for (; !st->failed && st->next_step <= step; st->next_step++)
         if (fill_one(st, b, st->next_step, batch_size, lut) != 0)
             st->failed = true;

@@ -36,7 +36,8 @@ size_t data_stream_total(const data_stream_t *st);
  * folder's class names), no data. */
 const dataset_t *data_stream_shape(const data_stream_t *st);
 /* Fills b with batch `step` (0-based over all epochs; steps come in order,
- * a later one skips ahead) of batch_size examples, the last of an epoch
+ * a later one skips ahead: whole epochs unread, the batches before it in
+ * its epoch read and dropped) of batch_size examples, the last of an epoch
  * short. lut maps a pixel byte to its float. b->n = 0 on an error (a file
  * changed since opening), which data_stream_error() then names, and every
  * later batch is empty too. */
