@@ -4,11 +4,13 @@
 # TensorFlow; PNG bytes from pstrain make-tfrecord --encode png, in 4 gzip
 # shards), as PNG image folders, and streamed (data.stream) from the raw
 # TFRecord file and from the image folders, with each run's load time and
-# peak RSS. The sources alternate within each round (each round starts one
-# source later, so none always runs first), and the summary gives each
-# source's median images/s over the rounds and its ratio to IDX's median:
-# on a shared machine the load moves every figure, but alternation and
-# medians keep the ratio honest. `uptime` is printed with every run.
+# peak RSS. Each round runs every other source right after an IDX run of
+# its own (the pairs in a rotated order, so none always runs first), and
+# the summary gives each source's median images/s and the median over the
+# rounds of its ratio to the IDX run just before it: on a shared machine
+# the load moves every figure, and a load that drifts over the minutes of
+# a round cancels out of the paired ratio. `uptime` is printed with every
+# run.
 #
 #   scripts/bench_data.sh [BUILD_DIR (build)] [STEPS (300)] [ROUNDS (3)]
 #
@@ -48,7 +50,8 @@ run() {
   rm -rf "$tmp/run-$name"
   "$build/pstrain-worker" --set threads=2 --set train.max_steps="$steps" \
     --set eval.every_epoch=false --set checkpoint.model_dir="$tmp/run-$name" \
-    --set log.every_secs=1000 "${sets[@]}" 2> "$tmp/$name.log"
+    --set log.every_secs=1000 "${sets[@]}" 2> "$tmp/$name.log" ||
+    { echo "bench_data: $name failed: $(tail -3 "$tmp/$name.log")" >&2; return 1; }
   python3 - "$tmp/$name.log" "$name" "$(uptime | sed 's/.*load average: //')" <<'PY' | tee -a "$tmp/results"
 import re, sys
 log, name, load = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3]
@@ -75,22 +78,30 @@ source_sets() {
 }
 echo "default CNN, batch 64, 2 threads, $steps steps, $rounds rounds; columns: source, images/s" \
   "(the last progress line: training only), load s, peak RSS MiB, load average"
+others=("${names[@]:1}")
 for ((r = 0; r < rounds; r++)); do
   echo "round $((r + 1)):"
-  for ((k = 0; k < ${#names[@]}; k++)); do
-    name=${names[$(((r + k) % ${#names[@]}))]}
+  for ((k = 0; k < ${#others[@]}; k++)); do
+    name=${others[$(((r + k) % ${#others[@]}))]}
+    run idx data.test="$tmp/test.tfrecords"
     # shellcheck disable=SC2046
     run "$name" data.test="$tmp/test.tfrecords" $(source_sets "$name")
   done
 done
-echo "medians over $rounds rounds (images/s, ratio to IDX; load s; peak RSS MiB):"
+echo "over $rounds rounds: median images/s; median of the ratios to the IDX run just before;" \
+  "median load s; peak RSS MiB"
 python3 - "$tmp/results" "${names[@]}" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = lambda name, col: statistics.median(float(r[col]) for r in rows if r[0] == name)
-idx = med("idx", 1)
+ratios = {}
+for before, r in zip(rows, rows[1:]):
+    if before[0] == "idx" and r[0] != "idx":
+        ratios.setdefault(r[0], []).append(float(r[1]) / float(before[1]))
 for name in sys.argv[2:]:
-    print(f"  {name:22s} {med(name, 1):8.0f} images/s  {med(name, 1) / idx:6.3f} x IDX   "
+    ratio = statistics.median(ratios[name]) if name in ratios else 1.0
+    spread = " ".join("%.3f" % x for x in ratios.get(name, []))
+    print(f"  {name:22s} {med(name, 1):8.0f} images/s  {ratio:6.3f} x IDX ({spread or 'itself'})  "
           f"load {med(name, 2):6.2f} s   peak RSS {med(name, 3):7.1f} MiB")
 PY
 
