@@ -32,13 +32,15 @@ run() {
   pid=$!
 }
 
-# 1. Worker 1 reads files 1 and 3 (of 0-3); both are cut to half while it trains.
+# 1. Worker 1 reads files 1 and 3 (of 0-3); both are cut to half while it
+# trains, once worker0 has opened its stream too (its opening pass counts
+# the records of every file).
 run 100000
-wait_log "$tmp/runlogs/worker1.log" "first step done" "worker1 never trained" 60
 for w in worker0 worker1; do
-  grep -q "streaming 30000 of the 60000 training examples" "$tmp/runlogs/$w.log" ||
-    fail "$w does not stream its share: $(grep -i 'examples\|ERROR' "$tmp/runlogs/$w.log")"
+  wait_log "$tmp/runlogs/$w.log" "streaming 30000 of the 60000 training examples" \
+    "$w does not stream its share" 60
 done
+wait_log "$tmp/runlogs/worker1.log" "first step done" "worker1 never trained" 60
 for f in 1 3; do
   cp "$tmp/train-0000$f-of-00004.tfrecord" "$tmp/keep-$f"
   truncate -s $(($(stat -c %s "$tmp/keep-$f") / 2)) "$tmp/train-0000$f-of-00004.tfrecord"
