@@ -34,6 +34,8 @@ tf() { echo "{\"cluster\": $cluster, \"task\": {\"type\": \"$1\", \"index\": 0}}
 TF_CONFIG=$(tf evaluator) "$build/pstrain-master" --evaluate-only "${sets[@]}" 2> "$tmp/evaluator.log" &
 eval_pid=$!
 pids+=("$eval_pid")
+# Its data read first, so that it sees the checkpoints during training.
+wait_log "$tmp/evaluator.log" "evaluating the checkpoints of" "the evaluator did not start" 60
 TF_CONFIG=$(tf ps) "$build/pstrain-ps" "${sets[@]}" 2> "$tmp/ps.log" &
 pids+=($!)
 TF_CONFIG=$(tf chief) "$build/pstrain-master" "${sets[@]}" 2> "$tmp/chief.log" &
