@@ -19,6 +19,7 @@
 typedef struct {
     uint64_t step, ticket;
     bool evaluate, export_final;
+    bool test; /* the test set too, after a validation set */
 } job_t;
 
 struct evaluator {
@@ -151,7 +152,7 @@ static int run_job(evaluator_t *e, const job_t *j) {
     int rc = 0;
     if (j->evaluate && has_val(e))
         rc = evaluate(e, j->step, true);
-    if (j->evaluate && (j->export_final || !has_val(e)) && evaluate(e, j->step, false))
+    if (j->evaluate && (j->test || !has_val(e)) && evaluate(e, j->step, false))
         rc = -1;
     if (j->export_final) {
         char out[PATH_MAX];
@@ -225,15 +226,26 @@ void evaluator_free(evaluator_t *e) {
     free(e);
 }
 
-uint64_t evaluator_submit(evaluator_t *e, uint64_t step, bool evaluate_it, bool export_final) {
+static uint64_t submit(evaluator_t *e, const job_t *j) {
     pthread_mutex_lock(&e->mu);
     uint64_t ticket = ++e->tickets;
-    e->job = (job_t){
-        .step = step, .ticket = ticket, .evaluate = evaluate_it, .export_final = export_final};
+    e->job = *j;
+    e->job.ticket = ticket;
     e->have_job = true;
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return ticket;
+}
+
+uint64_t evaluator_submit(evaluator_t *e, uint64_t step, bool evaluate_it, bool export_final) {
+    job_t j = {
+        .step = step, .evaluate = evaluate_it, .export_final = export_final, .test = export_final};
+    return submit(e, &j);
+}
+
+uint64_t evaluator_submit_final(evaluator_t *e, uint64_t step) {
+    job_t j = {.step = step, .evaluate = true, .test = true};
+    return submit(e, &j);
 }
 
 int evaluator_wait(evaluator_t *e, uint64_t ticket) {

@@ -46,6 +46,10 @@ void evaluator_free(evaluator_t *e);
  * also writes export/<step>/ and evaluates the test set even when there is
  * a validation set. */
 uint64_t evaluator_submit(evaluator_t *e, uint64_t step, bool evaluate, bool export_final);
+/* Queues the final checkpoint's evaluation without the export (the master
+ * exports; an evaluator task evaluates): the validation set when there is
+ * one, then the test set. */
+uint64_t evaluator_submit_final(evaluator_t *e, uint64_t step);
 /* Waits until the job of a ticket is done, or was replaced by a newer one
  * and that is done; 0 when it ran and did all it was asked, else -1 (the
  * failure was logged). */

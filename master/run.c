@@ -49,13 +49,15 @@ typedef struct {
 
 /* The data sets, loaded after the server listens (they take a second).
  * The validation set is the one the workers leave out of training: the
- * same datasets_load_train, whose hold-out is seeded by train.seed. */
+ * same datasets_load_train, whose hold-out is seeded by train.seed. With
+ * data.stream the training records are only counted. */
 static int load_data(master_run_t *r) {
     char err[PS_ERRLEN];
     const config_t *c = &r->d->cfg;
     dataset_t train;
     if (datasets_load_test(c, &r->model, &r->test, err, sizeof err) ||
-        datasets_load_train(c, &r->model, &train, &r->val, err, sizeof err)) {
+        (c->data.stream ? datasets_count_stream(c, &r->model, &train, &r->val, err, sizeof err)
+                        : datasets_load_train(c, &r->model, &train, &r->val, err, sizeof err))) {
         log_error("%s", err);
         return EXIT_DATAERR;
     }

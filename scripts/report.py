@@ -4,8 +4,9 @@ one or more pstrain model_dirs (scripts/report.sh and `pstrain report` run
 this):
 
   - loss and accuracy curves: training (the master's or standalone
-    worker's TensorBoard scalars, events.out.tfevents.*) and test (every
-    evaluation, eval_history.jsonl);
+    worker's TensorBoard scalars, events.out.tfevents.*), validation (when
+    the run has a validation set) and test (every evaluation,
+    eval_history.jsonl);
   - the last evaluation's confusion matrix and per-class accuracy, with
     class names (eval_results.json);
   - the cluster timeline: each role's runs, restarts, kills, errors,
@@ -337,8 +338,19 @@ KEYS = ["model", "train.mode", "train.optimizer", "train.learning_rate", "train.
         "train.epochs", "train.max_steps"]
 
 
-def test_points(run, metric):
-    return [(e["step"], e[metric]) for e in run["history"] if e.get("set", "test") == "test" and metric in e]
+def test_points(run, metric, which="test"):
+    return [(e["step"], e[metric]) for e in run["history"] if e.get("set", "test") == which and metric in e]
+
+
+def eval_series(run, metric):
+    """The chart series of the evaluations: validation (when the run has a
+    validation set) beside test."""
+    out = []
+    for which, color in (("validation", COLORS[2]), ("test", COLORS[1])):
+        pts = test_points(run, metric, which)
+        if pts or which == "test":
+            out.append((which, color, pts, False))
+    return out
 
 
 def train_points(train):
@@ -352,16 +364,17 @@ def run_section(run, i):
     r, parts = run["results"], []
     parts.append('<h2 id="run-%d">%s</h2><p>%s</p>' % (i, esc(run["name"]), esc(run["dir"])))
     if r:
-        parts.append("<p>last evaluation: global step %s, test loss %.4f, accuracy %.4f (%s examples)</p>"
-                     % (r.get("global_step"), r.get("loss", 0), r.get("accuracy", 0), r.get("examples")))
+        parts.append("<p>last evaluation: global step %s, %s loss %.4f, accuracy %.4f (%s examples)</p>"
+                     % (r.get("global_step"), esc(r.get("set", "test")), r.get("loss", 0), r.get("accuracy", 0),
+                        r.get("examples")))
     cfg = run["config"]
     if cfg:
         parts.append("<table><tr>%s</tr><tr>%s</tr></table>" % (
             "".join("<th>%s</th>" % esc(k) for k in KEYS if k in cfg),
             "".join("<td>%s</td>" % esc(cfg[k]) for k in KEYS if k in cfg)))
     tr = train_points(run["train"])
-    loss = [("train", COLORS[0], tr.get("loss", []), True), ("test", COLORS[1], test_points(run, "loss"), False)]
-    acc = [("train", COLORS[0], tr.get("accuracy", []), True), ("test", COLORS[1], test_points(run, "accuracy"), False)]
+    loss = [("train", COLORS[0], tr.get("loss", []), True)] + eval_series(run, "loss")
+    acc = [("train", COLORS[0], tr.get("accuracy", []), True)] + eval_series(run, "accuracy")
     parts.append('<div class="row">%s%s</div>' % (line_chart(loss, "loss", "global step", "loss", "loss"),
                                                    line_chart(acc, "accuracy", "global step", "accuracy", "accuracy")))
     names = r.get("class_names") or r.get("confusion_matrix", {}).get("classes")

@@ -6,7 +6,10 @@ hptuning_config.yaml (its trainingInput.hyperparameters, or those fields at
 the top level):
 
   goal                      MAXIMIZE or MINIMIZE
-  hyperparameterMetricTag   accuracy or loss (of the test-set evaluations)
+  hyperparameterMetricTag   accuracy or loss, of the validation-set evaluations
+                            when a trial has them (data.val or data.val_split),
+                            else of the test-set ones
+  hyperparameterMetricSet   auto (that rule, the default), validation or test
   maxTrials                 trials to run
   maxParallelTrials         trials at once (1)
   algorithm                 GRID_SEARCH or RANDOM_SEARCH (the default)
@@ -76,6 +79,9 @@ def check_spec(hp, path):
     hp["hyperparameterMetricTag"] = hp.get("hyperparameterMetricTag", "accuracy")
     need(hp["hyperparameterMetricTag"] in ("accuracy", "loss"),
          "hyperparameterMetricTag must be accuracy or loss")
+    hp["hyperparameterMetricSet"] = str(hp.get("hyperparameterMetricSet", "auto")).lower()
+    need(hp["hyperparameterMetricSet"] in ("auto", "validation", "test"),
+         "hyperparameterMetricSet must be auto, validation or test")
     hp["algorithm"] = str(hp.get("algorithm", "RANDOM_SEARCH")).upper()
     need(hp["algorithm"] in ("GRID_SEARCH", "RANDOM_SEARCH"),
          "algorithm must be GRID_SEARCH or RANDOM_SEARCH")
@@ -187,22 +193,36 @@ class Trial:
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.start, self.status = time.time(), "running"
 
-    def history(self, metric):
-        """[(step, metric)] of its evaluations so far."""
-        out = []
+    def evaluations(self):
+        """The rows of its eval_history.jsonl so far."""
         try:
             with open(os.path.join(self.model_dir, "eval_history.jsonl")) as f:
                 lines = f.readlines()
         except OSError:
-            return out
+            return []
+        out = []
         for line in lines:
             try:  # the last line may be half written
-                e = json.loads(line)
-                if e.get("set", "test") == "test":
-                    out.append((e["step"], e[metric]))
-            except (ValueError, KeyError):
+                out.append(json.loads(line))
+            except ValueError:
                 continue
         return out
+
+    def metric_set(self, hp):
+        """The set its metric comes from: hyperparameterMetricSet, or with
+        auto the validation set once it has a validation evaluation (a run
+        with data.val or data.val_split evaluates it at every checkpoint
+        and the test set only at the end), else the test set."""
+        want = hp.get("hyperparameterMetricSet", "auto")
+        if want != "auto":
+            return want
+        return "validation" if any(e.get("set") == "validation" for e in self.evaluations()) else "test"
+
+    def history(self, metric, hp):
+        """[(step, metric)] of its evaluations so far on metric_set."""
+        which = self.metric_set(hp)
+        return [(e["step"], e[metric]) for e in self.evaluations()
+                if e.get("set", "test") == which and "step" in e and metric in e]
 
     def stop(self):
         """SIGTERM to its session (a cluster's launcher stops its roles)."""
@@ -220,11 +240,11 @@ def median_says_stop(trial, finished, hp):
     """Median stopping: the trial's best metric so far is worse than the
     median of the finished trials' best metric up to the same step."""
     metric, goal = hp["hyperparameterMetricTag"], hp["goal"]
-    mine = trial.history(metric)
+    mine = trial.history(metric, hp)
     if len(finished) < 2 or not mine:
         return False
     step = mine[-1][0]
-    others = [best([m for s, m in t.history(metric) if s <= step], goal) for t in finished]
+    others = [best([m for s, m in t.history(metric, hp) if s <= step], goal) for t in finished]
     others = sorted(v for v in others if v is not None)
     if len(others) < 2:
         return False
@@ -279,13 +299,18 @@ def table(trials, hp):
     metric, goal = hp["hyperparameterMetricTag"], hp["goal"]
     names = [p["parameterName"] for p in hp["params"]]
     rows = []
+    sets = set()
     for t in trials:
-        h = t.history(metric)
+        h = t.history(metric, hp)
+        if h:
+            sets.add(t.metric_set(hp))
         b = best([m for _, m in h], goal)
         rows.append([str(t.n)] + [text(t.params[k]) for k in names] +
                     ["%.4f" % b if b is not None else "-", str(h[-1][0]) if h else "-",
                      "%.0f" % t.secs, t.status])
-    header = ["trial"] + names + ["best " + metric, "steps", "secs", "status"]
+    # "best accuracy" is of the test set, as before validation sets.
+    on = "validation " if sets == {"validation"} else "" if sets <= {"test"} else "validation or test "
+    header = ["trial"] + names + ["best " + on + metric, "steps", "secs", "status"]
 
     def rank(r):
         """Best first; trials without a metric last."""

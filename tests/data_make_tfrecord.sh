@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # pstrain make-tfrecord: IDX, image folders and CSV converted to sharded
-# TFRecord files of tf.train.Example. TensorFlow (the peers venv's
-# tf.data.TFRecordDataset) reads the shards back to the IDX bytes and
-# labels; training on the shards gives exactly the numbers training on the
-# source gives (same examples, same order). A bad source is exit 65.
+# TFRecord files of tf.train.Example, images raw or (--encode png) as PNG
+# bytes. TensorFlow (the peers venv's tf.data.TFRecordDataset, and
+# tf.io.decode_png) reads the shards back to the IDX bytes and labels;
+# training on the shards, raw or PNG, gives exactly the numbers training on
+# the source gives (same examples, same order). A bad source is exit 65.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +21,13 @@ unset TF_CONFIG
 "$build/pstrain" make-tfrecord --input "$data/t10k-images-idx3-ubyte.gz" --out "$tmp/test" \
   > /dev/null
 grep -q "train-00002-of-00003.tfrecord.gz: 20000 examples" "$tmp/mk.out" || fail "$(cat "$tmp/mk.out")"
+
+# --encode png: the images as PNG bytes, as the Estimator template's
+# make_tfrec wrote them (tf.io.encode_png).
+"$build/pstrain" make-tfrecord --input "$data/train-images-idx3-ubyte.gz" --out "$tmp/png" \
+  --shards 2 --encode png > /dev/null
+expect_error 2 '--encode "jpeg": raw or png' "$build/pstrain" make-tfrecord \
+  --input "$data/t10k-images-idx3-ubyte.gz" --out "$tmp/x" --encode jpeg
 
 venv=$("$root/scripts/peers_venv.sh")
 "$venv/bin/python" - "$tmp" "$data" <<'PY' 2> "$tmp/tf.log" || fail "TensorFlow: $(tail -3 "$tmp/tf.log")"
@@ -41,8 +49,18 @@ for rec in tf.data.TFRecordDataset(files, compression_type="GZIP"):
     n += 1
 assert n == 60000, n
 print("TensorFlow read", n, "examples equal to the IDX files")
+# Every 10th record of both shards (decoding all takes long in Python).
+n = 0
+for rec in tf.data.TFRecordDataset(sorted(glob.glob(tmp + "/png-*.tfrecord"))).shard(10, 0):
+    f = tf.train.Example.FromString(rec.numpy()).features.feature
+    png = tf.io.decode_png(f["image"].bytes_list.value[0]).numpy()
+    assert png.shape == (28, 28, 1) and png.tobytes() == images[n * 10].tobytes(), n
+    assert f["label"].int64_list.value[0] == labels[n * 10], n
+    n += 1
+assert n == 6000, n
+print("TensorFlow decoded", n, "PNG examples (every 10th) equal to the IDX images")
 PY
-grep "TensorFlow read" "$tmp/tf.log" || true
+grep "TensorFlow read\|TensorFlow decoded" "$tmp/tf.log" || true
 
 train() {
   local run=$1 model=$2
@@ -59,6 +77,9 @@ a=$(train idx mlp)
 b=$(train shards mlp data.train="$tmp/train-*.tfrecord.gz" data.test="$tmp/test.tfrecord")
 echo "IDX: $a; shards: $b"
 [ "$a" = "$b" ] || fail "the shards train differently from IDX"
+c=$(train png mlp data.train="$tmp/png-*.tfrecord" data.test="$tmp/test.tfrecord")
+echo "PNG shards: $c"
+[ "$a" = "$c" ] || fail "the PNG shards train differently from IDX: $c vs $a"
 
 # Image folders (classes by folder name) through make-tfrecord.
 "$py" "$root/tests/lib/make_image_folders.py" "$data" "$tmp/img" 2000 500

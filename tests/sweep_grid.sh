@@ -5,6 +5,8 @@
 # training log, each trial in a model_dir of its own; a random search of 2
 # trials as local clusters (a log-scale range, YAML spec) ends the same way;
 # with median stopping a trial far below the finished ones is stopped early;
+# with data.val_split the metric is the validation set's, and the report
+# draws validation curves;
 # a bad spec is one clear line and exit 2.
 set -euo pipefail
 build=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
@@ -44,6 +46,37 @@ assert len(table) == 4, printed
 assert log.count("| done |") == 4, log
 print("grid sweep: 4 trials, best accuracy %s (lr %s, batch %s)" % (rows[1][3], rows[1][1], rows[1][2]))
 PY
+
+# With a validation set (data.val_split) the metric is the validation
+# set's: the test set is for the end. `pstrain report` draws the
+# validation curve beside the test one.
+cat > "$tmp/val.json" <<'JSON'
+{"goal": "MAXIMIZE", "hyperparameterMetricTag": "accuracy", "algorithm": "GRID_SEARCH",
+ "maxTrials": 2, "maxParallelTrials": 2,
+ "params": [{"parameterName": "train.learning_rate", "type": "DISCRETE", "discreteValues": [0.01, 0.05]}],
+ "trial": {"runner": "standalone", "args": ["--set", "model=mlp", "--set", "train.max_steps=150",
+           "--set", "threads=1", "--set", "data.val_split=0.1"]}}
+JSON
+timeout 600 "$root/scripts/sweep.sh" "$tmp/val.json" --out "$tmp/val" > "$tmp/val.out" 2>&1 ||
+  fail "validation sweep: $(tail -8 "$tmp/val.out")"
+python3 - "$tmp/val" <<'PY' || fail "validation sweep results: $(cat "$tmp/val.out")"
+import csv, json, sys
+out = sys.argv[1]
+rows = list(csv.reader(open(out + "/results.csv")))
+assert rows[0] == ["trial", "train.learning_rate", "best validation accuracy", "steps", "secs", "status"], rows[0]
+for r in rows[1:]:
+    h = [json.loads(l) for l in open("%s/trial-%s/model/eval_history.jsonl" % (out, r[0]))]
+    val = [e["accuracy"] for e in h if e["set"] == "validation"]
+    test = [e["accuracy"] for e in h if e["set"] == "test"]
+    assert val and test and r[2] == "%.4f" % max(val), (r, h)
+print("validation sweep: best validation accuracy %s (lr %s)" % (rows[1][2], rows[1][1]))
+PY
+"$build/pstrain" report "$tmp/val/trial-1/model" --out "$tmp/val.html" > /dev/null ||
+  fail "pstrain report of a run with a validation set"
+for series in train validation test; do
+  grep -qF "class=\"curve\" data-series=\"$series\"" "$tmp/val.html" ||
+    fail "the report draws no $series curve"
+done
 
 cat > "$tmp/random.yaml" <<'YAML'
 trainingInput:

@@ -362,3 +362,26 @@ void test_image_write_error(void) {
     CHECK(image_write_png_gray(test_path("no/such/dir.png"), 1, 1, &one, err, sizeof err) != 0);
     CHECK_STR_CONTAINS(err, "No such file");
 }
+
+/* image_encode_png: gray and RGB bytes decode back to the very pixels. */
+void test_image_encode_png(void) {
+    char err[PS_ERRLEN];
+    uint8_t pix[5 * 3 * 3];
+    for (size_t i = 0; i < sizeof pix; i++)
+        pix[i] = (uint8_t)(i * 37 + 11);
+    for (size_t c = 1; c <= 3; c += 2) {
+        uint8_t *png;
+        size_t len;
+        CHECK_INT_EQ(image_encode_png(5, 3, c, pix, &png, &len, err, sizeof err), 0);
+        float out[5 * 3 * 3];
+        CHECK_INT_EQ(image_decode("enc", png, len, 5, 3, c, out, err, sizeof err), 0);
+        for (size_t i = 0; i < 5 * 3 * c; i++)
+            CHECK_INT_EQ((int)(out[i] * 255.0f + 0.5f), pix[i]);
+        free(png);
+    }
+    uint8_t *png;
+    size_t len;
+    CHECK_INT_EQ(image_encode_png(5, 3, 2, pix, &png, &len, err, sizeof err), -1);
+    CHECK_STR_CONTAINS(err, "2 channels");
+    CHECK_INT_EQ(image_encode_png(0, 3, 1, pix, &png, &len, err, sizeof err), -1);
+}

@@ -531,6 +531,11 @@ void test_source_stream_epochs(void) {
     /* Seeded, and a resumed loader sees what an unbroken one saw. */
     CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 7, 8, again), 32);
     CHECK(memcmp(again, ids + 28, 32 * sizeof *ids) == 0);
+    /* Two whole epochs skipped unread, and one at its first batch. */
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 12, 3, again), 12);
+    CHECK(memcmp(again, ids + 48, 12 * sizeof *ids) == 0);
+    CHECK_INT_EQ(stream_ids(glob, 0, 1, 3, true, 10, 5, again), 20);
+    CHECK(memcmp(again, ids + 40, 20 * sizeof *ids) == 0);
     /* 3 files, 2 workers: by file; 3 files, 4 workers: by record. */
     CHECK_INT_EQ(stream_ids(glob, 1, 2, 1, false, 0, 2, ids), 7); /* file 1 */
     CHECK_INT_EQ(ids[0], 10);
@@ -560,5 +565,101 @@ void test_source_stream_errors(void) {
     CHECK_INT_EQ(b->n, 0);
     CHECK_STR_CONTAINS(loader_error(l), "cut.tfrecord: record 0 at offset 0: truncated data");
     loader_free(l);
+    data_stream_close(st);
+}
+
+/* Reads batches of 3 of glob after rewriting `file` with n records (it had
+ * 3) until one is empty: how many were not, the error in err. */
+static size_t batches_before_error(const char *glob, const char *file, size_t n, char *err,
+                                   size_t errlen) {
+    data_spec_t s = spec(glob, 2, 2, 1);
+    data_stream_t *st = data_stream_open(&s, 1, false, 1, err, errlen);
+    if (!st) {
+        test_fail(__FILE__, __LINE__, "%s", err);
+        return 99;
+    }
+    write_ids(file, 0, n);
+    loader_opts_t o = {.batch_size = 3, .nshards = 1, .prefetch = 1};
+    loader_t *l = loader_create_stream(st, &o, err, errlen);
+    size_t got = 0;
+    while (l && got < 4 && loader_next(l)->n > 0)
+        got++;
+    if (l)
+        snprintf(err, errlen, "%s", loader_error(l));
+    loader_free(l);
+    data_stream_close(st);
+    return got;
+}
+
+/* A file that ends early at a record boundary, or grows, after opening:
+ * the error names the file and the record. */
+void test_source_stream_changed(void) {
+    char err[PS_ERRLEN], glob[512];
+    snprintf(glob, sizeof glob, "%s/chg-*.tfrecord", test_tmpdir());
+    for (size_t n = 2; n <= 4; n += 2) {
+        write_ids(test_path("chg-0.tfrecord"), 0, 3);
+        write_ids(test_path("chg-1.tfrecord"), 3, 3);
+        CHECK_INT_EQ(batches_before_error(glob, test_path("chg-0.tfrecord"), n, err, sizeof err),
+                     n == 2 ? 0 : 1);
+        CHECK_STR_CONTAINS(err, n == 2 ? "chg-0.tfrecord: record 2: missing (the file had 3 "
+                                         "records when the run began; it changed"
+                                       : "chg-0.tfrecord: record 3: new (the file had 3");
+    }
+}
+
+/* Image folders stream as files of one record: unshuffled, the same order
+ * and labels as read whole; sharded by image (the others' images are not
+ * read: worker 1 opens although image 2 is spoiled); class names kept; an
+ * image spoiled after opening is an error naming it. */
+void test_source_stream_images(void) {
+    char root[512], err[PS_ERRLEN];
+    snprintf(root, sizeof root, "%s/simg", test_tmpdir());
+    write_png(root, "b", "x", 30);
+    write_png(root, "a", "y", 20);
+    write_png(root, "a", "x", 10);
+    write_png(root, "c", "x", 40);
+    data_spec_t s = spec(root, 2, 2, 1);
+    data_stream_t *st = data_stream_open(&s, 1, false, 1, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    const dataset_t *shape = data_stream_shape(st);
+    CHECK_INT_EQ(shape->nclass_names, 3);
+    CHECK(!strcmp(shape->class_names[2], "c"));
+    CHECK_INT_EQ(data_stream_size(st), 4);
+    loader_opts_t o = {.batch_size = 4, .nshards = 1, .prefetch = 1};
+    loader_t *l = loader_create_stream(st, &o, err, sizeof err);
+    const batch_t *b = loader_next(l);
+    static const int want[4] = {10, 20, 30, 40}, labels[4] = {0, 0, 1, 2};
+    CHECK_INT_EQ(b->n, 4);
+    for (int i = 0; i < 4 && b->n == 4; i++) {
+        CHECK_INT_EQ(lroundf(b->x[i * 4] * 255.0f), want[i]);
+        CHECK_INT_EQ(b->y[i], labels[i]);
+    }
+    loader_free(l);
+    data_stream_close(st);
+    /* An image spoiled after opening: its batch is the error. */
+    st = data_stream_open(&s, 1, false, 1, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    write_text(test_path("simg/b/x.png"), "not a PNG any more");
+    l = loader_create_stream(st, &o, err, sizeof err);
+    CHECK_INT_EQ(loader_next(l)->n, 0);
+    CHECK_STR_CONTAINS(loader_error(l), "simg/b/x.png: neither a PNG nor a JPEG image");
+    loader_free(l);
+    data_stream_close(st);
+    /* Worker 1 of 2 takes images 1 and 3; the others are not read. */
+    s.shard = 1;
+    s.nshards = 2;
+    st = data_stream_open(&s, 1, false, 1, err, sizeof err);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    CHECK_INT_EQ(data_stream_size(st), 2);
+    CHECK_INT_EQ(data_stream_total(st), 4);
+    size_t n = 0;
+    CHECK_INT_EQ(data_stream_count(&s, &n, err, sizeof err), 0);
+    CHECK_INT_EQ(n, 4);
     data_stream_close(st);
 }

@@ -2,8 +2,9 @@
  * CSV, TFRecord) written as TFRecord files of tf.train.Example, in order,
  * split into contiguous shards, plain or gzip. Images are written as raw
  * pixels with their shape (height, width, depth), as TensorFlow's
- * convert_to_records and the Estimator template's make_tfrec did; CSV rows
- * as a float list. Reading the shards back (a sorted glob) gives the same
+ * convert_to_records did, or with --encode png as PNG bytes, as the
+ * Estimator template's make_tfrec did (tf.io.encode_png); CSV rows as a
+ * float list. Reading the shards back (a sorted glob) gives the same
  * examples in the same order. */
 #include "tools/make_tfrecord.h"
 
@@ -18,10 +19,12 @@
 #include "common/base/util.h"
 #include "common/data/example.h"
 #include "common/data/source.h"
+#include "common/formats/image.h"
 #include "common/formats/tfrecord.h"
 
 typedef struct {
     const char *input, *format, *out, *image_feature, *label_feature, *label_column, *csv_header;
+    const char *encode; /* raw | png */
     size_t shape[3], shards;
     bool gzip;
 } mk_opts_t;
@@ -29,7 +32,7 @@ typedef struct {
 static const char USAGE[] =
     "usage: pstrain make-tfrecord --input PATH --out PREFIX [--format F] [--shards N] [--gzip]\n"
     "         [--shape H,W,C] [--image-feature NAME] [--label-feature NAME]\n"
-    "         [--label-column NAME] [--csv-header names|none|skip]\n";
+    "         [--label-column NAME] [--csv-header names|none|skip] [--encode raw|png]\n";
 
 /* gzip through stdio, so that tfrecord_write serves both kinds of file. */
 static ssize_t gz_cookie_write(void *c, const char *buf, size_t n) {
@@ -51,20 +54,30 @@ static FILE *open_out(const char *path, bool gz) {
     return fopencookie(g, "w", io);
 }
 
-/* Example i of d as a record. */
-static void pack(const dataset_t *d, size_t i, const mk_opts_t *o, uint8_t **rec, size_t *len) {
+/* Example i of d as a record: its image raw or as PNG bytes (o->encode). */
+static int pack(const dataset_t *d, size_t i, const mk_opts_t *o, uint8_t **rec, size_t *len,
+                char *err, size_t errlen) {
     size_t shape[3] = {d->h, d->w, d->c}, es = d->example_size;
     example_fields_t f = {
         .image_key = o->image_feature, .label_key = o->label_feature, .label = d->labels[i]};
+    uint8_t *png = NULL;
     if (d->features) {
         f.floats = d->features + i * es;
         f.nfloats = es;
+    } else if (!strcmp(o->encode, "png")) {
+        if (image_encode_png(d->h, d->w, d->c, d->images + i * es, &png, &f.image_len, err,
+                             errlen) != 0)
+            return -1;
+        f.image = png;
+        f.shape = shape;
     } else {
         f.image = d->images + i * es;
         f.image_len = es;
         f.shape = shape;
     }
     example_pack(&f, rec, len);
+    free(png);
+    return 0;
 }
 
 /* Writes examples [first, last) of d to one file. */
@@ -77,7 +90,8 @@ static int write_shard(const dataset_t *d, size_t first, size_t last, const char
     for (size_t i = first; i < last && rc == 0; i++) {
         uint8_t *rec;
         size_t len;
-        pack(d, i, o, &rec, &len);
+        if ((rc = pack(d, i, o, &rec, &len, err, errlen)) != 0)
+            break;
         rc = tfrecord_write(f, path, rec, len, err, errlen);
         free(rec);
     }
@@ -112,11 +126,11 @@ static int parse_shape(const char *s, size_t *shape) {
 
 /* One "--name value" pair into o; -1 for anything else. */
 static int parse_arg(mk_opts_t *o, const char *name, const char *v) {
-    const char **str[] = {&o->input,         &o->out,          &o->format,    &o->image_feature,
-                          &o->label_feature, &o->label_column, &o->csv_header};
+    const char **str[] = {&o->input,         &o->out,          &o->format,     &o->image_feature,
+                          &o->label_feature, &o->label_column, &o->csv_header, &o->encode};
     static const char *const names[] = {"--input",         "--out",           "--format",
                                         "--image-feature", "--label-feature", "--label-column",
-                                        "--csv-header"};
+                                        "--csv-header",    "--encode"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i])) {
             *str[i] = v;
@@ -144,6 +158,10 @@ static int parse_args(mk_opts_t *o, int argc, char **argv) {
         } else
             i++;
     }
+    if (strcmp(o->encode, "raw") != 0 && strcmp(o->encode, "png") != 0) {
+        log_print(stderr, "pstrain make-tfrecord: --encode \"%s\": raw or png", o->encode);
+        return -1;
+    }
     if (!o->input || !o->out) {
         fprintf(stderr, "pstrain make-tfrecord: --input and --out are required\n%s", USAGE);
         return -1;
@@ -157,6 +175,7 @@ int cmd_make_tfrecord(int argc, char **argv) {
                    .label_feature = "label",
                    .label_column = "",
                    .csv_header = "names",
+                   .encode = "raw",
                    .shape = {28, 28, 1},
                    .shards = 1};
     if (parse_args(&o, argc, argv) != 0)

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/data/dataset.h"
+#include "common/data/stream.h"
 #include "common/daemon/datasets.h"
 #include "common/base/exitcode.h"
 #include "common/peers/heartbeat.h"
@@ -29,6 +30,8 @@ typedef struct {
     const backend_t *be;
     model_t model;
     dataset_t train;
+    struct data_stream *stream; /* data.stream: the training data, and train is empty */
+    bool data_failed;           /* a streamed batch did not read: nothing more is pushed */
     psclient_t *ps;
     trainer_t *trainer;
     loader_t *loader;
@@ -147,20 +150,34 @@ static uint64_t resume_batches(worker_t *w, size_t nworkers, size_t replicas) {
     return batches;
 }
 
-/* The training split, checked against the model. */
+/* data.stream: this worker's share of the training data as a stream
+ * (stream.h shards it as the in-memory loader does). */
+static int open_stream(worker_t *w, size_t nworkers) {
+    char err[PS_ERRLEN];
+    const config_t *c = &w->d->cfg;
+    w->stream = datasets_open_stream(c, &w->model, (size_t)w->d->cluster.task_index, nworkers, NULL,
+                                     err, sizeof err);
+    if (!w->stream) {
+        log_error("%s", err);
+        return EXIT_DATAERR;
+    }
+    log_info("streaming %zu of the %zu training examples (this worker's share) through a "
+             "shuffle buffer of %lld",
+             data_stream_size(w->stream), data_stream_total(w->stream),
+             (long long)c->data.shuffle_buffer);
+    return 0;
+}
+
 /* This worker's training data: its share of the files (TFRecord files at
- * least as many as the workers), else the whole set. */
+ * least as many as the workers), else the whole set; or a stream. */
 static int load_data(worker_t *w) {
     char err[PS_ERRLEN];
     const config_t *c = &w->d->cfg;
     const cluster_t *cl = &w->d->cluster;
-    if (c->data.stream) { /* not yet: a mid-run read error would need a path to stop the push */
-        log_error("data.stream is for standalone workers; a cluster's workers read their "
-                  "share of the data whole (docs/data.md)");
-        return EXIT_USAGE;
-    }
-    dataset_t val; /* what data.val_split holds out; the master evaluates */
     size_t nworkers = cl->jobs[CLUSTER_WORKER].span;
+    if (c->data.stream)
+        return open_stream(w, nworkers);
+    dataset_t val; /* what data.val_split holds out; the master evaluates */
     if (datasets_load_train_shard(c, &w->model, (size_t)cl->task_index, nworkers, &w->train, &val,
                                   err, sizeof err)) {
         log_error("%s", err);
@@ -170,6 +187,22 @@ static int load_data(worker_t *w) {
     if (w->train.file_shard)
         log_info("reading %zu of the %zu training examples: this worker's share of the files",
                  w->train.n, w->train.total);
+    return 0;
+}
+
+/* The loader over this worker's data: a stream shards itself, and so does
+ * a file shard. */
+static int create_loader(worker_t *w, loader_opts_t *lo, size_t nworkers) {
+    char err[PS_ERRLEN];
+    bool own = w->stream || w->train.file_shard;
+    lo->shard = own ? 0 : (size_t)w->d->cluster.task_index;
+    lo->nshards = own ? 1 : nworkers;
+    w->loader = w->stream ? loader_create_stream(w->stream, lo, err, sizeof err)
+                          : loader_create(&w->train, lo, err, sizeof err);
+    if (!w->loader) {
+        log_error("%s", err);
+        return EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -204,27 +237,22 @@ static int setup(worker_t *w) {
         alloc_buffers(w);
         return 0;
     }
-    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, w->train.total,
+    size_t total = w->stream ? data_stream_total(w->stream) : w->train.total;
+    w->target = trainer_target_steps(c->train.max_steps, c->train.epochs, total,
                                      (size_t)c->train.batch_size, replicas);
     size_t batch = (size_t)c->train.batch_size;
     size_t threads = config_threads(c);
     w->trainer = trainer_create(&w->model, w->be, threads, batch);
     loader_opts_t lo = {.batch_size = batch,
                         .seed = (uint64_t)c->train.seed,
-                        /* A file shard is this worker's already. */
-                        .shard = w->train.file_shard ? 0 : (size_t)cl->task_index,
-                        .nshards = w->train.file_shard ? 1 : nworkers,
                         .shuffle = c->data.shuffle,
                         .prefetch = (size_t)c->data.prefetch,
                         .start_step = resume_batches(w, nworkers, replicas),
                         .alloc = w->be->host_alloc,
                         .free = w->be->host_free,
                         .augment = datasets_augment(c)};
-    w->loader = loader_create(&w->train, &lo, err, sizeof err);
-    if (!w->loader) {
-        log_error("%s", err);
-        return EXIT_USAGE;
-    }
+    if ((rc = create_loader(w, &lo, nworkers)) != 0)
+        return rc;
     alloc_buffers(w);
     if (!w->be->host_memory)
         trainer_set_prefetch(w->trainer, prefetch, w);
@@ -251,6 +279,7 @@ static void teardown(worker_t *w) {
     heartbeat_stop(w->hb);
     if (w->loader)
         loader_free(w->loader);
+    data_stream_close(w->stream);
     trainer_free(w->trainer);
     psclient_free(w->ps);
     if (w->master)
@@ -392,17 +421,25 @@ static void synthetic_step(worker_t *w, const float *params, float *grads, step_
 }
 
 /* The gradient of the next batch at params into grads. The prefetch hook
- * may fetch the batch after it during the step (which ends this one). */
-static void compute(worker_t *w, const float *params, float *grads, step_metrics_t *sm) {
+ * may fetch the batch after it during the step (which ends this one).
+ * False when a streamed batch did not read (one error line): nothing is
+ * computed, and the caller pushes nothing more. */
+static bool compute(worker_t *w, const float *params, float *grads, step_metrics_t *sm) {
     if (w->synthetic) {
         synthetic_step(w, params, grads, sm);
-        return;
+        return true;
     }
     const batch_t *b = w->next ? w->next : loader_next(w->loader);
     w->next = NULL;
+    if (b->n == 0) {
+        log_error("%s", loader_error(w->loader));
+        w->data_failed = true;
+        return false;
+    }
     uint64_t seed = rng_key((uint64_t)w->d->cfg.train.seed, "dropout",
                             b->step * 1000003ull + (uint64_t)w->d->cluster.task_index);
     trainer_gradient(w->trainer, params, b->x, b->y, b->n, seed, grads, sm);
+    return true;
 }
 
 /* Pull, compute, push, one after the other (sync mode, or no pipeline). */
@@ -423,7 +460,8 @@ static psclient_status_t train_serial(worker_t *w, run_stats_t *r) {
             break;
         step_metrics_t sm;
         double t1 = ps_now();
-        compute(w, w->params[0], w->grads[0], &sm);
+        if (!compute(w, w->params[0], w->grads[0], &sm))
+            break;
         double t2 = ps_now();
         size_t stale = 0;
         if ((s = psclient_push(w->ps, w->grads[0], &stale, w->err, sizeof w->err)) != 0)
@@ -467,7 +505,8 @@ static psclient_status_t train_pipelined(worker_t *w, run_stats_t *r) {
     bool pending = false;
     while (!should_stop(w) && !progress_target_reached(w->global_step, w->target)) {
         step_metrics_t sm;
-        compute(w, w->params[cur], w->grads[g], &sm);
+        if (!compute(w, w->params[cur], w->grads[g], &sm))
+            break; /* the push in flight is of a batch read whole: it goes on */
         if (pending) {
             if ((s = courier_wait(&c)) != PSCLIENT_OK)
                 break;
@@ -537,9 +576,11 @@ static psclient_status_t overlapped_step(worker_t *w, courier_t *c, const uint8_
         return PSCLIENT_OK;
     courier_post(c, pull_head);
     step_metrics_t sm;
-    compute(w, w->params[0], w->grads[0], &sm);
+    bool computed = compute(w, w->params[0], w->grads[0], &sm);
     if ((s = courier_wait(c)) != PSCLIENT_OK)
         return courier_failure(w, c, s);
+    if ((*done = !computed))
+        return PSCLIENT_OK;
     size_t stale;
     s = psclient_push_vars(w->ps, w->grads[0], early, false, &stale, w->err, sizeof w->err);
     if (s != PSCLIENT_OK)
@@ -634,6 +675,12 @@ static int train(worker_t *w) {
     psclient_status_t s = loop == PROGRESS_PIPELINED    ? train_pipelined(w, &r)
                           : loop == PROGRESS_OVERLAPPED ? train_overlapped(w, &r, head)
                                                         : train_serial(w, &r);
+    if (w->data_failed && (s == PSCLIENT_OK || s == PSCLIENT_STOPPED)) {
+        log_info("global step %llu: no gradient of the batch that did not read was pushed (%zu "
+                 "local steps pushed); the PS keep the model",
+                 (unsigned long long)w->global_step, r.local_steps);
+        return EXIT_DATAERR;
+    }
     if (s == PSCLIENT_OK || s == PSCLIENT_STOPPED)
         log_end(w, &r);
     else

@@ -45,6 +45,11 @@ typedef struct {
     size_t images_since_log;
 } epoch_stats_t;
 
+/* The training data's shape and class names, streamed or in memory. */
+static const dataset_t *train_shape(const local_t *L) {
+    return L->stream ? data_stream_shape(L->stream) : &L->train;
+}
+
 /* Loads the model and both splits and checks that they fit each other. */
 static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) {
     if (model_open(&L->model, c->model, c->train.loss, err, errlen))
@@ -58,7 +63,7 @@ static int load_inputs(local_t *L, const config_t *c, char *err, size_t errlen) 
     }
     if (datasets_load_test(c, &L->model, &L->test, err, errlen))
         return EXIT_DATAERR;
-    if (datasets_write_class_names(&L->train, c->checkpoint.model_dir, err, errlen))
+    if (datasets_write_class_names(train_shape(L), c->checkpoint.model_dir, err, errlen))
         return EXIT_IOERR;
     return 0;
 }
@@ -248,7 +253,7 @@ static int checkpoint(local_t *L, const config_t *c, uint64_t step, bool final) 
         log_error("export: %s", err);
         return EXIT_IOERR;
     }
-    if (datasets_write_class_names(&L->train, out, err, sizeof err)) {
+    if (datasets_write_class_names(train_shape(L), out, err, sizeof err)) {
         log_error("export: %s", err);
         return EXIT_IOERR;
     }

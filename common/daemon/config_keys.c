@@ -72,8 +72,9 @@ const config_key_t config_keys[] = {
               "fraction of data.train held out (seeded by train.seed) as validation data when "
               "data.val is \"\"; 0 = none"),
     BOOL_KEY("data.stream", data.stream, "false",
-             "stream TFRecord training data from disk through a shuffle buffer (memory holds "
-             "data.shuffle_buffer examples, not the data set); standalone workers"),
+             "stream TFRecord or image-folder training data from disk through a shuffle buffer "
+             "(memory holds data.shuffle_buffer examples, not the data set); standalone and "
+             "cluster workers"),
     INT_KEY("data.shuffle_buffer", data.shuffle_buffer, "10000", 1, 10000000,
             "data.stream: examples in the shuffle buffer (as tf.data's shuffle(buffer_size))"),
     BOOL_KEY("data.augment_flip", data.augment_flip, "false",

@@ -77,15 +77,8 @@ int datasets_load_train_shard(const config_t *c, const model_t *m, size_t shard,
 struct data_stream *datasets_open_stream(const config_t *c, const model_t *m, size_t shard,
                                          size_t nshards, dataset_t *val, char *err, size_t errlen) {
     data_spec_t s = spec_of(c, m, c->data.train, true);
-    data_format_t f;
-    memset(val, 0, sizeof *val);
-    if (data_format_of(&s, &f, err, errlen) != 0)
-        return NULL;
-    if (f != DATA_TFRECORD) {
-        ps_errf(err, errlen, "data.stream: %s is not TFRecord data (the only format streamed)",
-                s.path);
-        return NULL;
-    }
+    if (val)
+        memset(val, 0, sizeof *val);
     if (c->data.val_split > 0) {
         ps_errf(err, errlen,
                 "data.stream: data.val_split needs the whole training set in "
@@ -98,13 +91,45 @@ struct data_stream *datasets_open_stream(const config_t *c, const model_t *m, si
                                          (uint64_t)c->train.seed, err, errlen);
     if (!st)
         return NULL;
+    const dataset_t *shape = data_stream_shape(st);
     data_spec_t v = spec_of(c, m, c->data.val, false);
-    if (trainer_check_data(m, data_stream_shape(st), s.path, err, errlen) != 0 ||
-        (c->data.val[0] && load_one(c, m, &v, val, err, errlen) != 0)) {
+    v.class_names = shape->class_names;
+    v.nclass_names = shape->nclass_names;
+    if (trainer_check_data(m, shape, s.path, err, errlen) != 0 ||
+        (val && c->data.val[0] && load_one(c, m, &v, val, err, errlen) != 0)) {
         data_stream_close(st);
         return NULL;
     }
     return st;
+}
+
+int datasets_count_stream(const config_t *c, const model_t *m, dataset_t *train, dataset_t *val,
+                          char *err, size_t errlen) {
+    data_spec_t s = spec_of(c, m, c->data.train, true);
+    data_format_t f;
+    memset(train, 0, sizeof *train);
+    memset(val, 0, sizeof *val);
+    if (c->data.val_split > 0)
+        return ps_errf(err, errlen,
+                       "data.stream: data.val_split needs the whole training set in "
+                       "memory; name validation data with data.val");
+    if (data_stream_count(&s, &train->n, err, errlen) != 0)
+        return -1;
+    if (train->n == 0)
+        return ps_errf(err, errlen, "%s: no records", s.path);
+    if (data_format_of(&s, &f, err, errlen) == 0 && f == DATA_IMAGES &&
+        data_image_classes(s.path, &train->class_names, &train->nclass_names, err, errlen) != 0)
+        return -1;
+    train->total = train->n;
+    if (!c->data.val[0])
+        return 0;
+    data_spec_t v = spec_of(c, m, c->data.val, false);
+    v.class_names = train->class_names;
+    v.nclass_names = train->nclass_names;
+    int rc = load_one(c, m, &v, val, err, errlen);
+    if (rc != 0)
+        dataset_free(train);
+    return rc;
 }
 
 /* The class names of the training folders (image folders only). */

@@ -21,10 +21,16 @@ int datasets_load_train(const config_t *c, const model_t *m, dataset_t *train, d
 int datasets_load_train_shard(const config_t *c, const model_t *m, size_t shard, size_t nshards,
                               dataset_t *train, dataset_t *val, char *err, size_t errlen);
 /* data.stream: the training data as a stream for worker shard of nshards
- * (TFRecord only; data.val_split, which needs the whole set, is refused),
- * and data.val whole in *val (val->n = 0 when there is none). */
+ * (TFRecord or image folders; data.val_split, which needs the whole set, is
+ * refused), and data.val whole in *val (val->n = 0 when there is none; val
+ * NULL: not read). */
 struct data_stream *datasets_open_stream(const config_t *c, const model_t *m, size_t shard,
                                          size_t nshards, dataset_t *val, char *err, size_t errlen);
+/* data.stream, for a master or an evaluator: the training records counted
+ * (nothing decoded, memory bounded) in train->n, with an image folder's
+ * class names but no examples, and data.val whole in *val. */
+int datasets_count_stream(const config_t *c, const model_t *m, dataset_t *train, dataset_t *val,
+                          char *err, size_t errlen);
 /* The test set: data.test, else data.dir's t10k-* IDX pair. Image folders
  * take the classes of data.train's folders. */
 int datasets_load_test(const config_t *c, const model_t *m, dataset_t *test, char *err,

@@ -95,7 +95,7 @@ static int slurp(const char *path, uint8_t **buf, size_t *len, char *err, size_t
     return 0;
 }
 
-static int add_image(dsb_t *b, const char *path, uint8_t label, char *err, size_t errlen) {
+int data_image_add(dsb_t *b, const char *path, uint8_t label, char *err, size_t errlen) {
     uint8_t *buf = NULL;
     size_t len = 0;
     if (slurp(path, &buf, &len, err, errlen) != 0)
@@ -124,8 +124,9 @@ static int class_label(const data_spec_t *s, const names_t *classes, size_t i, c
                    dir, classes->names[i], classes->names[i], s->nclass_names);
 }
 
-static int load_class(dsb_t *b, const data_spec_t *s, const names_t *classes, size_t i, char *err,
-                      size_t errlen) {
+/* Class folder i's images into l, labelled. */
+static int list_class(data_image_list_t *l, names_t *paths, const data_spec_t *s,
+                      const names_t *classes, size_t i, char *err, size_t errlen) {
     long long label = 0;
     char *sub = data_join(s->path, classes->names[i]);
     names_t files = {0};
@@ -136,47 +137,79 @@ static int load_class(dsb_t *b, const data_spec_t *s, const names_t *classes, si
         rc = list(sub, false, &files, err, errlen);
     for (size_t k = 0; rc == 0 && k < files.n; k++) {
         char *path = data_join(sub, files.names[k]);
-        rc = add_image(b, path, (uint8_t)label, err, errlen);
+        names_add(paths, path);
         free(path);
+        l->labels = xrealloc(l->labels, paths->cap * sizeof *l->labels);
+        l->labels[paths->n - 1] = (uint8_t)label;
     }
     names_free(&files);
     free(sub);
     return rc;
 }
 
-static void keep_names(dataset_t *d, const data_spec_t *s, names_t *classes) {
+/* The class names the data set keeps: the training set's, or its own. */
+static void keep_names(data_image_list_t *l, const data_spec_t *s, names_t *classes) {
     if (s->class_names) {
-        d->nclass_names = s->nclass_names;
-        d->class_names = xcalloc(s->nclass_names, sizeof *d->class_names);
+        l->nclass_names = s->nclass_names;
+        l->class_names = xcalloc(s->nclass_names, sizeof *l->class_names);
         for (size_t i = 0; i < s->nclass_names; i++)
-            d->class_names[i] = xstrdup(s->class_names[i]);
+            l->class_names[i] = xstrdup(s->class_names[i]);
         return;
     }
-    d->class_names = classes->names;
-    d->nclass_names = classes->n;
+    l->class_names = classes->names;
+    l->nclass_names = classes->n;
     memset(classes, 0, sizeof *classes);
 }
 
-int data_load_images(dataset_t *d, const data_spec_t *s, char *err, size_t errlen) {
-    names_t classes = {0};
+int data_image_list(data_image_list_t *l, const data_spec_t *s, char *err, size_t errlen) {
+    memset(l, 0, sizeof *l);
+    names_t classes = {0}, paths = {0};
     if (list(s->path, true, &classes, err, errlen) != 0)
         return -1;
+    int rc = 0;
     if (classes.n == 0)
-        return ps_errf(err, errlen, "%s: no class subfolders (the layout is DIR/CLASS/IMAGE)",
-                       s->path);
+        rc = ps_errf(err, errlen, "%s: no class subfolders (the layout is DIR/CLASS/IMAGE)",
+                     s->path);
+    for (size_t i = 0; i < classes.n && rc == 0; i++)
+        rc = list_class(l, &paths, s, &classes, i, err, errlen);
+    l->paths = paths.names;
+    l->n = paths.n;
+    if (rc == 0 && l->n == 0)
+        rc = ps_errf(err, errlen, "%s: no PNG or JPEG images in the class folders", s->path);
+    if (rc == 0)
+        keep_names(l, s, &classes);
+    else
+        data_image_list_free(l);
+    names_free(&classes);
+    return rc;
+}
+
+void data_image_list_free(data_image_list_t *l) {
+    data_free_files(l->paths, l->n);
+    data_free_files(l->class_names, l->nclass_names);
+    free(l->labels);
+    memset(l, 0, sizeof *l);
+}
+
+int data_load_images(dataset_t *d, const data_spec_t *s, char *err, size_t errlen) {
+    data_image_list_t l;
+    if (data_image_list(&l, s, err, errlen) != 0)
+        return -1;
     dsb_t b;
     dsb_init(&b, d, s->h, s->w, s->c, false);
     int rc = 0;
-    for (size_t i = 0; i < classes.n && rc == 0; i++)
-        rc = load_class(&b, s, &classes, i, err, errlen);
+    for (size_t i = 0; i < l.n && rc == 0; i++)
+        rc = data_image_add(&b, l.paths[i], l.labels[i], err, errlen);
     dsb_finish(&b);
-    if (rc == 0 && d->n == 0)
-        rc = ps_errf(err, errlen, "%s: no PNG or JPEG images in the class folders", s->path);
-    if (rc == 0)
-        keep_names(d, s, &classes);
-    else
+    if (rc == 0) {
+        d->class_names = l.class_names;
+        d->nclass_names = l.nclass_names;
+        l.class_names = NULL;
+        l.nclass_names = 0;
+    } else {
         dataset_free(d);
-    names_free(&classes);
+    }
+    data_image_list_free(&l);
     return rc;
 }
 

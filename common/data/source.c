@@ -57,6 +57,19 @@ static void dsb_grow(dsb_t *b) {
     d->labels = xrealloc(d->labels, b->cap);
 }
 
+void dsb_trim(dsb_t *b) {
+    dataset_t *d = b->d;
+    size_t cap = PS_MAX(d->n, 1), es = PS_MAX(d->example_size, 1);
+    if (b->cap <= cap || (!d->features && !d->images))
+        return;
+    b->cap = cap;
+    if (d->features)
+        d->features = xrealloc(d->features, cap * es * sizeof(float));
+    else
+        d->images = xrealloc(d->images, cap * es);
+    d->labels = xrealloc(d->labels, cap);
+}
+
 uint8_t *dsb_add(dsb_t *b, uint8_t label) {
     dsb_grow(b);
     dataset_t *d = b->d;

@@ -99,8 +99,7 @@ static int load_file(dsb_t *b, const data_spec_t *s, const char *file, char *err
     return rc;
 }
 
-/* Counts the records of a file another worker reads (framing checked). */
-static int count_file(const char *file, size_t *count, char *err, size_t errlen) {
+int data_tfrecord_count(const char *file, size_t *count, char *err, size_t errlen) {
     tfrecord_reader_t *r = tfrecord_open(file, err, errlen);
     if (!r)
         return -1;
@@ -121,8 +120,9 @@ int data_load_tfrecord(dataset_t *d, const data_spec_t *s, char **files, size_t 
     size_t others = 0;
     int rc = 0;
     for (size_t i = 0; i < nfiles && rc == 0; i++)
-        rc = !by_file || i % s->nshards == s->shard ? load_file(&b, s, files[i], err, errlen)
-                                                    : count_file(files[i], &others, err, errlen);
+        rc = !by_file || i % s->nshards == s->shard
+                 ? load_file(&b, s, files[i], err, errlen)
+                 : data_tfrecord_count(files[i], &others, err, errlen);
     if (d->labels)
         dsb_finish(&b);
     d->file_shard = by_file;

@@ -12,7 +12,7 @@
 #include "common/formats/jpeg.h"
 
 /* libpng reports errors through a callback that must not return: it records
- * the message here and longjmps back to the setjmp in decode() or encode_gray().
+ * the message here and longjmps back to the setjmp in decode() or encode().
  * Everything that must be freed afterwards lives in this struct, which the
  * caller of those functions owns, so no local variable is clobbered. */
 typedef struct {
@@ -301,36 +301,70 @@ int image_decode(const char *name, const uint8_t *buf, size_t len, size_t h, siz
 
 /* ---- writing ------------------------------------------------------------ */
 
-static int encode_gray(png_ctx_t *ctx, size_t h, size_t w, const uint8_t *pix) {
+static int encode(png_ctx_t *ctx, size_t h, size_t w, size_t c, const uint8_t *pix) {
     if (setjmp(png_jmpbuf(ctx->png)))
         return -1;
     png_set_write_fn(ctx->png, ctx, on_write, on_flush);
-    png_set_IHDR(ctx->png, ctx->info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_GRAY,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_IHDR(ctx->png, ctx->info, (png_uint_32)w, (png_uint_32)h, 8,
+                 c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(ctx->png, ctx->info);
     for (size_t y = 0; y < h; y++)
-        png_write_row(ctx->png, pix + y * w);
+        png_write_row(ctx->png, pix + y * w * c);
     png_write_end(ctx->png, NULL);
     return 0;
 }
 
-static int write_gray(png_ctx_t *ctx, size_t h, size_t w, const uint8_t *pix, char *err,
-                      size_t errlen) {
+static int write_png(png_ctx_t *ctx, size_t h, size_t w, size_t c, const uint8_t *pix, char *err,
+                     size_t errlen) {
     if (ctx_start(ctx, true, err, errlen) != 0)
         return -1;
-    if (encode_gray(ctx, h, w, pix) != 0)
+    if (encode(ctx, h, w, c, pix) != 0)
         return ps_errf(err, errlen, "write %s: %s", ctx->path, ctx->msg);
+    return 0;
+}
+
+static int check_size(const char *name, size_t h, size_t w, char *err, size_t errlen) {
+    if (h == 0 || w == 0 || h > IMAGE_MAX_SIDE || w > IMAGE_MAX_SIDE)
+        return ps_errf(err, errlen, "%s: cannot write a %zu x %zu image", name, h, w);
+    return 0;
+}
+
+int image_encode_png(size_t h, size_t w, size_t c, const uint8_t *pix, uint8_t **out, size_t *len,
+                     char *err, size_t errlen) {
+    *out = NULL;
+    *len = 0;
+    if (check_size("PNG", h, w, err, errlen) != 0)
+        return -1;
+    if (c != 1 && c != 3)
+        return ps_errf(err, errlen, "PNG: %zu channels (1 or 3 are written)", c);
+    char *buf = NULL;
+    size_t n = 0;
+    png_ctx_t ctx = {.path = "PNG", .f = open_memstream(&buf, &n)};
+    if (!ctx.f)
+        return ps_errf(err, errlen, "open_memstream: %s", strerror(errno));
+    int rc = write_png(&ctx, h, w, c, pix, err, errlen);
+    if (ctx.png)
+        png_destroy_write_struct(&ctx.png, ctx.info ? &ctx.info : NULL);
+    if (fclose(ctx.f) != 0 && rc == 0)
+        rc = ps_errf(err, errlen, "PNG: %s", strerror(errno));
+    if (rc != 0) {
+        free(buf);
+        return -1;
+    }
+    *out = (uint8_t *)buf;
+    *len = n;
     return 0;
 }
 
 int image_write_png_gray(const char *path, size_t h, size_t w, const uint8_t *pix, char *err,
                          size_t errlen) {
-    if (h == 0 || w == 0 || h > IMAGE_MAX_SIDE || w > IMAGE_MAX_SIDE)
-        return ps_errf(err, errlen, "%s: cannot write a %zu x %zu image", path, h, w);
+    if (check_size(path, h, w, err, errlen) != 0)
+        return -1;
     png_ctx_t ctx = {.path = path, .f = fopen(path, "wb")};
     if (!ctx.f)
         return ps_errf(err, errlen, "create %s: %s", path, strerror(errno));
-    int rc = write_gray(&ctx, h, w, pix, err, errlen);
+    int rc = write_png(&ctx, h, w, 1, pix, err, errlen);
     if (ctx.png)
         png_destroy_write_struct(&ctx.png, ctx.info ? &ctx.info : NULL);
     if (fclose(ctx.f) != 0 && rc == 0)

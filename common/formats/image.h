@@ -37,6 +37,11 @@ int image_load_png(const char *path, size_t h, size_t w, size_t c, float *out, c
 int image_decode(const char *name, const uint8_t *buf, size_t len, size_t h, size_t w, size_t c,
                  float *out, char *err, size_t errlen);
 
+/* pix[h][w][c] (c = 1: gray, 3: RGB) as the bytes of an 8-bit PNG in *out
+ * (*len bytes; the caller frees it). */
+int image_encode_png(size_t h, size_t w, size_t c, const uint8_t *pix, uint8_t **out, size_t *len,
+                     char *err, size_t errlen);
+
 /* Writes pix[h][w] as an 8-bit grayscale PNG. */
 int image_write_png_gray(const char *path, size_t h, size_t w, const uint8_t *pix, char *err,
                          size_t errlen);

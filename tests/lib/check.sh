@@ -58,6 +58,19 @@ wait_log() {
   fail "$3: no \"$2\" in $1"
 }
 
+# wait_exit PID [SECS]: waits for PID, a child of this shell, at most SECS
+# (120) seconds; sets $rc to its exit status (124: it still runs).
+wait_exit() {
+  if ! timeout "${2:-120}" tail --pid="$1" -f /dev/null; then
+    rc=124
+    return 0
+  fi
+  set +e
+  wait "$1"
+  rc=$?
+  set -e
+}
+
 # cluster_test_cleanup: the EXIT trap of a test that starts clusters in
 # $tmp/runlogs: runs the test's own test_cleanup, when it defines one, stops
 # what is left of the clusters and removes $tmp (PSTRAIN_TEST_KEEP=1 keeps it
