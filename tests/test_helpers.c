@@ -52,15 +52,21 @@ double fixed_batch_loss(model_exec_t *e, const float *params, size_t n) {
 }
 
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt) {
-    char err[PS_ERRLEN];
-    memset(e, 0, sizeof *e);
-    if (model_load(&e->m, "mlp", err, sizeof err))
-        goto fail;
-    ps_service_init(&e->svc, 1);
     ps_shard_opts_t o = {
         .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
     optim_defaults(&o.optim, OPTIM_SGD);
-    if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
+    return test_ps_start_model(e, "mlp", &o, opt);
+}
+
+int test_ps_start_model(test_ps_t *e, const char *spec, const ps_shard_opts_t *o,
+                        const rpc_options_t *opt) {
+    char err[PS_ERRLEN];
+    memset(e, 0, sizeof *e);
+    if (strchr(spec, '{') ? model_parse(&e->m, spec, err, sizeof err)
+                          : model_load(&e->m, spec, err, sizeof err))
+        goto fail;
+    ps_service_init(&e->svc, 1);
+    if (ps_shard_init(&e->svc.shard, &e->m, o, err, sizeof err))
         goto fail;
     rpc_server_config_t sc = {.addr = "127.0.0.1:0",
                               .methods = ps_service_methods,

@@ -49,6 +49,10 @@ typedef struct {
 /* sync: train.mode sync; opt: the server's and channel's options (NULL:
  * defaults). 0, or -1 with the error on stderr. */
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt);
+/* The same with a model (a builtin name or a spec's JSON) and the shard's
+ * options (o->nps 1). */
+int test_ps_start_model(test_ps_t *e, const char *spec, const ps_shard_opts_t *o,
+                        const rpc_options_t *opt);
 void test_ps_stop(test_ps_t *e);
 
 #endif

@@ -35,13 +35,15 @@ static const keras_class_t keras_classes[] = {
     {"Add", "add", " "},
     {"Multiply", "multiply", " "},
     {"Concatenate", "concatenate", " "},
+    {"BatchNormalization", "batch_normalization",
+     " axis momentum epsilon center scale beta_initializer gamma_initializer "
+     "moving_mean_initializer moving_variance_initializer "},
 };
 
 static const char supported_classes[] =
     "InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
     "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, CenterCrop, Add, "
-    "Multiply, "
-    "Concatenate";
+    "Multiply, Concatenate, BatchNormalization";
 
 static bool has_word(const char *words, const char *w) {
     char probe[96];
@@ -107,13 +109,24 @@ static bool all_ones(json_object *v) {
  * value is fine, else what the value must be. */
 static const char *neutral_key(const char *key, json_object *v) {
     static const char *must_be_null[] = {
-        "kernel_regularizer", "bias_regularizer",    "activity_regularizer", "kernel_constraint",
-        "bias_constraint",    "quantization_config", "noise_shape",          "lora_rank"};
+        "kernel_regularizer", "bias_regularizer",   "activity_regularizer",
+        "kernel_constraint",  "bias_constraint",    "quantization_config",
+        "noise_shape",        "lora_rank",          "beta_regularizer",
+        "gamma_regularizer",  "beta_constraint",    "gamma_constraint",
+        "renorm_clipping",    "virtual_batch_size", "adjustment"};
+    static const char *must_be_false[] = {"synchronized", "renorm"};
+    for (size_t i = 0; i < PS_ARRAY_LEN(must_be_false); i++)
+        if (strcmp(key, must_be_false[i]) == 0)
+            return json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)
+                       ? ""
+                       : "false (pstrain implements plain BatchNormalization)";
     for (size_t i = 0; i < PS_ARRAY_LEN(must_be_null); i++)
         if (strcmp(key, must_be_null[i]) == 0)
             return is_null(v) ? "" : "null (pstrain implements none)";
+    /* renorm_momentum acts only with renorm; fused picks a kernel, not the math. */
     if (!strcmp(key, "name") || !strcmp(key, "seed") || !strcmp(key, "lora_alpha") ||
-        !strcmp(key, "autocast") || !strcmp(key, "batch_input_shape"))
+        !strcmp(key, "autocast") || !strcmp(key, "batch_input_shape") ||
+        !strcmp(key, "renorm_momentum") || !strcmp(key, "fused"))
         return "";
     if (!strcmp(key, "trainable"))
         return json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v)
@@ -181,7 +194,15 @@ static int carry_key(json_object *out, const char *name, const char *cls, const 
         return 0;
     }
     if (!strcmp(key, "strides") && is_null(v))
-        return 0; /* pooling: the pool size */
+        return 0;                      /* pooling: the pool size */
+    if (strstr(key, "_initializer")) { /* BatchNormalization's: Zeros or Ones */
+        bool ones = initializer_is(v, "Ones", "ones");
+        if (!ones && !initializer_is(v, "Zeros", "zeros"))
+            return KERAS_ERR(err, errlen, name, cls, "\"%s\" is %s; it must be Zeros or Ones", key,
+                             json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        json_object_object_add(out, key, json_object_new_string(ones ? "ones" : "zeros"));
+        return 0;
+    }
     json_object_object_add(out, key, json_object_get(v));
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/train/moving.h"
 
 size_t store_row_size(const var_t *v) {
     return v->shape[0] ? v->size / v->shape[0] : 0;
@@ -49,7 +50,9 @@ void store_init_full(store_t *s, const model_t *m, const optim_cfg_t *opt, uint6
 }
 
 void store_apply(store_t *s, const float *grad) {
-    optim_apply(&s->opt, s->iterations, s->w, s->slots, grad, s->size);
+    update_step_t k;
+    optim_update_step(&s->opt, s->iterations, &k);
+    moving_apply_model(s->model, cpu_backend(), &k, s->w, s->slots[0], s->slots[1], grad);
     s->iterations++;
 }
 

@@ -7,6 +7,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_gemm.h"
 #include "kernels/cpu/cpu_optim.h"
+#include "kernels/cpu/ops_bn.h"
 #include "kernels/cpu/ops_extra.h"
 
 #include <math.h>
@@ -676,6 +677,10 @@ static const backend_t cpu_table = {
     .scale_shift = cpu_scale_shift,
     .mul = cpu_mul,
     .copy_cols = cpu_copy_cols,
+    .bn_stats = cpu_bn_stats,
+    .bn_forward = cpu_bn_forward,
+    .bn_backward_sums = cpu_bn_backward_sums,
+    .bn_backward_data = cpu_bn_backward_data,
 };
 
 const backend_t *cpu_backend(void) {

@@ -133,6 +133,29 @@ MODELS = {"cnn": cnn, "mlp": mlp, "strided": strided, "extra": extra, "small": s
           "residual": residual, "binary": binary}
 
 
+def bn_residual():
+    """A residual CNN with BatchNormalization (Functional): a strided stem
+    conv-BN-relu, a block of two normalised convolutions added to its input,
+    global average pooling and a dense head."""
+    inp = keras.Input((28, 28, 1))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inp)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    y = layers.Conv2D(16, 3, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization(momentum=0.9)(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(16, 3, padding="same")(y)
+    y = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(y)
+    x = layers.Add()([x, y])
+    x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+MODELS["bn_residual"] = bn_residual
+
+
 def read_idx_images(path):
     import gzip
     import numpy as np
