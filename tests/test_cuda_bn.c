@@ -11,6 +11,7 @@
 #include "common/base/util.h"
 #include "common/model/model.h"
 #include "kernels/backend.h"
+#include "test_helpers.h"
 
 static char why[PSTRAIN_BACKEND_WHY];
 
@@ -19,13 +20,6 @@ static const backend_t *gpu(void) {
     setenv("PSTRAIN_CUDA_MATH", "fp32", 1);
     backend_choice_t c;
     return backend_open("gpu", &c, why, sizeof why) ? NULL : c.be;
-}
-
-static float *host_floats(size_t n, uint64_t seed, float lo, float hi) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * rng_uniform(seed, i);
-    return p;
 }
 
 /* A device copy of n host floats. */
@@ -54,8 +48,8 @@ void test_cuda_bn_ops(void) {
     const backend_t *c = cpu_backend();
     size_t rows = 3000, ch = 96, n = rows * ch;
     float eps = 1e-3f;
-    float *x = host_floats(n, 1, 2.0f, 4.0f), *dy = host_floats(n, 2, -1.0f, 1.0f);
-    float *gamma = host_floats(ch, 3, 0.5f, 1.5f), *beta = host_floats(ch, 4, -1.0f, 1.0f);
+    float *x = test_floats(n, 1, 2.0f, 4.0f), *dy = test_floats(n, 2, -1.0f, 1.0f);
+    float *gamma = test_floats(ch, 3, 0.5f, 1.5f), *beta = test_floats(ch, 4, -1.0f, 1.0f);
     float *mean = xmalloc(ch * sizeof(float)), *var = xmalloc(ch * sizeof(float));
     float *y = xmalloc(n * sizeof(float)), *dx = xmalloc(n * sizeof(float));
     float *sums = xmalloc(2 * ch * sizeof(float));
@@ -138,7 +132,7 @@ void test_cuda_bn_model(void) {
                       "\"units\": 4, \"activation\": \"softmax\"}]}",
                       err, sizeof err) == 0);
     size_t n = 6, in = 300;
-    float *x = host_floats(n * in, 5, 0.0f, 1.0f), *params = xmalloc(m.nparams * sizeof(float));
+    float *x = test_floats(n * in, 5, 0.0f, 1.0f), *params = xmalloc(m.nparams * sizeof(float));
     int32_t labels[6] = {0, 1, 2, 3, 0, 1};
     model_init_params(&m, 3, params);
     /* Moving statistics away from their start, for inference. */

@@ -95,3 +95,10 @@ void test_ps_stop(test_ps_t *e) {
     ps_service_free(&e->svc);
     model_free(&e->m);
 }
+
+float *test_floats(size_t n, uint64_t seed, float lo, float hi) {
+    float *p = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * rng_uniform(seed, i);
+    return p;
+}

@@ -35,6 +35,11 @@ double fixed_batch_loss(model_exec_t *e, const float *params, size_t n);
 /* Fails the test when model_backward of spec under the train.loss name loss
  * differs from central differences (test_model.c). */
 void check_gradients_loss(const char *spec, const char *loss, size_t n);
+/* Fails the test when n examples split over 3 threads give another loss,
+ * accuracy or gradient than on 1 thread, twice over (test_model.c). */
+void check_threads_same_gradient(const char *spec, size_t n);
+/* n floats uniform in [lo, hi) from rng_uniform(seed, i) (caller frees). */
+float *test_floats(size_t n, uint64_t seed, float lo, float hi);
 
 /* One PS of the MLP (SGD, seed 1, one replica, two workers) served on a
  * free loopback port in this process, with a channel to it. */

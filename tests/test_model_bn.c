@@ -14,7 +14,6 @@
 #include "common/model/model.h"
 #include "common/peers/psclient.h"
 #include "common/train/store.h"
-#include "common/train/trainer.h"
 #include "test_helpers.h"
 
 /* conv2d -> batch_normalization -> relu -> global average -> dense. */
@@ -229,37 +228,8 @@ void test_model_bn_batch_statistics(void) {
 /* A batch split over 3 threads gives the gradient and the statistics of the
  * whole batch; also when a thread has no example. */
 void test_model_bn_threads(void) {
-    model_t m;
-    CHECK(parse(&m, conv_bn) == 0);
-    size_t sizes[] = {7, 2};
-    for (size_t k = 0; k < 2; k++) {
-        size_t n = sizes[k], in = 72;
-        float *x = xmalloc(n * in * sizeof(float));
-        int32_t y[7];
-        for (size_t i = 0; i < n * in; i++)
-            x[i] = rng_uniform(12, i);
-        for (size_t i = 0; i < n; i++)
-            y[i] = (int32_t)(i % 5);
-        float *p = xmalloc(m.nparams * sizeof(float));
-        model_init_params(&m, 3, p);
-        float *g1 = xmalloc(m.nparams * sizeof(float)), *g3 = xmalloc(m.nparams * sizeof(float));
-        step_metrics_t s1, s3;
-        trainer_t *t1 = trainer_create(&m, cpu_backend(), 1, n);
-        trainer_t *t3 = trainer_create(&m, cpu_backend(), 3, n);
-        for (int round = 0; round < 2; round++) { /* the reductions start over cleanly */
-            trainer_gradient(t1, p, x, y, n, 5, g1, &s1);
-            trainer_gradient(t3, p, x, y, n, 5, g3, &s3);
-            CHECK_NEAR(s1.loss, s3.loss, 1e-5);
-            CHECK_ARRAY_NEAR("gradient and statistics, 3 threads", g3, g1, m.nparams, 1e-4);
-        }
-        trainer_free(t1);
-        trainer_free(t3);
-        free(x);
-        free(p);
-        free(g1);
-        free(g3);
-    }
-    model_free(&m);
+    check_threads_same_gradient(conv_bn, 7);
+    check_threads_same_gradient(conv_bn, 2);
 }
 
 /* A standalone worker's store: Adam on gamma and the rest, the moving
@@ -297,6 +267,22 @@ static const char wide_bn[] =
     "{\"input\": [1024], \"layers\": [{\"type\": \"batch_normalization\", \"momentum\": 0.9}, "
     "{\"type\": \"dense\", \"units\": 2, \"activation\": \"softmax\"}]}";
 
+/* A PS of wide_bn (SGD at 0.1) for two workers: async with the inverse
+ * staleness rule, or sync averaging both with the linear scaling rule. */
+static int start_wide_bn(test_ps_t *e, bool sync) {
+    ps_shard_opts_t o = {.index = 0,
+                         .nps = 1,
+                         .sync = sync,
+                         .replicas = sync ? 2 : 1,
+                         .max_workers = 2,
+                         .seed = 1,
+                         .staleness_lr = PS_STALENESS_LR_INVERSE,
+                         .lr_linear = sync};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.1;
+    return test_ps_start_model(e, wide_bn, &o, NULL);
+}
+
 static psclient_t *client(const test_ps_t *e, Pstrain__Caller *caller, uint32_t index, bool bf16) {
     static const char *addrs[1];
     addrs[0] = e->addr;
@@ -329,16 +315,8 @@ static void bn_push_slab(const model_t *m, float *g, float grad, float mean, flo
  * the inverse rule: the last moves gamma by lr / 2), move the statistics by
  * four full moving averages, exactly as float32 pushes would (bfloat16 leaves them). */
 static void async_moving(void) {
-    ps_shard_opts_t o = {.index = 0,
-                         .nps = 1,
-                         .replicas = 1,
-                         .max_workers = 2,
-                         .seed = 1,
-                         .staleness_lr = PS_STALENESS_LR_INVERSE};
-    optim_defaults(&o.optim, OPTIM_SGD);
-    o.optim.learning_rate = 0.1;
     test_ps_t e;
-    CHECK(test_ps_start_model(&e, wide_bn, &o, NULL) == 0);
+    CHECK(start_wide_bn(&e, false) == 0);
     Pstrain__Caller caller;
     psclient_t *p = client(&e, &caller, 0, true);
     CHECK(p != NULL);
@@ -377,17 +355,8 @@ static void async_moving(void) {
 /* Sync: two workers' statistics are averaged like their gradients, and the
  * linear scaling of the learning rate leaves them alone. */
 static void sync_moving(void) {
-    ps_shard_opts_t o = {.index = 0,
-                         .nps = 1,
-                         .sync = true,
-                         .replicas = 2,
-                         .max_workers = 2,
-                         .seed = 1,
-                         .lr_linear = true};
-    optim_defaults(&o.optim, OPTIM_SGD);
-    o.optim.learning_rate = 0.1;
     test_ps_t e;
-    CHECK(test_ps_start_model(&e, wide_bn, &o, NULL) == 0);
+    CHECK(start_wide_bn(&e, true) == 0);
     Pstrain__Caller c0, c1;
     psclient_t *p[2] = {client(&e, &c0, 0, false), client(&e, &c1, 1, false)};
     CHECK(p[0] && p[1]);

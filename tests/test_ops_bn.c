@@ -11,6 +11,7 @@
 
 #include "common/base/util.h"
 #include "kernels/backend.h"
+#include "test_helpers.h"
 
 static const backend_t *be(void) {
     cpu_backend_init();
@@ -18,13 +19,6 @@ static const backend_t *be(void) {
 }
 
 /* n values in [lo, hi). */
-static float *floats(size_t n, uint64_t seed, float lo, float hi) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * rng_uniform(seed, i);
-    return p;
-}
-
 /* Per-channel mean and biased variance of x[rows, c] in double. */
 static void ref_moments(const double *x, size_t rows, size_t c, double *mean, double *var) {
     for (size_t j = 0; j < c; j++) {
@@ -42,7 +36,7 @@ static void ref_moments(const double *x, size_t rows, size_t c, double *mean, do
  * would lose digits), 70 channels (more than one block of 64). */
 void test_ops_bn_stats(void) {
     size_t rows = 12000, c = 70;
-    float *x = floats(rows * c, 1, 4.0f, 6.0f);
+    float *x = test_floats(rows * c, 1, 4.0f, 6.0f);
     double *xd = xmalloc(rows * c * sizeof(double)), *mean = xmalloc(c * sizeof(double));
     double *var = xmalloc(c * sizeof(double));
     for (size_t i = 0; i < rows * c; i++)
@@ -84,9 +78,9 @@ void test_ops_bn_stats(void) {
 void test_ops_bn_forward(void) {
     size_t rows = 301, c = 67;
     float eps = 1e-3f;
-    float *x = floats(rows * c, 2, -3.0f, 3.0f), *mean = floats(c, 3, -1.0f, 1.0f);
-    float *var = floats(c, 4, 0.0f, 2.0f), *gamma = floats(c, 5, 0.5f, 1.5f);
-    float *beta = floats(c, 6, -0.5f, 0.5f);
+    float *x = test_floats(rows * c, 2, -3.0f, 3.0f), *mean = test_floats(c, 3, -1.0f, 1.0f);
+    float *var = test_floats(c, 4, 0.0f, 2.0f), *gamma = test_floats(c, 5, 0.5f, 1.5f);
+    float *beta = test_floats(c, 6, -0.5f, 0.5f);
     float *y = xmalloc(rows * c * sizeof(float)), *want = xmalloc(rows * c * sizeof(float));
     for (int with = 0; with < 2; with++) {
         for (size_t i = 0; i < rows * c; i++) {
@@ -141,8 +135,8 @@ static double central(double *p, size_t i, const double *x, const double *gamma,
 void test_ops_bn_backward_finite_differences(void) {
     size_t rows = 13, c = 5;
     float eps = 1e-3f;
-    float *x = floats(rows * c, 7, -2.0f, 2.0f), *w = floats(rows * c, 8, -1.0f, 1.0f);
-    float *gamma = floats(c, 9, 0.5f, 1.5f), *beta = floats(c, 10, -0.5f, 0.5f);
+    float *x = test_floats(rows * c, 7, -2.0f, 2.0f), *w = test_floats(rows * c, 8, -1.0f, 1.0f);
+    float *gamma = test_floats(c, 9, 0.5f, 1.5f), *beta = test_floats(c, 10, -0.5f, 0.5f);
     double xd[13 * 5], gd[5], bd[5], mean_d[5], var_d[5];
     for (size_t i = 0; i < rows * c; i++)
         xd[i] = x[i];
