@@ -256,6 +256,24 @@ struct backend {
     /* dy[r, c] = 0 where y[r, c] <= 0 (in place), then db[c] = sum over rows
      * of dy[r, c] (overwrites db): relu_backward, then bias_grad. */
     void (*relu_bias_grad)(float *db, float *dy, const float *y, size_t rows, size_t cols);
+    /* BatchNormalization along the channels of x[rows, c] (kernels/cpu/ops_bn.c,
+     * kernels/cuda/ops_bn.cu); sums are accumulated in double. */
+    /* out[j] = sum over rows of x[r, j] (mean NULL), or of (x[r, j] - mean[j])^2. */
+    void (*bn_stats)(float *out, const float *x, const float *mean, size_t rows, size_t c);
+    /* y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel; gamma NULL
+     * is 1, beta NULL is 0. In place allowed. */
+    void (*bn_forward)(float *y, const float *x, const float *mean, const float *var,
+                       const float *gamma, const float *beta, float eps, size_t rows, size_t c);
+    /* With xhat = (x - mean) / sqrt(var + eps): sums[j] = sum over rows of
+     * dy * xhat (gamma's gradient), sums[c + j] = sum of dy (beta's). */
+    void (*bn_backward_sums)(float *sums, const float *dy, const float *x, const float *mean,
+                             const float *var, float eps, size_t rows, size_t c);
+    /* dx = gamma / sqrt(var + eps) * (dy - sums[c + j] / count - xhat * sums[j] / count):
+     * the gradient through batch statistics of `count` rows, given the sums
+     * of bn_backward_sums over all of them. In place (dx == dy) allowed. */
+    void (*bn_backward_data)(float *dx, const float *dy, const float *x, const float *mean,
+                             const float *var, const float *gamma, const float *sums, float eps,
+                             size_t count, size_t rows, size_t c);
 };
 
 /* be->alloc for memory sized from a validated model: running out is fatal
@@ -265,7 +283,7 @@ void *backend_xalloc(const backend_t *be, size_t bytes, const char *file, int li
 
 /* Bumped whenever backend_t changes: a plugin built against another table
  * is refused at load. */
-#define BACKEND_ABI 7
+#define BACKEND_ABI 8
 
 /* The CPU backend (always present). Its ops are single-threaded: callers run
  * several in parallel on disjoint data. cpu_backend_init pins OpenBLAS to one

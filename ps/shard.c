@@ -8,6 +8,7 @@
 #include "common/base/util.h"
 #include "common/peers/fields.h"
 #include "ps/sparse.h"
+#include "common/train/moving.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
@@ -279,6 +280,11 @@ static int check_values(ps_shard_t *s, const ps_push_t *req, const long *part_of
 static void apply_range(store_t *st, size_t part, double scale, size_t first, const float *g,
                         size_t n) {
     size_t at = st->parts[part].offset + first;
+    const var_t *v = &st->model->vars[st->parts[part].var];
+    if (v->moving) { /* g is the batch's statistic; no scale applies (common/train/moving.h) */
+        moving_update(cpu_backend(), st->w + at, g, n, v->momentum);
+        return;
+    }
     float *slots[OPTIM_MAX_SLOTS] = {0};
     for (size_t k = 0; k < optim_nslots(&st->opt); k++)
         slots[k] = st->slots[k] + at;

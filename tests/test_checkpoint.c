@@ -457,6 +457,67 @@ void test_checkpoint_embedding_rows_2_to_3_ps(void) {
     free(slot);
     shards_free(&two);
     shards_free(&three);
+}
+
+/* A model with BatchNormalization: its moving statistics are saved and
+ * restored like any variable, without optimizer slots, from 1 PS into 3 and
+ * from 3 into 1; the next push is then the same bit for bit. */
+void test_checkpoint_batch_norm_1_3_ps(void) {
+    char dir[64], ck[PATH_MAX], ck3[PATH_MAX], path[PATH_MAX], err[PS_ERRLEN];
+    make_tmpdir(dir, sizeof dir);
+    CHECK(dir[0]);
+    model_t m;
+    CHECK(model_parse(&m,
+                      "{\"input\": [8, 8, 1], \"layers\": [{\"type\": \"conv2d\", \"filters\": 6, "
+                      "\"kernel_size\": 3}, {\"type\": \"batch_normalization\", \"momentum\": "
+                      "0.9}, {\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 300}, "
+                      "{\"type\": \"batch_normalization\"}, {\"type\": \"dense\", \"units\": 3, "
+                      "\"activation\": \"softmax\"}]}",
+                      err, sizeof err) == 0);
+    int mm = model_find_var(&m, "batch_normalization/moving_mean");
+    CHECK(mm >= 0 && m.vars[mm].moving);
+    float *g = xmalloc(m.nparams * sizeof(float));
+    cluster_t_ one, three, back;
+    CHECK(shards_init(&one, &m, 1, OPTIM_ADAM) == 0);
+    CHECK(shards_init(&three, &m, 3, OPTIM_ADAM) == 0);
+    CHECK(shards_init(&back, &m, 1, OPTIM_ADAM) == 0);
+    for (uint64_t step = 1; step <= 3; step++) {
+        fill_grad(g, m.nparams, step);
+        CHECK(shards_push(&one, &m, g) == 0);
+    }
+    /* The moving mean took three moving averages of the pushed statistics. */
+    float want = 0.0f;
+    for (uint64_t step = 1; step <= 3; step++)
+        want = 0.9f * want + (float)(1.0 - 0.9) * (rng_uniform(step, m.vars[mm].offset) - 0.5f);
+    float *w = xmalloc(m.nparams * sizeof(float));
+    shards_gather(&one, &m, 0, w);
+    CHECK_NEAR(w[m.vars[mm].offset], want, 1e-6);
+    free(w);
+    ckpt_dir(ck, sizeof ck, dir, 3);
+    CHECK(ps_shard_save(&one.s[0], ck, 1, 3, path, sizeof path, err, sizeof err) == 0);
+    st_file_t f;
+    CHECK(st_open(&f, path, err, sizeof err) == 0);
+    CHECK(st_find(&f, "batch_normalization/moving_mean") != NULL);
+    CHECK(st_find(&f, "batch_normalization/gamma/m") != NULL);
+    CHECK(st_find(&f, "batch_normalization/moving_mean/m") == NULL); /* no slots */
+    CHECK(st_find(&f, "batch_normalization_1/moving_variance/v") == NULL);
+    st_close(&f);
+    for (int i = 0; i < 3; i++)
+        CHECK(ps_shard_restore(&three.s[i], ck, NULL, err, sizeof err) == 0);
+    CHECK(shards_equal(&one, &three, &m) == 0);
+    ckpt_dir(ck3, sizeof ck3, dir, 4);
+    for (int i = 0; i < 3; i++)
+        CHECK(ps_shard_save(&three.s[i], ck3, 3, 3, path, sizeof path, err, sizeof err) == 0);
+    CHECK(ps_shard_restore(&back.s[0], ck3, NULL, err, sizeof err) == 0);
+    CHECK(shards_equal(&one, &back, &m) == 0);
+    fill_grad(g, m.nparams, 4);
+    CHECK(shards_push(&one, &m, g) == 0);
+    CHECK(shards_push(&three, &m, g) == 0);
+    CHECK(shards_equal(&one, &three, &m) == 0);
+    shards_free(&one);
+    shards_free(&three);
+    shards_free(&back);
+    free(g);
     model_free(&m);
     remove_tree(dir);
 }

@@ -268,18 +268,13 @@ void test_embed_wire_row_ids(void) {
     rpc_buf_free(&packed);
 }
 
-/* A PS of pool_spec (SGD) served in this process over loopback gRPC: its
- * spec goes through a temporary file, removed at once. 0, or -1. */
+/* A PS of pool_spec (SGD) served in this process over loopback gRPC. 0, or
+ * -1. */
 static int start_embed_ps(test_ps_t *e, bool sync) {
-    char path[] = "/tmp/pstrain-embed-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -1;
-    bool ok = write(fd, pool_spec, strlen(pool_spec)) == (ssize_t)strlen(pool_spec);
-    close(fd);
-    int rc = ok ? test_ps_start_model(e, path, OPTIM_SGD, sync, NULL) : -1;
-    unlink(path);
-    return rc;
+    ps_shard_opts_t o = {
+        .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    return test_ps_start_model(e, pool_spec, &o, NULL);
 }
 
 /* A worker's step through psclient against a PS over real gRPC: the pull

@@ -64,20 +64,21 @@ double central_difference(model_exec_t *e, float *params, size_t idx, float h, s
 }
 
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt) {
-    return test_ps_start_model(e, "mlp", OPTIM_SGD, sync, opt);
+    ps_shard_opts_t o = {
+        .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    return test_ps_start_model(e, "mlp", &o, opt);
 }
 
-int test_ps_start_model(test_ps_t *e, const char *model, optim_kind_t optim, bool sync,
+int test_ps_start_model(test_ps_t *e, const char *spec, const ps_shard_opts_t *o,
                         const rpc_options_t *opt) {
     char err[PS_ERRLEN];
     memset(e, 0, sizeof *e);
-    if (model_load(&e->m, model, err, sizeof err))
+    if (strchr(spec, '{') ? model_parse(&e->m, spec, err, sizeof err)
+                          : model_load(&e->m, spec, err, sizeof err))
         goto fail;
     ps_service_init(&e->svc, 1);
-    ps_shard_opts_t o = {
-        .index = 0, .nps = 1, .sync = sync, .replicas = 1, .max_workers = 2, .seed = 1};
-    optim_defaults(&o.optim, optim);
-    if (ps_shard_init(&e->svc.shard, &e->m, &o, err, sizeof err))
+    if (ps_shard_init(&e->svc.shard, &e->m, o, err, sizeof err))
         goto fail;
     rpc_server_config_t sc = {.addr = "127.0.0.1:0",
                               .methods = ps_service_methods,
@@ -174,4 +175,11 @@ void check_gpu_model(const backend_t *g, const char *spec, const int32_t *labels
     free(gc);
     free(gg);
     model_free(&m);
+}
+
+float *test_floats(size_t n, uint64_t seed, float lo, float hi) {
+    float *p = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * rng_uniform(seed, i);
+    return p;
 }

@@ -59,6 +59,8 @@ float *test_download(const backend_t *be, const float *d, size_t n);
 /* Fails the test when spec's loss and gradients on the GPU g differ from the
  * CPU's (1e-4) on n examples with the given labels. */
 void check_gpu_model(const backend_t *g, const char *spec, const int32_t *labels, size_t n);
+/* n floats uniform in [lo, hi) from rng_uniform(seed, i) (caller frees). */
+float *test_floats(size_t n, uint64_t seed, float lo, float hi);
 
 /* One PS of the MLP (SGD, seed 1, one replica, two workers) served on a
  * free loopback port in this process, with a channel to it. */
@@ -73,9 +75,9 @@ typedef struct {
 /* sync: train.mode sync; opt: the server's and channel's options (NULL:
  * defaults). 0, or -1 with the error on stderr. */
 int test_ps_start(test_ps_t *e, bool sync, const rpc_options_t *opt);
-/* The same for a model (a builtin name or a spec file) and an optimizer
- * with its Keras defaults. */
-int test_ps_start_model(test_ps_t *e, const char *model, optim_kind_t optim, bool sync,
+/* The same with a model (a builtin name or a spec's JSON) and the shard's
+ * options (o->nps 1). */
+int test_ps_start_model(test_ps_t *e, const char *spec, const ps_shard_opts_t *o,
                         const rpc_options_t *opt);
 void test_ps_stop(test_ps_t *e);
 

@@ -18,13 +18,6 @@ static const backend_t *be(void) {
     return cpu_backend();
 }
 
-static float *floats(size_t n, uint64_t seed, float lo, float hi) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * rng_uniform(seed, i);
-    return p;
-}
-
 static double ref_act(double x, act_fn_t f) {
     switch (f) {
     case ACT_FN_SIGMOID:
@@ -45,8 +38,8 @@ static const char *act_names[] = {"sigmoid", "tanh", "gelu", "silu"};
  * differences of the reference. */
 void test_ops_extra_activations(void) {
     size_t n = 1001;
-    float *x = floats(n, 1, -6.0f, 6.0f), *y = xmalloc(n * sizeof(float));
-    float *want = xmalloc(n * sizeof(float)), *dy = floats(n, 2, -1.0f, 1.0f);
+    float *x = test_floats(n, 1, -6.0f, 6.0f), *y = xmalloc(n * sizeof(float));
+    float *want = xmalloc(n * sizeof(float)), *dy = test_floats(n, 2, -1.0f, 1.0f);
     float *dx = xmalloc(n * sizeof(float)), *num = xmalloc(n * sizeof(float));
     for (int f = ACT_FN_SIGMOID; f <= ACT_FN_SILU; f++) {
         for (size_t i = 0; i < n; i++) {
@@ -128,8 +121,8 @@ void test_ops_extra_avgpool2d(void) {
     for (size_t k = 0; k < sizeof avg_cases / sizeof avg_cases[0]; k++) {
         pool2d_shape_t s = avg_shape(&avg_cases[k], 2);
         size_t nx = s.n * s.h * s.w * s.c, ny = s.n * s.oh * s.ow * s.c;
-        float *x = floats(nx, 3 + k, -1, 1), *y = xmalloc(ny * sizeof(float));
-        float *want = xmalloc(ny * sizeof(float)), *r = floats(ny, 9 + k, -1, 1);
+        float *x = test_floats(nx, 3 + k, -1, 1), *y = xmalloc(ny * sizeof(float));
+        float *want = xmalloc(ny * sizeof(float)), *r = test_floats(ny, 9 + k, -1, 1);
         float *dx = xmalloc(nx * sizeof(float)), *num = xmalloc(nx * sizeof(float));
         be()->avgpool2d_forward(y, x, &s);
         ref_avgpool(want, x, &s);
@@ -161,7 +154,7 @@ void test_ops_extra_avgpool2d(void) {
 
 void test_ops_extra_scale_shift(void) {
     size_t n = 100;
-    float *x = floats(n, 4, 0, 255), *y = xmalloc(n * sizeof(float));
+    float *x = test_floats(n, 4, 0, 255), *y = xmalloc(n * sizeof(float));
     float *want = xmalloc(n * sizeof(float));
     be()->scale_shift(y, x, n, 1.0f / 127.5f, -1.0f);
     for (size_t i = 0; i < n; i++)
@@ -177,14 +170,15 @@ void test_ops_extra_scale_shift(void) {
 
 void test_ops_extra_mul_copy_cols(void) {
     size_t rows = 7, n = 60;
-    float *a = floats(n, 5, -2, 2), *b = floats(n, 6, -2, 2), *y = xmalloc(n * sizeof(float));
+    float *a = test_floats(n, 5, -2, 2), *b = test_floats(n, 6, -2, 2),
+          *y = xmalloc(n * sizeof(float));
     be()->mul(y, a, b, n);
     for (size_t i = 0; i < n; i++)
         CHECK_NEAR(y[i], (double)a[i] * b[i], 1e-6);
     be()->mul(a, a, b, n); /* in place */
     CHECK_ARRAY_NEAR("mul in place", a, y, n, 0.0);
     /* Concatenate [7, 3] and [7, 5] along the columns, and split back. */
-    float *x0 = floats(rows * 3, 7, -1, 1), *x1 = floats(rows * 5, 8, -1, 1);
+    float *x0 = test_floats(rows * 3, 7, -1, 1), *x1 = test_floats(rows * 5, 8, -1, 1);
     float *cat = xmalloc(rows * 8 * sizeof(float)), *back = xmalloc(rows * 5 * sizeof(float));
     be()->copy_cols(cat, 8, 0, x0, 3, 0, rows, 3);
     be()->copy_cols(cat, 8, 3, x1, 5, 0, rows, 5);

@@ -43,12 +43,16 @@ static const keras_class_t keras_classes[] = {
     {"Concatenate", "concatenate", " "},
     {"Embedding", "embedding", " input_dim output_dim "},
     {"GlobalAveragePooling1D", "global_avg_pool1d", " "},
+    {"BatchNormalization", "batch_normalization",
+     " axis momentum epsilon center scale beta_initializer gamma_initializer "
+     "moving_mean_initializer moving_variance_initializer "},
 };
 
 static const char supported_classes[] =
     "InputLayer, Conv2D, Dense, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, "
     "GlobalMaxPooling2D, Dropout, Flatten, Activation, Reshape, Rescaling, CenterCrop, Add, "
-    "Multiply, Concatenate, Embedding, GlobalAveragePooling1D, DepthwiseConv2D";
+    "Multiply, Concatenate, Embedding, GlobalAveragePooling1D, DepthwiseConv2D, "
+    "BatchNormalization";
 
 static bool has_word(const char *words, const char *w) {
     char probe[96];
@@ -141,16 +145,37 @@ static const char *embedding_key(const char *key, json_object *v) {
  * value checked. Returns NULL when key is not one of them, "" when its
  * value is fine, else what the value must be. */
 static const char *neutral_key(const char *key, json_object *v) {
-    static const char *must_be_null[] = {
-        "kernel_regularizer",    "bias_regularizer",    "activity_regularizer",
-        "kernel_constraint",     "bias_constraint",     "quantization_config",
-        "noise_shape",           "lora_rank",           "embeddings_regularizer",
-        "embeddings_constraint", "depthwise_constraint"};
+    static const char *must_be_null[] = {"kernel_regularizer",
+                                         "bias_regularizer",
+                                         "activity_regularizer",
+                                         "kernel_constraint",
+                                         "bias_constraint",
+                                         "quantization_config",
+                                         "noise_shape",
+                                         "lora_rank",
+                                         "embeddings_regularizer",
+                                         "embeddings_constraint",
+                                         "depthwise_constraint",
+                                         "beta_regularizer",
+                                         "gamma_regularizer",
+                                         "beta_constraint",
+                                         "gamma_constraint",
+                                         "renorm_clipping",
+                                         "virtual_batch_size",
+                                         "adjustment"};
+    static const char *must_be_false[] = {"synchronized", "renorm"};
+    for (size_t i = 0; i < PS_ARRAY_LEN(must_be_false); i++)
+        if (strcmp(key, must_be_false[i]) == 0)
+            return json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)
+                       ? ""
+                       : "false (pstrain implements plain BatchNormalization)";
     for (size_t i = 0; i < PS_ARRAY_LEN(must_be_null); i++)
         if (strcmp(key, must_be_null[i]) == 0)
             return is_null(v) ? "" : "null (pstrain implements none)";
+    /* renorm_momentum acts only with renorm; fused picks a kernel, not the math. */
     if (!strcmp(key, "name") || !strcmp(key, "seed") || !strcmp(key, "lora_alpha") ||
-        !strcmp(key, "autocast") || !strcmp(key, "batch_input_shape"))
+        !strcmp(key, "autocast") || !strcmp(key, "batch_input_shape") ||
+        !strcmp(key, "renorm_momentum") || !strcmp(key, "fused"))
         return "";
     if (!strcmp(key, "trainable"))
         return json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v)
@@ -232,6 +257,14 @@ static int carry_key(json_object *out, const char *name, const char *cls, const 
             json_object_object_add(out,
                                    strcmp(key, "bias_regularizer") ? "kernel_regularizer" : key, r);
         }
+        return 0;
+    }
+    if (strstr(key, "_initializer")) { /* BatchNormalization's: Zeros or Ones */
+        bool ones = initializer_is(v, "Ones", "ones");
+        if (!ones && !initializer_is(v, "Zeros", "zeros"))
+            return KERAS_ERR(err, errlen, name, cls, "\"%s\" is %s; it must be Zeros or Ones", key,
+                             json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        json_object_object_add(out, key, json_object_new_string(ones ? "ones" : "zeros"));
         return 0;
     }
     json_object_object_add(out, key, json_object_get(v));

@@ -45,6 +45,31 @@ static void add_window(json_object *c, const layer_t *l, const size_t *window, c
     add_str(c, "padding", l->same ? "same" : "valid");
 }
 
+/* An initializer as Keras serializes one: Zeros or Ones. */
+static json_object *keras_initializer(float value) {
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "module", json_object_new_string("keras.initializers"));
+    json_object_object_add(o, "class_name",
+                           json_object_new_string(value != 0.0f ? "Ones" : "Zeros"));
+    json_object_object_add(o, "config", json_object_new_object());
+    json_object_object_add(o, "registered_name", NULL);
+    return o;
+}
+
+/* BatchNormalization's arguments (momentum and epsilon as the doubles the
+ * spec gave, so Keras computes with the same float32 constants). */
+static void bn_args(json_object *c, const layer_t *l) {
+    static const char *const keys[4] = {"gamma_initializer", "beta_initializer",
+                                        "moving_mean_initializer", "moving_variance_initializer"};
+    json_object_object_add(c, "axis", json_object_new_int(-1));
+    json_object_object_add(c, "momentum", json_object_new_double(l->momentum));
+    json_object_object_add(c, "epsilon", json_object_new_double(l->epsilon));
+    json_object_object_add(c, "center", json_object_new_boolean(l->bn_center));
+    json_object_object_add(c, "scale", json_object_new_boolean(l->bn_scale));
+    for (size_t k = 0; k < 4; k++)
+        json_object_object_add(c, keys[k], keras_initializer(l->bn_init[k]));
+}
+
 /* The arguments of one layer's config beyond its name. */
 static void layer_args(json_object *c, const layer_t *l) {
     switch (l->kind) {
@@ -83,6 +108,9 @@ static void layer_args(json_object *c, const layer_t *l) {
     case LAYER_EMBEDDING:
         json_object_object_add(c, "input_dim", json_object_new_int64((int64_t)l->input_dim));
         json_object_object_add(c, "output_dim", json_object_new_int64((int64_t)l->units));
+        break;
+    case LAYER_BATCH_NORM:
+        bn_args(c, l);
         break;
     default:
         break;

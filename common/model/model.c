@@ -68,6 +68,9 @@ static const layer_info_t layer_infos[] = {
     {"depthwise_conv2d", "depthwise_conv2d", "DepthwiseConv2D", LAYER_DEPTHWISE_CONV2D,
      " type name depth_multiplier kernel_size strides padding activation use_bias "
      "kernel_regularizer bias_regularizer "},
+    {"batch_normalization", "batch_normalization", "BatchNormalization", LAYER_BATCH_NORM,
+     " type name axis momentum epsilon center scale beta_initializer gamma_initializer "
+     "moving_mean_initializer moving_variance_initializer "},
 };
 
 /* Layers with a kernel (and a bias): their activation, use_bias and
@@ -200,12 +203,12 @@ static int parse_layer(layer_t *l, size_t i, json_object *o, char *err, size_t e
             "model: layer %zu: unknown type \"%s\" (want conv2d, dense, max_pool2d, "
             "dropout, flatten, activation, reshape, rescaling, avg_pool2d, "
             "global_avg_pool2d, global_max_pool2d, center_crop, add, multiply, concatenate, "
-            "embedding, global_avg_pool1d or depthwise_conv2d)",
+            "embedding, global_avg_pool1d, depthwise_conv2d or batch_normalization)",
             i, json_object_get_string(v));
     memset(l, 0, sizeof *l);
     l->kind = info->kind;
     l->use_bias = true;
-    l->kernel_var = l->bias_var = -1;
+    l->kernel_var = l->bias_var = l->moving_var = -1;
     json_object_object_foreach(o, key, val) {
         char probe[80];
         snprintf(probe, sizeof probe, " %s ", key);
@@ -330,8 +333,8 @@ static int name_layers(model_t *m, char *err, size_t errlen) {
     return 0;
 }
 
-void model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
-                   const size_t *shape, size_t fan_in, size_t fan_out) {
+var_t *model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
+                     const size_t *shape, size_t fan_in, size_t fan_out) {
     var_t *v = &m->vars[m->nvars++];
     memset(v, 0, sizeof *v);
     snprintf(v->name, sizeof v->name, "%s/%s", l->name, suffix);
@@ -345,6 +348,7 @@ void model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim
     v->fan_in = fan_in;
     v->fan_out = fan_out;
     m->nparams += v->size;
+    return v;
 }
 
 /* Output shape of one layer from its input shape; creates its variables. */
@@ -424,8 +428,10 @@ static int infer_layer(model_t *m, size_t i, char *err, size_t errlen) {
         char why[PS_ERRLEN];
         bool merge =
             l->kind == LAYER_ADD || l->kind == LAYER_MULTIPLY || l->kind == LAYER_CONCATENATE;
-        if (merge ? model_graph_infer(m, i, why, sizeof why)
-                  : model_extra_infer(l, why, sizeof why))
+        int rc = merge                         ? model_graph_infer(m, i, why, sizeof why)
+                 : l->kind == LAYER_BATCH_NORM ? model_bn_infer(m, i, why, sizeof why)
+                                               : model_extra_infer(l, why, sizeof why);
+        if (rc)
             return LAYER_ERR(err, errlen, i, l, "%s", why);
         break;
     }
@@ -508,7 +514,7 @@ int model_parse(model_t *m, const char *json_text, char *err, size_t errlen) {
     }
     m->nlayers = json_object_array_length(layers);
     m->layers = xcalloc(m->nlayers, sizeof *m->layers);
-    m->vars = xcalloc(2 * m->nlayers, sizeof *m->vars);
+    m->vars = xcalloc(MODEL_LAYER_MAX_VARS * m->nlayers, sizeof *m->vars);
     for (size_t i = 0; i < m->nlayers; i++)
         if (parse_layer(&m->layers[i], i, json_object_array_get_idx(layers, i), err, errlen))
             goto out;
@@ -581,7 +587,8 @@ int model_find_var(const model_t *m, const char *name) {
 
 void model_init_var(const var_t *v, uint64_t seed, size_t begin, size_t end, float *out) {
     if (v->fan_in == 0 && v->uniform <= 0.0f) {
-        memset(out, 0, (end - begin) * sizeof *out);
+        for (size_t i = begin; i < end; i++)
+            out[i - begin] = v->fill;
         return;
     }
     uint64_t key = rng_key(seed, v->name, 0);
@@ -608,13 +615,46 @@ static void group_thousands(char *buf, size_t len, size_t x) {
     buf[o] = '\0';
 }
 
-static size_t layer_params(const model_t *m, const layer_t *l) {
+size_t model_layer_vars(const model_t *m, size_t layer, int out[MODEL_LAYER_MAX_VARS]) {
+    const layer_t *l = &m->layers[layer];
+    int all[MODEL_LAYER_MAX_VARS] = {l->kernel_var, l->bias_var, l->moving_var,
+                                     l->moving_var >= 0 ? l->moving_var + 1 : -1};
     size_t n = 0;
-    if (l->kernel_var >= 0)
-        n += m->vars[l->kernel_var].size;
-    if (l->bias_var >= 0)
-        n += m->vars[l->bias_var].size;
+    for (size_t k = 0; k < MODEL_LAYER_MAX_VARS; k++)
+        if (all[k] >= 0)
+            out[n++] = all[k];
     return n;
+}
+
+size_t model_trainable_params(const model_t *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->nvars; i++)
+        n += m->vars[i].moving ? 0 : m->vars[i].size;
+    return n;
+}
+
+/* Elements of layer i's variables (Keras's count_params: non-trainable too). */
+static size_t layer_params(const model_t *m, size_t i) {
+    int idx[MODEL_LAYER_MAX_VARS];
+    size_t n = 0, k = model_layer_vars(m, i, idx);
+    while (k-- > 0)
+        n += m->vars[idx[k]].size;
+    return n;
+}
+
+/* "Total params: 1,234 (4.82 KB)": the count and its float32 bytes in
+ * Keras's units (B, KB, MB, GB of 1024). */
+static void summary_count(FILE *out, const char *what, size_t params) {
+    static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};
+    char count[32];
+    group_thousands(count, sizeof count, params);
+    double size = (double)params * 4.0;
+    size_t u = 0;
+    while (size >= 1024.0 && u + 1 < PS_ARRAY_LEN(units)) {
+        size /= 1024.0;
+        u++;
+    }
+    fprintf(out, "%s: %s (%.2f %s)\n", what, count, size, units[u]);
 }
 
 static void summary_rule(FILE *out, char c, size_t width) {
@@ -645,17 +685,15 @@ void model_summary(const model_t *m, FILE *out) {
             snprintf(shape, sizeof shape, "(None, %zu, %zu)", l->out[1], l->out[2]);
         else
             snprintf(shape, sizeof shape, "(None, %zu, %zu, %zu)", l->out[0], l->out[1], l->out[2]);
-        fprintf(out, " %-*s%-26s%-10zu\n", (int)w0, name, shape, layer_params(m, l));
+        fprintf(out, " %-*s%-26s%-10zu\n", (int)w0, name, shape, layer_params(m, i));
         if (i + 1 < m->nlayers)
             fprintf(out, "\n");
     }
     summary_rule(out, '=', width);
-    char total[32];
-    group_thousands(total, sizeof total, m->nparams);
-    double mb = (double)m->nparams * 4.0 / (1024.0 * 1024.0);
-    fprintf(out, "Total params: %s (%.2f MB)\n", total, mb);
-    fprintf(out, "Trainable params: %s (%.2f MB)\n", total, mb);
-    fprintf(out, "Non-trainable params: 0 (0.00 Byte)\n");
+    size_t trainable = model_trainable_params(m);
+    summary_count(out, "Total params", m->nparams);
+    summary_count(out, "Trainable params", trainable);
+    summary_count(out, "Non-trainable params", m->nparams - trainable);
     summary_rule(out, '_', width);
 }
 

@@ -40,6 +40,8 @@ typedef enum {
     LAYER_GLOBAL_AVG_POOL1D,
     /* Keras's DepthwiseConv2D (kernels/cpu/ops_depthwise.c). */
     LAYER_DEPTHWISE_CONV2D,
+    /* BatchNormalization (common/model/model_bn.c). */
+    LAYER_BATCH_NORM,
 } layer_kind_t;
 
 #define MODEL_MAX_INPUTS 8
@@ -82,9 +84,18 @@ typedef struct {
     size_t in[3], out[3];         /* per-example shapes [h, w, c]; flat ones are [1, 1, n] */
     bool flat_in, flat_out;       /* a vector, not an image (after flatten or dense) */
     size_t in_size, out_size;     /* elements per example */
-    int kernel_var, bias_var;     /* indexes into model_t.vars, -1 if none */
     float l2[2];                  /* L2 regularizer factors of the kernel and the bias (0: none):
                                    * the loss adds l2 * sum(w^2) (common/model/model_reg.c) */
+    int kernel_var, bias_var;     /* indexes into model_t.vars, -1 if none (batch_normalization:
+                                   * gamma and beta) */
+    int moving_var;               /* batch_normalization: moving_mean (moving_variance is the
+                                   * next); -1 for other layers */
+    double momentum;              /* batch_normalization: of the moving statistics */
+    double epsilon;               /* batch_normalization: added to the variance */
+    bool bn_center, bn_scale;     /* batch_normalization: with beta, with gamma */
+    float bn_init[4];             /* batch_normalization: the values gamma, beta, moving_mean
+                                   * and moving_variance start at (0 or 1) */
+    int axis;                     /* batch_normalization: as the spec gave it (-1 or the last) */
     size_t ninputs;               /* 1, or more for a merge */
     int inputs[MODEL_MAX_INPUTS]; /* earlier layers whose outputs this layer takes; -1 is the
                                    * model's input (a chain: {i - 1}) */
@@ -98,10 +109,17 @@ typedef struct {
     size_t shape[MODEL_MAX_DIMS]; /* Keras layout: conv [kh, kw, cin, cout], dense [in, out] */
     size_t size;                  /* elements */
     size_t offset;                /* elements from the start of the parameter slab */
-    size_t fan_in, fan_out;       /* for Glorot; 0 for biases (zeros) */
     float uniform;                /* > 0: uniform in [-uniform, uniform] (embeddings) */
     bool sparse;                  /* an embedding table on the model's input: pulled and
                                    * pushed by the rows a batch touches */
+    size_t fan_in, fan_out;       /* for Glorot; 0 for the variables that start at `fill` */
+    float fill;                   /* fan_in 0: every element's starting value (biases: 0) */
+    /* A moving statistic (BatchNormalization's moving_mean and moving_variance):
+     * not trained; what a gradient slab holds for it is the batch's statistic,
+     * which updates it as moving = momentum * moving + (1 - momentum) * batch
+     * (common/train/moving.h). */
+    bool moving;
+    double momentum;
 } var_t;
 
 typedef struct {
@@ -153,9 +171,16 @@ void model_free(model_t *m);
 char *model_to_json(const model_t *m);
 /* Index of a variable by name, or -1. */
 int model_find_var(const model_t *m, const char *name);
+/* Layer i's variables in Keras's get_weights order (kernel, bias; gamma,
+ * beta, moving_mean, moving_variance): their indexes into out, how many. */
+#define MODEL_LAYER_MAX_VARS 4
+size_t model_layer_vars(const model_t *m, size_t layer, int out[MODEL_LAYER_MAX_VARS]);
+/* Elements of the variables that training moves by gradient (all but the
+ * moving statistics): Keras's "Trainable params". */
+size_t model_trainable_params(const model_t *m);
 
 /* Initial value of elements [begin, end) of variable v (Glorot-uniform for
- * kernels, zeros for biases), a pure function of (seed, name, index), so any
+ * kernels, v->fill for the rest: biases 0), a pure function of (seed, name, index), so any
  * partition of the model over any number of PS starts the same. */
 void model_init_var(const var_t *v, uint64_t seed, size_t begin, size_t end, float *out);
 void model_init_params(const model_t *m, uint64_t seed, float *params);
@@ -210,6 +235,13 @@ void model_exec_free(model_exec_t *e);
 typedef void (*model_hook_fn)(void *arg, size_t layer);
 void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
                           model_hook_fn after_backward, void *arg);
+/* When several execs split one batch (threads), BatchNormalization's batch
+ * statistics are the whole batch's: at each such layer every exec calls
+ * reduce with its partial sums in buf (len floats, backend memory), which
+ * returns with the sums over all of them in buf and the number of examples
+ * in the whole batch. Without it an exec's batch is its own n examples. */
+typedef size_t (*model_reduce_fn)(void *arg, float *buf, size_t len);
+void model_exec_set_reduce(model_exec_t *e, model_reduce_fn reduce, void *arg);
 
 /* Backend buffers for one batch of input and labels, filled by the caller. */
 float *model_exec_input(model_exec_t *e);
@@ -237,7 +269,10 @@ void model_loss(model_exec_t *e, size_t n, double *loss_sum, size_t *correct, in
 /* After model_forward: the softmax output of the n examples, on the host. */
 const float *model_exec_probs(model_exec_t *e, size_t n);
 /* After model_forward: gradients of (loss_sum * scale) w.r.t. every parameter into
- * grads (a slab like params, overwritten). */
+ * grads (a slab like params, overwritten). A moving statistic's place holds
+ * the batch's statistic instead (mean; biased variance, as Keras), times
+ * this exec's share of the batch (n over the batch's examples), so that the
+ * execs that split a batch sum to it. */
 void model_backward(model_exec_t *e, const float *params, size_t n, float scale, float *grads);
 
 #endif

@@ -35,7 +35,18 @@ struct model_exec {
     uint64_t dropout_seed, example_offset; /* of the last forward, for backward */
     model_hook_fn before_forward, after_backward;
     void *hook_arg;
+    /* bn[i]: a BatchNormalization layer's batch mean [c], variance [c] and
+     * backward sums [2c]; NULL for other layers. */
+    float **bn;
+    size_t bn_batch; /* examples of the whole batch of the last training forward */
+    model_reduce_fn reduce;
+    void *reduce_arg;
 };
+
+void model_exec_set_reduce(model_exec_t *e, model_reduce_fn reduce, void *arg) {
+    e->reduce = reduce;
+    e->reduce_arg = arg;
+}
 
 void model_exec_set_hooks(model_exec_t *e, model_hook_fn before_forward,
                           model_hook_fn after_backward, void *arg) {
@@ -109,6 +120,7 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
     e->out = xcalloc(m->nlayers, sizeof *e->out);
     e->pre = xcalloc(m->nlayers, sizeof *e->pre);
     e->dout = xcalloc(m->nlayers, sizeof *e->dout);
+    e->bn = xcalloc(m->nlayers, sizeof *e->bn);
     size_t max_out = in_size, ws = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
         const layer_t *l = &m->layers[i];
@@ -123,6 +135,8 @@ model_exec_t *model_exec_create(const model_t *m, const backend_t *be, size_t ma
             e->pre[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
         if (m->graph)
             e->dout[i] = BACKEND_XALLOC(be, max_batch * l->out_size * sizeof(float));
+        if (l->kind == LAYER_BATCH_NORM)
+            e->bn[i] = BACKEND_XALLOC(be, 4 * l->out[2] * sizeof(float));
         if (l->kind == LAYER_CONV2D) {
             conv2d_shape_t s = conv_shape(l, max_batch);
             ws = PS_MAX(ws, be->conv2d_workspace(&s));
@@ -151,7 +165,10 @@ void model_exec_free(model_exec_t *e) {
             be->free(e->pre[i]);
         if (e->dout[i])
             be->free(e->dout[i]);
+        if (e->bn[i])
+            be->free(e->bn[i]);
     }
+    free(e->bn);
     free(e->pre);
     free(e->dout);
     free(e->act);
@@ -293,6 +310,40 @@ static float *extra_forward(model_exec_t *e, const layer_t *l, const float *x, f
     }
 }
 
+/* Sums buf[len] over the execs that split the batch (model_exec_set_reduce);
+ * returns the whole batch's examples (n when this exec has it all). */
+static size_t batch_reduce(model_exec_t *e, float *buf, size_t len, size_t n) {
+    return e->reduce ? e->reduce(e->reduce_arg, buf, len) : n;
+}
+
+/* BatchNormalization's forward over n examples: normalised by the batch's
+ * mean and biased variance (two passes over x, each summed over the whole
+ * batch) when training, else by the moving statistics in params. */
+static void bn_forward(model_exec_t *e, size_t i, const float *params, const float *x, float *y,
+                       size_t n, bool training) {
+    const model_t *m = e->m;
+    const backend_t *be = e->be;
+    const layer_t *l = &m->layers[i];
+    size_t c = l->out[2], pixels = l->out[0] * l->out[1], rows = n * pixels;
+    const float *gamma = l->kernel_var >= 0 ? params + m->vars[l->kernel_var].offset : NULL;
+    const float *beta = l->bias_var >= 0 ? params + m->vars[l->bias_var].offset : NULL;
+    const float *mean = params + m->vars[l->moving_var].offset;
+    const float *var = params + m->vars[l->moving_var + 1].offset;
+    if (training) {
+        float *bm = e->bn[i], *bv = bm + c;
+        be->bn_stats(bm, x, NULL, rows, c);
+        e->bn_batch = batch_reduce(e, bm, c, n);
+        float per = 1.0f / (float)(e->bn_batch * pixels);
+        be->scale_shift(bm, bm, c, per, 0.0f);
+        be->bn_stats(bv, x, bm, rows, c);
+        batch_reduce(e, bv, c, n);
+        be->scale_shift(bv, bv, c, per, 0.0f);
+        mean = bm;
+        var = bv;
+    }
+    be->bn_forward(y, x, mean, var, gamma, beta, (float)l->epsilon, rows, c);
+}
+
 /* The output of layer j as the last forward left it (-1: the model's input). */
 static const float *output_of(const model_exec_t *e, int j) {
     return j < 0 ? e->input : e->out[j];
@@ -364,6 +415,9 @@ const float *model_forward(model_exec_t *e, const float *params, size_t n, bool 
         case LAYER_CONCATENATE:
             merge_forward(e, l, y, n);
             break;
+        case LAYER_BATCH_NORM:
+            bn_forward(e, i, params, x, y, n, training);
+            break;
         default:
             y = extra_forward(e, l, x, y, n);
             break;
@@ -424,10 +478,41 @@ const float *model_exec_probs(model_exec_t *e, size_t n) {
 /* Index of the first layer with variables: no layer before it needs the
  * gradient of its input. */
 static size_t first_trainable(const model_t *m) {
+    int idx[MODEL_LAYER_MAX_VARS];
     for (size_t i = 0; i < m->nlayers; i++)
-        if (m->layers[i].kernel_var >= 0)
+        if (model_layer_vars(m, i, idx) > 0)
             return i;
     return m->nlayers;
+}
+
+/* BatchNormalization's backward: gamma's and beta's gradients over this
+ * exec's examples (the trainer sums the execs' slabs), the batch statistics
+ * in the moving statistics' places (this exec's share of them), and, when
+ * need_dx, the input's gradient through the statistics of the whole batch.
+ * Returns where dx is. */
+static float *bn_backward(model_exec_t *e, size_t i, const float *params, size_t n, float *dy,
+                          float *dx, bool need_dx, float *grads) {
+    const model_t *m = e->m;
+    const backend_t *be = e->be;
+    const layer_t *l = &m->layers[i];
+    size_t c = l->out[2], pixels = l->out[0] * l->out[1], rows = n * pixels;
+    const float *x = output_of(e, l->inputs[0]);
+    float *bm = e->bn[i], *bv = bm + c, *sums = bv + c;
+    be->bn_backward_sums(sums, dy, x, bm, bv, (float)l->epsilon, rows, c);
+    if (l->kernel_var >= 0)
+        be->scale_shift(grads + m->vars[l->kernel_var].offset, sums, c, 1.0f, 0.0f);
+    if (l->bias_var >= 0)
+        be->scale_shift(grads + m->vars[l->bias_var].offset, sums + c, c, 1.0f, 0.0f);
+    float share = (float)n / (float)e->bn_batch;
+    be->scale_shift(grads + m->vars[l->moving_var].offset, bm, c, share, 0.0f);
+    be->scale_shift(grads + m->vars[l->moving_var + 1].offset, bv, c, share, 0.0f);
+    if (!need_dx)
+        return dy;
+    batch_reduce(e, sums, 2 * c, n);
+    const float *gamma = l->kernel_var >= 0 ? params + m->vars[l->kernel_var].offset : NULL;
+    be->bn_backward_data(dx, dy, x, bm, bv, gamma, sums, (float)l->epsilon, e->bn_batch * pixels,
+                         rows, c);
+    return dx;
 }
 
 /* dy (in place) through a dense or conv layer i's activation. */
@@ -550,6 +635,8 @@ static float *layer_backward(model_exec_t *e, size_t i, const float *params, siz
             return dy;
         be->zero(dx, n * l->in_size * sizeof(float)); /* token ids take no gradient */
         return dx;
+    case LAYER_BATCH_NORM:
+        return bn_backward(e, i, params, n, dy, dx, need_dx, grads);
     default:
         return need_dx ? extra_backward(e, l, n, x, y, dy, dx) : dy;
     }

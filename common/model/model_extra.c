@@ -100,6 +100,8 @@ int model_extra_parse(layer_t *l, json_object *o, char *why, size_t whylen) {
             l->target[d] = (size_t)x;
         }
         return 0;
+    case LAYER_BATCH_NORM:
+        return model_bn_parse(l, o, why, whylen);
     default:
         return 0;
     }
@@ -189,6 +191,9 @@ void model_extra_json(const layer_t *l, json_object *o) {
         json_object_object_add(o, "pool_size", pair(l->pool));
         json_object_object_add(o, "strides", pair(l->strides));
         json_object_object_add(o, "padding", json_object_new_string(l->same ? "same" : "valid"));
+        break;
+    case LAYER_BATCH_NORM:
+        model_bn_json(l, o);
         break;
     default:
         break;

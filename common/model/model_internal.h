@@ -35,9 +35,16 @@ int model_graph_inputs(model_t *m, size_t i, json_object *o, char *why, size_t w
 /* Output shape of a merge (Add, Multiply, Concatenate) from its inputs'. */
 int model_graph_infer(model_t *m, size_t i, char *why, size_t whylen);
 
-/* Adds variable "<layer>/<suffix>" of the given shape to the model's slab. */
-void model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
-                   const size_t *shape, size_t fan_in, size_t fan_out);
+/* Appends variable "<layer>/<suffix>" of the given shape to the model's slab
+ * (fan_in and fan_out for Glorot, or 0 for a constant fill, set after). */
+var_t *model_add_var(model_t *m, const layer_t *l, const char *suffix, size_t ndim,
+                     const size_t *shape, size_t fan_in, size_t fan_out);
+
+/* BatchNormalization (model_bn.c): its spec attributes (as
+ * model_extra_parse), its output shape and variables, its canonical JSON. */
+int model_bn_parse(layer_t *l, json_object *o, char *why, size_t whylen);
+int model_bn_infer(model_t *m, size_t i, char *why, size_t whylen);
+void model_bn_json(const layer_t *l, json_object *o);
 /* Whether a layer of this kind takes a sequence (an embedding's output). */
 bool model_takes_sequence(layer_kind_t kind);
 /* Output shape (and the table) of an Embedding or GlobalAveragePooling1D

@@ -438,11 +438,13 @@ static void bf16_with_feedback(uint8_t *dst, const float *g, float *residual, si
 
 /* Points a push tensor at its partition's gradient: the float32 values in
  * grads, or their bfloat16 encoding (with error feedback) when the wire
- * carries bf16 and the partition is large enough. */
+ * carries bf16 and the partition is large enough. A moving statistic's
+ * batch statistic always travels as float32: error feedback would carry one
+ * batch's rounding into the next batch's statistic. */
 static void set_push_data(psclient_t *p, Pstrain__Tensor *t, const float *grads,
                           const placement_part_t *part) {
     size_t off = part_offset(p->model, part);
-    if (!p->wire_bf16 || part->size < WIRE_BF16_MIN_VALUES) {
+    if (!p->wire_bf16 || part->size < WIRE_BF16_MIN_VALUES || p->model->vars[part->var].moving) {
         t->data = (ProtobufCBinaryData){part->size * sizeof(float), (uint8_t *)(grads + off)};
         t->dtype = PSTRAIN__WIRE_DTYPE__FLOAT32;
         return;

@@ -93,9 +93,11 @@ int ckpt_save_store(const store_t *s, const char *path, uint64_t step, char *err
     char(*names)[256] = xcalloc(n ? n : 1, sizeof *names);
     size_t k = 0;
     for (size_t slab = 0; slab <= nslots; slab++) {
-        for (size_t i = 0; i < s->nparts; i++, k++) {
+        for (size_t i = 0; i < s->nparts; i++) {
             const store_part_t *p = &s->parts[i];
             const var_t *v = &s->model->vars[p->var];
+            if (slab && v->moving)
+                continue; /* no optimizer moves a moving statistic: no slots */
             tensor_name(names[k], sizeof names[k], s, p,
                         slab ? optim_slot_name(&s->opt, slab - 1) : NULL);
             t[k].name = names[k];
@@ -103,6 +105,7 @@ int ckpt_save_store(const store_t *s, const char *path, uint64_t step, char *err
             memcpy(t[k].shape, v->shape, v->ndim * sizeof v->shape[0]);
             t[k].shape[0] = p->rows;
             t[k].data = (slab ? s->slots[slab - 1] : s->w) + p->offset;
+            k++;
         }
     }
     char step_s[32], iter_s[32], slots_s[64] = "";
@@ -116,7 +119,7 @@ int ckpt_save_store(const store_t *s, const char *path, uint64_t step, char *err
                         {"iterations", iter_s},
                         {"optimizer", optim_kind_name(s->opt.kind)},
                         {"slots", slots_s}};
-    int rc = st_write(path, t, n, meta, PS_ARRAY_LEN(meta), err, errlen);
+    int rc = st_write(path, t, k, meta, PS_ARRAY_LEN(meta), err, errlen);
     free(names);
     free(t);
     return rc;
@@ -451,7 +454,8 @@ int ckpt_restore_store(store_t *s, const char *path, const ckpt_restore_opts_t *
         const store_part_t *p = &s->parts[i];
         if (o->pattern && regexec(&re, s->model->vars[p->var].name, 0, NULL, 0) != 0)
             continue;
-        for (size_t slab = 0; rc == 0 && slab < nslabs; slab++)
+        size_t slabs = s->model->vars[p->var].moving ? 1 : nslabs; /* no slots */
+        for (size_t slab = 0; rc == 0 && slab < slabs; slab++)
             rc = fill_part(s, &src, p, slab, (slab ? s->slots[slab - 1] : s->w) + p->offset, path,
                            err, errlen);
     }

@@ -60,18 +60,16 @@ static int write_keras(const model_t *m, const float *params, const char *dir, c
         return -1;
     /* A Functional model lists its InputLayer among its layers: an empty group. */
     kf_layer_t *layers = xcalloc(m->nlayers + 1, sizeof *layers);
-    kf_var_t *vars = xcalloc(2 * m->nlayers, sizeof *vars);
+    kf_var_t *vars = xcalloc(MODEL_LAYER_MAX_VARS * m->nlayers, sizeof *vars);
     char(*names)[MODEL_NAME_LEN] = xcalloc(m->nlayers, sizeof *names);
     for (size_t i = 0; i < m->nlayers; i++) {
-        const layer_t *l = &m->layers[i];
-        int idx[2] = {l->kernel_var, l->bias_var};
+        int idx[MODEL_LAYER_MAX_VARS];
+        size_t nv = model_layer_vars(m, i, idx);
         model_keras_h5_name(m, i, names[i], sizeof names[i]);
-        layers[i] = (kf_layer_t){.name = names[i], .vars = vars + 2 * i};
-        for (size_t k = 0; k < 2; k++) {
-            if (idx[k] < 0)
-                continue;
+        layers[i] = (kf_layer_t){.name = names[i], .vars = vars + MODEL_LAYER_MAX_VARS * i};
+        for (size_t k = 0; k < nv; k++) {
             const var_t *v = &m->vars[idx[k]];
-            kf_var_t *o = &vars[2 * i + layers[i].nvars++];
+            kf_var_t *o = &vars[MODEL_LAYER_MAX_VARS * i + layers[i].nvars++];
             *o = (kf_var_t){.ndim = v->ndim, .data = params + v->offset};
             memcpy(o->shape, v->shape, v->ndim * sizeof v->shape[0]);
         }

@@ -49,18 +49,16 @@ static int layer_group(const model_t *m, size_t i, const kf_file_t *f, const cha
     model_keras_h5_name(m, i, name, sizeof name);
     const kf_group_t *g = kf_find(f, name);
     *out = NULL;
-    size_t want = (l->kernel_var >= 0) + (l->bias_var >= 0);
+    int idx[MODEL_LAYER_MAX_VARS];
+    size_t want = model_layer_vars(m, i, idx);
     if (!g || (g->nvars == 0 && want > 0))
         return 0;
     if (g->nvars != want)
         return ps_errf(err, errlen,
                        "%s: layers/%s holds %zu arrays; pstrain's layer \"%s\" has %zu", path, name,
                        g->nvars, l->name, want);
-    int idx[2] = {l->kernel_var, l->bias_var};
-    for (size_t k = 0, a = 0; k < 2; k++) {
-        if (idx[k] < 0)
-            continue;
-        const var_t *v = &m->vars[idx[k]];
+    for (size_t a = 0; a < want; a++) {
+        const var_t *v = &m->vars[idx[a]];
         if (!same_shape(&g->vars[a], v)) {
             char have[96], want_s[96];
             shape_str(have, sizeof have, g->vars[a].shape, g->vars[a].ndim);
@@ -68,7 +66,6 @@ static int layer_group(const model_t *m, size_t i, const kf_file_t *f, const cha
             return ps_errf(err, errlen, "%s: layers/%s/vars/%zu has shape %s; pstrain's %s is %s",
                            path, name, a, have, v->name, want_s);
         }
-        a++;
     }
     *out = g;
     return 0;
@@ -77,37 +74,35 @@ static int layer_group(const model_t *m, size_t i, const kf_file_t *f, const cha
 /* The error for layer i (which has variables) missing from f. */
 static int missing(const model_t *m, size_t i, const kf_file_t *f, const char *path, char *err,
                    size_t errlen) {
-    const layer_t *l = &m->layers[i];
     char name[MODEL_NAME_LEN + 16], found[512];
+    int idx[MODEL_LAYER_MAX_VARS];
+    model_layer_vars(m, i, idx);
     model_keras_h5_name(m, i, name, sizeof name);
     groups_found(f, found, sizeof found);
     return ps_errf(err, errlen,
                    "%s: no weights for %s (Keras's group layers/%s); the file has weights for: %s",
-                   path, m->vars[l->kernel_var >= 0 ? l->kernel_var : l->bias_var].name, name,
-                   found);
+                   path, m->vars[idx[0]].name, name, found);
 }
 
-/* The tensors of layer i's group under pstrain's names into t (up to 2). */
+/* The tensors of layer i's group under pstrain's names into t (up to
+ * MODEL_LAYER_MAX_VARS). */
 static size_t layer_tensors(const model_t *m, size_t i, const kf_group_t *g, st_tensor_t *t) {
-    const layer_t *l = &m->layers[i];
-    int idx[2] = {l->kernel_var, l->bias_var};
-    size_t n = 0;
-    for (size_t k = 0; k < 2; k++) {
-        if (idx[k] < 0)
-            continue;
+    int idx[MODEL_LAYER_MAX_VARS];
+    size_t n = model_layer_vars(m, i, idx);
+    for (size_t k = 0; k < n; k++) {
         const var_t *v = &m->vars[idx[k]];
-        t[n] = (st_tensor_t){.name = v->name, .ndim = v->ndim, .data = g->vars[n].data};
-        memcpy(t[n].shape, v->shape, v->ndim * sizeof v->shape[0]);
-        n++;
+        t[k] = (st_tensor_t){.name = v->name, .ndim = v->ndim, .data = g->vars[k].data};
+        memcpy(t[k].shape, v->shape, v->ndim * sizeof v->shape[0]);
     }
     return n;
 }
 
-/* Whether some variable of layer l matches re (NULL: all do). */
-static bool layer_wanted(const model_t *m, const layer_t *l, regex_t *re) {
-    int idx[2] = {l->kernel_var, l->bias_var};
-    for (size_t k = 0; k < 2; k++)
-        if (idx[k] >= 0 && (!re || regexec(re, m->vars[idx[k]].name, 0, NULL, 0) == 0))
+/* Whether some variable of layer i matches re (NULL: all do). */
+static bool layer_wanted(const model_t *m, size_t i, regex_t *re) {
+    int idx[MODEL_LAYER_MAX_VARS];
+    size_t n = model_layer_vars(m, i, idx);
+    for (size_t k = 0; k < n; k++)
+        if (!re || regexec(re, m->vars[idx[k]].name, 0, NULL, 0) == 0)
             return true;
     return false;
 }
@@ -128,7 +123,7 @@ int keras_weights_to_safetensors(const model_t *m, const char *path, const char 
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < m->nlayers; i++) {
         const kf_group_t *g;
-        if (!layer_wanted(m, &m->layers[i], pattern ? &re : NULL))
+        if (!layer_wanted(m, i, pattern ? &re : NULL))
             continue;
         rc = layer_group(m, i, &f, path, &g, err, errlen);
         if (rc == 0 && !g)
@@ -150,15 +145,15 @@ int keras_weights_to_safetensors(const model_t *m, const char *path, const char 
 static int fill_params(const model_t *m, const kf_file_t *f, const char *path, float *params,
                        char *err, size_t errlen) {
     for (size_t i = 0; i < m->nlayers; i++) {
-        const layer_t *l = &m->layers[i];
+        int idx[MODEL_LAYER_MAX_VARS];
         const kf_group_t *g;
         if (layer_group(m, i, f, path, &g, err, errlen))
             return -1;
-        if (l->kernel_var < 0 && l->bias_var < 0)
+        if (model_layer_vars(m, i, idx) == 0)
             continue;
         if (!g)
             return missing(m, i, f, path, err, errlen);
-        st_tensor_t t[2];
+        st_tensor_t t[MODEL_LAYER_MAX_VARS];
         size_t n = layer_tensors(m, i, g, t);
         for (size_t k = 0; k < n; k++)
             memcpy(params + m->vars[model_find_var(m, t[k].name)].offset, t[k].data,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/train/moving.h"
 
 size_t store_row_size(const var_t *v) {
     return v->shape[0] ? v->size / v->shape[0] : 0;
@@ -54,10 +55,10 @@ void store_apply(store_t *s, const float *grad) {
 }
 
 void store_apply_range(store_t *s, const float *grad, size_t begin, size_t end) {
-    float *slots[OPTIM_MAX_SLOTS];
-    for (size_t k = 0; k < OPTIM_MAX_SLOTS; k++)
-        slots[k] = s->slots[k] ? s->slots[k] + begin : NULL;
-    optim_apply(&s->opt, s->iterations, s->w + begin, slots, grad + begin, end - begin);
+    update_step_t k;
+    optim_update_step(&s->opt, s->iterations, &k);
+    moving_apply_range(s->model, cpu_backend(), &k, s->w, s->slots[0], s->slots[1], grad, begin,
+                       end);
 }
 
 void store_count_update(store_t *s) {

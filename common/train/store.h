@@ -41,7 +41,9 @@ void store_init(store_t *s, const model_t *m, const store_part_t *parts, size_t 
 /* A store holding every variable whole, in the model's slab layout (so that
  * s->w is the model's parameter slab). */
 void store_init_full(store_t *s, const model_t *m, const optim_cfg_t *opt, uint64_t seed);
-/* One optimizer update of the whole store with a gradient slab of s->size. */
+/* One update of a whole store (store_init_full's) with a gradient slab of
+ * s->size: the optimizer, and the moving average of the moving statistics
+ * (common/train/moving.h). */
 void store_apply(store_t *s, const float *grad);
 /* store_apply in parts: the update of elements [begin, end) alone (grad is
  * still the whole slab), at the store's current iteration, so that threads

@@ -56,6 +56,62 @@ void trainer_set_overlap(trainer_t *t, const trainer_overlap_t *o) {
     }
 }
 
+/* The threads whose slice of the current batch is not empty: they run
+ * forward and backward, and so meet at each BatchNormalization. */
+static size_t busy_threads(const trainer_t *t) {
+    return PS_MIN(t->n, t->nthreads);
+}
+
+/* model_reduce_fn: the last thread to arrive sums every busy thread's
+ * buffer, in thread order (the same sum whatever the arrival order); each
+ * then copies the total into its own. The next reduction cannot overwrite
+ * the total before every thread has copied it: its last arrival waits for
+ * them all. */
+static size_t hook_reduce(void *arg, float *buf, size_t len) {
+    struct hook_ctx *h = arg;
+    trainer_t *t = h->t;
+    pthread_mutex_lock(&t->red_mu);
+    t->red_bufs[h->k] = buf;
+    if (++t->red_arrived == busy_threads(t)) {
+        memset(t->red_total, 0, len * sizeof(float));
+        for (size_t k = 0; k < t->nthreads; k++)
+            for (size_t j = 0; t->red_bufs[k] && j < len; j++)
+                t->red_total[j] += t->red_bufs[k][j];
+        memset(t->red_bufs, 0, t->nthreads * sizeof *t->red_bufs);
+        t->red_arrived = 0;
+        t->red_gen++;
+        pthread_cond_broadcast(&t->red_cv);
+    } else {
+        uint64_t gen = t->red_gen;
+        while (t->red_gen == gen)
+            pthread_cond_wait(&t->red_cv, &t->red_mu);
+    }
+    pthread_mutex_unlock(&t->red_mu);
+    memcpy(buf, t->red_total, len * sizeof(float));
+    return t->n;
+}
+
+/* The largest buffer a BatchNormalization reduces: its backward sums, 2c. */
+static size_t max_reduce(const model_t *m) {
+    size_t len = 0;
+    for (size_t i = 0; i < m->nlayers; i++)
+        if (m->layers[i].kind == LAYER_BATCH_NORM)
+            len = PS_MAX(len, 2 * m->layers[i].out[2]);
+    return len;
+}
+
+/* Threads that split a batch share BatchNormalization's statistics. */
+static void init_reduce(trainer_t *t) {
+    pthread_mutex_init(&t->red_mu, NULL);
+    pthread_cond_init(&t->red_cv, NULL);
+    t->red_bufs = xcalloc(t->nthreads, sizeof *t->red_bufs);
+    t->red_total = xcalloc(max_reduce(t->m) + 1, sizeof(float));
+    for (size_t k = 0; t->nthreads > 1 && k < t->nthreads; k++) {
+        t->hooks[k] = (struct hook_ctx){.t = t, .k = k};
+        model_exec_set_reduce(t->exec[k], hook_reduce, &t->hooks[k]);
+    }
+}
+
 typedef struct {
     trainer_t *t;
     size_t k;
@@ -128,6 +184,7 @@ trainer_t *trainer_create(const model_t *m, const backend_t *be, size_t threads,
     t->ybuf = xcalloc(max_batch, sizeof *t->ybuf);
     if (!be->host_memory)
         t->dev = trainer_device_create(t);
+    init_reduce(t);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->go, NULL);
     pthread_cond_init(&t->done, NULL);
@@ -166,6 +223,10 @@ void trainer_free(trainer_t *t) {
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->go);
     pthread_cond_destroy(&t->done);
+    pthread_mutex_destroy(&t->red_mu);
+    pthread_cond_destroy(&t->red_cv);
+    free(t->red_bufs);
+    free(t->red_total);
     free(t->tids);
     free(t->exec);
     free(t->hooks);

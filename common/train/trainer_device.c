@@ -19,6 +19,7 @@
 
 #include "common/train/trainer_internal.h"
 #include "common/base/util.h"
+#include "common/train/moving.h"
 
 struct trainer_device {
     float *x[2]; /* batch slots: [0] is the exec's own, [1] ours */
@@ -47,14 +48,15 @@ static backend_event_t *device_event(const backend_t *be) {
     return e;
 }
 
-/* The slab range [*begin, *end) of layer i's variables; false if it has none. */
+/* The slab range [*begin, *end) of layer i's variables (they are
+ * contiguous); false if it has none. */
 static bool layer_range(const model_t *m, size_t i, size_t *begin, size_t *end) {
-    const layer_t *l = &m->layers[i];
-    if (l->kernel_var < 0)
+    int idx[MODEL_LAYER_MAX_VARS];
+    size_t n = model_layer_vars(m, i, idx);
+    if (n == 0)
         return false;
-    const var_t *k = &m->vars[l->kernel_var];
-    const var_t *last = l->bias_var >= 0 ? &m->vars[l->bias_var] : k;
-    *begin = k->offset;
+    const var_t *last = &m->vars[idx[n - 1]];
+    *begin = m->vars[idx[0]].offset;
     *end = last->offset + last->size;
     return true;
 }
@@ -233,7 +235,7 @@ void trainer_device_step(trainer_t *t, const float *x, const int32_t *y, size_t 
     model_backward(ex, d->w, n, 1.0f / (float)n, t->grads[0]);
     update_step_t k;
     optim_update_step(&s->opt, s->iterations, &k);
-    t->be->apply_update(&k, d->w, d->slots[0], d->slots[1], t->grads[0], t->m->nparams);
+    moving_apply_model(t->m, t->be, &k, d->w, d->slots[0], d->slots[1], t->grads[0]);
     s->iterations++;
     finish_step(t, n, out);
 }

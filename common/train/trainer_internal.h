@@ -45,6 +45,16 @@ struct trainer {
         trainer_t *t;
         size_t k;
     } * hooks;
+    /* BatchNormalization's sums over the threads (model_exec_set_reduce):
+     * each thread's buffer of the reduction in progress, how many have
+     * arrived, the total, and a generation that tells the waiting threads
+     * it is ready. */
+    pthread_mutex_t red_mu;
+    pthread_cond_t red_cv;
+    float **red_bufs;
+    size_t red_arrived;
+    float *red_total;
+    uint64_t red_gen;
     float *xbuf; /* evaluation batch, scaled */
     int32_t *ybuf;
     /* A device backend's copies, batch slots and attached store (NULL on

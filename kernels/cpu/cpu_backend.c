@@ -9,6 +9,7 @@
 #include "kernels/cpu/cpu_optim.h"
 #include "kernels/cpu/cpu_hot.h"
 #include "kernels/cpu/ops_depthwise.h"
+#include "kernels/cpu/ops_bn.h"
 #include "kernels/cpu/ops_extra.h"
 #include "kernels/cpu/ops_embed.h"
 #include "kernels/cpu/ops_extra.h"
@@ -719,6 +720,10 @@ static const backend_t cpu_table = {
     .depthwise_conv2d_backward_filter = cpu_depthwise_conv2d_backward_filter,
     .bias_relu = cpu_bias_relu,
     .relu_bias_grad = cpu_relu_bias_grad,
+    .bn_stats = cpu_bn_stats,
+    .bn_forward = cpu_bn_forward,
+    .bn_backward_sums = cpu_bn_backward_sums,
+    .bn_backward_data = cpu_bn_backward_data,
 };
 
 const backend_t *cpu_backend(void) {

@@ -7,6 +7,7 @@
  * column-major, c^T[n, m] = op(b)^T op(a)^T, so cuBLAS gets b first, the
  * dimensions swapped and each leading dimension as the row length stored. */
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/ops_bn.h"
 #include "kernels/cuda/ops_extra.h"
 #include "kernels/cuda/ops_embed.h"
 #include "kernels/cuda/ops_more.h"
@@ -321,6 +322,10 @@ static const backend_t cuda_table = {
     .depthwise_conv2d_forward = cuk_depthwise_conv2d_forward,
     .depthwise_conv2d_backward_data = cuk_depthwise_conv2d_backward_data,
     .depthwise_conv2d_backward_filter = cuk_depthwise_conv2d_backward_filter,
+    .bn_stats = cuk_bn_stats,
+    .bn_forward = cuk_bn_forward,
+    .bn_backward_sums = cuk_bn_backward_sums,
+    .bn_backward_data = cuk_bn_backward_data,
 };
 
 /* ---- start-up: find the device, start the libraries ---- */
