@@ -17,6 +17,7 @@
 #include "common/model/placement.h"
 #include "common/train/store.h"
 #include "ps/push.h"
+#include "ps/staleness.h"
 #include "pstrain.pb-c.h"
 
 /* Floats a gradient run passes through on its way to the optimizer when it
@@ -27,8 +28,9 @@
  * applied between the pull its gradient was computed at (the push's step)
  * and its arrival. */
 typedef enum {
-    PS_STALENESS_LR_OFF = 0, /* every push at the full learning rate */
-    PS_STALENESS_LR_INVERSE, /* lr / staleness (optim_staleness_scale) */
+    PS_STALENESS_LR_OFF = 0,  /* every push at the full learning rate */
+    PS_STALENESS_LR_INVERSE,  /* lr / staleness (optim_staleness_scale) */
+    PS_STALENESS_LR_MOMENTUM, /* momentum and lr by the mean staleness (ps/staleness.h) */
 } ps_staleness_lr_t;
 
 typedef struct {
@@ -69,6 +71,7 @@ typedef struct {
     uint64_t warmup_steps;          /* sync, lr_linear: steps of its warm-up */
     uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
     uint64_t staleness_max;         /* async: the largest */
+    ps_stale_mean_t stale_mean;     /* staleness_lr momentum: of the full pushes */
 } ps_shard_t;
 
 typedef struct {
@@ -102,7 +105,8 @@ uint64_t ps_shard_step(const ps_shard_t *s);
  * An async push's staleness is the shard's step minus the push's step (0
  * when the push carries none, as an untagged push of an older worker: it
  * counts as fresh); with staleness_lr inverse its update takes
- * lr / staleness. A sync step with lr_linear takes
+ * lr / staleness; with momentum, the momentum and rate of
+ * ps_staleness_momentum for the mean staleness so far. A sync step with lr_linear takes
  * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);

@@ -77,7 +77,8 @@ typedef struct {
         int64_t stream_max_connections;
         bool shm;
         char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
-        char wire_dtype[CONFIG_STR];          /* fp32 | bf16: tensors on the wire */
+        char wire_dtype[CONFIG_STR];          /* fp32 | bf16 | fp16: tensors on the wire */
+        double push_topk;                     /* fraction of large tensors pushed; 0 = all */
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

@@ -220,6 +220,8 @@ psclient_options_t daemon_psclient_options(daemon_t *d) {
     o.deadline_secs = d->cfg.rpc.deadline_secs;
     o.retry_max_secs = d->cfg.rpc.retry_max_secs;
     o.wire_bf16 = !strcmp(d->cfg.rpc.wire_dtype, "bf16");
+    o.wire_fp16 = !strcmp(d->cfg.rpc.wire_dtype, "fp16");
+    o.push_topk = d->cfg.rpc.push_topk;
     o.stop_flag = &daemon_stop_signal;
     return o;
 }

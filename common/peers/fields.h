@@ -15,12 +15,16 @@ enum {
     FIELD_TENSOR_ROWS = 3,      /* uint64: WIRE_VARINT */
     FIELD_TENSOR_DATA = 4,      /* bytes: WIRE_LEN */
     FIELD_TENSOR_DTYPE = 5,     /* WireDtype: WIRE_VARINT */
+    /* repeated uint32, packed: WIRE_LEN runs of varints (protobuf-c also
+     * reads them one WIRE_VARINT at a time) */
+    FIELD_TENSOR_INDICES = 7,
 };
 
 /* WireDtype: how a Tensor's data encodes its values. */
 enum {
     WIRE_DTYPE_FLOAT32 = 0,  /* 4 bytes a value, little-endian */
     WIRE_DTYPE_BFLOAT16 = 1, /* 2 bytes: the upper half of the float32 */
+    WIRE_DTYPE_FLOAT16 = 2,  /* 2 bytes: IEEE half precision */
 };
 
 /* Caller: who sent a push. */
