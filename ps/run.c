@@ -19,11 +19,6 @@ static void log_lr_rules(const ps_shard_t *sh, const config_t *c) {
         log_info("sync: learning rate times the pushes averaged per step (linear scaling), "
                  "reached over %llu warm-up steps",
                  (unsigned long long)sh->warmup_steps);
-    else if (!sh->sync && sh->async_average > 1)
-        log_info("%s: every %zu pushes are averaged into one update at %zu times the learning "
-                 "rate (train.async_average), reached over %llu warm-up steps",
-                 c->train.mode, sh->async_average, sh->async_average,
-                 (unsigned long long)sh->warmup_steps);
     else if (!sh->sync && sh->staleness_lr == PS_STALENESS_LR_INVERSE)
         log_info("%s: a push computed s updates ago moves the weights by learning_rate / s",
                  c->train.mode);
@@ -61,8 +56,7 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                              : !strcmp(c->train.staleness_lr, "momentum") ? PS_STALENESS_LR_MOMENTUM
                                                                           : PS_STALENESS_LR_OFF,
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
-                         .warmup_steps = (uint64_t)c->train.warmup_steps,
-                         .async_average = (size_t)c->train.async_average};
+                         .warmup_steps = (uint64_t)c->train.warmup_steps};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

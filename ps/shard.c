@@ -30,7 +30,6 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->staleness_lr = o->staleness_lr;
     s->lr_linear = o->lr_linear;
     s->warmup_steps = o->warmup_steps;
-    s->async_average = o->async_average;
     const size_t *idx;
     size_t n = placement_ps_parts(&s->placement, o->index, &idx);
     store_part_t *parts = xcalloc(n ? n : 1, sizeof *parts);
@@ -408,33 +407,6 @@ static double async_scale(ps_shard_t *s, const ps_push_t *req, double *momentum)
     return s->staleness_lr == PS_STALENESS_LR_INVERSE ? optim_staleness_scale(staleness) : 1.0;
 }
 
-/* Async with async_average K: the push is summed into accum and counts a
- * step; every K full pushes their mean is applied at K times the rate
- * (optim_linear_scale, with the warm-up), and the sum starts again. */
-static void average_push(ps_shard_t *s, const ps_push_t *req, const long *part_of) {
-    double unused;
-    async_scale(s, req, &unused); /* the staleness figures */
-    take_grads(s, req, part_of, true, 1.0);
-    if (req->partial)
-        return;
-    s->pushes++;
-    if (++s->avg_count >= s->async_average) {
-        double k = (double)s->avg_count,
-               lr = optim_linear_scale(k, s->store.iterations, s->warmup_steps);
-        float mean = 1.0f / (float)k;
-        for (size_t i = 0; i < s->store.size; i++)
-            s->accum[i] *= mean;
-        own_weights(s);
-        for (size_t p = 0; p < s->store.nparts; p++)
-            apply_range(&s->store, p, lr, 0, s->accum + s->store.parts[p].offset,
-                        s->store.parts[p].size);
-        memset(s->accum, 0, s->store.size * sizeof(float));
-        s->avg_count = 0;
-    }
-    s->store.iterations++;
-    publish_step(s);
-}
-
 int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *err, size_t errlen) {
     *stale = false;
     if (!req->has_caller)
@@ -460,10 +432,6 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
     if (req->seq) {
         s->last_incarnation[w] = req->caller_incarnation;
         s->last_seq[w] = req->seq;
-    }
-    if (!s->sync && s->async_average > 1) {
-        average_push(s, req, part_of);
-        goto out;
     }
     if (!s->sync) {
         own_weights(s);
@@ -544,8 +512,7 @@ int ps_shard_save(const ps_shard_t *s, const char *dir, int nps, uint64_t step, 
 }
 
 static void drop_step_in_progress(ps_shard_t *s) {
-    s->avg_count = 0; /* async_average: the sum is dropped too */
-    if (!s->sync && s->async_average <= 1)
+    if (!s->sync)
         return;
     memset(s->accum, 0, s->store.size * sizeof(float));
     memset(s->contributed, 0, s->max_workers);

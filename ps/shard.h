@@ -72,8 +72,6 @@ typedef struct {
     uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
     uint64_t staleness_max;         /* async: the largest */
     ps_stale_mean_t stale_mean;     /* staleness_lr momentum: of the full pushes */
-    size_t async_average;           /* async: pushes summed per update; <= 1: none */
-    size_t avg_count;               /* async_average: full pushes in accum */
 } ps_shard_t;
 
 typedef struct {
@@ -86,10 +84,6 @@ typedef struct {
     ps_staleness_lr_t staleness_lr; /* async and ssp */
     bool lr_linear;                 /* sync: lr times the pushes averaged, after a warm-up */
     uint64_t warmup_steps;          /* of lr_linear */
-    /* async and ssp: sum this many full pushes and apply their mean at once,
-     * the rate times their number (reached over warmup_steps); each push
-     * still counts a step. 0 or 1: every push at once (staleness_lr). */
-    size_t async_average;
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,

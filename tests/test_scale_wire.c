@@ -535,29 +535,3 @@ void test_ps_shard_staleness_momentum(void) {
     free(g);
     shard_fx_free(&f);
 }
-
-/* train.async_average 2: SGD, lr 0.5, no momentum. A first push of 0.25
- * counts a step and leaves the weights; the second (0.75) applies the mean
- * 0.5 at twice the rate: the weights move by 0.5. */
-void test_ps_shard_async_average(void) {
-    shard_fx_t f;
-    CHECK(shard_fx(&f, OPTIM_SGD, 0.0, false) == 0);
-    f.s.async_average = 2;
-    size_t n = f.s.store.size;
-    float *g = xmalloc(n * sizeof *g);
-    point(&f, g, false, NULL, NULL);
-    char err[PS_ERRLEN];
-    bool stale;
-    float w0 = f.s.store.w[3];
-    for (int k = 0; k < 2; k++) {
-        for (size_t i = 0; i < n; i++)
-            g[i] = k ? 0.75f : 0.25f;
-        f.req.step = (uint64_t)k;
-        CHECK_INT_EQ(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err), 0);
-        CHECK_INT_EQ(ps_shard_step(&f.s), k + 1);
-        CHECK_NEAR(f.s.store.w[3], k ? w0 - 0.5f : w0, 1e-6);
-    }
-    CHECK_INT_EQ(f.s.avg_count, 0);
-    free(g);
-    shard_fx_free(&f);
-}

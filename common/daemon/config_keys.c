@@ -190,11 +190,6 @@ const config_key_t config_keys[] = {
              "a worker's pushes and pulls of tensors of 1024 values or more: fp32, bf16 or fp16 "
              "(half the bytes; each push's rounding error is kept on the worker and added to its "
              "next push; fp16 clamps values beyond +-65504, with a warning)"),
-    INT_KEY("train.async_average", train.async_average, "1", 1, 1000000,
-            "async, ssp: each PS sums this many pushes and applies their mean at once, at the "
-            "learning rate times their number (reached over train.warmup_steps): fewer, larger "
-            "updates, so that a push is about one update stale; train.staleness_lr then does "
-            "not apply; 1 = every push at once"),
     FLOAT_KEY("rpc.push_topk", rpc.push_topk, "0", 0, 1, 0,
               "a worker pushes only this fraction of each tensor of 1024 values or more, the "
               "values of largest magnitude with their indices, and keeps the rest for its next "
