@@ -56,7 +56,8 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                              : !strcmp(c->train.staleness_lr, "momentum") ? PS_STALENESS_LR_MOMENTUM
                                                                           : PS_STALENESS_LR_OFF,
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
-                         .warmup_steps = (uint64_t)c->train.warmup_steps};
+                         .warmup_steps = (uint64_t)c->train.warmup_steps,
+                         .sparse_sgd = daemon_topk_momentum(c) > 0};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

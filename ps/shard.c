@@ -30,6 +30,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->staleness_lr = o->staleness_lr;
     s->lr_linear = o->lr_linear;
     s->warmup_steps = o->warmup_steps;
+    s->sparse_sgd = o->sparse_sgd && !o->sync;
     const size_t *idx;
     size_t n = placement_ps_parts(&s->placement, o->index, &idx);
     store_part_t *parts = xcalloc(n ? n : 1, sizeof *parts);
@@ -357,7 +358,7 @@ static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of,
         size_t part = (size_t)part_of[i];
         grad_sink_t k = {.s = s, .part = part, .sum = sum, .scale = scale, .idx = t->indices};
         /* async mode leaves accum unused: zeros, the dense gradient's room */
-        if (k.idx && !sum && ps_sparse_dense(&s->store))
+        if (k.idx && !sum && !s->sparse_sgd && ps_sparse_dense(&s->store))
             k.dense = s->accum + s->store.parts[part].offset;
         if (codec_is16(t->dtype))
             sink_16(&k, t->dtype, wire16_of(s, part), t->data.len / 2);

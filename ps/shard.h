@@ -72,6 +72,7 @@ typedef struct {
     uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
     uint64_t staleness_max;         /* async: the largest */
     ps_stale_mean_t stale_mean;     /* staleness_lr momentum: of the full pushes */
+    bool sparse_sgd;                /* sparse values as plain SGD steps (ps/sparse.h) */
 } ps_shard_t;
 
 typedef struct {
@@ -84,6 +85,9 @@ typedef struct {
     ps_staleness_lr_t staleness_lr; /* async and ssp */
     bool lr_linear;                 /* sync: lr times the pushes averaged, after a warm-up */
     uint64_t warmup_steps;          /* of lr_linear */
+    /* async, SGD with momentum, rpc.push_topk_momentum: the workers apply
+     * the momentum to sparse pushes, the PS applies them as plain SGD */
+    bool sparse_sgd;
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,

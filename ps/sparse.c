@@ -25,11 +25,13 @@ void ps_sparse_apply_touched(store_t *st, size_t part, double scale, const uint3
                              const float *g, size_t n) {
     float w[GATHER_BLOCK];
     float *base = st->w + st->parts[part].offset;
+    optim_cfg_t plain = st->opt; /* SGD: its momentum, if any, is the worker's */
+    plain.momentum = 0.0;
     for (size_t i = 0; i < n; i += GATHER_BLOCK) {
         size_t m = PS_MIN(n - i, (size_t)GATHER_BLOCK);
         for (size_t j = 0; j < m; j++)
             w[j] = base[idx[i + j]];
-        optim_apply_scaled(&st->opt, st->iterations, scale, w, NULL, g + i, m);
+        optim_apply_scaled(&plain, st->iterations, scale, w, NULL, g + i, m);
         for (size_t j = 0; j < m; j++)
             base[idx[i + j]] = w[j];
     }

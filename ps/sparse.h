@@ -4,7 +4,11 @@
  * everywhere else, and is applied as that:
  *   - SGD without momentum: only the elements named change (w -= lr * g
  *     leaves the others where a zero would), so only they are touched;
- *   - an optimizer with slots (SGD momentum, Adam, RMSprop, Adagrad): the
+ *   - SGD with momentum, async and ssp, with rpc.push_topk_momentum (the
+ *     default): the worker applied the momentum before it chose the values
+ *     (momentum correction, common/peers/codec.h), so the PS applies them as
+ *     plain SGD steps on the elements named, its momentum slot untouched;
+ *   - otherwise an optimizer with slots (SGD momentum, Adam, RMSprop, Adagrad): the
  *     dense rule runs on the whole partition with zeros elsewhere, so
  *     momentum keeps moving the other elements, Adam's moments decay
  *     there, as for any dense gradient with zeros in it (the wire carries
@@ -28,8 +32,9 @@ size_t ps_sparse_check(const uint32_t *idx, size_t n, size_t size);
 int ps_sparse_dense(const store_t *st);
 /* dense[idx[j]] += g[j] for j < n. */
 void ps_sparse_add(float *dense, const uint32_t *idx, const float *g, size_t n);
-/* SGD without slots: the update of the n elements of partition `part` at
- * idx, by gradient values g, the step size times scale. */
+/* Plain SGD (momentum 0 whatever the store's): the update of the n elements
+ * of partition `part` at idx, by gradient values g, the step size times
+ * scale. */
 void ps_sparse_apply_touched(store_t *st, size_t part, double scale, const uint32_t *idx,
                              const float *g, size_t n);
 /* An optimizer with slots: applies dense (the partition's gradient, zero

@@ -188,7 +188,8 @@ void test_codec_topk_feedback(void) {
                 g[i] = (float)((double)(r >> 11) / 9007199254740992.0 - 0.5) * 0.01f;
                 want[i] += g[i];
             }
-            CHECK_INT_EQ(codec_topk_feedback(dtypes[d], g, res, N, k, idx, wire, scratch), 0);
+            CHECK_INT_EQ(
+                codec_topk_feedback(dtypes[d], g, res, N, k, idx, wire, scratch, NULL, 0.0f), 0);
             codec_decode(dtypes[d], vals, wire, k);
             for (size_t j = 0; j < k; j++)
                 sent[idx[j]] += vals[j];
@@ -533,5 +534,53 @@ void test_ps_shard_staleness_momentum(void) {
     CHECK_NEAR(f.s.stale_mean.mean, 1.0 / 3.0, 1e-12);
     CHECK_NEAR(f.s.store.opt.momentum, 0.9, 1e-12);
     free(g);
+    shard_fx_free(&f);
+}
+
+/* Momentum correction: u = m u + g, e = u + residual. An element never
+ * sent holds residual g, then g + (1 + m) g; the one sent (the largest) has
+ * u and residual zeroed (momentum factor masking). And a shard with
+ * sparse_sgd applies sparse values as plain SGD steps on the named elements,
+ * its momentum slot left at 0. */
+void test_codec_topk_momentum_correction(void) {
+    float g[4] = {0.1f, 0.2f, 0.3f, 1.0f}, res[4] = {0}, u[4] = {0}, scratch[4];
+    uint32_t idx[1];
+    uint8_t wire[4];
+    for (int step = 0; step < 2; step++)
+        codec_topk_feedback(WIRE_DTYPE_FLOAT32, g, res, 4, 1, idx, wire, scratch, u, 0.5f);
+    CHECK_INT_EQ(idx[0], 3);
+    CHECK_NEAR(res[0], 0.1f * 2.5f, 1e-7);
+    CHECK_NEAR(u[0], 0.1f * 1.5f, 1e-7);
+    CHECK(res[3] == 0.0f && u[3] == 0.0f);
+    float sent;
+    memcpy(&sent, wire, sizeof sent);
+    CHECK_NEAR(sent, 1.0f, 1e-7); /* u was masked after the first send */
+
+    shard_fx_t f;
+    CHECK(shard_fx(&f, OPTIM_SGD, 0.9, false) == 0);
+    f.s.sparse_sgd = true;
+    size_t n = f.s.store.size;
+    float *gr = xmalloc(n * sizeof *gr), *vals = xmalloc(n * sizeof *vals);
+    uint32_t *ix = xmalloc(n * sizeof *ix);
+    for (size_t i = 0; i < n; i++)
+        gr[i] = grad_at(i);
+    point(&f, gr, true, vals, ix);
+    float *w0 = xmalloc(n * sizeof *w0);
+    memcpy(w0, f.s.store.w, n * sizeof *w0);
+    char err[PS_ERRLEN];
+    bool stale;
+    CHECK_INT_EQ(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err), 0);
+    const store_part_t *p0 = &f.s.store.parts[0];
+    size_t e = f.t[0].indices[1];
+    CHECK_NEAR(f.s.store.w[p0->offset + e], w0[p0->offset + e] - 0.5f * gr[p0->offset + e], 1e-7);
+    CHECK(f.s.store.w[p0->offset + e + 1] == w0[p0->offset + e + 1]);
+    size_t moved = 0;
+    for (size_t i = 0; i < p0->size; i++)
+        moved += f.s.store.slots[0][p0->offset + i] != 0.0f;
+    CHECK_INT_EQ(moved, 0);
+    free(w0);
+    free(gr);
+    free(vals);
+    free(ix);
     shard_fx_free(&f);
 }

@@ -136,9 +136,16 @@ void codec_topk_select(const float *x, size_t n, size_t k, uint32_t *idx, float 
 }
 
 size_t codec_topk_feedback(uint64_t dtype, const float *g, float *residual, size_t n, size_t k,
-                           uint32_t *idx, uint8_t *values, float *scratch) {
-    for (size_t i = 0; i < n; i++)
-        residual[i] += g[i]; /* e */
+                           uint32_t *idx, uint8_t *values, float *scratch, float *velocity,
+                           float momentum) {
+    if (velocity)
+        for (size_t i = 0; i < n; i++) {
+            velocity[i] = momentum * velocity[i] + g[i];
+            residual[i] += velocity[i]; /* e */
+        }
+    else
+        for (size_t i = 0; i < n; i++)
+            residual[i] += g[i]; /* e */
     codec_topk_select(residual, n, k, idx, scratch);
     for (size_t j = 0; j < k; j++)
         scratch[j] = residual[idx[j]];
@@ -146,5 +153,7 @@ size_t codec_topk_feedback(uint64_t dtype, const float *g, float *residual, size
     codec_decode(dtype, scratch, values, k);
     for (size_t j = 0; j < k; j++)
         residual[idx[j]] -= scratch[j];
+    for (size_t j = 0; velocity && j < k; j++)
+        velocity[idx[j]] = 0.0f;
     return clamped;
 }

@@ -41,8 +41,13 @@ void codec_topk_select(const float *x, size_t n, size_t k, uint32_t *idx, float 
  * magnitude are written, encoded as dtype, at values (k of them) and their
  * indices at idx; residual becomes e less what was sent (e where not sent,
  * the encoding's rounding where sent). scratch holds n floats. Returns the
- * values clamped. */
+ * values clamped.
+ * With velocity (not NULL: momentum correction, Lin et al., "Deep Gradient
+ * Compression", 2018): u = momentum * u + g comes first and e = u +
+ * residual, so that what is sent is momentum SGD's step, for the PS to
+ * apply as plain SGD; u is zeroed where sent (momentum factor masking). */
 size_t codec_topk_feedback(uint64_t dtype, const float *g, float *residual, size_t n, size_t k,
-                           uint32_t *idx, uint8_t *values, float *scratch);
+                           uint32_t *idx, uint8_t *values, float *scratch, float *velocity,
+                           float momentum);
 
 #endif

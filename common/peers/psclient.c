@@ -72,6 +72,8 @@ struct psclient {
     uint32_t *topi;
     uint8_t *topv;
     float *scratch;
+    float *velocity; /* push_topk_momentum: momentum correction's u */
+    float topk_momentum;
     uint64_t fp16_clamped;
 };
 
@@ -154,6 +156,10 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
         p->topi = xmalloc(slab * sizeof *p->topi);
         p->topv = xmalloc(slab * sizeof(float));
         p->scratch = xmalloc(slab * sizeof(float));
+        if (o->push_topk_momentum > 0) {
+            p->velocity = xcalloc(slab, sizeof(float));
+            p->topk_momentum = (float)o->push_topk_momentum;
+        }
     }
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
@@ -191,6 +197,7 @@ void psclient_free(psclient_t *p) {
     free(p->topi);
     free(p->topv);
     free(p->scratch);
+    free(p->velocity);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -426,8 +433,9 @@ static void set_push_data(psclient_t *p, Pstrain__Tensor *t, const float *grads,
     if (large && p->topk > 0) {
         size_t k = codec_topk_count(part->size, p->topk);
         uint8_t *values = p->topv + sizeof(float) * off;
-        p->fp16_clamped += codec_topk_feedback(p->dtype, grads + off, p->residual + off, part->size,
-                                               k, p->topi + off, values, p->scratch);
+        p->fp16_clamped += codec_topk_feedback(
+            p->dtype, grads + off, p->residual + off, part->size, k, p->topi + off, values,
+            p->scratch, p->velocity ? p->velocity + off : NULL, p->topk_momentum);
         t->n_indices = k;
         t->indices = p->topi + off;
         t->data = (ProtobufCBinaryData){k * codec_value_bytes(p->dtype), values};

@@ -68,6 +68,10 @@ typedef struct {
      * largest magnitude (gradient plus residual), with their indices; the
      * rest is the residual, added to the next push. 0: dense pushes. */
     double push_topk;
+    /* With push_topk: momentum correction (codec_topk_feedback) at this
+     * momentum, for a PS that applies sparse values as plain SGD steps
+     * (rpc.push_topk_momentum); 0: none. */
+    double push_topk_momentum;
 } psclient_options_t;
 
 /* What the caller is told while pulls and pushes go on; any may be NULL.
