@@ -153,7 +153,5 @@ size_t codec_topk_feedback(uint64_t dtype, const float *g, float *residual, size
     codec_decode(dtype, scratch, values, k);
     for (size_t j = 0; j < k; j++)
         residual[idx[j]] -= scratch[j];
-    for (size_t j = 0; velocity && j < k; j++)
-        velocity[idx[j]] = 0.0f;
     return clamped;
 }
