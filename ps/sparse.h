@@ -4,8 +4,8 @@
  * everywhere else, and is applied as that:
  *   - SGD without momentum: only the elements named change (w -= lr * g
  *     leaves the others where a zero would), so only they are touched;
- *   - SGD with momentum, async and ssp, with rpc.push_topk_momentum (the
- *     default): the worker applied the momentum before it chose the values
+ *   - SGD with momentum, async and ssp, with rpc.push_topk_momentum (off
+ *     by default): the worker applied the momentum before it chose the values
  *     (momentum correction, common/peers/codec.h), so the PS applies them as
  *     plain SGD steps on the elements named, its momentum slot untouched;
  *   - otherwise an optimizer with slots (SGD momentum, Adam, RMSprop, Adagrad): the

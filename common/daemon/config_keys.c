@@ -194,7 +194,7 @@ const config_key_t config_keys[] = {
               "a worker pushes only this fraction of each tensor of 1024 values or more, the "
               "values of largest magnitude with their indices, and keeps the rest for its next "
               "pushes (error feedback); 0 = every value"),
-    BOOL_KEY("rpc.push_topk_momentum", rpc.push_topk_momentum, "true",
+    BOOL_KEY("rpc.push_topk_momentum", rpc.push_topk_momentum, "false",
              "rpc.push_topk, async and ssp, SGD with momentum: the worker applies train.momentum "
              "before it chooses the values (momentum correction) and the PS applies them as "
              "plain SGD steps; false: the PS applies its momentum to them as to zeros elsewhere"),
