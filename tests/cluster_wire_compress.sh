@@ -2,7 +2,7 @@
 # rpc.wire_dtype=fp16 and rpc.push_topk end to end: a master, 2 PS and 2
 # workers as real processes on loopback (scripts/train_local_dist.sh) train
 # the MLP for one epoch with fp16 pulls and top-k (5%) fp16 pushes, error
-# feedback and momentum correction on the workers, to >= 0.78 test accuracy
+# feedback on the workers, to >= 0.78 test accuracy
 # (fp32: ~0.83); then in sync mode, where the PS sums the sparse pushes.
 # Every process exits 0 without an ERROR line, and each worker names both
 # encodings in its log.
