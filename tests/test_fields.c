@@ -235,29 +235,35 @@ void test_fields_push_unpacked_by_protobuf_c(void) {
     catcher_stop(&c[1]);
 }
 
-/* Adds what psclient's pushes in one catcher carry for value `at` of the
- * slab to *sum (decoding bfloat16 tensors); counts the tensors by dtype. */
-static void add_pushed(const catcher_t *c, const model_t *m, size_t at, double *sum, size_t *n_bf16,
-                       size_t *n_small_fp32) {
+/* Adds what psclient's pushes in one catcher carry to sums[] (a model
+ * slab), dense or sparse; counts the tensors of each dtype ([3]) and the
+ * sparse ones. Tensors of WIRE_BF16_MIN_VALUES or more must be of dtype
+ * `large` and, with topk, sparse with ascending indices; smaller ones
+ * dense float32. */
+static void add_pushed(const catcher_t *c, const model_t *m, double *sums, size_t *by_dtype,
+                       size_t *n_sparse, double topk, uint64_t large) {
     Pstrain__PushRequest *r = pstrain__push_request__unpack(NULL, c->len, c->req);
     CHECK(r != NULL);
     for (size_t i = 0; r && i < r->n_grads; i++) {
         const Pstrain__Tensor *t = r->grads[i];
         const var_t *v = var_named(m, t->name);
         size_t row = store_row_size(v), first = v->offset + t->row_begin * row, n = t->rows * row;
-        bool bf16 = t->dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
-        CHECK_INT_EQ(bf16, n >= WIRE_BF16_MIN_VALUES);
-        CHECK_INT_EQ(t->data.len, n * (bf16 ? 2 : 4));
-        *n_bf16 += bf16;
-        *n_small_fp32 += !bf16;
-        if (at < first || at >= first + n)
-            continue;
-        float x;
-        if (bf16)
-            wire_bf16_to_floats(&x, t->data.data + 2 * (at - first), 1);
-        else
-            memcpy(&x, t->data.data + 4 * (at - first), sizeof x);
-        *sum += x;
+        size_t bytes = codec_value_bytes(t->dtype), k = t->n_indices ? t->n_indices : n;
+        CHECK_INT_EQ(t->dtype, n >= WIRE_BF16_MIN_VALUES ? large : WIRE_DTYPE_FLOAT32);
+        by_dtype[t->dtype <= 2 ? t->dtype : 0]++;
+        CHECK_INT_EQ(t->data.len, k * bytes);
+        CHECK_INT_EQ(t->n_indices,
+                     n >= WIRE_BF16_MIN_VALUES && topk > 0 ? codec_topk_count(n, topk) : 0);
+        *n_sparse += t->n_indices > 0;
+        float *x = xmalloc(k * sizeof *x);
+        codec_decode(t->dtype, x, t->data.data, k);
+        for (size_t j = 0; j < k; j++) {
+            size_t e = t->n_indices ? t->indices[j] : j;
+            CHECK(e < n && (j == 0 || !t->n_indices || t->indices[j] > t->indices[j - 1]));
+            if (e < n)
+                sums[first + e] += x[j];
+        }
+        free(x);
     }
     if (r)
         pstrain__push_request__free_unpacked(r, NULL);
@@ -285,19 +291,20 @@ void test_fields_push_bf16_error_feedback(void) {
     float *g = xmalloc(m.nparams * sizeof *g);
     for (size_t i = 0; i < m.nparams; i++)
         g[i] = value;
-    size_t at = m.vars[0].offset + 5, stale, n_bf16 = 0, n_fp32 = 0; /* in the first kernel */
+    size_t at = m.vars[0].offset + 5, stale, by_dtype[3] = {0}, n_sparse = 0; /* first kernel */
     CHECK(m.vars[0].size >= WIRE_BF16_MIN_VALUES);
-    double sum = 0;
+    double *sums = xcalloc(m.nparams, sizeof *sums);
     size_t bytes = 0;
     for (int k = 0; k < 4; k++) {
         CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
         for (int ps = 0; ps < 2; ps++) {
-            add_pushed(&c[ps], &m, at, &sum, &n_bf16, &n_fp32);
+            add_pushed(&c[ps], &m, sums, by_dtype, &n_sparse, 0, WIRE_DTYPE_BFLOAT16);
             bytes += c[ps].len;
         }
     }
-    CHECK(n_bf16 > 0 && n_fp32 > 0);
-    CHECK(fabs(sum - 4.0 * value) <= 0x1p-8);
+    CHECK(by_dtype[WIRE_DTYPE_BFLOAT16] > 0 && by_dtype[WIRE_DTYPE_FLOAT32] > 0);
+    CHECK(fabs(sums[at] - 4.0 * value) <= 0x1p-8);
+    free(sums);
     CHECK(fabs(4.0 - 4.0 * value) > 0x1p-8); /* what rounding alone would send */
     /* The pushes are little over half the float32 bytes. */
     CHECK(bytes < 4 * (m.nparams * 2 + m.nparams / 10));
@@ -306,38 +313,6 @@ void test_fields_push_bf16_error_feedback(void) {
     model_free(&m);
     catcher_stop(&c[0]);
     catcher_stop(&c[1]);
-}
-
-/* Decodes what psclient's pushes in one catcher carry into sums[] (a model
- * slab), dense or sparse; counts the tensors of each dtype ([3]) and the
- * sparse ones, whose indices must ascend within the partition. */
-static void add_pushed_all(const catcher_t *c, const model_t *m, double *sums, size_t *by_dtype,
-                           size_t *n_sparse, double topk) {
-    Pstrain__PushRequest *r = pstrain__push_request__unpack(NULL, c->len, c->req);
-    CHECK(r != NULL);
-    for (size_t i = 0; r && i < r->n_grads; i++) {
-        const Pstrain__Tensor *t = r->grads[i];
-        const var_t *v = var_named(m, t->name);
-        size_t row = store_row_size(v), first = v->offset + t->row_begin * row, n = t->rows * row;
-        size_t bytes = codec_value_bytes(t->dtype), k = t->n_indices ? t->n_indices : n;
-        CHECK(t->dtype <= 2);
-        by_dtype[t->dtype <= 2 ? t->dtype : 0]++;
-        CHECK_INT_EQ(t->data.len, k * bytes);
-        CHECK_INT_EQ(t->n_indices,
-                     n >= WIRE_BF16_MIN_VALUES && topk > 0 ? codec_topk_count(n, topk) : 0);
-        *n_sparse += t->n_indices > 0;
-        float *x = xmalloc(k * sizeof *x);
-        codec_decode(t->dtype, x, t->data.data, k);
-        for (size_t j = 0; j < k; j++) {
-            size_t e = t->n_indices ? t->indices[j] : j;
-            CHECK(e < n && (j == 0 || !t->n_indices || t->indices[j] > t->indices[j - 1]));
-            if (e < n)
-                sums[first + e] += x[j];
-        }
-        free(x);
-    }
-    if (r)
-        pstrain__push_request__free_unpacked(r, NULL);
 }
 
 /* rpc.wire_dtype fp16 and rpc.push_topk through psclient, as protobuf-c
@@ -369,7 +344,7 @@ void test_fields_push_fp16_topk(void) {
     for (int k = 0; k < 4; k++) {
         CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
         for (int ps = 0; ps < 2; ps++)
-            add_pushed_all(&c[ps], &m, sums, by_dtype, &n_sparse, 0);
+            add_pushed(&c[ps], &m, sums, by_dtype, &n_sparse, 0, WIRE_DTYPE_FLOAT16);
     }
     CHECK(by_dtype[WIRE_DTYPE_FLOAT16] > 0 && by_dtype[WIRE_DTYPE_FLOAT32] > 0);
     CHECK_INT_EQ(by_dtype[WIRE_DTYPE_BFLOAT16], 0);
@@ -395,7 +370,7 @@ void test_fields_push_fp16_topk(void) {
             memset(g, 0, m.nparams * sizeof *g);
         CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
         for (int ps = 0; ps < 2; ps++) {
-            add_pushed_all(&c[ps], &m, sums, by_dtype, &n_sparse, 0.01);
+            add_pushed(&c[ps], &m, sums, by_dtype, &n_sparse, 0.01, WIRE_DTYPE_FLOAT32);
             bytes += c[ps].len;
         }
     }

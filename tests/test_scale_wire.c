@@ -374,6 +374,31 @@ static void point(shard_fx_t *f, const float *g, bool sparse, float *vals, uint3
     }
 }
 
+/* A sparse push of grad_at's values on f's tensors, and the weights before it. */
+typedef struct {
+    float *g, *vals, *w0;
+    uint32_t *idx;
+} sparse_push_t;
+
+static void sparse_push_init(sparse_push_t *p, shard_fx_t *f) {
+    size_t n = f->s.store.size;
+    p->g = xmalloc(n * sizeof *p->g);
+    p->vals = xmalloc(n * sizeof *p->vals);
+    p->idx = xmalloc(n * sizeof *p->idx);
+    for (size_t i = 0; i < n; i++)
+        p->g[i] = grad_at(i);
+    point(f, p->g, true, p->vals, p->idx);
+    p->w0 = xmalloc(n * sizeof *p->w0);
+    memcpy(p->w0, f->s.store.w, n * sizeof *p->w0);
+}
+
+static void sparse_push_free(sparse_push_t *p) {
+    free(p->g);
+    free(p->vals);
+    free(p->idx);
+    free(p->w0);
+}
+
 /* A sparse push gives the weights (and slots) the dense push of the same
  * gradient with zeros elsewhere gives: plain SGD (only the named elements
  * touched), SGD with momentum and Adam (the dense pass), over 3 pushes so
@@ -433,13 +458,9 @@ void test_ps_shard_sparse_push_refused(void) {
     shard_fx_t f;
     CHECK(shard_fx(&f, OPTIM_SGD, 0.0, false) == 0);
     size_t n = f.s.store.size;
-    float *g = xmalloc(n * sizeof *g), *vals = xmalloc(n * sizeof *vals);
-    uint32_t *idx = xmalloc(n * sizeof *idx);
-    for (size_t i = 0; i < n; i++)
-        g[i] = grad_at(i);
-    point(&f, g, true, vals, idx);
-    float *w0 = xmalloc(n * sizeof *w0);
-    memcpy(w0, f.s.store.w, n * sizeof *w0);
+    sparse_push_t sp;
+    sparse_push_init(&sp, &f);
+    float *w0 = sp.w0;
     char err[PS_ERRLEN];
     bool stale;
     Pstrain__Tensor *t = &f.t[0];
@@ -473,10 +494,7 @@ void test_ps_shard_sparse_push_refused(void) {
     CHECK(f.s.store.w[f.s.store.parts[0].offset + e + 1] == w0[f.s.store.parts[0].offset + e + 1]);
     free(h);
     free(back);
-    free(w0);
-    free(g);
-    free(vals);
-    free(idx);
+    sparse_push_free(&sp);
     shard_fx_free(&f);
 }
 
@@ -560,14 +578,9 @@ void test_codec_topk_momentum_correction(void) {
     shard_fx_t f;
     CHECK(shard_fx(&f, OPTIM_SGD, 0.9, false) == 0);
     f.s.sparse_sgd = true;
-    size_t n = f.s.store.size;
-    float *gr = xmalloc(n * sizeof *gr), *vals = xmalloc(n * sizeof *vals);
-    uint32_t *ix = xmalloc(n * sizeof *ix);
-    for (size_t i = 0; i < n; i++)
-        gr[i] = grad_at(i);
-    point(&f, gr, true, vals, ix);
-    float *w0 = xmalloc(n * sizeof *w0);
-    memcpy(w0, f.s.store.w, n * sizeof *w0);
+    sparse_push_t sp;
+    sparse_push_init(&sp, &f);
+    float *w0 = sp.w0, *gr = sp.g;
     char err[PS_ERRLEN];
     bool stale;
     CHECK_INT_EQ(ps_shard_push(&f.s, &f.req, &stale, err, sizeof err), 0);
@@ -579,9 +592,6 @@ void test_codec_topk_momentum_correction(void) {
     for (size_t i = 0; i < p0->size; i++)
         moved += f.s.store.slots[0][p0->offset + i] != 0.0f;
     CHECK_INT_EQ(moved, 0);
-    free(w0);
-    free(gr);
-    free(vals);
-    free(ix);
+    sparse_push_free(&sp);
     shard_fx_free(&f);
 }
