@@ -11,6 +11,7 @@
 #include "common/peers/codec.h"
 #include "common/peers/fields.h"
 #include "common/rpc/wire_fp16.h"
+#include "ps/pull.h"
 #include "ps/push.h"
 #include "ps/shard.h"
 #include "ps/sparse.h"
@@ -594,4 +595,60 @@ void test_codec_topk_momentum_correction(void) {
     CHECK_INT_EQ(moved, 0);
     sparse_push_free(&sp);
     shard_fx_free(&f);
+}
+
+/* A pull answer in fp16 (ps_pull_encode_16): the large tensor as halves,
+ * a weight beyond 65504 sent as 65504 and counted, the small tensor as
+ * float32; protobuf-c reads the pieces back as one message. */
+void test_ps_pull_encode_fp16(void) {
+    enum { BIG = 2048, SMALL = 10 };
+    float *big = xmalloc(BIG * sizeof *big), small[SMALL];
+    for (size_t i = 0; i < BIG; i++)
+        big[i] = (float)i * 0.25f - 100.0f;
+    big[7] = 1e5f;
+    for (size_t i = 0; i < SMALL; i++)
+        small[i] = 1.0f / 3.0f + (float)i;
+    Pstrain__Tensor t[2] = {PSTRAIN__TENSOR__INIT, PSTRAIN__TENSOR__INIT}, *tp[2] = {&t[0], &t[1]};
+    t[0].name = "big";
+    t[0].rows = 2;
+    t[0].data = (ProtobufCBinaryData){BIG * 4, (uint8_t *)big};
+    t[1].name = "small";
+    t[1].rows = 1;
+    t[1].data = (ProtobufCBinaryData){SMALL * 4, (uint8_t *)small};
+    Pstrain__PullResponse resp = PSTRAIN__PULL_RESPONSE__INIT;
+    resp.step = 5;
+    resp.n_tensors = 2;
+    resp.tensors = tp;
+    ps_pull_t p;
+    ps_pull_init(&p);
+    rpc_blob_t *blob = ps_pull_encode_16(&p, &resp, PSTRAIN__WIRE_DTYPE__FLOAT16);
+    CHECK_INT_EQ(p.fp16_clamped, 1);
+    size_t len = 0;
+    for (size_t i = 0; i < p.npiece; i++)
+        len += p.piece[i].len;
+    uint8_t *msg = xmalloc(len), *at = msg;
+    for (size_t i = 0; i < p.npiece; i++) {
+        memcpy(at, p.piece[i].data, p.piece[i].len);
+        at += p.piece[i].len;
+    }
+    Pstrain__PullResponse *r = pstrain__pull_response__unpack(NULL, len, msg);
+    CHECK(r != NULL && r->n_tensors == 2 && r->step == 5);
+    if (r && r->n_tensors == 2) {
+        CHECK_INT_EQ(r->tensors[0]->dtype, PSTRAIN__WIRE_DTYPE__FLOAT16);
+        CHECK_INT_EQ(r->tensors[0]->data.len, 2 * BIG);
+        CHECK_INT_EQ(r->tensors[1]->dtype, PSTRAIN__WIRE_DTYPE__FLOAT32);
+        CHECK(r->tensors[1]->data.len == sizeof small &&
+              memcmp(r->tensors[1]->data.data, small, sizeof small) == 0);
+        float *back = xmalloc(BIG * sizeof *back);
+        wire_fp16_to_floats(back, r->tensors[0]->data.data, BIG);
+        CHECK(back[7] == 65504.0f);
+        CHECK(back[0] == -100.0f && back[BIG - 1] == big[BIG - 1]); /* exact in fp16 */
+        free(back);
+    }
+    if (r)
+        pstrain__pull_response__free_unpacked(r, NULL);
+    rpc_blob_unref(blob);
+    ps_pull_free(&p);
+    free(msg);
+    free(big);
 }
