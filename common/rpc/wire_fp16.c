@@ -7,6 +7,7 @@
 #include "common/base/util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_F16C_PATH 1
 #endif
@@ -105,6 +106,24 @@ __attribute__((target("avx,f16c"))) static void hw_to(float *dst, const uint8_t 
 }
 #endif
 
+#ifdef HAVE_F16C_PATH
+/* CPUID leaf 1: F16C and AVX, and the OS saving the AVX registers
+ * (OSXSAVE, and XCR0's SSE and AVX state bits). Compilers disagree on
+ * __builtin_cpu_supports("f16c"), so it is asked directly. */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    const unsigned f16c = 1u << 29, avx = 1u << 28, osxsave = 1u << 27;
+    if ((c & (f16c | avx | osxsave)) != (f16c | avx | osxsave))
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & 6u) == 6u;
+}
+#endif
+
 /* -1: not decided yet; 0: portable; 1: F16C. */
 static atomic_int use_hw = -1;
 
@@ -112,8 +131,7 @@ bool wire_fp16_hw(void) {
     int v = atomic_load_explicit(&use_hw, memory_order_relaxed);
     if (v < 0) {
 #ifdef HAVE_F16C_PATH
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+        v = cpu_has_f16c();
 #else
         v = 0;
 #endif

@@ -15,7 +15,10 @@ static void agree(const ps_push_t *p, const Pstrain__PushRequest *r) {
     for (size_t i = 0; same && i < p->n_grads; i++) {
         const Pstrain__Tensor *t = r->grads[i];
         same = strcmp(p->grads[i].name, t->name) == 0 && p->grads[i].rows == t->rows &&
-               p->grads[i].row_begin == t->row_begin && p->grads[i].data.len == t->data.len;
+               p->grads[i].row_begin == t->row_begin && p->grads[i].data.len == t->data.len &&
+               p->grads[i].n_indices == t->n_indices;
+        for (size_t j = 0; same && j < t->n_indices; j++)
+            same = p->grads[i].indices[j] == t->indices[j];
     }
     if (!same)
         abort();
