@@ -51,7 +51,7 @@ typedef struct {
      * handled, so a retried push is not applied twice. */
     uint64_t *last_incarnation, *last_seq;
     float *bounce; /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
-    /* [2 * store.size] bytes: a push's bfloat16 payloads, copied out of
+    /* [2 * store.size] bytes: a push's 16-bit payloads, copied out of
      * the request at their partitions' offsets while they are checked. */
     uint8_t *wire16;
     /* The weights as lent to the answers of pulls (ps_shard_weights), until
@@ -100,7 +100,9 @@ uint64_t ps_shard_step(const ps_shard_t *s);
 /* Applies (async) or sums (sync) a push. Everything is checked first: each
  * tensor must name one partition this PS holds, exactly (name, row_begin,
  * rows), once, with rows * row size finite values (float32, or bfloat16
- * where the tensor's dtype says so); in sync mode a push must carry every
+ * or fp16 where the tensor's dtype says so), or, for a sparse tensor, one
+ * finite value per index, the indices strictly ascending within the
+ * partition (applied as ps/sparse.h says); in sync mode a push must carry every
  * partition. A bad push returns -1 with a message and changes nothing. In
  * sync mode a push for another step than the current one is dropped and
  * counted (*stale = true), and a worker's second push for a step is
