@@ -16,8 +16,10 @@ static void describe(FILE *out) {
                  "of train.replicas_to_aggregate pushes per step (sync), and serves pulls\n"
                  "(in ssp mode holding those of a worker over train.staleness steps ahead).\n"
                  "An async or ssp push computed s updates ago moves the weights by\n"
-                 "learning_rate / s (train.staleness_lr); a sync step can take the rate times\n"
-                 "the pushes it averages (train.lr_scaling=linear, train.warmup_steps).\n"
+                 "learning_rate / s (train.staleness_lr; momentum: the momentum less what\n"
+                 "asynchrony adds); a sync step can take the rate times the pushes it\n"
+                 "averages (train.lr_scaling=linear, train.warmup_steps). Sparse pushes\n"
+                 "(rpc.push_topk) update as the dense gradient with zeros elsewhere.\n"
                  "TF_CONFIG's task must be a ps.\n");
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/peers/codec.h"
 #include "common/peers/fields.h"
 #include "common/rpc/wire.h"
 
@@ -123,12 +124,17 @@ static void free_buffer(void *arg) {
     free(arg);
 }
 
-/* Bytes a tensor of n values takes in a bfloat16 answer. */
+/* Bytes a tensor of n values takes in a 16-bit answer. */
 static size_t bf16_bytes(size_t n) {
     return n >= WIRE_BF16_MIN_VALUES ? 2 * n : 4 * n;
 }
 
 rpc_blob_t *ps_pull_encode_bf16(ps_pull_t *p, const Pstrain__PullResponse *r) {
+    return ps_pull_encode_16(p, r, PSTRAIN__WIRE_DTYPE__BFLOAT16);
+}
+
+rpc_blob_t *ps_pull_encode_16(ps_pull_t *p, const Pstrain__PullResponse *r,
+                              Pstrain__WireDtype dtype) {
     if (p->conv_cap < r->n_tensors) {
         p->conv_cap = r->n_tensors;
         p->conv = xrealloc(p->conv, p->conv_cap * sizeof *p->conv);
@@ -144,10 +150,10 @@ rpc_blob_t *ps_pull_encode_bf16(ps_pull_t *p, const Pstrain__PullResponse *r) {
         size_t len = t->n_row_ids ? 4 * n : bf16_bytes(n); /* rows stay float32 */
         p->conv[i] = *t;
         p->conv[i].data = (ProtobufCBinaryData){len, at};
-        p->conv[i].dtype =
-            len < 4 * n ? PSTRAIN__WIRE_DTYPE__BFLOAT16 : PSTRAIN__WIRE_DTYPE__FLOAT32;
+        p->conv[i].dtype = len < 4 * n ? dtype : PSTRAIN__WIRE_DTYPE__FLOAT32;
         if (len < 4 * n)
-            wire_bf16_from_floats(at, (const float *)(const void *)t->data.data, n);
+            p->fp16_clamped +=
+                codec_encode(dtype, at, (const float *)(const void *)t->data.data, n);
         else
             memcpy(at, t->data.data, len);
         p->conv_ptrs[i] = &p->conv[i];

@@ -16,6 +16,7 @@ typedef struct {
     Pstrain__Tensor *conv;
     Pstrain__Tensor **conv_ptrs;
     size_t conv_cap;
+    uint64_t fp16_clamped; /* weights over 65504 sent as +-65504 in fp16 answers */
 } ps_pull_t;
 
 void ps_pull_init(ps_pull_t *p);
@@ -32,5 +33,9 @@ void ps_pull_encode(ps_pull_t *p, const Pstrain__PullResponse *resp, rpc_blob_t 
  * sends free. Returns that buffer's blob, which the caller unrefs once it
  * has replied with p->piece. */
 rpc_blob_t *ps_pull_encode_bf16(ps_pull_t *p, const Pstrain__PullResponse *resp);
+/* The same in a 16-bit dtype: BFLOAT16 or FLOAT16 (weights beyond fp16's
+ * range go as +-65504 and are counted in p->fp16_clamped). */
+rpc_blob_t *ps_pull_encode_16(ps_pull_t *p, const Pstrain__PullResponse *resp,
+                              Pstrain__WireDtype dtype);
 
 #endif

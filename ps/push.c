@@ -15,6 +15,7 @@ void ps_push_free(ps_push_t *p) {
     free(p->names);
     free(p->segs);
     free(p->ids);
+    free(p->idx);
     memset(p, 0, sizeof *p);
 }
 
@@ -27,6 +28,7 @@ static void reset(ps_push_t *p) {
     p->seq = 0;
     p->n_grads = 0;
     p->n_ids = 0;
+    p->idx_len = 0;
 }
 
 /* Room for n more row ids. */
@@ -91,7 +93,40 @@ static void keep_names(ps_push_t *p) {
         wire_string(&g->name_wire, p->names + at, g->name_wire.len + 1);
         g->name = p->names + at;
         at += g->name_wire.len + 1;
+        g->indices = g->n_indices ? p->idx + g->idx_at : NULL;
     }
+}
+
+static void add_index(ps_push_t *p, ps_grad_t *g, uint64_t v) {
+    if (p->idx_len == p->idx_cap) {
+        p->idx_cap = p->idx_cap ? 2 * p->idx_cap : 1024;
+        p->idx = xrealloc(p->idx, p->idx_cap * sizeof *p->idx);
+    }
+    p->idx[p->idx_len++] = (uint32_t)v; /* protobuf-c keeps the low 32 bits too */
+    g->n_indices++;
+}
+
+/* Tensor.indices: a packed run of varints (WIRE_LEN), or one varint, as
+ * protobuf-c reads a packed repeated field either way. */
+static int decode_indices(ps_push_t *p, ps_grad_t *g, wire_reader_t *r, int type) {
+    uint64_t v;
+    if (type == WIRE_VARINT) {
+        if (wire_varint(r, &v) < 0)
+            return -1;
+        add_index(p, g, v);
+        return 0;
+    }
+    wire_bytes_t run;
+    if (type != WIRE_LEN || wire_bytes(r, &run) < 0)
+        return -1;
+    wire_reader_t sub;
+    wire_reader_sub(&sub, &run);
+    while (sub.at.len > 0) {
+        if (wire_varint(&sub, &v) < 0)
+            return -1;
+        add_index(p, g, v);
+    }
+    return 0;
 }
 
 static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
@@ -127,10 +162,12 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
     wire_reader_sub(&r, b);
     ps_grad_t *g = add_grad(p);
     g->ids_at = p->n_ids;
+    g->idx_at = p->idx_len;
     uint32_t field;
     int type, more;
     while ((more = wire_next(&r, &field, &type)) == 1) {
         int rc = field == FIELD_TENSOR_NAME        ? want_bytes(&r, type, &g->name_wire)
+                 : field == FIELD_TENSOR_INDICES   ? decode_indices(p, g, &r, type)
                  : field == FIELD_TENSOR_ROW_BEGIN ? want_varint(&r, type, &g->row_begin)
                  : field == FIELD_TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
                  : field == FIELD_TENSOR_DATA      ? want_bytes(&r, type, &g->data)
@@ -200,6 +237,8 @@ void ps_push_from_pb(ps_push_t *p, const Pstrain__PushRequest *r) {
         g->dtype = (uint64_t)t->dtype;
         g->row_ids = t->row_ids;
         g->n_row_ids = t->n_row_ids;
+        g->indices = t->n_indices ? t->indices : NULL;
+        g->n_indices = t->n_indices;
         p->segs[i] = (rpc_seg_t){t->data.data, t->data.len};
         g->data = (wire_bytes_t){&p->segs[i], 0, t->data.len};
     }

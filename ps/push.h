@@ -20,13 +20,18 @@ typedef struct {
     uint64_t row_begin;
     uint64_t rows;
     wire_bytes_t data;      /* rows * row size values encoded as dtype says, in place */
-    uint64_t dtype;         /* WIRE_DTYPE_FLOAT32 or WIRE_DTYPE_BFLOAT16 (fields.h) */
+    uint64_t dtype;         /* WIRE_DTYPE_* (fields.h) */
     wire_bytes_t name_wire; /* where the name lies in the request (decoded pushes) */
     /* Rows listed one by one (an embedding table's, ps/sparse.c): data holds
      * n_row_ids rows; 0 for a run of rows. */
     const uint64_t *row_ids;
     size_t n_row_ids;
     size_t ids_at; /* decoding: where its row ids start in ps_push_t.ids */
+    /* A sparse tensor (rpc.push_topk): data holds the values of these
+     * elements only; n_indices 0: a dense one. */
+    const uint32_t *indices;
+    size_t n_indices;
+    size_t idx_at; /* decoded pushes: where its indices start in ps_push_t.idx */
 } ps_grad_t;
 
 typedef struct {
@@ -46,6 +51,8 @@ typedef struct {
     uint64_t *ids; /* the row ids of every tensor, one after the other */
     size_t n_ids, ids_cap;
     rpc_seg_t *segs;
+    uint32_t *idx; /* the sparse tensors' indices, decoded */
+    size_t idx_len, idx_cap;
 } ps_push_t;
 
 void ps_push_init(ps_push_t *p);

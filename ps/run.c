@@ -22,6 +22,10 @@ static void log_lr_rules(const ps_shard_t *sh, const config_t *c) {
     else if (!sh->sync && sh->staleness_lr == PS_STALENESS_LR_INVERSE)
         log_info("%s: a push computed s updates ago moves the weights by learning_rate / s",
                  c->train.mode);
+    else if (!sh->sync && sh->staleness_lr == PS_STALENESS_LR_MOMENTUM)
+        log_info("%s: momentum and learning rate follow the mean staleness s of the pushes "
+                 "(asynchrony adds momentum s / (1 + s); train.staleness_lr momentum)",
+                 c->train.mode);
 }
 
 /* Async: how stale the pushes were, for the operator comparing runs. */
@@ -30,6 +34,12 @@ static void log_staleness(const ps_shard_t *sh) {
         return;
     log_info("pushes applied: %llu, staleness mean %.2f, max %llu", (unsigned long long)sh->pushes,
              (double)sh->staleness_sum / (double)sh->pushes, (unsigned long long)sh->staleness_max);
+    if (sh->staleness_lr == PS_STALENESS_LR_MOMENTUM) {
+        double mu, scale;
+        ps_staleness_momentum(sh->store.opt.momentum, sh->stale_mean.mean, &mu, &scale);
+        log_info("staleness_lr momentum at the end: mean staleness %.2f, momentum %.3f, rate x%.3f",
+                 sh->stale_mean.mean, mu, scale);
+    }
 }
 
 static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
@@ -41,11 +51,13 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                          .replicas = config_replicas(c, d->cluster.jobs[CLUSTER_WORKER].span),
                          .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
                          .seed = (uint64_t)c->train.seed,
-                         .staleness_lr = !strcmp(c->train.staleness_lr, "inverse")
-                                             ? PS_STALENESS_LR_INVERSE
-                                             : PS_STALENESS_LR_OFF,
+                         .staleness_lr =
+                             !strcmp(c->train.staleness_lr, "inverse")    ? PS_STALENESS_LR_INVERSE
+                             : !strcmp(c->train.staleness_lr, "momentum") ? PS_STALENESS_LR_MOMENTUM
+                                                                          : PS_STALENESS_LR_OFF,
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
-                         .warmup_steps = (uint64_t)c->train.warmup_steps};
+                         .warmup_steps = (uint64_t)c->train.warmup_steps,
+                         .sparse_sgd = daemon_topk_momentum(c) > 0};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

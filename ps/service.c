@@ -11,6 +11,8 @@
 
 /* Invalid requests, which any peer can send: their warnings are limited. */
 static log_limit_t invalid_limit;
+/* Weights clamped in fp16 answers (rpc.wire_dtype fp16). */
+static log_limit_t clamp_limit;
 
 static void reply_invalid(ps_service_t *s, rpc_call_t *call, const char *msg) {
     s->bad_requests++;
@@ -28,10 +30,18 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
         return;
     }
     resp.lineage = s->lineage;
-    if (req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16) {
-        rpc_blob_t *conv = ps_pull_encode_bf16(&s->pull, &resp);
+    if (req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16 ||
+        req->wire_dtype == PSTRAIN__WIRE_DTYPE__FLOAT16) {
+        uint64_t clamped = s->pull.fp16_clamped;
+        rpc_blob_t *conv = ps_pull_encode_16(&s->pull, &resp, req->wire_dtype);
         rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
         rpc_blob_unref(conv);
+        if (s->pull.fp16_clamped > clamped)
+            log_warn_limited(&clamp_limit,
+                             "pull: %llu weights beyond fp16's range sent as +-65504 "
+                             "(rpc.wire_dtype fp16; %llu so far)",
+                             (unsigned long long)(s->pull.fp16_clamped - clamped),
+                             (unsigned long long)s->pull.fp16_clamped);
         return;
     }
     ps_pull_encode(&s->pull, &resp, ps_shard_weights(&s->shard));
@@ -41,8 +51,7 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
 /* Answers a pull that waited, with every partition, in the encoding it asked for. */
 static void answer_wait(ps_service_t *s, const ps_wait_t *w) {
     Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
-    if (w->bf16)
-        all.wire_dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+    all.wire_dtype = w->dtype;
     answer_pull(s, w->call, &all);
 }
 
@@ -103,17 +112,18 @@ static void handle_pull(void *ctx, rpc_call_t *call, const uint8_t *data, size_t
      * which a wait then answers with every partition. */
     bool whole = req->n_names == 0 || req->n_rows > 0;
     bool waits = whole && !s->shutdown && same_lineage;
-    bool bf16 = req->wire_dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
     if (waits && req->min_step > ps_shard_step(&s->shard)) {
-        add_wait(s, (ps_wait_t){
-                        .call = call, .min_step = req->min_step, .since = ps_now(), .bf16 = bf16});
+        add_wait(s, (ps_wait_t){.call = call,
+                                .min_step = req->min_step,
+                                .since = ps_now(),
+                                .dtype = req->wire_dtype});
     } else if (waits && ssp_holds(s, req)) {
         s->ssp_held++;
         add_wait(s, (ps_wait_t){.call = call,
                                 .ssp = true,
                                 .worker = req->caller->index,
                                 .since = ps_now(),
-                                .bf16 = bf16});
+                                .dtype = req->wire_dtype});
     } else {
         answer_pull(s, call, req);
     }

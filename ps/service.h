@@ -17,10 +17,10 @@
 typedef struct {
     rpc_call_t *call;
     uint64_t min_step;
-    double since;    /* ps_now() when it began to wait */
-    bool ssp;        /* held by the staleness bound, not for a step */
-    uint32_t worker; /* ssp: the worker that pulls */
-    bool bf16;       /* the caller reads bfloat16 (PullRequest.wire_dtype) */
+    double since;             /* ps_now() when it began to wait */
+    bool ssp;                 /* held by the staleness bound, not for a step */
+    uint32_t worker;          /* ssp: the worker that pulls */
+    Pstrain__WireDtype dtype; /* what the caller reads (PullRequest.wire_dtype) */
 } ps_wait_t;
 
 typedef struct {

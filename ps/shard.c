@@ -6,9 +6,11 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/peers/codec.h"
 #include "common/peers/fields.h"
-#include "ps/sparse.h"
 #include "common/train/moving.h"
+#include "ps/sparse.h"
+#include "ps/topk.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
@@ -30,6 +32,7 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->staleness_lr = o->staleness_lr;
     s->lr_linear = o->lr_linear;
     s->warmup_steps = o->warmup_steps;
+    s->sparse_sgd = o->sparse_sgd && !o->sync;
     const size_t *idx;
     size_t n = placement_ps_parts(&s->placement, o->index, &idx);
     store_part_t *parts = xcalloc(n ? n : 1, sizeof *parts);
@@ -175,6 +178,20 @@ static long find_part(const ps_shard_t *s, const ps_grad_t *t) {
     return -1;
 }
 
+/* A sparse tensor's indices: strictly ascending, within its partition. */
+static int sparse_bad(const ps_shard_t *s, const ps_grad_t *t, long p, char *err, size_t errlen) {
+    size_t size = s->store.parts[p].size, bad = t->n_indices > size ? t->n_indices + 1 : 0;
+    if (!bad)
+        bad = ps_topk_check(t->indices, t->n_indices, size);
+    if (!bad)
+        return 0;
+    return ps_errf(err, errlen,
+                   "push: %s rows [%llu, +%llu) has %zu indices for %zu values, index %zu of "
+                   "them out of order or out of range",
+                   t->name, (unsigned long long)t->row_begin, (unsigned long long)t->rows,
+                   t->n_indices, size, bad - 1);
+}
+
 /* Checks every tensor of a push; fills part_of[i] with the partition of
  * tensor i. */
 static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_of, char *err,
@@ -183,6 +200,11 @@ static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_o
     int rc = -1;
     for (size_t i = 0; i < req->n_grads; i++) {
         const ps_grad_t *t = &req->grads[i];
+        if (t->n_row_ids && t->n_indices) {
+            ps_errf(err, errlen, "push: %s carries both row ids and indices (one or the other)",
+                    t->name);
+            goto out;
+        }
         if (t->n_row_ids) { /* rows one by one: ps/sparse.c */
             part_of[i] = -1;
             if (ps_sparse_check(s, t, err, errlen))
@@ -200,13 +222,23 @@ static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_o
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows);
             goto out;
         }
-        if (t->dtype != WIRE_DTYPE_FLOAT32 && t->dtype != WIRE_DTYPE_BFLOAT16) {
+        size_t bytes = codec_value_bytes(t->dtype);
+        if (bytes == 0) {
             ps_errf(err, errlen, "push: %s rows [%llu, +%llu) has unknown dtype %llu", t->name,
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows,
                     (unsigned long long)t->dtype);
             goto out;
         }
-        size_t want = s->store.parts[p].size * (t->dtype == WIRE_DTYPE_BFLOAT16 ? 2 : 4);
+        if (t->n_indices && s->model->vars[s->store.parts[p].var].moving) {
+            ps_errf(err, errlen,
+                    "push: %s is a moving statistic: its batch statistic comes whole, not as "
+                    "indices",
+                    t->name);
+            goto out;
+        }
+        if (t->n_indices && sparse_bad(s, t, p, err, errlen))
+            goto out;
+        size_t want = (t->n_indices ? t->n_indices : s->store.parts[p].size) * bytes;
         if (t->data.len != want) {
             ps_errf(err, errlen, "push: %s rows [%llu, +%llu) has %zu bytes, want %zu", t->name,
                     (unsigned long long)t->row_begin, (unsigned long long)t->rows, t->data.len,
@@ -253,21 +285,21 @@ static int finite_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return acc >> 31 ? -1 : 0;
 }
 
-/* Where a bfloat16 tensor of partition p is copied to (check_values). */
+/* Where a 16-bit tensor of partition p is copied to (check_values). */
 static uint8_t *wire16_of(const ps_shard_t *s, long p) {
     return s->wire16 + 2 * s->store.parts[p].offset;
 }
 
-/* A bfloat16 tensor is copied out (it is half the bytes, and then lies
- * aligned and in one piece) and checked there. */
+/* A 16-bit tensor (bfloat16, fp16) is copied out (it is half the bytes,
+ * and then lies aligned and in one piece) and checked there. */
 static int check_values(ps_shard_t *s, const ps_push_t *req, const long *part_of, char *err,
                         size_t errlen) {
     for (size_t i = 0; i < req->n_grads; i++) {
         const ps_grad_t *t = &req->grads[i];
-        bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
-        if (bf16)
+        bool is16 = codec_is16(t->dtype);
+        if (is16)
             wire_copy(&t->data, wire16_of(s, part_of[i]));
-        if (bf16 ? wire_bf16_check_finite(wire16_of(s, part_of[i]), t->data.len / 2)
+        if (is16 ? codec_check_finite16(t->dtype, wire16_of(s, part_of[i]), t->data.len / 2)
                  : wire_floats(&t->data, finite_run, NULL))
             return ps_errf(err, errlen, "push: %s rows [%llu, +%llu) holds NaN or Inf", t->name,
                            (unsigned long long)t->row_begin, (unsigned long long)t->rows);
@@ -295,11 +327,21 @@ static void apply_range(store_t *st, size_t part, double scale, size_t first, co
 typedef struct {
     ps_shard_t *s;
     size_t part;
-    bool sum;     /* sync: add into accum; async: apply */
-    double scale; /* async: of the step size */
+    bool sum;            /* sync: add into accum; async: apply */
+    double scale;        /* async: of the step size */
+    const uint32_t *idx; /* a sparse tensor: the element of each value; NULL: dense */
+    float *dense;        /* sparse, async, slots: the partition's gradient (ps/sparse.h) */
 } grad_sink_t;
 
 static void sink_floats(const grad_sink_t *k, size_t first, const float *g, size_t n) {
+    if (k->idx) {
+        if (k->sum || k->dense)
+            ps_topk_add(k->sum ? k->s->accum + k->s->store.parts[k->part].offset : k->dense,
+                        k->idx + first, g, n);
+        else
+            ps_topk_apply_touched(&k->s->store, k->part, k->scale, k->idx + first, g, n);
+        return;
+    }
     if (!k->sum) {
         apply_range(&k->s->store, k->part, k->scale, first, g, n);
         return;
@@ -325,12 +367,12 @@ static int sink_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     return 0;
 }
 
-/* Hands a bfloat16 tensor, copied out by check_values, to the sink as
+/* Hands a 16-bit tensor, copied out by check_values, to the sink as
  * floats, a bounce buffer at a time. */
-static void sink_bf16(const grad_sink_t *k, const uint8_t *x, size_t n) {
+static void sink_16(const grad_sink_t *k, uint64_t dtype, const uint8_t *x, size_t n) {
     for (size_t done = 0; done < n; done += PS_SHARD_BOUNCE) {
         size_t m = PS_MIN(n - done, (size_t)PS_SHARD_BOUNCE);
-        wire_bf16_to_floats(k->s->bounce, x + 2 * done, m);
+        codec_decode(dtype, k->s->bounce, x + 2 * done, m);
         sink_floats(k, done, k->s->bounce, m);
     }
 }
@@ -338,15 +380,22 @@ static void sink_bf16(const grad_sink_t *k, const uint8_t *x, size_t n) {
 static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum,
                        double scale) {
     for (size_t i = 0; i < req->n_grads; i++) {
-        if (part_of[i] < 0) {
+        if (part_of[i] < 0) { /* rows one by one: ps/sparse.c */
             ps_sparse_apply(s, &req->grads[i], scale);
             continue;
         }
-        grad_sink_t k = {.s = s, .part = (size_t)part_of[i], .sum = sum, .scale = scale};
-        if (req->grads[i].dtype == WIRE_DTYPE_BFLOAT16)
-            sink_bf16(&k, wire16_of(s, part_of[i]), req->grads[i].data.len / 2);
+        const ps_grad_t *t = &req->grads[i];
+        size_t part = (size_t)part_of[i];
+        grad_sink_t k = {.s = s, .part = part, .sum = sum, .scale = scale, .idx = t->indices};
+        /* async mode leaves accum unused: zeros, the dense gradient's room */
+        if (k.idx && !sum && !s->sparse_sgd && ps_topk_dense(&s->store))
+            k.dense = s->accum + s->store.parts[part].offset;
+        if (codec_is16(t->dtype))
+            sink_16(&k, t->dtype, wire16_of(s, part), t->data.len / 2);
         else
-            wire_floats(&req->grads[i].data, sink_run, &k);
+            wire_floats(&t->data, sink_run, &k);
+        if (k.dense)
+            ps_topk_apply_dense(&s->store, part, scale, k.dense, k.idx, t->n_indices);
     }
 }
 
@@ -369,14 +418,22 @@ static void apply_accumulated(ps_shard_t *s) {
     s->accum_count = 0;
 }
 
-/* Async: the step-size multiplier of a push, by its staleness; a full push
- * counts into the staleness figures. */
-static double async_scale(ps_shard_t *s, const ps_push_t *req) {
+/* Async: the step-size multiplier of a push, by its staleness, and the
+ * momentum to apply it with; a full push counts into the staleness figures. */
+static double async_scale(ps_shard_t *s, const ps_push_t *req, double *momentum) {
     uint64_t now = s->store.iterations;
     uint64_t staleness = req->step && req->step < now ? now - req->step : 0;
     if (!req->partial) {
         s->staleness_sum += staleness;
         s->staleness_max = PS_MAX(s->staleness_max, staleness);
+    }
+    *momentum = s->store.opt.momentum;
+    if (s->staleness_lr == PS_STALENESS_LR_MOMENTUM) {
+        if (!req->partial)
+            ps_stale_mean_add(&s->stale_mean, staleness);
+        double scale;
+        ps_staleness_momentum(s->store.opt.momentum, s->stale_mean.mean, momentum, &scale);
+        return scale;
     }
     return s->staleness_lr == PS_STALENESS_LR_INVERSE ? optim_staleness_scale(staleness) : 1.0;
 }
@@ -409,7 +466,11 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
     }
     if (!s->sync) {
         own_weights(s);
-        take_grads(s, req, part_of, false, async_scale(s, req));
+        double mu = s->store.opt.momentum, push_mu;
+        double scale = async_scale(s, req, &push_mu);
+        s->store.opt.momentum = push_mu; /* this push's (staleness_lr momentum) */
+        take_grads(s, req, part_of, false, scale);
+        s->store.opt.momentum = mu;
         if (!req->partial) {
             s->store.iterations++;
             publish_step(s);

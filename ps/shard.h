@@ -17,6 +17,7 @@
 #include "common/model/placement.h"
 #include "common/train/store.h"
 #include "ps/push.h"
+#include "ps/staleness.h"
 #include "pstrain.pb-c.h"
 
 /* Floats a gradient run passes through on its way to the optimizer when it
@@ -27,8 +28,9 @@
  * applied between the pull its gradient was computed at (the push's step)
  * and its arrival. */
 typedef enum {
-    PS_STALENESS_LR_OFF = 0, /* every push at the full learning rate */
-    PS_STALENESS_LR_INVERSE, /* lr / staleness (optim_staleness_scale) */
+    PS_STALENESS_LR_OFF = 0,  /* every push at the full learning rate */
+    PS_STALENESS_LR_INVERSE,  /* lr / staleness (optim_staleness_scale) */
+    PS_STALENESS_LR_MOMENTUM, /* momentum and lr by the mean staleness (ps/staleness.h) */
 } ps_staleness_lr_t;
 
 typedef struct {
@@ -49,7 +51,7 @@ typedef struct {
      * handled, so a retried push is not applied twice. */
     uint64_t *last_incarnation, *last_seq;
     float *bounce; /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
-    /* [2 * store.size] bytes: a push's bfloat16 payloads, copied out of
+    /* [2 * store.size] bytes: a push's 16-bit payloads, copied out of
      * the request at their partitions' offsets while they are checked. */
     uint8_t *wire16;
     /* The weights as lent to the answers of pulls (ps_shard_weights), until
@@ -70,6 +72,8 @@ typedef struct {
     uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
     uint64_t staleness_max;         /* async: the largest */
     struct ps_sparse *sparse;       /* rows pulled and pushed one by one (ps/sparse.c) */
+    ps_stale_mean_t stale_mean;     /* staleness_lr momentum: of the full pushes */
+    bool sparse_sgd;                /* sparse values as plain SGD steps (ps/sparse.h) */
 } ps_shard_t;
 
 typedef struct {
@@ -82,6 +86,9 @@ typedef struct {
     ps_staleness_lr_t staleness_lr; /* async and ssp */
     bool lr_linear;                 /* sync: lr times the pushes averaged, after a warm-up */
     uint64_t warmup_steps;          /* of lr_linear */
+    /* async, SGD with momentum, rpc.push_topk_momentum: the workers apply
+     * the momentum to sparse pushes, the PS applies them as plain SGD */
+    bool sparse_sgd;
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,
@@ -94,7 +101,9 @@ uint64_t ps_shard_step(const ps_shard_t *s);
 /* Applies (async) or sums (sync) a push. Everything is checked first: each
  * tensor must name one partition this PS holds, exactly (name, row_begin,
  * rows), once, with rows * row size finite values (float32, or bfloat16
- * where the tensor's dtype says so); in sync mode a push must carry every
+ * or fp16 where the tensor's dtype says so), or, for a sparse tensor, one
+ * finite value per index, the indices strictly ascending within the
+ * partition (applied as ps/sparse.h says); in sync mode a push must carry every
  * partition. A bad push returns -1 with a message and changes nothing. In
  * sync mode a push for another step than the current one is dropped and
  * counted (*stale = true), and a worker's second push for a step is
@@ -103,7 +112,8 @@ uint64_t ps_shard_step(const ps_shard_t *s);
  * An async push's staleness is the shard's step minus the push's step (0
  * when the push carries none, as an untagged push of an older worker: it
  * counts as fresh); with staleness_lr inverse its update takes
- * lr / staleness. A sync step with lr_linear takes
+ * lr / staleness; with momentum, the momentum and rate of
+ * ps_staleness_momentum for the mean staleness so far. A sync step with lr_linear takes
  * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);

@@ -18,6 +18,11 @@
 #   --model cnn|mlp (mlp) --step-ms N (100) --window SECS (10) --warmup SECS (3)
 #   --start-timeout SECS (120) --transport stream|grpc (stream) --mode async|sync|ssp
 #   --out FILE (the rows as a TSV, for scripts/scale_model.py --check)
+#   --rss-every SECS (windows of 2 minutes or more sample every 60 s; this
+#     samples every SECS in any window): each PS's RSS and the global step
+#     per sample, then first/median/max/last of each PS's RSS and their sum
+#   --set KEY=VALUE (to every role, e.g. rpc.wire_dtype=fp16, rpc.push_topk=0.01;
+#     repeatable)
 #   --keep (keep the scratch folder and name it)
 # Needs root, ip (iproute2) and tc; exits 77 with one SKIP line where they
 # or network namespaces are missing. All the machines share this one's
@@ -39,6 +44,8 @@ transport=stream
 mode=async
 out=""
 keep=""
+rss_every=0
+extra=()
 usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 die() {
   echo "bench_scale: $*" >&2
@@ -63,6 +70,8 @@ while [ $# -gt 0 ]; do
     --transport) transport=$2; shift 2 ;;
     --mode) mode=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --rss-every) rss_every=$2; shift 2 ;;
+    --set) extra+=(--set "$2"); shift 2 ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument \"$1\" (--help lists them)" ;;
@@ -70,7 +79,7 @@ while [ $# -gt 0 ]; do
 done
 for n in $workers_list; do [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 250 ] || die "--workers: \"$n\" is not a count in 1..250"; done
 for n in $ps_list; do [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 250 ] || die "--ps: \"$n\" is not a count in 1..250"; done
-for n in $rate_list $delay_list $step_ms $window $warmup $start_timeout; do
+for n in $rate_list $delay_list $step_ms $window $warmup $start_timeout $rss_every; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "\"$n\" is not a whole number"
 done
 case "$transport" in stream | grpc) ;; *) die "--transport wants stream or grpc, not \"$transport\"" ;; esac
@@ -188,20 +197,44 @@ global_step() {
 }
 sum() { paste -sd+ | bc; }
 
-# sleep_sampling SECS PID...: sleeps SECS; in windows of 2 minutes or more
-# prints the PS's RSS (together) every minute, so that growth shows.
+# sleep_sampling SECS PID...: sleeps SECS; every --rss-every seconds (in
+# windows of 2 minutes or more, every minute by default) prints each PS's
+# RSS, their sum and the global step, so that growth shows; at the end
+# first/median/max/last of each over the samples.
 sleep_sampling() {
-  local secs=$1 t=0
+  local secs=$1 t=0 every=$rss_every p
   shift
-  if [ "$secs" -lt 120 ]; then
+  [ "$every" -eq 0 ] && [ "$secs" -ge 120 ] && every=60
+  if [ "$every" -eq 0 ] || [ "$every" -gt "$secs" ]; then
     sleep "$secs"
     return
   fi
-  while [ $((t + 60)) -le "$secs" ]; do
-    sleep 60
-    t=$((t + 60))
-    echo "#   ${t}s: PS RSS $(for p in "$@"; do rss_mib "$p"; done | sum) MiB, global step $(global_step)"
+  local samples=$tmp/rss.$$.$RANDOM
+  : > "$samples"
+  while [ $((t + every)) -le "$secs" ]; do
+    sleep "$every"
+    t=$((t + every))
+    local each gs
+    each=$(for p in "$@"; do rss_mib "$p"; done | tr '\n' ' ')
+    gs=$(global_step)
+    echo "$(date +%s.%N) ${gs:-0} $each" >> "$samples"
+    echo "#   ${t}s: PS RSS ${each}(sum $(tr ' ' '\n' <<< "$each" | sed '/^$/d' | sum)) MiB, global step $gs"
   done
+  python3 - "$samples" << 'PY'
+import statistics, sys
+lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
+rows = [[float(x) for x in l[2:]] for l in lines]
+if len(lines) > 1:
+    rates = [(int(b[1]) - int(a[1])) / (float(b[0]) - float(a[0])) for a, b in zip(lines, lines[1:])]
+    print("#   global steps/s between samples: first %.1f median %.1f min %.1f max %.1f last %.1f"
+          % (rates[0], statistics.median(rates), min(rates), max(rates), rates[-1]))
+if rows:
+    cols = list(zip(*rows)) + [tuple(sum(r) for r in rows)]
+    names = ["ps%d" % i for i in range(len(cols) - 1)] + ["sum"]
+    for n, c in zip(names, cols):
+        print("#   RSS %-4s MiB over %d samples: first %.1f median %.1f max %.1f last %.1f (last/first %.3f)"
+              % (n, len(c), c[0], statistics.median(c), max(c), c[-1], c[-1] / c[0] if c[0] else 0))
+PY
   [ "$t" -lt "$secs" ] && sleep $((secs - t))
   return 0
 }
@@ -223,7 +256,7 @@ run_config() {
     --set train.max_steps=1000000000 --set train.mode="$mode" --set rpc.shm=false
     --set rpc.stream="$stream" --set checkpoint.model_dir="$dir/model" --set checkpoint.every_secs=86400
     --set eval.every_epoch=false --set log.every_secs=5 --set cluster.dead_after_secs=30
-    --set cluster.stall_secs=0 --set rpc.deadline_secs=60)
+    --set cluster.stall_secs=0 --set rpc.deadline_secs=60 "${extra[@]}")
   start() { # ROLE INDEX NS
     TF_CONFIG="{\"cluster\": $cluster, \"task\": {\"type\": \"$1\", \"index\": $2}}" \
       ip netns exec "$3" "$build/pstrain-$1" "${args[@]}" --pid-file "$dir/$1$2.pid" \
@@ -301,9 +334,16 @@ PY
   done
   [ -n "$dead" ] && row+="  DIED:$dead"
   echo "$row  errors=$errors"
-  [ -n "$out" ] && printf '%s\t%s\t%s\t%s\n' "$model" "$step_ms" "$transport" "$row  errors=$errors" | tr -s ' ' '\t' >> "$out"
   stop_daemons "$dir"/worker*.pid
   stop_daemons "$dir"/*.pid
+  # What each PS saw of staleness (it logs it as it ends): a pile-up of
+  # stale pushes shows as a growing mean or max.
+  if [ "$rss_every" -gt 0 ]; then
+    for ((i = 0; i < nps; i++)); do
+      sed -n 's/.*\(pushes applied: .*\)/#   ps'"$i"': \1/p' "$dir/ps$i.log" | tail -1
+    done
+  fi
+  [ -n "$out" ] && printf '%s\t%s\t%s\t%s\n' "$model" "$step_ms" "$transport" "$row  errors=$errors" | tr -s ' ' '\t' >> "$out"
   wait 2> /dev/null || true
 }
 
@@ -323,7 +363,7 @@ stop_daemons() {
 [ -n "$out" ] && : > "$out"
 params=$("$build/pstrain" summary --model "$model" | sed -n 's/^Total params: \([0-9,]*\).*/\1/p' | tr -d ,)
 echo "# model $model ($params parameters, $((params * 4)) bytes), $mode, synthetic step $step_ms ms," \
-  "transport $transport, window ${window}s after ${warmup}s; $(nproc) CPUs here, load average $(cut -d" " -f1-3 /proc/loadavg)"
+  "transport $transport${extra[*]:+, ${extra[*]}}, window ${window}s after ${warmup}s; $(nproc) CPUs here, load average $(cut -d" " -f1-3 /proc/loadavg)"
 echo "# workers ps Gbit/s delay_us gsteps/s wsteps/s eff_ideal eff_linear MB/step PS_ms/step W_ms/step PS_RSS0_MiB PS_RSS1_MiB startup_s"
 for rate in $rate_list; do
   for delay in $delay_list; do

@@ -10,6 +10,7 @@
 
 #include "common/base/util.h"
 #include "common/model/model.h"
+#include "common/peers/codec.h"
 #include "common/peers/fields.h"
 #include "common/peers/psclient.h"
 #include "common/rpc/wire.h"
@@ -31,6 +32,8 @@ static const field_case_t field_cases[] = {
     {&pstrain__tensor__descriptor, "data", FIELD_TENSOR_DATA, WIRE_LEN},
     {&pstrain__tensor__descriptor, "dtype", FIELD_TENSOR_DTYPE, WIRE_VARINT},
     {&pstrain__tensor__descriptor, "row_ids", FIELD_TENSOR_ROW_IDS, WIRE_VARINT},
+    /* packed: the PS reads runs (WIRE_LEN) and single varints */
+    {&pstrain__tensor__descriptor, "indices", FIELD_TENSOR_INDICES, WIRE_VARINT},
     {&pstrain__caller__descriptor, "role", FIELD_CALLER_ROLE, WIRE_LEN},
     {&pstrain__caller__descriptor, "index", FIELD_CALLER_INDEX, WIRE_VARINT},
     {&pstrain__caller__descriptor, "incarnation", FIELD_CALLER_INCARNATION, WIRE_VARINT},
@@ -81,6 +84,21 @@ void test_fields_match_descriptors(void) {
         for (size_t j = 0; j < PS_ARRAY_LEN(field_cases); j++)
             known += field_cases[j].msg == c->msg;
         CHECK_INT_EQ(c->msg->n_fields, known);
+    }
+    /* WireDtype: every value has its constant, with its number. */
+    static const struct {
+        const char *name;
+        int value;
+    } dtypes[] = {{"FLOAT32", WIRE_DTYPE_FLOAT32},
+                  {"BFLOAT16", WIRE_DTYPE_BFLOAT16},
+                  {"FLOAT16", WIRE_DTYPE_FLOAT16}};
+    CHECK_INT_EQ(pstrain__wire_dtype__descriptor.n_values, PS_ARRAY_LEN(dtypes));
+    for (size_t i = 0; i < PS_ARRAY_LEN(dtypes); i++) {
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(
+            &pstrain__wire_dtype__descriptor, dtypes[i].name);
+        CHECK(v != NULL);
+        if (v)
+            CHECK_INT_EQ(v->value, dtypes[i].value);
     }
 }
 
@@ -218,29 +236,35 @@ void test_fields_push_unpacked_by_protobuf_c(void) {
     catcher_stop(&c[1]);
 }
 
-/* Adds what psclient's pushes in one catcher carry for value `at` of the
- * slab to *sum (decoding bfloat16 tensors); counts the tensors by dtype. */
-static void add_pushed(const catcher_t *c, const model_t *m, size_t at, double *sum, size_t *n_bf16,
-                       size_t *n_small_fp32) {
+/* Adds what psclient's pushes in one catcher carry to sums[] (a model
+ * slab), dense or sparse; counts the tensors of each dtype ([3]) and the
+ * sparse ones. Tensors of WIRE_BF16_MIN_VALUES or more must be of dtype
+ * `large` and, with topk, sparse with ascending indices; smaller ones
+ * dense float32. */
+static void add_pushed(const catcher_t *c, const model_t *m, double *sums, size_t *by_dtype,
+                       size_t *n_sparse, double topk, uint64_t large) {
     Pstrain__PushRequest *r = pstrain__push_request__unpack(NULL, c->len, c->req);
     CHECK(r != NULL);
     for (size_t i = 0; r && i < r->n_grads; i++) {
         const Pstrain__Tensor *t = r->grads[i];
         const var_t *v = var_named(m, t->name);
         size_t row = store_row_size(v), first = v->offset + t->row_begin * row, n = t->rows * row;
-        bool bf16 = t->dtype == PSTRAIN__WIRE_DTYPE__BFLOAT16;
-        CHECK_INT_EQ(bf16, n >= WIRE_BF16_MIN_VALUES);
-        CHECK_INT_EQ(t->data.len, n * (bf16 ? 2 : 4));
-        *n_bf16 += bf16;
-        *n_small_fp32 += !bf16;
-        if (at < first || at >= first + n)
-            continue;
-        float x;
-        if (bf16)
-            wire_bf16_to_floats(&x, t->data.data + 2 * (at - first), 1);
-        else
-            memcpy(&x, t->data.data + 4 * (at - first), sizeof x);
-        *sum += x;
+        size_t bytes = codec_value_bytes(t->dtype), k = t->n_indices ? t->n_indices : n;
+        CHECK_INT_EQ(t->dtype, n >= WIRE_BF16_MIN_VALUES ? large : WIRE_DTYPE_FLOAT32);
+        by_dtype[t->dtype <= 2 ? t->dtype : 0]++;
+        CHECK_INT_EQ(t->data.len, k * bytes);
+        CHECK_INT_EQ(t->n_indices,
+                     n >= WIRE_BF16_MIN_VALUES && topk > 0 ? codec_topk_count(n, topk) : 0);
+        *n_sparse += t->n_indices > 0;
+        float *x = xmalloc(k * sizeof *x);
+        codec_decode(t->dtype, x, t->data.data, k);
+        for (size_t j = 0; j < k; j++) {
+            size_t e = t->n_indices ? t->indices[j] : j;
+            CHECK(e < n && (j == 0 || !t->n_indices || t->indices[j] > t->indices[j - 1]));
+            if (e < n)
+                sums[first + e] += x[j];
+        }
+        free(x);
     }
     if (r)
         pstrain__push_request__free_unpacked(r, NULL);
@@ -268,22 +292,98 @@ void test_fields_push_bf16_error_feedback(void) {
     float *g = xmalloc(m.nparams * sizeof *g);
     for (size_t i = 0; i < m.nparams; i++)
         g[i] = value;
-    size_t at = m.vars[0].offset + 5, stale, n_bf16 = 0, n_fp32 = 0; /* in the first kernel */
+    size_t at = m.vars[0].offset + 5, stale, by_dtype[3] = {0}, n_sparse = 0; /* first kernel */
     CHECK(m.vars[0].size >= WIRE_BF16_MIN_VALUES);
-    double sum = 0;
+    double *sums = xcalloc(m.nparams, sizeof *sums);
     size_t bytes = 0;
     for (int k = 0; k < 4; k++) {
         CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
         for (int ps = 0; ps < 2; ps++) {
-            add_pushed(&c[ps], &m, at, &sum, &n_bf16, &n_fp32);
+            add_pushed(&c[ps], &m, sums, by_dtype, &n_sparse, 0, WIRE_DTYPE_BFLOAT16);
             bytes += c[ps].len;
         }
     }
-    CHECK(n_bf16 > 0 && n_fp32 > 0);
-    CHECK(fabs(sum - 4.0 * value) <= 0x1p-8);
+    CHECK(by_dtype[WIRE_DTYPE_BFLOAT16] > 0 && by_dtype[WIRE_DTYPE_FLOAT32] > 0);
+    CHECK(fabs(sums[at] - 4.0 * value) <= 0x1p-8);
+    free(sums);
     CHECK(fabs(4.0 - 4.0 * value) > 0x1p-8); /* what rounding alone would send */
     /* The pushes are little over half the float32 bytes. */
     CHECK(bytes < 4 * (m.nparams * 2 + m.nparams / 10));
+    free(g);
+    psclient_free(p);
+    model_free(&m);
+    catcher_stop(&c[0]);
+    catcher_stop(&c[1]);
+}
+
+/* rpc.wire_dtype fp16 and rpc.push_topk through psclient, as protobuf-c
+ * reads the pushes: fp16 with error feedback delivers a gradient that fp16
+ * rounds (1 + 2^-12 + 2^-14, to 1) over 4 pushes within half an fp16 step;
+ * a value over 65504 is clamped and counted. Top-k (1%) pushes carry
+ * ceil(n / 100) values of each large partition, ascending indices, small
+ * ones dense, and what they leave stays for the next pushes: 50 pushes
+ * of a gradient, then 101 of zeros, deliver all of it. */
+void test_fields_push_fp16_topk(void) {
+    catcher_t c[2];
+    CHECK(catcher_start(&c[0]) == 0);
+    CHECK(catcher_start(&c[1]) == 0);
+    model_t m;
+    char err[PS_ERRLEN] = "";
+    CHECK(model_load(&m, "mlp", err, sizeof err) == 0);
+    Pstrain__Caller caller = PSTRAIN__CALLER__INIT;
+    caller.role = "worker";
+    const char *addrs[] = {c[0].addr, c[1].addr};
+    psclient_options_t o = {.addrs = addrs, .nps = 2, .deadline_secs = 5.0, .wire_fp16 = true};
+    psclient_t *p = psclient_create(&o, &m, &caller, NULL, NULL, err, sizeof err);
+    CHECK(p != NULL);
+    const float value = 1.0f + 0x1p-12f + 0x1p-14f;
+    float *g = xmalloc(m.nparams * sizeof *g);
+    double *sums = xcalloc(m.nparams, sizeof *sums);
+    for (size_t i = 0; i < m.nparams; i++)
+        g[i] = value;
+    size_t at = m.vars[0].offset + 5, stale, by_dtype[3] = {0}, n_sparse = 0;
+    for (int k = 0; k < 4; k++) {
+        CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
+        for (int ps = 0; ps < 2; ps++)
+            add_pushed(&c[ps], &m, sums, by_dtype, &n_sparse, 0, WIRE_DTYPE_FLOAT16);
+    }
+    CHECK(by_dtype[WIRE_DTYPE_FLOAT16] > 0 && by_dtype[WIRE_DTYPE_FLOAT32] > 0);
+    CHECK_INT_EQ(by_dtype[WIRE_DTYPE_BFLOAT16], 0);
+    CHECK(fabs(sums[at] - 4.0 * value) <= 0x1p-11);
+    CHECK(fabs(4.0 - 4.0 * value) > 0x1p-11); /* what rounding alone would send */
+    CHECK_INT_EQ(psclient_fp16_clamped(p), 0);
+    g[at] = 1e5f;
+    CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
+    CHECK_INT_EQ(psclient_fp16_clamped(p), 1);
+    psclient_free(p);
+
+    o.wire_fp16 = false;
+    o.push_topk = 0.01;
+    p = psclient_create(&o, &m, &caller, NULL, NULL, err, sizeof err);
+    CHECK(p != NULL);
+    memset(sums, 0, m.nparams * sizeof *sums);
+    for (size_t i = 0; i < m.nparams; i++)
+        g[i] = 0.001f * (float)(1 + i % 97);
+    memset(by_dtype, 0, sizeof by_dtype);
+    size_t bytes = 0;
+    for (int k = 0; k < 151; k++) {
+        if (k == 50) /* then nothing new: the residual drains, 1% a push */
+            memset(g, 0, m.nparams * sizeof *g);
+        CHECK_INT_EQ(psclient_push(p, g, &stale, err, sizeof err), PSCLIENT_OK);
+        for (int ps = 0; ps < 2; ps++) {
+            add_pushed(&c[ps], &m, sums, by_dtype, &n_sparse, 0.01, WIRE_DTYPE_FLOAT32);
+            bytes += c[ps].len;
+        }
+    }
+    CHECK(n_sparse > 0);
+    CHECK(bytes / 151 < m.nparams * 4 / 20); /* a twentieth of a dense push, or less */
+    size_t off = 0;
+    for (size_t i = 0; i < m.nparams; i++) {
+        double want = 50.0 * 0.001 * (double)(1 + i % 97);
+        off += fabs(sums[i] - want) > 1e-4 * want;
+    }
+    CHECK_INT_EQ(off, 0);
+    free(sums);
     free(g);
     psclient_free(p);
     model_free(&m);

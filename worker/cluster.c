@@ -101,10 +101,14 @@ static int connect_peers(worker_t *w) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
-    if (po.wire_bf16)
-        log_info("tensors of %d values or more travel as bfloat16 (rpc.wire_dtype), the "
+    if (po.wire_bf16 || po.wire_fp16)
+        log_info("tensors of %d values or more travel as %s (rpc.wire_dtype), the "
                  "rounding of each push kept and added to the next",
-                 WIRE_BF16_MIN_VALUES);
+                 WIRE_BF16_MIN_VALUES, po.wire_fp16 ? "fp16" : "bfloat16");
+    if (po.push_topk > 0)
+        log_info("pushes of tensors of %d values or more carry the largest %g of their values "
+                 "(rpc.push_topk), the rest kept and added to the next",
+                 WIRE_BF16_MIN_VALUES, po.push_topk);
     psclient_events_t ev = {
         .retrying = on_retrying, .recovered = on_recovered, .transport = on_transport};
     psclient_set_events(w->ps, &ev);

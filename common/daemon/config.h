@@ -52,7 +52,7 @@ typedef struct {
         char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
         int64_t staleness;                /* ssp: steps ahead of the slowest live worker */
         int64_t synthetic_step_ms;        /* > 0: a worker sleeps instead of computing */
-        char staleness_lr[CONFIG_STR];    /* off | inverse (async, ssp) */
+        char staleness_lr[CONFIG_STR];    /* off | inverse | momentum (async, ssp) */
         char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
         int64_t warmup_steps;             /* sync, lr_scaling linear */
         int64_t backup_workers;           /* sync: pushes of a step not waited for */
@@ -78,7 +78,9 @@ typedef struct {
         int64_t stream_max_connections;
         bool shm;
         char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
-        char wire_dtype[CONFIG_STR];          /* fp32 | bf16: tensors on the wire */
+        char wire_dtype[CONFIG_STR];          /* fp32 | bf16 | fp16: tensors on the wire */
+        double push_topk;                     /* fraction of large tensors pushed; 0 = all */
+        bool push_topk_momentum;              /* momentum correction of top-k pushes */
     } rpc;
     struct {
         char ca[CONFIG_STR], cert[CONFIG_STR], key[CONFIG_STR];

@@ -132,10 +132,11 @@ const config_key_t config_keys[] = {
             "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
             "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
             "0 = compute"),
-    ENUM_KEY("train.staleness_lr", train.staleness_lr, "inverse", "off|inverse",
+    ENUM_KEY("train.staleness_lr", train.staleness_lr, "inverse", "off|inverse|momentum",
              "async, ssp: a push computed on weights `s` updates old moves them by "
-             "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate) or at the full "
-             "rate (off)"),
+             "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate), at the full "
+             "rate (off), or (momentum) with the momentum lowered by what asynchrony adds, "
+             "s / (1 + s) for the pushes' mean staleness s, and below zero the rate instead"),
     ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear",
              "sync: linear = each step's learning rate times the pushes it averages (Goyal et "
              "al.), reached over train.warmup_steps"),
@@ -191,10 +192,18 @@ const config_key_t config_keys[] = {
     OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),
-    ENUM_KEY("rpc.wire_dtype", rpc.wire_dtype, "fp32", "fp32|bf16",
-             "a worker's pushes and pulls of tensors of 1024 values or more: fp32, or bf16 (half "
-             "the bytes; each push's rounding error is kept on the worker and added to its next "
-             "push)"),
+    ENUM_KEY("rpc.wire_dtype", rpc.wire_dtype, "fp32", "fp32|bf16|fp16",
+             "a worker's pushes and pulls of tensors of 1024 values or more: fp32, bf16 or fp16 "
+             "(half the bytes; each push's rounding error is kept on the worker and added to its "
+             "next push; fp16 clamps values beyond +-65504, with a warning)"),
+    FLOAT_KEY("rpc.push_topk", rpc.push_topk, "0", 0, 1, 0,
+              "a worker pushes only this fraction of each tensor of 1024 values or more, the "
+              "values of largest magnitude with their indices, and keeps the rest for its next "
+              "pushes (error feedback); 0 = every value"),
+    BOOL_KEY("rpc.push_topk_momentum", rpc.push_topk_momentum, "false",
+             "rpc.push_topk, async and ssp, SGD with momentum: the worker applies train.momentum "
+             "before it chooses the values (momentum correction) and the PS applies them as "
+             "plain SGD steps; false: the PS applies its momentum to them as to zeros elsewhere"),
     OPT_STRING_KEY(
         "tls.ca", tls.ca,
         "PEM file of the cluster CA; with tls.cert and tls.key: mutual TLS on every RPC"),

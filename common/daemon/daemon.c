@@ -221,8 +221,16 @@ psclient_options_t daemon_psclient_options(daemon_t *d) {
     o.deadline_secs = d->cfg.rpc.deadline_secs;
     o.retry_max_secs = d->cfg.rpc.retry_max_secs;
     o.wire_bf16 = !strcmp(d->cfg.rpc.wire_dtype, "bf16");
+    o.wire_fp16 = !strcmp(d->cfg.rpc.wire_dtype, "fp16");
+    o.push_topk = d->cfg.rpc.push_topk;
+    o.push_topk_momentum = daemon_topk_momentum(&d->cfg);
     o.stop_flag = &daemon_stop_signal;
     return o;
+}
+
+double daemon_topk_momentum(const config_t *c) {
+    bool sync = !strcmp(c->train.mode, "sync"), sgd = !strcmp(c->train.optimizer, "sgd");
+    return c->rpc.push_topk_momentum && !sync && sgd ? c->train.momentum : 0.0;
 }
 
 int daemon_optim_config(optim_cfg_t *o, const config_t *c, char *err, size_t errlen) {

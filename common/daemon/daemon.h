@@ -54,5 +54,9 @@ rpc_retry_t daemon_retry_policy(const config_t *cfg, double max_total_s);
 psclient_options_t daemon_psclient_options(daemon_t *d);
 /* The optimizer the configuration names, with its train.* values. */
 int daemon_optim_config(optim_cfg_t *o, const config_t *c, char *err, size_t errlen);
+/* The momentum a worker applies to its top-k pushes before choosing their
+ * values (rpc.push_topk_momentum: async or ssp, SGD), which the PS then
+ * leaves out of their update; 0 when neither does. */
+double daemon_topk_momentum(const config_t *c);
 
 #endif

@@ -18,12 +18,16 @@ enum {
     /* repeated uint64, packed: one WIRE_LEN run of varints (a reader also
      * takes them one WIRE_VARINT each, as protobuf-c does) */
     FIELD_TENSOR_ROW_IDS = 6,
+    /* repeated uint32, packed: WIRE_LEN runs of varints (protobuf-c also
+     * reads them one WIRE_VARINT at a time) */
+    FIELD_TENSOR_INDICES = 7,
 };
 
 /* WireDtype: how a Tensor's data encodes its values. */
 enum {
     WIRE_DTYPE_FLOAT32 = 0,  /* 4 bytes a value, little-endian */
     WIRE_DTYPE_BFLOAT16 = 1, /* 2 bytes: the upper half of the float32 */
+    WIRE_DTYPE_FLOAT16 = 2,  /* 2 bytes: IEEE half precision */
 };
 
 /* Caller: who sent a push. */

@@ -7,6 +7,7 @@
 #include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/model/placement.h"
+#include "common/peers/codec.h"
 #include "common/peers/fields.h"
 #include "common/peers/psclient_rows.h"
 #include "common/peers/pull_read.h"
@@ -15,6 +16,9 @@
 #include "common/rpc/rpc.h"
 #include "common/rpc/wire.h"
 #include "common/train/store.h"
+
+/* Gradients clamped by fp16 (rpc.wire_dtype fp16): warned of, limited. */
+static log_limit_t clamp_limit;
 
 /* Where one PS's pull response goes, and what went wrong with it. */
 typedef struct {
@@ -56,17 +60,27 @@ struct psclient {
     bool pulled;       /* a pull has set every link's step */
     bool tag_previous; /* pushes carry the step of the pull before the last */
     uint64_t push_seq; /* the last push's number (a retry repeats it) */
-    /* rpc.wire_dtype bf16: a model slab of what each value's bfloat16
-     * pushes left out (error feedback), and the bytes pushed (2 a value). */
-    bool wire_bf16;
+    /* rpc.wire_dtype bf16 or fp16 (dtype: the WireDtype of large tensors),
+     * rpc.push_topk: a model slab of what each value's pushes left out
+     * (error feedback), and the bytes pushed (2 a value). */
+    uint64_t dtype;
     float *residual;
     uint8_t *wire16;
-    uint8_t *pull16; /* bfloat16 pull answers, copied out (2 bytes a value) */
+    uint8_t *pull16; /* 16-bit pull answers, copied out (2 bytes a value) */
     /* The sparse tables' rows of the batch set by psclient_set_batch (NULL
      * without sparse tables); pulls and pushes move only those while on. */
     psclient_rows_t *rows;
     bool rows_on;
     uint64_t bytes_pulled, bytes_pushed; /* message bytes, every PS together */
+    /* rpc.push_topk: the fraction; per partition (at its slab offset) the
+     * indices and values pushed; scratch, a slab's worth of floats. */
+    double topk;
+    uint32_t *topi;
+    uint8_t *topv;
+    float *scratch;
+    float *velocity; /* push_topk_momentum: momentum correction's u */
+    float topk_momentum;
+    uint64_t fp16_clamped;
 };
 
 /* Where a partition's rows start in a model slab, in elements. */
@@ -133,11 +147,25 @@ psclient_t *psclient_create(const psclient_options_t *o, const model_t *m,
     p->stop = stop;
     p->stop_arg = arg;
     p->nps = o->nps;
-    p->wire_bf16 = o->wire_bf16;
-    if (p->wire_bf16) {
-        p->residual = xcalloc(m->nparams ? m->nparams : 1, sizeof(float));
-        p->wire16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
-        p->pull16 = xmalloc(m->nparams ? 2 * m->nparams : 2);
+    p->dtype = o->wire_fp16   ? WIRE_DTYPE_FLOAT16
+               : o->wire_bf16 ? WIRE_DTYPE_BFLOAT16
+                              : WIRE_DTYPE_FLOAT32;
+    p->topk = o->push_topk;
+    size_t slab = m->nparams ? m->nparams : 1;
+    if (p->dtype != WIRE_DTYPE_FLOAT32 || p->topk > 0)
+        p->residual = xcalloc(slab, sizeof(float));
+    if (p->dtype != WIRE_DTYPE_FLOAT32) {
+        p->wire16 = xmalloc(2 * slab);
+        p->pull16 = xmalloc(2 * slab);
+    }
+    if (p->topk > 0) {
+        p->topi = xmalloc(slab * sizeof *p->topi);
+        p->topv = xmalloc(slab * sizeof(float));
+        p->scratch = xmalloc(slab * sizeof(float));
+        if (o->push_topk_momentum > 0) {
+            p->velocity = xcalloc(slab, sizeof(float));
+            p->topk_momentum = (float)o->push_topk_momentum;
+        }
     }
     p->ps = xcalloc(p->nps, sizeof *p->ps);
     p->fan = xcalloc(p->nps, sizeof *p->fan);
@@ -174,6 +202,10 @@ void psclient_free(psclient_t *p) {
     free(p->residual);
     free(p->wire16);
     free(p->pull16);
+    free(p->topi);
+    free(p->topv);
+    free(p->scratch);
+    free(p->velocity);
     free(p->ps);
     free(p->fan);
     free(p->pending);
@@ -305,24 +337,25 @@ static int take_tensor(void *arg, const pull_tensor_t *t) {
                           : ps_errf(k->err, sizeof k->err, "ps%zu sent rows not asked for", k->ps);
     int v = t->name_len <= PULL_READ_NAME_MAX ? model_find_var(p->model, t->name) : -1;
     const placement_part_t *part = v >= 0 ? placement_find(&p->placement, v, t->row_begin) : NULL;
-    bool bf16 = t->dtype == WIRE_DTYPE_BFLOAT16;
+    /* float32, or the 16-bit encoding asked for */
+    bool dtype_ok = t->dtype == WIRE_DTYPE_FLOAT32 || t->dtype == p->dtype;
+    size_t bytes = codec_value_bytes(t->dtype);
     if (!part || part->ps != (int)k->ps || part->row_begin != t->row_begin ||
-        part->rows != t->rows || (!bf16 && t->dtype != WIRE_DTYPE_FLOAT32) ||
-        t->data.len != part->size * (bf16 ? 2 : sizeof(float)))
+        part->rows != t->rows || !dtype_ok || t->data.len != part->size * bytes)
         return ps_errf(k->err, sizeof k->err,
                        "ps%zu sent %s rows [%llu, +%llu) that placement does not give it: do "
                        "all roles run the same model and cluster spec?",
                        k->ps, t->name, (unsigned long long)t->row_begin,
                        (unsigned long long)t->rows);
     float *dst = k->params + part_offset(p->model, part);
-    if (!bf16) {
+    if (t->dtype == WIRE_DTYPE_FLOAT32) {
         wire_copy(&t->data, dst);
         return 0;
     }
     /* Copied out whole (it may straddle segments), then widened. */
     uint8_t *tmp = p->pull16 + 2 * part_offset(p->model, part);
     wire_copy(&t->data, tmp);
-    wire_bf16_to_floats(dst, tmp, part->size);
+    codec_decode(t->dtype, dst, tmp, part->size);
     return 0;
 }
 
@@ -384,8 +417,7 @@ psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_nex
         req.lineage = p->ps[i].lineage;
         req.n_names = nnames;
         req.names = names;
-        if (p->wire_bf16)
-            req.wire_dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
+        req.wire_dtype = (Pstrain__WireDtype)p->dtype;
         if (p->rows_on && !mask)
             req.n_rows = psclient_rows_selects(p->rows, i, &req.rows);
         msg_pack(&p->ps[i].req, &req.base);
@@ -421,37 +453,38 @@ static void write_push(void *arg, uint8_t *dst) {
     protobuf_c_message_pack(&l->push.base, dst);
 }
 
-/* Error feedback: writes g + residual as bfloat16 at dst and keeps in
- * residual what the rounding left out. */
-static void bf16_with_feedback(uint8_t *dst, const float *g, float *residual, size_t n) {
-    float e[256], q[256];
-    for (size_t i = 0; i < n; i += 256) {
-        size_t m = PS_MIN(n - i, (size_t)256);
-        for (size_t j = 0; j < m; j++)
-            e[j] = g[i + j] + residual[i + j];
-        wire_bf16_from_floats(dst + 2 * i, e, m);
-        wire_bf16_to_floats(q, dst + 2 * i, m);
-        for (size_t j = 0; j < m; j++)
-            residual[i + j] = e[j] - q[j];
-    }
-}
-
 /* Points a push tensor at its partition's gradient: the float32 values in
- * grads, or their bfloat16 encoding (with error feedback) when the wire
- * carries bf16 and the partition is large enough. A moving statistic's
- * batch statistic always travels as float32: error feedback would carry one
- * batch's rounding into the next batch's statistic. */
+ * grads; their 16-bit encoding (with error feedback) when the wire carries
+ * bf16 or fp16 and the partition is large enough; or, with push_topk, the
+ * largest values of a large partition and their indices. A moving
+ * statistic's batch statistic always travels whole as float32: error
+ * feedback would carry one batch's rounding into the next batch's
+ * statistic. */
 static void set_push_data(psclient_t *p, Pstrain__Tensor *t, const float *grads,
                           const placement_part_t *part) {
     size_t off = part_offset(p->model, part);
-    if (!p->wire_bf16 || part->size < WIRE_BF16_MIN_VALUES || p->model->vars[part->var].moving) {
-        t->data = (ProtobufCBinaryData){part->size * sizeof(float), (uint8_t *)(grads + off)};
-        t->dtype = PSTRAIN__WIRE_DTYPE__FLOAT32;
+    bool large = part->size >= WIRE_BF16_MIN_VALUES && !p->model->vars[part->var].moving;
+    t->n_indices = 0;
+    t->indices = NULL;
+    t->dtype = large ? (Pstrain__WireDtype)p->dtype : PSTRAIN__WIRE_DTYPE__FLOAT32;
+    if (large && p->topk > 0) {
+        size_t k = codec_topk_count(part->size, p->topk);
+        uint8_t *values = p->topv + sizeof(float) * off;
+        p->fp16_clamped += codec_topk_feedback(
+            p->dtype, grads + off, p->residual + off, part->size, k, p->topi + off, values,
+            p->scratch, p->velocity ? p->velocity + off : NULL, p->topk_momentum);
+        t->n_indices = k;
+        t->indices = p->topi + off;
+        t->data = (ProtobufCBinaryData){k * codec_value_bytes(p->dtype), values};
         return;
     }
-    bf16_with_feedback(p->wire16 + 2 * off, grads + off, p->residual + off, part->size);
+    if (t->dtype == PSTRAIN__WIRE_DTYPE__FLOAT32) {
+        t->data = (ProtobufCBinaryData){part->size * sizeof(float), (uint8_t *)(grads + off)};
+        return;
+    }
+    p->fp16_clamped += codec_encode_feedback(p->dtype, p->wire16 + 2 * off, grads + off,
+                                             p->residual + off, part->size);
     t->data = (ProtobufCBinaryData){2 * part->size, p->wire16 + 2 * off};
-    t->dtype = PSTRAIN__WIRE_DTYPE__BFLOAT16;
 }
 
 /* Sets up PS i's push of the masked variables' partitions of grads. */
@@ -489,8 +522,15 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
 psclient_status_t psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask,
                                      bool partial, size_t *stale, char *err, size_t errlen) {
     p->push_seq++;
+    uint64_t clamped = p->fp16_clamped;
     for (size_t i = 0; i < p->nps; i++)
         pack_push(p, i, grads, mask, partial);
+    if (p->fp16_clamped > clamped)
+        log_warn_limited(&clamp_limit,
+                         "push: %llu gradient values beyond fp16's range sent as +-65504 "
+                         "(rpc.wire_dtype fp16; %llu so far); the rest is kept for later pushes",
+                         (unsigned long long)(p->fp16_clamped - clamped),
+                         (unsigned long long)p->fp16_clamped);
     psclient_status_t s = fanout_until_ok(p, "/pstrain.ParameterServer/Push", err, errlen);
     if (s != PSCLIENT_OK)
         return s;
@@ -509,6 +549,10 @@ psclient_status_t psclient_push_vars(psclient_t *p, const float *grads, const ui
 psclient_status_t psclient_push(psclient_t *p, const float *grads, size_t *stale, char *err,
                                 size_t errlen) {
     return psclient_push_vars(p, grads, NULL, false, stale, err, errlen);
+}
+
+uint64_t psclient_fp16_clamped(const psclient_t *p) {
+    return p->fp16_clamped;
 }
 
 /* Sends one request to every PS at once; the number that failed. */

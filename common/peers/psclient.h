@@ -59,6 +59,19 @@ typedef struct {
      * added to the same values' next push (error feedback), so that no part
      * of a gradient is lost, only delayed. */
     bool wire_bf16;
+    /* The same with IEEE half precision (rpc.wire_dtype fp16; wins over
+     * wire_bf16): values over 65504 are clamped and counted
+     * (psclient_fp16_clamped), the clamp's remainder kept as residual. */
+    bool wire_fp16;
+    /* rpc.push_topk: in (0, 1], a push of a partition of WIRE_BF16_MIN_VALUES
+     * values or more carries only that fraction of its values, those of
+     * largest magnitude (gradient plus residual), with their indices; the
+     * rest is the residual, added to the next push. 0: dense pushes. */
+    double push_topk;
+    /* With push_topk: momentum correction (codec_topk_feedback) at this
+     * momentum, for a PS that applies sparse values as plain SGD steps
+     * (rpc.push_topk_momentum); 0: none. */
+    double push_topk_momentum;
 } psclient_options_t;
 
 /* What the caller is told while pulls and pushes go on; any may be NULL.
@@ -122,6 +135,10 @@ psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_nex
                                      const uint8_t *mask, char *err, size_t errlen);
 psclient_status_t psclient_push_vars(psclient_t *p, const float *grads, const uint8_t *mask,
                                      bool partial, size_t *stale, char *err, size_t errlen);
+
+/* Values that rpc.wire_dtype fp16 clamped to +-65504 in this client's
+ * pushes so far. */
+uint64_t psclient_fp16_clamped(const psclient_t *p);
 
 /* Asks every PS to exit, without retrying, bounded by deadline_s (best
  * effort: a PS that does not answer is logged as a warning). */

@@ -18,7 +18,10 @@ static void agree(const ps_push_t *p, const Pstrain__PushRequest *r) {
                p->grads[i].row_begin == t->row_begin && p->grads[i].data.len == t->data.len &&
                p->grads[i].n_row_ids == t->n_row_ids &&
                (!t->n_row_ids ||
-                memcmp(p->grads[i].row_ids, t->row_ids, t->n_row_ids * sizeof *t->row_ids) == 0);
+                memcmp(p->grads[i].row_ids, t->row_ids, t->n_row_ids * sizeof *t->row_ids) == 0) &&
+               p->grads[i].n_indices == t->n_indices;
+        for (size_t j = 0; same && j < t->n_indices; j++)
+            same = p->grads[i].indices[j] == t->indices[j];
     }
     if (!same)
         abort();
