@@ -457,6 +457,8 @@ void test_checkpoint_embedding_rows_2_to_3_ps(void) {
     free(slot);
     shards_free(&two);
     shards_free(&three);
+    model_free(&m);
+    remove_tree(dir);
 }
 
 /* A model with BatchNormalization: its moving statistics are saved and
