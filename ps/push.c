@@ -215,7 +215,7 @@ int ps_push_decode(ps_push_t *p, const rpc_msg_t *m) {
         return -1;
     keep_names(p);
     for (size_t i = 0; i < p->n_grads; i++)
-        p->grads[i].row_ids = p->ids + p->grads[i].ids_at;
+        p->grads[i].row_ids = p->grads[i].n_row_ids ? p->ids + p->grads[i].ids_at : NULL;
     return 0;
 }
 
