@@ -16,7 +16,7 @@ test_cleanup() { [ -n "${master:-}" ] && kill -9 "$master" 2> /dev/null; return 
 trap cluster_test_cleanup EXIT
 need_fashion_mnist
 md=$tmp/md
-PSTRAIN_RUNLOGS=$tmp/runlogs "$root/scripts/train_local_dist.sh" --set model=mlp --set train.max_steps=300 \
+PSTRAIN_RUNLOGS=$tmp/runlogs "$root/scripts/train_local_dist.sh" --set model=mlp --set train.max_steps=1000 \
   --set checkpoint.every_steps=100 --set train.learning_rate=0.02 --set checkpoint.model_dir="$md" \
   > "$tmp/out" 2>&1 || fail "run: $(tail -5 "$tmp/out")"
 # Without data.val or data.val_split the master evaluates the test set only.
@@ -29,7 +29,7 @@ keys = [l.split()[0] for l in subprocess.run([pstrain, "config"], capture_output
         if l.startswith("  ") and not l.startswith("      ")]
 missing = [k for k in keys if k not in c["config"]]
 assert not missing, "keys missing from config.json: %s" % missing
-assert c["config"]["train.max_steps"] == 300 and c["config"]["train.learning_rate"] == 0.02, c["config"]
+assert c["config"]["train.max_steps"] == 1000 and c["config"]["train.learning_rate"] == 0.02, c["config"]
 assert c["tf_config"]["task"] == {"type": "master", "index": 0}, c["tf_config"]
 assert len(c["tf_config"]["cluster"]["worker"]) == 2, c["tf_config"]
 assert all(c["versions"].get(k) for k in ("pstrain", "json-c", "protobuf-c", "grpc", "libuv", "openblas")), c["versions"]
