@@ -51,12 +51,31 @@ static int stream_port(void) {
     return port;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+/* A connection to the server. Tens of thousands of connections a run can
+ * use up the ephemeral ports for a moment (EADDRNOTAVAIL): that is the
+ * harness's limit, not the server's, so it waits and tries again (2 s at
+ * most); any other failure aborts. */
+static int connect_server(void) {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)stream_port())};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
-        abort();
+    for (int tries = 0; tries < 200; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            break;
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+        int e = errno;
+        close(fd);
+        if (e != EADDRNOTAVAIL)
+            break;
+        usleep(10000);
+    }
+    perror("fuzz_stream: connect");
+    abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    int fd = connect_server();
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     size_t sent = 0;
@@ -73,6 +92,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) /* the server kept it open */
         abort();
+    /* closed with a reset: no TIME_WAIT holds the client's port */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd);
     return 0;
 }
