@@ -42,20 +42,36 @@ static uint64_t *more_ids(ps_push_t *p, size_t n) {
     return at;
 }
 
-/* A tensor's row ids: packed (one run of varints) or one varint, both of
- * which protobuf-c reads. */
-static int read_row_ids(ps_push_t *p, ps_grad_t *g, wire_reader_t *r, int type) {
+/* Where one value of a repeated varint field goes. */
+typedef void (*varint_put_fn)(ps_push_t *p, ps_grad_t *g, uint64_t v);
+
+/* A repeated varint field: a packed run (WIRE_LEN) or one varint, as
+ * protobuf-c reads a packed repeated field either way. */
+static int read_varints(ps_push_t *p, ps_grad_t *g, wire_reader_t *r, int type, varint_put_fn put) {
+    uint64_t v;
     if (type == WIRE_VARINT) {
-        g->n_row_ids++;
-        return wire_varint(r, more_ids(p, 1));
+        if (wire_varint(r, &v) < 0)
+            return -1;
+        put(p, g, v);
+        return 0;
     }
-    wire_bytes_t b;
-    long n;
-    if (type != WIRE_LEN || wire_bytes(r, &b) < 0 || (n = wire_packed_varints(&b, NULL)) < 0)
+    wire_bytes_t run;
+    if (type != WIRE_LEN || wire_bytes(r, &run) < 0)
         return -1;
-    g->n_row_ids += (size_t)n;
-    wire_packed_varints(&b, more_ids(p, (size_t)n));
+    wire_reader_t sub;
+    wire_reader_sub(&sub, &run);
+    while (sub.at.len > 0) {
+        if (wire_varint(&sub, &v) < 0)
+            return -1;
+        put(p, g, v);
+    }
     return 0;
+}
+
+/* Tensor.row_ids. */
+static void add_row_id(ps_push_t *p, ps_grad_t *g, uint64_t v) {
+    *more_ids(p, 1) = v;
+    g->n_row_ids++;
 }
 
 static ps_grad_t *add_grad(ps_push_t *p) {
@@ -97,6 +113,7 @@ static void keep_names(ps_push_t *p) {
     }
 }
 
+/* Tensor.indices. */
 static void add_index(ps_push_t *p, ps_grad_t *g, uint64_t v) {
     if (p->idx_len == p->idx_cap) {
         p->idx_cap = p->idx_cap ? 2 * p->idx_cap : 1024;
@@ -104,29 +121,6 @@ static void add_index(ps_push_t *p, ps_grad_t *g, uint64_t v) {
     }
     p->idx[p->idx_len++] = (uint32_t)v; /* protobuf-c keeps the low 32 bits too */
     g->n_indices++;
-}
-
-/* Tensor.indices: a packed run of varints (WIRE_LEN), or one varint, as
- * protobuf-c reads a packed repeated field either way. */
-static int decode_indices(ps_push_t *p, ps_grad_t *g, wire_reader_t *r, int type) {
-    uint64_t v;
-    if (type == WIRE_VARINT) {
-        if (wire_varint(r, &v) < 0)
-            return -1;
-        add_index(p, g, v);
-        return 0;
-    }
-    wire_bytes_t run;
-    if (type != WIRE_LEN || wire_bytes(r, &run) < 0)
-        return -1;
-    wire_reader_t sub;
-    wire_reader_sub(&sub, &run);
-    while (sub.at.len > 0) {
-        if (wire_varint(&sub, &v) < 0)
-            return -1;
-        add_index(p, g, v);
-    }
-    return 0;
 }
 
 static int decode_caller(ps_push_t *p, const wire_bytes_t *b) {
@@ -167,12 +161,12 @@ static int decode_tensor(ps_push_t *p, const wire_bytes_t *b) {
     int type, more;
     while ((more = wire_next(&r, &field, &type)) == 1) {
         int rc = field == FIELD_TENSOR_NAME        ? want_bytes(&r, type, &g->name_wire)
-                 : field == FIELD_TENSOR_INDICES   ? decode_indices(p, g, &r, type)
+                 : field == FIELD_TENSOR_INDICES   ? read_varints(p, g, &r, type, add_index)
                  : field == FIELD_TENSOR_ROW_BEGIN ? want_varint(&r, type, &g->row_begin)
                  : field == FIELD_TENSOR_ROWS      ? want_varint(&r, type, &g->rows)
                  : field == FIELD_TENSOR_DATA      ? want_bytes(&r, type, &g->data)
                  : field == FIELD_TENSOR_DTYPE     ? want_varint(&r, type, &g->dtype)
-                 : field == FIELD_TENSOR_ROW_IDS   ? read_row_ids(p, g, &r, type)
+                 : field == FIELD_TENSOR_ROW_IDS   ? read_varints(p, g, &r, type, add_row_id)
                                                    : wire_skip(&r, type);
         if (rc < 0)
             return -1;
