@@ -29,7 +29,7 @@ grep -q "train-00002-of-00003.tfrecord.gz: 20000 examples" "$tmp/mk.out" || fail
 expect_error 2 '--encode "jpeg": raw or png' "$build/pstrain" make-tfrecord \
   --input "$data/t10k-images-idx3-ubyte.gz" --out "$tmp/x" --encode jpeg
 
-venv=$("$root/scripts/peers_venv.sh")
+need_keras
 "$venv/bin/python" - "$tmp" "$data" <<'PY' 2> "$tmp/tf.log" || fail "TensorFlow: $(tail -3 "$tmp/tf.log")"
 import glob, gzip, sys
 import numpy as np

@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 need_fashion_mnist
 unset TF_CONFIG
 
-venv=$("$root/scripts/peers_venv.sh")
+need_keras
 "$venv/bin/python" "$root/tests/lib/make_tfrec.py" "$data" "$tmp" 2> "$tmp/tf.log" ||
   fail "make_tfrec.py: $(tail -5 "$tmp/tf.log")"
 

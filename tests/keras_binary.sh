@@ -16,9 +16,7 @@ unset TF_CONFIG
 
 digits=/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz
 [ -f "$digits" ] || { echo "skip: $digits is missing (python3-sklearn)"; exit 77; }
-venv=$("$root/scripts/peers_venv.sh") || fail "scripts/peers_venv.sh could not make the venv"
-kpy() { KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" \
-  "$root/tests/lib/keras_models.py" "$@"; }
+need_keras
 
 # Pixels 0..16 times 15: the same values as CSV floats (v * 15 / 255) and as
 # IDX bytes (which pstrain and the test scale by 1/255). Label 1: digit 0.

@@ -12,9 +12,7 @@ tmp=$(mktemp -d)
 trap cluster_test_cleanup EXIT
 need_fashion_mnist
 
-venv=$("$root/scripts/peers_venv.sh") || fail "scripts/peers_venv.sh could not make the venv"
-kpy() { KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" \
-  "$root/tests/lib/keras_models.py" "$@"; }
+need_keras
 
 kpy json residual "$tmp/residual.json"
 # The check of training is a floor after 600 steps (at 300 a loaded machine

@@ -17,9 +17,7 @@ trap cluster_test_cleanup EXIT
 need_fashion_mnist
 unset TF_CONFIG
 
-venv=$("$root/scripts/peers_venv.sh") || fail "scripts/peers_venv.sh could not make the venv"
-kpy() { KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" \
-  "$root/tests/lib/keras_models.py" "$@"; }
+need_keras
 
 "$venv/bin/python" - "$data" "$tmp" <<'PY'
 import gzip, sys

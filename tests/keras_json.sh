@@ -11,7 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 
-venv=$("$root/scripts/peers_venv.sh") || fail "scripts/peers_venv.sh could not make the venv"
+need_keras
 KERAS_BACKEND=tensorflow "$venv/bin/python" "$root/tests/lib/keras_models.py" summary \
   "$build/pstrain" "$tmp"
 echo ok

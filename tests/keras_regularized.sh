@@ -15,9 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/lib/check.sh"
 need_fashion_mnist
 
-venv=$("$root/scripts/peers_venv.sh") || fail "scripts/peers_venv.sh could not make the venv"
-kpy() { KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" \
-  "$root/tests/lib/keras_models.py" "$@"; }
+need_keras
 unset TF_CONFIG
 
 kpy save regularized "$tmp/reg.keras"

@@ -47,6 +47,17 @@ need_fashion_mnist() {
   fi
 }
 
+# need_keras: the real peers' venv (Keras 3, tensorflow-cpu, tensorboard;
+# scripts/peers_venv.sh makes it once) in $venv, and kpy ARGS... to run
+# tests/lib/keras_models.py with real Keras on the TensorFlow backend.
+need_keras() {
+  venv=$("$root/scripts/peers_venv.sh") || fail "scripts/peers_venv.sh could not make the venv"
+}
+kpy() {
+  KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" \
+    "$root/tests/lib/keras_models.py" "$@"
+}
+
 # wait_log FILE PATTERN WHAT [SECS]: waits until FILE holds PATTERN (a grep
 # regex), at most SECS (30) seconds; fails with WHAT when it does not.
 wait_log() {
