@@ -16,9 +16,7 @@ trap cluster_test_cleanup EXIT
 need_fashion_mnist
 md=$tmp/model
 logs=$tmp/runlogs
-manifest() { # manifest KEY: the manifest's KEY, space-separated when a list
-  python3 -c "import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)" "$md/checkpoint" "$1"
-}
+manifest() { manifest_key "$md" "$1"; }
 flip() { # flip FILE: XORs 4 bytes three quarters into FILE (tensor data)
   python3 - "$1" << 'PY'
 import os, sys

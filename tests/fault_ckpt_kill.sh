@@ -14,9 +14,7 @@ trap cluster_test_cleanup EXIT
 
 need_fashion_mnist
 dir=$tmp/model
-manifest() { # manifest KEY: the manifest's KEY, space-separated when a list
-  python3 -c "import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)" "$dir/checkpoint" "$1"
-}
+manifest() { manifest_key "$dir" "$1"; }
 loads() { # loads STEP: the checkpoint of STEP loads
   "$build/pstrain" export --checkpoint "$dir/ckpt-$1" --out "$tmp/x" > /dev/null ||
     fail "ckpt-$1 does not load"

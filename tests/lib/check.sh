@@ -58,6 +58,12 @@ kpy() {
     "$root/tests/lib/keras_models.py" "$@"
 }
 
+# manifest_key MODEL_DIR KEY: KEY of MODEL_DIR's checkpoint manifest,
+# space-separated when it is a list.
+manifest_key() {
+  python3 -c "import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)" "$1/checkpoint" "$2"
+}
+
 # wait_log FILE PATTERN WHAT [SECS]: waits until FILE holds PATTERN (a grep
 # regex), at most SECS (30) seconds; fails with WHAT when it does not.
 wait_log() {
