@@ -10,6 +10,7 @@
 #include "common/base/util.h"
 #include "common/peers/codec.h"
 #include "common/peers/fields.h"
+#include "common/rpc/wire.h"
 #include "common/rpc/wire_fp16.h"
 #include "ps/pull.h"
 #include "ps/push.h"
@@ -21,6 +22,81 @@ static float from_bits(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
+}
+
+/* bfloat16 a block at a time (common/rpc/wire.c): known values (ties to
+ * even, the largest float rounding to Inf, NaN kept NaN), at every length
+ * around the 256-value block and at an odd address; the finiteness check
+ * (and fp16's) finds a NaN or Inf wherever it lies; error feedback keeps exactly what
+ * rounding left out. */
+void test_wire_bf16_blocks(void) {
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } known[] = {
+        {0x3f800000u, 0x3f80u}, /* 1 */
+        {0x3f808000u, 0x3f80u}, /* 1 + 2^-8: a tie, to the even 1 */
+        {0x3f818000u, 0x3f82u}, /* 1 + 3 * 2^-8: a tie, to the even 1 + 2^-6 */
+        {0x3f808001u, 0x3f81u}, /* just past the tie: up */
+        {0xbf818000u, 0xbf82u}, /* the sign kept */
+        {0x7f7fffffu, 0x7f80u}, /* the largest float: Inf */
+        {0x7f800000u, 0x7f80u}, /* Inf */
+        {0x00000001u, 0x0000u}, /* the smallest subnormal: 0 */
+    };
+    const size_t lengths[] = {0, 1, 7, 255, 256, 257, 700};
+    uint8_t *buf = xmalloc(2 * 700 + 1), *at = buf + 1; /* an odd address */
+    float *src = xmalloc(700 * sizeof(float)), *back = xmalloc(700 * sizeof(float));
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        size_t n = lengths[li];
+        for (size_t i = 0; i < n; i++)
+            src[i] = from_bits(known[i % 8].in);
+        wire_bf16_from_floats(at, src, n);
+        for (size_t i = 0; i < n; i++)
+            CHECK_INT_EQ(at[2 * i] | at[2 * i + 1] << 8, known[i % 8].out);
+        wire_bf16_to_floats(back, at, n);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &back[i], sizeof u);
+            CHECK_INT_EQ(u, (uint32_t)known[i % 8].out << 16);
+        }
+        CHECK_INT_EQ(wire_bf16_check_finite(at, n), n > 5 ? -1 : 0); /* Inf from the 6th */
+        for (size_t i = 0; i < n; i++) /* finite everywhere but one place */
+            src[i] = 1.0f + (float)i;
+        for (size_t bad = 0; bad < n; bad += n / 3 + 1) {
+            for (int kind = 0; kind < 2; kind++) {
+                float keep = src[bad];
+                src[bad] = kind ? NAN : -HUGE_VALF;
+                wire_bf16_from_floats(at, src, n);
+                CHECK_INT_EQ(wire_bf16_check_finite(at, n), -1);
+                uint16_t h = (uint16_t)(at[2 * bad] | at[2 * bad + 1] << 8);
+                CHECK(kind ? (h & 0x7fffu) > 0x7f80u : h == 0xff80u);
+                wire_fp16_from_floats(at, src, n); /* and the fp16 check, likewise */
+                CHECK_INT_EQ(wire_fp16_check_finite(at, n), -1);
+                src[bad] = keep;
+            }
+        }
+        wire_bf16_from_floats(at, src, n);
+        CHECK_INT_EQ(wire_bf16_check_finite(at, n), 0);
+        wire_fp16_from_floats(at, src, n);
+        CHECK_INT_EQ(wire_fp16_check_finite(at, n), 0);
+    }
+    /* Error feedback: 1 + 2^-9 rounds to 1; the residual keeps 2^-9, and
+     * the next push of the same value carries 1 + 2^-8 (a tie, to the even
+     * 1 again) with 2^-8 left: exactly what was not sent. */
+    float g[300], r[300] = {0};
+    for (size_t i = 0; i < 300; i++)
+        g[i] = 1.0f + 0x1p-9f;
+    wire_bf16_feedback(at, g, r, 300);
+    for (size_t i = 0; i < 300; i++) {
+        CHECK_INT_EQ(at[2 * i] | at[2 * i + 1] << 8, 0x3f80u);
+        CHECK(r[i] == 0x1p-9f);
+    }
+    wire_bf16_feedback(at, g, r, 300);
+    for (size_t i = 0; i < 300; i++)
+        CHECK(r[i] == 0x1p-8f);
+    free(buf);
+    free(src);
+    free(back);
 }
 
 /* Known values, rounding to nearest even at the ties, the edges of the

@@ -52,6 +52,10 @@ int codec_check_finite16(uint64_t dtype, const uint8_t *src, size_t n) {
 
 size_t codec_encode_feedback(uint64_t dtype, uint8_t *dst, const float *g, float *residual,
                              size_t n) {
+    if (dtype == WIRE_DTYPE_BFLOAT16) { /* one pass; bfloat16 never clamps */
+        wire_bf16_feedback(dst, g, residual, n);
+        return 0;
+    }
     float e[FEEDBACK_BLOCK], q[FEEDBACK_BLOCK];
     size_t bytes = codec_value_bytes(dtype), clamped = 0;
     for (size_t i = 0; i < n; i += FEEDBACK_BLOCK) {

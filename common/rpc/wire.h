@@ -84,6 +84,9 @@ int wire_floats(const wire_bytes_t *b, wire_floats_fn fn, void *ctx);
 
 /* Writes n floats as bfloat16 (little-endian, 2 bytes each) at dst. */
 void wire_bf16_from_floats(uint8_t *dst, const float *src, size_t n);
+/* Error feedback: writes g + residual as bfloat16 at dst and keeps in
+ * residual what rounding left out (g + residual - the value sent). */
+void wire_bf16_feedback(uint8_t *dst, const float *g, float *residual, size_t n);
 /* Reads n bfloat16 values (2 bytes each, any alignment) into floats. */
 void wire_bf16_to_floats(float *dst, const uint8_t *src, size_t n);
 /* 0 when all n bfloat16 values are finite, -1 when any is NaN or Inf. */
