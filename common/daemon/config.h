@@ -76,6 +76,7 @@ typedef struct {
         bool stream;
         int64_t stream_port;
         int64_t stream_max_connections;
+        int64_t stream_threads;
         bool shm;
         char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
         char wire_dtype[CONFIG_STR];          /* fp32 | bf16 | fp16: tensors on the wire */

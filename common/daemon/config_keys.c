@@ -189,6 +189,10 @@ const config_key_t config_keys[] = {
     INT_KEY("rpc.stream_max_connections", rpc.stream_max_connections, "1024", 1, 1000000,
             "tensor stream connections a PS holds at once (Unix socket and TCP together); the "
             "next client is answered RESOURCE_EXHAUSTED"),
+    INT_KEY("rpc.stream_threads", rpc.stream_threads, "0", 0, 64,
+            "loop threads of a PS's tensor stream: its TCP connections spread over them (socket "
+            "reads and writes on several cores; handlers stay serialized); 0 = min(online CPUs, "
+            "4)"),
     OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),

@@ -77,6 +77,11 @@ typedef struct {
      * (0 = RPC_STREAM_MAX_CONNECTIONS): the next one is answered
      * RESOURCE_EXHAUSTED and closed. */
     int stream_max_connections;
+    /* Loop threads of a server's stream (rpc_stream_threads picks 0's):
+     * its TCP connections spread over them, so that the kernel's copies
+     * of their bytes run on several cores; the Unix socket's stay on the
+     * first. The handlers stay serialized whatever the count. */
+    int stream_threads;
     /* Seconds a new stream connection has to open with its hello (Unix
      * socket) or its first request's header (TCP) before the server closes
      * it (0 = RPC_STREAM_HANDSHAKE_S). */
@@ -92,6 +97,12 @@ typedef struct {
 } rpc_options_t;
 
 #define RPC_STREAM_MAX_CONNECTIONS 1024
+/* The most loop threads stream_threads 0 picks: min(online CPUs, this). */
+#define RPC_STREAM_AUTO_THREADS 4
+
+/* Loop threads of a stream server for rpc_options_t.stream_threads n: n
+ * when > 0, else min(online CPUs, RPC_STREAM_AUTO_THREADS). */
+int rpc_stream_threads(int n);
 #define RPC_STREAM_HANDSHAKE_S 5.0
 #define RPC_STREAM_MAX_WAIT_S 300.0
 #define RPC_MAX_ALLOWED_UIDS 32

@@ -95,6 +95,7 @@ typedef struct {
     int tcp_port;
     int shm; /* offer the Unix socket and shared memory */
     int max_conns;
+    int lanes; /* loop threads; TCP connections spread over them (< 1: one) */
     double handshake_s;
     /* Uids besides the server's own that may connect to its Unix socket. */
     uid_t allowed_uids[RPC_MAX_ALLOWED_UIDS];
