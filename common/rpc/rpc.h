@@ -210,6 +210,9 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
 int rpc_server_port(const rpc_server_t *s);
 /* The port of its tensor stream; 0 when it offers none. */
 int rpc_server_stream_port(const rpc_server_t *s);
+/* The stream's loop threads (0 without a stream), and into conns (room for
+ * max) the connections each serves now. */
+int rpc_server_stream_lanes(const rpc_server_t *s, int *conns, int max);
 /* Seconds rpc_server_stop gives the calls in flight to finish. */
 #define RPC_STOP_GRACE_S 0.5
 /* Stops accepting, gives the calls in flight RPC_STOP_GRACE_S to finish, then

@@ -562,6 +562,10 @@ int rpc_server_stream_port(const rpc_server_t *s) {
     return stream__server_tcp_port(s->stream);
 }
 
+int rpc_server_stream_lanes(const rpc_server_t *s, int *conns, int max) {
+    return stream__server_lanes(s->stream, conns, max);
+}
+
 void rpc_server_stop(rpc_server_t *s) {
     if (!s)
         return;

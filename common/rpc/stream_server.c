@@ -715,6 +715,14 @@ int stream__server_tcp_port(const stream_server_t *s) {
     return s && s->tcp_fd >= 0 ? s->tcp_port : 0;
 }
 
+int stream__server_lanes(const stream_server_t *s, int *conns, int max) {
+    if (!s)
+        return 0;
+    for (int i = 0; i < s->nlanes && i < max; i++)
+        conns[i] = atomic_load(&s->lanes[i].nconns);
+    return s->nlanes;
+}
+
 const char *stream__server_unix_name(const stream_server_t *s) {
     return s && s->unix_fd >= 0 ? s->unix_name : "";
 }
