@@ -58,6 +58,7 @@ typedef struct {
         int64_t backup_workers;           /* sync: pushes of a step not waited for */
         char loss[CONFIG_STR];            /* auto | one of model_loss_name's */
         bool sparse_embeddings;           /* embedding tables move by the rows a batch reads */
+        int64_t apply_threads;            /* PS: threads splitting a large tensor's update */
     } train;
     struct {
         char model_dir[CONFIG_STR];
