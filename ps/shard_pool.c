@@ -45,6 +45,9 @@ static void *pool_main(void *arg) {
     free(arg);
     ps_pool_t *p = a.p;
     uint64_t seen = 0;
+    char name[16]; /* for top -H and per-thread CPU figures */
+    snprintf(name, sizeof name, "ps-apply%d", a.slot);
+    pthread_setname_np(pthread_self(), name);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->gen == seen && !p->stop)

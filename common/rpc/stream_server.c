@@ -267,6 +267,7 @@ static void cancel_job(stream_server_t *s, job_t *j) {
 
 static void *handler_main(void *arg) {
     stream_server_t *s = arg;
+    pthread_setname_np(pthread_self(), "stream-handler");
     for (;;) {
         pthread_mutex_lock(&s->jmu);
         while (!s->jhead && !s->jstop)
@@ -549,6 +550,9 @@ static void on_wake(uv_async_t *a) {
 
 static void *loop_main(void *arg) {
     stream_lane_t *l = arg;
+    char name[16]; /* for top -H and per-thread CPU figures */
+    snprintf(name, sizeof name, "stream-lane%d", l->index);
+    pthread_setname_np(pthread_self(), name);
     uv_run(&l->loop, UV_RUN_DEFAULT);
     return NULL;
 }
