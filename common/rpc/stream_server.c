@@ -378,11 +378,18 @@ static stream_lane_t *lane_pick(stream_server_t *s) {
 }
 
 /* Hands an accepted TCP connection to lane l (not lane 0), which opens it
- * on its own thread (lane_take). */
+ * on its own thread (lane_take). Once a stop is asked the lane may have
+ * finished (its wake closed): the connection is closed here instead. */
 static void lane_give(stream_lane_t *l, int fd) {
     stream_server_t *s = l->srv;
-    atomic_fetch_add(&l->nconns, 1); /* counted at once, so the next pick sees it */
     pthread_mutex_lock(&s->mu);
+    if (s->stop_asked) {
+        pthread_mutex_unlock(&s->mu);
+        close(fd);
+        atomic_fetch_sub(&s->nconns, 1);
+        return;
+    }
+    atomic_fetch_add(&l->nconns, 1); /* counted at once, so the next pick sees it */
     if (l->ninbox == l->capinbox) {
         l->capinbox = l->capinbox ? 2 * l->capinbox : 16;
         l->inbox = xrealloc(l->inbox, l->capinbox * sizeof *l->inbox);
