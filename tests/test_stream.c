@@ -491,10 +491,11 @@ void test_stream_lanes_stop_in_flight(void) {
     pthread_mutex_destroy(&sv.mu);
 }
 
-/* 0 picks min(online CPUs, RPC_STREAM_AUTO_THREADS) lanes, a count is kept. */
+/* 0 picks half the online CPUs, 1 to RPC_STREAM_AUTO_THREADS lanes; a
+ * count is kept. */
 void test_stream_lanes_auto_count(void) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int want = cpus < 1 ? 1 : (int)PS_MIN(cpus, (long)RPC_STREAM_AUTO_THREADS);
+    int want = (int)PS_MAX(1L, PS_MIN(cpus / 2, (long)RPC_STREAM_AUTO_THREADS));
     CHECK_INT_EQ(rpc_stream_threads(0), want);
     CHECK_INT_EQ(rpc_stream_threads(7), 7);
     svc_t sv;

@@ -195,8 +195,8 @@ const config_key_t config_keys[] = {
             "gives"),
     INT_KEY("rpc.stream_threads", rpc.stream_threads, "0", 0, 64,
             "loop threads of a PS's tensor stream: its TCP connections spread over them (socket "
-            "reads and writes on several cores; handlers stay serialized); 0 = min(online CPUs, "
-            "4)"),
+            "reads and writes on several cores; handlers stay serialized); 0 = half the online "
+            "CPUs, 1 to 4"),
     OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),

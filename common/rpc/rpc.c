@@ -126,7 +126,7 @@ int rpc_stream_threads(int n) {
     if (n > 0)
         return n;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    return cpus < 1 ? 1 : (int)PS_MIN(cpus, (long)RPC_STREAM_AUTO_THREADS);
+    return (int)PS_MAX(1L, PS_MIN(cpus / 2, (long)RPC_STREAM_AUTO_THREADS));
 }
 
 int rpc_parse_uids(const char *text, uid_t *uids, char *err, size_t errlen) {

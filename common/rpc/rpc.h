@@ -97,11 +97,16 @@ typedef struct {
 } rpc_options_t;
 
 #define RPC_STREAM_MAX_CONNECTIONS 1024
-/* The most loop threads stream_threads 0 picks: min(online CPUs, this). */
+/* The most loop threads stream_threads 0 picks. */
 #define RPC_STREAM_AUTO_THREADS 4
 
 /* Loop threads of a stream server for rpc_options_t.stream_threads n: n
- * when > 0, else min(online CPUs, RPC_STREAM_AUTO_THREADS). */
+ * when > 0, else half the online CPUs, at least 1 and at most
+ * RPC_STREAM_AUTO_THREADS: the other half is left to the processes a PS
+ * shares its host with (workers, the kernel's packet path). On 2 CPUs that
+ * is 1, the PS before loop threads: spreading costs ~9% more PS CPU per
+ * step (docs/scaling.md), which a machine whose CPUs the workers share
+ * pays in steps/s. */
 int rpc_stream_threads(int n);
 #define RPC_STREAM_HANDSHAKE_S 5.0
 #define RPC_STREAM_MAX_WAIT_S 300.0
