@@ -11,6 +11,7 @@
 #include "common/base/log.h"
 #include "common/base/util.h"
 #include "common/peers/heartbeat.h"
+#include "common/rpc/rpc.h"
 #include "ps/service.h"
 
 /* One line naming the learning-rate rule of the mode, when one is on. */
@@ -57,7 +58,10 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                                                                           : PS_STALENESS_LR_OFF,
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
                          .warmup_steps = (uint64_t)c->train.warmup_steps,
-                         .sparse_sgd = daemon_topk_momentum(c) > 0};
+                         .sparse_sgd = daemon_topk_momentum(c) > 0,
+                         .apply_threads = c->train.apply_threads > 0
+                                              ? (int)c->train.apply_threads
+                                              : rpc_stream_threads((int)c->rpc.stream_threads)};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;
@@ -66,9 +70,12 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
         log_error("%s", err);
         return EXIT_USAGE;
     }
-    log_info("holding %zu partitions, %.2f MiB of weights, %zu optimizer slots; mode %s",
+    log_info("holding %zu partitions, %.2f MiB of weights, %zu optimizer slots; mode %s; %d apply "
+             "thread%s, %d stream thread%s",
              s->shard.store.nparts, (double)s->shard.store.size * 4.0 / (1 << 20),
-             optim_nslots(&o.optim), c->train.mode);
+             optim_nslots(&o.optim), c->train.mode, o.apply_threads,
+             o.apply_threads == 1 ? "" : "s", rpc_stream_threads((int)c->rpc.stream_threads),
+             rpc_stream_threads((int)c->rpc.stream_threads) == 1 ? "" : "s");
     log_lr_rules(&s->shard, c);
     s->model_dir = c->checkpoint.model_dir;
     s->nps = o.nps;

@@ -9,6 +9,7 @@
 #include "common/peers/codec.h"
 #include "common/peers/fields.h"
 #include "common/train/moving.h"
+#include "ps/shard_pool.h"
 #include "ps/sparse.h"
 #include "ps/topk.h"
 
@@ -47,6 +48,11 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->last_incarnation = xcalloc(s->max_workers, sizeof *s->last_incarnation);
     s->last_seq = xcalloc(s->max_workers, sizeof *s->last_seq);
     s->bounce = xalloc_aligned(PS_SHARD_BOUNCE * sizeof(float));
+    s->pool = ps_pool_new(PS_MIN(o->apply_threads, PS_SHARD_MAX_THREADS));
+    s->bounces = xcalloc((size_t)ps_pool_threads(s->pool), sizeof *s->bounces);
+    s->bounces[0] = s->bounce;
+    for (int i = 1; i < ps_pool_threads(s->pool); i++)
+        s->bounces[i] = xalloc_aligned(PS_SHARD_BOUNCE * sizeof(float));
     s->wire16 = xmalloc(s->store.size ? 2 * s->store.size : 2);
     s->tensors = xcalloc(n ? n : 1, sizeof *s->tensors);
     s->tensor_ptrs = xcalloc(n ? n : 1, sizeof *s->tensor_ptrs);
@@ -149,6 +155,10 @@ void ps_shard_free(ps_shard_t *s) {
     free(s->contributed);
     free(s->last_incarnation);
     free(s->last_seq);
+    for (int i = 1; i < ps_pool_threads(s->pool); i++)
+        free(s->bounces[i]);
+    free(s->bounces);
+    ps_pool_free(s->pool);
     free(s->bounce);
     free(s->wire16);
     free(s->accum);
@@ -290,6 +300,60 @@ static uint8_t *wire16_of(const ps_shard_t *s, long p) {
     return s->wire16 + 2 * s->store.parts[p].offset;
 }
 
+/* A walk of a tensor's values limited to [begin, end): wire_floats with
+ * clip_run hands fn only the values of the range. */
+typedef struct {
+    wire_floats_fn fn;
+    void *ctx;
+    size_t begin, end;
+} clip_t;
+
+/* wire_floats_fn: the part of the run inside the range; 1 (not an error:
+ * see clip_floats) once the walk is past it. */
+static int clip_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
+    const clip_t *c = ctx;
+    if (first >= c->end)
+        return 1;
+    size_t lo = PS_MAX(first, c->begin), hi = PS_MIN(first + n, c->end);
+    return lo < hi ? c->fn(c->ctx, lo, x + 4 * (lo - first), hi - lo) : 0;
+}
+
+/* wire_floats on values [begin, end) of the range only. */
+static int clip_floats(const wire_bytes_t *b, size_t begin, size_t end, wire_floats_fn fn,
+                       void *ctx) {
+    clip_t c = {fn, ctx, begin, end};
+    int rc = wire_floats(b, clip_run, &c);
+    return rc == 1 ? 0 : rc;
+}
+
+/* One tensor's finite check, split over the apply threads. */
+typedef struct {
+    const ps_grad_t *t;
+    const uint8_t *x16; /* a 16-bit tensor's aligned copy; NULL: float32 on the wire */
+    int bad[PS_SHARD_MAX_THREADS];
+} finite_job_t;
+
+static void finite_range(void *ctx, size_t begin, size_t end, int slot) {
+    finite_job_t *j = ctx;
+    j->bad[slot] = j->x16 ? codec_check_finite16(j->t->dtype, j->x16 + 2 * begin, end - begin)
+                          : clip_floats(&j->t->data, begin, end, finite_run, NULL);
+}
+
+/* Whether any value of the tensor (its 16-bit copy x16, or float32 on
+ * the wire) is NaN or Inf; a large one checked on the apply threads. */
+static bool tensor_bad(ps_shard_t *s, const ps_grad_t *t, const uint8_t *x16) {
+    size_t n = t->data.len / (x16 ? 2 : 4);
+    if (!s->pool || n < PS_SHARD_SPLIT_MIN)
+        return x16 ? codec_check_finite16(t->dtype, x16, n) != 0
+                   : wire_floats(&t->data, finite_run, NULL) != 0;
+    finite_job_t j = {.t = t, .x16 = x16};
+    ps_pool_run(s->pool, n, PS_SHARD_SPLIT_MIN / 2, finite_range, &j);
+    int bad = 0;
+    for (int i = 0; i < ps_pool_threads(s->pool); i++)
+        bad |= j.bad[i];
+    return bad != 0;
+}
+
 /* A 16-bit tensor (bfloat16, fp16) is copied out (it is half the bytes,
  * and then lies aligned and in one piece) and checked there. */
 static int check_values(ps_shard_t *s, const ps_push_t *req, const long *part_of, char *err,
@@ -299,8 +363,7 @@ static int check_values(ps_shard_t *s, const ps_push_t *req, const long *part_of
         bool is16 = codec_is16(t->dtype);
         if (is16)
             wire_copy(&t->data, wire16_of(s, part_of[i]));
-        if (is16 ? codec_check_finite16(t->dtype, wire16_of(s, part_of[i]), t->data.len / 2)
-                 : wire_floats(&t->data, finite_run, NULL))
+        if (tensor_bad(s, t, is16 ? wire16_of(s, part_of[i]) : NULL))
             return ps_errf(err, errlen, "push: %s rows [%llu, +%llu) holds NaN or Inf", t->name,
                            (unsigned long long)t->row_begin, (unsigned long long)t->rows);
     }
@@ -331,6 +394,7 @@ typedef struct {
     double scale;        /* async: of the step size */
     const uint32_t *idx; /* a sparse tensor: the element of each value; NULL: dense */
     float *dense;        /* sparse, async, slots: the partition's gradient (ps/sparse.h) */
+    float *bounce;       /* [PS_SHARD_BOUNCE]: of the thread that runs it */
 } grad_sink_t;
 
 static void sink_floats(const grad_sink_t *k, size_t first, const float *g, size_t n) {
@@ -361,19 +425,51 @@ static int sink_run(void *ctx, size_t first, const uint8_t *x, size_t n) {
     }
     for (size_t done = 0; done < n; done += PS_SHARD_BOUNCE) {
         size_t m = PS_MIN(n - done, (size_t)PS_SHARD_BOUNCE);
-        memcpy(k->s->bounce, x + 4 * done, m * sizeof(float));
-        sink_floats(k, first + done, k->s->bounce, m);
+        memcpy(k->bounce, x + 4 * done, m * sizeof(float));
+        sink_floats(k, first + done, k->bounce, m);
     }
     return 0;
 }
 
-/* Hands a 16-bit tensor, copied out by check_values, to the sink as
- * floats, a bounce buffer at a time. */
-static void sink_16(const grad_sink_t *k, uint64_t dtype, const uint8_t *x, size_t n) {
-    for (size_t done = 0; done < n; done += PS_SHARD_BOUNCE) {
-        size_t m = PS_MIN(n - done, (size_t)PS_SHARD_BOUNCE);
-        codec_decode(dtype, k->s->bounce, x + 2 * done, m);
-        sink_floats(k, done, k->s->bounce, m);
+/* Hands values [begin, end) of a 16-bit tensor, copied out by
+ * check_values, to the sink as floats, a bounce buffer at a time. */
+static void sink_16(const grad_sink_t *k, uint64_t dtype, const uint8_t *x, size_t begin,
+                    size_t end) {
+    for (size_t done = begin; done < end; done += PS_SHARD_BOUNCE) {
+        size_t m = PS_MIN(end - done, (size_t)PS_SHARD_BOUNCE);
+        codec_decode(dtype, k->bounce, x + 2 * done, m);
+        sink_floats(k, done, k->bounce, m);
+    }
+}
+
+/* One dense tensor's gradient, split over the apply threads. */
+typedef struct {
+    const grad_sink_t *k;
+    const ps_grad_t *t;
+    const uint8_t *x16; /* a 16-bit tensor's aligned copy; NULL: float32 on the wire */
+} sink_job_t;
+
+static void sink_range(void *ctx, size_t begin, size_t end, int slot) {
+    const sink_job_t *j = ctx;
+    grad_sink_t k = *j->k;
+    k.bounce = k.s->bounces[slot];
+    if (j->x16)
+        sink_16(&k, j->t->dtype, j->x16, begin, end);
+    else
+        clip_floats(&j->t->data, begin, end, sink_run, &k);
+}
+
+/* A dense tensor's gradient to the sink: a large one on the apply threads. */
+static void sink_dense(ps_shard_t *s, const grad_sink_t *k, const ps_grad_t *t,
+                       const uint8_t *x16) {
+    size_t n = t->data.len / (x16 ? 2 : 4);
+    if (s->pool && n >= PS_SHARD_SPLIT_MIN) {
+        sink_job_t j = {k, t, x16};
+        ps_pool_run(s->pool, n, PS_SHARD_SPLIT_MIN / 2, sink_range, &j);
+    } else if (x16) {
+        sink_16(k, t->dtype, x16, 0, n);
+    } else {
+        wire_floats(&t->data, sink_run, (void *)k);
     }
 }
 
@@ -386,17 +482,39 @@ static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of,
         }
         const ps_grad_t *t = &req->grads[i];
         size_t part = (size_t)part_of[i];
-        grad_sink_t k = {.s = s, .part = part, .sum = sum, .scale = scale, .idx = t->indices};
+        grad_sink_t k = {.s = s,
+                         .part = part,
+                         .sum = sum,
+                         .scale = scale,
+                         .idx = t->indices,
+                         .bounce = s->bounce};
+        const uint8_t *x16 = codec_is16(t->dtype) ? wire16_of(s, part) : NULL;
         /* async mode leaves accum unused: zeros, the dense gradient's room */
         if (k.idx && !sum && !s->sparse_sgd && ps_topk_dense(&s->store))
             k.dense = s->accum + s->store.parts[part].offset;
-        if (codec_is16(t->dtype))
-            sink_16(&k, t->dtype, wire16_of(s, part), t->data.len / 2);
+        if (!k.idx)
+            sink_dense(s, &k, t, x16);
+        else if (x16)
+            sink_16(&k, t->dtype, x16, 0, t->data.len / 2);
         else
             wire_floats(&t->data, sink_run, &k);
         if (k.dense)
             ps_topk_apply_dense(&s->store, part, scale, k.dense, k.idx, t->n_indices);
     }
+}
+
+/* Sync: one partition's averaged gradient applied, split over the apply threads. */
+typedef struct {
+    ps_shard_t *s;
+    size_t part;
+    double scale;
+} accum_job_t;
+
+static void accum_range(void *ctx, size_t begin, size_t end, int slot) {
+    const accum_job_t *j = ctx;
+    store_t *st = &j->s->store;
+    apply_range(st, j->part, j->scale, begin, j->s->accum + st->parts[j->part].offset + begin,
+                end - begin);
 }
 
 /* Sync: averages the summed gradients into one update and starts the next step. */
@@ -408,9 +526,11 @@ static void apply_accumulated(ps_shard_t *s) {
                                                         s->warmup_steps)
                                    : 1.0;
     own_weights(s);
-    for (size_t p = 0; p < s->store.nparts; p++)
-        apply_range(&s->store, p, lr_scale, 0, s->accum + s->store.parts[p].offset,
-                    s->store.parts[p].size);
+    for (size_t p = 0; p < s->store.nparts; p++) {
+        accum_job_t j = {s, p, lr_scale};
+        ps_pool_run(s->store.parts[p].size >= PS_SHARD_SPLIT_MIN ? s->pool : NULL,
+                    s->store.parts[p].size, PS_SHARD_SPLIT_MIN / 2, accum_range, &j);
+    }
     s->store.iterations++;
     publish_step(s);
     memset(s->accum, 0, s->store.size * sizeof(float));

@@ -23,6 +23,12 @@
 /* Floats a gradient run passes through on its way to the optimizer when it
  * does not lie 4-byte aligned: 16 KiB, which stays in the L1 cache. */
 #define PS_SHARD_BOUNCE 4096
+/* A dense tensor of at least this many values (256 KiB of floats) has its
+ * finite check and optimizer apply split over the shard's apply threads
+ * (ps/shard_pool.h); smaller ones cost less than the hand-off. */
+#define PS_SHARD_SPLIT_MIN 65536
+/* The most apply threads a shard starts. */
+#define PS_SHARD_MAX_THREADS 64
 
 /* How an async (or ssp) push's step size follows its staleness: the updates
  * applied between the pull its gradient was computed at (the push's step)
@@ -51,6 +57,10 @@ typedef struct {
      * handled, so a retried push is not applied twice. */
     uint64_t *last_incarnation, *last_seq;
     float *bounce; /* [PS_SHARD_BOUNCE]: aligned copies of unaligned gradients */
+    /* Threads splitting a large dense tensor's check and apply (NULL:
+     * serial), and a bounce buffer for each (bounces[0] is bounce). */
+    struct ps_pool *pool;
+    float **bounces;
     /* [2 * store.size] bytes: a push's 16-bit payloads, copied out of
      * the request at their partitions' offsets while they are checked. */
     uint8_t *wire16;
@@ -89,6 +99,10 @@ typedef struct {
     /* async, SGD with momentum, rpc.push_topk_momentum: the workers apply
      * the momentum to sparse pushes, the PS applies them as plain SGD */
     bool sparse_sgd;
+    /* Threads (counting the caller's) that split a dense tensor of
+     * PS_SHARD_SPLIT_MIN values or more; <= 1: serial. Bit for bit the
+     * serial result: the optimizers are element-wise. */
+    int apply_threads;
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,

@@ -41,4 +41,13 @@ awk '/^ *[0-9]/ {
 python3 "$root/scripts/scale_model.py" --check "$tmp/rows.tsv" > "$tmp/check" ||
   fail "scale_model.py --check: $(cat "$tmp/check")"
 grep -q "^# 2 rows: median |error|" "$tmp/check" || fail "scale_model.py --check: $(cat "$tmp/check")"
+# The projection: the 64-worker grid by cores per PS picks a PS count and K,
+# and more cores per PS never project less.
+python3 "$root/scripts/scale_model.py" > "$tmp/proj" || fail "scale_model.py: $(cat "$tmp/proj")"
+grep -q "^picked: [0-9]* PS of [0-9]* cores: " "$tmp/proj" || fail "no picked PS count and K: $(head -12 "$tmp/proj")"
+awk '/^## cnn, 64 workers/ {g = 1; next} g && /^ +[0-9]+ / {
+  for (i = 2; i <= NF; i += 2) { split($i, e, "/"); if (prev[i] != "" && e[1] < prev[i]) bad = 1; prev[i] = e[1] } }
+  g && /^picked/ {exit} END {exit bad}' "$tmp/proj" || fail "more cores per PS projected less: $(head -9 "$tmp/proj")"
+if python3 "$root/scripts/scale_model.py" --ps-serial 2 > "$tmp/bad" 2>&1; then fail "--ps-serial 2 accepted"; fi
+grep -q "ps-serial" "$tmp/bad" || fail "--ps-serial 2: $(cat "$tmp/bad")"
 echo "PASS: bench_scale_smoke"

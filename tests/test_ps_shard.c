@@ -533,3 +533,162 @@ void test_ps_shard_sync_bf16_push(void) {
     free(b);
     teardown(&f);
 }
+
+/* ---- The apply split over threads (train.apply_threads) ------------------------ */
+
+/* The fixture's push packed and cut into segments of odd sizes (values
+ * split between segments, runs not 4-byte aligned), decoded in place. */
+typedef struct {
+    uint8_t *packed;
+    rpc_seg_t seg[64];
+    rpc_msg_t msg;
+    ps_push_t push;
+} cut_push_t;
+
+static void cut_push(cut_push_t *c, fixture_t *f, uint64_t step) {
+    f->req.step = step;
+    size_t len = pstrain__push_request__get_packed_size(&f->req), at = 0, n = 0;
+    static const size_t sizes[] = {4093, 7, 65539, 1, 150001};
+    c->packed = xmalloc(len);
+    pstrain__push_request__pack(&f->req, c->packed);
+    for (size_t k = 0; at < len && n < PS_ARRAY_LEN(c->seg) - 1; k++) {
+        size_t take = PS_MIN(sizes[k % PS_ARRAY_LEN(sizes)], len - at);
+        c->seg[n++] = (rpc_seg_t){c->packed + at, take};
+        at += take;
+    }
+    if (at < len)
+        c->seg[n++] = (rpc_seg_t){c->packed + at, len - at};
+    c->msg = (rpc_msg_t){c->seg, n, len};
+    ps_push_init(&c->push);
+    if (ps_push_decode(&c->push, &c->msg) != 0)
+        test_fail(__FILE__, __LINE__, "ps_push_decode");
+}
+
+static void cut_free(cut_push_t *c) {
+    ps_push_free(&c->push);
+    free(c->packed);
+}
+
+/* Gradient k of a run: values of both signs and many magnitudes. */
+static void vary_grads(fixture_t *f, int k, uint8_t *b16, uint64_t dtype) {
+    for (size_t i = 0; i < f->s.store.size; i++)
+        f->g[i] = (float)(sin(0.37 * (double)i + k) * pow(10.0, (double)(i % 5) - 3.0));
+    if (!b16)
+        return;
+    wire_bf16_from_floats(b16, f->g, f->s.store.size);
+    for (size_t i = 0; i < f->s.store.nparts; i++) {
+        const store_part_t *p = &f->s.store.parts[i];
+        f->t[i].data = (ProtobufCBinaryData){2 * p->size, b16 + 2 * p->offset};
+        f->t[i].dtype = dtype;
+    }
+}
+
+/* Pushes k of a run to a shard, as the service gets them: cut into pieces. */
+static void push_cut(fixture_t *f, uint64_t step) {
+    cut_push_t c;
+    cut_push(&c, f, step);
+    bool stale;
+    char err[PS_ERRLEN];
+    CHECK(ps_shard_push_view(&f->s, &c.push, &stale, err, sizeof err) == 0);
+    CHECK(!stale);
+    cut_free(&c);
+}
+
+/* Whether two shards hold the same weights and slots, bit for bit. */
+static bool same_store(const fixture_t *a, const fixture_t *b) {
+    size_t bytes = a->s.store.size * sizeof(float);
+    if (memcmp(a->s.store.w, b->s.store.w, bytes) != 0)
+        return false;
+    for (size_t k = 0; k < optim_nslots(&a->s.store.opt); k++)
+        if (memcmp(a->s.store.slots[k], b->s.store.slots[k], bytes) != 0)
+            return false;
+    return true;
+}
+
+/* Five pushes (two workers' each in sync mode) to a serial shard and to
+ * one with 3 apply threads leave the same store, bit for bit. */
+static void split_matches_serial(ps_shard_opts_t o, int sync, int bf16) {
+    fixture_t a, b;
+    o.sync = sync;
+    o.replicas = sync ? 2 : 0;
+    o.apply_threads = 1;
+    CHECK(setup_with(&a, &o, 0.0f) == 0);
+    o.apply_threads = 3;
+    CHECK(setup_with(&b, &o, 0.0f) == 0);
+    CHECK(a.s.pool == NULL && b.s.pool != NULL);
+    size_t n = a.s.store.size;
+    uint8_t *b16a = bf16 ? xmalloc(2 * n) : NULL, *b16b = bf16 ? xmalloc(2 * n) : NULL;
+    for (int k = 0; k < 5; k++) {
+        for (uint32_t worker = 0; worker < (sync ? 2u : 1u); worker++) {
+            vary_grads(&a, 2 * k + (int)worker, b16a, PSTRAIN__WIRE_DTYPE__BFLOAT16);
+            vary_grads(&b, 2 * k + (int)worker, b16b, PSTRAIN__WIRE_DTYPE__BFLOAT16);
+            a.caller.index = b.caller.index = worker;
+            push_cut(&a, sync ? (uint64_t)k : 0);
+            push_cut(&b, sync ? (uint64_t)k : 0);
+        }
+    }
+    CHECK_INT_EQ(ps_shard_step(&b.s), 5);
+    CHECK(same_store(&a, &b));
+    free(b16a);
+    free(b16b);
+    teardown(&a);
+    teardown(&b);
+}
+
+void test_ps_shard_split_apply_bit_identical(void) {
+    ps_shard_opts_t o = {.index = 0, .nps = 1, .max_workers = 4, .seed = 42};
+    /* The MLP holds a partition large enough to split. */
+    fixture_t f;
+    CHECK(setup_with(&f, &o, 0.0f) == 0);
+    size_t largest = 0;
+    for (size_t i = 0; i < f.s.store.nparts; i++)
+        largest = PS_MAX(largest, f.s.store.parts[i].size);
+    CHECK(largest >= PS_SHARD_SPLIT_MIN * 3 / 2); /* 3 ranges of >= SPLIT_MIN / 2 */
+    teardown(&f);
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.1;
+    o.optim.momentum = 0.9;
+    o.optim.nesterov = true;
+    for (int sync = 0; sync < 2; sync++)
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            split_matches_serial(o, sync, bf16);
+    optim_defaults(&o.optim, OPTIM_ADAM);
+    o.optim.learning_rate = 0.01;
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        split_matches_serial(o, 0, bf16);
+}
+
+/* A NaN anywhere in a split tensor (in the last thread's range too) is
+ * found, and the push changes nothing. */
+void test_ps_shard_split_check_finds_nan(void) {
+    ps_shard_opts_t o = {.index = 0, .nps = 1, .max_workers = 4, .seed = 42, .apply_threads = 3};
+    optim_defaults(&o.optim, OPTIM_SGD);
+    o.optim.learning_rate = 0.5;
+    fixture_t f;
+    CHECK(setup_with(&f, &o, 0.25f) == 0);
+    size_t big = 0;
+    for (size_t i = 0; i < f.s.store.nparts; i++)
+        if (f.s.store.parts[i].size > f.s.store.parts[big].size)
+            big = i;
+    const store_part_t *p = &f.s.store.parts[big];
+    CHECK(p->size >= PS_SHARD_SPLIT_MIN);
+    float *w0 = xmalloc(f.s.store.size * sizeof(float));
+    memcpy(w0, f.s.store.w, f.s.store.size * sizeof(float));
+    const size_t at[] = {0, p->size / 2 + 1, p->size - 1};
+    for (size_t i = 0; i < PS_ARRAY_LEN(at); i++) {
+        f.g[p->offset + at[i]] = NAN;
+        cut_push_t c;
+        cut_push(&c, &f, 0);
+        bool stale;
+        char err[PS_ERRLEN] = "";
+        CHECK(ps_shard_push_view(&f.s, &c.push, &stale, err, sizeof err) != 0);
+        CHECK_STR_CONTAINS(err, "NaN or Inf");
+        cut_free(&c);
+        f.g[p->offset + at[i]] = 0.25f;
+    }
+    CHECK(memcmp(w0, f.s.store.w, f.s.store.size * sizeof(float)) == 0);
+    push_cut(&f, 0);
+    CHECK_NEAR(f.s.store.w[p->offset + p->size - 1], w0[p->offset + p->size - 1] - 0.125f, 1e-6);
+    free(w0);
+    teardown(&f);
+}

@@ -396,3 +396,116 @@ void test_stream_handshake_timeout(void) {
     rpc_server_stop(srv);
     pthread_mutex_destroy(&sv.mu);
 }
+
+/* ---- Loop threads (rpc.stream_threads) ------------------------------------------ */
+
+#define LANES 3
+#define LANE_CONNS 24
+
+/* Many TCP connections over several loop threads: each lane serves its
+ * share (lane 0 hands each new one to the lane with the fewest), and every
+ * request, all sent before any answer is read, gets its own answer back. */
+void test_stream_lanes_many_connections(void) {
+    svc_t sv;
+    rpc_options_t opt = {.stream = 1, .stream_threads = LANES};
+    rpc_server_t *srv = serve(&sv, &opt);
+    int port = rpc_server_stream_port(srv), fd[LANE_CONNS];
+    for (int i = 0; i < LANE_CONNS; i++) {
+        fd[i] = tcp_connect(port);
+        CHECK(fd[i] >= 0);
+        CHECK(raw_echo(fd[i], "hello") == 0); /* opened on its lane before the next */
+    }
+    int conns[LANES + 1] = {0};
+    CHECK_INT_EQ(rpc_server_stream_lanes(srv, conns, LANES + 1), LANES);
+    for (int l = 0; l < LANES; l++)
+        CHECK_INT_EQ(conns[l], LANE_CONNS / LANES);
+    for (int round = 0; round < 5; round++) {
+        char text[LANE_CONNS][32], body[64];
+        for (int i = 0; i < LANE_CONNS; i++) {
+            snprintf(text[i], sizeof text[i], "conn %d round %d", i, round);
+            CHECK(send_request(fd[i], ECHO, text[i], WAIT_S) == 0);
+        }
+        for (int i = LANE_CONNS - 1; i >= 0; i--) {
+            uint32_t flags = 0;
+            CHECK_INT_EQ(read_response(fd[i], &flags, body, sizeof body), RPC_OK);
+            CHECK(strcmp(body, text[i]) == 0);
+        }
+    }
+    /* A closed connection leaves its lane's count; the next fills the gap. */
+    close(fd[0]);
+    int freed = 0;
+    for (double until = ps_now() + WAIT_S; !freed && ps_now() < until;) {
+        rpc_server_stream_lanes(srv, conns, LANES);
+        freed = conns[0] + conns[1] + conns[2] == LANE_CONNS - 1;
+    }
+    CHECK(freed);
+    fd[0] = tcp_connect(port);
+    CHECK(fd[0] >= 0 && raw_echo(fd[0], "again") == 0);
+    rpc_server_stream_lanes(srv, conns, LANES);
+    for (int l = 0; l < LANES; l++)
+        CHECK_INT_EQ(conns[l], LANE_CONNS / LANES);
+    for (int i = 0; i < LANE_CONNS; i++)
+        close(fd[i]);
+    rpc_server_stop(srv);
+    pthread_mutex_destroy(&sv.mu);
+}
+
+/* Stopping with calls in flight on every lane: each is cancelled (its
+ * owner hears of it once), every client gets an answer or a close, and
+ * the stop returns with nothing left waiting. */
+void test_stream_lanes_stop_in_flight(void) {
+    svc_t sv;
+    rpc_options_t opt = {.stream = 1, .shm = 1, .stream_threads = LANES};
+    rpc_server_t *srv = serve(&sv, &opt);
+    int port = rpc_server_stream_port(srv), fd[LANE_CONNS];
+    for (int i = 0; i < LANE_CONNS; i++) {
+        fd[i] = tcp_connect(port);
+        CHECK(fd[i] >= 0 && raw_echo(fd[i], "open") == 0);
+        CHECK(send_request(fd[i], WAIT, "w", 0) == 0);
+    }
+    /* A shared-memory call (lane 0) waits too. */
+    rpc_channel_t *ch = channel(srv, &opt);
+    rpc_buf_t r = {0};
+    char err[PS_ERRLEN] = "";
+    CHECK_INT_EQ(rpc_call(ch, ECHO, "shm", 3, WAIT_S, &r, err, sizeof err), RPC_OK);
+    CHECK(strcmp(rpc_channel_transport(ch), "shm") == 0);
+    int waiting = 0;
+    for (double until = ps_now() + WAIT_S; waiting < LANE_CONNS && ps_now() < until;) {
+        pthread_mutex_lock(&sv.mu);
+        waiting = sv.n_waiting;
+        pthread_mutex_unlock(&sv.mu);
+    }
+    CHECK_INT_EQ(waiting, LANE_CONNS);
+    rpc_server_stop(srv);
+    CHECK_INT_EQ(sv.cancels, LANE_CONNS);
+    CHECK_INT_EQ(sv.n_waiting, 0);
+    for (int i = 0; i < LANE_CONNS; i++) {
+        uint32_t flags = 0;
+        char body[64];
+        int code = read_response(fd[i], &flags, body, sizeof body);
+        CHECK(code == RPC_CANCELLED || code == -1);
+        close(fd[i]);
+    }
+    rpc_buf_free(&r);
+    rpc_channel_destroy(ch);
+    pthread_mutex_destroy(&sv.mu);
+}
+
+/* 0 picks half the online CPUs, 1 to RPC_STREAM_AUTO_THREADS lanes; a
+ * count is kept. */
+void test_stream_lanes_auto_count(void) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = (int)PS_MAX(1L, PS_MIN(cpus / 2, (long)RPC_STREAM_AUTO_THREADS));
+    CHECK_INT_EQ(rpc_stream_threads(0), want);
+    CHECK_INT_EQ(rpc_stream_threads(7), 7);
+    svc_t sv;
+    rpc_options_t opt = {.stream = 1};
+    rpc_server_t *srv = serve(&sv, &opt);
+    int conns[RPC_STREAM_AUTO_THREADS];
+    CHECK_INT_EQ(rpc_server_stream_lanes(srv, conns, RPC_STREAM_AUTO_THREADS), want);
+    int fd = tcp_connect(rpc_server_stream_port(srv));
+    CHECK(fd >= 0 && raw_echo(fd, "auto") == 0);
+    close(fd);
+    rpc_server_stop(srv);
+    pthread_mutex_destroy(&sv.mu);
+}

@@ -58,6 +58,7 @@ typedef struct {
         int64_t backup_workers;           /* sync: pushes of a step not waited for */
         char loss[CONFIG_STR];            /* auto | one of model_loss_name's */
         bool sparse_embeddings;           /* embedding tables move by the rows a batch reads */
+        int64_t apply_threads;            /* PS: threads splitting a large tensor's update */
     } train;
     struct {
         char model_dir[CONFIG_STR];
@@ -76,6 +77,7 @@ typedef struct {
         bool stream;
         int64_t stream_port;
         int64_t stream_max_connections;
+        int64_t stream_threads;
         bool shm;
         char stream_allowed_uids[CONFIG_STR]; /* "" = only the PS's own uid */
         char wire_dtype[CONFIG_STR];          /* fp32 | bf16 | fp16: tensors on the wire */

@@ -189,6 +189,14 @@ const config_key_t config_keys[] = {
     INT_KEY("rpc.stream_max_connections", rpc.stream_max_connections, "1024", 1, 1000000,
             "tensor stream connections a PS holds at once (Unix socket and TCP together); the "
             "next client is answered RESOURCE_EXHAUSTED"),
+    INT_KEY("train.apply_threads", train.apply_threads, "0", 0, 64,
+            "threads of a PS that split the NaN check and optimizer update of a dense tensor of "
+            "64Ki values or more (bit-identical to one thread); 0 = as many as rpc.stream_threads "
+            "gives"),
+    INT_KEY("rpc.stream_threads", rpc.stream_threads, "0", 0, 64,
+            "loop threads of a PS's tensor stream: its TCP connections spread over them (socket "
+            "reads and writes on several cores; handlers stay serialized); 0 = half the online "
+            "CPUs, 1 to 4"),
     OPT_STRING_KEY("rpc.stream_allowed_uids", rpc.stream_allowed_uids,
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),

@@ -187,6 +187,7 @@ rpc_options_t daemon_rpc_options(const config_t *cfg) {
     o.stream = cfg->rpc.stream;
     o.stream_port = (int)cfg->rpc.stream_port;
     o.stream_max_connections = (int)cfg->rpc.stream_max_connections;
+    o.stream_threads = (int)cfg->rpc.stream_threads;
     o.shm = cfg->rpc.shm;
     o.stream_allowed_uids = cfg->rpc.stream_allowed_uids;
     o.stream_max_wait_s = cfg->rpc.deadline_secs;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/base/log.h"
 #include "common/base/util.h"
@@ -119,6 +120,13 @@ void rpc_tune_malloc(void) {
      * reused rather than allocated per message. */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+int rpc_stream_threads(int n) {
+    if (n > 0)
+        return n;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return (int)PS_MAX(1L, PS_MIN(cpus / 2, (long)RPC_STREAM_AUTO_THREADS));
 }
 
 int rpc_parse_uids(const char *text, uid_t *uids, char *err, size_t errlen) {

@@ -77,6 +77,11 @@ typedef struct {
      * (0 = RPC_STREAM_MAX_CONNECTIONS): the next one is answered
      * RESOURCE_EXHAUSTED and closed. */
     int stream_max_connections;
+    /* Loop threads of a server's stream (rpc_stream_threads picks 0's):
+     * its TCP connections spread over them, so that the kernel's copies
+     * of their bytes run on several cores; the Unix socket's stay on the
+     * first. The handlers stay serialized whatever the count. */
+    int stream_threads;
     /* Seconds a new stream connection has to open with its hello (Unix
      * socket) or its first request's header (TCP) before the server closes
      * it (0 = RPC_STREAM_HANDSHAKE_S). */
@@ -92,6 +97,17 @@ typedef struct {
 } rpc_options_t;
 
 #define RPC_STREAM_MAX_CONNECTIONS 1024
+/* The most loop threads stream_threads 0 picks. */
+#define RPC_STREAM_AUTO_THREADS 4
+
+/* Loop threads of a stream server for rpc_options_t.stream_threads n: n
+ * when > 0, else half the online CPUs, at least 1 and at most
+ * RPC_STREAM_AUTO_THREADS: the other half is left to the processes a PS
+ * shares its host with (workers, the kernel's packet path). On 2 CPUs that
+ * is 1, the PS before loop threads: spreading costs ~9% more PS CPU per
+ * step (docs/scaling.md), which a machine whose CPUs the workers share
+ * pays in steps/s. */
+int rpc_stream_threads(int n);
 #define RPC_STREAM_HANDSHAKE_S 5.0
 #define RPC_STREAM_MAX_WAIT_S 300.0
 #define RPC_MAX_ALLOWED_UIDS 32
@@ -199,6 +215,9 @@ int rpc_server_start(rpc_server_t **out, const rpc_server_config_t *cfg, char *e
 int rpc_server_port(const rpc_server_t *s);
 /* The port of its tensor stream; 0 when it offers none. */
 int rpc_server_stream_port(const rpc_server_t *s);
+/* The stream's loop threads (0 without a stream), and into conns (room for
+ * max) the connections each serves now. */
+int rpc_server_stream_lanes(const rpc_server_t *s, int *conns, int max);
 /* Seconds rpc_server_stop gives the calls in flight to finish. */
 #define RPC_STOP_GRACE_S 0.5
 /* Stops accepting, gives the calls in flight RPC_STOP_GRACE_S to finish, then

@@ -477,6 +477,7 @@ static int stream_start(rpc_server_t *s, const rpc_server_config_t *cfg, char *e
         .shm = o->shm,
         .max_conns =
             o->stream_max_connections > 0 ? o->stream_max_connections : RPC_STREAM_MAX_CONNECTIONS,
+        .lanes = rpc_stream_threads(o->stream_threads),
         .handshake_s = o->stream_handshake_s > 0 ? o->stream_handshake_s : RPC_STREAM_HANDSHAKE_S,
         .max_recv = s->max_recv,
         .max_send = s->max_send,
@@ -559,6 +560,10 @@ int rpc_server_port(const rpc_server_t *s) {
 
 int rpc_server_stream_port(const rpc_server_t *s) {
     return stream__server_tcp_port(s->stream);
+}
+
+int rpc_server_stream_lanes(const rpc_server_t *s, int *conns, int max) {
+    return stream__server_lanes(s->stream, conns, max);
 }
 
 void rpc_server_stop(rpc_server_t *s) {

@@ -43,13 +43,13 @@ static void on_conn_closed(uv_handle_t *h) {
     stream_conn_t *k = h->data;
     if (--k->open_handles > 0)
         return;
-    stream_server_t *s = k->srv;
+    stream_lane_t *l = k->lane;
     close(k->fd);
     if (k->memfd >= 0)
         close(k->memfd);
-    s->conn_structs--;
+    l->conn_structs--;
     stream__conn_unref(k);
-    stream__maybe_finish(s);
+    stream__maybe_finish(l);
 }
 
 /* Closes the connection; a call it waits for is cancelled. Loop only. */
@@ -57,14 +57,15 @@ void stream__conn_close(stream_conn_t *k) {
     if (k->closing)
         return;
     k->closing = 1;
-    stream_server_t *s = k->srv;
+    stream_lane_t *l = k->lane;
     if (k->prev)
         k->prev->next = k->next;
     else
-        s->conns = k->next;
+        l->conns = k->next;
     if (k->next)
         k->next->prev = k->prev;
-    s->nconns--;
+    atomic_fetch_sub(&l->nconns, 1);
+    atomic_fetch_sub(&k->srv->nconns, 1);
     stream_call_t *c = k->call;
     k->call = k->wcall = NULL;
     if (c) { /* dropped once its reply is in and its handler has returned */
@@ -199,7 +200,7 @@ static void write_done(stream_conn_t *k) {
     if (k->state == K_LINGER) {
         shutdown(k->fd, SHUT_WR);
         conn_timer(k, LINGER_S, on_linger);
-    } else if (k->srv->stopping) {
+    } else if (k->lane->stopping) {
         stream__conn_close(k);
         return;
     } else {
@@ -303,6 +304,7 @@ static void conn_dispatch(stream_conn_t *k) {
         return;
     }
     c->srv = s;
+    c->lane = k->lane;
     c->conn = k;
     atomic_init(&c->refs, 1);
     snprintf(c->peer, sizeof c->peer, "%s", k->peer);
@@ -324,7 +326,7 @@ static void conn_header(stream_conn_t *k) {
     double deadline_s;
     if (rpc__stream_req_get(k->head, &method_len, &deadline_s, &k->body_len) < 0 ||
         method_len == 0 || method_len > RPC_STREAM_METHOD_MAX) {
-        log_warn_limited(&s->bad_limit,
+        log_warn_limited(&k->lane->bad_limit,
                          "rpc: %s sent bytes that are not a pstrain stream request; connection "
                          "closed",
                          k->peer);
@@ -340,7 +342,7 @@ static void conn_header(stream_conn_t *k) {
         snprintf(msg, sizeof msg,
                  "request of %llu bytes is over the limit of %zu (rpc.max_message_mb)",
                  (unsigned long long)k->body_len, s->cfg.max_recv);
-        log_warn_limited(&s->bad_limit, "rpc: %s: %s; connection closed", k->peer, msg);
+        log_warn_limited(&k->lane->bad_limit, "rpc: %s: %s; connection closed", k->peer, msg);
         conn_answer(k, RPC_RESOURCE_EXHAUSTED, msg, NULL, K_LINGER);
         return;
     }
@@ -413,7 +415,7 @@ static int conn_map(stream_conn_t *k) {
         close(k->memfd);
     k->memfd = -1;
     if (why)
-        log_warn_limited(&k->srv->bad_limit, "rpc: %s %s; connection closed", k->peer, why);
+        log_warn_limited(&k->lane->bad_limit, "rpc: %s %s; connection closed", k->peer, why);
     return why ? -1 : 0;
 }
 
@@ -472,7 +474,7 @@ static void conn_drain(stream_conn_t *k) {
     if (r > 0 && k->state == K_LINGER)
         return;
     if (r > 0)
-        log_warn_limited(&k->srv->bad_limit,
+        log_warn_limited(&k->lane->bad_limit,
                          "rpc: %s sent bytes while its call was in hand; connection closed",
                          k->peer);
     stream__conn_close(k);
@@ -526,21 +528,24 @@ static void conn_poll(stream_conn_t *k, int events) {
         stream__conn_close(k);
 }
 
-void stream__conn_open(stream_server_t *s, int fd, int is_unix) {
+void stream__conn_open(stream_lane_t *l, int fd, int is_unix) {
+    stream_server_t *s = l->srv;
     stream_conn_t *k = xcalloc(1, sizeof *k);
     k->srv = s;
+    k->lane = l;
     k->fd = fd;
     k->is_unix = is_unix;
     k->memfd = -1;
     atomic_init(&k->refs, 1);
-    int rc = uv_poll_init(&s->loop, &k->poll, fd);
+    int rc = uv_poll_init(&l->loop, &k->poll, fd);
     if (rc < 0) {
         log_warn("rpc: tensor stream: cannot watch a new connection: %s", uv_strerror(rc));
         close(fd);
         free(k);
+        atomic_fetch_sub(&s->nconns, 1);
         return;
     }
-    uv_timer_init(&s->loop, &k->timer);
+    uv_timer_init(&l->loop, &k->timer);
     k->poll.data = k->timer.data = k;
     if (!is_unix)
         rpc__stream_tune(fd);
@@ -548,12 +553,12 @@ void stream__conn_open(stream_server_t *s, int fd, int is_unix) {
     k->state = is_unix ? K_HELLO : K_HEAD;
     k->at = k->head;
     k->left = sizeof k->head;
-    k->next = s->conns;
-    if (s->conns)
-        s->conns->prev = k;
-    s->conns = k;
-    s->nconns++;
-    s->conn_structs++;
+    k->next = l->conns;
+    if (l->conns)
+        l->conns->prev = k;
+    l->conns = k;
+    atomic_fetch_add(&l->nconns, 1);
+    l->conn_structs++;
     conn_timer(k, s->cfg.handshake_s, on_handshake_timeout);
     conn_poll(k, UV_READABLE | UV_DISCONNECT);
 }

@@ -95,6 +95,7 @@ typedef struct {
     int tcp_port;
     int shm; /* offer the Unix socket and shared memory */
     int max_conns;
+    int lanes; /* loop threads; TCP connections spread over them (< 1: one) */
     double handshake_s;
     /* Uids besides the server's own that may connect to its Unix socket. */
     uid_t allowed_uids[RPC_MAX_ALLOWED_UIDS];
@@ -118,6 +119,9 @@ int stream__server_start(stream_server_t **out, const stream_server_config_t *cf
 /* The TCP stream's port, 0 when not offered; the Unix socket's abstract
  * name, "" when not offered. */
 int stream__server_tcp_port(const stream_server_t *s);
+/* Its lanes (0 for NULL), and into conns (room for max) each one's
+ * connections now. Any thread. */
+int stream__server_lanes(const stream_server_t *s, int *conns, int max);
 const char *stream__server_unix_name(const stream_server_t *s);
 /* Stops accepting and closes idle connections; the calls in flight have
  * RPC_STOP_GRACE_S from now. Returns at once. */

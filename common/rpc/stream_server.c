@@ -1,7 +1,11 @@
-/* The tensor stream's server: one libuv loop thread serves every stream
- * connection of a server, Unix socket and TCP, and one handler thread runs
- * the handlers (a shared-memory call that finds it idle runs on the loop
- * thread instead: stream__job_inline).
+/* The tensor stream's server: cfg.lanes libuv loop threads ("lanes") serve
+ * the stream connections of a server, and one handler thread runs the
+ * handlers (a shared-memory call that finds it idle runs on the loop
+ * thread instead: stream__job_inline). Lane 0 accepts on both listeners,
+ * keeps the Unix socket's connections and hands each TCP connection to the
+ * lane that serves the fewest, so that the kernel's copies of many
+ * connections' bytes run on several cores; the handlers stay serialized
+ * on cfg.hmu.
  *
  * The loop accepts (answering RESOURCE_EXHAUSTED past the connection
  * limit), waits for each connection's handshake (the hello and its memory
@@ -59,8 +63,10 @@ void stream__call_unref(stream_call_t *c) {
     free(c->blobs);
     free(c);
     pthread_mutex_lock(&s->mu);
-    if (--s->live == 0 && s->stop_asked)
-        uv_async_send(&s->wake); /* under mu: the loop closes wake only with live 0 */
+    if (--s->live == 0 && s->stop_asked) /* under mu: a lane closes wake only with live 0 */
+        for (int i = 0; i < s->nlanes; i++)
+            if (!s->lanes[i].wake_closed)
+                uv_async_send(&s->lanes[i].wake);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -74,16 +80,19 @@ void stream__reply_done(stream_call_t *c) {
     c->release = NULL;
 }
 
+/* Queues the call's reply or its handler's return for its lane. A lane's
+ * wake stays open while any call lives (stream__maybe_finish). */
 static void post(stream_server_t *s, int reply, stream_call_t *c) {
+    stream_lane_t *l = c->lane;
     pthread_mutex_lock(&s->mu);
     if (reply) {
-        c->next_reply = s->replies;
-        s->replies = c;
+        c->next_reply = l->replies;
+        l->replies = c;
     } else {
-        c->next_handled = s->handled;
-        s->handled = c;
+        c->next_handled = l->handled;
+        l->handled = c;
     }
-    uv_async_send(&s->wake);
+    uv_async_send(&l->wake);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -228,8 +237,8 @@ int stream__job_inline(stream_server_t *s, stream_call_t *c, stream_conn_t *k) {
     if (!k->shm)
         return 0;
     /* Calls stay in the order the loop read them: none may be queued or
-     * in the handler thread's hands (the loop is the only one that queues,
-     * so what is seen here holds until the handler below has run). */
+     * in the handler thread's hands. Other lanes may queue meanwhile; their
+     * calls then wait for the handler lock held below. */
     pthread_mutex_lock(&s->jmu);
     int busy = s->jhead != NULL || s->jbusy;
     pthread_mutex_unlock(&s->jmu);
@@ -258,6 +267,7 @@ static void cancel_job(stream_server_t *s, job_t *j) {
 
 static void *handler_main(void *arg) {
     stream_server_t *s = arg;
+    pthread_setname_np(pthread_self(), "stream-handler");
     for (;;) {
         pthread_mutex_lock(&s->jmu);
         while (!s->jhead && !s->jstop)
@@ -289,7 +299,7 @@ static void refuse(stream_server_t *s, int fd) {
     snprintf(msg, sizeof msg,
              "the server holds %d tensor stream connections, its limit "
              "(rpc.stream_max_connections)",
-             s->nconns);
+             atomic_load(&s->nconns));
     uint8_t h[RPC_STREAM_HDR];
     rpc__stream_resp_put(h, RPC_RESOURCE_EXHAUSTED, strlen(msg), 0, RPC_STREAM_CLOSING);
     struct iovec v[2] = {{h, sizeof h}, {msg, strlen(msg)}};
@@ -353,13 +363,71 @@ static void refuse_peer(stream_server_t *s, int fd) {
     close(fd);
 }
 
+/* The lane that serves the fewest connections: lane 0 (this thread) on a tie. */
+static stream_lane_t *lane_pick(stream_server_t *s) {
+    stream_lane_t *best = &s->lanes[0];
+    int least = atomic_load(&best->nconns);
+    for (int i = 1; i < s->nlanes; i++) {
+        int n = atomic_load(&s->lanes[i].nconns);
+        if (n < least) {
+            least = n;
+            best = &s->lanes[i];
+        }
+    }
+    return best;
+}
+
+/* Hands an accepted TCP connection to lane l (not lane 0), which opens it
+ * on its own thread (lane_take). Once a stop is asked the lane may have
+ * finished (its wake closed): the connection is closed here instead. */
+static void lane_give(stream_lane_t *l, int fd) {
+    stream_server_t *s = l->srv;
+    pthread_mutex_lock(&s->mu);
+    if (s->stop_asked) {
+        pthread_mutex_unlock(&s->mu);
+        close(fd);
+        atomic_fetch_sub(&s->nconns, 1);
+        return;
+    }
+    atomic_fetch_add(&l->nconns, 1); /* counted at once, so the next pick sees it */
+    if (l->ninbox == l->capinbox) {
+        l->capinbox = l->capinbox ? 2 * l->capinbox : 16;
+        l->inbox = xrealloc(l->inbox, l->capinbox * sizeof *l->inbox);
+    }
+    l->inbox[l->ninbox++] = fd;
+    uv_async_send(&l->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Opens the connections lane 0 handed over; closes them once stopping. */
+static void lane_take(stream_lane_t *l) {
+    stream_server_t *s = l->srv;
+    pthread_mutex_lock(&s->mu);
+    int *fds = l->inbox;
+    size_t n = l->ninbox;
+    l->inbox = NULL;
+    l->ninbox = l->capinbox = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        atomic_fetch_sub(&l->nconns, 1); /* stream__conn_open counts it again */
+        if (l->stopping) {
+            close(fds[i]);
+            atomic_fetch_sub(&s->nconns, 1);
+        } else {
+            stream__conn_open(l, fds[i], 0);
+        }
+    }
+    free(fds);
+}
+
 static void on_retry(uv_timer_t *t);
 
 static void on_accept(uv_poll_t *h, int status, int events) {
-    stream_server_t *s = h->data;
-    int is_unix = h == &s->unix_poll;
+    stream_lane_t *l0 = h->data;
+    stream_server_t *s = l0->srv;
+    int is_unix = h == &l0->unix_poll;
     int lfd = is_unix ? s->unix_fd : s->tcp_fd;
-    for (int i = 0; i < ACCEPT_BATCH && !s->stopping; i++) {
+    for (int i = 0; i < ACCEPT_BATCH && !l0->stopping; i++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
             continue;
@@ -369,89 +437,107 @@ static void on_accept(uv_poll_t *h, int status, int events) {
             /* Out of descriptors or memory: keep serving the connections
              * there are, and listen again shortly. */
             log_warn("rpc: tensor stream: accept: %s; accepting again in 0.1 s", strerror(errno));
-            uv_poll_stop(&s->tcp_poll);
-            uv_poll_stop(&s->unix_poll);
-            uv_timer_start(&s->retry, on_retry, 100, 0);
+            uv_poll_stop(&l0->tcp_poll);
+            uv_poll_stop(&l0->unix_poll);
+            uv_timer_start(&l0->retry, on_retry, 100, 0);
             return;
         }
-        if (s->nconns >= s->cfg.max_conns)
+        if (atomic_load(&s->nconns) >= s->cfg.max_conns) {
             refuse(s, fd);
-        else if (is_unix && !peer_allowed(s, fd))
+            continue;
+        }
+        if (is_unix && !peer_allowed(s, fd)) {
             refuse_peer(s, fd);
+            continue;
+        }
+        atomic_fetch_add(&s->nconns, 1);
+        stream_lane_t *to = is_unix ? l0 : lane_pick(s);
+        if (to == l0)
+            stream__conn_open(l0, fd, is_unix);
         else
-            stream__conn_open(s, fd, is_unix);
+            lane_give(to, fd);
     }
 }
 
 static void on_retry(uv_timer_t *t) {
-    stream_server_t *s = t->data;
-    if (s->stopping)
+    stream_lane_t *l0 = t->data;
+    stream_server_t *s = l0->srv;
+    if (l0->stopping)
         return;
     if (s->tcp_fd >= 0)
-        uv_poll_start(&s->tcp_poll, UV_READABLE, on_accept);
+        uv_poll_start(&l0->tcp_poll, UV_READABLE, on_accept);
     if (s->unix_fd >= 0)
-        uv_poll_start(&s->unix_poll, UV_READABLE, on_accept);
+        uv_poll_start(&l0->unix_poll, UV_READABLE, on_accept);
 }
 
 /* ---- Stopping ---------------------------------------------------------------------- */
 
 static void on_listener_closed(uv_handle_t *h) {
-    stream_server_t *s = h->data;
-    close(h == (uv_handle_t *)&s->unix_poll ? s->unix_fd : s->tcp_fd);
-    s->listeners--;
-    stream__maybe_finish(s);
+    stream_lane_t *l0 = h->data;
+    stream_server_t *s = l0->srv;
+    close(h == (uv_handle_t *)&l0->unix_poll ? s->unix_fd : s->tcp_fd);
+    l0->listeners--;
+    stream__maybe_finish(l0);
 }
 
-/* The last step: every connection closed and every call released; closing
- * the remaining handles ends uv_run. */
-void stream__maybe_finish(stream_server_t *s) {
-    if (!s->stopping || s->conn_structs > 0 || s->listeners > 0 ||
-        uv_is_closing((uv_handle_t *)&s->wake))
+/* The lane's last step: its connections closed and every call of the
+ * server released (a call's lane must hear of it until it is freed);
+ * closing the remaining handles ends uv_run. */
+void stream__maybe_finish(stream_lane_t *l) {
+    stream_server_t *s = l->srv;
+    if (!l->stopping || l->conn_structs > 0 || l->listeners > 0 ||
+        uv_is_closing((uv_handle_t *)&l->wake))
         return;
     pthread_mutex_lock(&s->mu);
     int idle = s->live == 0;
-    if (idle)
-        uv_close((uv_handle_t *)&s->wake, NULL);
+    if (idle) {
+        uv_close((uv_handle_t *)&l->wake, NULL);
+        l->wake_closed = 1;
+    }
     pthread_mutex_unlock(&s->mu);
     if (!idle)
         return;
-    uv_close((uv_handle_t *)&s->grace, NULL);
-    uv_close((uv_handle_t *)&s->retry, NULL);
+    uv_close((uv_handle_t *)&l->grace, NULL);
+    uv_close((uv_handle_t *)&l->retry, NULL);
 }
 
 /* The grace is over: what still waits is cancelled and closed. */
 static void on_grace(uv_timer_t *t) {
-    stream_server_t *s = t->data;
-    while (s->conns)
-        stream__conn_close(s->conns);
-    stream__maybe_finish(s);
+    stream_lane_t *l = t->data;
+    while (l->conns)
+        stream__conn_close(l->conns);
+    stream__maybe_finish(l);
 }
 
-static void begin_stop(stream_server_t *s, double t0) {
-    s->stopping = 1;
-    if (s->tcp_fd >= 0)
-        uv_close((uv_handle_t *)&s->tcp_poll, on_listener_closed);
-    if (s->unix_fd >= 0)
-        uv_close((uv_handle_t *)&s->unix_poll, on_listener_closed);
-    uv_timer_stop(&s->retry);
-    for (stream_conn_t *k = s->conns, *next; k; k = next) {
+static void begin_stop(stream_lane_t *l, double t0) {
+    stream_server_t *s = l->srv;
+    l->stopping = 1;
+    if (l->index == 0 && s->tcp_fd >= 0)
+        uv_close((uv_handle_t *)&l->tcp_poll, on_listener_closed);
+    if (l->index == 0 && s->unix_fd >= 0)
+        uv_close((uv_handle_t *)&l->unix_poll, on_listener_closed);
+    uv_timer_stop(&l->retry);
+    lane_take(l); /* closes what lane 0 handed over */
+    for (stream_conn_t *k = l->conns, *next; k; k = next) {
         next = k->next;
         if (k->state < K_METHOD || k->state == K_LINGER) /* idle: no request in hand */
             stream__conn_close(k);
     }
     double left = t0 + RPC_STOP_GRACE_S - ps_now();
-    uv_timer_start(&s->grace, on_grace, left > 0 ? (uint64_t)(left * 1e3) + 1 : 0, 0);
-    stream__maybe_finish(s);
+    uv_timer_start(&l->grace, on_grace, left > 0 ? (uint64_t)(left * 1e3) + 1 : 0, 0);
+    stream__maybe_finish(l);
 }
 
 static void on_wake(uv_async_t *a) {
-    stream_server_t *s = a->data;
+    stream_lane_t *l = a->data;
+    stream_server_t *s = l->srv;
     pthread_mutex_lock(&s->mu);
-    stream_call_t *replies = s->replies, *handled = s->handled;
-    s->replies = s->handled = NULL;
+    stream_call_t *replies = l->replies, *handled = l->handled;
+    l->replies = l->handled = NULL;
     int stop = s->stop_asked;
     double t0 = s->t0;
     pthread_mutex_unlock(&s->mu);
+    lane_take(l);
     for (stream_call_t *c = handled, *next; c; c = next) {
         next = c->next_handled;
         c->handled = 1;
@@ -462,16 +548,19 @@ static void on_wake(uv_async_t *a) {
         c->replied = 1;
         stream__call_settle(c);
     }
-    if (stop && !s->stopping)
-        begin_stop(s, t0);
-    stream__maybe_finish(s);
+    if (stop && !l->stopping)
+        begin_stop(l, t0);
+    stream__maybe_finish(l);
 }
 
 /* ---- Start and stop ------------------------------------------------------------- */
 
 static void *loop_main(void *arg) {
-    stream_server_t *s = arg;
-    uv_run(&s->loop, UV_RUN_DEFAULT);
+    stream_lane_t *l = arg;
+    char name[16]; /* for top -H and per-thread CPU figures */
+    snprintf(name, sizeof name, "stream-lane%d", l->index);
+    pthread_setname_np(pthread_self(), name);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
     return NULL;
 }
 
@@ -483,27 +572,26 @@ static int listen_all(stream_server_t *s, const stream_server_config_t *cfg, cha
     if (cfg->shm &&
         rpc__stream_unix_listen(s->unix_name, sizeof s->unix_name, &s->unix_fd, err, errlen) < 0)
         return -1;
-    int rc = uv_loop_init(&s->loop);
-    if (rc < 0)
-        return ps_errf(err, errlen, "rpc: tensor stream: cannot start its loop: %s",
-                       uv_strerror(rc));
     return 0;
 }
 
-/* Handles on the loop; on an error the caller closes what was made. */
-static int handles_init(stream_server_t *s, char *err, size_t errlen) {
-    int rc = uv_async_init(&s->loop, &s->wake, on_wake);
-    s->wake.data = s->grace.data = s->retry.data = s->tcp_poll.data = s->unix_poll.data = s;
-    uv_timer_init(&s->loop, &s->grace);
-    uv_timer_init(&s->loop, &s->retry);
-    if (rc == 0 && s->tcp_fd >= 0 && (rc = uv_poll_init(&s->loop, &s->tcp_poll, s->tcp_fd)) == 0) {
-        s->listeners++;
-        rc = uv_poll_start(&s->tcp_poll, UV_READABLE, on_accept);
+/* A lane's handles (and lane 0's listeners) on its loop; on an error the
+ * caller closes what was made. */
+static int handles_init(stream_lane_t *l, char *err, size_t errlen) {
+    stream_server_t *s = l->srv;
+    int rc = uv_async_init(&l->loop, &l->wake, on_wake);
+    l->wake.data = l->grace.data = l->retry.data = l->tcp_poll.data = l->unix_poll.data = l;
+    uv_timer_init(&l->loop, &l->grace);
+    uv_timer_init(&l->loop, &l->retry);
+    if (l->index == 0 && rc == 0 && s->tcp_fd >= 0 &&
+        (rc = uv_poll_init(&l->loop, &l->tcp_poll, s->tcp_fd)) == 0) {
+        l->listeners++;
+        rc = uv_poll_start(&l->tcp_poll, UV_READABLE, on_accept);
     }
-    if (rc == 0 && s->unix_fd >= 0 &&
-        (rc = uv_poll_init(&s->loop, &s->unix_poll, s->unix_fd)) == 0) {
-        s->listeners++;
-        rc = uv_poll_start(&s->unix_poll, UV_READABLE, on_accept);
+    if (l->index == 0 && rc == 0 && s->unix_fd >= 0 &&
+        (rc = uv_poll_init(&l->loop, &l->unix_poll, s->unix_fd)) == 0) {
+        l->listeners++;
+        rc = uv_poll_start(&l->unix_poll, UV_READABLE, on_accept);
     }
     if (rc < 0)
         return ps_errf(err, errlen, "rpc: tensor stream: cannot watch its sockets: %s",
@@ -511,19 +599,40 @@ static int handles_init(stream_server_t *s, char *err, size_t errlen) {
     return 0;
 }
 
-/* Undoes a start that failed: closes the handles made, runs the loop until
- * their callbacks have run, then closes it. */
+/* Makes the lanes' loops and handles; how many loops were made. */
+static int lanes_init(stream_server_t *s, int *made, char *err, size_t errlen) {
+    for (*made = 0; *made < s->nlanes; (*made)++) {
+        stream_lane_t *l = &s->lanes[*made];
+        l->srv = s;
+        l->index = *made;
+        int rc = uv_loop_init(&l->loop);
+        if (rc < 0)
+            return ps_errf(err, errlen, "rpc: tensor stream: cannot start its loop: %s",
+                           uv_strerror(rc));
+        /* The handles' fields are zero until made: a failure part way
+         * closes only what uv_walk finds on the loop. */
+        if (handles_init(l, err, errlen) < 0) {
+            (*made)++;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Undoes a start that failed: closes the handles made on the first `made`
+ * loops, runs each until their callbacks have run, then closes it. */
 static void close_any(uv_handle_t *h, void *arg) {
     if (!uv_is_closing(h))
         uv_close(h, NULL);
 }
 
-static void start_undo(stream_server_t *s, int loop_made) {
-    if (loop_made) {
-        s->stopping = 1;
-        uv_walk(&s->loop, close_any, NULL);
-        uv_run(&s->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&s->loop);
+static void start_undo(stream_server_t *s, int made) {
+    for (int i = 0; i < made; i++) {
+        stream_lane_t *l = &s->lanes[i];
+        l->stopping = 1;
+        uv_walk(&l->loop, close_any, NULL);
+        uv_run(&l->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&l->loop);
     }
     if (s->tcp_fd >= 0)
         close(s->tcp_fd);
@@ -532,6 +641,7 @@ static void start_undo(stream_server_t *s, int loop_made) {
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->jmu);
     pthread_cond_destroy(&s->jcv);
+    free(s->lanes);
     free(s);
 }
 
@@ -543,6 +653,44 @@ static void handler_stop(stream_server_t *s) {
     pthread_join(s->handler_thread, NULL);
 }
 
+/* Ends the lanes' threads (after a stop asked) up to n. */
+static void lanes_join(stream_server_t *s, int n) {
+    for (int i = 0; i < n; i++)
+        pthread_join(s->lanes[i].thread, NULL);
+}
+
+static void server_free(stream_server_t *s) {
+    for (int i = 0; i < s->nlanes; i++) {
+        uv_loop_close(&s->lanes[i].loop);
+        free(s->lanes[i].inbox);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->jmu);
+    pthread_cond_destroy(&s->jcv);
+    free(s->lanes);
+    free(s);
+}
+
+/* Starts a thread per lane. When one cannot start, the server stops as
+ * on stream__server_stop (nothing was accepted yet), the lanes without a
+ * thread running their loops here, and is freed: -1. */
+static int lanes_start(stream_server_t *s, char *err, size_t errlen) {
+    int started = 0, rc = 0;
+    while (started < s->nlanes && (rc = pthread_create(&s->lanes[started].thread, NULL, loop_main,
+                                                       &s->lanes[started])) == 0)
+        started++;
+    if (rc == 0)
+        return 0;
+    ps_errf(err, errlen, "rpc: tensor stream: cannot start a thread: %s", strerror(rc));
+    stream__server_stop_accepting(s);
+    for (int i = started; i < s->nlanes; i++)
+        loop_main(&s->lanes[i]);
+    lanes_join(s, started);
+    handler_stop(s);
+    server_free(s);
+    return -1;
+}
+
 int stream__server_start(stream_server_t **out, const stream_server_config_t *cfg, char *err,
                          size_t errlen) {
     *out = NULL;
@@ -550,6 +698,8 @@ int stream__server_start(stream_server_t **out, const stream_server_config_t *cf
     s->cfg = *cfg;
     s->tcp_fd = s->unix_fd = -1;
     s->refusal_logged = -REFUSAL_LOG_S;
+    s->nlanes = cfg->lanes > 0 ? cfg->lanes : 1;
+    s->lanes = xcalloc((size_t)s->nlanes, sizeof *s->lanes);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->jmu, NULL);
     pthread_cond_init(&s->jcv, NULL);
@@ -557,18 +707,15 @@ int stream__server_start(stream_server_t **out, const stream_server_config_t *cf
         start_undo(s, 0);
         return -1;
     }
-    /* The handles' fields are zero until made: a failure part way closes
-     * only what uv_walk finds on the loop. */
-    int rc = handles_init(s, err, errlen);
+    int made = 0;
+    int rc = lanes_init(s, &made, err, errlen);
     if (rc == 0 && (rc = pthread_create(&s->handler_thread, NULL, handler_main, s)) != 0)
         rc = ps_errf(err, errlen, "rpc: tensor stream: cannot start a thread: %s", strerror(rc));
-    else if (rc == 0 && (rc = pthread_create(&s->loop_thread, NULL, loop_main, s)) != 0) {
-        handler_stop(s);
-        rc = ps_errf(err, errlen, "rpc: tensor stream: cannot start a thread: %s", strerror(rc));
-    }
+    else if (rc == 0 && lanes_start(s, err, errlen) < 0)
+        return -1; /* lanes_start stopped and freed the server */
     if (rc != 0) {
         /* The listeners' descriptors close with their handles' walk. */
-        start_undo(s, 1);
+        start_undo(s, made);
         return -1;
     }
     *out = s;
@@ -577,6 +724,14 @@ int stream__server_start(stream_server_t **out, const stream_server_config_t *cf
 
 int stream__server_tcp_port(const stream_server_t *s) {
     return s && s->tcp_fd >= 0 ? s->tcp_port : 0;
+}
+
+int stream__server_lanes(const stream_server_t *s, int *conns, int max) {
+    if (!s)
+        return 0;
+    for (int i = 0; i < s->nlanes && i < max; i++)
+        conns[i] = atomic_load(&s->lanes[i].nconns);
+    return s->nlanes;
 }
 
 const char *stream__server_unix_name(const stream_server_t *s) {
@@ -590,7 +745,9 @@ void stream__server_stop_accepting(stream_server_t *s) {
     if (!s->stop_asked) {
         s->stop_asked = 1;
         s->t0 = ps_now();
-        uv_async_send(&s->wake);
+        for (int i = 0; i < s->nlanes; i++)
+            if (!s->lanes[i].wake_closed)
+                uv_async_send(&s->lanes[i].wake);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -599,11 +756,7 @@ void stream__server_stop(stream_server_t *s) {
     if (!s)
         return;
     stream__server_stop_accepting(s);
-    pthread_join(s->loop_thread, NULL);
+    lanes_join(s, s->nlanes);
     handler_stop(s);
-    uv_loop_close(&s->loop);
-    pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->jmu);
-    pthread_cond_destroy(&s->jcv);
-    free(s);
+    server_free(s);
 }
