@@ -13,8 +13,14 @@
 #include "common/peers/heartbeat.h"
 #include "ps/service.h"
 
-/* One line naming the learning-rate rule of the mode, when one is on. */
+/* One line naming the learning-rate rule of the mode, when one is on, and
+ * one for dana. */
 static void log_lr_rules(const ps_shard_t *sh, const config_t *c) {
+    if (sh->dana)
+        log_info("%s: a momentum per worker (train.async_momentum dana), %zu of them, %.2f MiB; "
+                 "workers pull the look-ahead weights",
+                 c->train.mode, sh->dana->nworkers,
+                 (double)sh->dana->nworkers * (double)sh->dana->size * 4.0 / (1 << 20));
     if (sh->sync && sh->lr_linear)
         log_info("sync: learning rate times the pushes averaged per step (linear scaling), "
                  "reached over %llu warm-up steps",
@@ -57,7 +63,9 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                                                                           : PS_STALENESS_LR_OFF,
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
                          .warmup_steps = (uint64_t)c->train.warmup_steps,
-                         .sparse_sgd = daemon_topk_momentum(c) > 0};
+                         .sparse_sgd = daemon_topk_momentum(c) > 0,
+                         .dana = !strcmp(c->train.async_momentum, "dana"),
+                         .sparse_rows = c->train.sparse_embeddings && model_has_sparse(m)};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;

@@ -16,6 +16,7 @@
 #include "common/train/optim.h"
 #include "common/model/placement.h"
 #include "common/train/store.h"
+#include "ps/dana.h"
 #include "ps/push.h"
 #include "ps/staleness.h"
 #include "pstrain.pb-c.h"
@@ -74,6 +75,10 @@ typedef struct {
     struct ps_sparse *sparse;       /* rows pulled and pushed one by one (ps/sparse.c) */
     ps_stale_mean_t stale_mean;     /* staleness_lr momentum: of the full pushes */
     bool sparse_sgd;                /* sparse values as plain SGD steps (ps/sparse.h) */
+    /* train.async_momentum=dana (ps/dana.h): a velocity per worker, and the
+     * look-ahead weights that workers' pulls get; NULL when off. */
+    ps_dana_t *dana;
+    Pstrain__Tensor *ahead_tensors; /* dana: one per partition, pointing into dana->ahead */
 } ps_shard_t;
 
 typedef struct {
@@ -89,6 +94,12 @@ typedef struct {
     /* async, SGD with momentum, rpc.push_topk_momentum: the workers apply
      * the momentum to sparse pushes, the PS applies them as plain SGD */
     bool sparse_sgd;
+    /* async and ssp, SGD with momentum: a velocity per worker and pulls of
+     * the look-ahead weights (ps/dana.h) */
+    bool dana;
+    /* dana: workers pull and push embedding tables by rows, which DANA
+     * does not take (ps_dana_check) */
+    bool sparse_rows;
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,
@@ -121,9 +132,16 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
 int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *err, size_t errlen);
 
 /* Fills resp with the partitions named (all when names is empty), pointing
- * into the store: valid until the next push. Unknown names are an error. */
+ * into the store: valid until the next push. Unknown names are an error.
+ * With dana, a worker's pull (caller role "worker") gets the look-ahead
+ * weights (ps_shard_pull_ahead), which are not lent: its answer copies
+ * them. Every other caller (the master's evaluation and checkpoints, tools)
+ * gets the weights themselves. */
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
+
+/* Whether ps_shard_pull answers req with dana's look-ahead weights. */
+bool ps_shard_pull_ahead(const ps_shard_t *s, const Pstrain__PullRequest *req);
 
 /* The weights (store.w, all of them) as a blob that answers to pulls send
  * without a copy. Valid until the weights next change: a change takes them

@@ -53,6 +53,7 @@ typedef struct {
         int64_t staleness;                /* ssp: steps ahead of the slowest live worker */
         int64_t synthetic_step_ms;        /* > 0: a worker sleeps instead of computing */
         char staleness_lr[CONFIG_STR];    /* off | inverse | momentum (async, ssp) */
+        char async_momentum[CONFIG_STR];  /* off | dana (async, ssp; ps/dana.h) */
         char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
         int64_t warmup_steps;             /* sync, lr_scaling linear */
         int64_t backup_workers;           /* sync: pushes of a step not waited for */

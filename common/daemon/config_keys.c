@@ -137,6 +137,10 @@ const config_key_t config_keys[] = {
              "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate), at the full "
              "rate (off), or (momentum) with the momentum lowered by what asynchrony adds, "
              "s / (1 + s) for the pushes' mean staleness s, and below zero the rate instead"),
+    ENUM_KEY("train.async_momentum", train.async_momentum, "off", "off|dana",
+             "async, ssp, SGD with momentum: dana = the PS keeps a momentum per worker and "
+             "workers pull the weights as they will be once every worker's next update has "
+             "landed (DANA; memory: workers x the PS's weights); off = one momentum"),
     ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear",
              "sync: linear = each step's learning rate times the pushes it averages (Goyal et "
              "al.), reached over train.warmup_steps"),
