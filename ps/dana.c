@@ -6,8 +6,8 @@
 #include "common/base/util.h"
 #include "common/train/moving.h"
 
-int ps_dana_check(const optim_cfg_t *o, bool sync, bool topk_momentum, bool sparse_rows,
-                  size_t nworkers, size_t size, char *err, size_t errlen) {
+int ps_dana_check(const optim_cfg_t *o, bool sync, bool staleness_momentum, bool topk_momentum,
+                  bool sparse_rows, size_t nworkers, size_t size, char *err, size_t errlen) {
     if (sync)
         return ps_errf(err, errlen,
                        "train.async_momentum=dana is for train.mode async and ssp, not sync");
@@ -19,6 +19,10 @@ int ps_dana_check(const optim_cfg_t *o, bool sync, bool topk_momentum, bool spar
         return ps_errf(err, errlen,
                        "train.async_momentum=dana takes train.nesterov=false (its look-ahead is "
                        "the Nesterov step)");
+    if (staleness_momentum)
+        return ps_errf(err, errlen,
+                       "train.async_momentum=dana keeps the momentum as configured: it cannot "
+                       "take train.staleness_lr=momentum, which lowers it (use off or inverse)");
     if (topk_momentum)
         return ps_errf(err, errlen,
                        "train.async_momentum=dana keeps the momentum on the PS: it cannot take "

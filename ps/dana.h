@@ -41,8 +41,8 @@ typedef struct ps_dana {
 
 /* What DANA needs of the cluster: -1 with one line naming the setting that
  * rules it out, for a PS holding `size` weights for `nworkers` workers. */
-int ps_dana_check(const optim_cfg_t *o, bool sync, bool topk_momentum, bool sparse_rows,
-                  size_t nworkers, size_t size, char *err, size_t errlen);
+int ps_dana_check(const optim_cfg_t *o, bool sync, bool staleness_momentum, bool topk_momentum,
+                  bool sparse_rows, size_t nworkers, size_t size, char *err, size_t errlen);
 
 /* Zero velocities for nworkers workers and a look-ahead of st's weights. */
 void ps_dana_init(ps_dana_t *d, const store_t *st, size_t nworkers);

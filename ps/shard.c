@@ -16,19 +16,25 @@
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
 #endif
 
+int ps_shard_dana_check(const ps_shard_opts_t *o, size_t size, char *err, size_t errlen) {
+    return ps_dana_check(&o->optim, o->sync, o->staleness_lr == PS_STALENESS_LR_MOMENTUM,
+                         o->sparse_sgd, o->sparse_rows, o->max_workers ? o->max_workers : 1, size,
+                         err, errlen);
+}
+
 /* train.async_momentum=dana: the workers' velocities and the look-ahead
  * weights, with partitions of their own for workers' pulls. */
 static int init_dana(ps_shard_t *s, const ps_shard_opts_t *o, char *err, size_t errlen) {
-    if (!o->sync && o->staleness_lr == PS_STALENESS_LR_MOMENTUM)
-        ps_errf(err, errlen,
-                "train.async_momentum=dana keeps the momentum as configured: it cannot take "
-                "train.staleness_lr=momentum, which lowers it (use off or inverse)");
-    if ((!o->sync && o->staleness_lr == PS_STALENESS_LR_MOMENTUM) ||
-        ps_dana_check(&o->optim, o->sync, o->sparse_sgd, o->sparse_rows, s->max_workers,
-                      s->store.size, err, errlen)) {
+    char why[PS_ERRLEN];
+    if (ps_shard_dana_check(o, s->store.size, why, sizeof why)) {
+        if (o->dana_auto)
+            return 0; /* one momentum */
+        ps_errf(err, errlen, "%s", why);
         ps_shard_free(s);
         return -1;
     }
+    if (o->dana_auto && s->max_workers < 2)
+        return 0; /* one worker: nothing is stale */
     s->dana = xcalloc(1, sizeof *s->dana);
     ps_dana_init(s->dana, &s->store, s->max_workers);
     size_t n = s->store.nparts;
@@ -84,7 +90,11 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
         s->tensors[i].data.data = (uint8_t *)(s->store.w + p->offset);
         s->tensors[i].data.len = p->size * sizeof(float);
     }
-    return o->dana ? init_dana(s, o, err, errlen) : 0;
+    if ((o->dana || o->dana_auto) && init_dana(s, o, err, errlen))
+        return -1;
+    if (s->staleness_lr == PS_STALENESS_LR_AUTO)
+        s->staleness_lr = s->dana ? PS_STALENESS_LR_OFF : PS_STALENESS_LR_INVERSE;
+    return 0;
 }
 
 /* ---- Lending the weights to pull answers ---------------------------------------- */

@@ -32,6 +32,7 @@ typedef enum {
     PS_STALENESS_LR_OFF = 0,  /* every push at the full learning rate */
     PS_STALENESS_LR_INVERSE,  /* lr / staleness (optim_staleness_scale) */
     PS_STALENESS_LR_MOMENTUM, /* momentum and lr by the mean staleness (ps/staleness.h) */
+    PS_STALENESS_LR_AUTO,     /* options only: off with dana, else inverse */
 } ps_staleness_lr_t;
 
 typedef struct {
@@ -97,6 +98,9 @@ typedef struct {
     /* async and ssp, SGD with momentum: a velocity per worker and pulls of
      * the look-ahead weights (ps/dana.h) */
     bool dana;
+    /* train.async_momentum auto: dana where ps_shard_dana_check allows it
+     * and the cluster has 2 workers or more, else one momentum */
+    bool dana_auto;
     /* dana: workers pull and push embedding tables by rows, which DANA
      * does not take (ps_dana_check) */
     bool sparse_rows;
@@ -139,6 +143,10 @@ int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *e
  * gets the weights themselves. */
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
+
+/* 0 when dana can run with these options on a shard of `size` weights;
+ * else -1 and the one line that says why (ps_dana_check). */
+int ps_shard_dana_check(const ps_shard_opts_t *o, size_t size, char *err, size_t errlen);
 
 /* Whether ps_shard_pull answers req with dana's look-ahead weights. */
 bool ps_shard_pull_ahead(const ps_shard_t *s, const Pstrain__PullRequest *req);

@@ -224,3 +224,25 @@ void test_ps_shard_dana_restore(void) {
     dana_teardown(&a);
     dana_teardown(&b);
 }
+
+/* train.async_momentum auto: dana with 2 workers or more and SGD momentum,
+ * staleness_lr auto then off; one momentum with one worker or Adam (and a
+ * setting dana cannot take is no error), staleness_lr auto then inverse. */
+void test_ps_shard_dana_auto(void) {
+    for (int i = 0; i < 4; i++) {
+        ps_shard_opts_t o = dana_opts(PS_STALENESS_LR_AUTO);
+        o.dana = false;
+        o.dana_auto = true;
+        if (i == 1)
+            o.max_workers = 1;
+        if (i == 2)
+            optim_defaults(&o.optim, OPTIM_ADAM);
+        if (i == 3)
+            o.optim.nesterov = true;
+        dana_fixture_t f;
+        CHECK(dana_setup(&f, &o) == 0);
+        CHECK((f.s.dana != NULL) == (i == 0));
+        CHECK_INT_EQ(f.s.staleness_lr, i == 0 ? PS_STALENESS_LR_OFF : PS_STALENESS_LR_INVERSE);
+        dana_teardown(&f);
+    }
+}
