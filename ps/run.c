@@ -22,10 +22,9 @@ static void log_lr_rules(const ps_shard_t *sh, const config_t *c) {
                  "workers pull the look-ahead weights",
                  c->train.mode, sh->dana->nworkers,
                  (double)sh->dana->nworkers * (double)sh->dana->size * 4.0 / (1 << 20));
-    if (sh->sync && (sh->lr_linear || sh->lr_sqrt))
-        log_info("sync: learning rate times %sthe pushes averaged per step (%s scaling), "
+    if (sh->sync && sh->lr_linear)
+        log_info("sync: learning rate times the pushes averaged per step (linear scaling), "
                  "reached over %llu warm-up steps",
-                 sh->lr_sqrt ? "the square root of " : "", sh->lr_sqrt ? "sqrt" : "linear",
                  (unsigned long long)sh->warmup_steps);
     else if (!sh->sync && sh->staleness_lr == PS_STALENESS_LR_INVERSE)
         log_info("%s: a push computed s updates ago moves the weights by learning_rate / s",
@@ -78,7 +77,6 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                          .seed = (uint64_t)c->train.seed,
                          .staleness_lr = staleness_lr_of(c->train.staleness_lr),
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
-                         .lr_sqrt = !strcmp(c->train.lr_scaling, "sqrt"),
                          .warmup_steps = (uint64_t)c->train.warmup_steps,
                          .sparse_sgd = daemon_topk_momentum(c) > 0,
                          .dana = !strcmp(c->train.async_momentum, "dana"),

@@ -61,7 +61,6 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
     s->replicas = o->replicas ? o->replicas : s->max_workers;
     s->staleness_lr = o->staleness_lr;
     s->lr_linear = o->lr_linear;
-    s->lr_sqrt = o->lr_sqrt;
     s->warmup_steps = o->warmup_steps;
     s->sparse_sgd = o->sparse_sgd && !o->sync;
     const size_t *idx;
@@ -469,10 +468,9 @@ static void apply_accumulated(ps_shard_t *s) {
     float scale = 1.0f / (float)s->accum_count;
     for (size_t i = 0; i < s->store.size; i++)
         s->accum[i] *= scale;
-    double k = s->lr_sqrt ? sqrt((double)s->accum_count) : (double)s->accum_count;
-    double lr_scale = s->lr_linear || s->lr_sqrt
-                          ? optim_linear_scale(k, s->store.iterations, s->warmup_steps)
-                          : 1.0;
+    double lr_scale = s->lr_linear ? optim_linear_scale((double)s->accum_count, s->store.iterations,
+                                                        s->warmup_steps)
+                                   : 1.0;
     own_weights(s);
     for (size_t p = 0; p < s->store.nparts; p++)
         apply_range(&s->store, p, lr_scale, 0, s->accum + s->store.parts[p].offset,

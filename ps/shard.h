@@ -70,7 +70,6 @@ typedef struct {
     /* The learning-rate rules (ps_shard_opts_t) and what they saw. */
     ps_staleness_lr_t staleness_lr; /* async, ssp: the step size by staleness */
     bool lr_linear;                 /* sync: the linear scaling rule (optim_linear_scale) */
-    bool lr_sqrt;                   /* sync: the same to sqrt(pushes averaged) */
     uint64_t warmup_steps;          /* sync, lr_linear: steps of its warm-up */
     uint64_t staleness_sum;         /* async: staleness of the full pushes applied, summed */
     uint64_t staleness_max;         /* async: the largest */
@@ -92,8 +91,7 @@ typedef struct {
     optim_cfg_t optim;
     ps_staleness_lr_t staleness_lr; /* async and ssp */
     bool lr_linear;                 /* sync: lr times the pushes averaged, after a warm-up */
-    bool lr_sqrt; /* sync: lr times the square root of the pushes averaged, after a warm-up */
-    uint64_t warmup_steps; /* of lr_linear */
+    uint64_t warmup_steps;          /* of lr_linear */
     /* async, SGD with momentum, rpc.push_topk_momentum: the workers apply
      * the momentum to sparse pushes, the PS applies them as plain SGD */
     bool sparse_sgd;
@@ -131,8 +129,7 @@ uint64_t ps_shard_step(const ps_shard_t *s);
  * counts as fresh); with staleness_lr inverse its update takes
  * lr / staleness; with momentum, the momentum and rate of
  * ps_staleness_momentum for the mean staleness so far. A sync step with lr_linear takes
- * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate,
- * with lr_sqrt optim_linear_scale(sqrt(pushes averaged), ...). */
+ * optim_linear_scale(pushes averaged, step, warmup_steps) times the rate. */
 int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, char *err,
                   size_t errlen);
 /* The same for a push decoded in place (ps_push_decode). */

@@ -144,13 +144,12 @@ const config_key_t config_keys[] = {
              "landed (DANA; memory: workers x the PS's weights); off = one momentum; auto = "
              "dana with 2 workers or more where it applies (no nesterov, no "
              "rpc.push_topk_momentum, no sparse embedding rows, under 4 GiB), else off"),
-    ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear|sqrt",
+    ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear",
              "sync: linear = each step's learning rate times the pushes it averages (Goyal et "
-             "al.), sqrt = times their square root, reached over train.warmup_steps"),
-    INT_KEY(
-        "train.warmup_steps", train.warmup_steps, "0", 0, NO_LIMIT,
-        "sync, train.lr_scaling linear or sqrt: global steps over which the rate rises linearly "
-        "from learning_rate to its scaled value"),
+             "al.), reached over train.warmup_steps"),
+    INT_KEY("train.warmup_steps", train.warmup_steps, "0", 0, NO_LIMIT,
+            "sync, train.lr_scaling=linear: global steps over which the rate rises linearly "
+            "from learning_rate to its scaled value"),
     INT_KEY("train.backup_workers", train.backup_workers, "0", 0, NO_LIMIT,
             "sync, train.replicas_to_aggregate 0: a step averages the first pushes of all "
             "workers but this many; the slowest ones' pushes come too late and are dropped "
