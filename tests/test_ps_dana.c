@@ -246,3 +246,51 @@ void test_ps_shard_dana_auto(void) {
         dana_teardown(&f);
     }
 }
+
+/* A sparse push (rpc.push_topk: values at some indices of a partition) is
+ * the dense gradient with zeros elsewhere under dana too: the same weights,
+ * V and look-ahead over the whole partition. */
+void test_ps_shard_dana_sparse_push(void) {
+    ps_shard_opts_t o = dana_opts(PS_STALENESS_LR_OFF);
+    dana_fixture_t a, b;
+    CHECK(dana_setup(&a, &o) == 0);
+    CHECK(dana_setup(&b, &o) == 0);
+    CHECK(dana_push(&a, 0, 1.0f, 0) == 0); /* a velocity to decay */
+    CHECK(dana_push(&b, 0, 1.0f, 0) == 0);
+    uint32_t idx[] = {3, 7};
+    float vals[] = {0.5f, -2.0f};
+    Pstrain__Tensor sparse = a.t[0];
+    sparse.indices = idx;
+    sparse.n_indices = 2;
+    sparse.data.data = (uint8_t *)vals;
+    sparse.data.len = sizeof vals;
+    Pstrain__Tensor *one = &sparse;
+    Pstrain__Caller c = PSTRAIN__CALLER__INIT;
+    c.role = "worker";
+    c.index = 1;
+    Pstrain__PushRequest r = PSTRAIN__PUSH_REQUEST__INIT;
+    r.caller = &c;
+    r.step = 1;
+    r.n_grads = 1;
+    r.grads = &one;
+    char err[PS_ERRLEN];
+    bool stale;
+    CHECK(ps_shard_push(&a.s, &r, &stale, err, sizeof err) == 0);
+    size_t n = b.s.store.parts[0].size;
+    memset(b.g, 0, b.s.store.size * sizeof(float));
+    b.g[3] = 0.5f;
+    b.g[7] = -2.0f;
+    Pstrain__Tensor *dense = &b.t[0];
+    r.grads = &dense;
+    CHECK(ps_shard_push(&b.s, &r, &stale, err, sizeof err) == 0);
+    CHECK_ARRAY_NEAR("w", a.s.store.w, b.s.store.w, n, 0);
+    CHECK_ARRAY_NEAR("V", a.s.store.slots[0], b.s.store.slots[0], n, 0);
+    CHECK_ARRAY_NEAR("ahead", a.s.dana->ahead, b.s.dana->ahead, n, 0);
+    CHECK_NEAR(a.s.dana->v[a.s.store.size + 7], -0.1 * -2.0, 1e-7);
+    CHECK_NEAR(a.s.dana->v[a.s.store.size + 5], 0, 0);
+    CHECK_NEAR(a.s.store.slots[0][5], -0.1, 1e-7); /* worker 0's velocity, untouched */
+    for (size_t j = 0; j < n; j++) /* the dense room is zero again for the next push */
+        CHECK_NEAR(a.s.accum[j], 0, 0);
+    dana_teardown(&a);
+    dana_teardown(&b);
+}
