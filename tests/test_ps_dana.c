@@ -9,6 +9,7 @@
 
 #include "common/base/util.h"
 #include "ps/shard.h"
+#include "shard_tensors.h"
 
 /* A one-PS shard of the MLP and a push of every partition, all values one
  * gradient. */
@@ -44,21 +45,8 @@ static int dana_setup(dana_fixture_t *f, const ps_shard_opts_t *o) {
         model_free(&f->m);
         return -1;
     }
-    size_t n = f->s.store.nparts;
     f->g = xmalloc(f->s.store.size * sizeof(float));
-    f->t = xcalloc(n, sizeof *f->t);
-    f->tp = xcalloc(n, sizeof *f->tp);
-    for (size_t i = 0; i < n; i++) {
-        const store_part_t *p = &f->s.store.parts[i];
-        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
-        f->t[i] = init;
-        f->t[i].name = (char *)f->m.vars[p->var].name;
-        f->t[i].row_begin = p->row_begin;
-        f->t[i].rows = p->rows;
-        f->t[i].data.data = (uint8_t *)(f->g + p->offset);
-        f->t[i].data.len = p->size * sizeof(float);
-        f->tp[i] = &f->t[i];
-    }
+    shard_tensors(&f->s, f->g, &f->t, &f->tp);
     return 0;
 }
 
