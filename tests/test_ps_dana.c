@@ -282,3 +282,34 @@ void test_ps_shard_dana_sparse_push(void) {
     dana_teardown(&a);
     dana_teardown(&b);
 }
+
+/* A moving statistic (BatchNormalization's moving mean and variance) moves
+ * under dana as without it, by its moving average, with no velocity: the
+ * look-ahead a worker pulls is the statistic itself. */
+void test_ps_shard_dana_moving(void) {
+    static const char spec[] =
+        "{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"units\": 3}, {\"type\": "
+        "\"batch_normalization\", \"momentum\": 0.9}, {\"type\": \"dense\", \"units\": 2, "
+        "\"activation\": \"softmax\"}]}";
+    ps_shard_opts_t o = dana_opts(PS_STALENESS_LR_OFF);
+    dana_fixture_t f;
+    char err[PS_ERRLEN];
+    memset(&f, 0, sizeof f);
+    CHECK(model_parse(&f.m, spec, err, sizeof err) == 0);
+    CHECK(ps_shard_init(&f.s, &f.m, &o, err, sizeof err) == 0);
+    f.g = xmalloc(f.s.store.size * sizeof(float));
+    shard_tensors(&f.s, f.g, &f.t, &f.tp);
+    size_t moving = f.s.store.nparts;
+    for (size_t i = 0; i < f.s.store.nparts; i++)
+        if (f.m.vars[f.s.store.parts[i].var].moving && moving == f.s.store.nparts)
+            moving = i;
+    CHECK(moving < f.s.store.nparts);
+    size_t at = f.s.store.parts[moving].offset;
+    float m0 = f.s.store.w[at];
+    CHECK(dana_push(&f, 0, 1.0f, 0) == 0);
+    CHECK_NEAR(f.s.store.w[at], 0.9 * m0 + 0.1, 1e-6);
+    CHECK_NEAR(f.s.dana->v[at], 0, 0);
+    CHECK_NEAR(f.s.dana->ahead[at], f.s.store.w[at], 0);
+    CHECK_NEAR(f.s.dana->v[0], -0.1, 1e-6); /* the dense kernel's velocity, for contrast */
+    dana_teardown(&f);
+}
