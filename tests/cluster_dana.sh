@@ -5,7 +5,7 @@
 # keeps one momentum and says why; dana asked for in sync mode stops each
 # PS at the start with one line naming the setting.
 set -euo pipefail
-build=${1:?usage: $0 BUILD_DIR}
+: "${1:?usage: $0 BUILD_DIR}"
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 . "$(dirname "$0")/lib/check.sh"
