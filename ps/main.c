@@ -15,10 +15,13 @@ static void describe(FILE *out) {
                  "slots, applies each push with the optimizer (train.mode async) or the mean\n"
                  "of train.replicas_to_aggregate pushes per step (sync), and serves pulls\n"
                  "(in ssp mode holding those of a worker over train.staleness steps ahead).\n"
-                 "An async or ssp push computed s updates ago moves the weights by\n"
-                 "learning_rate / s (train.staleness_lr; momentum: the momentum less what\n"
-                 "asynchrony adds); a sync step can take the rate times the pushes it\n"
-                 "averages (train.lr_scaling=linear, train.warmup_steps). Sparse pushes\n"
+                 "With SGD momentum and 2 workers or more, an async or ssp PS keeps a\n"
+                 "momentum per worker and workers pull the weights their next updates\n"
+                 "lead to (train.async_momentum, DANA); otherwise a push computed s\n"
+                 "updates ago moves the weights by learning_rate / s (train.staleness_lr;\n"
+                 "momentum: the momentum less what asynchrony adds); a sync step can take\n"
+                 "the rate times the pushes it averages (train.lr_scaling=linear,\n"
+                 "train.warmup_steps). Sparse pushes\n"
                  "(rpc.push_topk) update as the dense gradient with zeros elsewhere.\n"
                  "TF_CONFIG's task must be a ps.\n");
 }

@@ -4,6 +4,7 @@
 #include "ps/run.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,8 +15,14 @@
 #include "common/rpc/rpc.h"
 #include "ps/service.h"
 
-/* One line naming the learning-rate rule of the mode, when one is on. */
+/* One line naming the learning-rate rule of the mode, when one is on, and
+ * one for dana. */
 static void log_lr_rules(const ps_shard_t *sh, const config_t *c) {
+    if (sh->dana)
+        log_info("%s: a momentum per worker (train.async_momentum dana), %zu of them, %.2f MiB; "
+                 "workers pull the look-ahead weights",
+                 c->train.mode, sh->dana->nworkers,
+                 (double)sh->dana->nworkers * (double)sh->dana->size * 4.0 / (1 << 20));
     if (sh->sync && sh->lr_linear)
         log_info("sync: learning rate times the pushes averaged per step (linear scaling), "
                  "reached over %llu warm-up steps",
@@ -43,6 +50,23 @@ static void log_staleness(const ps_shard_t *sh) {
     }
 }
 
+static ps_staleness_lr_t staleness_lr_of(const char *name) {
+    return !strcmp(name, "inverse")    ? PS_STALENESS_LR_INVERSE
+           : !strcmp(name, "momentum") ? PS_STALENESS_LR_MOMENTUM
+           : !strcmp(name, "auto")     ? PS_STALENESS_LR_AUTO
+                                       : PS_STALENESS_LR_OFF;
+}
+
+/* train.async_momentum auto, async or ssp, and no dana: one line saying why. */
+static void log_dana_skipped(const ps_shard_t *sh, const ps_shard_opts_t *o) {
+    char why[PS_ERRLEN];
+    if (sh->sync || sh->dana || !o->dana_auto)
+        return;
+    if (ps_shard_dana_check(o, sh->store.size, why, sizeof why) == 0)
+        snprintf(why, sizeof why, "one worker: nothing is stale");
+    log_info("train.async_momentum auto: one momentum (%s)", why);
+}
+
 static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
     char err[PS_ERRLEN];
     const config_t *c = &d->cfg;
@@ -52,16 +76,16 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
                          .replicas = config_replicas(c, d->cluster.jobs[CLUSTER_WORKER].span),
                          .max_workers = d->cluster.jobs[CLUSTER_WORKER].span,
                          .seed = (uint64_t)c->train.seed,
-                         .staleness_lr =
-                             !strcmp(c->train.staleness_lr, "inverse")    ? PS_STALENESS_LR_INVERSE
-                             : !strcmp(c->train.staleness_lr, "momentum") ? PS_STALENESS_LR_MOMENTUM
-                                                                          : PS_STALENESS_LR_OFF,
+                         .staleness_lr = staleness_lr_of(c->train.staleness_lr),
                          .lr_linear = !strcmp(c->train.lr_scaling, "linear"),
                          .warmup_steps = (uint64_t)c->train.warmup_steps,
                          .sparse_sgd = daemon_topk_momentum(c) > 0,
                          .apply_threads = c->train.apply_threads > 0
                                               ? (int)c->train.apply_threads
-                                              : rpc_stream_threads((int)c->rpc.stream_threads)};
+                                              : rpc_stream_threads((int)c->rpc.stream_threads),
+                         .dana = !strcmp(c->train.async_momentum, "dana"),
+                         .dana_auto = !strcmp(c->train.async_momentum, "auto"),
+                         .sparse_rows = c->train.sparse_embeddings && model_has_sparse(m)};
     if (daemon_optim_config(&o.optim, c, err, sizeof err)) {
         log_error("%s", err);
         return EXIT_USAGE;
@@ -77,6 +101,7 @@ static int init_shard(ps_service_t *s, const daemon_t *d, const model_t *m) {
              o.apply_threads == 1 ? "" : "s", rpc_stream_threads((int)c->rpc.stream_threads),
              rpc_stream_threads((int)c->rpc.stream_threads) == 1 ? "" : "s");
     log_lr_rules(&s->shard, c);
+    log_dana_skipped(&s->shard, &o);
     s->model_dir = c->checkpoint.model_dir;
     s->nps = o.nps;
     s->configured_replicas = s->shard.replicas;

@@ -44,13 +44,20 @@ static void answer_pull(ps_service_t *s, rpc_call_t *call, const Pstrain__PullRe
                              (unsigned long long)s->pull.fp16_clamped);
         return;
     }
-    ps_pull_encode(&s->pull, &resp, ps_shard_weights(&s->shard));
+    /* dana's look-ahead weights change with every push: copied, not lent */
+    rpc_blob_t *lent = ps_shard_pull_ahead(&s->shard, req) ? NULL : ps_shard_weights(&s->shard);
+    ps_pull_encode(&s->pull, &resp, lent);
     rpc_call_reply_pieces(call, s->pull.piece, s->pull.npiece);
 }
 
-/* Answers a pull that waited, with every partition, in the encoding it asked for. */
+/* Answers a pull that waited, with every partition, in the encoding it
+ * asked for; an ssp pull as its worker's (dana's look-ahead weights). */
 static void answer_wait(ps_service_t *s, const ps_wait_t *w) {
     Pstrain__PullRequest all = PSTRAIN__PULL_REQUEST__INIT;
+    Pstrain__Caller worker = PSTRAIN__CALLER__INIT;
+    worker.role = "worker";
+    worker.index = w->worker;
+    all.caller = w->ssp ? &worker : NULL;
     all.wire_dtype = w->dtype;
     answer_pull(s, w->call, &all);
 }

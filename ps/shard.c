@@ -17,6 +17,36 @@
 #error "tensor payloads are little-endian float32: a big-endian build must swap bytes"
 #endif
 
+int ps_shard_dana_check(const ps_shard_opts_t *o, size_t size, char *err, size_t errlen) {
+    return ps_dana_check(&o->optim, o->sync, o->staleness_lr == PS_STALENESS_LR_MOMENTUM,
+                         o->sparse_sgd, o->sparse_rows, o->max_workers ? o->max_workers : 1, size,
+                         err, errlen);
+}
+
+/* train.async_momentum=dana: the workers' velocities and the look-ahead
+ * weights, with partitions of their own for workers' pulls. */
+static int init_dana(ps_shard_t *s, const ps_shard_opts_t *o, char *err, size_t errlen) {
+    char why[PS_ERRLEN];
+    if (ps_shard_dana_check(o, s->store.size, why, sizeof why)) {
+        if (o->dana_auto)
+            return 0; /* one momentum */
+        ps_errf(err, errlen, "%s", why);
+        ps_shard_free(s);
+        return -1;
+    }
+    if (o->dana_auto && s->max_workers < 2)
+        return 0; /* one worker: nothing is stale */
+    s->dana = xcalloc(1, sizeof *s->dana);
+    ps_dana_init(s->dana, &s->store, s->max_workers);
+    size_t n = s->store.nparts;
+    s->ahead_tensors = xcalloc(n ? n : 1, sizeof *s->ahead_tensors);
+    for (size_t i = 0; i < n; i++) {
+        s->ahead_tensors[i] = s->tensors[i];
+        s->ahead_tensors[i].data.data = (uint8_t *)(s->dana->ahead + s->store.parts[i].offset);
+    }
+    return 0;
+}
+
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,
                   size_t errlen) {
     memset(s, 0, sizeof *s);
@@ -66,6 +96,10 @@ int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, cha
         s->tensors[i].data.data = (uint8_t *)(s->store.w + p->offset);
         s->tensors[i].data.len = p->size * sizeof(float);
     }
+    if ((o->dana || o->dana_auto) && init_dana(s, o, err, errlen))
+        return -1;
+    if (s->staleness_lr == PS_STALENESS_LR_AUTO)
+        s->staleness_lr = s->dana ? PS_STALENESS_LR_OFF : PS_STALENESS_LR_INVERSE;
     return 0;
 }
 
@@ -162,6 +196,10 @@ void ps_shard_free(ps_shard_t *s) {
     free(s->bounce);
     free(s->wire16);
     free(s->accum);
+    if (s->dana)
+        ps_dana_free(s->dana);
+    free(s->dana);
+    free(s->ahead_tensors);
     ps_sparse_free(s);
     store_free(&s->store);
     placement_free(&s->placement);
@@ -213,6 +251,11 @@ static int validate_push(const ps_shard_t *s, const ps_push_t *req, long *part_o
         if (t->n_row_ids && t->n_indices) {
             ps_errf(err, errlen, "push: %s carries both row ids and indices (one or the other)",
                     t->name);
+            goto out;
+        }
+        if (t->n_row_ids && s->dana) {
+            ps_errf(err, errlen,
+                    "push: %s by rows: train.async_momentum=dana takes whole partitions", t->name);
             goto out;
         }
         if (t->n_row_ids) { /* rows one by one: ps/sparse.c */
@@ -392,6 +435,7 @@ typedef struct {
     size_t part;
     bool sum;            /* sync: add into accum; async: apply */
     double scale;        /* async: of the step size */
+    uint32_t worker;     /* who pushed (dana's velocity) */
     const uint32_t *idx; /* a sparse tensor: the element of each value; NULL: dense */
     float *dense;        /* sparse, async, slots: the partition's gradient (ps/sparse.h) */
     float *bounce;       /* [PS_SHARD_BOUNCE]: of the thread that runs it */
@@ -404,6 +448,10 @@ static void sink_floats(const grad_sink_t *k, size_t first, const float *g, size
                         k->idx + first, g, n);
         else
             ps_topk_apply_touched(&k->s->store, k->part, k->scale, k->idx + first, g, n);
+        return;
+    }
+    if (!k->sum && k->s->dana) {
+        ps_dana_apply(k->s->dana, &k->s->store, k->worker, k->part, k->scale, first, g, n);
         return;
     }
     if (!k->sum) {
@@ -473,6 +521,15 @@ static void sink_dense(ps_shard_t *s, const grad_sink_t *k, const ps_grad_t *t,
     }
 }
 
+/* dana, a sparse push: the partition's dense gradient (zero but at the n
+ * indices) applied whole, then zeroed again at the indices. */
+static void dana_apply_dense(ps_shard_t *s, const grad_sink_t *k, size_t n) {
+    ps_dana_apply(s->dana, &s->store, k->worker, k->part, k->scale, 0, k->dense,
+                  s->store.parts[k->part].size);
+    for (size_t j = 0; j < n; j++)
+        k->dense[k->idx[j]] = 0.0f;
+}
+
 static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of, bool sum,
                        double scale) {
     for (size_t i = 0; i < req->n_grads; i++) {
@@ -486,11 +543,12 @@ static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of,
                          .part = part,
                          .sum = sum,
                          .scale = scale,
+                         .worker = req->caller_index,
                          .idx = t->indices,
                          .bounce = s->bounce};
         const uint8_t *x16 = codec_is16(t->dtype) ? wire16_of(s, part) : NULL;
         /* async mode leaves accum unused: zeros, the dense gradient's room */
-        if (k.idx && !sum && !s->sparse_sgd && ps_topk_dense(&s->store))
+        if (k.idx && !sum && !s->sparse_sgd && (ps_topk_dense(&s->store) || s->dana))
             k.dense = s->accum + s->store.parts[part].offset;
         if (!k.idx)
             sink_dense(s, &k, t, x16);
@@ -498,7 +556,9 @@ static void take_grads(ps_shard_t *s, const ps_push_t *req, const long *part_of,
             sink_16(&k, t->dtype, x16, 0, t->data.len / 2);
         else
             wire_floats(&t->data, sink_run, &k);
-        if (k.dense)
+        if (k.dense && s->dana)
+            dana_apply_dense(s, &k, t->n_indices);
+        else if (k.dense)
             ps_topk_apply_dense(&s->store, part, scale, k.dense, k.idx, t->n_indices);
     }
 }
@@ -628,15 +688,20 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
     return rc;
 }
 
+bool ps_shard_pull_ahead(const ps_shard_t *s, const Pstrain__PullRequest *req) {
+    return s->dana && req->caller && req->caller->role && !strcmp(req->caller->role, "worker");
+}
+
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen) {
+    Pstrain__Tensor *tensors = ps_shard_pull_ahead(s, req) ? s->ahead_tensors : s->tensors;
     size_t n = 0;
     for (size_t p = 0; p < s->store.nparts; p++) {
         bool wanted = req->n_names == 0 && req->n_rows == 0;
         for (size_t k = 0; k < req->n_names && !wanted; k++)
             wanted = strcmp(req->names[k], s->tensors[p].name) == 0;
         if (wanted)
-            s->tensor_ptrs[n++] = &s->tensors[p];
+            s->tensor_ptrs[n++] = &tensors[p];
     }
     for (size_t k = 0; k < req->n_names; k++) {
         if (model_find_var(s->model, req->names[k]) < 0)
@@ -679,6 +744,8 @@ static void swap_store(ps_shard_t *s, store_t *fresh) {
     point_tensors(s);
     drop_step_in_progress(s);
     publish_step(s);
+    if (s->dana)
+        ps_dana_resync(s->dana, &s->store);
 }
 
 void ps_shard_reset(ps_shard_t *s) {
@@ -705,5 +772,8 @@ int ps_shard_warm_start(ps_shard_t *s, const char *path, const char *pattern, ch
                         size_t errlen) {
     ckpt_restore_opts_t o = {.pattern = pattern && pattern[0] ? pattern : NULL, .slots = false};
     own_weights(s);
-    return ckpt_restore_store(&s->store, path, &o, NULL, err, errlen);
+    int rc = ckpt_restore_store(&s->store, path, &o, NULL, err, errlen);
+    if (s->dana)
+        ps_dana_resync(s->dana, &s->store);
+    return rc;
 }

@@ -16,6 +16,7 @@
 #include "common/train/optim.h"
 #include "common/model/placement.h"
 #include "common/train/store.h"
+#include "ps/dana.h"
 #include "ps/push.h"
 #include "ps/staleness.h"
 #include "pstrain.pb-c.h"
@@ -37,6 +38,7 @@ typedef enum {
     PS_STALENESS_LR_OFF = 0,  /* every push at the full learning rate */
     PS_STALENESS_LR_INVERSE,  /* lr / staleness (optim_staleness_scale) */
     PS_STALENESS_LR_MOMENTUM, /* momentum and lr by the mean staleness (ps/staleness.h) */
+    PS_STALENESS_LR_AUTO,     /* options only: off with dana, else inverse */
 } ps_staleness_lr_t;
 
 typedef struct {
@@ -84,6 +86,10 @@ typedef struct {
     struct ps_sparse *sparse;       /* rows pulled and pushed one by one (ps/sparse.c) */
     ps_stale_mean_t stale_mean;     /* staleness_lr momentum: of the full pushes */
     bool sparse_sgd;                /* sparse values as plain SGD steps (ps/sparse.h) */
+    /* train.async_momentum=dana (ps/dana.h): a velocity per worker, and the
+     * look-ahead weights that workers' pulls get; NULL when off. */
+    ps_dana_t *dana;
+    Pstrain__Tensor *ahead_tensors; /* dana: one per partition, pointing into dana->ahead */
 } ps_shard_t;
 
 typedef struct {
@@ -103,6 +109,15 @@ typedef struct {
      * PS_SHARD_SPLIT_MIN values or more; <= 1: serial. Bit for bit the
      * serial result: the optimizers are element-wise. */
     int apply_threads;
+    /* async and ssp, SGD with momentum: a velocity per worker and pulls of
+     * the look-ahead weights (ps/dana.h) */
+    bool dana;
+    /* train.async_momentum auto: dana where ps_shard_dana_check allows it
+     * and the cluster has 2 workers or more, else one momentum */
+    bool dana_auto;
+    /* dana: workers pull and push embedding tables by rows, which DANA
+     * does not take (ps_dana_check) */
+    bool sparse_rows;
 } ps_shard_opts_t;
 
 int ps_shard_init(ps_shard_t *s, const model_t *m, const ps_shard_opts_t *o, char *err,
@@ -135,9 +150,20 @@ int ps_shard_push(ps_shard_t *s, const Pstrain__PushRequest *req, bool *stale, c
 int ps_shard_push_view(ps_shard_t *s, const ps_push_t *req, bool *stale, char *err, size_t errlen);
 
 /* Fills resp with the partitions named (all when names is empty), pointing
- * into the store: valid until the next push. Unknown names are an error. */
+ * into the store: valid until the next push. Unknown names are an error.
+ * With dana, a worker's pull (caller role "worker") gets the look-ahead
+ * weights (ps_shard_pull_ahead), which are not lent: its answer copies
+ * them. Every other caller (the master's evaluation and checkpoints, tools)
+ * gets the weights themselves. */
 int ps_shard_pull(ps_shard_t *s, const Pstrain__PullRequest *req, Pstrain__PullResponse *resp,
                   char *err, size_t errlen);
+
+/* 0 when dana can run with these options on a shard of `size` weights;
+ * else -1 and the one line that says why (ps_dana_check). */
+int ps_shard_dana_check(const ps_shard_opts_t *o, size_t size, char *err, size_t errlen);
+
+/* Whether ps_shard_pull answers req with dana's look-ahead weights. */
+bool ps_shard_pull_ahead(const ps_shard_t *s, const Pstrain__PullRequest *req);
 
 /* The weights (store.w, all of them) as a blob that answers to pulls send
  * without a copy. Valid until the weights next change: a change takes them

@@ -9,6 +9,7 @@
 #include "common/rpc/wire.h"
 #include "ps/shard.h"
 #include "ps/ssp.h"
+#include "shard_tensors.h"
 
 typedef struct {
     model_t m;
@@ -35,19 +36,7 @@ static int setup_with(fixture_t *f, const ps_shard_opts_t *o, float value) {
     f->g = xmalloc(f->s.store.size * sizeof(float));
     for (size_t i = 0; i < f->s.store.size; i++)
         f->g[i] = value;
-    f->t = xcalloc(n, sizeof *f->t);
-    f->tp = xcalloc(n, sizeof *f->tp);
-    for (size_t i = 0; i < n; i++) {
-        const store_part_t *p = &f->s.store.parts[i];
-        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
-        f->t[i] = init;
-        f->t[i].name = (char *)f->m.vars[p->var].name;
-        f->t[i].row_begin = p->row_begin;
-        f->t[i].rows = p->rows;
-        f->t[i].data.data = (uint8_t *)(f->g + p->offset);
-        f->t[i].data.len = p->size * sizeof(float);
-        f->tp[i] = &f->t[i];
-    }
+    shard_tensors(&f->s, f->g, &f->t, &f->tp);
     Pstrain__Caller c = PSTRAIN__CALLER__INIT;
     f->caller = c;
     f->caller.role = "worker";

@@ -15,6 +15,7 @@
 #include "ps/pull.h"
 #include "ps/push.h"
 #include "ps/shard.h"
+#include "shard_tensors.h"
 #include "ps/sparse.h"
 #include "ps/staleness.h"
 
@@ -390,17 +391,7 @@ static int shard_fx(shard_fx_t *f, optim_kind_t kind, double momentum, bool sync
     if (ps_shard_init(&f->s, &f->m, &o, err, sizeof err))
         return -1;
     size_t n = f->s.store.nparts;
-    f->t = xcalloc(n, sizeof *f->t);
-    f->tp = xcalloc(n, sizeof *f->tp);
-    for (size_t i = 0; i < n; i++) {
-        const store_part_t *p = &f->s.store.parts[i];
-        Pstrain__Tensor init = PSTRAIN__TENSOR__INIT;
-        f->t[i] = init;
-        f->t[i].name = (char *)f->m.vars[p->var].name;
-        f->t[i].row_begin = p->row_begin;
-        f->t[i].rows = p->rows;
-        f->tp[i] = &f->t[i];
-    }
+    shard_tensors(&f->s, NULL, &f->t, &f->tp);
     Pstrain__Caller c = PSTRAIN__CALLER__INIT;
     f->caller = c;
     f->caller.role = "worker";

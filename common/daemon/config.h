@@ -52,7 +52,8 @@ typedef struct {
         char warm_start_vars[CONFIG_STR]; /* regex of the variables warm-started */
         int64_t staleness;                /* ssp: steps ahead of the slowest live worker */
         int64_t synthetic_step_ms;        /* > 0: a worker sleeps instead of computing */
-        char staleness_lr[CONFIG_STR];    /* off | inverse | momentum (async, ssp) */
+        char staleness_lr[CONFIG_STR];    /* auto | off | inverse | momentum (async, ssp) */
+        char async_momentum[CONFIG_STR];  /* auto | off | dana (async, ssp; ps/dana.h) */
         char lr_scaling[CONFIG_STR];      /* off | linear (sync) */
         int64_t warmup_steps;             /* sync, lr_scaling linear */
         int64_t backup_workers;           /* sync: pushes of a step not waited for */

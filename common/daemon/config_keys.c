@@ -132,11 +132,18 @@ const config_key_t config_keys[] = {
             "benchmarks: a cluster worker reads no data and, instead of computing, sleeps this "
             "many ms a step and pushes a small weight-decay gradient of the real model's shapes; "
             "0 = compute"),
-    ENUM_KEY("train.staleness_lr", train.staleness_lr, "inverse", "off|inverse|momentum",
+    ENUM_KEY("train.staleness_lr", train.staleness_lr, "auto", "auto|off|inverse|momentum",
              "async, ssp: a push computed on weights `s` updates old moves them by "
-             "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate), at the full "
+             "learning_rate / s (inverse; fresh pushes, s <= 1, at the full rate; auto: off "
+             "where train.async_momentum is dana, else inverse), at the full "
              "rate (off), or (momentum) with the momentum lowered by what asynchrony adds, "
              "s / (1 + s) for the pushes' mean staleness s, and below zero the rate instead"),
+    ENUM_KEY("train.async_momentum", train.async_momentum, "auto", "auto|off|dana",
+             "async, ssp, SGD with momentum: dana = the PS keeps a momentum per worker and "
+             "workers pull the weights as they will be once every worker's next update has "
+             "landed (DANA; memory: workers x the PS's weights); off = one momentum; auto = "
+             "dana with 2 workers or more where it applies (no nesterov, no "
+             "rpc.push_topk_momentum, no sparse embedding rows, under 4 GiB), else off"),
     ENUM_KEY("train.lr_scaling", train.lr_scaling, "off", "off|linear",
              "sync: linear = each step's learning rate times the pushes it averages (Goyal et "
              "al.), reached over train.warmup_steps"),
