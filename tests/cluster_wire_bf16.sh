@@ -2,9 +2,12 @@
 # rpc.wire_dtype=bf16 end to end: a master, 2 PS and 2 workers as real
 # processes on loopback (scripts/train_local_dist.sh) train the MLP for one
 # epoch with bfloat16 pushes and pulls (error feedback on the workers) to
-# >= 0.78 test accuracy; every process exits 0 without an error, and each
-# worker says its tensors travel as bfloat16. The same run in ssp mode (held
-# pulls answered in bfloat16) finishes too.
+# >= 0.78 test accuracy, over the TCP stream (rpc.shm off: bfloat16 is for
+# the network); every process exits 0 without an error, each worker says its
+# tensors travel as bfloat16 and pushes and pulls about half the bytes of
+# the model's float32 weights a step. The same run in ssp mode (held pulls
+# answered in bfloat16) finishes too. Through shared memory (the default on
+# one host) the same setting moves float32: the full bytes.
 set -euo pipefail
 build=${1:?usage: $0 BUILD_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,11 +19,19 @@ need_fashion_mnist
 need_python3 json
 cd "$tmp" # train_local_dist.sh appends to training_log.md here
 
+# bytes_ratio WORKER_LOG: bytes a step pulled and pushed over the model's
+# float32 weights, from the worker's last lines.
+bytes_ratio() {
+  sed -n 's/.*bytes a step: pulled \([0-9]*\), pushed \([0-9]*\) (the model.s weights are \([0-9]*\) bytes).*/\1 \2 \3/p' "$1" |
+    awk '{ printf "%.3f %.3f\n", $1 / $3, $2 / $3 }'
+}
+
 run() {
-  local mode=$1 min_acc=$2
-  local dir=$tmp/run-$mode
+  local mode=$1 min_acc=$2 shm=${3:-false}
+  local dir=$tmp/run-$mode-$shm
   PSTRAIN_RUNLOGS=$tmp/runlogs "$root/scripts/train_local_dist.sh" --set model=mlp \
     --set train.epochs=1 --set train.mode="$mode" --set rpc.wire_dtype=bf16 \
+    --set rpc.shm="$shm" --set rpc.stream=true \
     --set checkpoint.model_dir="$dir" > "$tmp/out-$mode" 2>&1 ||
     fail "$mode run: $(tail -5 "$tmp/out-$mode")"
   python3 - "$dir/eval_results.json" "$mode" "$min_acc" << 'PY'
@@ -34,8 +45,19 @@ PY
   done
   for w in worker0 worker1; do
     grep -q "travel as bfloat16" "$tmp/runlogs/$w.log" || fail "$w does not say it sends bfloat16"
+    read -r pulled pushed <<< "$(bytes_ratio "$tmp/runlogs/$w.log")"
+    [ -n "$pushed" ] || fail "$w does not say its bytes a step"
+    echo "$mode, rpc.shm=$shm, $w: bytes a step over the float32 weights: pulled $pulled, pushed $pushed"
+    if [ "$shm" = false ]; then # bfloat16: half, plus framing and the small tensors
+      awk -v a="$pulled" -v b="$pushed" 'BEGIN { exit !(a > 0.45 && a < 0.56 && b > 0.45 && b < 0.56) }' ||
+        fail "$w moved $pulled / $pushed of the float32 bytes over TCP, not about half"
+    else # float32 through shared memory
+      awk -v a="$pulled" -v b="$pushed" 'BEGIN { exit !(a > 0.95 && b > 0.95) }' ||
+        fail "$w moved $pulled / $pushed of the float32 bytes through shared memory, not all"
+    fi
   done
 }
 run async 0.78
 run ssp 0.70
+run async 0.78 true
 echo ok

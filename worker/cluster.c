@@ -102,8 +102,9 @@ static int connect_peers(worker_t *w) {
         return EXIT_USAGE;
     }
     if (po.wire_bf16 || po.wire_fp16)
-        log_info("tensors of %d values or more travel as %s (rpc.wire_dtype), the "
-                 "rounding of each push kept and added to the next",
+        log_info("tensors of %d values or more travel as %s (rpc.wire_dtype) to a PS over "
+                 "the network, as float32 through shared memory; the rounding of each push "
+                 "kept and added to the next",
                  WIRE_BF16_MIN_VALUES, po.wire_fp16 ? "fp16" : "bfloat16");
     if (po.push_topk > 0)
         log_info("pushes of tensors of %d values or more carry the largest %g of their values "
@@ -627,6 +628,17 @@ static psclient_status_t train_overlapped(worker_t *w, run_stats_t *r, size_t he
     return s != PSCLIENT_OK ? s : last;
 }
 
+/* Message bytes a step, every PS together: what rpc.wire_dtype and
+ * rpc.push_topk save (the serial loop's; the others count steps). */
+static void log_wire(const worker_t *w, size_t steps) {
+    uint64_t pulled, pushed;
+    psclient_bytes(w->ps, &pulled, &pushed);
+    log_info("bytes a step: pulled %.0f, pushed %.0f (the model's weights are %zu bytes)",
+             (double)pulled / (double)(w->pulls ? w->pulls : steps),
+             (double)pushed / (double)(w->pushes ? w->pushes : steps),
+             w->model.nparams * sizeof(float));
+}
+
 /* What the embedding tables' rows cost on the wire, against the tables
  * whole: bytes of a pull and of a push, every PS together (the serial
  * loop's; the others count steps). */
@@ -661,6 +673,8 @@ static void log_end(const worker_t *w, const run_stats_t *r) {
                  progress_rate(r->means.n, ps_now() - r->start));
     if (r->local_steps && model_has_sparse(&w->model))
         log_rows(w, r->local_steps);
+    else if (r->local_steps)
+        log_wire(w, r->local_steps);
     if (r->local_steps && r->compute_s > 0)
         log_info("per step: pull %.1f ms, compute %.1f ms, push %.1f ms",
                  1e3 * r->pull_s / (double)r->local_steps,

@@ -208,9 +208,10 @@ const config_key_t config_keys[] = {
                    "uids besides the PS's own whose local processes may use its shared memory "
                    "(rpc.shm), comma-separated; others are refused PERMISSION_DENIED"),
     ENUM_KEY("rpc.wire_dtype", rpc.wire_dtype, "fp32", "fp32|bf16|fp16",
-             "a worker's pushes and pulls of tensors of 1024 values or more: fp32, bf16 or fp16 "
-             "(half the bytes; each push's rounding error is kept on the worker and added to its "
-             "next push; fp16 clamps values beyond +-65504, with a warning)"),
+             "a worker's pushes and pulls of tensors of 1024 values or more over the network "
+             "(gRPC, rpc.stream): fp32, bf16 or fp16 (half the bytes; each push's rounding error "
+             "is kept on the worker and added to its next push; fp16 clamps values beyond "
+             "+-65504, with a warning); shared memory (rpc.shm) always carries fp32"),
     FLOAT_KEY("rpc.push_topk", rpc.push_topk, "0", 0, 1, 0,
               "a worker pushes only this fraction of each tensor of 1024 values or more, the "
               "values of largest magnitude with their indices, and keeps the rest for its next "

@@ -406,6 +406,17 @@ static size_t mask_names(const psclient_t *p, const uint8_t *mask, char **names)
     return n;
 }
 
+/* The WireDtype of PS i's large tensors: rpc.wire_dtype over the network
+ * (gRPC, the TCP stream), float32 through shared memory, where the bytes
+ * cost a memcpy and converting them costs more than it saves (the CNN on
+ * one host: 12% fewer images/s in bfloat16, docs/scaling.md). A channel
+ * that has not called yet counts as the network. */
+static uint64_t link_dtype(psclient_t *p, size_t i) {
+    if (p->dtype == WIRE_DTYPE_FLOAT32 || strcmp(rpc_channel_transport(p->ps[i].ch), "shm") != 0)
+        return p->dtype;
+    return WIRE_DTYPE_FLOAT32;
+}
+
 psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_next,
                                      const uint8_t *mask, char *err, size_t errlen) {
     char **names = xcalloc(p->model->nvars, sizeof *names);
@@ -417,7 +428,7 @@ psclient_status_t psclient_pull_vars(psclient_t *p, float *params, bool wait_nex
         req.lineage = p->ps[i].lineage;
         req.n_names = nnames;
         req.names = names;
-        req.wire_dtype = (Pstrain__WireDtype)p->dtype;
+        req.wire_dtype = (Pstrain__WireDtype)link_dtype(p, i);
         if (p->rows_on && !mask)
             req.n_rows = psclient_rows_selects(p->rows, i, &req.rows);
         msg_pack(&p->ps[i].req, &req.base);
@@ -461,28 +472,31 @@ static void write_push(void *arg, uint8_t *dst) {
  * feedback would carry one batch's rounding into the next batch's
  * statistic. */
 static void set_push_data(psclient_t *p, Pstrain__Tensor *t, const float *grads,
-                          const placement_part_t *part) {
+                          const placement_part_t *part, uint64_t dtype) {
     size_t off = part_offset(p->model, part);
     bool large = part->size >= WIRE_BF16_MIN_VALUES && !p->model->vars[part->var].moving;
     t->n_indices = 0;
     t->indices = NULL;
-    t->dtype = large ? (Pstrain__WireDtype)p->dtype : PSTRAIN__WIRE_DTYPE__FLOAT32;
+    t->dtype = large ? (Pstrain__WireDtype)dtype : PSTRAIN__WIRE_DTYPE__FLOAT32;
     if (large && p->topk > 0) {
         size_t k = codec_topk_count(part->size, p->topk);
         uint8_t *values = p->topv + sizeof(float) * off;
         p->fp16_clamped += codec_topk_feedback(
-            p->dtype, grads + off, p->residual + off, part->size, k, p->topi + off, values,
-            p->scratch, p->velocity ? p->velocity + off : NULL, p->topk_momentum);
+            dtype, grads + off, p->residual + off, part->size, k, p->topi + off, values, p->scratch,
+            p->velocity ? p->velocity + off : NULL, p->topk_momentum);
         t->n_indices = k;
         t->indices = p->topi + off;
-        t->data = (ProtobufCBinaryData){k * codec_value_bytes(p->dtype), values};
+        t->data = (ProtobufCBinaryData){k * codec_value_bytes(dtype), values};
         return;
     }
+    /* float32 goes as it is: a residual left from 16-bit pushes before the
+     * PS's link turned to shared memory (a restart on this host) stays
+     * unsent, one push's rounding. */
     if (t->dtype == PSTRAIN__WIRE_DTYPE__FLOAT32) {
         t->data = (ProtobufCBinaryData){part->size * sizeof(float), (uint8_t *)(grads + off)};
         return;
     }
-    p->fp16_clamped += codec_encode_feedback(p->dtype, p->wire16 + 2 * off, grads + off,
+    p->fp16_clamped += codec_encode_feedback(dtype, p->wire16 + 2 * off, grads + off,
                                              p->residual + off, part->size);
     t->data = (ProtobufCBinaryData){2 * part->size, p->wire16 + 2 * off};
 }
@@ -494,11 +508,12 @@ static void pack_push(psclient_t *p, size_t i, const float *grads, const uint8_t
     const size_t *idx;
     placement_ps_parts(&p->placement, (int)i, &idx);
     size_t n = 0;
+    uint64_t dtype = link_dtype(p, i);
     for (size_t k = 0; k < l->nt; k++) {
         const placement_part_t *part = &p->placement.parts[idx[k]];
         if (!moves_whole(p, mask, (size_t)part->var))
             continue;
-        set_push_data(p, &l->t[k], grads, part);
+        set_push_data(p, &l->t[k], grads, part, dtype);
         l->sel[n++] = &l->t[k];
     }
     if (p->rows_on && !mask)
