@@ -289,21 +289,25 @@ void wire_bf16_to_floats(float *dst, const uint8_t *src, size_t n) {
 
 /* Bit 15 set when one of the m values is NaN or Inf: their exponent bits
  * all ones, adding one to the exponent field carries into the sign bit. */
-static inline uint32_t bf16_block_nonfinite(const uint8_t *src, size_t m) {
+static inline uint32_t block_nonfinite16(const uint8_t *src, size_t m, uint32_t exponent) {
     uint16_t h[BF16_BLOCK];
     memcpy(h, src, 2 * m);
-    uint32_t acc = 0;
+    uint32_t acc = 0, one = exponent & (~exponent + 1u);
     for (size_t j = 0; j < m; j++)
-        acc |= (h[j] & 0x7f80u) + 0x80u;
+        acc |= (h[j] & exponent) + one;
     return acc & 0x8000u;
 }
 
-int wire_bf16_check_finite(const uint8_t *src, size_t n) {
+int wire_check_finite16(const uint8_t *src, size_t n, uint16_t exponent) {
     size_t i = 0;
     for (; i + BF16_BLOCK <= n; i += BF16_BLOCK)
-        if (bf16_block_nonfinite(src + 2 * i, BF16_BLOCK))
+        if (block_nonfinite16(src + 2 * i, BF16_BLOCK, exponent))
             return -1;
-    return bf16_block_nonfinite(src + 2 * i, n - i) ? -1 : 0;
+    return block_nonfinite16(src + 2 * i, n - i, exponent) ? -1 : 0;
+}
+
+int wire_bf16_check_finite(const uint8_t *src, size_t n) {
+    return wire_check_finite16(src, n, 0x7f80u);
 }
 
 long wire_packed_varints(const wire_bytes_t *b, uint64_t *out) {

@@ -89,6 +89,10 @@ void wire_bf16_from_floats(uint8_t *dst, const float *src, size_t n);
 void wire_bf16_feedback(uint8_t *dst, const float *g, float *residual, size_t n);
 /* Reads n bfloat16 values (2 bytes each, any alignment) into floats. */
 void wire_bf16_to_floats(float *dst, const uint8_t *src, size_t n);
+/* 0 when all n 16-bit floats (2 bytes each, any alignment), whose
+ * exponent field is the bits `exponent` (bfloat16 0x7f80, fp16 0x7c00),
+ * are finite; -1 when any is NaN or Inf. */
+int wire_check_finite16(const uint8_t *src, size_t n, uint16_t exponent);
 /* 0 when all n bfloat16 values are finite, -1 when any is NaN or Inf. */
 int wire_bf16_check_finite(const uint8_t *src, size_t n);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/base/util.h"
+#include "common/rpc/wire.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -184,22 +185,6 @@ void wire_fp16_to_floats(float *dst, const uint8_t *src, size_t n) {
     portable_to(dst, src, n);
 }
 
-/* Bit 15 set when one of the m values is NaN or Inf: the five exponent
- * bits all ones (adding one to them carries into the sign bit). Whole
- * blocks have a fixed trip count, which GCC vectorizes at -O2. */
-static inline uint32_t block_nonfinite(const uint8_t *src, size_t m) {
-    uint16_t h[CLAMP_BLOCK];
-    memcpy(h, src, 2 * m);
-    uint32_t acc = 0;
-    for (size_t j = 0; j < m; j++)
-        acc |= (h[j] & 0x7c00u) + 0x400u;
-    return acc & 0x8000u;
-}
-
 int wire_fp16_check_finite(const uint8_t *src, size_t n) {
-    size_t i = 0;
-    for (; i + CLAMP_BLOCK <= n; i += CLAMP_BLOCK)
-        if (block_nonfinite(src + 2 * i, CLAMP_BLOCK))
-            return -1;
-    return block_nonfinite(src + 2 * i, n - i) ? -1 : 0;
+    return wire_check_finite16(src, n, 0x7c00u);
 }
