@@ -382,15 +382,18 @@ static void finite_range(void *ctx, size_t begin, size_t end, int slot) {
                           : clip_floats(&j->t->data, begin, end, finite_run, NULL);
 }
 
+/* The apply threads for a tensor of n values: none (NULL, serial) under
+ * PS_SHARD_SPLIT_MIN. */
+static ps_pool_t *pool_for(const ps_shard_t *s, size_t n) {
+    return n >= PS_SHARD_SPLIT_MIN ? s->pool : NULL;
+}
+
 /* Whether any value of the tensor (its 16-bit copy x16, or float32 on
  * the wire) is NaN or Inf; a large one checked on the apply threads. */
 static bool tensor_bad(ps_shard_t *s, const ps_grad_t *t, const uint8_t *x16) {
     size_t n = t->data.len / (x16 ? 2 : 4);
-    if (!s->pool || n < PS_SHARD_SPLIT_MIN)
-        return x16 ? codec_check_finite16(t->dtype, x16, n) != 0
-                   : wire_floats(&t->data, finite_run, NULL) != 0;
     finite_job_t j = {.t = t, .x16 = x16};
-    ps_pool_run(s->pool, n, PS_SHARD_SPLIT_MIN / 2, finite_range, &j);
+    ps_pool_run(pool_for(s, n), n, PS_SHARD_SPLIT_MIN / 2, finite_range, &j);
     int bad = 0;
     for (int i = 0; i < ps_pool_threads(s->pool); i++)
         bad |= j.bad[i];
@@ -511,14 +514,8 @@ static void sink_range(void *ctx, size_t begin, size_t end, int slot) {
 static void sink_dense(ps_shard_t *s, const grad_sink_t *k, const ps_grad_t *t,
                        const uint8_t *x16) {
     size_t n = t->data.len / (x16 ? 2 : 4);
-    if (s->pool && n >= PS_SHARD_SPLIT_MIN) {
-        sink_job_t j = {k, t, x16};
-        ps_pool_run(s->pool, n, PS_SHARD_SPLIT_MIN / 2, sink_range, &j);
-    } else if (x16) {
-        sink_16(k, t->dtype, x16, 0, n);
-    } else {
-        wire_floats(&t->data, sink_run, (void *)k);
-    }
+    sink_job_t j = {k, t, x16};
+    ps_pool_run(pool_for(s, n), n, PS_SHARD_SPLIT_MIN / 2, sink_range, &j);
 }
 
 /* dana, a sparse push: the partition's dense gradient (zero but at the n
@@ -588,8 +585,8 @@ static void apply_accumulated(ps_shard_t *s) {
     own_weights(s);
     for (size_t p = 0; p < s->store.nparts; p++) {
         accum_job_t j = {s, p, lr_scale};
-        ps_pool_run(s->store.parts[p].size >= PS_SHARD_SPLIT_MIN ? s->pool : NULL,
-                    s->store.parts[p].size, PS_SHARD_SPLIT_MIN / 2, accum_range, &j);
+        ps_pool_run(pool_for(s, s->store.parts[p].size), s->store.parts[p].size,
+                    PS_SHARD_SPLIT_MIN / 2, accum_range, &j);
     }
     s->store.iterations++;
     publish_step(s);

@@ -20,10 +20,9 @@ need_python3 json
 cd "$tmp" # train_local_dist.sh appends to training_log.md here
 
 # bytes_ratio WORKER_LOG: bytes a step pulled and pushed over the model's
-# float32 weights, from the worker's last lines.
+# float32 weights.
 bytes_ratio() {
-  sed -n 's/.*bytes a step: pulled \([0-9]*\), pushed \([0-9]*\) (the model.s weights are \([0-9]*\) bytes).*/\1 \2 \3/p' "$1" |
-    awk '{ printf "%.3f %.3f\n", $1 / $3, $2 / $3 }'
+  worker_bytes "$1" | awk '{ printf "%.3f %.3f\n", $1 / $3, $2 / $3 }'
 }
 
 run() {

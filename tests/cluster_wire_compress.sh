@@ -40,7 +40,7 @@ for mode in async sync; do
       fail "$w ($mode) does not say it sends the top 5%"
     # fp16 pulls: half the bytes; pushes: 5% of the values, 2 bytes each and
     # an index of 2-3 bytes, plus the small tensors whole
-    read -r pulled pushed model <<< "$(sed -n 's/.*bytes a step: pulled \([0-9]*\), pushed \([0-9]*\) (the model.s weights are \([0-9]*\) bytes).*/\1 \2 \3/p' "$tmp/logs-$mode/$w.log")"
+    read -r pulled pushed model <<< "$(worker_bytes "$tmp/logs-$mode/$w.log")"
     [ -n "$model" ] || fail "$w ($mode) does not say its bytes a step"
     echo "$mode, $w: bytes a step: pulled $pulled, pushed $pushed of $model"
     awk -v a="$pulled" -v b="$pushed" -v m="$model" 'BEGIN { exit !(a < 0.56 * m && b < 0.2 * m) }' ||

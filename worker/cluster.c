@@ -628,25 +628,30 @@ static psclient_status_t train_overlapped(worker_t *w, run_stats_t *r, size_t he
     return s != PSCLIENT_OK ? s : last;
 }
 
-/* Message bytes a step, every PS together: what rpc.wire_dtype and
- * rpc.push_topk save (the serial loop's; the others count steps). */
+/* Message bytes a pull and a push, every PS together (the serial loop
+ * counts its pulls and pushes; the others count steps); returns the pulls. */
+static double bytes_a_step(const worker_t *w, size_t steps, double *pulled, double *pushed) {
+    uint64_t in, out;
+    psclient_bytes(w->ps, &in, &out);
+    double pulls = (double)(w->pulls ? w->pulls : steps),
+           pushes = (double)(w->pushes ? w->pushes : steps);
+    *pulled = (double)in / pulls;
+    *pushed = (double)out / pushes;
+    return pulls;
+}
+
+/* What rpc.wire_dtype and rpc.push_topk save: bytes a step. */
 static void log_wire(const worker_t *w, size_t steps) {
-    uint64_t pulled, pushed;
-    psclient_bytes(w->ps, &pulled, &pushed);
-    log_info("bytes a step: pulled %.0f, pushed %.0f (the model's weights are %zu bytes)",
-             (double)pulled / (double)(w->pulls ? w->pulls : steps),
-             (double)pushed / (double)(w->pushes ? w->pushes : steps),
-             w->model.nparams * sizeof(float));
+    double pulled, pushed;
+    bytes_a_step(w, steps, &pulled, &pushed);
+    log_info("bytes a step: pulled %.0f, pushed %.0f (the model's weights are %zu bytes)", pulled,
+             pushed, w->model.nparams * sizeof(float));
 }
 
 /* What the embedding tables' rows cost on the wire, against the tables
- * whole: bytes of a pull and of a push, every PS together (the serial
- * loop's; the others count steps). */
+ * whole: bytes of a pull and of a push. */
 static void log_rows(const worker_t *w, size_t steps) {
-    uint64_t pulled, pushed;
-    psclient_bytes(w->ps, &pulled, &pushed);
-    double pulls = (double)(w->pulls ? w->pulls : steps),
-           pushes = (double)(w->pushes ? w->pushes : steps);
+    double pulled, pushed, pulls = bytes_a_step(w, steps, &pulled, &pushed);
     size_t table_bytes = 0;
     for (size_t v = 0; v < w->model.nvars; v++)
         if (w->model.vars[v].sparse)
@@ -654,12 +659,11 @@ static void log_rows(const worker_t *w, size_t steps) {
     if (w->rows)
         log_info("embedding rows: %.1f rows a step; bytes a step: pulled %.0f, pushed %.0f (the "
                  "tables whole are %zu bytes each way)",
-                 (double)w->rows_touched / pulls, (double)pulled / pulls, (double)pushed / pushes,
-                 table_bytes);
+                 (double)w->rows_touched / pulls, pulled, pushed, table_bytes);
     else
         log_info("embedding tables moved whole: bytes a step: pulled %.0f, pushed %.0f (the "
                  "tables are %zu bytes)",
-                 (double)pulled / pulls, (double)pushed / pushes, table_bytes);
+                 pulled, pushed, table_bytes);
 }
 
 static void log_end(const worker_t *w, const run_stats_t *r) {

@@ -64,6 +64,12 @@ manifest_key() {
   python3 -c "import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(*v) if isinstance(v, list) else print(v)" "$1/checkpoint" "$2"
 }
 
+# worker_bytes WORKER_LOG: "PULLED PUSHED MODEL", a cluster worker's bytes a
+# step pulled and pushed and its model's float32 weights, from its last lines.
+worker_bytes() {
+  sed -n 's/.*bytes a step: pulled \([0-9]*\), pushed \([0-9]*\) (the model.s weights are \([0-9]*\) bytes).*/\1 \2 \3/p' "$1"
+}
+
 # wait_log FILE PATTERN WHAT [SECS]: waits until FILE holds PATTERN (a grep
 # regex), at most SECS (30) seconds; fails with WHAT when it does not.
 wait_log() {
